@@ -1,0 +1,88 @@
+//! The boundary between `kernel-core` and the host.
+//!
+//! `kernel-core` is a loop: pick a runnable task, ask the HAL to [`Hal::run`]
+//! its user context in its address space until something happens (a [`Trap`]),
+//! handle it. Everything host-specific — how guest code is executed, how guest
+//! memory is mapped, how time passes, where console bytes go — lives behind the
+//! traits of this crate, so `kernel-core` can be driven by a real backend
+//! (`hal-uml-x86_64`, `hal-uml-tt`) or by the [`mock`] HAL with no host at all.
+//!
+//! The crate holds only traits and plain data; it has no `unsafe` code.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod context;
+pub mod device;
+pub mod mem;
+pub mod trap;
+
+#[cfg(feature = "mock")]
+pub mod mock;
+
+pub use context::{FpuState, UserContext, UserRegs};
+pub use device::{Console, ConsoleRead, ConsoleStream};
+pub use mem::{AddressSpace, PhysMem, Prot, PAGE_SIZE};
+pub use trap::{Access, CpuFaultKind, Interrupts, Trap};
+
+/// Why the HAL could not provide a resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalError {
+    /// The host refused to create another address space or context (process
+    /// limit, memory): the guest sees this as `EAGAIN`/`ENOMEM`.
+    OutOfResources,
+}
+
+/// Everything `kernel-core` needs from the machine it runs on.
+///
+/// One value of this trait is handed to the kernel at boot and owned by it.
+/// All methods are called from the kernel's single thread of control.
+pub trait Hal {
+    /// The physical-memory region type.
+    type Phys: PhysMem;
+    /// The address-space type. Dropping one releases everything the host
+    /// holds for it (for skas: the stub process).
+    type Space: AddressSpace;
+
+    /// The physical-memory region: `mem=` bytes, frames are offsets in it.
+    fn phys(&self) -> &Self::Phys;
+
+    /// A new, empty user address space.
+    fn new_space(&mut self) -> Result<Self::Space, HalError>;
+
+    /// Run `ctx` in `space` until the next trap.
+    ///
+    /// Pending map operations of `space` are applied before user code runs.
+    /// On return `ctx` holds the user registers at the trap: for
+    /// [`Trap::Syscall`] the number is in `orig_rax`, `rip` points after the
+    /// `syscall` instruction, and the kernel writes the result into `rax`
+    /// before the next `run`.
+    fn run(&mut self, ctx: &mut UserContext, space: &mut Self::Space) -> Trap;
+
+    /// Monotonic time since boot, in nanoseconds.
+    fn now_ns(&self) -> u64;
+
+    /// Wall-clock time (`CLOCK_REALTIME`) in nanoseconds since the Unix epoch.
+    fn realtime_ns(&self) -> u64;
+
+    /// Arm the one-shot timer for the monotonic instant `deadline_ns`, or
+    /// disarm it with `None`. Expiry is reported as [`Interrupts::TIMER`],
+    /// interrupting [`Hal::run`] or [`Hal::wait_for_interrupt`].
+    fn set_timer(&mut self, deadline_ns: Option<u64>);
+
+    /// Sleep on the host, using no CPU, until an interrupt is pending (timer
+    /// expiry or device readiness), and return the pending set. Returns at
+    /// once if one is already pending.
+    fn wait_for_interrupt(&mut self) -> Interrupts;
+
+    /// The console device.
+    fn console(&mut self) -> &mut dyn Console;
+
+    /// Fill `buf` with random bytes from the host's entropy source (for
+    /// `AT_RANDOM`, `getrandom` and `/dev/urandom`).
+    fn random(&mut self, buf: &mut [u8]);
+
+    /// A line of kernel diagnostics (syscall trace, warnings, the shutdown
+    /// summary). Goes to the host's stderr on real backends.
+    fn log(&mut self, line: &str);
+}

@@ -1,0 +1,321 @@
+//! A HAL with no host: physical memory is a `Vec`, address spaces are maps,
+//! and "user code" is a closure (the mock CPU) that scripts system calls
+//! against that memory. Used by `kernel-core`'s tests and property tests.
+//!
+//! The mock applies queued map operations only at [`Hal::run`], like a real
+//! backend, and its [`MockSpace::user_read`]/[`MockSpace::user_write`] fault
+//! exactly where the host mapping would, so the kernel's demand paging and
+//! copy-on-write are exercised for real.
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use crate::{
+    Access, AddressSpace, Console, ConsoleRead, ConsoleStream, Hal, HalError, Interrupts, PhysMem,
+    Prot, Trap, UserContext, PAGE_SIZE,
+};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// Physical memory in a `Vec`.
+pub struct MockPhys {
+    bytes: RefCell<Vec<u8>>,
+}
+
+impl MockPhys {
+    /// A zeroed region of `size` bytes (rounded down to whole pages).
+    pub fn new(size: usize) -> Self {
+        MockPhys { bytes: RefCell::new(vec![0; size / PAGE_SIZE * PAGE_SIZE]) }
+    }
+}
+
+impl PhysMem for MockPhys {
+    fn size(&self) -> u64 {
+        self.bytes.borrow().len() as u64
+    }
+    fn read(&self, paddr: u64, buf: &mut [u8]) {
+        let p = paddr as usize;
+        buf.copy_from_slice(&self.bytes.borrow()[p..p + buf.len()]);
+    }
+    fn write(&self, paddr: u64, data: &[u8]) {
+        let p = paddr as usize;
+        self.bytes.borrow_mut()[p..p + data.len()].copy_from_slice(data);
+    }
+    fn fill(&self, paddr: u64, len: u64, byte: u8) {
+        let p = paddr as usize;
+        self.bytes.borrow_mut()[p..p + len as usize].fill(byte);
+    }
+    fn copy(&self, src: u64, dst: u64, len: u64) {
+        let (s, d, l) = (src as usize, dst as usize, len as usize);
+        self.bytes.borrow_mut().copy_within(s..s + l, d);
+    }
+}
+
+/// A queued map operation (fields as in the [`AddressSpace`] methods).
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    /// See [`AddressSpace::map`].
+    Map { vaddr: u64, len: u64, paddr: u64, prot: Prot },
+    /// See [`AddressSpace::unmap`].
+    Unmap { vaddr: u64, len: u64 },
+    /// See [`AddressSpace::protect`].
+    Protect { vaddr: u64, len: u64, prot: Prot },
+}
+
+/// The user end of mock address spaces (the same as a 47-bit host's).
+pub const MOCK_USER_END: u64 = 0x7fff_ffff_f000;
+
+/// An address space: queued operations and the applied page map.
+pub struct MockSpace {
+    /// Unique id, so a mock CPU can tell spaces apart.
+    pub id: u64,
+    /// Operations queued since the last run.
+    pub pending: Vec<MapOp>,
+    /// Applied mappings: virtual page → (frame, protection).
+    pub pages: BTreeMap<u64, (u64, Prot)>,
+    /// How many batches were applied (one per run with pending operations).
+    pub batches: u64,
+}
+
+impl MockSpace {
+    fn apply(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.batches += 1;
+        for op in core::mem::take(&mut self.pending) {
+            match op {
+                MapOp::Map { vaddr, len, paddr, prot } => {
+                    for i in 0..len / PAGE {
+                        self.pages.insert(vaddr + i * PAGE, (paddr + i * PAGE, prot));
+                    }
+                }
+                MapOp::Unmap { vaddr, len } => {
+                    for i in 0..len / PAGE {
+                        self.pages.remove(&(vaddr + i * PAGE));
+                    }
+                }
+                MapOp::Protect { vaddr, len, prot } => {
+                    for i in 0..len / PAGE {
+                        if let Some(e) = self.pages.get_mut(&(vaddr + i * PAGE)) {
+                            e.1 = prot;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn translate(&self, addr: u64, access: Access) -> Result<u64, Trap> {
+        let need = match access {
+            Access::Read => Prot::READ,
+            Access::Write => Prot::WRITE,
+            Access::Execute => Prot::EXEC,
+        };
+        match self.pages.get(&(addr & !(PAGE - 1))) {
+            Some(&(frame, prot)) if prot.contains(need) => Ok(frame + (addr & (PAGE - 1))),
+            _ => Err(Trap::PageFault { addr, access }),
+        }
+    }
+
+    /// Read user memory as guest code would: a page fault trap where the
+    /// applied mapping does not allow it.
+    pub fn user_read(&self, phys: &MockPhys, addr: u64, buf: &mut [u8]) -> Result<(), Trap> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr.checked_add(i as u64).ok_or(Trap::PageFault { addr, access: Access::Read })?;
+            let p = self.translate(a, Access::Read)?;
+            let mut one = [0u8];
+            phys.read(p, &mut one);
+            *b = one[0];
+        }
+        Ok(())
+    }
+
+    /// Write user memory as guest code would.
+    pub fn user_write(&self, phys: &MockPhys, addr: u64, data: &[u8]) -> Result<(), Trap> {
+        for (i, b) in data.iter().enumerate() {
+            let a = addr.checked_add(i as u64).ok_or(Trap::PageFault { addr, access: Access::Write })?;
+            let p = self.translate(a, Access::Write)?;
+            phys.write(p, &[*b]);
+        }
+        Ok(())
+    }
+}
+
+impl AddressSpace for MockSpace {
+    fn map(&mut self, vaddr: u64, len: u64, paddr: u64, prot: Prot) {
+        check_range(vaddr, len);
+        self.pending.push(MapOp::Map { vaddr, len, paddr, prot });
+    }
+    fn unmap(&mut self, vaddr: u64, len: u64) {
+        check_range(vaddr, len);
+        self.pending.push(MapOp::Unmap { vaddr, len });
+    }
+    fn protect(&mut self, vaddr: u64, len: u64, prot: Prot) {
+        check_range(vaddr, len);
+        self.pending.push(MapOp::Protect { vaddr, len, prot });
+    }
+    fn user_end(&self) -> u64 {
+        MOCK_USER_END
+    }
+}
+
+/// The contract of [`AddressSpace`], checked: a violation is a kernel bug.
+fn check_range(vaddr: u64, len: u64) {
+    assert!(vaddr % PAGE == 0 && len % PAGE == 0, "unaligned map op {vaddr:#x}+{len:#x}");
+    assert!(vaddr.checked_add(len).is_some_and(|e| e <= MOCK_USER_END), "map op beyond user end");
+}
+
+/// The mock CPU: runs "user code" for one step and says why it stopped.
+pub type MockCpu = Box<dyn FnMut(&mut UserContext, &mut MockSpace, &MockPhys) -> Trap>;
+
+/// Console with captured output and scripted input.
+#[derive(Default)]
+pub struct MockConsole {
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+    /// Bytes waiting to be read.
+    pub input: VecDeque<u8>,
+    /// Whether input has ended once `input` is drained.
+    pub input_closed: bool,
+}
+
+impl Console for MockConsole {
+    fn write(&mut self, stream: ConsoleStream, data: &[u8]) {
+        match stream {
+            ConsoleStream::Stdout => self.stdout.extend_from_slice(data),
+            ConsoleStream::Stderr => self.stderr.extend_from_slice(data),
+        }
+    }
+    fn read(&mut self, buf: &mut [u8]) -> ConsoleRead {
+        if self.input.is_empty() {
+            return if self.input_closed { ConsoleRead::Eof } else { ConsoleRead::WouldBlock };
+        }
+        let n = buf.len().min(self.input.len());
+        for b in buf.iter_mut().take(n) {
+            *b = self.input.pop_front().unwrap_or(0);
+        }
+        ConsoleRead::Data(n)
+    }
+}
+
+/// The mock HAL.
+pub struct MockHal {
+    /// Physical memory.
+    pub phys: MockPhys,
+    /// The mock CPU every [`Hal::run`] calls.
+    pub cpu: MockCpu,
+    /// Monotonic clock; each run advances it by `run_cost_ns`.
+    pub now_ns: u64,
+    /// Simulated time one run of user code takes.
+    pub run_cost_ns: u64,
+    /// The armed timer deadline.
+    pub timer: Option<u64>,
+    /// The console.
+    pub console: MockConsole,
+    /// Kernel log lines.
+    pub log: Vec<String>,
+    /// Refuse to create more than this many live spaces (`None`: no limit).
+    pub space_limit: Option<u64>,
+    /// Spaces created so far.
+    pub spaces_created: u64,
+    rng: u64,
+}
+
+impl MockHal {
+    /// A mock machine with `mem` bytes of physical memory and the given CPU.
+    pub fn new(mem: usize, cpu: MockCpu) -> Self {
+        MockHal {
+            phys: MockPhys::new(mem),
+            cpu,
+            now_ns: 0,
+            run_cost_ns: 1_000,
+            timer: None,
+            console: MockConsole::default(),
+            log: Vec::new(),
+            space_limit: None,
+            spaces_created: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    fn timer_due(&mut self) -> bool {
+        match self.timer {
+            Some(d) if d <= self.now_ns => {
+                self.timer = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Hal for MockHal {
+    type Phys = MockPhys;
+    type Space = MockSpace;
+
+    fn phys(&self) -> &MockPhys {
+        &self.phys
+    }
+    fn new_space(&mut self) -> Result<MockSpace, HalError> {
+        if self.space_limit.is_some_and(|l| self.spaces_created >= l) {
+            return Err(HalError::OutOfResources);
+        }
+        self.spaces_created += 1;
+        Ok(MockSpace { id: self.spaces_created, pending: Vec::new(), pages: BTreeMap::new(), batches: 0 })
+    }
+    fn run(&mut self, ctx: &mut UserContext, space: &mut MockSpace) -> Trap {
+        space.apply();
+        if self.timer_due() {
+            return Trap::Interrupt(Interrupts::TIMER);
+        }
+        self.now_ns += self.run_cost_ns;
+        (self.cpu)(ctx, space, &self.phys)
+    }
+    fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+    fn realtime_ns(&self) -> u64 {
+        1_700_000_000_000_000_000 + self.now_ns
+    }
+    fn set_timer(&mut self, deadline_ns: Option<u64>) {
+        self.timer = deadline_ns;
+    }
+    fn wait_for_interrupt(&mut self) -> Interrupts {
+        if !self.console.input.is_empty() || self.console.input_closed {
+            return Interrupts::CONSOLE;
+        }
+        match self.timer.take() {
+            Some(d) => {
+                self.now_ns = self.now_ns.max(d);
+                Interrupts::TIMER
+            }
+            // Nothing can ever happen: the kernel must notice the deadlock.
+            None => Interrupts::empty(),
+        }
+    }
+    fn console(&mut self) -> &mut dyn Console {
+        &mut self.console
+    }
+    fn random(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            // xorshift: deterministic, so failing cases replay.
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            *b = self.rng as u8;
+        }
+    }
+    fn log(&mut self, line: &str) {
+        self.log.push(String::from(line));
+    }
+}
