@@ -1,0 +1,951 @@
+//! Per-process memory map: VMAs, software page table, faults, mmap family.
+//!
+//! # Model
+//! - VMAs live in a `BTreeMap` keyed by start address; they never overlap.
+//! - The software page table maps a page address to a [`Pte`]: the frame and
+//!   the protection the host was told to use (`prot`), and whether the page
+//!   is copy-on-write (`cow`: the frame may be shared with another process,
+//!   so the host mapping is read-only even if the VMA is writable).
+//!   Invariant: `pte.prot == host_prot(vma.prot, pte.cow)`.
+//! - A page-table entry means "mapped in the host" (queued or applied). Every
+//!   entry holds one frame reference; a [`SharedAnon`] object holds one more
+//!   per page it owns.
+//!
+//! # Stack
+//! exec reserves an 8 MiB `[stack]` VMA up front (`RLIMIT_STACK`'s default;
+//! demand paging makes the reservation free). A `GROWSDOWN` VMA additionally
+//! grows when a fault lands at most [`STACK_GROW_GAP`] below it, as long as one
+//! page of gap to the mapping below remains. There is no `RLIMIT_STACK` check.
+//!
+//! # Shared file mappings
+//! There is no page cache yet: a read-only `MAP_SHARED` file mapping is
+//! handled like a private one (the pages are copies of the file, taken at
+//! fault time, so later writes to the file are not seen), and a writable
+//! `MAP_SHARED` file mapping is refused with `ENODEV` (`mprotect` adding
+//! `PROT_WRITE` to one gives `EACCES`).
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use hal::{Access, AddressSpace, PhysMem, Prot};
+
+use super::frames::Frames;
+use super::vma::{Backing, FaultError, MapFlags, SharedAnon, Vma, VmaBacking, VmaInfo, VmaKind};
+use super::{page_ceil, page_floor, PAGE};
+use crate::Errno;
+
+/// How far below a `GROWSDOWN` VMA (the stack) a fault may land and still
+/// grow it.
+pub const STACK_GROW_GAP: u64 = 64 * 1024;
+
+/// Size of the stack VMA exec reserves.
+pub const STACK_RESERVE: u64 = 8 * 1024 * 1024;
+
+/// Lowest address a mapping may start at (Linux's default `mmap_min_addr`).
+pub const MMAP_MIN_ADDR: u64 = 0x1_0000;
+
+/// Gap between the top of the stack and the highest `mmap` placement.
+const MMAP_GAP: u64 = 128 * 1024 * 1024;
+
+/// Pages around a file read fault that are filled at the same time (Linux's
+/// fault-around is 64 KiB too): fewer host round trips for program text.
+const FAULT_AROUND: u64 = 64 * 1024;
+
+/// A page-table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pte {
+    pub(crate) frame: u64,
+    /// Protection the host mapping has.
+    pub(crate) prot: Prot,
+    /// The frame may be shared: copy before writing.
+    pub(crate) cow: bool,
+}
+
+/// The host protection for a page of a VMA with `prot`: x86 cannot map
+/// write-only or execute-only, and copy-on-write pages are read-only.
+pub(crate) fn host_prot(prot: Prot, cow: bool) -> Prot {
+    let mut p = prot;
+    if p.intersects(Prot::WRITE | Prot::EXEC) {
+        p |= Prot::READ;
+    }
+    if cow {
+        p.remove(Prot::WRITE);
+    }
+    p
+}
+
+/// Whether a VMA with `prot` allows `access` (x86: anything mapped is readable).
+fn allows(prot: Prot, access: Access) -> bool {
+    match access {
+        Access::Read => !prot.is_empty(),
+        Access::Write => prot.contains(Prot::WRITE),
+        Access::Execute => prot.contains(Prot::EXEC),
+    }
+}
+
+/// Accumulates host map operations, merging runs that are contiguous both in
+/// user addresses and in frames with one protection.
+#[derive(Default)]
+struct MapRun {
+    run: Option<(u64, u64, u64, Prot)>, // vaddr, len, paddr, prot
+}
+
+impl MapRun {
+    fn push<S: AddressSpace>(&mut self, host: &mut S, vaddr: u64, paddr: u64, prot: Prot) {
+        if let Some((v, l, p, pr)) = &mut self.run {
+            if *v + *l == vaddr && *p + *l == paddr && *pr == prot {
+                *l += PAGE;
+                return;
+            }
+        }
+        self.flush(host);
+        self.run = Some((vaddr, PAGE, paddr, prot));
+    }
+    fn flush<S: AddressSpace>(&mut self, host: &mut S) {
+        if let Some((v, l, p, pr)) = self.run.take() {
+            host.map(v, l, p, pr);
+        }
+    }
+}
+
+/// Accumulates host protect operations over contiguous pages.
+#[derive(Default)]
+struct ProtectRun {
+    run: Option<(u64, u64, Prot)>,
+}
+
+impl ProtectRun {
+    fn push<S: AddressSpace>(&mut self, host: &mut S, vaddr: u64, prot: Prot) {
+        if let Some((v, l, pr)) = &mut self.run {
+            if *v + *l == vaddr && *pr == prot {
+                *l += PAGE;
+                return;
+            }
+        }
+        self.flush(host);
+        self.run = Some((vaddr, PAGE, prot));
+    }
+    fn flush<S: AddressSpace>(&mut self, host: &mut S) {
+        if let Some((v, l, pr)) = self.run.take() {
+            host.protect(v, l, pr);
+        }
+    }
+}
+
+/// One guest address space: VMAs, the software page table and the brk, plus
+/// the hal space that mirrors them.
+///
+/// Call [`MemoryMap::clear`] before dropping a map: it holds frame references.
+pub struct MemoryMap<S: AddressSpace> {
+    host: S,
+    pub(crate) vmas: BTreeMap<u64, Vma>,
+    pub(crate) pages: BTreeMap<u64, Pte>,
+    brk_base: u64,
+    brk: u64,
+    user_end: u64,
+}
+
+impl<S: AddressSpace> MemoryMap<S> {
+    /// An empty memory map over a fresh hal address space.
+    pub fn new(host: S) -> Self {
+        let user_end = page_floor(host.user_end());
+        MemoryMap { host, vmas: BTreeMap::new(), pages: BTreeMap::new(), brk_base: 0, brk: 0, user_end }
+    }
+
+    /// The hal space, for `Hal::run`.
+    pub fn host(&mut self) -> &mut S {
+        &mut self.host
+    }
+
+    /// The first address mappings may not reach (page-aligned).
+    pub fn user_end(&self) -> u64 {
+        self.user_end
+    }
+
+    /// The top of the initial stack exec builds.
+    pub fn stack_top(&self) -> u64 {
+        self.user_end
+    }
+
+    /// The highest address top-down `mmap` placement starts from.
+    fn mmap_base(&self) -> u64 {
+        self.user_end.saturating_sub(MMAP_GAP).max(MMAP_MIN_ADDR)
+    }
+
+    /// The current break and its base.
+    pub fn brk_range(&self) -> (u64, u64) {
+        (self.brk_base, self.brk)
+    }
+
+    /// Number of present (mapped) pages.
+    pub fn resident_pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub(crate) fn find_vma(&self, addr: u64) -> Option<&Vma> {
+        self.vmas.range(..=addr).next_back().map(|(_, v)| v).filter(|v| addr < v.end)
+    }
+
+    /// Whether any VMA intersects `[start, end)`.
+    pub(crate) fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.vmas.range(..end).next_back().is_some_and(|(_, v)| v.end > start)
+    }
+
+    // ---------------------------------------------------------------- fork
+
+    /// Duplicate for `fork`: private pages become copy-on-write in both maps
+    /// (one batch of merged `protect`s queued on this space, one batch of
+    /// merged `map`s on the child's); shared anonymous pages stay shared.
+    pub fn fork(&mut self, child_host: S, frames: &mut Frames) -> Result<MemoryMap<S>, Errno> {
+        let mut child = MemoryMap::new(child_host);
+        child.vmas = self.vmas.clone();
+        child.brk_base = self.brk_base;
+        child.brk = self.brk;
+        let mut protect = ProtectRun::default();
+        let mut map = MapRun::default();
+        let mut vmas = self.vmas.values().peekable();
+        for (&va, pte) in self.pages.iter_mut() {
+            while vmas.peek().is_some_and(|v| v.end <= va) {
+                vmas.next();
+            }
+            let Some(vma) = vmas.peek().filter(|v| v.start <= va) else {
+                // Not inside a VMA: an invariant violation; leave it out of the child.
+                continue;
+            };
+            frames.get(pte.frame);
+            if !matches!(vma.backing, VmaBacking::Shared { .. }) {
+                pte.cow = true;
+                let prot = host_prot(vma.prot, true);
+                if pte.prot != prot {
+                    pte.prot = prot;
+                    protect.push(&mut self.host, va, prot);
+                }
+            }
+            child.pages.insert(va, *pte);
+            map.push(&mut child.host, va, pte.frame, pte.prot);
+        }
+        protect.flush(&mut self.host);
+        map.flush(&mut child.host);
+        Ok(child)
+    }
+
+    // ---------------------------------------------------------------- faults
+
+    /// Resolve a page fault the host reported at `addr`.
+    ///
+    /// Outside any VMA, or an access the VMA forbids: `Segv`. A file page
+    /// wholly beyond the end of the file: `Bus`. No free frame: `OutOfMemory`.
+    /// A fault on a page that is already mapped with the needed protection
+    /// (the host lost it, or a stale fault) maps it again.
+    pub fn handle_fault(
+        &mut self,
+        addr: u64,
+        access: Access,
+        frames: &mut Frames,
+        phys: &impl PhysMem,
+    ) -> Result<(), FaultError> {
+        let (pte, changed) = self.fault_page(addr, access, false, frames, phys)?;
+        if !changed {
+            self.host.map(page_floor(addr), PAGE, pte.frame, pte.prot);
+        }
+        Ok(())
+    }
+
+    /// Make the page at `addr` present and usable for `access`. `force`
+    /// skips the VMA protection check (exec writing into read-only segments).
+    /// Returns the entry, and whether anything was changed (a host op queued).
+    pub(crate) fn fault_page(
+        &mut self,
+        addr: u64,
+        access: Access,
+        force: bool,
+        frames: &mut Frames,
+        phys: &impl PhysMem,
+    ) -> Result<(Pte, bool), FaultError> {
+        if addr >= self.user_end {
+            return Err(FaultError::Segv { maperr: true });
+        }
+        let page = page_floor(addr);
+        let vma = match self.find_vma(page) {
+            Some(v) => v.clone(),
+            None => self.grow_stack(page)?,
+        };
+        if !force && !allows(vma.prot, access) {
+            return Err(FaultError::Segv { maperr: false });
+        }
+        if let Some(pte) = self.pages.get_mut(&page) {
+            if access != Access::Write || !pte.cow {
+                return Ok((*pte, false));
+            }
+            // Copy-on-write.
+            if frames.refcount(pte.frame) == 1 {
+                pte.cow = false;
+                pte.prot = host_prot(vma.prot, false);
+                self.host.protect(page, PAGE, pte.prot);
+            } else {
+                let new = frames.alloc().ok_or(FaultError::OutOfMemory)?;
+                phys.copy(pte.frame, new, PAGE);
+                frames.put(pte.frame);
+                pte.frame = new;
+                pte.cow = false;
+                pte.prot = host_prot(vma.prot, false);
+                self.host.map(page, PAGE, new, pte.prot);
+            }
+            return Ok((*pte, true));
+        }
+        let prot = host_prot(vma.prot, false);
+        let frame = match &vma.backing {
+            VmaBacking::Anon => frames.alloc_zeroed(phys).ok_or(FaultError::OutOfMemory)?,
+            VmaBacking::Shared { obj, pgoff } => {
+                let idx = pgoff + (page - vma.start) / PAGE;
+                let mut objf = obj.frames.borrow_mut();
+                match objf.get(&idx) {
+                    Some(&f) => {
+                        frames.get(f);
+                        f
+                    }
+                    None => {
+                        let f = frames.alloc_zeroed(phys).ok_or(FaultError::OutOfMemory)?;
+                        frames.get(f); // one for the object, one for this entry
+                        objf.insert(idx, f);
+                        f
+                    }
+                }
+            }
+            VmaBacking::File { file, offset } => {
+                let off = offset.checked_add(page - vma.start).ok_or(FaultError::Bus)?;
+                let size = file.size();
+                if off >= size {
+                    return Err(FaultError::Bus);
+                }
+                let f = frames.alloc().ok_or(FaultError::OutOfMemory)?;
+                fill_from_file(&**file, off, f, phys);
+                let pte = Pte { frame: f, prot, cow: false };
+                self.pages.insert(page, pte);
+                let mut run = MapRun::default();
+                run.push(&mut self.host, page, f, prot);
+                if access != Access::Write {
+                    self.fault_around(&vma, page, size, &mut run, frames, phys);
+                }
+                run.flush(&mut self.host);
+                return Ok((pte, true));
+            }
+        };
+        let pte = Pte { frame, prot, cow: false };
+        self.pages.insert(page, pte);
+        self.host.map(page, PAGE, frame, prot);
+        Ok((pte, true))
+    }
+
+    /// Fill the missing pages of the 64 KiB window around a file read fault
+    /// at `page` (best effort: stops at end of file or when frames run out).
+    fn fault_around(
+        &mut self,
+        vma: &Vma,
+        page: u64,
+        size: u64,
+        run: &mut MapRun,
+        frames: &mut Frames,
+        phys: &impl PhysMem,
+    ) {
+        let VmaBacking::File { file, offset } = &vma.backing else { return };
+        let lo = (page & !(FAULT_AROUND - 1)).max(vma.start);
+        let hi = (page & !(FAULT_AROUND - 1)).saturating_add(FAULT_AROUND).min(vma.end);
+        let prot = host_prot(vma.prot, false);
+        let mut p = lo;
+        while p < hi {
+            if p != page && !self.pages.contains_key(&p) {
+                let Some(off) = offset.checked_add(p - vma.start).filter(|&o| o < size) else { break };
+                let Some(f) = frames.alloc() else { break };
+                fill_from_file(&**file, off, f, phys);
+                self.pages.insert(p, Pte { frame: f, prot, cow: false });
+                run.push(&mut self.host, p, f, prot);
+            }
+            p += PAGE;
+        }
+    }
+
+    /// A fault at `page` outside every VMA: grow the `GROWSDOWN` VMA just
+    /// above it if the fault is within [`STACK_GROW_GAP`] and a page of gap to
+    /// the mapping below remains.
+    fn grow_stack(&mut self, page: u64) -> Result<Vma, FaultError> {
+        let segv = FaultError::Segv { maperr: true };
+        let (&start, above) = self.vmas.range(page..).next().ok_or(segv)?;
+        if !above.growsdown || start - page > STACK_GROW_GAP || page < MMAP_MIN_ADDR {
+            return Err(segv);
+        }
+        if let Some((_, below)) = self.vmas.range(..page).next_back() {
+            if below.end.saturating_add(PAGE) > page {
+                return Err(segv);
+            }
+        }
+        // Only private anonymous stacks grow (offsets of other backings
+        // cannot move down).
+        if !matches!(above.backing, VmaBacking::Anon) {
+            return Err(segv);
+        }
+        let mut vma = self.vmas.remove(&start).ok_or(segv)?;
+        vma.start = page;
+        self.vmas.insert(page, vma.clone());
+        Ok(vma)
+    }
+
+    // ---------------------------------------------------------------- VMA surgery
+
+    /// Split the VMA containing `at` (if `at` is strictly inside one).
+    fn split_at(&mut self, at: u64) {
+        let Some((&start, vma)) = self.vmas.range_mut(..at).next_back() else { return };
+        if vma.end <= at || start == at {
+            return;
+        }
+        let hi = vma.split_off(at);
+        self.vmas.insert(at, hi);
+    }
+
+    /// Merge neighbouring VMAs that continue each other, from the VMA
+    /// ending at or containing `from` through `to`.
+    fn merge_range(&mut self, from: u64, to: u64) {
+        let mut cur = match self.vmas.range(..from).next_back() {
+            Some((&s, _)) => s,
+            None => match self.vmas.range(from..).next() {
+                Some((&s, _)) => s,
+                None => return,
+            },
+        };
+        loop {
+            let Some(vma) = self.vmas.get(&cur) else { return };
+            let end = vma.end;
+            let Some(next) = self.vmas.get(&end) else {
+                // Not adjacent: continue with the next VMA if still in range.
+                match self.vmas.range(end..).next() {
+                    Some((&s, _)) if s <= to => {
+                        cur = s;
+                        continue;
+                    }
+                    _ => return,
+                }
+            };
+            if vma.can_merge(next) {
+                let next_end = next.end;
+                // Same backing object: dropping `next` releases nothing.
+                self.vmas.remove(&end);
+                if let Some(v) = self.vmas.get_mut(&cur) {
+                    v.end = next_end;
+                }
+            } else if end > to {
+                return;
+            } else {
+                cur = end;
+            }
+        }
+    }
+
+    /// Drop a VMA; the last VMA of a shared object releases its frames.
+    fn release_vma(vma: Vma, frames: &mut Frames) {
+        if let VmaBacking::Shared { obj, .. } = &vma.backing {
+            if Rc::strong_count(obj) == 1 {
+                for &f in obj.frames.borrow().values() {
+                    frames.put(f);
+                }
+            }
+        }
+    }
+
+    /// Remove every mapping in `[start, end)` (page-aligned, `start < end`).
+    fn remove_range(&mut self, start: u64, end: u64, frames: &mut Frames) {
+        if !self.overlaps(start, end) {
+            return;
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let doomed: Vec<u64> = self.pages.range(start..end).map(|(&va, _)| va).collect();
+        for va in doomed {
+            if let Some(pte) = self.pages.remove(&va) {
+                frames.put(pte.frame);
+            }
+        }
+        let keys: Vec<u64> = self.vmas.range(start..end).map(|(&s, _)| s).collect();
+        let mut unmap: Option<(u64, u64)> = None;
+        for k in keys {
+            if let Some(vma) = self.vmas.remove(&k) {
+                match &mut unmap {
+                    Some((_, e)) if *e == vma.start => *e = vma.end,
+                    _ => {
+                        if let Some((s, e)) = unmap.take() {
+                            self.host.unmap(s, e - s);
+                        }
+                        unmap = Some((vma.start, vma.end));
+                    }
+                }
+                Self::release_vma(vma, frames);
+            }
+        }
+        if let Some((s, e)) = unmap {
+            self.host.unmap(s, e - s);
+        }
+    }
+
+    /// Find a free range of `len` bytes, top-down below `hi`, above `lo`.
+    fn find_free_below(&self, len: u64, lo: u64, hi: u64) -> Option<u64> {
+        let mut top = hi;
+        for (_, v) in self.vmas.range(..hi).rev() {
+            if v.end <= top && top - v.end >= len {
+                let s = top - len;
+                if s >= lo {
+                    return Some(s);
+                }
+                return None;
+            }
+            top = top.min(v.start);
+            if top < lo {
+                return None;
+            }
+        }
+        let s = top.checked_sub(len)?;
+        (s >= lo).then_some(s)
+    }
+
+    /// Choose where a non-fixed mapping of `len` bytes goes.
+    pub(crate) fn find_free_area(&self, len: u64, hint: u64, below_2g: bool) -> Option<u64> {
+        if hint != 0 {
+            if let Some(h) = page_ceil(hint) {
+                if h >= MMAP_MIN_ADDR
+                    && h.checked_add(len).is_some_and(|e| e <= self.user_end && !self.overlaps(h, e))
+                {
+                    return Some(h);
+                }
+            }
+        }
+        if below_2g {
+            return self.find_free_below(len, MMAP_MIN_ADDR, 0x8000_0000.min(self.user_end));
+        }
+        self.find_free_below(len, MMAP_MIN_ADDR, self.mmap_base())
+            .or_else(|| self.find_free_below(len, MMAP_MIN_ADDR, self.user_end))
+    }
+
+    /// Insert a VMA over a range known to be free, merging with neighbours.
+    pub(crate) fn insert_vma(&mut self, vma: Vma) {
+        let (s, e) = (vma.start, vma.end);
+        self.vmas.insert(s, vma);
+        self.merge_range(s, e);
+    }
+
+    // ---------------------------------------------------------------- mmap family
+
+    /// `mmap(addr, len, prot, flags, fd, offset)` with the backing already
+    /// resolved from `fd`/`MAP_ANONYMOUS` by the caller. Returns the address.
+    ///
+    /// Errors as Linux: `EINVAL` (zero length, unaligned fixed address or file
+    /// offset, no or both of shared/private, `MAP_HUGETLB`), `ENOMEM` (no room,
+    /// beyond the user end, or `MAP_POPULATE` out of frames), `EEXIST`
+    /// (`MAP_FIXED_NOREPLACE` over a mapping), `EPERM` (fixed below
+    /// [`MMAP_MIN_ADDR`]), `EOVERFLOW` (offset + length overflows), `ENODEV`
+    /// (writable `MAP_SHARED` file mapping: not supported yet).
+    ///
+    /// `MAP_POPULATE` is ignored here (no physical memory at hand): use
+    /// [`MemoryMap::mmap_with_phys`] to honour it.
+    pub fn mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        backing: Backing,
+        frames: &mut Frames,
+    ) -> Result<u64, Errno> {
+        self.mmap_inner(addr, len, prot, flags, backing, frames)
+    }
+
+    /// [`MemoryMap::mmap`] that also honours `MAP_POPULATE`: the pages are
+    /// faulted in now (write faults for writable private mappings); running
+    /// out of frames undoes the mapping and gives `ENOMEM`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mmap_with_phys(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        backing: Backing,
+        frames: &mut Frames,
+        phys: &impl PhysMem,
+    ) -> Result<u64, Errno> {
+        let start = self.mmap_inner(addr, len, prot, flags, backing, frames)?;
+        if flags.contains(MapFlags::POPULATE) {
+            let end = start + page_ceil(len).ok_or(Errno::ENOMEM)?;
+            self.populate(start, end, frames, phys)?;
+        }
+        Ok(start)
+    }
+
+    fn mmap_inner(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        backing: Backing,
+        frames: &mut Frames,
+    ) -> Result<u64, Errno> {
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_ceil(len).ok_or(Errno::ENOMEM)?;
+        let shared = match flags.bits() & linux_raw_sys::general::MAP_TYPE {
+            t if t == MapFlags::SHARED.bits() || t == MapFlags::SHARED_VALIDATE.bits() => true,
+            t if t == MapFlags::PRIVATE.bits() => false,
+            _ => return Err(Errno::EINVAL),
+        };
+        if flags.contains(MapFlags::HUGETLB) {
+            return Err(Errno::EINVAL);
+        }
+        let (vbacking, kind) = match backing {
+            Backing::Anonymous if shared => {
+                (VmaBacking::Shared { obj: Rc::new(SharedAnon::default()), pgoff: 0 }, VmaKind::Anonymous)
+            }
+            Backing::Anonymous => (VmaBacking::Anon, VmaKind::Anonymous),
+            Backing::File(file, offset) => {
+                if !offset.is_multiple_of(PAGE) {
+                    return Err(Errno::EINVAL);
+                }
+                if offset.checked_add(len).is_none() {
+                    return Err(Errno::EOVERFLOW);
+                }
+                if shared && prot.contains(Prot::WRITE) {
+                    return Err(Errno::ENODEV);
+                }
+                (VmaBacking::File { file, offset }, VmaKind::File)
+            }
+        };
+        let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
+        let start = if fixed {
+            if !addr.is_multiple_of(PAGE) {
+                return Err(Errno::EINVAL);
+            }
+            let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
+            if end > self.user_end {
+                return Err(Errno::ENOMEM);
+            }
+            if addr < MMAP_MIN_ADDR {
+                return Err(Errno::EPERM);
+            }
+            if self.overlaps(addr, end) {
+                if flags.contains(MapFlags::FIXED_NOREPLACE) {
+                    return Err(Errno::EEXIST);
+                }
+                self.remove_range(addr, end, frames);
+            }
+            addr
+        } else {
+            if len > self.user_end {
+                return Err(Errno::ENOMEM);
+            }
+            self.find_free_area(len, addr, flags.contains(MapFlags::MAP_32BIT)).ok_or(Errno::ENOMEM)?
+        };
+        let vma = Vma {
+            start,
+            end: start + len,
+            prot,
+            shared,
+            kind,
+            growsdown: flags.contains(MapFlags::GROWSDOWN),
+            backing: vbacking,
+        };
+        self.insert_vma(vma);
+        Ok(start)
+    }
+
+    /// Fault in `[start, end)`; out of frames undoes the mapping (`ENOMEM`).
+    fn populate(&mut self, start: u64, end: u64, frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
+        let mut p = start;
+        while p < end {
+            let Some(vma) = self.find_vma(p) else { break };
+            let access = if vma.prot.contains(Prot::WRITE) && !vma.shared { Access::Write } else { Access::Read };
+            match self.fault_page(p, access, false, frames, phys) {
+                Ok(_) => {}
+                Err(FaultError::OutOfMemory) => {
+                    self.remove_range(start, end, frames);
+                    return Err(Errno::ENOMEM);
+                }
+                // Beyond end of file, or PROT_NONE: nothing to populate.
+                Err(_) => break,
+            }
+            p += PAGE;
+        }
+        Ok(())
+    }
+
+    /// `munmap`: `EINVAL` for an unaligned address, zero length or a range
+    /// beyond the user end; unmapping holes is fine.
+    pub fn munmap(&mut self, addr: u64, len: u64, frames: &mut Frames) -> Result<(), Errno> {
+        if !addr.is_multiple_of(PAGE) || len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_ceil(len).ok_or(Errno::EINVAL)?;
+        let end = addr.checked_add(len).filter(|&e| e <= self.user_end).ok_or(Errno::EINVAL)?;
+        self.remove_range(addr, end, frames);
+        Ok(())
+    }
+
+    /// `mprotect`: `EINVAL` for an unaligned address, `ENOMEM` if part of the
+    /// range is unmapped (checked before anything changes, unlike Linux which
+    /// may have changed a prefix), `EACCES` for `PROT_WRITE` on a shared file
+    /// mapping. Present pages get their host protection changed (copy-on-write
+    /// pages stay read-only).
+    pub fn mprotect(&mut self, addr: u64, len: u64, prot: Prot) -> Result<(), Errno> {
+        if !addr.is_multiple_of(PAGE) {
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let len = page_ceil(len).ok_or(Errno::ENOMEM)?;
+        let end = addr.checked_add(len).filter(|&e| e <= self.user_end).ok_or(Errno::ENOMEM)?;
+        // The range must be covered without holes.
+        let mut p = addr;
+        while p < end {
+            let vma = self.find_vma(p).ok_or(Errno::ENOMEM)?;
+            if prot.contains(Prot::WRITE) && vma.shared && matches!(vma.backing, VmaBacking::File { .. }) {
+                return Err(Errno::EACCES);
+            }
+            p = vma.end;
+        }
+        self.split_at(addr);
+        self.split_at(end);
+        for (_, v) in self.vmas.range_mut(addr..end) {
+            v.prot = prot;
+        }
+        let mut run = ProtectRun::default();
+        for (&va, pte) in self.pages.range_mut(addr..end) {
+            let hp = host_prot(prot, pte.cow);
+            if pte.prot != hp {
+                pte.prot = hp;
+                run.push(&mut self.host, va, hp);
+            }
+        }
+        run.flush(&mut self.host);
+        self.merge_range(addr, end);
+        Ok(())
+    }
+
+    /// `madvise(MADV_DONTNEED)`: drop the present pages of `[addr, addr+len)`
+    /// while keeping the VMAs. Afterwards private anonymous pages read as
+    /// zeros, private file pages are read from the file again, and shared
+    /// anonymous pages show the shared object's contents (as on Linux).
+    /// `EINVAL` for an unaligned address or a range beyond the user end,
+    /// `ENOMEM` if part of the range is unmapped (the mapped parts are still
+    /// discarded, as on Linux).
+    pub fn discard(&mut self, addr: u64, len: u64, frames: &mut Frames) -> Result<(), Errno> {
+        if !addr.is_multiple_of(PAGE) {
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let len = page_ceil(len).ok_or(Errno::EINVAL)?;
+        let end = addr.checked_add(len).filter(|&e| e <= self.user_end).ok_or(Errno::EINVAL)?;
+        let doomed: Vec<u64> = self.pages.range(addr..end).map(|(&va, _)| va).collect();
+        let mut run: Option<(u64, u64)> = None;
+        for va in doomed {
+            if let Some(pte) = self.pages.remove(&va) {
+                frames.put(pte.frame);
+            }
+            match &mut run {
+                Some((_, e)) if *e == va => *e += PAGE,
+                _ => {
+                    if let Some((s, e)) = run.take() {
+                        self.host.unmap(s, e - s);
+                    }
+                    run = Some((va, va + PAGE));
+                }
+            }
+        }
+        if let Some((s, e)) = run {
+            self.host.unmap(s, e - s);
+        }
+        let mut p = addr;
+        while p < end {
+            match self.find_vma(p) {
+                Some(v) => p = v.end,
+                None => return Err(Errno::ENOMEM),
+            }
+        }
+        Ok(())
+    }
+
+    /// Set the start of the heap (exec: end of the data segment; rounded up
+    /// to a page). The break starts there.
+    pub fn set_brk_base(&mut self, base: u64) {
+        self.brk_base = page_ceil(base).unwrap_or(self.user_end);
+        self.brk = self.brk_base;
+    }
+
+    /// `brk` with Linux semantics: returns the new break, or the unchanged
+    /// one when the request is refused (below the base, overlapping another
+    /// mapping, beyond the user end). Shrinking unmaps whole pages.
+    pub fn brk(&mut self, new: u64, frames: &mut Frames) -> u64 {
+        if self.brk_base == 0 || new < self.brk_base {
+            return self.brk;
+        }
+        let (Some(old_end), Some(new_end)) = (page_ceil(self.brk), page_ceil(new)) else { return self.brk };
+        if new_end > self.user_end {
+            return self.brk;
+        }
+        if new_end > old_end {
+            // Keep a page of gap to whatever lies above (like Linux's guard).
+            let guard_end = new_end.saturating_add(PAGE).min(self.user_end);
+            if self.overlaps(old_end, guard_end) {
+                return self.brk;
+            }
+            self.insert_vma(Vma {
+                start: old_end,
+                end: new_end,
+                prot: Prot::READ | Prot::WRITE,
+                shared: false,
+                kind: VmaKind::Heap,
+                growsdown: false,
+                backing: VmaBacking::Anon,
+            });
+        } else if new_end < old_end {
+            self.remove_range(new_end, old_end, frames);
+        }
+        self.brk = new;
+        new
+    }
+
+    /// Drop every mapping (exec, exit): frames are released and the host
+    /// space is unmapped (one op per contiguous run of VMAs).
+    pub fn clear(&mut self, frames: &mut Frames) {
+        for (_, pte) in core::mem::take(&mut self.pages) {
+            frames.put(pte.frame);
+        }
+        let mut unmap: Option<(u64, u64)> = None;
+        for (_, vma) in core::mem::take(&mut self.vmas) {
+            match &mut unmap {
+                Some((_, e)) if *e == vma.start => *e = vma.end,
+                _ => {
+                    if let Some((s, e)) = unmap.take() {
+                        self.host.unmap(s, e - s);
+                    }
+                    unmap = Some((vma.start, vma.end));
+                }
+            }
+            Self::release_vma(vma, frames);
+        }
+        if let Some((s, e)) = unmap {
+            self.host.unmap(s, e - s);
+        }
+        self.brk_base = 0;
+        self.brk = 0;
+    }
+
+    /// The VMAs, in address order (for `/proc/pid/maps`).
+    pub fn vmas(&self) -> impl Iterator<Item = VmaInfo> + '_ {
+        self.vmas.values().map(Vma::info)
+    }
+
+    /// Mark the VMA starting at `start` as the `[stack]`.
+    pub(crate) fn set_kind(&mut self, start: u64, kind: VmaKind) {
+        if let Some(v) = self.vmas.get_mut(&start) {
+            v.kind = kind;
+        }
+    }
+
+    /// Check the internal invariants of this map: VMAs sorted, aligned,
+    /// disjoint, below the user end; every page-table entry inside a VMA, with
+    /// the host protection its VMA implies, on an allocated frame, exclusive
+    /// (refcount 1) unless copy-on-write or shared.
+    pub fn check_invariants(&self, frames: &Frames) -> Result<(), String> {
+        let mut prev_end = 0;
+        for (&k, v) in &self.vmas {
+            if k != v.start || v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 {
+                return Err(format!("bad vma {:#x}..{:#x} (key {k:#x})", v.start, v.end));
+            }
+            if v.start < prev_end {
+                return Err(format!("vma {:#x} overlaps the previous one", v.start));
+            }
+            if v.end > self.user_end {
+                return Err(format!("vma {:#x}..{:#x} beyond user end", v.start, v.end));
+            }
+            prev_end = v.end;
+        }
+        for (&va, pte) in &self.pages {
+            let vma = self.find_vma(va).ok_or_else(|| format!("pte {va:#x} outside every vma"))?;
+            if pte.prot != host_prot(vma.prot, pte.cow) {
+                return Err(format!("pte {va:#x}: prot {:?} but vma {:?} cow {}", pte.prot, vma.prot, pte.cow));
+            }
+            let rc = frames.refcount(pte.frame);
+            if rc == 0 {
+                return Err(format!("pte {va:#x}: frame {:#x} is free", pte.frame));
+            }
+            match &vma.backing {
+                VmaBacking::Shared { obj, pgoff } => {
+                    let idx = pgoff + (va - vma.start) / PAGE;
+                    if pte.cow || obj.frames.borrow().get(&idx) != Some(&pte.frame) {
+                        return Err(format!("pte {va:#x}: not the shared object's frame"));
+                    }
+                }
+                _ => {
+                    if !pte.cow && rc != 1 {
+                        return Err(format!("pte {va:#x}: private writable frame with refcount {rc}"));
+                    }
+                }
+            }
+        }
+        if self.brk < self.brk_base {
+            return Err(format!("brk {:#x} below base {:#x}", self.brk, self.brk_base));
+        }
+        Ok(())
+    }
+
+    /// The page-table entries, for tests and checks: (page, frame, host prot, cow).
+    pub fn ptes(&self) -> impl Iterator<Item = (u64, u64, Prot, bool)> + '_ {
+        self.pages.iter().map(|(&va, p)| (va, p.frame, p.prot, p.cow))
+    }
+}
+
+/// Copy a file page (zero-padded past end of file) into `frame`.
+fn fill_from_file(file: &dyn super::MappedFile, off: u64, frame: u64, phys: &impl PhysMem) {
+    let mut buf = [0u8; PAGE as usize];
+    let n = file.read_at(off, &mut buf).min(buf.len());
+    buf[n..].fill(0);
+    phys.write(frame, &buf);
+}
+
+/// Check that every frame's reference count equals the references held by
+/// `maps` (page-table entries plus shared objects) and every other frame is
+/// free. `maps` must be every live map.
+pub fn check_refcounts<S: AddressSpace>(maps: &[&MemoryMap<S>], frames: &Frames) -> Result<(), String> {
+    frames.check_consistent()?;
+    let mut want: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut objs: Vec<*const SharedAnon> = Vec::new();
+    for m in maps {
+        m.check_invariants(frames)?;
+        for pte in m.pages.values() {
+            *want.entry(pte.frame).or_default() += 1;
+        }
+        for v in m.vmas.values() {
+            if let VmaBacking::Shared { obj, .. } = &v.backing {
+                let p = Rc::as_ptr(obj);
+                if !objs.contains(&p) {
+                    objs.push(p);
+                    for &f in obj.frames.borrow().values() {
+                        *want.entry(f).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    for (paddr, rc) in frames.allocated() {
+        match want.remove(&paddr) {
+            Some(w) if w == rc => {}
+            w => return Err(format!("frame {paddr:#x}: refcount {rc}, references {}", w.unwrap_or(0))),
+        }
+    }
+    if let Some((paddr, w)) = want.into_iter().next() {
+        return Err(format!("frame {paddr:#x}: free but referenced {w} times"));
+    }
+    Ok(())
+}
