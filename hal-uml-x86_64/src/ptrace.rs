@@ -1,0 +1,507 @@
+//! The `PTRACE_SYSEMU` trap mechanism: the kernel thread traces every stub.
+//!
+//! Guest code only ever runs under `PTRACE_SYSEMU`, so every `syscall` it
+//! executes — including one in the stub's own code — stops the stub before
+//! the host runs it, and the host never executes it. Stub code runs with
+//! `PTRACE_CONT` only when the tracer has itself pointed `rip` at it.
+
+use crate::stub::{self, Layout, OPS_ADDR, OPS_PER_BATCH};
+use crate::timer::{TimerShared, TIMER_SIGNAL};
+use crate::{Mechanism, Op};
+use hal::{Access, CpuFaultKind, HalError, Interrupts, Trap, UserContext, UserRegs};
+use std::ffi::CStr;
+use std::io;
+
+const _: () = assert!(std::mem::size_of::<UserRegs>() == std::mem::size_of::<libc::user_regs_struct>());
+const _: () = assert!(std::mem::size_of::<hal::FpuState>() == std::mem::size_of::<libc::user_fpregs_struct>());
+
+/// The fd number under which a stub sees the physical-memory memfd.
+pub const PHYS_FD: i32 = 3;
+/// The fd number the stub image has while being executed (close-on-exec).
+const IMAGE_FD: i32 = 4;
+/// `si_code`s of an integer divide error and overflow (asm-generic/siginfo.h).
+const FPE_INTDIV: i32 = 1;
+const FPE_INTOVF: i32 = 2;
+
+/// How a stub stopped or ended, from `waitpid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Exited(i32),
+    Killed(i32),
+    /// Stop signal (with 0x80 for a syscall stop) and ptrace event.
+    Stopped(i32, i32),
+}
+
+/// Counters for tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Stubs created.
+    pub stubs: u64,
+    /// Round trips into a stub to apply queued map operations.
+    pub map_batches: u64,
+    /// Map operations applied (after merging).
+    pub map_ops: u64,
+    /// Round trips into a stub's `SIGSEGV` handler to learn a fault's access kind.
+    pub fault_round_trips: u64,
+}
+
+/// One stub process, traced by the kernel thread. Dropping it kills and
+/// reaps the process.
+#[derive(Debug)]
+pub struct PtraceStub {
+    pid: i32,
+    /// Registers of the stub at its entry stop: valid segment selectors and
+    /// flags for running stub routines.
+    template: UserRegs,
+    /// `Some(signal)` once the process is gone (and reaped).
+    dead: Option<Option<u32>>,
+    /// The FPU state the stub holds now, if known: `PTRACE_SETFPREGS` is
+    /// skipped when the context to run carries exactly this state.
+    fpu: Option<hal::FpuState>,
+}
+
+impl PtraceStub {
+    /// The host pid of the stub.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn lost(&mut self, signal: Option<u32>) -> Trap {
+        self.kill();
+        if self.dead.is_none() {
+            self.dead = Some(signal);
+        }
+        Trap::Lost { signal: self.dead.flatten() }
+    }
+
+    fn kill(&mut self) {
+        if self.dead.is_some() {
+            return;
+        }
+        // SAFETY: plain syscalls on our own traced child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        loop {
+            match wait(self.pid) {
+                Ok(Wait::Exited(_)) | Ok(Wait::Killed(_)) | Err(_) => break,
+                Ok(Wait::Stopped(..)) => continue,
+            }
+        }
+        self.dead = Some(Some(libc::SIGKILL as u32));
+    }
+}
+
+impl Drop for PtraceStub {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The ptrace mechanism: spawns stubs and switches into them.
+pub struct PtraceMechanism {
+    phys_fd: i32,
+    image_fd: i32,
+    layout: Layout,
+    kernel_pid: i32,
+    /// Counters.
+    pub stats: Stats,
+    /// Scratch buffer for a stub's XSAVE area.
+    xstate: Vec<u8>,
+}
+
+fn wait(pid: i32) -> io::Result<Wait> {
+    let mut st = 0;
+    loop {
+        // SAFETY: `st` is a valid out-parameter.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::__WALL) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+    Ok(if libc::WIFEXITED(st) {
+        Wait::Exited(libc::WEXITSTATUS(st))
+    } else if libc::WIFSIGNALED(st) {
+        Wait::Killed(libc::WTERMSIG(st))
+    } else {
+        Wait::Stopped(libc::WSTOPSIG(st), st >> 16)
+    })
+}
+
+fn ptrace(req: libc::c_uint, pid: i32, addr: u64, data: u64) -> io::Result<()> {
+    // SAFETY: requests used here take integer arguments or point `data` at a buffer of the size the request needs (checked by the callers).
+    let r = unsafe { libc::ptrace(req, pid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn get_regs(pid: i32, regs: &mut UserRegs) -> io::Result<()> {
+    ptrace(libc::PTRACE_GETREGS, pid, 0, regs as *mut UserRegs as u64)
+}
+fn set_regs(pid: i32, regs: &UserRegs) -> io::Result<()> {
+    ptrace(libc::PTRACE_SETREGS, pid, 0, regs as *const UserRegs as u64)
+}
+fn get_fpregs(pid: i32, fpu: &mut hal::FpuState) -> io::Result<()> {
+    ptrace(libc::PTRACE_GETFPREGS, pid, 0, fpu as *mut hal::FpuState as u64)
+}
+fn set_fpregs(pid: i32, fpu: &hal::FpuState) -> io::Result<()> {
+    ptrace(libc::PTRACE_SETFPREGS, pid, 0, fpu as *const hal::FpuState as u64)
+}
+fn get_siginfo(pid: i32) -> io::Result<libc::siginfo_t> {
+    // SAFETY: all-zero is a valid siginfo_t.
+    let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    ptrace(libc::PTRACE_GETSIGINFO, pid, 0, &mut si as *mut libc::siginfo_t as u64)?;
+    Ok(si)
+}
+/// `NT_X86_XSTATE`: the full XSAVE area of a tracee.
+const NT_X86_XSTATE: u64 = 0x202;
+
+/// Read the tracee's XSAVE area into `buf`; returns its length.
+fn get_xstate(pid: i32, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.is_empty() {
+        // Enough for every XSAVE layout in use (AVX-512 needs ~2.7 KiB, AMX ~11 KiB).
+        buf.resize(16 << 10, 0);
+    }
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    ptrace(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE, &mut iov as *mut libc::iovec as u64)?;
+    Ok(iov.iov_len)
+}
+
+/// Write back an XSAVE area read by [`get_xstate`].
+fn set_xstate(pid: i32, buf: &mut [u8]) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    ptrace(libc::PTRACE_SETREGSET, pid, NT_X86_XSTATE, &mut iov as *mut libc::iovec as u64)
+}
+
+fn si_addr(si: &libc::siginfo_t) -> u64 {
+    // SAFETY: called only for fault signals, whose siginfo carries si_addr.
+    unsafe { si.si_addr() as u64 }
+}
+
+impl PtraceMechanism {
+    /// Prepare the mechanism: write the stub image to a memfd.
+    pub fn new(phys_fd: i32) -> io::Result<Self> {
+        let (image, layout) = stub::build_image();
+        // SAFETY: the name is a valid C string; the result is checked.
+        let image_fd = unsafe { libc::memfd_create(c"rustuml-skas-stub".as_ptr(), libc::MFD_CLOEXEC) };
+        if image_fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut off = 0;
+        while off < image.len() {
+            // SAFETY: writing from a valid buffer to our memfd.
+            let n = unsafe { libc::pwrite(image_fd, image[off..].as_ptr().cast(), image.len() - off, off as i64) };
+            if n <= 0 {
+                return Err(io::Error::last_os_error());
+            }
+            off += n as usize;
+        }
+        // SAFETY: getpid has no preconditions.
+        let kernel_pid = unsafe { libc::getpid() };
+        Ok(PtraceMechanism { phys_fd, image_fd, layout, kernel_pid, stats: Stats::default(), xstate: Vec::new() })
+    }
+
+    /// The stub's routine addresses.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Resume a stub stopped in a stub routine until its next `int3` stop at
+    /// `done`, absorbing host signals. Returns its registers there.
+    fn run_routine(&mut self, stub: &mut PtraceStub, inject: i32, done: u64) -> Result<UserRegs, Trap> {
+        let mut sig = inject;
+        loop {
+            if ptrace(libc::PTRACE_CONT, stub.pid, 0, sig as u64).is_err() {
+                return Err(stub.lost(None));
+            }
+            sig = 0;
+            match wait(stub.pid) {
+                Ok(Wait::Stopped(libc::SIGTRAP, 0)) => {
+                    let mut r = UserRegs::default();
+                    if get_regs(stub.pid, &mut r).is_err() || r.rip != done {
+                        return Err(stub.lost(None));
+                    }
+                    return Ok(r);
+                }
+                Ok(Wait::Stopped(s, 0)) => {
+                    // A host signal (a timer kick, or sent from outside):
+                    // suppress it. A fault inside the routine is fatal.
+                    match get_siginfo(stub.pid) {
+                        Ok(si) if si.si_code <= 0 || s == TIMER_SIGNAL => continue,
+                        _ => return Err(stub.lost(Some(s as u32))),
+                    }
+                }
+                Ok(Wait::Stopped(..)) => continue,
+                Ok(Wait::Exited(_)) | Err(_) => return Err(stub.lost(None)),
+                Ok(Wait::Killed(s)) => return Err(stub.lost(Some(s as u32))),
+            }
+        }
+    }
+
+    fn fault(&mut self, stub: &mut PtraceStub, ctx: &UserContext, si: &libc::siginfo_t) -> Trap {
+        let addr = si_addr(si);
+        if si.si_code == libc::SI_KERNEL {
+            // #GP (non-canonical address, privileged instruction): no address.
+            return Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: ctx.regs.rip };
+        }
+        self.stats.fault_round_trips += 1;
+        // Signal delivery gives the handler a fresh FPU/AVX state, and the
+        // hal's FpuState holds only the legacy FXSAVE part: keep the whole
+        // extended state (YMM/ZMM upper halves, opmasks) across the detour,
+        // or a fault in the middle of an AVX memcpy would corrupt it.
+        let mut xstate = std::mem::take(&mut self.xstate);
+        let xlen = match get_xstate(stub.pid, &mut xstate) {
+            Ok(n) => n,
+            Err(_) => return stub.lost(None),
+        };
+        let done = self.layout.segv_done;
+        let r = match self.run_routine(stub, libc::SIGSEGV, done) {
+            Ok(r) => r,
+            Err(t) => {
+                self.xstate = xstate;
+                return t;
+            }
+        };
+        let restored = set_xstate(stub.pid, &mut xstate[..xlen]);
+        self.xstate = xstate;
+        if restored.is_err() {
+            return stub.lost(None);
+        }
+        stub.fpu = Some(ctx.fpu);
+        // rbx/rcx were copied by the stub from its signal frame: checked, not
+        // trusted. The address comes from the host's own siginfo.
+        let (err, trapno) = (r.rbx, r.rcx);
+        match trapno {
+            14 => {
+                let access = if err & 0x10 != 0 {
+                    Access::Execute
+                } else if err & 0x2 != 0 {
+                    Access::Write
+                } else {
+                    Access::Read
+                };
+                Trap::PageFault { addr, access }
+            }
+            _ => Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: ctx.regs.rip },
+        }
+    }
+}
+
+impl Drop for PtraceMechanism {
+    fn drop(&mut self) {
+        // SAFETY: closing the memfd this mechanism owns.
+        unsafe { libc::close(self.image_fd) };
+    }
+}
+
+/// The child side of spawning: runs between fork and exec, so it only makes
+/// raw system calls (no allocation, no locks).
+fn child(kernel_pid: i32, phys_fd: i32, image_fd: i32) -> ! {
+    static EMPTY: &CStr = c"";
+    let argv: [*mut libc::c_char; 1] = [std::ptr::null_mut()];
+    // SAFETY: async-signal-safe system calls only; every pointer is valid.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        // The kernel may have died before PDEATHSIG was armed.
+        if libc::getppid() != kernel_pid {
+            libc::_exit(1);
+        }
+        // Out of the kernel's session: terminal signals (^C) go to the
+        // kernel, not to stubs.
+        libc::setsid();
+        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+            libc::_exit(1);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Move the two fds out of the way first, so dup2 cannot clobber one.
+        let p = libc::fcntl(phys_fd, libc::F_DUPFD, 100);
+        let i = libc::fcntl(image_fd, libc::F_DUPFD, 100);
+        if p < 0 || i < 0 || libc::dup2(p, PHYS_FD) < 0 || libc::dup2(i, IMAGE_FD) < 0 {
+            libc::_exit(1);
+        }
+        libc::fcntl(IMAGE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        // The stub keeps nothing of the kernel's: not even stdio.
+        libc::close_range(IMAGE_FD as u32 + 1, u32::MAX, 0);
+        for fd in 0..PHYS_FD {
+            libc::close(fd);
+        }
+        libc::execveat(IMAGE_FD, EMPTY.as_ptr(), argv.as_ptr(), argv.as_ptr(), libc::AT_EMPTY_PATH);
+        libc::_exit(127)
+    }
+}
+
+impl Mechanism for PtraceMechanism {
+    type Stub = PtraceStub;
+
+    fn spawn(&mut self) -> Result<PtraceStub, HalError> {
+        // SAFETY: the child only runs `child`, which makes raw system calls.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(HalError::OutOfResources);
+        }
+        if pid == 0 {
+            child(self.kernel_pid, self.phys_fd, self.image_fd);
+        }
+        let mut stub = PtraceStub { pid, template: UserRegs::default(), dead: None, fpu: None };
+        // The exec stop.
+        match wait(pid) {
+            Ok(Wait::Stopped(libc::SIGTRAP, 0)) => {}
+            _ => {
+                stub.lost(None);
+                return Err(HalError::OutOfResources);
+            }
+        }
+        let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD;
+        if ptrace(libc::PTRACE_SETOPTIONS, pid, 0, opts as u64).is_err() {
+            stub.lost(None);
+            return Err(HalError::OutOfResources);
+        }
+        let done = self.layout.entry_done;
+        let r = match self.run_routine(&mut stub, 0, done) {
+            Ok(r) => r,
+            Err(_) => return Err(HalError::OutOfResources),
+        };
+        if r.r15 != 0 {
+            stub.lost(None);
+            return Err(HalError::OutOfResources);
+        }
+        stub.template = r;
+        self.stats.stubs += 1;
+        Ok(stub)
+    }
+
+    fn apply(&mut self, stub: &mut PtraceStub, ops: &[Op]) -> Result<(), Trap> {
+        if stub.dead.is_some() {
+            return Err(Trap::Lost { signal: stub.dead.flatten() });
+        }
+        for chunk in ops.chunks(OPS_PER_BATCH) {
+            let bytes = std::mem::size_of_val(chunk);
+            let local = libc::iovec { iov_base: chunk.as_ptr() as *mut libc::c_void, iov_len: bytes };
+            let remote = libc::iovec { iov_base: OPS_ADDR as *mut libc::c_void, iov_len: bytes };
+            // SAFETY: `local` describes `chunk`; the remote range is the stub's own op list, which it does not read until we resume it.
+            let n = unsafe { libc::process_vm_writev(stub.pid, &local, 1, &remote, 1, 0) };
+            if n != bytes as isize {
+                return Err(stub.lost(None));
+            }
+            let mut regs = stub.template;
+            regs.rip = self.layout.exec;
+            regs.rbx = OPS_ADDR;
+            regs.r12 = chunk.len() as u64;
+            regs.orig_rax = u64::MAX;
+            if set_regs(stub.pid, &regs).is_err() {
+                return Err(stub.lost(None));
+            }
+            self.stats.map_batches += 1;
+            self.stats.map_ops += chunk.len() as u64;
+            let done = self.layout.exec_done;
+            let r = self.run_routine(stub, 0, done)?;
+            if r.rax != 0 {
+                // The host refused (ENOMEM, VMA limit): the mirror is now
+                // incomplete, so this address space cannot run any more.
+                return Err(stub.lost(None));
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, stub: &mut PtraceStub, ctx: &mut UserContext, timer: &TimerShared) -> Trap {
+        if stub.dead.is_some() {
+            return Trap::Lost { signal: stub.dead.flatten() };
+        }
+        let pid = stub.pid;
+        let mut regs = ctx.regs;
+        // The guest cannot choose segments: user code and data selectors,
+        // no TLS selectors (fs_base/gs_base carry TLS).
+        regs.cs = stub.template.cs;
+        regs.ss = stub.template.ss;
+        regs.ds = stub.template.ds;
+        regs.es = stub.template.es;
+        regs.fs = stub.template.fs;
+        regs.gs = stub.template.gs;
+        // Not in a system call: keeps the host from restarting anything.
+        regs.orig_rax = u64::MAX;
+        let fpu_current = stub.fpu.as_ref() == Some(&ctx.fpu);
+        stub.fpu = None;
+        if let Err(e) = set_regs(pid, &regs).and_then(|_| if fpu_current { Ok(()) } else { set_fpregs(pid, &ctx.fpu) }) {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                // Killed on the host while stopped: collect its status.
+                return match wait(pid) {
+                    Ok(Wait::Killed(s)) => {
+                        stub.dead = Some(Some(s as u32));
+                        Trap::Lost { signal: Some(s as u32) }
+                    }
+                    _ => stub.lost(None),
+                };
+            }
+            // E.g. a non-canonical fs_base, or reserved MXCSR bits.
+            return Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: ctx.regs.rip };
+        }
+        loop {
+            timer.set_current(pid);
+            if timer.take_fired() {
+                timer.set_current(0);
+                return Trap::Interrupt(Interrupts::TIMER);
+            }
+            let resumed = ptrace(libc::PTRACE_SYSEMU, pid, 0, 0);
+            let w = wait(pid);
+            timer.set_current(0);
+            if resumed.is_err() {
+                return stub.lost(None);
+            }
+            let (sig, event) = match w {
+                Ok(Wait::Stopped(s, e)) => (s, e),
+                Ok(Wait::Exited(_)) | Err(_) => {
+                    stub.dead = Some(None);
+                    return Trap::Lost { signal: None };
+                }
+                Ok(Wait::Killed(s)) => {
+                    stub.dead = Some(Some(s as u32));
+                    return Trap::Lost { signal: Some(s as u32) };
+                }
+            };
+            if event != 0 {
+                continue;
+            }
+            if get_regs(pid, &mut ctx.regs).is_err() || get_fpregs(pid, &mut ctx.fpu).is_err() {
+                return stub.lost(None);
+            }
+            stub.fpu = Some(ctx.fpu);
+            if sig == libc::SIGTRAP | 0x80 {
+                return Trap::Syscall;
+            }
+            let si = match get_siginfo(pid) {
+                Ok(si) => si,
+                Err(_) => return stub.lost(None),
+            };
+            if si.si_code <= 0 {
+                // Sent by a process (our timer kick, or anyone on the host):
+                // never delivered to the guest.
+                continue;
+            }
+            let addr = si_addr(&si);
+            let kind = match sig {
+                libc::SIGSEGV => return self.fault(stub, ctx, &si),
+                libc::SIGTRAP => {
+                    return Trap::CpuFault { kind: CpuFaultKind::Breakpoint, addr: ctx.regs.rip };
+                }
+                libc::SIGILL => CpuFaultKind::IllegalInstruction,
+                libc::SIGFPE if si.si_code == FPE_INTDIV || si.si_code == FPE_INTOVF => {
+                    CpuFaultKind::DivideError
+                }
+                libc::SIGFPE => CpuFaultKind::FloatingPoint,
+                libc::SIGBUS => CpuFaultKind::BusError,
+                // Kernel-generated but not a fault of the guest's (e.g.
+                // SIGXCPU, SIGCHLD): suppress.
+                _ => continue,
+            };
+            return Trap::CpuFault { kind, addr };
+        }
+    }
+}
