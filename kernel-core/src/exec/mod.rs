@@ -23,8 +23,13 @@ use crate::mm::{page_ceil, page_floor, Backing, Frames, MapFlags, MappedFile, Me
 use crate::Errno;
 
 /// Where an `ET_DYN` main program without interpreter (static-PIE) or with one
-/// (PIE) is loaded: Linux's `ELF_ET_DYN_BASE`, page-aligned.
-pub const ET_DYN_BASE: u64 = 0x5555_5555_4000;
+/// (PIE) is loaded: Linux's `ELF_ET_DYN_BASE`, two thirds of the user address
+/// range, page-aligned (0x5555_5555_4000 for a 47-bit range). Derived from the
+/// backend's `user_end` because backends reserve different top regions (tt's
+/// guest window is far smaller than the host's).
+pub fn et_dyn_base(user_end: u64) -> u64 {
+    page_floor(user_end / 3 * 2)
+}
 
 /// The arguments of a new process image.
 pub struct ExecArgs<'a> {
@@ -183,7 +188,7 @@ fn load_inner<S: AddressSpace>(
     mm.mmap(stack_start, STACK_RESERVE, stack_prot, stack_flags, Backing::Anonymous, frames)?;
     mm.set_kind(stack_start, crate::mm::VmaKind::Stack);
 
-    let bias = if image.is_dyn() { dyn_bias(mm, image, Some(ET_DYN_BASE))? } else { 0 };
+    let bias = if image.is_dyn() { dyn_bias(mm, image, Some(et_dyn_base(mm.user_end())))? } else { 0 };
     let end = map_segments(mm, image, file, bias, frames, phys)?;
     mm.set_brk_base(end);
     let entry = bias.wrapping_add(image.entry());

@@ -317,10 +317,10 @@ fn load_static_pie_and_interpreter() {
     let argv = [b"pie".to_vec()];
     let mut mm = e.map();
     let l = load(&mut mm, &img, &file, None, &args(&argv, &[]), &mut e.frames, &e.hal.phys).unwrap();
-    assert_eq!(l.entry, ET_DYN_BASE + 0x1000);
+    assert_eq!(l.entry, et_dyn_base(hal::mock::MOCK_USER_END) + 0x1000);
     let st = read_stack(&mut e, &mut mm, l.stack_pointer);
-    assert_eq!(st.aux[&u64::from(at::AT_PHDR)], ET_DYN_BASE + 64);
-    assert_eq!(st.aux[&u64::from(at::AT_ENTRY)], ET_DYN_BASE + 0x1000);
+    assert_eq!(st.aux[&u64::from(at::AT_PHDR)], et_dyn_base(hal::mock::MOCK_USER_END) + 64);
+    assert_eq!(st.aux[&u64::from(at::AT_ENTRY)], et_dyn_base(hal::mock::MOCK_USER_END) + 0x1000);
     mm.clear(&mut e.frames);
 
     // A PIE with an interpreter: both loaded, the interpreter runs first.
@@ -336,7 +336,7 @@ fn load_static_pie_and_interpreter() {
     assert_ne!(base, 0);
     assert_eq!(base % 4096, 0);
     assert_eq!(l.entry, base + 0x1000);
-    assert_eq!(st.aux[&u64::from(at::AT_ENTRY)], ET_DYN_BASE + 0x1000);
+    assert_eq!(st.aux[&u64::from(at::AT_ENTRY)], et_dyn_base(hal::mock::MOCK_USER_END) + 0x1000);
     assert_eq!(e.read(&mut mm, base, 64), &ld_bytes[..64]);
     check_refcounts(&[&mm], &e.frames).unwrap();
     mm.clear(&mut e.frames);
@@ -351,8 +351,8 @@ fn pie_linked_high_is_moved_down() {
     let mut mm = e.map();
     let argv = [b"hi".to_vec()];
     let l = load(&mut mm, &img, &file_of(bytes.clone()), None, &args(&argv, &[]), &mut e.frames, &e.hal.phys).unwrap();
-    assert_eq!(l.entry, ET_DYN_BASE + 0x1000);
-    assert_eq!(e.read(&mut mm, ET_DYN_BASE, 64), &bytes[..64]);
+    assert_eq!(l.entry, et_dyn_base(hal::mock::MOCK_USER_END) + 0x1000);
+    assert_eq!(e.read(&mut mm, et_dyn_base(hal::mock::MOCK_USER_END), 64), &bytes[..64]);
     // ET_EXEC beyond the user end cannot be placed.
     let bytes = build_elf(2, 0x7fff_ffff_0000, None);
     let img = parse_elf(&bytes).unwrap();
@@ -402,8 +402,8 @@ fn load_real_static_pie() {
     let exec = mm.vmas().find(|v| v.start <= l.entry && l.entry < v.end).unwrap();
     assert!(exec.prot.contains(Prot::EXEC));
     // The code at the entry point is the file's.
-    let seg = img.segments().iter().find(|s| ET_DYN_BASE + s.vaddr <= l.entry && l.entry < ET_DYN_BASE + s.vaddr + s.filesz).unwrap();
-    let off = (l.entry - ET_DYN_BASE - seg.vaddr + seg.offset) as usize;
+    let seg = img.segments().iter().find(|s| et_dyn_base(hal::mock::MOCK_USER_END) + s.vaddr <= l.entry && l.entry < et_dyn_base(hal::mock::MOCK_USER_END) + s.vaddr + s.filesz).unwrap();
+    let off = (l.entry - et_dyn_base(hal::mock::MOCK_USER_END) - seg.vaddr + seg.offset) as usize;
     assert_eq!(e.read(&mut mm, l.entry, 16), &bytes[off..off + 16]);
     let st = read_stack(&mut e, &mut mm, l.stack_pointer);
     assert_eq!(st.argv, argv);
