@@ -1,6 +1,11 @@
-//! `kernel-tt`: the kernel binary of the tt backend. Placeholder until issue 4.
+//! `kernel-tt`: boot the kernel on the tt backend and run init.
 
 fn main() {
-    eprintln!("{}", hal_uml_tt::NOT_IMPLEMENTED);
-    std::process::exit(hal_uml_tt::EXIT_NOT_IMPLEMENTED);
+    hal_uml_x86_64::cli::main(
+        "kernel-tt",
+        "A user-mode Linux-compatible kernel, traced-thread (tt) model: runs INIT from the root directory \
+         as the guest's first process, guest code in host processes that share the kernel's address space \
+         (no protection of kernel memory from the guest). Exits with init's status (its exit code, or 128 + signal).",
+        hal_uml_tt::TtHal::new,
+    )
 }

@@ -1,5 +1,11 @@
 //! The `PTRACE_SYSEMU` trap mechanism: the kernel thread traces every stub.
 //!
+//! The parts that do not depend on what the traced process is — register and
+//! FPU transfer, `waitpid` decoding into a [`Trap`], the `SIGSEGV` detour
+//! that learns a fault's access kind, timer kicks — are in [`Tracee`] and
+//! [`Tracer`], shared with the tt backend (`hal-uml-tt`), whose traced
+//! processes share the kernel's address space instead of being stubs.
+//!
 //! Guest code only ever runs under `PTRACE_SYSEMU`, so every `syscall` it
 //! executes — including one in the stub's own code — stops the stub before
 //! the host runs it, and the host never executes it. Stub code runs with
@@ -45,10 +51,10 @@ pub struct Stats {
     pub fault_round_trips: u64,
 }
 
-/// One stub process, traced by the kernel thread. Dropping it kills and
-/// reaps the process.
+/// One stub process (skas) or guest host process (tt), traced by the kernel
+/// thread. Dropping it kills and reaps the process.
 #[derive(Debug)]
-pub struct PtraceStub {
+pub struct Tracee {
     pid: i32,
     /// Registers of the stub at its entry stop: valid segment selectors and
     /// flags for running stub routines.
@@ -60,13 +66,38 @@ pub struct PtraceStub {
     fpu: Option<hal::FpuState>,
 }
 
-impl PtraceStub {
-    /// The host pid of the stub.
+/// The skas name of a [`Tracee`].
+pub type PtraceStub = Tracee;
+
+impl Tracee {
+    /// A traced child `pid` of the calling thread, stopped now: its current
+    /// registers become the template (segment selectors, flags) for running
+    /// guest code in it.
+    pub fn new_stopped(pid: i32) -> io::Result<Tracee> {
+        let mut t = Tracee { pid, template: UserRegs::default(), dead: None, fpu: None };
+        let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD;
+        let r = ptrace(libc::PTRACE_SETOPTIONS, pid, 0, opts as u64).and_then(|_| get_regs(pid, &mut t.template));
+        match r {
+            Ok(()) => Ok(t),
+            Err(e) => {
+                t.kill();
+                Err(e)
+            }
+        }
+    }
+
+    /// The host pid.
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
-    fn lost(&mut self, signal: Option<u32>) -> Trap {
+    /// Whether the process is gone (it was reaped).
+    pub fn is_dead(&self) -> bool {
+        self.dead.is_some()
+    }
+
+    /// Kill it (if alive) and return the [`Trap::Lost`] to report.
+    pub fn lost(&mut self, signal: Option<u32>) -> Trap {
         self.kill();
         if self.dead.is_none() {
             self.dead = Some(signal);
@@ -74,7 +105,8 @@ impl PtraceStub {
         Trap::Lost { signal: self.dead.flatten() }
     }
 
-    fn kill(&mut self) {
+    /// Kill and reap the process (no-op once it is gone).
+    pub fn kill(&mut self) {
         if self.dead.is_some() {
             return;
         }
@@ -90,7 +122,7 @@ impl PtraceStub {
     }
 }
 
-impl Drop for PtraceStub {
+impl Drop for Tracee {
     fn drop(&mut self) {
         self.kill();
     }
@@ -102,12 +134,30 @@ pub struct PtraceMechanism {
     image_fd: i32,
     layout: Layout,
     kernel_pid: i32,
+    /// The shared tracing code and its counters.
+    pub tracer: Tracer,
+}
+
+/// Runs guest code in [`Tracee`]s: the part of the mechanism shared by skas
+/// and tt. Must be used from the thread that created the tracees.
+#[derive(Debug, Default)]
+pub struct Tracer {
     /// Counters.
     pub stats: Stats,
-    /// Scratch buffer for a stub's XSAVE area.
+    /// Scratch buffer for a tracee's XSAVE area.
     xstate: Vec<u8>,
 }
 
+/// Wait for child `pid` (traced, or about to be) to stop; its stop signal,
+/// or `None` if it exited, was killed, or is not our child.
+pub fn wait_for_stop(pid: i32) -> Option<i32> {
+    match wait(pid) {
+        Ok(Wait::Stopped(s, _)) => Some(s),
+        _ => None,
+    }
+}
+
+/// `waitpid(pid, __WALL)`, decoded; retries on `EINTR`.
 fn wait(pid: i32) -> io::Result<Wait> {
     let mut st = 0;
     loop {
@@ -203,17 +253,19 @@ impl PtraceMechanism {
         }
         // SAFETY: getpid has no preconditions.
         let kernel_pid = unsafe { libc::getpid() };
-        Ok(PtraceMechanism { phys_fd, image_fd, layout, kernel_pid, stats: Stats::default(), xstate: Vec::new() })
+        Ok(PtraceMechanism { phys_fd, image_fd, layout, kernel_pid, tracer: Tracer::default() })
     }
 
     /// The stub's routine addresses.
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
+}
 
+impl Tracer {
     /// Resume a stub stopped in a stub routine until its next `int3` stop at
     /// `done`, absorbing host signals. Returns its registers there.
-    fn run_routine(&mut self, stub: &mut PtraceStub, inject: i32, done: u64) -> Result<UserRegs, Trap> {
+    pub fn run_routine(&mut self, stub: &mut Tracee, inject: i32, done: u64) -> Result<UserRegs, Trap> {
         let mut sig = inject;
         loop {
             if ptrace(libc::PTRACE_CONT, stub.pid, 0, sig as u64).is_err() {
@@ -243,7 +295,10 @@ impl PtraceMechanism {
         }
     }
 
-    fn fault(&mut self, stub: &mut PtraceStub, ctx: &UserContext, si: &libc::siginfo_t) -> Trap {
+    /// A `SIGSEGV` stop of guest code: deliver the signal to the tracee's
+    /// handler at `segv` (which ends in `int3` at `segv_done` with the fault's
+    /// error code in `rbx` and trap number in `rcx`) and decode the access.
+    fn fault(&mut self, stub: &mut Tracee, ctx: &UserContext, si: &libc::siginfo_t, done: u64) -> Trap {
         let addr = si_addr(si);
         if si.si_code == libc::SI_KERNEL {
             // #GP (non-canonical address, privileged instruction): no address.
@@ -259,7 +314,6 @@ impl PtraceMechanism {
             Ok(n) => n,
             Err(_) => return stub.lost(None),
         };
-        let done = self.layout.segv_done;
         let r = match self.run_routine(stub, libc::SIGSEGV, done) {
             Ok(r) => r,
             Err(t) => {
@@ -288,6 +342,103 @@ impl PtraceMechanism {
                 Trap::PageFault { addr, access }
             }
             _ => Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: ctx.regs.rip },
+        }
+    }
+
+    /// Run `ctx` in `stub` under `PTRACE_SYSEMU` until the next trap, with
+    /// the timer kicking it; `segv_done` is where the tracee's `SIGSEGV`
+    /// handler stops (see [`Tracer::run_routine`]).
+    pub fn run_guest(&mut self, stub: &mut Tracee, ctx: &mut UserContext, timer: &TimerShared, segv_done: u64) -> Trap {
+        if stub.dead.is_some() {
+            return Trap::Lost { signal: stub.dead.flatten() };
+        }
+        let pid = stub.pid;
+        let mut regs = ctx.regs;
+        // The guest cannot choose segments: user code and data selectors,
+        // no TLS selectors (fs_base/gs_base carry TLS).
+        regs.cs = stub.template.cs;
+        regs.ss = stub.template.ss;
+        regs.ds = stub.template.ds;
+        regs.es = stub.template.es;
+        regs.fs = stub.template.fs;
+        regs.gs = stub.template.gs;
+        // Not in a system call: keeps the host from restarting anything.
+        regs.orig_rax = u64::MAX;
+        let fpu_current = stub.fpu.as_ref() == Some(&ctx.fpu);
+        stub.fpu = None;
+        if let Err(e) = set_regs(pid, &regs).and_then(|_| if fpu_current { Ok(()) } else { set_fpregs(pid, &ctx.fpu) }) {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                // Killed on the host while stopped: collect its status.
+                return match wait(pid) {
+                    Ok(Wait::Killed(s)) => {
+                        stub.dead = Some(Some(s as u32));
+                        Trap::Lost { signal: Some(s as u32) }
+                    }
+                    _ => stub.lost(None),
+                };
+            }
+            // E.g. a non-canonical fs_base, or reserved MXCSR bits.
+            return Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: ctx.regs.rip };
+        }
+        loop {
+            timer.set_current(pid);
+            if timer.take_fired() {
+                timer.set_current(0);
+                return Trap::Interrupt(Interrupts::TIMER);
+            }
+            let resumed = ptrace(libc::PTRACE_SYSEMU, pid, 0, 0);
+            let w = wait(pid);
+            timer.set_current(0);
+            if resumed.is_err() {
+                return stub.lost(None);
+            }
+            let (sig, event) = match w {
+                Ok(Wait::Stopped(s, e)) => (s, e),
+                Ok(Wait::Exited(_)) | Err(_) => {
+                    stub.dead = Some(None);
+                    return Trap::Lost { signal: None };
+                }
+                Ok(Wait::Killed(s)) => {
+                    stub.dead = Some(Some(s as u32));
+                    return Trap::Lost { signal: Some(s as u32) };
+                }
+            };
+            if event != 0 {
+                continue;
+            }
+            if get_regs(pid, &mut ctx.regs).is_err() || get_fpregs(pid, &mut ctx.fpu).is_err() {
+                return stub.lost(None);
+            }
+            stub.fpu = Some(ctx.fpu);
+            if sig == libc::SIGTRAP | 0x80 {
+                return Trap::Syscall;
+            }
+            let si = match get_siginfo(pid) {
+                Ok(si) => si,
+                Err(_) => return stub.lost(None),
+            };
+            if si.si_code <= 0 {
+                // Sent by a process (our timer kick, or anyone on the host):
+                // never delivered to the guest.
+                continue;
+            }
+            let addr = si_addr(&si);
+            let kind = match sig {
+                libc::SIGSEGV => return self.fault(stub, ctx, &si, segv_done),
+                libc::SIGTRAP => {
+                    return Trap::CpuFault { kind: CpuFaultKind::Breakpoint, addr: ctx.regs.rip };
+                }
+                libc::SIGILL => CpuFaultKind::IllegalInstruction,
+                libc::SIGFPE if si.si_code == FPE_INTDIV || si.si_code == FPE_INTOVF => {
+                    CpuFaultKind::DivideError
+                }
+                libc::SIGFPE => CpuFaultKind::FloatingPoint,
+                libc::SIGBUS => CpuFaultKind::BusError,
+                // Kernel-generated but not a fault of the guest's (e.g.
+                // SIGXCPU, SIGCHLD): suppress.
+                _ => continue,
+            };
+            return Trap::CpuFault { kind, addr };
         }
     }
 }
@@ -364,7 +515,7 @@ impl Mechanism for PtraceMechanism {
             return Err(HalError::OutOfResources);
         }
         let done = self.layout.entry_done;
-        let r = match self.run_routine(&mut stub, 0, done) {
+        let r = match self.tracer.run_routine(&mut stub, 0, done) {
             Ok(r) => r,
             Err(_) => return Err(HalError::OutOfResources),
         };
@@ -373,7 +524,7 @@ impl Mechanism for PtraceMechanism {
             return Err(HalError::OutOfResources);
         }
         stub.template = r;
-        self.stats.stubs += 1;
+        self.tracer.stats.stubs += 1;
         Ok(stub)
     }
 
@@ -398,10 +549,10 @@ impl Mechanism for PtraceMechanism {
             if set_regs(stub.pid, &regs).is_err() {
                 return Err(stub.lost(None));
             }
-            self.stats.map_batches += 1;
-            self.stats.map_ops += chunk.len() as u64;
+            self.tracer.stats.map_batches += 1;
+            self.tracer.stats.map_ops += chunk.len() as u64;
             let done = self.layout.exec_done;
-            let r = self.run_routine(stub, 0, done)?;
+            let r = self.tracer.run_routine(stub, 0, done)?;
             if r.rax != 0 {
                 // The host refused (ENOMEM, VMA limit): the mirror is now
                 // incomplete, so this address space cannot run any more.
@@ -412,96 +563,7 @@ impl Mechanism for PtraceMechanism {
     }
 
     fn run(&mut self, stub: &mut PtraceStub, ctx: &mut UserContext, timer: &TimerShared) -> Trap {
-        if stub.dead.is_some() {
-            return Trap::Lost { signal: stub.dead.flatten() };
-        }
-        let pid = stub.pid;
-        let mut regs = ctx.regs;
-        // The guest cannot choose segments: user code and data selectors,
-        // no TLS selectors (fs_base/gs_base carry TLS).
-        regs.cs = stub.template.cs;
-        regs.ss = stub.template.ss;
-        regs.ds = stub.template.ds;
-        regs.es = stub.template.es;
-        regs.fs = stub.template.fs;
-        regs.gs = stub.template.gs;
-        // Not in a system call: keeps the host from restarting anything.
-        regs.orig_rax = u64::MAX;
-        let fpu_current = stub.fpu.as_ref() == Some(&ctx.fpu);
-        stub.fpu = None;
-        if let Err(e) = set_regs(pid, &regs).and_then(|_| if fpu_current { Ok(()) } else { set_fpregs(pid, &ctx.fpu) }) {
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                // Killed on the host while stopped: collect its status.
-                return match wait(pid) {
-                    Ok(Wait::Killed(s)) => {
-                        stub.dead = Some(Some(s as u32));
-                        Trap::Lost { signal: Some(s as u32) }
-                    }
-                    _ => stub.lost(None),
-                };
-            }
-            // E.g. a non-canonical fs_base, or reserved MXCSR bits.
-            return Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: ctx.regs.rip };
-        }
-        loop {
-            timer.set_current(pid);
-            if timer.take_fired() {
-                timer.set_current(0);
-                return Trap::Interrupt(Interrupts::TIMER);
-            }
-            let resumed = ptrace(libc::PTRACE_SYSEMU, pid, 0, 0);
-            let w = wait(pid);
-            timer.set_current(0);
-            if resumed.is_err() {
-                return stub.lost(None);
-            }
-            let (sig, event) = match w {
-                Ok(Wait::Stopped(s, e)) => (s, e),
-                Ok(Wait::Exited(_)) | Err(_) => {
-                    stub.dead = Some(None);
-                    return Trap::Lost { signal: None };
-                }
-                Ok(Wait::Killed(s)) => {
-                    stub.dead = Some(Some(s as u32));
-                    return Trap::Lost { signal: Some(s as u32) };
-                }
-            };
-            if event != 0 {
-                continue;
-            }
-            if get_regs(pid, &mut ctx.regs).is_err() || get_fpregs(pid, &mut ctx.fpu).is_err() {
-                return stub.lost(None);
-            }
-            stub.fpu = Some(ctx.fpu);
-            if sig == libc::SIGTRAP | 0x80 {
-                return Trap::Syscall;
-            }
-            let si = match get_siginfo(pid) {
-                Ok(si) => si,
-                Err(_) => return stub.lost(None),
-            };
-            if si.si_code <= 0 {
-                // Sent by a process (our timer kick, or anyone on the host):
-                // never delivered to the guest.
-                continue;
-            }
-            let addr = si_addr(&si);
-            let kind = match sig {
-                libc::SIGSEGV => return self.fault(stub, ctx, &si),
-                libc::SIGTRAP => {
-                    return Trap::CpuFault { kind: CpuFaultKind::Breakpoint, addr: ctx.regs.rip };
-                }
-                libc::SIGILL => CpuFaultKind::IllegalInstruction,
-                libc::SIGFPE if si.si_code == FPE_INTDIV || si.si_code == FPE_INTOVF => {
-                    CpuFaultKind::DivideError
-                }
-                libc::SIGFPE => CpuFaultKind::FloatingPoint,
-                libc::SIGBUS => CpuFaultKind::BusError,
-                // Kernel-generated but not a fault of the guest's (e.g.
-                // SIGXCPU, SIGCHLD): suppress.
-                _ => continue,
-            };
-            return Trap::CpuFault { kind, addr };
-        }
+        let done = self.layout.segv_done;
+        self.tracer.run_guest(stub, ctx, timer, done)
     }
 }

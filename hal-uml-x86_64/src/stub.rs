@@ -40,7 +40,7 @@ pub const OPS_ADDR: u64 = STUB_BASE + 2 * PAGE;
 /// Size of the map-operation list.
 pub const OPS_SIZE: u64 = 16 * PAGE;
 /// One operation: system call number and six arguments.
-pub const OP_WORDS: usize = 7;
+pub const OP_WORDS: usize = crate::ops::OP_WORDS;
 /// How many operations fit in one batch.
 pub const OPS_PER_BATCH: usize = (OPS_SIZE as usize) / (OP_WORDS * 8);
 /// The `SIGSEGV` alternate stack (large enough for an AVX-512 signal frame).

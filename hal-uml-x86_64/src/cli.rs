@@ -1,0 +1,140 @@
+//! The command line and boot glue shared by `kernel-skas` and `kernel-tt`:
+//! each binary's `main` is one call to [`main`] with its name and HAL.
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use std::path::PathBuf;
+use std::process::exit;
+
+/// The options both kernel binaries take.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Guest physical memory, in bytes or with a K, M or G suffix.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    mem: u64,
+    /// Host directory to use as the guest's root file system (packed into an
+    /// initramfs at boot). Required for now.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Print every system call (strace style) on stderr.
+    #[arg(long)]
+    trace_syscalls: bool,
+    /// The release uname(2) reports.
+    #[arg(long, value_name = "R", default_value = "6.1.0-rustuml")]
+    uname_release: String,
+    /// The guest's host name.
+    #[arg(long, value_name = "H", default_value = "rustuml")]
+    hostname: String,
+    /// Guest path of the first program.
+    #[arg(value_name = "INIT", default_value = "/bin/sh")]
+    init: String,
+    /// Arguments for init.
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// Parse `123`, `64K`, `256M`, `1G` (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (a number of bytes, optionally with a K, M or G suffix)"))?;
+    let bytes = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("'{s}' is too small (at least 1M)"));
+    }
+    if bytes > 1 << 40 {
+        return Err(format!("'{s}' is too large (at most 1024G)"));
+    }
+    Ok(bytes)
+}
+
+/// Run a kernel binary: parse the command line (program name `name`, help
+/// text `about`), pack the root, create the HAL with `make(mem_bytes)`, boot
+/// init and exit with its status. Start-up errors print one line,
+/// `NAME: ...`, and exit with status 2.
+pub fn main<H: hal::Hal, E: std::fmt::Display>(
+    name: &'static str,
+    about: &'static str,
+    make: impl FnOnce(u64) -> Result<H, E>,
+) -> ! {
+    let fail = |msg: std::fmt::Arguments| -> ! {
+        eprintln!("{name}: {msg}");
+        exit(2)
+    };
+    let cmd = Cli::command().name(name).bin_name(name).about(about);
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let root = match &cli.root {
+        Some(r) => r,
+        None => fail(format_args!("--root DIR is required")),
+    };
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => fail(format_args!("--root {}: not a directory", root.display())),
+        Err(e) => fail(format_args!("--root {}: {e}", root.display())),
+    }
+    // Look the entry up without following symlinks: their targets are guest
+    // paths, not host ones.
+    let init_host = root.join(cli.init.trim_start_matches('/'));
+    if std::fs::symlink_metadata(&init_host).is_err() {
+        fail(format_args!("init {} not found in {}", cli.init, root.display()));
+    }
+    let initramfs = match drivers::initramfs::pack_dir(root) {
+        Ok(a) => a,
+        Err(e) => fail(format_args!("packing {}: {e}", root.display())),
+    };
+    let term = std::env::var("TERM").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "linux".into());
+    let mut args = vec![cli.init.clone()];
+    args.extend(cli.args.iter().cloned());
+    let config = kernel_core::BootConfig {
+        init: cli.init.clone(),
+        args,
+        env: vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "HOME=/".into(),
+            format!("TERM={term}"),
+        ],
+        initramfs,
+        uname_release: cli.uname_release.clone(),
+        hostname: cli.hostname.clone(),
+        trace_syscalls: cli.trace_syscalls,
+    };
+    let mut hal = match make(cli.mem) {
+        Ok(h) => h,
+        Err(e) => fail(format_args!("cannot set up the host side ({} bytes of guest memory): {e}", cli.mem)),
+    };
+    let status = match kernel_core::boot(&mut hal, config) {
+        Ok(s) => s,
+        Err(e) => fail(format_args!("{e}")),
+    };
+    // Every guest host process is gone once boot returns; drop the rest
+    // before exiting.
+    drop(hal);
+    exit(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4096K"), Ok(4 << 20));
+        assert_eq!(parse_size("2097152"), Ok(2 << 20));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("1K").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! Queued host map operations, merged when contiguous: the batching both
+//! backends do before a space runs (skas executes the list in the stub, tt
+//! in the kernel itself).
+
+use hal::{Prot, PAGE_SIZE};
+
+/// Words of one operation: a system call number and its six arguments.
+pub const OP_WORDS: usize = 7;
+
+/// One queued host operation: `[nr, a0, a1, a2, a3, a4, a5]`.
+pub type Op = [u64; OP_WORDS];
+
+/// `mmap` system call number.
+pub const SYS_MMAP: u64 = libc::SYS_mmap as u64;
+/// `mprotect` system call number.
+pub const SYS_MPROTECT: u64 = libc::SYS_mprotect as u64;
+/// `munmap` system call number.
+pub const SYS_MUNMAP: u64 = libc::SYS_munmap as u64;
+
+/// Whether `[vaddr, vaddr + len)` is page-aligned and inside `[0, end)`.
+pub fn in_window(vaddr: u64, len: u64, end: u64) -> bool {
+    vaddr.is_multiple_of(PAGE_SIZE as u64)
+        && len.is_multiple_of(PAGE_SIZE as u64)
+        && vaddr.checked_add(len).is_some_and(|e| e <= end)
+}
+
+/// A list of map operations; each push merges with the last one when the
+/// two describe one contiguous range with the same effect.
+#[derive(Clone, Debug, Default)]
+pub struct OpQueue {
+    ops: Vec<Op>,
+}
+
+impl OpQueue {
+    /// Queue `mmap(vaddr, len, prot, MAP_SHARED | MAP_FIXED, fd, paddr)`.
+    pub fn map(&mut self, vaddr: u64, len: u64, paddr: u64, prot: Prot, fd: i32) {
+        let prot = prot.bits() as u64;
+        if let Some(l) = self.ops.last_mut() {
+            if l[0] == SYS_MMAP && l[3] == prot && l[5] == fd as u64 && l[1] + l[2] == vaddr && l[6] + l[2] == paddr {
+                l[2] += len;
+                return;
+            }
+        }
+        let flags = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+        self.ops.push([SYS_MMAP, vaddr, len, prot, flags, fd as u64, paddr]);
+    }
+
+    /// Queue `munmap(vaddr, len)`.
+    pub fn unmap(&mut self, vaddr: u64, len: u64) {
+        if let Some(l) = self.ops.last_mut() {
+            if l[0] == SYS_MUNMAP && l[1] + l[2] == vaddr {
+                l[2] += len;
+                return;
+            }
+            if l[0] == SYS_MUNMAP && vaddr + len == l[1] {
+                l[1] = vaddr;
+                l[2] += len;
+                return;
+            }
+        }
+        self.ops.push([SYS_MUNMAP, vaddr, len, 0, 0, 0, 0]);
+    }
+
+    /// Queue `mprotect(vaddr, len, prot)`.
+    pub fn protect(&mut self, vaddr: u64, len: u64, prot: Prot) {
+        let prot = prot.bits() as u64;
+        if let Some(l) = self.ops.last_mut() {
+            if l[0] == SYS_MPROTECT && l[3] == prot && l[1] + l[2] == vaddr {
+                l[2] += len;
+                return;
+            }
+        }
+        self.ops.push([SYS_MPROTECT, vaddr, len, prot, 0, 0, 0]);
+    }
+
+    /// Number of queued operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Take the queued operations, leaving the queue empty.
+    pub fn take(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.ops)
+    }
+
+    /// Drop everything queued.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+}

@@ -1,0 +1,108 @@
+//! The physical-memory region: one memfd, mapped shared into the kernel.
+//! Shared by both backends: skas maps it into stubs, tt into the kernel's own
+//! address space at guest addresses.
+
+use hal::{PhysMem, PAGE_SIZE};
+use std::io;
+
+/// The physical-memory region: a memfd mapped shared into the kernel.
+pub struct MemfdPhys {
+    fd: i32,
+    base: *mut u8,
+    size: u64,
+}
+
+impl MemfdPhys {
+    /// Create a region of `size` bytes (rounded up to whole pages).
+    pub fn new(size: u64) -> io::Result<MemfdPhys> {
+        let size = size.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64;
+        if size == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "memory size is zero"));
+        }
+        // SAFETY: valid C string; result checked.
+        let fd = unsafe { libc::memfd_create(c"rustuml-phys".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is our memfd.
+        if unsafe { libc::ftruncate(fd, size as i64) } != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: closing our own fd.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        // SAFETY: a fresh shared mapping of the whole memfd; the kernel owns it for the life of this value. NORESERVE: guest memory is sparse.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: closing our own fd.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        Ok(MemfdPhys { fd, base: base.cast(), size })
+    }
+
+    /// The host fd of the memfd.
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// The kernel's own mapping of the region (for diagnostics and tests).
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    fn check(&self, paddr: u64, len: u64) {
+        assert!(
+            paddr.checked_add(len).is_some_and(|e| e <= self.size),
+            "physical access {paddr:#x}+{len:#x} outside {:#x}",
+            self.size
+        );
+    }
+}
+
+impl Drop for MemfdPhys {
+    fn drop(&mut self) {
+        // SAFETY: unmapping and closing what `new` created.
+        unsafe {
+            libc::munmap(self.base.cast(), self.size as usize);
+            libc::close(self.fd);
+        }
+    }
+}
+
+impl PhysMem for MemfdPhys {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read(&self, paddr: u64, buf: &mut [u8]) {
+        self.check(paddr, buf.len() as u64);
+        // SAFETY: the range is inside the mapping (checked); guest code only writes it while it runs, and the kernel is not reading then.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(paddr as usize), buf.as_mut_ptr(), buf.len()) };
+    }
+    fn write(&self, paddr: u64, data: &[u8]) {
+        self.check(paddr, data.len() as u64);
+        // SAFETY: as in `read`; `data` cannot alias the region (it would be a reference into it, which this type never hands out).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(paddr as usize), data.len()) };
+    }
+    fn fill(&self, paddr: u64, len: u64, byte: u8) {
+        self.check(paddr, len);
+        // SAFETY: the range is inside the mapping (checked).
+        unsafe { std::ptr::write_bytes(self.base.add(paddr as usize), byte, len as usize) };
+    }
+    fn copy(&self, src: u64, dst: u64, len: u64) {
+        self.check(src, len);
+        self.check(dst, len);
+        // SAFETY: both ranges are inside the mapping (checked); `copy` tolerates overlap should a caller break the no-overlap contract.
+        unsafe { std::ptr::copy(self.base.add(src as usize), self.base.add(dst as usize), len as usize) };
+    }
+}
