@@ -45,9 +45,9 @@ pub fn env_path(var: &str) -> PathBuf {
     }
 }
 
-/// The skas kernel binary.
-pub fn kernel_skas() -> PathBuf {
-    let k = env_path("RUSTUML_KERNEL_SKAS");
+/// The kernel binary named by the environment variable `var`.
+pub fn kernel_from(var: &str) -> PathBuf {
+    let k = env_path(var);
     assert!(
         k.is_file(),
         "kernel binary {} does not exist: run `cargo xtask test`",

@@ -1,0 +1,360 @@
+//! `bench_ops OP ITERS [PATH]`: times ITERS repetitions of one operation
+//! with the raw `clock_gettime` system call and prints one machine-readable
+//! line, `bench OP VALUE UNIT` (UNIT `ns` per operation, or `MB/s`), or
+//! `bench OP n/a REASON` with exit status 1 when the operation failed.
+//! `cargo xtask bench` runs it natively and inside the kernel.
+//!
+//! | OP | what one operation is | PATH |
+//! | --- | --- | --- |
+//! | `null_syscall` | `getppid` | |
+//! | `open_close` | `open(PATH, O_RDONLY)` + `close` | an existing file |
+//! | `stat` | `stat(PATH)` | an existing file |
+//! | `pipe_rtt` | one byte there and back between two processes over two pipes | |
+//! | `fork_exit` | `fork`, the child `_exit(0)`s, `wait4` | |
+//! | `fork_exec` | `fork`, the child `execve`s PATH, `wait4` | a program that exits 0 |
+//! | `page_fault` | first write to a fresh anonymous page | |
+//! | `mmap_munmap` | `mmap` of 64 KiB anonymous + `munmap` (untouched) | |
+//! | `file_rw` | `pwrite` 64 KiB + `pread` 64 KiB at offset 0 (MB/s of both) | a directory to create the file in |
+//! | `pipe_bw` | 64 KiB `write`s into a pipe read by another process (MB/s) | |
+// `cargo test` builds bins with its own harness main: keep ours out of it.
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code, unused_imports))]
+
+use std::ffi::CString;
+use std::os::raw::{c_char, c_int};
+use userland_tests::{args, errno, errno_name, exit_now, fork, mmap_anon, say, wait_for, PAGE};
+
+/// Block size of the bandwidth tests.
+const BLOCK: usize = 64 * 1024;
+
+/// Monotonic time in nanoseconds (raw system call, no vDSO).
+fn now_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// Why an operation failed: "what: ERRNO".
+fn fail(what: &str) -> String {
+    format!("{what}:{}", errno_name(errno()))
+}
+
+/// Times `n` runs of `op` after `n / 10` untimed warm-up runs; ns per run.
+fn per_op(n: usize, mut op: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    for _ in 0..n / 10 {
+        op()?;
+    }
+    let t0 = now_ns();
+    for _ in 0..n {
+        op()?;
+    }
+    Ok((now_ns() - t0) as f64 / n as f64)
+}
+
+fn cpath(path: Option<&String>) -> Result<CString, String> {
+    let p = path.ok_or("missing-PATH-argument")?;
+    CString::new(p.as_str()).map_err(|_| "bad-PATH".to_string())
+}
+
+fn null_syscall(n: usize) -> Result<f64, String> {
+    per_op(n, || {
+        // SAFETY: getppid has no arguments and no side effects.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+        Ok(())
+    })
+}
+
+fn open_close(n: usize, path: &CString) -> Result<f64, String> {
+    per_op(n, || {
+        // SAFETY: path is NUL-terminated.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+        if fd < 0 {
+            return Err(fail("open"));
+        }
+        // SAFETY: fd was just opened by us.
+        unsafe { libc::close(fd) };
+        Ok(())
+    })
+}
+
+fn stat(n: usize, path: &CString) -> Result<f64, String> {
+    per_op(n, || {
+        // SAFETY: st is a valid out-pointer, path NUL-terminated.
+        let r = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::stat(path.as_ptr(), &mut st)
+        };
+        if r < 0 {
+            return Err(fail("stat"));
+        }
+        Ok(())
+    })
+}
+
+fn pipe() -> Result<[c_int; 2], String> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+        return Err(fail("pipe"));
+    }
+    Ok(fds)
+}
+
+fn read_exact(fd: c_int, mut buf: &mut [u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: buf is valid for its length.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if r <= 0 {
+            return false;
+        }
+        buf = &mut buf[r as usize..];
+    }
+    true
+}
+
+fn write_all(fd: c_int, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: buf is valid for its length.
+        let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if r <= 0 {
+            return false;
+        }
+        buf = &buf[r as usize..];
+    }
+    true
+}
+
+fn close(fd: c_int) {
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(fd) };
+}
+
+/// Waits for `pid` and checks that it exited 0.
+fn reap(pid: libc::pid_t) -> Result<(), String> {
+    match wait_for(pid) {
+        Ok((_, st)) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => Ok(()),
+        Ok((_, st)) => Err(format!("child-status-{st:#x}")),
+        Err(e) => Err(format!("wait4:{}", errno_name(e))),
+    }
+}
+
+fn pipe_rtt(n: usize) -> Result<f64, String> {
+    let there = pipe()?;
+    let back = pipe()?;
+    let total = n + n / 10;
+    let pid = fork();
+    if pid == 0 {
+        close(there[1]);
+        close(back[0]);
+        let mut b = [0u8; 1];
+        for _ in 0..total {
+            if !read_exact(there[0], &mut b) || !write_all(back[1], &b) {
+                exit_now(1);
+            }
+        }
+        exit_now(0);
+    }
+    close(there[0]);
+    close(back[1]);
+    let r = per_op(n, || {
+        let mut b = [7u8; 1];
+        if !write_all(there[1], &b) {
+            return Err(fail("write"));
+        }
+        if !read_exact(back[0], &mut b) {
+            return Err(fail("read"));
+        }
+        Ok(())
+    });
+    close(there[1]);
+    close(back[0]);
+    let reaped = reap(pid);
+    let r = r?;
+    reaped.map(|_| r)
+}
+
+fn fork_exit(n: usize) -> Result<f64, String> {
+    per_op(n, || {
+        let pid = fork();
+        if pid == 0 {
+            exit_now(0);
+        }
+        reap(pid)
+    })
+}
+
+fn fork_exec(n: usize, prog: &CString) -> Result<f64, String> {
+    let argv = [prog.as_ptr(), std::ptr::null()];
+    let envp: [*const c_char; 1] = [std::ptr::null()];
+    per_op(n, || {
+        let pid = fork();
+        if pid == 0 {
+            // SAFETY: argv and envp are NULL-terminated arrays of C strings.
+            unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            exit_now(127);
+        }
+        reap(pid)
+    })
+}
+
+fn page_fault(n: usize) -> Result<f64, String> {
+    let pages = n.max(1);
+    let p = mmap_anon(
+        pages * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE,
+    )
+    .map_err(|e| format!("mmap:{}", errno_name(e)))?;
+    let t0 = now_ns();
+    for i in 0..pages {
+        // SAFETY: inside the mapping just made.
+        unsafe { p.add(i * PAGE).write_volatile(1) };
+    }
+    let t = (now_ns() - t0) as f64 / pages as f64;
+    // SAFETY: unmapping what we mapped.
+    unsafe { libc::munmap(p.cast(), pages * PAGE) };
+    Ok(t)
+}
+
+fn mmap_munmap(n: usize) -> Result<f64, String> {
+    per_op(n, || {
+        let p = mmap_anon(BLOCK, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE)
+            .map_err(|e| format!("mmap:{}", errno_name(e)))?;
+        // SAFETY: unmapping what we just mapped.
+        if unsafe { libc::munmap(p.cast(), BLOCK) } < 0 {
+            return Err(fail("munmap"));
+        }
+        Ok(())
+    })
+}
+
+/// MB/s (10^6 bytes per second) for `bytes` moved in `ns`.
+fn mb_s(bytes: f64, ns: f64) -> f64 {
+    bytes / ns * 1000.0
+}
+
+fn file_rw(n: usize, dir: &str) -> Result<f64, String> {
+    let path = CString::new(format!("{}/bench_ops.{}.tmp", dir.trim_end_matches('/'), std::process::id()))
+        .map_err(|_| "bad-PATH".to_string())?;
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(fail("open-O_CREAT"));
+    }
+    let wbuf = vec![0x5au8; BLOCK];
+    let mut rbuf = vec![0u8; BLOCK];
+    let r = per_op(n, || {
+        // SAFETY: the buffers are valid for BLOCK bytes.
+        let w = unsafe { libc::pwrite(fd, wbuf.as_ptr().cast(), BLOCK, 0) };
+        if w != BLOCK as isize {
+            return Err(fail("pwrite"));
+        }
+        // SAFETY: as above.
+        let r = unsafe { libc::pread(fd, rbuf.as_mut_ptr().cast(), BLOCK, 0) };
+        if r != BLOCK as isize {
+            return Err(fail("pread"));
+        }
+        Ok(())
+    });
+    close(fd);
+    // SAFETY: path is NUL-terminated.
+    unsafe { libc::unlink(path.as_ptr()) };
+    if rbuf[BLOCK - 1] != 0x5a && r.is_ok() {
+        return Err("read-back-mismatch".into());
+    }
+    r.map(|ns| mb_s(2.0 * BLOCK as f64, ns))
+}
+
+fn pipe_bw(n: usize) -> Result<f64, String> {
+    let fds = pipe()?;
+    let pid = fork();
+    if pid == 0 {
+        close(fds[0]);
+        let buf = vec![0x33u8; BLOCK];
+        for _ in 0..n {
+            if !write_all(fds[1], &buf) {
+                exit_now(1);
+            }
+        }
+        exit_now(0);
+    }
+    close(fds[1]);
+    let mut buf = vec![0u8; BLOCK];
+    let t0 = now_ns();
+    let mut total = 0usize;
+    let want = n * BLOCK;
+    while total < want {
+        // SAFETY: buf is valid for its length.
+        let r = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), BLOCK) };
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if r <= 0 {
+            close(fds[0]);
+            let _ = reap(pid);
+            return Err(if r == 0 { "early-eof".into() } else { fail("read") });
+        }
+        total += r as usize;
+    }
+    let ns = (now_ns() - t0) as f64;
+    close(fds[0]);
+    reap(pid)?;
+    Ok(mb_s(want as f64, ns))
+}
+
+#[cfg(not(test))]
+#[no_mangle]
+extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
+    // SAFETY: argc/argv come from the C runtime.
+    let args = unsafe { args(argc, argv) };
+    let op = args.get(1).map(String::as_str).unwrap_or("null_syscall");
+    let n: usize = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
+        .max(1);
+    let path = args.get(3);
+    let (result, unit) = match op {
+        "null_syscall" => (null_syscall(n), "ns"),
+        "open_close" => (cpath(path).and_then(|p| open_close(n, &p)), "ns"),
+        "stat" => (cpath(path).and_then(|p| stat(n, &p)), "ns"),
+        "pipe_rtt" => (pipe_rtt(n), "ns"),
+        "fork_exit" => (fork_exit(n), "ns"),
+        "fork_exec" => (cpath(path).and_then(|p| fork_exec(n, &p)), "ns"),
+        "page_fault" => (page_fault(n), "ns"),
+        "mmap_munmap" => (mmap_munmap(n), "ns"),
+        "file_rw" => (
+            path.ok_or_else(|| "missing-PATH-argument".to_string())
+                .and_then(|d| file_rw(n, d)),
+            "MB/s",
+        ),
+        "pipe_bw" => (pipe_bw(n), "MB/s"),
+        _ => (Err("unknown-operation".into()), ""),
+    };
+    match result {
+        Ok(v) => {
+            say!("bench {op} {v:.3} {unit}");
+            0
+        }
+        Err(why) => {
+            say!("bench {op} n/a {why}");
+            1
+        }
+    }
+}
