@@ -17,6 +17,8 @@
 //! because their RUSTFLAGS differ, so the two builds don't invalidate each
 //! other.
 
+mod bench;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::fs;
@@ -93,6 +95,25 @@ enum Cmd {
             allow_hyphen_values = true
         )]
         init: Vec<OsString>,
+    },
+    /// Run the benchmark programs natively, under skas and under tt (interleaved) and print
+    /// the medians and ratios to native.
+    Bench {
+        /// Fewer iterations and repetitions (under a minute): a smoke check.
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions per operation and backend (default 7; 3 with --quick).
+        #[arg(long, value_name = "N")]
+        reps: Option<usize>,
+        /// Write the raw samples, medians and ratios as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write a Markdown report with an SVG chart into DIR.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Also compare with User-mode Linux and gVisor when installed (skipped when not).
+        #[arg(long)]
+        peers: bool,
     },
     /// What CI runs: build everything, then `cargo test --workspace` with the test environment.
     Test {
@@ -372,7 +393,7 @@ fn build(p: &Paths, hal: Hal) -> Result<(), String> {
 }
 
 fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
-    let mut progress = Progress { step: 0, total: 6 };
+    let mut progress = Progress { step: 0, total: 7 };
     progress.next("building kernel-skas (release)");
     build_kernel(p, Hal::Skas)?;
     progress.next("building kernel-tt (release)");
@@ -383,6 +404,19 @@ fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
     assemble_default_root(p)?;
     progress.next("building the static C programs (gcc, musl-gcc)");
     build_c_programs(p)?;
+    // Benchmarks are never pass/fail on time: this only produces the JSON
+    // that the xtask test `quick_bench_json_from_xtask_test` checks for form.
+    progress.next("cargo xtask bench --quick (smoke check of the benchmark harness)");
+    let bench_json = p.target.join("bench-quick.json");
+    let _ = fs::remove_file(&bench_json);
+    let bench_opt = bench::Options {
+        quick: true,
+        json: Some(bench_json.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = bench::bench(p, &bench_opt) {
+        eprintln!("      bench failed: {e} (the xtask test will report it)");
+    }
     progress.next("running cargo test --workspace");
     run(
         cargo()
@@ -393,6 +427,7 @@ fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
             .env("RUSTUML_GUEST_BIN", p.guest_bin_dir())
             .env("RUSTUML_ROOT", p.default_root())
             .env("RUSTUML_C_ROOT", p.c_root())
+            .env("RUSTUML_BENCH_JSON", &bench_json)
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(extra),
         "cargo test --workspace",
@@ -404,6 +439,22 @@ fn main() -> ExitCode {
     let result = Paths::new().and_then(|p| match cli.cmd {
         Cmd::Build { hal } => build(&p, hal),
         Cmd::Test { cargo_test_args } => test(&p, &cargo_test_args),
+        Cmd::Bench {
+            quick,
+            reps,
+            json,
+            report,
+            peers,
+        } => bench::bench(
+            &p,
+            &bench::Options {
+                quick,
+                reps,
+                json,
+                report,
+                peers,
+            },
+        ),
         Cmd::Run {
             hal,
             mem,

@@ -244,8 +244,12 @@ fn mb_s(bytes: f64, ns: f64) -> f64 {
 }
 
 fn file_rw(n: usize, dir: &str) -> Result<f64, String> {
-    let path = CString::new(format!("{}/bench_ops.{}.tmp", dir.trim_end_matches('/'), std::process::id()))
-        .map_err(|_| "bad-PATH".to_string())?;
+    let path = CString::new(format!(
+        "{}/bench_ops.{}.tmp",
+        dir.trim_end_matches('/'),
+        std::process::id()
+    ))
+    .map_err(|_| "bad-PATH".to_string())?;
     // SAFETY: path is NUL-terminated.
     let fd = unsafe {
         libc::open(
@@ -308,7 +312,11 @@ fn pipe_bw(n: usize) -> Result<f64, String> {
         if r <= 0 {
             close(fds[0]);
             let _ = reap(pid);
-            return Err(if r == 0 { "early-eof".into() } else { fail("read") });
+            return Err(if r == 0 {
+                "early-eof".into()
+            } else {
+                fail("read")
+            });
         }
         total += r as usize;
     }
