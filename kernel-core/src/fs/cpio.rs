@@ -1,0 +1,250 @@
+//! The initramfs: a cpio "newc" (`070701`, or `070702` with checksums)
+//! archive unpacked into the ramfs. Everything is validated; garbage gives a
+//! [`CpioError`] instead of a partial tree.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use linux_raw_sys::general as g;
+
+use super::inode::{Fs, InodeRef, Kind};
+
+/// Why an archive was rejected (one line, for `BootError::BadInitramfs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpioError(pub String);
+
+const HEADER: usize = 110;
+/// Deepest directory nesting accepted (guards the unpacker's recursion-free walk anyway).
+const MAX_NAME: usize = 4096;
+
+fn hex_field(h: &[u8], idx: usize) -> Result<u32, CpioError> {
+    let s = &h[6 + idx * 8..6 + idx * 8 + 8];
+    let mut v: u32 = 0;
+    for &c in s {
+        let d = (c as char).to_digit(16).ok_or_else(|| CpioError(String::from("bad hex digit in cpio header")))?;
+        v = (v << 4) | d;
+    }
+    Ok(v)
+}
+
+fn align4(x: usize) -> Option<usize> {
+    x.checked_add(3).map(|v| v & !3)
+}
+
+/// Unpack `data` into `fs` (on top of what is there).
+pub fn unpack(fs: &mut Fs, data: &[u8]) -> Result<(), CpioError> {
+    let mut pos = 0usize;
+    // Hard links: (ino, devmajor, devminor) -> inode.
+    let mut links: BTreeMap<(u32, u32, u32), InodeRef> = BTreeMap::new();
+    loop {
+        let end = pos.checked_add(HEADER).ok_or_else(|| CpioError(String::from("offset overflow")))?;
+        let h = data.get(pos..end).ok_or_else(|| CpioError(format!("truncated cpio header at offset {pos}")))?;
+        if &h[..6] != b"070701" && &h[..6] != b"070702" {
+            return Err(CpioError(format!("bad cpio magic at offset {pos} (only newc is supported)")));
+        }
+        let ino = hex_field(h, 0)?;
+        let mode = hex_field(h, 1)?;
+        let uid = hex_field(h, 2)?;
+        let gid = hex_field(h, 3)?;
+        let mtime = hex_field(h, 5)?;
+        let filesize = hex_field(h, 6)? as usize;
+        let devmajor = hex_field(h, 7)?;
+        let devminor = hex_field(h, 8)?;
+        let namesize = hex_field(h, 11)? as usize;
+        if namesize == 0 || namesize > MAX_NAME {
+            return Err(CpioError(format!("bad name size {namesize} at offset {pos}")));
+        }
+        let name_end = end.checked_add(namesize).ok_or_else(|| CpioError(String::from("offset overflow")))?;
+        let raw = data.get(end..name_end).ok_or_else(|| CpioError(String::from("truncated cpio name")))?;
+        if raw[namesize - 1] != 0 || raw[..namesize - 1].contains(&0) {
+            return Err(CpioError(format!("cpio name not NUL-terminated at offset {pos}")));
+        }
+        let name = core::str::from_utf8(&raw[..namesize - 1])
+            .map_err(|_| CpioError(format!("cpio name is not UTF-8 at offset {pos}")))?;
+        let data_start = align4(name_end).ok_or_else(|| CpioError(String::from("offset overflow")))?;
+        let data_end = data_start.checked_add(filesize).ok_or_else(|| CpioError(String::from("offset overflow")))?;
+        let body = data.get(data_start..data_end).ok_or_else(|| CpioError(format!("truncated data of {name:?}")))?;
+        pos = align4(data_end).ok_or_else(|| CpioError(String::from("offset overflow")))?;
+        if name == "TRAILER!!!" {
+            return Ok(());
+        }
+        add_entry(fs, &mut links, name, Entry { ino, mode, uid, gid, mtime, devmajor, devminor, body })?;
+    }
+}
+
+struct Entry<'a> {
+    ino: u32,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u32,
+    devmajor: u32,
+    devminor: u32,
+    body: &'a [u8],
+}
+
+fn add_entry(
+    fs: &mut Fs,
+    links: &mut BTreeMap<(u32, u32, u32), InodeRef>,
+    name: &str,
+    e: Entry<'_>,
+) -> Result<(), CpioError> {
+    let comps: Vec<&str> = name.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if comps.contains(&"..") {
+        return Err(CpioError(format!("cpio entry {name:?} contains '..'")));
+    }
+    if comps.iter().any(|c| c.len() > 255) {
+        return Err(CpioError(format!("cpio entry {name:?} has a component longer than 255 bytes")));
+    }
+    let mtime_ns = e.mtime as u64 * 1_000_000_000;
+    let Some((last, parents)) = comps.split_last() else {
+        // "." itself: the root's metadata.
+        if e.mode & g::S_IFMT != g::S_IFDIR {
+            return Err(CpioError(String::from("cpio root entry is not a directory")));
+        }
+        let mut m = fs.root.meta.borrow_mut();
+        m.perm = e.mode & 0o7777;
+        m.uid = e.uid;
+        m.gid = e.gid;
+        m.mtime_ns = mtime_ns;
+        return Ok(());
+    };
+    // Walk (creating missing parents, as the kernel's own unpacker does).
+    let mut dir = fs.root.clone();
+    for c in parents {
+        let next = match dir.lookup(c) {
+            Ok(Some(d)) if d.is_dir() => d,
+            Ok(Some(_)) => return Err(CpioError(format!("cpio entry {name:?}: {c:?} is not a directory"))),
+            Ok(None) => {
+                let d = fs.new_dir(0o755, mtime_ns);
+                dir.insert(c, d.clone()).map_err(|_| CpioError(String::from("internal: parent not a dir")))?;
+                d
+            }
+            Err(_) => return Err(CpioError(format!("cpio entry {name:?}: parent is not a directory"))),
+        };
+        dir = next;
+    }
+    let ty = e.mode & g::S_IFMT;
+    let node = match ty {
+        g::S_IFDIR => {
+            if let Ok(Some(existing)) = dir.lookup(last) {
+                if existing.is_dir() {
+                    let mut m = existing.meta.borrow_mut();
+                    m.perm = e.mode & 0o7777;
+                    m.uid = e.uid;
+                    m.gid = e.gid;
+                    m.mtime_ns = mtime_ns;
+                    return Ok(());
+                }
+            }
+            if !e.body.is_empty() {
+                return Err(CpioError(format!("cpio directory {name:?} has data")));
+            }
+            fs.new_dir(e.mode, mtime_ns)
+        }
+        g::S_IFREG => {
+            let key = (e.ino, e.devmajor, e.devminor);
+            match links.get(&key) {
+                // newc stores the data of a hard-link set with its last member.
+                Some(existing) => {
+                    if !e.body.is_empty() {
+                        if let Kind::File(d) = &existing.kind {
+                            *d.borrow_mut() = e.body.to_vec();
+                        }
+                    }
+                    existing.meta.borrow_mut().nlink += 1;
+                    existing.clone()
+                }
+                None => {
+                    let n = fs.new_inode(Kind::File(RefCell::new(e.body.to_vec())), e.mode, mtime_ns);
+                    if e.ino != 0 {
+                        links.insert(key, n.clone());
+                    }
+                    n
+                }
+            }
+        }
+        g::S_IFLNK => {
+            let target = core::str::from_utf8(e.body)
+                .map_err(|_| CpioError(format!("symlink {name:?} target is not UTF-8")))?;
+            if target.is_empty() || target.len() > 4095 || target.contains('\0') {
+                return Err(CpioError(format!("symlink {name:?} has a bad target")));
+            }
+            fs.new_inode(Kind::Symlink(String::from(target)), 0o777, mtime_ns)
+        }
+        // Device nodes, fifos and sockets are not supported by this ramfs yet:
+        // skip them (the kernel's own devices are mounted at /dev).
+        g::S_IFCHR | g::S_IFBLK | g::S_IFIFO | g::S_IFSOCK => return Ok(()),
+        _ => return Err(CpioError(format!("cpio entry {name:?} has unknown file type {:#o}", ty))),
+    };
+    {
+        let mut m = node.meta.borrow_mut();
+        m.uid = e.uid;
+        m.gid = e.gid;
+    }
+    dir.insert(last, node).map_err(|_| CpioError(String::from("internal: parent not a dir")))?;
+    Ok(())
+}
+
+/// Build a newc archive (used by tests; the real packer lives in `drivers`).
+/// Entries: (path, mode incl. type bits, data).
+pub fn build(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    fn hdr(out: &mut Vec<u8>, ino: u32, mode: u32, size: usize, name: &str) {
+        out.extend_from_slice(b"070701");
+        let fields = [ino, mode, 0, 0, 1, 0, size as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (name, mode, data)) in entries.iter().enumerate() {
+        hdr(&mut out, i as u32 + 1, *mode, data.len(), name);
+        out.extend_from_slice(data);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+    }
+    hdr(&mut out, 0, 0, 0, "TRAILER!!!");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_garbage() {
+        let a = build(&[
+            ("bin", g::S_IFDIR | 0o755, b""),
+            ("bin/hello", g::S_IFREG | 0o755, b"\x7fELF..."),
+            ("bin/sh", g::S_IFLNK | 0o777, b"hello"),
+            ("etc/deep/file", g::S_IFREG | 0o644, b"x"),
+        ]);
+        let mut fs = Fs::new();
+        unpack(&mut fs, &a).unwrap();
+        let bin = fs.root.lookup("bin").unwrap().unwrap();
+        assert_eq!(bin.lookup("hello").unwrap().unwrap().size(), 7);
+        assert!(matches!(bin.lookup("sh").unwrap().unwrap().kind, Kind::Symlink(_)));
+        assert!(fs.root.lookup("etc").unwrap().unwrap().lookup("deep").unwrap().is_some());
+
+        // Every truncation of a valid archive is rejected, never a panic.
+        for cut in 0..a.len() - 1 {
+            let mut fs = Fs::new();
+            assert!(unpack(&mut fs, &a[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut fs = Fs::new();
+        assert!(unpack(&mut fs, b"garbage garbage garbage").is_err());
+        let evil = build(&[("../x", g::S_IFREG | 0o644, b"")]);
+        assert!(unpack(&mut Fs::new(), &evil).is_err());
+        let bad_type = build(&[("x", 0o170000 & !g::S_IFMT | 0o644, b"")]);
+        assert!(unpack(&mut Fs::new(), &bad_type).is_err());
+    }
+}

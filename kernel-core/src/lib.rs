@@ -1,0 +1,23 @@
+//! `kernel-core`: all policy of the kernel, with no host.
+//!
+//! It reaches the machine only through the [`hal`] traits. Entry point:
+//! [`boot`], which runs the guest's init to completion and returns its exit
+//! status.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod errno;
+pub mod exec;
+pub mod fs;
+pub mod kernel;
+pub mod mm;
+pub mod syscall;
+pub mod task;
+pub mod time;
+
+pub use errno::{Errno, SysResult};
+pub use kernel::{boot, BootConfig, BootError};
