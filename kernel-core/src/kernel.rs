@@ -32,7 +32,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use hal::{Access, AddressSpace, CpuFaultKind, Hal, Interrupts, PhysMem, Trap, UserContext};
+use hal::{Access, AddressSpace, ConsoleRead, CpuFaultKind, Hal, Interrupts, PhysMem, Trap, UserContext};
 use linux_raw_sys::general as g;
 
 use crate::exec::{self, ExecArgs};
@@ -125,6 +125,12 @@ pub struct Kernel<S: AddressSpace> {
     current: Option<Pid>,
 }
 
+/// The latest monotonic deadline a timer is ever armed for (~146 years).
+const MAX_DEADLINE: u64 = 1 << 62;
+
+/// Console input buffered in the kernel at most.
+const CONSOLE_BUF_MAX: usize = 1 << 20;
+
 /// The shell status of a deadlocked guest (as if init was killed by SIGKILL).
 pub const DEADLOCK_STATUS: i32 = 128 + 9;
 
@@ -199,6 +205,9 @@ impl<S: AddressSpace> Kernel<S> {
         };
         let argv: Vec<Vec<u8>> = config.args.iter().map(|s| s.as_bytes().to_vec()).collect();
         let envp: Vec<Vec<u8>> = config.env.iter().map(|s| s.as_bytes().to_vec()).collect();
+        let (loc, argv) = self
+            .resolve_script(loc, p.as_bytes(), argv)
+            .map_err(|e| BootError::InitNotExecutable(config.init.clone(), e))?;
         let prepared = self.prepare_exec(&loc).map_err(|e| BootError::InitNotExecutable(config.init.clone(), e))?;
         self.commit_exec(hal, &mut task, prepared, &argv, &envp, p.as_bytes()).map_err(|e| match e {
             Errno::ENOMEM | Errno::EAGAIN => BootError::OutOfMemory,
@@ -224,6 +233,47 @@ impl<S: AddressSpace> Kernel<S> {
             self.logged_once.push(key);
             hal.log(line);
         }
+    }
+
+    /// Resolve `#!` scripts (up to 4 levels, as Linux): returns the file to
+    /// load and the rewritten argv (`interp [arg] path argv[1..]`).
+    pub fn resolve_script(&mut self, loc: Loc, path: &[u8], argv: Vec<Vec<u8>>) -> Result<(Loc, Vec<Vec<u8>>), Errno> {
+        let (mut loc, mut argv, mut path) = (loc, argv, path.to_vec());
+        for _ in 0..5 {
+            let inode = loc.inode().clone();
+            let line = match &inode.kind {
+                Kind::File(d) if inode.executable() => {
+                    let d = d.borrow();
+                    if !d.starts_with(b"#!") {
+                        drop(d);
+                        return Ok((loc, argv));
+                    }
+                    let head = &d[2..d.len().min(256)];
+                    let end = head.iter().position(|&c| c == b'\n').ok_or(Errno::ENOEXEC)?;
+                    head[..end].to_vec()
+                }
+                _ => return Ok((loc, argv)), // prepare_exec reports the error
+            };
+            let trimmed: Vec<u8> = line.iter().copied().skip_while(|c| *c == b' ' || *c == b'\t').collect();
+            let split = trimmed.iter().position(|c| *c == b' ' || *c == b'\t').unwrap_or(trimmed.len());
+            let interp = trimmed[..split].to_vec();
+            let rest: &[u8] = trimmed[split..].trim_ascii();
+            if interp.is_empty() {
+                return Err(Errno::ENOEXEC);
+            }
+            let mut new_argv = alloc::vec![interp.clone()];
+            if !rest.is_empty() {
+                new_argv.push(rest.to_vec());
+            }
+            new_argv.push(path.clone());
+            new_argv.extend(argv.into_iter().skip(1));
+            let ip = core::str::from_utf8(&interp).map_err(|_| Errno::ENOEXEC)?;
+            let root = Loc::root(self.fs.root.clone());
+            loc = path::walk(&self.fs.root, &root, ip, Follow::Yes)?;
+            argv = new_argv;
+            path = interp;
+        }
+        Err(Errno::ELOOP)
     }
 
     /// Validate an executable before the point of no return: regular file,
@@ -440,6 +490,9 @@ impl<S: AddressSpace> Kernel<S> {
             // One-shot: it is disarmed now.
             self.armed = None;
         }
+        if irq.contains(Interrupts::CONSOLE) {
+            self.console_pull(hal);
+        }
         let now = hal.now_ns();
         self.check_timeouts(hal, now);
         // Console waiters re-try their read on any interrupt (a tick keeps
@@ -472,6 +525,20 @@ impl<S: AddressSpace> Kernel<S> {
                 t.state = TaskState::Runnable;
                 complete(hal, self.trace, t, r);
                 self.runq.push(pid);
+            }
+        }
+    }
+
+    /// Move the input the console has into the kernel's buffer, so the HAL
+    /// stops reporting it as pending (its readiness is level-triggered) and
+    /// poll can look at it without consuming it.
+    pub fn console_pull<H: Hal>(&mut self, hal: &mut H) {
+        let mut tmp = [0u8; 4096];
+        while self.console_in.len() < CONSOLE_BUF_MAX && !self.console_eof {
+            match hal.console().read(&mut tmp) {
+                ConsoleRead::Data(0) | ConsoleRead::WouldBlock => break,
+                ConsoleRead::Data(n) => self.console_in.extend(tmp.iter().take(n.min(tmp.len()))),
+                ConsoleRead::Eof => self.console_eof = true,
             }
         }
     }
@@ -579,7 +646,9 @@ impl<S: AddressSpace> Kernel<S> {
         task.restart_deadline = None;
         match flow {
             Flow::Ret(r) => complete(hal, self.trace, task, r),
-            Flow::Block(b) => {
+            Flow::Block(mut b) => {
+                // "Forever" timeouts stay far below u64::MAX so clock arithmetic never overflows.
+                b.deadline = b.deadline.map(|d| d.min(MAX_DEADLINE));
                 task.state = TaskState::Blocked(b);
             }
             Flow::Exit(st) => {
@@ -677,6 +746,10 @@ impl<S: AddressSpace> Kernel<S> {
         }
         self.tasks.clear();
         self.runq.clear();
+        // Every frame must be back: a leak here is a kernel bug worth a line.
+        if let Err(e) = self.frames.check_all_free() {
+            hal.log(&format!("kernel: frame leak at shutdown: {e}"));
+        }
         if !self.unknown.is_empty() {
             let parts: Vec<String> = self
                 .unknown

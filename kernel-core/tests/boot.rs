@@ -65,6 +65,7 @@ fn fork_wait4_and_exit_statuses() {
     let (mut hal, _) = machine(vec![p]);
     let cfg = config("/init", &["init"], &[("init", REG, elf(base, b""))]);
     assert_eq!(boot(&mut hal, cfg).unwrap(), 0);
+    assert!(hal.log.is_empty(), "{:?}", hal.log);
     // All address spaces dropped: the frames are back (checked indirectly: no panic) and
     // two spaces were created (init + child).
     assert_eq!(hal.spaces_created, 2);
@@ -436,4 +437,45 @@ fn pipes_between_processes_block_and_signal() {
     let (mut hal, _) = machine(vec![p]);
     let cfg = config("/init", &["init"], &[("init", REG, elf(base, b"ping"))]);
     assert_eq!(boot(&mut hal, cfg).unwrap(), 128 + 13);
+    assert!(!hal.log.iter().any(|l| l.contains("leak")), "{:?}", hal.log);
+}
+
+#[test]
+fn shebang_scripts_run_their_interpreter() {
+    let base = B1;
+    let d = base + DATA_OFF;
+    let argv = base + SCRATCH_OFF;
+    let mut data = vec![0u8; 64];
+    data[0..11].copy_from_slice(b"/bin/script");
+    data[16..20].copy_from_slice(b"arg0");
+    data[24..28].copy_from_slice(b"arg1");
+    let mut argv_bytes = Vec::new();
+    for p in [d + 16, d + 24, 0] {
+        argv_bytes.extend_from_slice(&p.to_le_bytes());
+    }
+    let first = Program {
+        base,
+        insns: vec![store(move |_| argv, argv_bytes), sys(g::__NR_execve, &[d, argv, 0]), check("execve does not return", |_| false)],
+    };
+    let second = Program {
+        base: B2,
+        insns: vec![
+            // argv = [/bin/second, -x, /bin/script, arg1]
+            check_mem("argc == 4", |c| c.regs.rsp, 8, |_, m| m[0] == 4),
+            check_mem("argv[1] == -x", |c| c.regs.rsp + 16, 8, |_, _| true),
+            sys(g::__NR_exit_group, &[9]),
+        ],
+    };
+    let (mut hal, _) = machine(vec![first, second]);
+    let cfg = config(
+        "/bin/first",
+        &["first"],
+        &[
+            ("bin", DIR, vec![]),
+            ("bin/first", REG, elf(base, &data)),
+            ("bin/second", REG, elf(B2, b"")),
+            ("bin/script", REG, b"#! /bin/second   -x  \necho hi\n".to_vec()),
+        ],
+    );
+    assert_eq!(boot(&mut hal, cfg).unwrap(), 9);
 }

@@ -6,7 +6,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use hal::{ConsoleRead, ConsoleStream, Hal};
+use hal::{ConsoleStream, Hal};
 use linux_raw_sys::general as g;
 
 use super::{Flow, SysCtx};
@@ -115,15 +115,7 @@ fn do_read<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, po
 
 /// Pull what the HAL console has into the kernel buffer.
 pub fn console_fill<H: Hal>(cx: &mut SysCtx<'_, H>) {
-    if !cx.k.console_in.is_empty() || cx.k.console_eof {
-        return;
-    }
-    let mut tmp = [0u8; 4096];
-    match cx.hal.console().read(&mut tmp) {
-        ConsoleRead::Data(n) => cx.k.console_in.extend(tmp.iter().take(n.min(tmp.len()))),
-        ConsoleRead::Eof => cx.k.console_eof = true,
-        ConsoleRead::WouldBlock => {}
-    }
+    cx.k.console_pull(cx.hal);
 }
 
 fn console_read<H: Hal>(cx: &mut SysCtx<'_, H>, buf: u64, count: u64) -> Result<Option<usize>, Errno> {

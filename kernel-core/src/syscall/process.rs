@@ -162,6 +162,7 @@ fn do_execve<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, argvp: u64,
         let mut total = 0usize;
         let argv = read_strings(cx, argvp, &mut total)?;
         let envp = read_strings(cx, envpp, &mut total)?;
+        let (loc, argv) = cx.k.resolve_script(loc, path.as_bytes(), argv)?;
         let prep = cx.k.prepare_exec(&loc)?;
         Ok((prep, argv, envp, path))
     })();
