@@ -169,7 +169,7 @@ impl AddressSpace for MockSpace {
 
 /// The contract of [`AddressSpace`], checked: a violation is a kernel bug.
 fn check_range(vaddr: u64, len: u64) {
-    assert!(vaddr % PAGE == 0 && len % PAGE == 0, "unaligned map op {vaddr:#x}+{len:#x}");
+    assert!(vaddr.is_multiple_of(PAGE) && len.is_multiple_of(PAGE), "unaligned map op {vaddr:#x}+{len:#x}");
     assert!(vaddr.checked_add(len).is_some_and(|e| e <= MOCK_USER_END), "map op beyond user end");
 }
 
@@ -187,6 +187,9 @@ pub struct MockConsole {
     pub input: VecDeque<u8>,
     /// Whether input has ended once `input` is drained.
     pub input_closed: bool,
+    /// End of input was already read: like a real console, a closed input is
+    /// reported as an interrupt once, not forever.
+    pub eof_seen: bool,
 }
 
 impl Console for MockConsole {
@@ -198,7 +201,11 @@ impl Console for MockConsole {
     }
     fn read(&mut self, buf: &mut [u8]) -> ConsoleRead {
         if self.input.is_empty() {
-            return if self.input_closed { ConsoleRead::Eof } else { ConsoleRead::WouldBlock };
+            if self.input_closed {
+                self.eof_seen = true;
+                return ConsoleRead::Eof;
+            }
+            return ConsoleRead::WouldBlock;
         }
         let n = buf.len().min(self.input.len());
         for b in buf.iter_mut().take(n) {
@@ -291,7 +298,7 @@ impl Hal for MockHal {
         self.timer = deadline_ns;
     }
     fn wait_for_interrupt(&mut self) -> Interrupts {
-        if !self.console.input.is_empty() || self.console.input_closed {
+        if !self.console.input.is_empty() || (self.console.input_closed && !self.console.eof_seen) {
             return Interrupts::CONSOLE;
         }
         match self.timer.take() {

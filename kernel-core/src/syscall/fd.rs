@@ -16,20 +16,10 @@ use crate::task::WaitOn;
 use crate::time::parse_timespec;
 use crate::{Errno, SysResult};
 
-// ioctl numbers (asm-generic/ioctls.h); linux-raw-sys has them only behind
-// its "ioctl" feature, which kernel-core does not enable.
-const TCGETS: u64 = 0x5401;
-const TCSETS: u64 = 0x5402;
-const TCSETSW: u64 = 0x5403;
-const TCSETSF: u64 = 0x5404;
-const TIOCGPGRP: u64 = 0x540f;
-const TIOCSPGRP: u64 = 0x5410;
-const TIOCGWINSZ: u64 = 0x5413;
-const TIOCSWINSZ: u64 = 0x5414;
-const FIONREAD: u64 = 0x541b;
-const FIONBIO: u64 = 0x5421;
-const FIONCLEX: u64 = 0x5450;
-const FIOCLEX: u64 = 0x5451;
+use linux_raw_sys::ioctl::{
+    FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TIOCGPGRP, TIOCGWINSZ,
+    TIOCSPGRP, TIOCSWINSZ,
+};
 
 /// `close(fd)`.
 pub fn close<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
@@ -121,7 +111,8 @@ pub fn fcntl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// `ioctl(fd, req, arg)`: terminal requests on the console, `ENOTTY` elsewhere.
 pub fn ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let f = cx.t.fds.file(a[0])?;
-    let req = a[1] & 0xffff_ffff;
+    // The request is an `unsigned int`: the upper half of the register is noise.
+    let req = a[1] as u32;
     let arg = a[2];
     match req {
         FIOCLEX | FIONCLEX => {

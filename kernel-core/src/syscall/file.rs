@@ -51,6 +51,7 @@ pub fn lookup<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, path: &str, follow: Fo
 /// `Ok(None)`: nothing available now (console).
 fn do_read<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, pos: Option<u64>) -> Result<Option<usize>, Errno> {
     let count = count.min(MAX_RW);
+    cx.access_ok(buf, count)?;
     match &f.inode.kind {
         Kind::Dir(_) => Err(Errno::EISDIR),
         Kind::Symlink(_) => Err(Errno::EINVAL),
@@ -141,6 +142,7 @@ fn console_read<H: Hal>(cx: &mut SysCtx<'_, H>, buf: u64, count: u64) -> Result<
 /// Write `count` bytes from user `buf` to `f`. `Ok(None)`: a full pipe.
 fn do_write<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, pos: Option<u64>) -> Result<Option<usize>, Errno> {
     let count = count.min(MAX_RW);
+    cx.access_ok(buf, count)?;
     if let Kind::Pipe(p) = &f.inode.kind {
         if p.readers.get() == 0 {
             if crate::kernel::decide_signal(cx.t, g::SIGPIPE) {
@@ -329,6 +331,7 @@ fn iovecs<H: Hal>(cx: &mut SysCtx<'_, H>, iov: u64, cnt: u64) -> Result<Vec<(u64
             return Err(Errno::EINVAL);
         }
         total = total.checked_add(len).filter(|t| (*t as i64) >= 0).ok_or(Errno::EINVAL)?;
+        cx.access_ok(base, len)?;
         v.push((base, len));
     }
     Ok(v)

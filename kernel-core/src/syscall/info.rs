@@ -10,7 +10,7 @@ use super::SysCtx;
 use crate::task::RLIM_NLIMITS;
 use crate::{Errno, SysResult};
 
-// asm/prctl.h; linux-raw-sys only exports ARCH_SET_FS.
+// asm/prctl.h; linux-raw-sys (0.12) exports only ARCH_SET_FS of these.
 const ARCH_SET_GS: u32 = 0x1001;
 const ARCH_GET_FS: u32 = 0x1003;
 const ARCH_GET_GS: u32 = 0x1004;

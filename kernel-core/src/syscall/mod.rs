@@ -60,6 +60,16 @@ impl<H: Hal> SysCtx<'_, H> {
         let mm = self.t.mm.as_mut().ok_or(Errno::EFAULT)?;
         mm.copy_from_user(addr, buf, &mut self.k.frames, self.hal.phys())
     }
+    /// Linux's `access_ok`: `EFAULT` when `[addr, addr + len)` is not entirely
+    /// user address space. Checked before anything else happens (a `read` at
+    /// end of file with a kernel-address buffer still fails), as Linux does.
+    pub fn access_ok(&self, addr: u64, len: u64) -> Result<(), Errno> {
+        let end = self.t.mm.as_ref().map_or(0, |mm| mm.user_end());
+        match addr.checked_add(len) {
+            Some(e) if e <= end => Ok(()),
+            _ => Err(Errno::EFAULT),
+        }
+    }
     /// Copy to user memory.
     pub fn write_user(&mut self, addr: u64, data: &[u8]) -> Result<(), Errno> {
         let mm = self.t.mm.as_mut().ok_or(Errno::EFAULT)?;
