@@ -25,12 +25,54 @@ struct Cli {
     /// The guest's host name.
     #[arg(long, value_name = "H", default_value = "rustuml")]
     hostname: String,
+    /// How guest system calls and faults are trapped (skas only): seccomp
+    /// (the default where the host allows it) or ptrace.
+    #[arg(long, value_name = "ptrace|seccomp")]
+    trap: Option<crate::TrapMode>,
+    /// Debugging the isolation attacks only: print the address and value of
+    /// the kernel's canary (and where the kernel maps guest physical memory)
+    /// on stderr, and hand them to init as RUSTUML_CANARY_ADDR,
+    /// RUSTUML_PHYS_ADDR, RUSTUML_PHYS_SIZE and RUSTUML_KERNEL_GETPPID.
+    #[arg(long)]
+    debug_reveal_canary: bool,
+    /// Mount host directory HOSTDIR at GUESTDIR in the guest (hostfs),
+    /// read-only unless `:rw` is appended. May be repeated.
+    #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
+    hostfs: Vec<String>,
     /// Guest path of the first program.
     #[arg(value_name = "INIT", default_value = "/bin/sh")]
     init: String,
     /// Arguments for init.
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+/// A random value in the kernel's own memory, set at boot and checked at
+/// shutdown: the target of the isolation attacks (read and overwrite
+/// kernel memory). Only `--debug-reveal-canary` tells anyone where it is.
+static CANARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn random_u64() -> u64 {
+    let mut v = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into `v`.
+    let n = unsafe { libc::getrandom(v.as_mut_ptr().cast(), 8, 0) };
+    let r = u64::from_ne_bytes(v);
+    // Never 0, so an unset or zeroed canary is noticed too.
+    if n == 8 && r != 0 { r } else { 0x5eed_c0de_0bad_f00d ^ std::process::id() as u64 }
+}
+
+/// The kernel's own shared mapping of the guest physical-memory memfd
+/// (start, length), from /proc/self/maps; the largest one wins.
+fn phys_mapping() -> Option<(u64, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter(|l| l.contains("memfd:rustuml-phys"))
+        .filter_map(|l| {
+            let (s, e) = l.split_whitespace().next()?.split_once('-')?;
+            let (s, e) = (u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?);
+            Some((s, e.checked_sub(s)?))
+        })
+        .max_by_key(|&(_, len)| len)
 }
 
 /// Parse `123`, `64K`, `256M`, `1G` (binary multiples).
@@ -95,7 +137,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     let term = std::env::var("TERM").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "linux".into());
     let mut args = vec![cli.init.clone()];
     args.extend(cli.args.iter().cloned());
-    let config = kernel_core::BootConfig {
+    let mut config = kernel_core::BootConfig {
         init: cli.init.clone(),
         args,
         env: vec![
@@ -108,17 +150,57 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         hostname: cli.hostname.clone(),
         trace_syscalls: cli.trace_syscalls,
     };
+    if let Some(t) = cli.trap {
+        crate::set_default_trap(t);
+    }
+    let mut host_dirs: Vec<(String, Box<dyn hal::HostDir>)> = Vec::new();
+    for spec in &cli.hostfs {
+        let (spec, rw) = match spec.strip_suffix(":rw") {
+            Some(s) => (s, true),
+            None => (spec.strip_suffix(":ro").unwrap_or(spec), false),
+        };
+        let Some((host, guest)) = spec.rsplit_once(':') else {
+            fail(format_args!("--hostfs {spec}: expected HOSTDIR:GUESTDIR[:rw]"))
+        };
+        if !guest.starts_with('/') || guest.split('/').any(|c| c == "..") {
+            fail(format_args!("--hostfs {spec}: GUESTDIR must be an absolute guest path without `..`"));
+        }
+        match drivers::hostfs::HostExport::open(std::path::Path::new(host), rw) {
+            Ok(x) => host_dirs.push((guest.to_string(), Box::new(x))),
+            Err(e) => fail(format_args!("--hostfs {host}: {e}")),
+        }
+    }
     let mut hal = match make(cli.mem) {
         Ok(h) => h,
         Err(e) => fail(format_args!("cannot set up the host side ({} bytes of guest memory): {e}", cli.mem)),
     };
-    let status = match kernel_core::boot(&mut hal, config) {
+    // The expected value stays in this frame, which no guest can locate.
+    let canary = random_u64();
+    CANARY.store(canary, std::sync::atomic::Ordering::SeqCst);
+    if cli.debug_reveal_canary {
+        let addr = CANARY.as_ptr() as u64;
+        let getppid = libc::getppid as *const () as u64;
+        let (phys, phys_len) = phys_mapping().unwrap_or((0, 0));
+        eprintln!(
+            "{name}: debug: canary at {addr:#x} = {canary:#x}; guest physical memory mapped at \
+             {phys:#x}+{phys_len:#x}; host getppid at {getppid:#x}"
+        );
+        config.env.push(format!("RUSTUML_CANARY_ADDR={addr:#x}"));
+        config.env.push(format!("RUSTUML_PHYS_ADDR={phys:#x}"));
+        config.env.push(format!("RUSTUML_PHYS_SIZE={phys_len:#x}"));
+        config.env.push(format!("RUSTUML_KERNEL_GETPPID={getppid:#x}"));
+    }
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, host_dirs) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };
     // Every guest host process is gone once boot returns; drop the rest
     // before exiting.
     drop(hal);
+    let found = CANARY.load(std::sync::atomic::Ordering::SeqCst);
+    if found != canary {
+        eprintln!("{name}: canary overwritten: expected {canary:#x}, found {found:#x}");
+    }
     exit(status)
 }
 

@@ -7,6 +7,8 @@
 //! * `cargo xtask run [--hal skas|tt] [--mem SIZE] [--root DIR]
 //!   [--trace-syscalls] [--] [INIT ARGS...]` builds, then replaces itself
 //!   with the kernel, so the exit status is the kernel's.
+//! * `cargo xtask isolation [--out DIR] [--no-build]` runs the isolation attacks under
+//!   both backends and prints the matrix (see `isolation.rs`).
 //! * `cargo xtask test [-- CARGO TEST ARGS]` is what CI runs: builds
 //!   everything (both kernels, guests, root directories, the C programs that
 //!   need gcc and musl-gcc), then `cargo test --workspace` with the variables
@@ -18,6 +20,8 @@
 //! other.
 
 mod bench;
+mod isolation;
+mod rootfs;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
@@ -74,6 +78,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "skas")]
         hal: Hal,
     },
+    /// Build the guest programs and assemble the default root directory only (no kernel).
+    Rootfs,
     /// Build, then boot the kernel with INIT (default /bin/sh) as the first program.
     Run {
         /// Backend to boot.
@@ -114,6 +120,16 @@ enum Cmd {
         /// Also compare with User-mode Linux and gVisor when installed (skipped when not).
         #[arg(long)]
         peers: bool,
+    },
+    /// Run the isolation attacks under skas and tt and print the matrix (also written as
+    /// Markdown and JSON).
+    Isolation {
+        /// Directory for isolation.md and isolation.json (default: target/isolation).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Use the kernels and root directory of the last build as they are.
+        #[arg(long)]
+        no_build: bool,
     },
     /// What CI runs: build everything, then `cargo test --workspace` with the test environment.
     Test {
@@ -299,7 +315,16 @@ fn assemble_default_root(p: &Paths) -> Result<(), String> {
         "this is not a program\n".repeat(20).as_bytes(),
         0o755,
     )?;
-    eprintln!("      root: {}", root.display());
+    let s = rootfs::add_host_userland(&root)?;
+    eprintln!(
+        "      root: {} ({} host programs, {} libraries, {} files, {} MiB{})",
+        root.display(),
+        s.programs,
+        s.libraries,
+        s.files,
+        s.bytes >> 20,
+        if s.missing.is_empty() { String::new() } else { format!("; not on this host: {}", s.missing.join(" ")) }
+    );
     Ok(())
 }
 
@@ -438,7 +463,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = Paths::new().and_then(|p| match cli.cmd {
         Cmd::Build { hal } => build(&p, hal),
+        Cmd::Rootfs => build_guests(&p).and_then(|()| assemble_default_root(&p)),
         Cmd::Test { cargo_test_args } => test(&p, &cargo_test_args),
+        Cmd::Isolation { out, no_build } => isolation::isolation(&p, out, no_build),
         Cmd::Bench {
             quick,
             reps,
