@@ -2,6 +2,128 @@
 
 use hal::{Console, ConsoleRead, ConsoleStream};
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::{Once, OnceLock};
+
+/// The host terminal's settings before raw mode, for every way out
+/// (drop, `exit`, panic, fatal signals).
+static SAVED_TERMIOS: OnceLock<libc::termios> = OnceLock::new();
+/// The fd raw mode was set on (-1: none, or already restored).
+static RAW_FD: AtomicI32 = AtomicI32::new(-1);
+/// The host window size, rows << 16 | cols (0: unknown).
+static WINSIZE: AtomicU32 = AtomicU32::new(0);
+/// The fd to ask for the window size.
+static WINSIZE_FD: AtomicI32 = AtomicI32::new(-1);
+/// Set by the `SIGWINCH` handler.
+static RESIZED: AtomicBool = AtomicBool::new(false);
+static HOOKS: Once = Once::new();
+
+/// Put the saved settings back (idempotent, async-signal-safe).
+fn restore_terminal() {
+    let fd = RAW_FD.swap(-1, Ordering::SeqCst);
+    if fd < 0 {
+        return;
+    }
+    if let Some(t) = SAVED_TERMIOS.get() {
+        // SAFETY: `t` is a valid termios read by tcgetattr; tcsetattr is
+        // async-signal-safe.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) };
+    }
+}
+
+extern "C" fn restore_at_exit() {
+    restore_terminal();
+}
+
+extern "C" fn on_fatal_signal(sig: libc::c_int) {
+    restore_terminal();
+    // The handler was installed with SA_RESETHAND: raising again applies the
+    // default action (the kernel dies of the signal, as before).
+    // SAFETY: raise is async-signal-safe.
+    unsafe { libc::raise(sig) };
+}
+
+fn read_winsize() {
+    let fd = WINSIZE_FD.load(Ordering::SeqCst);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: `ws` is a valid winsize for TIOCGWINSZ to fill.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`.
+    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 && ws.ws_col > 0 {
+        WINSIZE.store(((ws.ws_row as u32) << 16) | ws.ws_col as u32, Ordering::SeqCst);
+    }
+}
+
+extern "C" fn on_winch(_sig: libc::c_int) {
+    read_winsize();
+    RESIZED.store(true, Ordering::SeqCst);
+}
+
+/// Install `handler` for `sig` unless someone else already handles it.
+fn install_handler(sig: libc::c_int, handler: extern "C" fn(libc::c_int), flags: libc::c_int) {
+    // SAFETY: querying the current disposition into a zeroed sigaction.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the old one.
+    unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    if old.sa_sigaction != libc::SIG_DFL {
+        return;
+    }
+    // SAFETY: a zeroed sigaction is valid; we fill handler, flags and an empty mask.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler as *const () as usize;
+    sa.sa_flags = flags;
+    // SAFETY: `sa.sa_mask` is a valid sigset_t; `sa` is fully initialised.
+    unsafe {
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Put the terminal on `fd` in raw mode (no echo, no signals from ^C/^Z/^\,
+/// no line editing, no output translation): the guest's own line discipline
+/// does all of that. Restored at drop, at `exit`, on panic and on
+/// SIGTERM/SIGINT/SIGHUP. Returns false if `fd` is not a terminal.
+fn enter_raw_mode(fd: i32) -> bool {
+    // SAFETY: isatty only inspects the fd.
+    if unsafe { libc::isatty(fd) } != 1 {
+        return false;
+    }
+    // SAFETY: `t` is a valid termios for tcgetattr to fill.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr writes one termios into `t`.
+    if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
+        return false;
+    }
+    let saved = *SAVED_TERMIOS.get_or_init(|| t);
+    let mut raw = saved;
+    raw.c_iflag &= !(libc::IGNBRK | libc::BRKINT | libc::PARMRK | libc::ISTRIP | libc::INLCR | libc::IGNCR | libc::ICRNL | libc::IXON);
+    raw.c_oflag &= !libc::OPOST;
+    raw.c_lflag &= !(libc::ECHO | libc::ECHONL | libc::ICANON | libc::ISIG | libc::IEXTEN);
+    raw.c_cflag = (raw.c_cflag & !(libc::CSIZE | libc::PARENB)) | libc::CS8;
+    raw.c_cc[libc::VMIN] = 1;
+    raw.c_cc[libc::VTIME] = 0;
+    HOOKS.call_once(|| {
+        // SAFETY: registering a plain extern "C" fn with atexit.
+        unsafe { libc::atexit(restore_at_exit) };
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            install_handler(sig, on_fatal_signal, libc::SA_RESETHAND);
+        }
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            prev(info);
+        }));
+    });
+    // TCSANOW, not TCSAFLUSH: keystrokes typed before boot are kept.
+    // SAFETY: `raw` is a valid termios derived from the one we read.
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
+        return false;
+    }
+    RAW_FD.store(fd, Ordering::SeqCst);
+    true
+}
 
 /// The guest console backed by host fds 0 (input), 1 and 2 (output).
 ///
@@ -19,6 +141,8 @@ pub struct HostConsole {
     err_fd: i32,
     eof: bool,
     armed: bool,
+    /// The host terminal is in raw mode on our behalf (restored at drop).
+    raw: bool,
 }
 
 impl Default for HostConsole {
@@ -28,15 +152,38 @@ impl Default for HostConsole {
 }
 
 impl HostConsole {
-    /// The console on host fds 0, 1 and 2.
+    /// The console on host fds 0, 1 and 2. When stdin is a terminal it is
+    /// put in raw mode for as long as the console lives (see
+    /// [`HostConsole::interactive`]).
     pub fn new() -> Self {
-        Self::with_fds(0, 1, 2)
+        Self::interactive(0, 1, 2)
+    }
+
+    /// A console on these fds that, if `in_fd` is a terminal, puts it in raw
+    /// mode (restored at drop, at exit, on panic and on SIGTERM/SIGINT/SIGHUP)
+    /// and follows the terminal's window size (`SIGWINCH`).
+    pub fn interactive(in_fd: i32, out_fd: i32, err_fd: i32) -> Self {
+        let mut c = Self::with_fds(in_fd, out_fd, err_fd);
+        c.raw = enter_raw_mode(in_fd);
+        if c.raw {
+            WINSIZE_FD.store(in_fd, Ordering::SeqCst);
+            read_winsize();
+            install_handler(libc::SIGWINCH, on_winch, libc::SA_RESTART);
+        }
+        c
+    }
+
+    /// Did the host window change size since the last call? (A backend that
+    /// sees `EINTR` while waiting can report a console interrupt then, so the
+    /// guest gets its `SIGWINCH` at once.)
+    pub fn take_resized(&self) -> bool {
+        self.raw && RESIZED.swap(false, Ordering::SeqCst)
     }
 
     /// A console on other host fds (used by tests). The fds stay owned by
     /// the caller.
     pub fn with_fds(in_fd: i32, out_fd: i32, err_fd: i32) -> Self {
-        HostConsole { in_fd, out_fd, err_fd, eof: false, armed: true }
+        HostConsole { in_fd, out_fd, err_fd, eof: false, armed: true, raw: false }
     }
 
     /// The host fd to watch for input, if input should be waited for now:
@@ -84,7 +231,29 @@ impl HostConsole {
     }
 }
 
+impl Drop for HostConsole {
+    fn drop(&mut self) {
+        if self.raw {
+            restore_terminal();
+        }
+    }
+}
+
 impl Console for HostConsole {
+    fn is_terminal(&self) -> bool {
+        self.raw
+    }
+
+    fn window_size(&self) -> Option<(u16, u16)> {
+        if !self.raw {
+            return None;
+        }
+        match WINSIZE.load(Ordering::SeqCst) {
+            0 => None,
+            v => Some(((v >> 16) as u16, (v & 0xffff) as u16)),
+        }
+    }
+
     fn write(&mut self, stream: ConsoleStream, data: &[u8]) {
         let fd = match stream {
             ConsoleStream::Stdout => self.out_fd,
@@ -171,6 +340,44 @@ mod tests {
         assert_eq!(c.read(&mut buf), ConsoleRead::Eof);
         assert_eq!(c.input_armed(), None);
         for fd in [r, or, ow] {
+            // SAFETY: closing fds this test owns.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    #[test]
+    fn raw_mode_on_a_terminal_is_restored_at_drop() {
+        // SAFETY: plain libc pty setup on fds this test owns.
+        let (m, sl) = unsafe {
+            let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(m >= 0);
+            assert_eq!(libc::grantpt(m), 0);
+            assert_eq!(libc::unlockpt(m), 0);
+            let name = libc::ptsname(m);
+            assert!(!name.is_null());
+            let sl = libc::open(name, libc::O_RDWR | libc::O_NOCTTY);
+            assert!(sl >= 0);
+            (m, sl)
+        };
+        let lflag = |fd: i32| {
+            // SAFETY: tcgetattr fills a zeroed termios.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::tcgetattr(fd, &mut t) }, 0);
+            t.c_lflag
+        };
+        let before = lflag(sl);
+        assert_ne!(before & libc::ECHO, 0);
+        {
+            let c = HostConsole::interactive(sl, sl, sl);
+            assert!(c.is_terminal());
+            let now = lflag(sl);
+            assert_eq!(now & (libc::ECHO | libc::ICANON | libc::ISIG), 0);
+        }
+        assert_eq!(lflag(sl), before);
+        let plain = HostConsole::with_fds(sl, sl, sl);
+        assert!(!plain.is_terminal());
+        for fd in [m, sl] {
             // SAFETY: closing fds this test owns.
             unsafe { libc::close(fd) };
         }

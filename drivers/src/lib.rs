@@ -3,6 +3,9 @@
 //! - [`console::HostConsole`]: the guest console on host stdin/stdout/stderr.
 //! - [`initramfs::pack_dir`]: packs a host directory into a cpio "newc"
 //!   archive that `kernel-core` unpacks as its root file system.
+//! - [`hostfs::HostExport`]: a host directory exported into the guest
+//!   (`--hostfs`), confined beneath that directory.
 
 pub mod console;
+pub mod hostfs;
 pub mod initramfs;

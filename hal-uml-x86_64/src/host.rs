@@ -22,6 +22,21 @@ pub fn pin_to_current_cpu() {
     }
 }
 
+/// A CPU the calling thread may use other than the one it runs on (the
+/// next one in its affinity mask), if any.
+pub fn other_cpu() -> Option<usize> {
+    // SAFETY: the cpu_set_t is zeroed, then filled by sched_getaffinity with its size.
+    unsafe {
+        let cur = libc::sched_getcpu();
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cur < 0 || libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        let n = libc::CPU_SETSIZE as usize;
+        (1..n).map(|i| (cur as usize + i) % n).find(|&c| libc::CPU_ISSET(c, &set))
+    }
+}
+
 /// Time, timer, console, entropy and log of one HAL: the parts of
 /// [`hal::Hal`] that do not depend on how guest code runs.
 pub struct HostMachine {

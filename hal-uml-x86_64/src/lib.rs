@@ -6,11 +6,23 @@
 //!   holds nothing but the stub area above [`stub::STUB_BASE`] and the guest
 //!   mappings of the physical-memory memfd.
 //! - Map operations are queued per space, merged when contiguous, and applied
-//!   in one round trip into the stub before the space next runs.
-//! - Guest code runs under a trap [`Mechanism`]; today that is
-//!   [`ptrace::PtraceMechanism`] (`PTRACE_SYSEMU`).
-//! - The kernel thread is pinned to the CPU it starts on (stubs inherit it):
-//!   a ptrace round trip across CPUs costs about six times more.
+//!   by the stub before the space next runs: under ptrace in one extra round
+//!   trip per batch, under seccomp in the same switch that resumes the
+//!   guest. Small mappings (up to [`POPULATE_MAX`]) are made with
+//!   `MAP_POPULATE`, so the guest's first touch takes no host fault.
+//! - Guest code runs under a trap [`Mechanism`], chosen by [`TrapMode`]
+//!   (`--trap`): [`seccomp::SeccompMechanism`] (the default where the host
+//!   offers `SECCOMP_RET_TRAP`: traps handled in the stub, handed over on a
+//!   shared page with adaptive spinning, map operations applied by the
+//!   stub's executor thread in the same switch) or
+//!   [`ptrace::PtraceMechanism`] (`PTRACE_SYSEMU`, the baseline).
+//! - Stubs are created by [`spawn`] in their own namespaces with an empty
+//!   root and run under seccomp filters ([`filter`]) allowing only the
+//!   calls the stub itself makes.
+//! - Under ptrace the kernel thread is pinned to the CPU it starts on (stubs
+//!   inherit it): a ptrace round trip across CPUs costs about six times
+//!   more. Under seccomp nothing is pinned by default; pinning puts the
+//!   kernel on its CPU and the stubs on another one (see [`SkasConfig`]).
 //!
 //! Shared with the tt backend (`hal-uml-tt`), which depends on this crate:
 //! [`phys`] (the memfd), [`ops`] (queued, merged map operations),
@@ -21,28 +33,34 @@
 //! `kernel`).
 //!
 //! Known limits: the stub area (code readable, data/alt-stack writable) is
-//! visible to guest code, as in UML — harmless because guest code only runs
-//! under `PTRACE_SYSEMU`; the host's `[vsyscall]` page (execute-only
-//! emulation of time/gettimeofday/getcpu) cannot be unmapped; `int $0x80`
+//! visible to guest code, as in UML (harmless under `PTRACE_SYSEMU`; under
+//! seccomp see the residual risks in [`seccomp`]); the host's `[vsyscall]`
+//! page (execute-only emulation of time/gettimeofday/getcpu) cannot be
+//! unmapped (under seccomp its calls trap like any other); `int $0x80`
 //! is reported as an ordinary [`Trap::Syscall`]; AVX/AVX-512 upper state
 //! is kept per stub, not per [`UserContext`] (the hal's `FpuState` is the
 //! 512-byte FXSAVE area), so threads sharing one address space share it.
 
 #[cfg(feature = "kernel")]
 pub mod cli;
+pub mod filter;
 pub mod host;
 pub mod ops;
 pub mod phys;
 pub mod ptrace;
+pub mod seccomp;
+pub mod spawn;
 pub mod stub;
 pub mod timer;
 
 use hal::{AddressSpace, Console, HalError, Interrupts, Prot, Trap, UserContext};
 use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use ops::{Op, OpQueue};
 pub use phys::MemfdPhys;
 pub use ptrace::{PtraceMechanism, PtraceStub, Stats};
+pub use seccomp::{SeccompMechanism, SeccompStub};
 
 /// The skas name of the shared physical-memory region.
 pub type SkasPhys = MemfdPhys;
@@ -55,16 +73,85 @@ pub trait Mechanism {
     type Stub;
     /// Create an empty address space's context.
     fn spawn(&mut self) -> Result<Self::Stub, HalError>;
-    /// Apply queued map operations (one round trip per batch). An error is
-    /// the trap to report (the context is gone).
+    /// Apply queued map operations (at most one round trip per batch; a
+    /// mechanism may defer the last batch to the next switch into the
+    /// guest). An error is the trap to report (the context is gone).
     fn apply(&mut self, stub: &mut Self::Stub, ops: &[Op]) -> Result<(), Trap>;
     /// Run `ctx` until the next trap; stops promptly when the timer fires.
     fn run(&mut self, stub: &mut Self::Stub, ctx: &mut UserContext, timer: &timer::TimerShared) -> Trap;
 }
 
+/// How guest code is trapped (`--trap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapMode {
+    /// `PTRACE_SYSEMU`: the kernel traces every stub (the baseline).
+    Ptrace,
+    /// `SECCOMP_RET_TRAP` handled in the stub, over a shared mailbox.
+    Seccomp,
+}
+
+impl std::str::FromStr for TrapMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ptrace" => Ok(TrapMode::Ptrace),
+            "seccomp" => Ok(TrapMode::Seccomp),
+            _ => Err(format!("'{s}' is not a trap mechanism (ptrace or seccomp)")),
+        }
+    }
+}
+
+/// 0: no choice made (seccomp where available), 1: ptrace, 2: seccomp.
+static DEFAULT_TRAP: AtomicU8 = AtomicU8::new(0);
+
+/// Choose the mechanism [`SkasHal::new`] uses (the `--trap` option).
+pub fn set_default_trap(mode: TrapMode) {
+    DEFAULT_TRAP.store(if mode == TrapMode::Ptrace { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// How a [`SkasHal`] runs guest code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkasConfig {
+    /// The trap mechanism.
+    pub trap: TrapMode,
+    /// Pin the kernel thread (and so its stubs) to the CPU it starts on.
+    pub pin: bool,
+}
+
+impl SkasConfig {
+    /// The defaults: the mechanism chosen by [`set_default_trap`] or the
+    /// `RUSTUML_TRAP` environment variable, else seccomp where the host
+    /// allows it; pinning for ptrace only (a ptrace round trip across CPUs
+    /// costs about six times more; seccomp hands off by spinning across
+    /// CPUs). `RUSTUML_PIN=0|1` overrides the pinning.
+    pub fn from_env() -> SkasConfig {
+        let trap = match DEFAULT_TRAP.load(Ordering::Relaxed) {
+            1 => TrapMode::Ptrace,
+            2 => TrapMode::Seccomp,
+            _ => std::env::var("RUSTUML_TRAP").ok().and_then(|v| v.parse().ok()).unwrap_or(TrapMode::Seccomp),
+        };
+        let pin = match std::env::var("RUSTUML_PIN").ok().as_deref() {
+            Some("0") => false,
+            Some("1") => true,
+            _ => trap == TrapMode::Ptrace,
+        };
+        SkasConfig { trap, pin }
+    }
+}
+
+enum Mech {
+    Ptrace(PtraceMechanism),
+    Seccomp(SeccompMechanism),
+}
+
+enum AnyStub {
+    Ptrace(PtraceStub),
+    Seccomp(SeccompStub),
+}
+
 /// A guest address space: a stub process plus its queued map operations.
 pub struct SkasSpace {
-    stub: PtraceStub,
+    stub: AnyStub,
     ops: OpQueue,
     phys_size: u64,
 }
@@ -72,12 +159,22 @@ pub struct SkasSpace {
 impl SkasSpace {
     /// The host pid of the stub process (for tests and diagnostics).
     pub fn stub_pid(&self) -> i32 {
-        self.stub.pid()
+        match &self.stub {
+            AnyStub::Ptrace(s) => s.pid(),
+            AnyStub::Seccomp(s) => s.pid(),
+        }
     }
 
     /// Operations queued and not yet applied.
     pub fn pending_ops(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Queue a raw host system call for the stub's executor, unchecked: only
+    /// for tests of the stubs' seccomp filters (a call they must refuse).
+    #[doc(hidden)]
+    pub fn debug_queue_raw_op(&mut self, op: Op) {
+        self.ops.push_raw(op);
     }
 
     fn in_user(&self, vaddr: u64, len: u64) -> bool {
@@ -117,26 +214,64 @@ impl AddressSpace for SkasSpace {
     }
 }
 
+/// Mappings up to this size are made with `MAP_POPULATE`.
+pub const POPULATE_MAX: u64 = 16 * hal::PAGE_SIZE as u64;
+
 /// The skas HAL.
 pub struct SkasHal {
     phys: SkasPhys,
-    mech: PtraceMechanism,
+    mech: Mech,
     host: host::HostMachine,
+    config: SkasConfig,
 }
 
 impl SkasHal {
-    /// A HAL with `mem_bytes` of guest physical memory. Must be created and
-    /// used on one thread: that thread traces the stubs and gets the timer.
+    /// A HAL with `mem_bytes` of guest physical memory and the default
+    /// configuration ([`SkasConfig::from_env`]). Must be created and used on
+    /// one thread: that thread runs the stubs and gets the timer.
     pub fn new(mem_bytes: u64) -> io::Result<SkasHal> {
-        host::pin_to_current_cpu();
+        Self::with_config(mem_bytes, SkasConfig::from_env())
+    }
+
+    /// A HAL with an explicit configuration. Seccomp falls back to ptrace,
+    /// with a one-line warning, where the host does not offer it.
+    pub fn with_config(mem_bytes: u64, mut config: SkasConfig) -> io::Result<SkasHal> {
+        if config.trap == TrapMode::Seccomp && !seccomp::available() {
+            eprintln!("skas: seccomp traps unavailable on this host; using ptrace");
+            config.trap = TrapMode::Ptrace;
+            config.pin = true;
+        }
         let phys = SkasPhys::new(mem_bytes)?;
-        let mech = PtraceMechanism::new(phys.fd())?;
-        Ok(SkasHal { phys, mech, host: host::HostMachine::new()? })
+        let mech = match config.trap {
+            TrapMode::Ptrace => {
+                if config.pin {
+                    host::pin_to_current_cpu();
+                }
+                Mech::Ptrace(PtraceMechanism::new(phys.fd())?)
+            }
+            TrapMode::Seccomp => {
+                // The stubs' CPU is chosen before the kernel pins itself.
+                let m = SeccompMechanism::new(phys.fd(), config.pin)?;
+                if config.pin {
+                    host::pin_to_current_cpu();
+                }
+                Mech::Seccomp(m)
+            }
+        };
+        Ok(SkasHal { phys, mech, host: host::HostMachine::new()?, config })
+    }
+
+    /// The configuration in use (after any fallback).
+    pub fn config(&self) -> SkasConfig {
+        self.config
     }
 
     /// Counters of stub round trips.
     pub fn stats(&self) -> Stats {
-        self.mech.tracer.stats
+        match &self.mech {
+            Mech::Ptrace(m) => m.tracer.stats,
+            Mech::Seccomp(m) => m.stats,
+        }
     }
 
     /// Replace the console (tests use pipes).
@@ -154,18 +289,43 @@ impl hal::Hal for SkasHal {
     }
 
     fn new_space(&mut self) -> Result<SkasSpace, HalError> {
-        let stub = self.mech.spawn()?;
+        let stub = match &mut self.mech {
+            Mech::Ptrace(m) => AnyStub::Ptrace(m.spawn()?),
+            Mech::Seccomp(m) => AnyStub::Seccomp(m.spawn()?),
+        };
         Ok(SkasSpace { stub, ops: OpQueue::default(), phys_size: hal::PhysMem::size(&self.phys) })
     }
 
     fn run(&mut self, ctx: &mut UserContext, space: &mut SkasSpace) -> Trap {
-        if !space.ops.is_empty() {
-            let ops = space.ops.take();
-            if let Err(t) = self.mech.apply(&mut space.stub, &ops) {
-                return t;
+        let timer = self.host.timer();
+        let mut ops = if space.ops.is_empty() { Vec::new() } else { space.ops.take() };
+        for op in &mut ops {
+            // Small mappings (a fault's worth) are populated in the same
+            // host call: the guest's first touch then takes no host fault.
+            if op[0] == ops::SYS_MMAP && op[2] <= POPULATE_MAX {
+                op[4] |= libc::MAP_POPULATE as u64;
             }
         }
-        self.mech.run(&mut space.stub, ctx, self.host.timer())
+        match (&mut self.mech, &mut space.stub) {
+            (Mech::Ptrace(m), AnyStub::Ptrace(s)) => {
+                if !ops.is_empty() {
+                    if let Err(t) = m.apply(s, &ops) {
+                        return t;
+                    }
+                }
+                m.run(s, ctx, timer)
+            }
+            (Mech::Seccomp(m), AnyStub::Seccomp(s)) => {
+                if !ops.is_empty() {
+                    if let Err(t) = m.apply(s, &ops) {
+                        return t;
+                    }
+                }
+                m.run(s, ctx, timer)
+            }
+            // A space of another HAL: not ours to run.
+            _ => Trap::Lost { signal: None },
+        }
     }
 
     fn now_ns(&self) -> u64 {

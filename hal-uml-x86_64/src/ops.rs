@@ -73,6 +73,11 @@ impl OpQueue {
         self.ops.push([SYS_MPROTECT, vaddr, len, prot, 0, 0, 0]);
     }
 
+    /// Queue an operation as is (no merging, no checks): tests only.
+    pub fn push_raw(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
     /// Number of queued operations.
     pub fn len(&self) -> usize {
         self.ops.len()

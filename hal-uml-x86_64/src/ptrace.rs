@@ -15,7 +15,6 @@ use crate::stub::{self, Layout, OPS_ADDR, OPS_PER_BATCH};
 use crate::timer::{TimerShared, TIMER_SIGNAL};
 use crate::{Mechanism, Op};
 use hal::{Access, CpuFaultKind, HalError, Interrupts, Trap, UserContext, UserRegs};
-use std::ffi::CStr;
 use std::io;
 
 const _: () = assert!(std::mem::size_of::<UserRegs>() == std::mem::size_of::<libc::user_regs_struct>());
@@ -23,8 +22,6 @@ const _: () = assert!(std::mem::size_of::<hal::FpuState>() == std::mem::size_of:
 
 /// The fd number under which a stub sees the physical-memory memfd.
 pub const PHYS_FD: i32 = 3;
-/// The fd number the stub image has while being executed (close-on-exec).
-const IMAGE_FD: i32 = 4;
 /// `si_code`s of an integer divide error and overflow (asm-generic/siginfo.h).
 const FPE_INTDIV: i32 = 1;
 const FPE_INTOVF: i32 = 2;
@@ -49,6 +46,10 @@ pub struct Stats {
     pub map_ops: u64,
     /// Round trips into a stub's `SIGSEGV` handler to learn a fault's access kind.
     pub fault_round_trips: u64,
+    /// Seccomp: times the kernel slept waiting for a stub (its spin ran out).
+    pub kernel_sleeps: u64,
+    /// Seccomp: times the kernel had to wake a sleeping stub.
+    pub stub_wakeups: u64,
 }
 
 /// One stub process (skas) or guest host process (tt), traced by the kernel
@@ -237,20 +238,7 @@ impl PtraceMechanism {
     /// Prepare the mechanism: write the stub image to a memfd.
     pub fn new(phys_fd: i32) -> io::Result<Self> {
         let (image, layout) = stub::build_image();
-        // SAFETY: the name is a valid C string; the result is checked.
-        let image_fd = unsafe { libc::memfd_create(c"rustuml-skas-stub".as_ptr(), libc::MFD_CLOEXEC) };
-        if image_fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut off = 0;
-        while off < image.len() {
-            // SAFETY: writing from a valid buffer to our memfd.
-            let n = unsafe { libc::pwrite(image_fd, image[off..].as_ptr().cast(), image.len() - off, off as i64) };
-            if n <= 0 {
-                return Err(io::Error::last_os_error());
-            }
-            off += n as usize;
-        }
+        let image_fd = image_memfd(&image)?;
         // SAFETY: getpid has no preconditions.
         let kernel_pid = unsafe { libc::getpid() };
         Ok(PtraceMechanism { phys_fd, image_fd, layout, kernel_pid, tracer: Tracer::default() })
@@ -260,6 +248,28 @@ impl PtraceMechanism {
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
+}
+
+/// A close-on-exec memfd holding the stub image.
+pub fn image_memfd(image: &[u8]) -> io::Result<i32> {
+    // SAFETY: the name is a valid C string; the result is checked.
+    let image_fd = unsafe { libc::memfd_create(c"rustuml-skas-stub".as_ptr(), libc::MFD_CLOEXEC) };
+    if image_fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut off = 0;
+    while off < image.len() {
+        // SAFETY: writing from a valid buffer to our memfd.
+        let n = unsafe { libc::pwrite(image_fd, image[off..].as_ptr().cast(), image.len() - off, off as i64) };
+        if n <= 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: closing our own fd.
+            unsafe { libc::close(image_fd) };
+            return Err(e);
+        }
+        off += n as usize;
+    }
+    Ok(image_fd)
 }
 
 impl Tracer {
@@ -289,8 +299,16 @@ impl Tracer {
                     }
                 }
                 Ok(Wait::Stopped(..)) => continue,
-                Ok(Wait::Exited(_)) | Err(_) => return Err(stub.lost(None)),
-                Ok(Wait::Killed(s)) => return Err(stub.lost(Some(s as u32))),
+                // Already reaped: record, never signal the pid again.
+                Ok(Wait::Exited(_)) => {
+                    stub.dead = Some(None);
+                    return Err(Trap::Lost { signal: None });
+                }
+                Ok(Wait::Killed(s)) => {
+                    stub.dead = Some(Some(s as u32));
+                    return Err(Trap::Lost { signal: Some(s as u32) });
+                }
+                Err(_) => return Err(stub.lost(None)),
             }
         }
     }
@@ -450,56 +468,12 @@ impl Drop for PtraceMechanism {
     }
 }
 
-/// The child side of spawning: runs between fork and exec, so it only makes
-/// raw system calls (no allocation, no locks).
-fn child(kernel_pid: i32, phys_fd: i32, image_fd: i32) -> ! {
-    static EMPTY: &CStr = c"";
-    let argv: [*mut libc::c_char; 1] = [std::ptr::null_mut()];
-    // SAFETY: async-signal-safe system calls only; every pointer is valid.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-        // The kernel may have died before PDEATHSIG was armed.
-        if libc::getppid() != kernel_pid {
-            libc::_exit(1);
-        }
-        // Out of the kernel's session: terminal signals (^C) go to the
-        // kernel, not to stubs.
-        libc::setsid();
-        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
-            libc::_exit(1);
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        // Move the two fds out of the way first, so dup2 cannot clobber one.
-        let p = libc::fcntl(phys_fd, libc::F_DUPFD, 100);
-        let i = libc::fcntl(image_fd, libc::F_DUPFD, 100);
-        if p < 0 || i < 0 || libc::dup2(p, PHYS_FD) < 0 || libc::dup2(i, IMAGE_FD) < 0 {
-            libc::_exit(1);
-        }
-        libc::fcntl(IMAGE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        // The stub keeps nothing of the kernel's: not even stdio.
-        libc::close_range(IMAGE_FD as u32 + 1, u32::MAX, 0);
-        for fd in 0..PHYS_FD {
-            libc::close(fd);
-        }
-        libc::execveat(IMAGE_FD, EMPTY.as_ptr(), argv.as_ptr(), argv.as_ptr(), libc::AT_EMPTY_PATH);
-        libc::_exit(127)
-    }
-}
-
 impl Mechanism for PtraceMechanism {
     type Stub = PtraceStub;
 
     fn spawn(&mut self) -> Result<PtraceStub, HalError> {
-        // SAFETY: the child only runs `child`, which makes raw system calls.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(HalError::OutOfResources);
-        }
-        if pid == 0 {
-            child(self.kernel_pid, self.phys_fd, self.image_fd);
-        }
+        let fds = crate::spawn::ChildFds { phys: self.phys_fd, image: self.image_fd, comm: None };
+        let pid = crate::spawn::spawn(self.kernel_pid, fds, true, None).map_err(|_| HalError::OutOfResources)?;
         let mut stub = PtraceStub { pid, template: UserRegs::default(), dead: None, fpu: None };
         // The exec stop.
         match wait(pid) {

@@ -3,14 +3,18 @@
 //! It is a tiny static ELF built in memory at startup: an ELF header, a code
 //! page holding the position-independent routines below (assembled into the
 //! kernel binary's read-only data, never executed by the kernel itself, and
-//! copied out), and a data area (a prepared `sigaction` and `stack_t`, the
-//! map-operation list, and the `SIGSEGV` alternate stack). It is loaded at
-//! [`STUB_BASE`], above every guest mapping.
+//! copied out), and a data page (prepared `sigaction`s, `stack_t`, signal
+//! mask and the two seccomp filters). It is loaded at [`STUB_BASE`], above
+//! every guest mapping. Above the data page: the control page and operation
+//! list ([`CTRL_ADDR`], [`OPS_ADDR`]), the mailbox ([`MB_ADDR`]) and the
+//! signal stack.
 //!
-//! Routines (each ends in `int3`, which the tracer recognises by `rip`):
+//! Routines for the ptrace mechanism (each ends in `int3`, which the tracer
+//! recognises by `rip`):
 //! - `entry`: installs the `SIGSEGV` handler on its alternate stack, unmaps
-//!   every host mapping outside the stub (host stack, vDSO, vvar, brk), and
-//!   reports `r15 = 0` if all of that succeeded.
+//!   every host mapping outside the stub (host stack, vDSO, vvar, brk),
+//!   installs the executor's seccomp filter and reports `r15 = 0` if all of
+//!   that succeeded.
 //! - `exec`: runs `r12` raw system calls described by 7-word records at `rbx`
 //!   (number and six arguments); on the first failure it stops with `rax` =
 //!   the negative errno and `r12` = the records left. Only ever entered by
@@ -19,6 +23,24 @@
 //! - `segv`: the `SIGSEGV` handler. Hands the fault's `si_addr`, page-fault
 //!   error code, trap number and `si_code` to the tracer in `rax, rbx, rcx,
 //!   r8`, because `PTRACE_GETSIGINFO` carries no error code.
+//!
+//! Routines for the seccomp mechanism (see [`crate::seccomp`]):
+//! - `entry_sc`: the process entry point in seccomp mode. Ignores every
+//!   signal but the ones it traps, installs `trap` for those, unmaps the
+//!   host's mappings, maps the control page + operation list read-only and
+//!   the mailbox read-write from fd 5 (then closes it), starts the executor
+//!   thread, installs the guest thread's filter and executes `ud2`: its
+//!   first trap, which parks it in `trap` until the kernel runs a guest.
+//! - `trap`: the handler of `SIGSYS` (a trapped system call), `SIGSEGV`,
+//!   `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP` and the timer kick. Publishes
+//!   the signal frame's registers, FPU state and fault data in the mailbox,
+//!   hands the mailbox to the kernel, waits (spinning up to the kernel's
+//!   hint, then `FUTEX_WAIT`), loads the answer into the frame and
+//!   `rt_sigreturn`s into the guest.
+//! - `exec_thread`: the executor thread. Born with every signal blocked
+//!   (it has no stack to take one on), installs its own filter, then applies the map operations the kernel publishes on
+//!   the read-only control page and hands the mailbox to the guest thread
+//!   (or reports to the kernel). It takes nothing from writable memory.
 
 /// Lowest address of the stub area, and so [`hal::AddressSpace::user_end`].
 ///
@@ -31,24 +53,128 @@ pub const HOST_TOP: u64 = 0x7fff_ffff_f000;
 const PAGE: u64 = 4096;
 /// Offset of the code in the image (after the ELF and program headers).
 const CODE_OFF: u64 = 0x100;
-/// The prepared `struct kernel_sigaction` (32 bytes).
-pub const SA_ADDR: u64 = STUB_BASE + PAGE;
+/// The data page.
+const DATA: u64 = STUB_BASE + PAGE;
+/// The prepared `struct kernel_sigaction` for the ptrace `SIGSEGV` handler (32 bytes).
+pub const SA_ADDR: u64 = DATA;
 /// The prepared `stack_t` (24 bytes).
-pub const SS_ADDR: u64 = SA_ADDR + 32;
-/// The map-operation list written by the tracer.
-pub const OPS_ADDR: u64 = STUB_BASE + 2 * PAGE;
+pub const SS_ADDR: u64 = DATA + 32;
+/// The `sigaction` of the seccomp-mode trap handler.
+const SA_TRAP_ADDR: u64 = DATA + 64;
+/// A `sigaction` ignoring the signal.
+const SA_IGN_ADDR: u64 = DATA + 96;
+/// A signal mask with every signal set.
+const ALLMASK_ADDR: u64 = DATA + 128;
+/// `struct sock_fprog` of the executor filter.
+const FPROG_EXEC_ADDR: u64 = DATA + 144;
+/// `struct sock_fprog` of the guest thread's filter.
+const FPROG_GUEST_ADDR: u64 = DATA + 160;
+/// The executor filter's instructions.
+const FILTER_EXEC_OFF: usize = 256;
+/// The guest thread filter's instructions.
+const FILTER_GUEST_OFF: usize = 1024;
+/// Room for one filter, in instructions.
+const FILTER_MAX: usize = 96;
+/// The control page: written by the kernel only, read-only in a seccomp stub
+/// (a private zero page in ptrace stubs).
+pub const CTRL_ADDR: u64 = STUB_BASE + 2 * PAGE;
+/// The map-operation list (seccomp: read-only, right after the control page
+/// in the same shared memfd; ptrace: private, written by the tracer).
+pub const OPS_ADDR: u64 = CTRL_ADDR + PAGE;
 /// Size of the map-operation list.
 pub const OPS_SIZE: u64 = 16 * PAGE;
 /// One operation: system call number and six arguments.
 pub const OP_WORDS: usize = crate::ops::OP_WORDS;
 /// How many operations fit in one batch.
 pub const OPS_PER_BATCH: usize = (OPS_SIZE as usize) / (OP_WORDS * 8);
-/// The `SIGSEGV` alternate stack (large enough for an AVX-512 signal frame).
-pub const ALTSTACK_ADDR: u64 = OPS_ADDR + OPS_SIZE;
+/// The mailbox page shared read-write between the kernel and a seccomp stub.
+pub const MB_ADDR: u64 = OPS_ADDR + OPS_SIZE;
+/// The alternate signal stack (large enough for an AVX-512 signal frame).
+pub const ALTSTACK_ADDR: u64 = MB_ADDR + PAGE;
 /// Size of the alternate stack.
 pub const ALTSTACK_SIZE: u64 = 16 * PAGE;
 /// First address above the stub area.
 pub const STUB_END: u64 = ALTSTACK_ADDR + ALTSTACK_SIZE;
+
+/// Bytes of the per-stub shared memfd (seccomp): control page, operations, mailbox.
+pub const COMM_SIZE: u64 = PAGE + OPS_SIZE + PAGE;
+/// Offset of the mailbox in that memfd.
+pub const COMM_MB_OFF: u64 = PAGE + OPS_SIZE;
+/// The fd number under which a seccomp stub finds the shared memfd at entry.
+pub const COMM_FD: i32 = 5;
+
+/// Control page layout (byte offsets; written only by the kernel).
+pub mod ctrl {
+    /// Sequence lock of the batch (`u32`, even when stable): the executor
+    /// waits on it with `FUTEX_WAIT`.
+    pub const SEQ: usize = 0;
+    /// Operations in the batch.
+    pub const COUNT: usize = 8;
+    /// What the executor does after the batch: [`MODE_GO`] or [`MODE_REPORT`].
+    pub const MODE: usize = 16;
+    /// Non-zero: the stub may use `rdfsbase`/`wrfsbase` (host has FSGSBASE).
+    pub const FSGSBASE: usize = 24;
+    /// TSC cycles the stub may spin before sleeping.
+    pub const SPIN: usize = 32;
+    /// After the batch, let the guest thread run.
+    pub const MODE_GO: u64 = 1;
+    /// After the batch, report to the kernel (`mb::EXEC_DONE`).
+    pub const MODE_REPORT: u64 = 2;
+}
+
+/// Mailbox layout (byte offsets). Writable by guest code: untrusted.
+pub mod mb {
+    /// Who owns the mailbox (`u32` futex word): [`KERNEL`], [`RUN`], [`EXEC`].
+    pub const STATE: usize = 0;
+    /// Non-zero while the kernel sleeps on `STATE`.
+    pub const KWAIT: usize = 8;
+    /// Non-zero while the stub sleeps on `STATE`.
+    pub const SWAIT: usize = 16;
+    /// Signal number of the trap, or [`EXEC_FAIL`].
+    pub const SIGNO: usize = 32;
+    /// `si_code`.
+    pub const CODE: usize = 40;
+    /// `si_addr`.
+    pub const ADDR: usize = 48;
+    /// The kernel's requests for the way back ([`LOAD_FPU`], [`SET_FS`], [`SET_GS`]).
+    pub const FLAGS: usize = 56;
+    /// `fs_base` (read at the trap when the host has FSGSBASE; set on request).
+    pub const FS_BASE: usize = 64;
+    /// `gs_base`.
+    pub const GS_BASE: usize = 72;
+    /// The executor's result (0 or a negative errno).
+    pub const EXEC_RESULT: usize = 80;
+    /// The last batch reported in [`ctrl::MODE_REPORT`](super::ctrl::MODE_REPORT) (`u32` futex word).
+    pub const EXEC_DONE: usize = 88;
+    /// The 23 `gregs` of the signal frame (`REG_R8` .. `REG_CR2`).
+    pub const GREGS: usize = 96;
+    /// TSC when the stub took the trap.
+    pub const TRAP_TSC: usize = 280;
+    /// TSC when the stub saw the answer.
+    pub const RESUME_TSC: usize = 288;
+    /// The FXSAVE area (512 bytes) and XSAVE header (64 bytes) of the frame.
+    pub const FPU: usize = 512;
+    /// State: the kernel owns the mailbox (a trap is published).
+    pub const KERNEL: u32 = 0;
+    /// State: the guest thread may return to the guest.
+    pub const RUN: u32 = 1;
+    /// State: the executor applies a batch; the guest thread waits.
+    pub const EXEC: u32 = 2;
+    /// `SIGNO` value: the executor failed a batch in [`ctrl::MODE_GO`](super::ctrl::MODE_GO).
+    pub const EXEC_FAIL: u64 = 1001;
+    /// Flag: load the FXSAVE registers from `FPU`.
+    pub const LOAD_FPU: u64 = 1;
+    /// Flag: set `fs_base` from `FS_BASE`.
+    pub const SET_FS: u64 = 2;
+    /// Flag: set `gs_base` from `GS_BASE`.
+    pub const SET_GS: u64 = 4;
+}
+
+/// Signals the seccomp stub handles with `trap` (bit n = signal n): SIGILL,
+/// SIGTRAP, SIGBUS, SIGFPE, SIGSEGV, SIGALRM (the timer kick), SIGSYS.
+const HANDLED: u64 = (1 << 4) | (1 << 5) | (1 << 7) | (1 << 8) | (1 << 11) | (1 << 14) | (1 << 31);
+/// `CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM`.
+const THREAD_FLAGS: u64 = 0x50f00;
 
 core::arch::global_asm!(
     // Read-only data of the kernel: these bytes are only copied, never run here.
@@ -57,7 +183,7 @@ core::arch::global_asm!(
     ".globl rustuml_skas_stub_start",
     ".hidden rustuml_skas_stub_start",
     "rustuml_skas_stub_start:",
-    // --- entry ---
+    // --- entry (ptrace) ---
     "xor %r15d, %r15d",
     "mov $131, %eax", // sigaltstack(&ss, NULL)
     "movabs ${ss}, %rdi",
@@ -81,12 +207,26 @@ core::arch::global_asm!(
     "movabs ${above}, %rsi",
     "syscall",
     "or %rax, %r15",
+    "mov $157, %eax", // prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    "mov $38, %edi",
+    "mov $1, %esi",
+    "xor %edx, %edx",
+    "xor %r10d, %r10d",
+    "xor %r8d, %r8d",
+    "syscall",
+    "or %rax, %r15",
+    "mov $317, %eax", // seccomp(SECCOMP_SET_MODE_FILTER, 0, &executor filter)
+    "mov $1, %edi",
+    "xor %esi, %esi",
+    "movabs ${fp_exec}, %rdx",
+    "syscall",
+    "or %rax, %r15",
     "int3",
     ".globl rustuml_skas_stub_entry_done",
     ".hidden rustuml_skas_stub_entry_done",
     "rustuml_skas_stub_entry_done:",
     "ud2",
-    // --- exec ---
+    // --- exec (ptrace) ---
     ".globl rustuml_skas_stub_exec",
     ".hidden rustuml_skas_stub_exec",
     "rustuml_skas_stub_exec:",
@@ -114,7 +254,7 @@ core::arch::global_asm!(
     ".hidden rustuml_skas_stub_exec_done",
     "rustuml_skas_stub_exec_done:",
     "ud2",
-    // --- segv handler: rdi = signo, rsi = siginfo, rdx = ucontext ---
+    // --- segv handler (ptrace): rdi = signo, rsi = siginfo, rdx = ucontext ---
     ".globl rustuml_skas_stub_segv",
     ".hidden rustuml_skas_stub_segv",
     "rustuml_skas_stub_segv:",
@@ -126,11 +266,398 @@ core::arch::global_asm!(
     ".globl rustuml_skas_stub_segv_done",
     ".hidden rustuml_skas_stub_segv_done",
     "rustuml_skas_stub_segv_done:",
-    // The restorer: never reached (the tracer restores the guest registers
-    // instead of sigreturn), but x86_64 requires SA_RESTORER.
+    // The restorer: never reached (ptrace: the tracer restores the guest
+    // registers; seccomp: `trap` calls rt_sigreturn itself), but x86_64
+    // requires SA_RESTORER.
     ".globl rustuml_skas_stub_restorer",
     ".hidden rustuml_skas_stub_restorer",
     "rustuml_skas_stub_restorer:",
+    "ud2",
+    // --- entry_sc (seccomp) ---
+    ".globl rustuml_skas_stub_entry_sc",
+    ".hidden rustuml_skas_stub_entry_sc",
+    "rustuml_skas_stub_entry_sc:",
+    "xor %r15d, %r15d",
+    "mov $131, %eax", // sigaltstack(&ss, NULL)
+    "movabs ${ss}, %rdi",
+    "xor %esi, %esi",
+    "syscall",
+    "or %rax, %r15",
+    // for sig in 1..=64: rt_sigaction(sig, handled ? &sa_trap : &sa_ign, NULL, 8)
+    "movabs ${handled}, %r13",
+    "mov $1, %r12d",
+    "10:",
+    "mov $13, %eax",
+    "mov %r12d, %edi",
+    "movabs ${sa_ign}, %rsi",
+    "bt %r12, %r13",
+    "jnc 11f",
+    "movabs ${sa_trap}, %rsi",
+    "11:",
+    "xor %edx, %edx",
+    "mov $8, %r10d",
+    "syscall",
+    "bt %r12, %r13", // failures only matter for the handled ones (SIGKILL, SIGSTOP refuse)
+    "jnc 12f",
+    "or %rax, %r15",
+    "12:",
+    "inc %r12d",
+    "cmp $65, %r12d",
+    "jb 10b",
+    "mov $11, %eax", // munmap(0, STUB_BASE)
+    "xor %edi, %edi",
+    "movabs ${base}, %rsi",
+    "syscall",
+    "or %rax, %r15",
+    "mov $11, %eax", // munmap(STUB_END, HOST_TOP - STUB_END)
+    "movabs ${end}, %rdi",
+    "movabs ${above}, %rsi",
+    "syscall",
+    "or %rax, %r15",
+    // mmap(CTRL_ADDR, PAGE + OPS_SIZE, PROT_READ, MAP_SHARED | MAP_FIXED, 5, 0)
+    "mov $9, %eax",
+    "movabs ${ctrl}, %rdi",
+    "mov ${ctrl_len}, %esi",
+    "mov $1, %edx",
+    "mov $0x11, %r10d",
+    "mov ${comm_fd}, %r8d",
+    "xor %r9d, %r9d",
+    "syscall",
+    "movabs ${ctrl}, %rcx",
+    "sub %rcx, %rax",
+    "or %rax, %r15",
+    // mmap(MB_ADDR, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, 5, COMM_MB_OFF)
+    "mov $9, %eax",
+    "movabs ${mbox}, %rdi",
+    "mov $4096, %esi",
+    "mov $3, %edx",
+    "mov $0x11, %r10d",
+    "mov ${comm_fd}, %r8d",
+    "mov ${mb_off}, %r9d",
+    "syscall",
+    "movabs ${mbox}, %rcx",
+    "sub %rcx, %rax",
+    "or %rax, %r15",
+    "mov $3, %eax", // close(5)
+    "mov ${comm_fd}, %edi",
+    "syscall",
+    "or %rax, %r15",
+    "mov $157, %eax", // prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    "mov $38, %edi",
+    "mov $1, %esi",
+    "xor %edx, %edx",
+    "xor %r10d, %r10d",
+    "xor %r8d, %r8d",
+    "syscall",
+    "or %rax, %r15",
+    "test %r15, %r15",
+    "jnz 19f",
+    // Block every signal before the executor thread exists: it inherits the
+    // mask, so no signal can ever be delivered to it (it has no stack).
+    "mov $14, %eax", // rt_sigprocmask(SIG_BLOCK, &all, NULL, 8)
+    "xor %edi, %edi",
+    "movabs ${allmask}, %rsi",
+    "xor %edx, %edx",
+    "mov $8, %r10d",
+    "syscall",
+    "test %rax, %rax",
+    "jnz 19f",
+    // clone(THREAD_FLAGS, 0 (same, never used, stack), 0, 0, 0)
+    "mov $56, %eax",
+    "mov ${thread_flags}, %edi",
+    "xor %esi, %esi",
+    "xor %edx, %edx",
+    "xor %r10d, %r10d",
+    "xor %r8d, %r8d",
+    "syscall",
+    "test %rax, %rax",
+    "jz 30f",
+    "js 19f",
+    "mov $14, %eax", // rt_sigprocmask(SIG_UNBLOCK, &all, NULL, 8): this thread takes the signals
+    "mov $1, %edi",
+    "movabs ${allmask}, %rsi",
+    "xor %edx, %edx",
+    "mov $8, %r10d",
+    "syscall",
+    "test %rax, %rax",
+    "jnz 19f",
+    "mov $317, %eax", // seccomp(SECCOMP_SET_MODE_FILTER, 0, &guest filter)
+    "mov $1, %edi",
+    "xor %esi, %esi",
+    "movabs ${fp_guest}, %rdx",
+    "syscall",
+    "test %rax, %rax",
+    "jnz 19f",
+    "ud2", // the first trap: parks in `trap` until the kernel runs a guest
+    "19:",
+    "mov $231, %eax", // exit_group(1)
+    "mov $1, %edi",
+    "syscall",
+    "ud2",
+    // --- exec_thread (seccomp) ---
+    "30:", // every signal is blocked (inherited)
+    "mov $317, %eax", // seccomp(SECCOMP_SET_MODE_FILTER, 0, &executor filter)
+    "mov $1, %edi",
+    "xor %esi, %esi",
+    "movabs ${fp_exec}, %rdx",
+    "syscall",
+    "test %rax, %rax",
+    "jnz 39f",
+    "movabs ${ctrl}, %rbx", // rbx: control page (read-only)
+    "movabs ${mbox}, %rbp", // rbp: mailbox
+    "xor %r14d, %r14d",     // r14: last batch done
+    "31:",
+    "mov (%rbx), %eax",
+    "cmp %r14d, %eax",
+    "jne 32f",
+    "mov $202, %eax", // futex(&ctrl.seq, FUTEX_WAIT, last, NULL)
+    "mov %rbx, %rdi",
+    "xor %esi, %esi",
+    "mov %r14d, %edx",
+    "xor %r10d, %r10d",
+    "syscall",
+    "jmp 31b",
+    "32:",
+    "test $1, %al", // odd: the kernel is writing the batch
+    "jz 33f",
+    "pause",
+    "jmp 31b",
+    "33:",
+    "mov %eax, %r15d", // r15: this batch
+    "mov 8(%rbx), %r12", // r12: operations left
+    "movabs ${ops}, %r13", // r13: next operation
+    "cmp ${per_batch}, %r12",
+    "ja 38f",
+    "34:",
+    "test %r12, %r12",
+    "jz 35f",
+    "mov (%r13), %rax",
+    "mov 8(%r13), %rdi",
+    "mov 16(%r13), %rsi",
+    "mov 24(%r13), %rdx",
+    "mov 32(%r13), %r10",
+    "mov 40(%r13), %r8",
+    "mov 48(%r13), %r9",
+    "cmp (%rbx), %r15d", // sequence lock: the record was read whole
+    "jne 31b",
+    "movabs ${base}, %rcx", // the range must lie below the stub
+    "cmp %rcx, %rdi",
+    "jae 38f",
+    "sub %rdi, %rcx",
+    "cmp %rcx, %rsi",
+    "ja 38f",
+    "syscall",
+    "cmp $-4095, %rax",
+    "jae 36f",
+    "add $56, %r13",
+    "dec %r12",
+    "jmp 34b",
+    "38:",
+    "mov $-22, %rax",
+    "jmp 36f",
+    "35:",
+    "xor %eax, %eax",
+    "36:",
+    "mov %rax, 80(%rbp)", // mb.exec_result
+    "mov %r15d, %r14d",
+    "mov 16(%rbx), %rcx", // ctrl.mode
+    "cmp (%rbx), %r15d",
+    "jne 31b",
+    "cmp $1, %rcx",
+    "jne 37f",
+    "test %rax, %rax",
+    "jnz 40f",
+    "mov $1, %ecx", // state: EXEC -> RUN (the kernel sets EXEC right after publishing)
+    "41:",
+    "mov $2, %eax",
+    "lock cmpxchg %ecx, (%rbp)",
+    "je 42f",
+    "pause",
+    "jmp 41b",
+    "42:",
+    "cmpl $0, 16(%rbp)", // wake the guest thread if it sleeps
+    "je 31b",
+    "mov $202, %eax",
+    "mov %rbp, %rdi",
+    "mov $1, %esi",
+    "mov $0x7fffffff, %edx", // all waiters: the kernel and the guest thread share the word
+    "syscall",
+    "jmp 31b",
+    "40:",
+    "movq $1001, 32(%rbp)", // signo = EXEC_FAIL; state: EXEC -> KERNEL; wake it
+    "xor %ecx, %ecx",
+    "43:",
+    "mov $2, %eax",
+    "lock cmpxchg %ecx, (%rbp)",
+    "je 44f",
+    "pause",
+    "jmp 43b",
+    "44:",
+    "mov $202, %eax",
+    "mov %rbp, %rdi",
+    "mov $1, %esi",
+    "mov $0x7fffffff, %edx", // all waiters: the kernel and the guest thread share the word
+    "syscall",
+    "jmp 31b",
+    "37:",
+    "mov %r15d, %eax", // exec_done = batch; wake the kernel
+    "xchg %eax, 88(%rbp)",
+    "mov $202, %eax",
+    "lea 88(%rbp), %rdi",
+    "mov $1, %esi",
+    "mov $0x7fffffff, %edx", // all waiters: the kernel and the guest thread share the word
+    "syscall",
+    "jmp 31b",
+    "39:",
+    "mov $231, %eax", // exit_group(2)
+    "mov $2, %edi",
+    "syscall",
+    "ud2",
+    // --- trap (seccomp): rdi = signo, rsi = siginfo, rdx = ucontext ---
+    ".globl rustuml_skas_stub_trap",
+    ".hidden rustuml_skas_stub_trap",
+    "rustuml_skas_stub_trap:",
+    "cld",
+    "movabs ${mbox}, %rbx",
+    "movabs ${ctrl}, %r12",
+    "mov %rdx, %r13", // r13: ucontext
+    "mov %rdi, 32(%rbx)",
+    "movslq 8(%rsi), %rax",
+    "mov %rax, 40(%rbx)",
+    "mov 16(%rsi), %rax",
+    "mov %rax, 48(%rbx)",
+    "lea 40(%r13), %rsi", // gregs
+    "lea 96(%rbx), %rdi",
+    "mov $23, %ecx",
+    "rep movsq",
+    "mov 224(%r13), %rsi", // fpregs: FXSAVE area + XSAVE header
+    "test %rsi, %rsi",
+    "jz 51f",
+    "lea 512(%rbx), %rdi",
+    "mov $72, %ecx",
+    "rep movsq",
+    "51:",
+    "cmpq $0, 24(%r12)",
+    "je 52f",
+    "rdfsbase %rax",
+    "mov %rax, 64(%rbx)",
+    "rdgsbase %rax",
+    "mov %rax, 72(%rbx)",
+    "52:",
+    "rdtsc", // trap time stamp; spin deadline = it + the kernel's hint
+    "shl $32, %rdx",
+    "or %rdx, %rax",
+    "mov %rax, 280(%rbx)",
+    "mov 32(%r12), %r14", // ctrl.spin (read-only here: the guest cannot raise it)
+    "add %rax, %r14",
+    "xor %eax, %eax", // state = KERNEL; wake the kernel if it sleeps
+    "xchg %eax, (%rbx)",
+    "cmpl $0, 8(%rbx)",
+    "je 53f",
+    "mov $202, %eax",
+    "mov %rbx, %rdi",
+    "mov $1, %esi",
+    "mov $0x7fffffff, %edx", // all waiters: the kernel and the guest thread share the word
+    "syscall",
+    "xor %r15d, %r15d",
+    "53:",
+    "54:", // spin until RUN or the deadline; during the executor's turn, yield (it may need this CPU)
+    "mov (%rbx), %eax",
+    "cmp $1, %eax",
+    "je 57f",
+    "cmp $2, %eax",
+    "jne 63f",
+    "test %r15, %r15", // once: wake the executor from here (often the same CPU: cheap)
+    "jnz 64f",
+    "mov $202, %eax",
+    "mov %r12, %rdi",
+    "mov $1, %esi",
+    "mov $0x7fffffff, %edx",
+    "syscall",
+    "mov $1, %r15d",
+    "64:",
+    "mov $24, %eax", // sched_yield(): the executor may need this CPU
+    "syscall",
+    "63:",
+    "pause",
+    "rdtsc",
+    "shl $32, %rdx",
+    "or %rdx, %rax",
+    "cmp %r14, %rax",
+    "jb 54b",
+    "55:",
+    "mov $1, %eax", // swait = 1, re-check, sleep
+    "xchg %eax, 16(%rbx)",
+    "mov (%rbx), %edx",
+    "cmp $1, %edx",
+    "je 56f",
+    "cmp $2, %edx", // the executor's turn: make sure it is awake
+    "jne 65f",
+    "mov $202, %eax",
+    "mov %r12, %rdi",
+    "mov $1, %esi",
+    "mov $0x7fffffff, %edx",
+    "syscall",
+    "mov $2, %edx",
+    "65:",
+    "mov $202, %eax",
+    "mov %rbx, %rdi",
+    "xor %esi, %esi",
+    "xor %r10d, %r10d",
+    "syscall",
+    "jmp 55b",
+    "56:",
+    "movl $0, 16(%rbx)",
+    "57:",
+    "rdtsc", // resume time stamp
+    "shl $32, %rdx",
+    "or %rdx, %rax",
+    "mov %rax, 288(%rbx)",
+    "lea 96(%rbx), %rsi", // r8 .. eflags back into the frame
+    "lea 40(%r13), %rdi",
+    "mov $18, %ecx",
+    "rep movsq",
+    "mov 56(%rbx), %r14",
+    "test $1, %r14b",
+    "jz 58f",
+    "mov 224(%r13), %rdi",
+    "test %rdi, %rdi",
+    "jz 58f",
+    "mov %rdi, %r15",
+    "lea 512(%rbx), %rsi", // the registers of the FXSAVE area (not its software bytes)
+    "mov $52, %ecx",
+    "rep movsq",
+    "cmpl $0x46505853, 464(%r15)", // XSAVE frame: mark x87 and SSE as in use
+    "jne 58f",
+    "orq $3, 512(%r15)",
+    "58:",
+    "test $2, %r14b",
+    "jz 59f",
+    "mov 64(%rbx), %rsi",
+    "cmpq $0, 24(%r12)",
+    "je 61f",
+    "wrfsbase %rsi",
+    "jmp 59f",
+    "61:",
+    "mov $158, %eax", // arch_prctl(ARCH_SET_FS, fs_base)
+    "mov $0x1002, %edi",
+    "syscall",
+    "59:",
+    "test $4, %r14b",
+    "jz 60f",
+    "mov 72(%rbx), %rsi",
+    "cmpq $0, 24(%r12)",
+    "je 62f",
+    "wrgsbase %rsi",
+    "jmp 60f",
+    "62:",
+    "mov $158, %eax", // arch_prctl(ARCH_SET_GS, gs_base)
+    "mov $0x1001, %edi",
+    "syscall",
+    "60:",
+    "mov %r13, %rsp", // rt_sigreturn expects rsp at the ucontext
+    "mov $15, %eax",
+    "syscall",
     "ud2",
     ".globl rustuml_skas_stub_end",
     ".hidden rustuml_skas_stub_end",
@@ -138,9 +665,23 @@ core::arch::global_asm!(
     ".popsection",
     ss = const SS_ADDR,
     sa = const SA_ADDR,
+    sa_trap = const SA_TRAP_ADDR,
+    sa_ign = const SA_IGN_ADDR,
+    allmask = const ALLMASK_ADDR,
+    fp_exec = const FPROG_EXEC_ADDR,
+    fp_guest = const FPROG_GUEST_ADDR,
+    handled = const HANDLED,
+    thread_flags = const THREAD_FLAGS,
     base = const STUB_BASE,
     end = const STUB_END,
     above = const HOST_TOP - STUB_END,
+    ctrl = const CTRL_ADDR,
+    ctrl_len = const PAGE + OPS_SIZE,
+    mbox = const MB_ADDR,
+    mb_off = const COMM_MB_OFF,
+    comm_fd = const COMM_FD,
+    ops = const OPS_ADDR,
+    per_batch = const OPS_PER_BATCH,
     options(att_syntax),
 );
 
@@ -152,26 +693,34 @@ extern "C" {
     static rustuml_skas_stub_segv: u8;
     static rustuml_skas_stub_segv_done: u8;
     static rustuml_skas_stub_restorer: u8;
+    static rustuml_skas_stub_entry_sc: u8;
+    static rustuml_skas_stub_trap: u8;
     static rustuml_skas_stub_end: u8;
 }
 
 /// Addresses of the stub's routines and stop points in a stub process.
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
-    /// Entry point.
+    /// Entry point (ptrace).
     pub entry: u64,
     /// `rip` at the `int3` stop that ends `entry`.
     pub entry_done: u64,
-    /// The operation executor.
+    /// The operation executor (ptrace).
     pub exec: u64,
     /// `rip` at the `int3` stop that ends `exec`.
     pub exec_done: u64,
-    /// The `SIGSEGV` handler.
+    /// The `SIGSEGV` handler (ptrace).
     pub segv: u64,
     /// `rip` at the `int3` stop that ends the handler.
     pub segv_done: u64,
     /// The signal restorer.
     pub restorer: u64,
+    /// Entry point (seccomp).
+    pub entry_sc: u64,
+    /// The trap handler (seccomp).
+    pub trap: u64,
+    /// First address after the code.
+    pub code_end: u64,
 }
 
 fn code() -> (&'static [u8], Layout) {
@@ -188,6 +737,9 @@ fn code() -> (&'static [u8], Layout) {
             segv: at(core::ptr::addr_of!(rustuml_skas_stub_segv)),
             segv_done: at(core::ptr::addr_of!(rustuml_skas_stub_segv_done)),
             restorer: at(core::ptr::addr_of!(rustuml_skas_stub_restorer)),
+            entry_sc: at(core::ptr::addr_of!(rustuml_skas_stub_entry_sc)),
+            trap: at(core::ptr::addr_of!(rustuml_skas_stub_trap)),
+            code_end: at(core::ptr::addr_of!(rustuml_skas_stub_end)),
         };
         (core::slice::from_raw_parts(start, len), layout)
     }
@@ -203,8 +755,13 @@ fn put64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-/// Build the stub's ELF image and return it with the routine addresses.
+/// Build the ptrace-mode stub image and return it with the routine addresses.
 pub fn build_image() -> (Vec<u8>, Layout) {
+    build_image_for(false)
+}
+
+/// Build the stub image; `seccomp` selects the entry point.
+pub fn build_image_for(seccomp: bool) -> (Vec<u8>, Layout) {
     let (code, layout) = code();
     assert!(CODE_OFF as usize + code.len() <= PAGE as usize, "stub code outgrew its page");
     let mut img = vec![0u8; 2 * PAGE as usize];
@@ -216,7 +773,7 @@ pub fn build_image() -> (Vec<u8>, Layout) {
     put16(&mut img, 16, 2); // ET_EXEC
     put16(&mut img, 18, 62); // EM_X86_64
     put32(&mut img, 20, 1);
-    put64(&mut img, 24, layout.entry);
+    put64(&mut img, 24, if seccomp { layout.entry_sc } else { layout.entry });
     put64(&mut img, 32, 64); // e_phoff
     put16(&mut img, 52, 64); // e_ehsize
     put16(&mut img, 54, 56); // e_phentsize
@@ -258,5 +815,36 @@ pub fn build_image() -> (Vec<u8>, Layout) {
     put64(&mut img, s, ALTSTACK_ADDR);
     put32(&mut img, s + 8, 0);
     put64(&mut img, s + 16, ALTSTACK_SIZE);
+    // The seccomp trap handler: every signal blocked while it runs (a fault
+    // inside it is then fatal, and a timer kick waits for the next return).
+    let t = (SA_TRAP_ADDR - STUB_BASE) as usize;
+    put64(&mut img, t, layout.trap);
+    put64(&mut img, t + 8, SA_SIGINFO | SA_ONSTACK | SA_RESTORER);
+    put64(&mut img, t + 16, layout.restorer);
+    put64(&mut img, t + 24, u64::MAX);
+    // SIG_IGN.
+    let i = (SA_IGN_ADDR - STUB_BASE) as usize;
+    put64(&mut img, i, 1);
+    put64(&mut img, i + 8, SA_RESTORER);
+    put64(&mut img, i + 16, layout.restorer);
+    put64(&mut img, (ALLMASK_ADDR - STUB_BASE) as usize, u64::MAX);
+    // The filters and their sock_fprogs.
+    let code_range = (STUB_BASE, layout.code_end);
+    for (prog, off, fprog) in [
+        (crate::filter::executor(code_range), FILTER_EXEC_OFF, FPROG_EXEC_ADDR),
+        (crate::filter::guest(code_range), FILTER_GUEST_OFF, FPROG_GUEST_ADDR),
+    ] {
+        assert!(prog.len() <= FILTER_MAX, "seccomp filter outgrew its room");
+        for (n, ins) in prog.iter().enumerate() {
+            let o = d + off + 8 * n;
+            put16(&mut img, o, ins.code);
+            img[o + 2] = ins.jt;
+            img[o + 3] = ins.jf;
+            put32(&mut img, o + 4, ins.k);
+        }
+        let f = (fprog - STUB_BASE) as usize;
+        put16(&mut img, f, prog.len() as u16);
+        put64(&mut img, f + 8, DATA + off as u64);
+    }
     (img, layout)
 }

@@ -21,7 +21,7 @@ pub mod trap;
 pub mod mock;
 
 pub use context::{FpuState, UserContext, UserRegs};
-pub use device::{Console, ConsoleRead, ConsoleStream};
+pub use device::{Console, ConsoleRead, ConsoleStream, HostAttr, HostDir, HostError, HostFileKind};
 pub use mem::{AddressSpace, PhysMem, Prot, PAGE_SIZE};
 pub use trap::{Access, CpuFaultKind, Interrupts, Trap};
 

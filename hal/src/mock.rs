@@ -190,6 +190,10 @@ pub struct MockConsole {
     /// End of input was already read: like a real console, a closed input is
     /// reported as an interrupt once, not forever.
     pub eof_seen: bool,
+    /// Pretend to be an interactive terminal ([`Console::is_terminal`]).
+    pub terminal: bool,
+    /// The window size reported ([`Console::window_size`]).
+    pub winsize: Option<(u16, u16)>,
 }
 
 impl Console for MockConsole {
@@ -212,6 +216,12 @@ impl Console for MockConsole {
             *b = self.input.pop_front().unwrap_or(0);
         }
         ConsoleRead::Data(n)
+    }
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+    fn window_size(&self) -> Option<(u16, u16)> {
+        self.winsize
     }
 }
 

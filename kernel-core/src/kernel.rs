@@ -25,25 +25,25 @@
 //! arms the timer for the earliest sleeper and waits for an interrupt; with
 //! nothing that could ever wake anyone it reports a deadlock.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use hal::{Access, AddressSpace, ConsoleRead, CpuFaultKind, Hal, Interrupts, PhysMem, Trap, UserContext};
+use hal::{Access, AddressSpace, CpuFaultKind, Hal, Interrupts, PhysMem, Trap, UserContext};
 use linux_raw_sys::general as g;
 
 use crate::exec::{self, ExecArgs};
 use crate::fs::cpio;
 use crate::fs::path::{self, Follow};
-use crate::fs::{Device, FdTable, Fs, InodeRef, Kind, Loc, OpenFile};
+use crate::fs::{FdTable, Fs, InodeRef, Kind, Loc, OpenFile};
 use crate::mm::{FaultError, Frames, MappedFile, MemoryMap};
 use crate::syscall::{self, Flow};
 use crate::task::sched::TIMESLICE_NS;
-use crate::task::signal::{default_action, sigbit, DefaultAction, SIG_IGN, UNBLOCKABLE};
-use crate::task::{default_rlimits, Blocked, ExitStatus, Pid, RunQueue, SignalState, Task, TaskState, WaitOn};
+use crate::task::signal::{SigInfo, SIG_IGN};
+use crate::task::{Blocked, ExitStatus, Pid, RunQueue, Task, TaskState, WaitOn};
 use crate::{Errno, SysResult};
 
 /// What the backend's binary hands to [`boot`].
@@ -110,15 +110,24 @@ pub struct Kernel<S: AddressSpace> {
     pub unknown: BTreeMap<u64, u64>,
     /// Things logged once already (keys).
     pub logged_once: Vec<&'static str>,
-    /// Console input read from the HAL but not yet consumed (so poll can peek).
-    pub console_in: VecDeque<u8>,
-    /// The HAL reported end of console input.
-    pub console_eof: bool,
-    /// The console's termios (TCSETS stores, TCGETS returns).
-    pub termios: [u8; 36],
-    /// Tasks blocked on pipes: the pipes and their generation when it blocked.
-    pub pipe_waits: BTreeMap<Pid, Vec<(InodeRef, u64)>>,
+    /// The terminals (console, ptys) and their job-control state.
+    pub ttys: alloc::rc::Rc<crate::tty::Ttys>,
+    /// Tasks blocked on wait queues (pipes, ttys, eventfd, timerfd, epoll,
+    /// poll/select): what they wait on (see [`crate::wait`]).
+    pub waits: BTreeMap<Pid, crate::wait::WaitSet>,
+    /// Signals for process groups raised where no task could take them
+    /// (console input in interrupt context): sent at the top of the loop.
+    pub group_signals: Vec<crate::wait::GroupSignal>,
+    /// A handler that returned `EAGAIN` after recording this wait set
+    /// blocks on it instead (a FIFO open waiting for its peer).
+    pub block_request: Option<crate::wait::WaitSet>,
     next_pid: Pid,
+    /// Last id handed out for shared memory maps / fd tables / handler tables.
+    pub next_share_id: u64,
+    /// ITIMER_REAL (and alarm) per process: tgid -> (deadline, interval).
+    pub itimers: BTreeMap<Pid, (u64, u64)>,
+    /// Counter ordering blocked tasks (FIFO futex wake-ups).
+    pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
     armed: Option<u64>,
     /// The task that keeps the CPU while its slice lasts.
@@ -128,18 +137,28 @@ pub struct Kernel<S: AddressSpace> {
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
 const MAX_DEADLINE: u64 = 1 << 62;
 
-/// Console input buffered in the kernel at most.
-const CONSOLE_BUF_MAX: usize = 1 << 20;
-
 /// The shell status of a deadlocked guest (as if init was killed by SIGKILL).
 pub const DEADLOCK_STATUS: i32 = 128 + 9;
 
 /// Runs init until it exits; returns its status as a shell's `$?` sees it.
 /// All guest address spaces are dropped before it returns.
 pub fn boot<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, BootError> {
+    boot_with(hal, config, Vec::new())
+}
+
+/// [`boot`], with host directories mounted at guest paths (hostfs,
+/// `--hostfs HOSTDIR:GUESTDIR[:rw]`).
+pub fn boot_with<H: Hal>(
+    hal: &mut H,
+    config: BootConfig,
+    host_dirs: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
+) -> Result<i32, BootError> {
     let mut fs = Fs::new();
     cpio::unpack(&mut fs, &config.initramfs).map_err(|e| BootError::BadInitramfs(e.0))?;
     fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
+    for (at, dir) in host_dirs {
+        fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))?;
+    }
     let mut k = Kernel {
         frames: Frames::new(hal.phys().size()),
         tasks: BTreeMap::new(),
@@ -150,14 +169,19 @@ pub fn boot<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, BootError> {
         trace: config.trace_syscalls,
         unknown: BTreeMap::new(),
         logged_once: Vec::new(),
-        console_in: VecDeque::new(),
-        console_eof: false,
-        termios: crate::syscall::default_termios(),
-        pipe_waits: BTreeMap::new(),
+        ttys: crate::tty::Ttys::new(),
+        waits: BTreeMap::new(),
+        group_signals: Vec::new(),
+        block_request: None,
         next_pid: 2,
+        next_share_id: 1,
+        itimers: BTreeMap::new(),
+        block_seq: 0,
         armed: None,
         current: None,
     };
+    k.console_setup(hal);
+    k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
     k.runq.push(init.pid);
     k.tasks.insert(init.pid, init);
@@ -176,33 +200,16 @@ impl<S: AddressSpace> Kernel<S> {
         })?;
         let space = hal.new_space().map_err(|_| BootError::OutOfMemory)?;
         let mut fds = FdTable::new();
-        let console = self.fs.new_inode(Kind::Device(Device::Console), 0o600, 0);
-        let console_err = self.fs.new_inode(Kind::Device(Device::ConsoleErr), 0o600, 0);
+        let console = self.fs.new_inode(Kind::Special(self.ttys.console_file(hal::ConsoleStream::Stdout)), 0o600, 0);
+        let console_err = self.fs.new_inode(Kind::Special(self.ttys.console_file(hal::ConsoleStream::Stderr)), 0o600, 0);
         let out = OpenFile::new(console, g::O_RDWR, String::from("/dev/console"));
         fds.set(0, out.clone(), false);
         fds.set(1, out, false);
         fds.set(2, OpenFile::new(console_err, g::O_RDWR, String::from("/dev/console")), false);
-        let mut task = Task {
-            pid: 1,
-            ppid: 0,
-            pgid: 1,
-            sid: 1,
-            ctx: UserContext::default(),
-            mm: Some(MemoryMap::new(space)),
-            fds,
-            cwd: root,
-            umask: 0o022,
-            state: TaskState::Runnable,
-            clear_child_tid: 0,
-            robust_list: (0, 0),
-            signals: SignalState::default(),
-            rlimits: default_rlimits(),
-            exe: String::new(),
-            restart_deadline: None,
-            kill_pending: None,
-            slice_end: 0,
-            redo_syscall: false,
-        };
+        let mut task = Task::new(1, 0, UserContext::default(), Some(MemoryMap::new(space)), fds, root);
+        task.mm_id = self.new_share_id();
+        task.files_id = self.new_share_id();
+        task.sighand_id = self.new_share_id();
         let argv: Vec<Vec<u8>> = config.args.iter().map(|s| s.as_bytes().to_vec()).collect();
         let envp: Vec<Vec<u8>> = config.env.iter().map(|s| s.as_bytes().to_vec()).collect();
         let (loc, argv) = self
@@ -301,7 +308,7 @@ impl<S: AddressSpace> Kernel<S> {
                 }
                 exec::parse_elf(&data.borrow())?
             }
-            Kind::Dir(_) | Kind::Device(_) | Kind::Pipe(_) => return Err(Errno::EACCES),
+            Kind::Dir(_) | Kind::Device(_) | Kind::Special(_) => return Err(Errno::EACCES),
             Kind::Symlink(_) => return Err(Errno::ELOOP),
         };
         Ok((image, inode.clone()))
@@ -343,6 +350,7 @@ impl<S: AddressSpace> Kernel<S> {
         task.ctx.regs.eflags = 0x202;
         task.fds.close_on_exec();
         task.signals.exec_reset();
+        task.execed = true;
         task.exe = prep.path;
         Ok(())
     }
@@ -359,7 +367,9 @@ impl<S: AddressSpace> Kernel<S> {
             }
             let now = hal.now_ns();
             self.check_timeouts(hal, now);
-            self.check_pipe_waits();
+            self.check_itimers(now);
+            self.check_waits(now);
+            self.flush_group_signals();
             let Some(pid) = self.pick() else {
                 if let Some(st) = self.idle(hal) {
                     return st;
@@ -374,30 +384,54 @@ impl<S: AddressSpace> Kernel<S> {
                 task.slice_end = now.saturating_add(TIMESLICE_NS);
             }
             self.current = Some(pid);
-            if task.redo_syscall {
-                task.redo_syscall = false;
-                self.handle_syscall(hal, &mut task);
-            } else {
-                self.arm_timer(hal, task.slice_end);
-                let trap = match task.mm.as_mut() {
-                    Some(mm) => hal.run(&mut task.ctx, mm.host()),
-                    None => Trap::Lost { signal: Some(g::SIGKILL) },
-                };
-                self.handle_trap(hal, &mut task, trap);
+            // Threads share one memory map and fd table: bring them here.
+            self.adopt_shared(&mut task);
+            if task.group_exit.is_none() && !task.redo_syscall {
+                // The return to user mode: deliver signals.
+                self.deliver_signals(hal, &mut task);
             }
-            if let Some(sig) = task.kill_pending.take() {
-                if !task.is_zombie() {
-                    self.exit_task(hal, &mut task, ExitStatus::Signal(sig));
+            if task.group_exit.is_none() && task.state == TaskState::Runnable && !task.stopped {
+                if task.redo_syscall {
+                    task.redo_syscall = false;
+                    let t0 = hal.now_ns();
+                    self.handle_syscall(hal, &mut task);
+                    task.stime_ns += hal.now_ns().saturating_sub(t0);
+                } else {
+                    self.arm_timer(hal, task.slice_end);
+                    let t0 = hal.now_ns();
+                    let trap = match task.mm.as_mut() {
+                        Some(mm) => hal.run(&mut task.ctx, mm.host()),
+                        None => Trap::Lost { signal: Some(g::SIGKILL) },
+                    };
+                    let t1 = hal.now_ns();
+                    task.utime_ns += t1.saturating_sub(t0);
+                    self.handle_trap(hal, &mut task, trap);
+                    task.stime_ns += hal.now_ns().saturating_sub(t1);
+                }
+                if let Some(sig) = task.kill_pending.take() {
+                    if !task.is_zombie() {
+                        let tid = task.pid;
+                        self.post_signal(Some(&mut task), tid, SigInfo::kernel(sig), true);
+                    }
+                }
+                if let TaskState::Blocked(_) = task.state {
+                    self.block_seq += 1;
+                    task.block_seq = self.block_seq;
                 }
             }
-            let runnable = task.state == TaskState::Runnable;
+            if let Some(st) = task.group_exit.take() {
+                if !task.is_zombie() {
+                    self.exit_task(hal, &mut task, st);
+                }
+            }
+            let runnable = task.state == TaskState::Runnable && !task.stopped;
             let expired = hal.now_ns() >= task.slice_end;
             let ppid = task.ppid;
             let zombie = task.is_zombie();
             self.tasks.insert(pid, task);
             if zombie {
                 self.current = None;
-                self.notify_parent(hal, pid, ppid);
+                self.reap_or_notify(hal, pid, ppid);
             } else if !runnable {
                 self.current = None;
             } else if expired && !self.runq.is_empty() {
@@ -411,13 +445,13 @@ impl<S: AddressSpace> Kernel<S> {
     /// head of the run queue.
     fn pick(&mut self) -> Option<Pid> {
         if let Some(c) = self.current {
-            if self.tasks.get(&c).is_some_and(|t| t.state == TaskState::Runnable) {
+            if self.tasks.get(&c).is_some_and(|t| t.state == TaskState::Runnable && (!t.stopped || t.group_exit.is_some())) {
                 return Some(c);
             }
             self.current = None;
         }
         while let Some(p) = self.runq.pop() {
-            if self.tasks.get(&p).is_some_and(|t| t.state == TaskState::Runnable) {
+            if self.tasks.get(&p).is_some_and(|t| t.state == TaskState::Runnable && (!t.stopped || t.group_exit.is_some())) {
                 return Some(p);
             }
         }
@@ -435,6 +469,14 @@ impl<S: AddressSpace> Kernel<S> {
                 }
                 console |= b.on == WaitOn::Console;
             }
+        }
+        for w in self.waits.values() {
+            if let Some(d) = w.wake_at {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+            }
+        }
+        for (d, _) in self.itimers.values() {
+            earliest = Some(earliest.map_or(*d, |e| e.min(*d)));
         }
         (earliest, console)
     }
@@ -492,6 +534,8 @@ impl<S: AddressSpace> Kernel<S> {
         }
         if irq.contains(Interrupts::CONSOLE) {
             self.console_pull(hal);
+        } else {
+            self.console_check_resize(hal);
         }
         let now = hal.now_ns();
         self.check_timeouts(hal, now);
@@ -519,7 +563,7 @@ impl<S: AddressSpace> Kernel<S> {
             })
             .collect();
         for (pid, r) in due {
-            self.pipe_waits.remove(&pid);
+            self.waits.remove(&pid);
             if let Some(t) = self.tasks.get_mut(&pid) {
                 t.restart_deadline = None;
                 t.state = TaskState::Runnable;
@@ -529,46 +573,10 @@ impl<S: AddressSpace> Kernel<S> {
         }
     }
 
-    /// Move the input the console has into the kernel's buffer, so the HAL
-    /// stops reporting it as pending (its readiness is level-triggered) and
-    /// poll can look at it without consuming it.
-    pub fn console_pull<H: Hal>(&mut self, hal: &mut H) {
-        let mut tmp = [0u8; 4096];
-        while self.console_in.len() < CONSOLE_BUF_MAX && !self.console_eof {
-            match hal.console().read(&mut tmp) {
-                ConsoleRead::Data(0) | ConsoleRead::WouldBlock => break,
-                ConsoleRead::Data(n) => self.console_in.extend(tmp.iter().take(n.min(tmp.len()))),
-                ConsoleRead::Eof => self.console_eof = true,
-            }
-        }
-    }
-
-    /// Wake tasks whose pipes changed since they blocked (they re-run their call).
-    fn check_pipe_waits(&mut self) {
-        if self.pipe_waits.is_empty() {
-            return;
-        }
-        let ready: Vec<Pid> = self
-            .pipe_waits
-            .iter()
-            .filter(|(_, list)| {
-                list.iter().any(|(ino, gen)| match &ino.kind {
-                    Kind::Pipe(p) => p.gen.get() != *gen,
-                    _ => true,
-                })
-            })
-            .map(|(pid, _)| *pid)
-            .collect();
-        for pid in ready {
-            self.pipe_waits.remove(&pid);
-            self.wake(pid, None);
-        }
-    }
-
     /// Make a blocked task runnable: re-run its call (`result` None) or
     /// finish it with `result`.
     pub fn wake(&mut self, pid: Pid, result: Option<SysResult>) {
-        self.pipe_waits.remove(&pid);
+        self.waits.remove(&pid);
         let Some(t) = self.tasks.get_mut(&pid) else { return };
         let TaskState::Blocked(b) = t.state else { return };
         t.state = TaskState::Runnable;
@@ -591,10 +599,11 @@ impl<S: AddressSpace> Kernel<S> {
                 match mm.handle_fault(addr, access, &mut self.frames, hal.phys()) {
                     Ok(()) => {}
                     Err(e) => {
-                        let sig = match e {
-                            FaultError::Segv { .. } => g::SIGSEGV,
-                            FaultError::Bus => g::SIGBUS,
-                            FaultError::OutOfMemory => g::SIGKILL,
+                        let (sig, code) = match e {
+                            FaultError::Segv { maperr: true } => (g::SIGSEGV, g::SEGV_MAPERR as i32),
+                            FaultError::Segv { maperr: false } => (g::SIGSEGV, g::SEGV_ACCERR as i32),
+                            FaultError::Bus => (g::SIGBUS, g::BUS_ADRERR as i32),
+                            FaultError::OutOfMemory => (g::SIGKILL, 0x80),
                         };
                         if self.trace || e == FaultError::OutOfMemory {
                             let what = match access {
@@ -607,22 +616,25 @@ impl<S: AddressSpace> Kernel<S> {
                                 task.pid, what, addr, task.ctx.regs.rip, e
                             ));
                         }
-                        self.fatal_signal(hal, task, sig);
+                        self.fatal_signal(hal, task, SigInfo { signo: sig, code, addr, fault: true, ..SigInfo::default() });
                     }
                 }
             }
             Trap::CpuFault { kind, addr } => {
-                let sig = match kind {
-                    CpuFaultKind::IllegalInstruction => g::SIGILL,
-                    CpuFaultKind::DivideError | CpuFaultKind::FloatingPoint => g::SIGFPE,
-                    CpuFaultKind::Breakpoint => g::SIGTRAP,
-                    CpuFaultKind::GeneralProtection => g::SIGSEGV,
-                    CpuFaultKind::BusError => g::SIGBUS,
+                let (sig, code) = match kind {
+                    CpuFaultKind::IllegalInstruction => (g::SIGILL, g::ILL_ILLOPN as i32),
+                    CpuFaultKind::DivideError => (g::SIGFPE, g::FPE_INTDIV as i32),
+                    CpuFaultKind::FloatingPoint => (g::SIGFPE, g::FPE_FLTINV as i32),
+                    CpuFaultKind::Breakpoint => (g::SIGTRAP, 0x80),
+                    // A general protection fault reports SI_KERNEL and address 0, as Linux.
+                    CpuFaultKind::GeneralProtection => (g::SIGSEGV, 0x80),
+                    CpuFaultKind::BusError => (g::SIGBUS, g::BUS_ADRALN as i32),
                 };
+                let addr = if kind == CpuFaultKind::GeneralProtection { 0 } else { addr };
                 if self.trace {
                     hal.log(&format!("[{}] cpu fault {:?} at {:#x}", task.pid, kind, addr));
                 }
-                self.fatal_signal(hal, task, sig);
+                self.fatal_signal(hal, task, SigInfo { signo: sig, code, addr, fault: true, ..SigInfo::default() });
             }
             Trap::Interrupt(irq) => self.handle_interrupts(hal, irq),
             Trap::Lost { signal } => {
@@ -633,10 +645,14 @@ impl<S: AddressSpace> Kernel<S> {
         }
     }
 
-    /// A synchronous fault signal. Handlers are not delivered yet (issue 3),
-    /// so the default action applies: the process dies with `sig`.
-    fn fatal_signal<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, sig: u32) {
-        self.exit_task(hal, task, ExitStatus::Signal(sig));
+    /// A synchronous fault signal: to a guest handler if there is one (the
+    /// loop delivers it before the task runs again), else it kills.
+    fn fatal_signal<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, info: SigInfo) {
+        if info.signo == g::SIGKILL {
+            self.exit_task(hal, task, ExitStatus::Signal(g::SIGKILL));
+            return;
+        }
+        self.fault_signal(task, info);
     }
 
     fn handle_syscall<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>) {
@@ -666,70 +682,126 @@ impl<S: AddressSpace> Kernel<S> {
     }
 
     /// Release everything a dying task holds and make it a zombie. The
-    /// caller re-inserts it and calls [`Kernel::notify_parent`].
+    /// caller re-inserts it and calls [`Kernel::reap_or_notify`]. Shared
+    /// memory maps and fd tables pass to another task of their group.
     pub fn exit_task<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, st: ExitStatus) {
-        let _ = hal;
-        if let Some(mut mm) = task.mm.take() {
-            mm.clear(&mut self.frames);
-            // Dropping the map drops the hal space (the backend's host process).
-        }
-        task.fds.clear();
-        self.pipe_waits.remove(&task.pid);
-        task.state = TaskState::Zombie(st);
-        task.redo_syscall = false;
-        self.runq.remove(task.pid);
-        // Orphans go to init; init reaps them.
-        let pid = task.pid;
-        let mut orphan_zombie = false;
-        for t in self.tasks.values_mut() {
-            if t.ppid == pid {
-                t.ppid = 1;
-                orphan_zombie |= t.is_zombie();
+        let shared = self.mm_shared(task);
+        // CLONE_CHILD_CLEARTID: zero the tid word and wake a joiner.
+        if task.clear_child_tid != 0 && shared {
+            let addr = task.clear_child_tid;
+            if let Some(mm) = task.mm.as_mut() {
+                if mm.copy_to_user(addr, &0u32.to_le_bytes(), &mut self.frames, hal.phys()).is_ok() {
+                    let key = crate::syscall::futex::key_for(mm, task.mm_id, addr, false);
+                    crate::syscall::futex::wake_key(self, key, 1, u32::MAX);
+                }
             }
         }
-        if orphan_zombie && pid != 1 {
-            self.wake_waiters_of(1);
+        task.clear_child_tid = 0;
+        let (mm_gone, fds_gone) = self.hand_off(task);
+        if !mm_gone {
+            if let Some(mut mm) = task.mm.take() {
+                mm.clear(&mut self.frames);
+                // Dropping the map drops the hal space (the backend's host process).
+            }
+        }
+        task.mm = None;
+        if !fds_gone {
+            task.fds.clear();
+        }
+        self.waits.remove(&task.pid);
+        task.state = TaskState::Zombie(st);
+        task.redo_syscall = false;
+        task.stopped = false;
+        self.runq.remove(task.pid);
+        // A vfork parent resumes when the child exits.
+        if let Some(pp) = task.vfork_parent.take() {
+            self.wake(pp, Some(Ok(task.pid as usize)));
+        }
+        let pid = task.pid;
+        if task.is_leader() {
+            self.itimers.remove(&pid);
+        }
+        // Orphans go to init; init reaps them. (Only when the whole process is gone.)
+        if task.is_leader() && !self.tasks.values().any(|t| t.tgid == pid && t.pid != pid && !t.is_zombie()) {
+            let mut orphan_zombie = false;
+            for t in self.tasks.values_mut() {
+                if t.ppid == pid {
+                    t.ppid = 1;
+                    orphan_zombie |= t.is_zombie();
+                }
+            }
+            if orphan_zombie && pid != 1 {
+                self.wake_waiters_of(1);
+            }
         }
     }
 
-    /// Tell the parent of dead `pid`: wake its wait, or reap at once if it
-    /// ignores SIGCHLD.
+    /// After `pid` became a zombie (and is back in the table): a thread
+    /// other than the leader disappears; a process whose last thread died
+    /// is reported to its parent (SIGCHLD, wait wake-up) or auto-reaped.
+    pub fn reap_or_notify<H: Hal<Space = S>>(&mut self, hal: &mut H, pid: Pid, ppid: Pid) {
+        let Some(t) = self.tasks.get(&pid) else { return };
+        let tgid = t.tgid;
+        let times = (t.utime_ns, t.stime_ns);
+        if !t.is_leader() {
+            self.tasks.remove(&pid);
+            if let Some(l) = self.tasks.get_mut(&tgid) {
+                l.child_times.0 += times.0;
+                l.child_times.1 += times.1;
+            }
+            // The leader died earlier and this was the last thread: report the process.
+            let rest = self.tasks.values().any(|o| o.tgid == tgid && !o.is_zombie());
+            if !rest && self.tasks.get(&tgid).is_some_and(|l| l.is_zombie()) {
+                let lp = self.tasks.get(&tgid).map_or(0, |l| l.ppid);
+                self.notify_parent(hal, tgid, lp);
+            }
+            return;
+        }
+        if self.tasks.values().any(|o| o.tgid == tgid && o.pid != pid && !o.is_zombie()) {
+            return; // reported when the last thread exits
+        }
+        self.notify_parent(hal, pid, ppid);
+    }
+
+    /// Tell the parent of dead process `pid`: SIGCHLD (its exit signal),
+    /// wake its wait, or reap at once if it ignores SIGCHLD / set SA_NOCLDWAIT.
     pub fn notify_parent<H: Hal<Space = S>>(&mut self, hal: &mut H, pid: Pid, ppid: Pid) {
         let _ = hal;
+        let Some(child) = self.tasks.get(&pid) else { return };
+        let (exit_signal, st) = match child.state {
+            TaskState::Zombie(st) => (child.exit_signal, st),
+            _ => return,
+        };
+        let ct = (child.utime_ns + child.child_times.0, child.stime_ns + child.child_times.1);
         let Some(parent) = self.tasks.get(&ppid) else { return };
+        let ptgid = parent.tgid;
         let act = parent.signals.actions[(g::SIGCHLD - 1) as usize];
-        if act.handler == SIG_IGN || act.flags & g::SA_NOCLDWAIT as u64 != 0 {
+        if exit_signal == g::SIGCHLD && (act.handler == SIG_IGN || act.flags & g::SA_NOCLDWAIT as u64 != 0) {
             self.tasks.remove(&pid);
+            self.wake_waiters_of(ppid);
+            return;
+        }
+        if exit_signal != 0 {
+            let (code, status) = match st {
+                ExitStatus::Code(c) => (g::CLD_EXITED as i32, c as i32),
+                ExitStatus::Signal(s) if s & 0x80 != 0 => (g::CLD_DUMPED as i32, (s & 0x7f) as i32),
+                ExitStatus::Signal(s) => (g::CLD_KILLED as i32, s as i32),
+            };
+            let ticks = (ct.0 / 10_000_000, ct.1 / 10_000_000);
+            let info = SigInfo { signo: exit_signal, code, pid, status, times: ticks, ..SigInfo::default() };
+            self.post_signal(None, ptgid, info, false);
         }
         self.wake_waiters_of(ppid);
     }
 
     fn wake_waiters_of(&mut self, ppid: Pid) {
-        if self.tasks.get(&ppid).is_some_and(|p| matches!(p.state, TaskState::Blocked(b) if b.on == WaitOn::Child)) {
-            self.wake(ppid, None);
-        }
+        self.wake_child_waiters(ppid);
     }
 
-    /// Send `sig` to `pid` (which is not the task being handled). Default
-    /// actions only: terminate or ignore; a caught or blocked signal stays
-    /// pending (handlers are delivered by a later issue).
+    /// Send `sig` (from the kernel) to process `pid` (not the task being handled).
     pub fn send_signal<H: Hal<Space = S>>(&mut self, hal: &mut H, pid: Pid, sig: u32) {
-        let Some(t) = self.tasks.get_mut(&pid) else { return };
-        if t.is_zombie() || sig == 0 {
-            return;
-        }
-        if !decide_signal(t, sig) {
-            return;
-        }
-        if let Some(mut t) = self.tasks.remove(&pid) {
-            let ppid = t.ppid;
-            self.exit_task(hal, &mut t, ExitStatus::Signal(sig));
-            self.tasks.insert(pid, t);
-            if self.current == Some(pid) {
-                self.current = None;
-            }
-            self.notify_parent(hal, pid, ppid);
-        }
+        let _ = hal;
+        self.post_signal(None, pid, SigInfo::kernel(sig), false);
     }
 
     /// Kill everything and drop every address space; log the summary.
@@ -759,24 +831,6 @@ impl<S: AddressSpace> Kernel<S> {
             hal.log(&format!("unimplemented syscalls: {}", parts.join(", ")));
         }
     }
-}
-
-/// Apply signal `sig` to `t`'s state: returns true if it must die now.
-pub fn decide_signal<S: AddressSpace>(t: &mut Task<S>, sig: u32) -> bool {
-    if sig == g::SIGKILL {
-        return true;
-    }
-    let idx = (sig - 1) as usize;
-    let act = t.signals.actions[idx];
-    let blocked = t.signals.mask & sigbit(sig) & !UNBLOCKABLE != 0;
-    if act.handler == SIG_IGN && sig != g::SIGSTOP {
-        return false;
-    }
-    if blocked || act.handler > SIG_IGN {
-        t.signals.pending |= sigbit(sig);
-        return false;
-    }
-    default_action(sig) == DefaultAction::Terminate
 }
 
 /// A validated executable, ready to load.
@@ -811,4 +865,12 @@ pub fn complete<H: Hal, S: AddressSpace>(hal: &mut H, trace: bool, t: &mut Task<
 /// Helper for handlers that block: a call that waits for `on`.
 pub fn block(on: WaitOn, deadline: Option<u64>, on_timeout: SysResult, restart: bool) -> Flow {
     Flow::Block(Blocked { on, deadline, on_timeout, restart })
+}
+
+/// Compatibility shim for callers that raise a signal on the running task
+/// by setting `kill_pending`: the loop posts it on the way out (handlers,
+/// masks and ignore apply then), so the answer is always "set it".
+pub fn decide_signal<S: AddressSpace>(t: &mut Task<S>, sig: u32) -> bool {
+    let _ = t;
+    sig != 0
 }

@@ -18,6 +18,8 @@ pub mod mm;
 pub mod syscall;
 pub mod task;
 pub mod time;
+pub mod tty;
+pub mod wait;
 
 pub use errno::{Errno, SysResult};
 pub use kernel::{boot, BootConfig, BootError};

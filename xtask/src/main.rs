@@ -51,7 +51,7 @@ struct Cli {
 enum Hal {
     /// Separate kernel address space: one host stub process per guest address space.
     Skas,
-    /// Traced thread: guests share the kernel's host address space (not implemented yet).
+    /// Traced thread: guests share the kernel's host address space; unprotected, for comparison.
     Tt,
 }
 

@@ -127,7 +127,9 @@ fn page_faults_have_the_right_access() {
     sp.protect(DATA_VA, PG, Prot::READ | Prot::EXEC);
     hal.phys().write(DATA_PA, guest!(g_getpid));
     assert_eq!(hal.run(&mut ctx, &mut sp), Trap::Syscall);
-    assert_eq!(fault_round_trips(&hal), 2);
+    // One detour per fault to learn its access kind (ptrace), or none
+    // (the seccomp handler reads the error code from its frame).
+    assert!(matches!(fault_round_trips(&hal), 0 | 2), "{}", fault_round_trips(&hal));
 }
 
 
@@ -353,7 +355,7 @@ fn null_syscall_round_trip_cost() {
     }
     let native = t0.elapsed().as_nanos() as f64 / n as f64;
     println!(
-        "null syscall: {BACKEND}/ptrace {:.2} us, native {:.3} us, ratio {:.0}x",
+        "null syscall: {BACKEND} {:.2} us, native {:.3} us, ratio {:.0}x",
         trapped / 1000.0,
         native / 1000.0,
         trapped / native

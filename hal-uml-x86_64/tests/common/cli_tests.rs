@@ -77,7 +77,7 @@ fn help_lists_the_options() {
     let o = kernel(&["--help"]);
     assert!(o.status.success());
     let h = String::from_utf8_lossy(&o.stdout);
-    for opt in ["--mem", "--root", "--trace-syscalls", "--uname-release", "--hostname", "INIT", "ARGS"] {
+    for opt in ["--mem", "--root", "--trace-syscalls", "--uname-release", "--hostname", "--trap", "INIT", "ARGS"] {
         assert!(h.contains(opt), "{opt} missing from --help:\n{h}");
     }
 }
@@ -102,9 +102,14 @@ fn runs_a_static_program_as_init() {
     std::fs::write(&init, tiny_elf()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = kernel(&["--mem", "16M", "--root", d.to_str().unwrap(), "--", "/bin/tiny", "-x"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi from guest\n", "{o:?}");
-    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    // Under each trap mechanism (kernel-tt accepts and ignores the option).
+    for trap in ["seccomp", "ptrace"] {
+        let o = kernel(&["--mem", "16M", "--trap", trap, "--root", d.to_str().unwrap(), "--", "/bin/tiny", "-x"]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "hi from guest\n", "{trap}: {o:?}");
+        assert_eq!(o.status.code(), Some(7), "{trap}: {o:?}");
+    }
+    let o = kernel(&["--trap", "magic", "--root", d.to_str().unwrap(), "/bin/tiny"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(Path::new(&d).exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -147,9 +152,12 @@ fn runs_static_c_programs_like_the_host() {
             continue;
         }
         let native = Command::new(&out).arg("x").output().unwrap();
-        let guest = kernel(&["--root", d.to_str().unwrap(), "--", &format!("/bin/{name}"), "x"]);
-        assert_eq!(String::from_utf8_lossy(&guest.stdout), String::from_utf8_lossy(&native.stdout), "{name}: {guest:?}");
-        assert_eq!(guest.status.code(), Some(5), "{name}: {guest:?}");
+        for trap in ["seccomp", "ptrace"] {
+            let guest = kernel(&["--trap", trap, "--root", d.to_str().unwrap(), "--", &format!("/bin/{name}"), "x"]);
+            let what = format!("{name} ({trap})");
+            assert_eq!(String::from_utf8_lossy(&guest.stdout), String::from_utf8_lossy(&native.stdout), "{what}: {guest:?}");
+            assert_eq!(guest.status.code(), Some(5), "{what}: {guest:?}");
+        }
         ran += 1;
     }
     println!("{NAME}: {ran} static C programs ran like natively");

@@ -23,14 +23,8 @@ pub struct OpenFile {
 impl Drop for OpenFile {
     /// The last reference to a pipe end closes it (readers see EOF, writers EPIPE).
     fn drop(&mut self) {
-        if let Kind::Pipe(p) = &self.inode.kind {
-            if self.readable() {
-                p.readers.set(p.readers.get().saturating_sub(1));
-            }
-            if self.writable() {
-                p.writers.set(p.writers.get().saturating_sub(1));
-            }
-            p.bump();
+        if let Kind::Special(s) = &self.inode.kind {
+            s.closed(self.readable(), self.writable());
         }
     }
 }
@@ -42,14 +36,8 @@ impl OpenFile {
     /// A new description at offset 0.
     pub fn new(inode: InodeRef, flags: u32, path: String) -> FileRef {
         let f = OpenFile { inode, offset: Cell::new(0), flags: Cell::new(flags), path };
-        if let Kind::Pipe(p) = &f.inode.kind {
-            if f.readable() {
-                p.readers.set(p.readers.get() + 1);
-            }
-            if f.writable() {
-                p.writers.set(p.writers.get() + 1);
-            }
-            p.bump();
+        if let Kind::Special(s) = &f.inode.kind {
+            s.opened(f.readable(), f.writable());
         }
         Rc::new(f)
     }

@@ -1,11 +1,11 @@
 //! The ramfs: directories, regular files, symlinks and device nodes in memory.
 #![allow(clippy::arc_with_non_send_sync)] // single-threaded kernel; Arc only because the MM wants Arc<dyn MappedFile>
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::cell::{Cell, RefCell};
+use core::cell::RefCell;
 
 use linux_raw_sys::general as g;
 
@@ -28,6 +28,8 @@ pub enum Device {
     Zero,
     /// `/dev/random`, `/dev/urandom`.
     Random,
+    /// `/dev/full`: reads zeros, writes fail with `ENOSPC`.
+    Full,
 }
 
 impl Device {
@@ -38,6 +40,7 @@ impl Device {
             Device::Null => (1, 3),
             Device::Zero => (1, 5),
             Device::Random => (1, 9),
+            Device::Full => (1, 7),
         }
     }
 }
@@ -52,35 +55,12 @@ pub enum Kind {
     Symlink(String),
     /// A character device.
     Device(Device),
-    /// An anonymous pipe.
-    Pipe(PipeBuf),
+    /// A pipe, FIFO, tty, eventfd, timerfd or epoll instance: an object
+    /// with its own read/write/poll (see [`crate::wait::FileOps`]).
+    Special(crate::wait::SpecialRef),
 }
 
-/// Capacity of a pipe, as Linux's default.
-pub const PIPE_CAPACITY: usize = 65536;
-/// Writes up to this size are atomic.
-pub const PIPE_BUF: usize = 4096;
-
-/// A pipe's buffer and the number of open ends. `gen` changes on every
-/// state change, so waiters can tell when to retry.
-#[derive(Default)]
-pub struct PipeBuf {
-    /// Bytes written and not yet read.
-    pub data: RefCell<VecDeque<u8>>,
-    /// Open read ends.
-    pub readers: Cell<u32>,
-    /// Open write ends.
-    pub writers: Cell<u32>,
-    /// Bumped on every read, write and close.
-    pub gen: Cell<u64>,
-}
-
-impl PipeBuf {
-    /// Note a state change.
-    pub fn bump(&self) {
-        self.gen.set(self.gen.get().wrapping_add(1));
-    }
-}
+pub use super::pipe::{PIPE_BUF, PIPE_CAPACITY};
 
 /// Mutable metadata.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +75,17 @@ pub struct Meta {
     pub mtime_ns: u64,
     /// Link count.
     pub nlink: u32,
+    /// Access time, ns since the epoch.
+    pub atime_ns: u64,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: u64,
+}
+
+impl Meta {
+    /// Fresh metadata: all times `now`, owned by root.
+    pub fn new(perm: u32, now: u64, nlink: u32) -> Meta {
+        Meta { perm: perm & 0o7777, uid: 0, gid: 0, mtime_ns: now, nlink, atime_ns: now, ctime_ns: now }
+    }
 }
 
 /// One ramfs inode.
@@ -105,6 +96,12 @@ pub struct Inode {
     pub meta: RefCell<Meta>,
     /// Type and contents.
     pub kind: Kind,
+    /// The file system (superblock) it belongs to: `st_dev`, and the unit
+    /// of `EXDEV`, `EROFS` and `statfs`.
+    pub sb: u32,
+    /// The root of the file system mounted on this directory, if any (the
+    /// path walk steps onto it, like Linux's `DCACHE_MOUNTED` dentries).
+    pub mounted: RefCell<Option<InodeRef>>,
 }
 
 impl Inode {
@@ -115,7 +112,7 @@ impl Inode {
             Kind::File(_) => g::S_IFREG,
             Kind::Symlink(_) => g::S_IFLNK,
             Kind::Device(_) => g::S_IFCHR,
-            Kind::Pipe(_) => g::S_IFIFO,
+            Kind::Special(ref s) => s.type_bits(),
         }
     }
     /// Full `st_mode`.
@@ -131,7 +128,7 @@ impl Inode {
         match &self.kind {
             Kind::File(d) => d.borrow().len() as u64,
             Kind::Symlink(t) => t.len() as u64,
-            Kind::Pipe(p) => p.data.borrow().len() as u64,
+            Kind::Special(s) => s.size(),
             Kind::Dir(_) | Kind::Device(_) => 0,
         }
     }
@@ -142,7 +139,8 @@ impl Inode {
             Kind::File(_) => g::DT_REG,
             Kind::Symlink(_) => g::DT_LNK,
             Kind::Device(_) => g::DT_CHR,
-            Kind::Pipe(_) => g::DT_FIFO,
+            Kind::Special(ref s) if s.type_bits() == g::S_IFIFO => g::DT_FIFO,
+            Kind::Special(_) => g::DT_CHR,
         }) as u8
     }
     /// Look up a child of a directory.
@@ -164,6 +162,9 @@ impl Inode {
     }
     /// Any execute bit set (root may exec such a file).
     pub fn executable(&self) -> bool {
+        if self.is_dir() {
+            return false;
+        }
         self.meta.borrow().perm & 0o111 != 0
     }
     /// The `stat` structure, serialized (144 bytes, x86_64 layout).
@@ -175,11 +176,15 @@ impl Inode {
                 let (maj, min) = d.rdev();
                 ((maj as u64) << 8) | min as u64
             }
+            Kind::Special(ref s) => {
+                let (maj, min) = s.rdev();
+                ((maj as u64) << 8) | min as u64
+            }
             _ => 0,
         };
         let size = self.size();
         let put = |b: &mut [u8; 144], off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
-        put(&mut b, 0, &1u64.to_le_bytes()); // st_dev
+        put(&mut b, 0, &(self.sb as u64).to_le_bytes()); // st_dev
         put(&mut b, 8, &self.ino.to_le_bytes());
         put(&mut b, 16, &(m.nlink as u64).to_le_bytes());
         put(&mut b, 24, &self.mode().to_le_bytes());
@@ -189,10 +194,9 @@ impl Inode {
         put(&mut b, 48, &size.to_le_bytes());
         put(&mut b, 56, &4096u64.to_le_bytes()); // st_blksize
         put(&mut b, 64, &size.div_ceil(512).to_le_bytes());
-        let (s, ns) = (m.mtime_ns / 1_000_000_000, m.mtime_ns % 1_000_000_000);
-        for off in [72, 88, 104] {
-            put(&mut b, off, &s.to_le_bytes());
-            put(&mut b, off + 8, &ns.to_le_bytes());
+        for (off, t) in [(72, m.atime_ns), (88, m.mtime_ns), (104, m.ctime_ns)] {
+            put(&mut b, off, &(t / 1_000_000_000).to_le_bytes());
+            put(&mut b, off + 8, &(t % 1_000_000_000).to_le_bytes());
         }
         b
     }
@@ -219,11 +223,20 @@ impl MappedFile for Inode {
     }
 }
 
-/// The file system: the root and the inode-number counter.
+/// The VFS: the root (of the root file system), the mount table and the
+/// inode-number counter shared by the in-memory file systems.
 pub struct Fs {
     /// The root directory.
     pub root: InodeRef,
     next_ino: u64,
+    /// Mounted file systems, in mount order (`mounts[0]` is the root).
+    pub mounts: Vec<super::mount::Mount>,
+    /// Superblocks by id.
+    pub sbs: BTreeMap<u32, super::mount::SuperBlock>,
+    pub(crate) next_sb: u32,
+    pub(crate) next_mnt: u32,
+    /// The host directories behind hostfs mounts.
+    pub host: super::hostfs::HostCell,
 }
 
 impl Default for Fs {
@@ -232,27 +245,52 @@ impl Default for Fs {
     }
 }
 
+/// Superblock id of the root file system.
+pub const ROOT_SB: u32 = 1;
+
 impl Fs {
-    /// An empty fs with a root directory (mode 0755).
+    /// An empty fs whose root (a writable, tmpfs-like `rootfs`) is a
+    /// directory of mode 0755.
     pub fn new() -> Fs {
         let root = Arc::new(Inode {
             ino: 1,
-            meta: RefCell::new(Meta { perm: 0o755, uid: 0, gid: 0, mtime_ns: 0, nlink: 2 }),
+            meta: RefCell::new(Meta::new(0o755, 0, 2)),
             kind: Kind::Dir(RefCell::new(BTreeMap::new())),
+            sb: ROOT_SB,
+            mounted: RefCell::new(None),
         });
-        Fs { root, next_ino: 2 }
+        let mut fs = Fs { root: root.clone(), next_ino: 2, mounts: Vec::new(), sbs: BTreeMap::new(), next_sb: ROOT_SB + 1, next_mnt: 1, host: Default::default() };
+        fs.sbs.insert(ROOT_SB, super::mount::SuperBlock::new(super::mount::FsType::Rootfs, false));
+        fs.mounts.push(super::mount::Mount {
+            id: 1,
+            parent: 1,
+            sb: ROOT_SB,
+            source: String::from("rootfs"),
+            target: String::from("/"),
+            root,
+            covered: None,
+        });
+        fs.next_mnt = 2;
+        fs
     }
 
-    /// A new, unlinked inode.
-    pub fn new_inode(&mut self, kind: Kind, perm: u32, mtime_ns: u64) -> InodeRef {
+    /// A fresh inode number.
+    pub fn alloc_ino(&mut self) -> u64 {
         let ino = self.next_ino;
         self.next_ino += 1;
+        ino
+    }
+
+    /// A new, unlinked inode of the root file system.
+    pub fn new_inode(&mut self, kind: Kind, perm: u32, mtime_ns: u64) -> InodeRef {
+        self.new_inode_in(ROOT_SB, kind, perm, mtime_ns)
+    }
+
+    /// A new, unlinked inode of file system `sb`.
+    pub fn new_inode_in(&mut self, sb: u32, kind: Kind, perm: u32, now: u64) -> InodeRef {
+        let ino = self.alloc_ino();
         let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
-        Arc::new(Inode {
-            ino,
-            meta: RefCell::new(Meta { perm: perm & 0o7777, uid: 0, gid: 0, mtime_ns, nlink }),
-            kind,
-        })
+        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None) })
     }
 
     /// A new empty directory.
@@ -260,28 +298,8 @@ impl Fs {
         self.new_inode(Kind::Dir(RefCell::new(BTreeMap::new())), perm, mtime_ns)
     }
 
-    /// Mount the built-in devices at `/dev` (creating it if the root lacks
-    /// it; device names there replace what the initramfs had).
-    pub fn mount_devfs(&mut self) -> Result<(), Errno> {
-        let dev = match self.root.lookup("dev")? {
-            Some(d) if d.is_dir() => d,
-            _ => {
-                let d = self.new_dir(0o755, 0);
-                self.root.insert("dev", d.clone())?;
-                d
-            }
-        };
-        for (name, device, perm) in [
-            ("console", Device::Console, 0o600),
-            ("tty", Device::Console, 0o666),
-            ("null", Device::Null, 0o666),
-            ("zero", Device::Zero, 0o666),
-            ("random", Device::Random, 0o666),
-            ("urandom", Device::Random, 0o666),
-        ] {
-            let node = self.new_inode(Kind::Device(device), perm, 0);
-            dev.insert(name, node)?;
-        }
-        Ok(())
+    /// A new empty directory in file system `sb`.
+    pub fn new_dir_in(&mut self, sb: u32, perm: u32, now: u64) -> InodeRef {
+        self.new_inode_in(sb, Kind::Dir(RefCell::new(BTreeMap::new())), perm, now)
     }
 }

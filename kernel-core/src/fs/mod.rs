@@ -7,9 +7,16 @@
 
 pub mod cpio;
 pub mod file;
+pub mod hostfs;
 pub mod inode;
+pub mod mount;
 pub mod path;
+pub mod pipe;
+pub mod perm;
+pub mod procfs;
 
 pub use file::{FdTable, FileRef, OpenFile};
-pub use inode::{Device, Fs, Inode, InodeRef, Kind, PipeBuf};
+pub use inode::{Device, Fs, Inode, InodeRef, Kind};
+pub use mount::{FsType, Mount};
 pub use path::Loc;
+pub use perm::Cred;

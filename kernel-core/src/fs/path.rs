@@ -71,6 +71,30 @@ fn components(path: &str) -> Result<VecDeque<String>, Errno> {
 
 /// Resolve `path` relative to `start` (ignored for absolute paths).
 pub fn walk(root: &InodeRef, start: &Loc, path: &str, follow: Follow) -> Result<Loc, Errno> {
+    walk_with(root, start, path, follow, &mut |_, _| Ok(()))
+}
+
+/// Step onto whatever is mounted on `node` (mounts stack).
+pub fn cross_mounts(mut node: InodeRef) -> InodeRef {
+    loop {
+        let next = node.mounted.borrow().clone();
+        match next {
+            Some(m) => node = m,
+            None => return node,
+        }
+    }
+}
+
+/// [`walk`], calling `enter(dir, name)` on every directory before looking
+/// `name` up in it: the permission check (search access) and the hook that lets
+/// generated file systems (procfs) fill a directory on demand.
+pub fn walk_with(
+    root: &InodeRef,
+    start: &Loc,
+    path: &str,
+    follow: Follow,
+    enter: &mut dyn FnMut(&InodeRef, &str) -> Result<(), Errno>,
+) -> Result<Loc, Errno> {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
@@ -86,13 +110,16 @@ pub fn walk(root: &InodeRef, start: &Loc, path: &str, follow: Follow) -> Result<
         if !cur.is_dir() {
             return Err(Errno::ENOTDIR);
         }
+        enter(&cur, &c)?;
         if c == ".." {
+            // The stack holds the mount points too, so `..` from a mounted
+            // root goes to the directory above the mount point.
             if loc.stack.len() > 1 {
                 loc.stack.pop();
             }
             continue;
         }
-        let child = cur.lookup(&c)?.ok_or(Errno::ENOENT)?;
+        let child = cross_mounts(cur.lookup(&c)?.ok_or(Errno::ENOENT)?);
         let is_last = queue.is_empty();
         if let Kind::Symlink(target) = &child.kind {
             if !is_last || follow == Follow::Yes || must_be_dir {
@@ -121,6 +148,17 @@ pub fn walk(root: &InodeRef, start: &Loc, path: &str, follow: Follow) -> Result<
 /// Resolve all but the last component of `path`: the parent directory and
 /// the final name (for create, unlink, mkdir). `path` must not end in `..`/`.`.
 pub fn walk_parent(root: &InodeRef, start: &Loc, path: &str) -> Result<(Loc, String), Errno> {
+    walk_parent_with(root, start, path, &mut |_, _| Ok(()))
+}
+
+/// [`walk_parent`] with an `enter` hook as [`walk_with`]. The hook also runs
+/// on the parent itself (it is searched for the last name).
+pub fn walk_parent_with(
+    root: &InodeRef,
+    start: &Loc,
+    path: &str,
+    enter: &mut dyn FnMut(&InodeRef, &str) -> Result<(), Errno>,
+) -> Result<(Loc, String), Errno> {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
@@ -139,10 +177,11 @@ pub fn walk_parent(root: &InodeRef, start: &Loc, path: &str) -> Result<(Loc, Str
     if name.len() > NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
-    let parent = if dir.is_empty() { start.clone() } else { walk(root, start, dir, Follow::Yes)? };
+    let parent = if dir.is_empty() { start.clone() } else { walk_with(root, start, dir, Follow::Yes, enter)? };
     if !parent.inode().is_dir() {
         return Err(Errno::ENOTDIR);
     }
+    enter(parent.inode(), name)?;
     Ok((parent, String::from(name)))
 }
 

@@ -1,25 +1,26 @@
-//! Descriptor calls: close, dup family, fcntl, ioctl, poll.
+//! Descriptor calls: close, dup family, fcntl, ioctl (terminals), pipes.
 
 use alloc::string::String;
-use alloc::vec;
-use alloc::vec::Vec;
 
 use hal::Hal;
 use linux_raw_sys::general as g;
 
-use super::file::console_fill;
-use super::{Flow, SysCtx};
-use crate::fs::inode::PIPE_CAPACITY;
-use crate::fs::{Device, InodeRef, Kind, OpenFile, PipeBuf};
-use crate::kernel::block;
-use crate::task::WaitOn;
-use crate::time::parse_timespec;
+use super::poll::{special_of, with_io};
+use super::{SysCtx};
+use crate::fs::pipe::Pipe;
+use crate::fs::{Kind, OpenFile};
+use crate::tty::ldisc::{Termios, TERMIOS_SIZE};
+use crate::tty::{PtyMaster, Tty, TtyFile};
 use crate::{Errno, SysResult};
 
 use linux_raw_sys::ioctl::{
-    FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, TCGETS, TCSETS, TCSETSF, TCSETSW, TIOCGPGRP, TIOCGWINSZ,
-    TIOCSPGRP, TIOCSWINSZ,
+    FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, TCFLSH, TCGETS, TCSETS, TCSETSF, TCSETSW, TCXONC, TIOCGPGRP, TIOCGPTN,
+    TIOCGSID, TIOCGWINSZ, TIOCNOTTY, TIOCSCTTY, TIOCSPGRP, TIOCSPTLCK, TIOCSWINSZ, TIOCOUTQ, TIOCGPTLCK,
 };
+
+/// `F_SETPIPE_SZ` / `F_GETPIPE_SZ` (not in linux-raw-sys's general module).
+const F_SETPIPE_SZ: u32 = 1031;
+const F_GETPIPE_SZ: u32 = 1032;
 
 /// `close(fd)`.
 pub fn close<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
@@ -101,6 +102,16 @@ pub fn fcntl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             cx.t.fds.get(fd)?;
             Ok(0)
         }
+        c @ (F_GETPIPE_SZ | F_SETPIPE_SZ) => {
+            let f = cx.t.fds.file(fd)?;
+            let Kind::Special(sp) = &f.inode.kind else { return Err(Errno::EBADF) };
+            let p = sp.as_any().downcast_ref::<Pipe>().ok_or(Errno::EBADF)?;
+            if c == F_GETPIPE_SZ {
+                Ok(p.capacity())
+            } else {
+                p.set_capacity(arg as u32 as u64)
+            }
+        }
         _ => {
             cx.t.fds.get(fd)?;
             Err(Errno::EINVAL)
@@ -108,7 +119,7 @@ pub fn fcntl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
 }
 
-/// `ioctl(fd, req, arg)`: terminal requests on the console, `ENOTTY` elsewhere.
+/// `ioctl(fd, req, arg)`: fd flags, and terminal requests on ttys and pty masters.
 pub fn ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let f = cx.t.fds.file(a[0])?;
     // The request is an `unsigned int`: the upper half of the register is noise.
@@ -127,140 +138,189 @@ pub fn ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         }
         _ => {}
     }
-    if !matches!(f.inode.kind, Kind::Device(Device::Console | Device::ConsoleErr)) {
-        return Err(Errno::ENOTTY);
+    let Some(sp) = special_of(cx, &f) else { return Err(Errno::ENOTTY) };
+    if let Some(p) = sp.as_any().downcast_ref::<Pipe>() {
+        return match req {
+            FIONREAD => {
+                cx.write_user(arg, &(p.len() as u32).to_le_bytes())?;
+                Ok(0)
+            }
+            _ => Err(Errno::ENOTTY),
+        };
     }
+    if let Some(m) = sp.as_any().downcast_ref::<PtyMaster>() {
+        match req {
+            TIOCGPTN => {
+                let n = m.tty.pty_index().unwrap_or(0);
+                cx.write_user(arg, &n.to_le_bytes())?;
+                return Ok(0);
+            }
+            TIOCSPTLCK => {
+                let v = cx.read_u32(arg)?;
+                m.set_locked(v != 0);
+                return Ok(0);
+            }
+            TIOCGPTLCK => {
+                cx.write_user(arg, &(m.locked() as u32).to_le_bytes())?;
+                return Ok(0);
+            }
+            _ => {}
+        }
+        let tty = m.tty.clone();
+        return tty_ioctl(cx, &tty, req, arg, true);
+    }
+    if let Some(t) = sp.as_any().downcast_ref::<TtyFile>() {
+        let tty = t.tty.clone();
+        return tty_ioctl(cx, &tty, req, arg, false);
+    }
+    Err(Errno::ENOTTY)
+}
+
+/// A background process changing terminal settings gets `SIGTTOU`
+/// (unless it blocks or ignores it), as Linux's `tty_check_change`.
+fn check_change<H: Hal>(cx: &mut SysCtx<'_, H>, tty: &Tty) -> Result<(), Errno> {
+    let (Some(sid), Some(fg)) = (tty.session.get(), tty.fg_pgrp.get()) else { return Ok(()) };
+    if sid != cx.t.sid || fg == cx.t.pgid {
+        return Ok(());
+    }
+    with_io(cx, |io| {
+        if io.ignores(g::SIGTTOU) {
+            Ok(())
+        } else {
+            io.signal_group(io.pgid, g::SIGTTOU);
+            Err(Errno::EINTR)
+        }
+    })
+}
+
+fn tty_ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, tty: &Tty, req: u32, arg: u64, master: bool) -> SysResult {
     match req {
         TCGETS => {
-            let t = cx.k.termios;
-            cx.write_user(arg, &t)?;
+            cx.write_user(arg, &tty.termios().to_bytes())?;
             Ok(0)
         }
         TCSETS | TCSETSW | TCSETSF => {
-            let t = cx.read_array::<36>(arg)?;
-            cx.k.termios = t;
+            let b = cx.read_array::<TERMIOS_SIZE>(arg)?;
+            if !master {
+                check_change(cx, tty)?;
+            }
+            // Output is never queued (it goes out at write time), so
+            // TCSETSW has nothing to drain.
+            tty.set_termios(Termios::from_bytes(&b), req == TCSETSF);
             Ok(0)
         }
+        TCFLSH => match arg {
+            0 => {
+                tty.flush(true, false);
+                Ok(0)
+            }
+            1 => {
+                tty.flush(false, true);
+                Ok(0)
+            }
+            2 => {
+                tty.flush(true, true);
+                Ok(0)
+            }
+            _ => Err(Errno::EINVAL),
+        },
+        // Flow control: output is never held back, so there is nothing to
+        // suspend or resume.
+        TCXONC => match arg {
+            0..=3 => Ok(0),
+            _ => Err(Errno::EINVAL),
+        },
         TIOCGWINSZ => {
-            let mut w = [0u8; 8];
-            w[0..2].copy_from_slice(&24u16.to_le_bytes());
-            w[2..4].copy_from_slice(&80u16.to_le_bytes());
-            cx.write_user(arg, &w)?;
+            let w = tty.winsize();
+            let b: alloc::vec::Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+            cx.write_user(arg, &b)?;
             Ok(0)
         }
         TIOCSWINSZ => {
-            cx.read_array::<8>(arg)?;
+            let b = cx.read_array::<8>(arg)?;
+            let w = [0, 2, 4, 6].map(|i| u16::from_le_bytes([b[i], b[i + 1]]));
+            with_io(cx, |io| tty.set_winsize(io, w));
             Ok(0)
         }
         TIOCGPGRP => {
-            let pg = cx.t.pgid;
+            if !master && tty.session.get() != Some(cx.t.sid) {
+                return Err(Errno::ENOTTY);
+            }
+            let pg = tty.fg_pgrp.get().unwrap_or(0);
             cx.write_user(arg, &pg.to_le_bytes())?;
             Ok(0)
         }
+        TIOCGSID => {
+            let sid = tty.session.get().ok_or(Errno::ENOTTY)?;
+            cx.write_user(arg, &sid.to_le_bytes())?;
+            Ok(0)
+        }
         TIOCSPGRP => {
-            cx.read_u32(arg)?;
+            if tty.session.get() != Some(cx.t.sid) {
+                return Err(Errno::ENOTTY);
+            }
+            let pg = cx.read_u32(arg)? as i32;
+            if pg < 0 {
+                return Err(Errno::EINVAL);
+            }
+            let pg = pg as u32;
+            check_change(cx, tty)?;
+            let sid = cx.t.sid;
+            let exists = cx.t.pgid == pg || cx.k.tasks.values().any(|t| t.pgid == pg && !t.is_zombie());
+            if !exists {
+                return Err(Errno::ESRCH);
+            }
+            let same_session = (cx.t.pgid == pg && cx.t.sid == sid) || cx.k.tasks.values().any(|t| t.pgid == pg && t.sid == sid);
+            if !same_session {
+                return Err(Errno::EPERM);
+            }
+            tty.fg_pgrp.set(Some(pg));
+            Ok(0)
+        }
+        TIOCSCTTY => {
+            if tty.session.get() == Some(cx.t.sid) {
+                return Ok(0);
+            }
+            let force = arg == 1;
+            let r = with_io(cx, |io| {
+                if io.pid != io.sid {
+                    return Err(Errno::EPERM);
+                }
+                if tty.session.get().is_some() && !force {
+                    return Err(Errno::EPERM);
+                }
+                tty.session.set(Some(io.sid));
+                tty.fg_pgrp.set(Some(io.pgid));
+                Ok(0)
+            });
+            r
+        }
+        TIOCNOTTY => {
+            if tty.session.get() != Some(cx.t.sid) {
+                return Err(Errno::ENOTTY);
+            }
+            if cx.t.tgid == cx.t.sid {
+                // The session leader gives it up: its foreground group is hung up.
+                if let Some(fg) = tty.fg_pgrp.get() {
+                    cx.k.signal_group(Some(&mut *cx.t), fg, g::SIGHUP);
+                    cx.k.signal_group(Some(&mut *cx.t), fg, g::SIGCONT);
+                }
+                tty.session.set(None);
+                tty.fg_pgrp.set(None);
+            }
             Ok(0)
         }
         FIONREAD => {
-            console_fill(cx);
-            let n = cx.k.console_in.len() as u32;
+            let n = tty.input_available() as u32;
             cx.write_user(arg, &n.to_le_bytes())?;
+            Ok(0)
+        }
+        TIOCOUTQ => {
+            cx.write_user(arg, &0u32.to_le_bytes())?;
             Ok(0)
         }
         _ => Err(Errno::ENOTTY),
     }
-}
-
-/// Evaluate a pollfd array; returns (ready count, console input polled and
-/// not ready). Pipes that are not ready are noted in `pipes`.
-fn poll_scan<H: Hal>(cx: &mut SysCtx<'_, H>, fds: u64, nfds: u64, pipes: &mut Vec<(InodeRef, u64)>) -> Result<(usize, bool), Errno> {
-    let limit = cx.t.fd_limit() as u64;
-    if nfds > limit.max(1024) {
-        return Err(Errno::EINVAL);
-    }
-    let mut raw = vec![0u8; nfds as usize * 8];
-    cx.read_user(fds, &mut raw)?;
-    let mut ready = 0usize;
-    let mut waits_console = false;
-    for e in raw.chunks_exact_mut(8) {
-        let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-        let events = u16::from_le_bytes([e[4], e[5]]) as u32;
-        let mut rev: u32 = 0;
-        if fd >= 0 {
-            match cx.t.fds.file(fd as u64) {
-                Err(_) => rev = g::POLLNVAL,
-                Ok(f) => match f.inode.kind {
-                    Kind::Device(Device::Console | Device::ConsoleErr) => {
-                        rev |= events & (g::POLLOUT | g::POLLWRNORM);
-                        if events & (g::POLLIN | g::POLLRDNORM) != 0 {
-                            console_fill(cx);
-                            if !cx.k.console_in.is_empty() || cx.k.console_eof {
-                                rev |= events & (g::POLLIN | g::POLLRDNORM);
-                            } else {
-                                waits_console = true;
-                            }
-                        }
-                    }
-                    Kind::Pipe(ref p) => {
-                        let len = p.data.borrow().len();
-                        if f.readable() {
-                            if len > 0 {
-                                rev |= events & (g::POLLIN | g::POLLRDNORM);
-                            }
-                            if p.writers.get() == 0 {
-                                rev |= g::POLLHUP;
-                            }
-                        }
-                        if f.writable() {
-                            if p.readers.get() == 0 {
-                                rev |= g::POLLERR;
-                            } else if len < PIPE_CAPACITY {
-                                rev |= events & (g::POLLOUT | g::POLLWRNORM);
-                            }
-                        }
-                        if rev == 0 {
-                            pipes.push((f.inode.clone(), p.gen.get()));
-                        }
-                    }
-                    _ => rev |= events & (g::POLLIN | g::POLLOUT | g::POLLRDNORM | g::POLLWRNORM),
-                },
-            }
-        }
-        e[6..8].copy_from_slice(&(rev as u16).to_le_bytes());
-        if rev != 0 {
-            ready += 1;
-        }
-    }
-    cx.write_user(fds, &raw)?;
-    Ok((ready, waits_console))
-}
-
-fn do_poll<H: Hal>(cx: &mut SysCtx<'_, H>, fds: u64, nfds: u64, timeout_ns: Option<u64>) -> Flow {
-    let mut pipes = Vec::new();
-    let (ready, console) = match poll_scan(cx, fds, nfds, &mut pipes) {
-        Ok(r) => r,
-        Err(e) => return Flow::Ret(Err(e)),
-    };
-    if ready > 0 || timeout_ns == Some(0) {
-        return Flow::Ret(Ok(ready));
-    }
-    let now = cx.hal.now_ns();
-    let deadline = cx.t.restart_deadline.or(timeout_ns.map(|t| now.saturating_add(t)));
-    if deadline.is_some_and(|d| d <= now) {
-        return Flow::Ret(Ok(0));
-    }
-    // Console readiness is polled on interrupts and ticks; pipes wake on change.
-    let on = if console {
-        WaitOn::Console
-    } else if !pipes.is_empty() {
-        WaitOn::Pipe
-    } else {
-        WaitOn::Nothing
-    };
-    if !pipes.is_empty() {
-        cx.k.pipe_waits.insert(cx.t.pid, pipes);
-    }
-    block(on, deadline, Ok(0), true)
 }
 
 /// `pipe(fds)`.
@@ -271,11 +331,11 @@ pub fn pipe<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// `pipe2(fds, flags)`.
 pub fn pipe2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let flags = a[1] as u32;
-    if flags & !(g::O_CLOEXEC | g::O_NONBLOCK) != 0 {
+    if flags & !(g::O_CLOEXEC | g::O_NONBLOCK | g::O_DIRECT) != 0 {
         return Err(Errno::EINVAL);
     }
     let now = cx.hal.realtime_ns();
-    let inode = cx.k.fs.new_inode(Kind::Pipe(PipeBuf::default()), 0o600, now);
+    let inode = cx.k.fs.new_inode(Kind::Special(Pipe::new(false)), 0o600, now);
     let nb = flags & g::O_NONBLOCK;
     let r = OpenFile::new(inode.clone(), g::O_RDONLY | nb, String::from("pipe:"));
     let w = OpenFile::new(inode, g::O_WRONLY | nb, String::from("pipe:"));
@@ -298,31 +358,4 @@ pub fn pipe2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         return Err(e);
     }
     Ok(0)
-}
-
-/// `pause()`: sleeps until a signal kills the process (handlers are not
-/// delivered yet, so nothing else ends it).
-pub fn pause<H: Hal>(_cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> Flow {
-    block(WaitOn::Nothing, None, Err(Errno::EINTR), false)
-}
-
-/// `poll(fds, nfds, timeout_ms)`.
-pub fn poll<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
-    let ms = a[2] as i32;
-    let t = if ms < 0 { None } else { Some(ms as u64 * 1_000_000) };
-    do_poll(cx, a[0], a[1], t)
-}
-
-/// `ppoll(fds, nfds, timeout_ts, sigmask)`; the temporary signal mask is
-/// ignored (signal delivery is not implemented yet).
-pub fn ppoll<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
-    let t = if a[2] == 0 {
-        None
-    } else {
-        match cx.read_array::<16>(a[2]).and_then(|b| parse_timespec(&b)) {
-            Ok(t) => Some(t),
-            Err(e) => return Flow::Ret(Err(e)),
-        }
-    };
-    do_poll(cx, a[0], a[1], t)
 }

@@ -11,10 +11,7 @@ use linux_raw_sys::general as g;
 
 use super::{Flow, SysCtx};
 use crate::fs::path::{self, Follow};
-use crate::fs::inode::{PIPE_BUF, PIPE_CAPACITY};
-use crate::fs::{Device, FileRef, InodeRef, Kind, Loc, OpenFile};
-use crate::kernel::block;
-use crate::task::WaitOn;
+use crate::fs::{Device, FileRef, InodeRef, Kind, Loc};
 use crate::{Errno, SysResult};
 
 /// Linux's `MAX_RW_COUNT`: one call transfers at most this much.
@@ -26,23 +23,10 @@ const MAX_FILE: u64 = 256 << 20;
 /// `AT_FDCWD` as the guest passes it (an `int`).
 const AT_FDCWD: i32 = g::AT_FDCWD;
 
-/// The location `dirfd` names as a starting point for relative paths.
-pub fn dir_loc<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, path: &str) -> Result<Loc, Errno> {
-    if path.starts_with('/') || dirfd as i32 == AT_FDCWD {
-        return Ok(cx.t.cwd.clone());
-    }
-    let f = cx.t.fds.file(dirfd as i32 as i64 as u64)?;
-    if !f.inode.is_dir() {
-        return Err(Errno::ENOTDIR);
-    }
-    let root = Loc::root(cx.k.fs.root.clone());
-    path::walk(&cx.k.fs.root, &root, &f.path, Follow::Yes)
-}
-
-/// Resolve a path argument relative to `dirfd`.
+/// Resolve a path argument relative to `dirfd` (crossing mounts, checking
+/// search permission, filling procfs directories).
 pub fn lookup<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, path: &str, follow: Follow) -> Result<Loc, Errno> {
-    let start = dir_loc(cx, dirfd, path)?;
-    path::walk(&cx.k.fs.root, &start, path, follow)
+    super::fs_ops::resolve(cx, dirfd, path, follow)
 }
 
 // ---------------------------------------------------------------- read/write
@@ -55,20 +39,7 @@ fn do_read<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, po
     match &f.inode.kind {
         Kind::Dir(_) => Err(Errno::EISDIR),
         Kind::Symlink(_) => Err(Errno::EINVAL),
-        Kind::Pipe(p) => {
-            if count == 0 {
-                return Ok(Some(0));
-            }
-            let n = (count as usize).min(p.data.borrow().len());
-            if n == 0 {
-                return if p.writers.get() == 0 { Ok(Some(0)) } else { Ok(None) };
-            }
-            let chunk: Vec<u8> = p.data.borrow().iter().take(n).copied().collect();
-            cx.write_user(buf, &chunk)?;
-            p.data.borrow_mut().drain(..n);
-            p.bump();
-            Ok(Some(n))
-        }
+        Kind::Special(sp) => super::poll::special_read(cx, f, sp, buf, count),
         Kind::File(data) => {
             let off = pos.unwrap_or(f.offset.get());
             let n = {
@@ -93,7 +64,7 @@ fn do_read<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, po
         }
         Kind::Device(dev) => match dev {
             Device::Null => Ok(Some(0)),
-            Device::Zero | Device::Random => {
+            Device::Zero | Device::Random | Device::Full => {
                 let total = count.min(1 << 20) as usize;
                 let mut done = 0usize;
                 let mut tmp = vec![0u8; total.min(CHUNK)];
@@ -109,70 +80,33 @@ fn do_read<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, po
                 }
                 Ok(Some(done))
             }
-            Device::Console | Device::ConsoleErr => console_read(cx, buf, count),
+            Device::Console | Device::ConsoleErr => console_read(cx, f, buf, count),
         },
     }
 }
 
-/// Pull what the HAL console has into the kernel buffer.
-pub fn console_fill<H: Hal>(cx: &mut SysCtx<'_, H>) {
-    cx.k.console_pull(cx.hal);
-}
-
-fn console_read<H: Hal>(cx: &mut SysCtx<'_, H>, buf: u64, count: u64) -> Result<Option<usize>, Errno> {
-    if count == 0 {
-        return Ok(Some(0));
-    }
-    console_fill(cx);
-    if cx.k.console_in.is_empty() {
-        if cx.k.console_eof {
-            // A terminal's ^D: this read returns 0, later ones ask again.
-            cx.k.console_eof = false;
-            return Ok(Some(0));
-        }
-        return Ok(None);
-    }
-    let n = (count as usize).min(cx.k.console_in.len());
-    let data: Vec<u8> = cx.k.console_in.iter().take(n).copied().collect();
-    cx.write_user(buf, &data)?;
-    cx.k.console_in.drain(..n);
-    Ok(Some(n))
+/// A console device node reads from the console tty.
+fn console_read<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64) -> Result<Option<usize>, Errno> {
+    let s = cx.k.ttys.console_file(ConsoleStream::Stdout);
+    super::poll::special_read(cx, f, &s, buf, count)
 }
 
 /// Write `count` bytes from user `buf` to `f`. `Ok(None)`: a full pipe.
 fn do_write<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, pos: Option<u64>) -> Result<Option<usize>, Errno> {
     let count = count.min(MAX_RW);
     cx.access_ok(buf, count)?;
-    if let Kind::Pipe(p) = &f.inode.kind {
-        if p.readers.get() == 0 {
-            if crate::kernel::decide_signal(cx.t, g::SIGPIPE) {
-                cx.t.kill_pending = Some(g::SIGPIPE);
-            }
-            return Err(Errno::EPIPE);
-        }
-        if count == 0 {
-            return Ok(Some(0));
-        }
-        let space = PIPE_CAPACITY.saturating_sub(p.data.borrow().len());
-        // Writes of up to PIPE_BUF bytes are atomic.
-        if space == 0 || ((count as usize) <= PIPE_BUF && space < count as usize) {
-            return Ok(None);
-        }
-        let n = (count as usize).min(space);
-        let mut tmp = vec![0u8; n];
-        cx.read_user(buf, &mut tmp)?;
-        p.data.borrow_mut().extend(tmp.iter());
-        p.bump();
-        return Ok(Some(n));
+    if let Some(sp) = super::poll::special_of(cx, f) {
+        return super::poll::special_write(cx, &sp, buf, count);
     }
     do_write_inner(cx, f, buf, count, pos).map(Some)
 }
 
 fn do_write_inner<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, pos: Option<u64>) -> SysResult {
     match &f.inode.kind {
-        Kind::Dir(_) | Kind::Pipe(_) => Err(Errno::EISDIR),
+        Kind::Dir(_) | Kind::Special(_) => Err(Errno::EISDIR),
         Kind::Symlink(_) => Err(Errno::EINVAL),
         Kind::Device(Device::Null | Device::Zero | Device::Random) => Ok(count as usize),
+        Kind::Device(Device::Full) => Err(Errno::ENOSPC),
         Kind::Device(dev @ (Device::Console | Device::ConsoleErr)) => {
             let stream = if *dev == Device::ConsoleErr { ConsoleStream::Stderr } else { ConsoleStream::Stdout };
             let mut done = 0u64;
@@ -205,6 +139,14 @@ fn do_write_inner<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: 
                         return Err(e);
                     }
                     break;
+                }
+                if cx.k.fs.is_host(f.inode.sb) {
+                    if let Err(e) = cx.k.fs.host_write(&f.inode, off, &tmp[..n]) {
+                        if done == 0 {
+                            return Err(e);
+                        }
+                        break;
+                    }
                 }
                 write_at(data, off, &tmp[..n]);
                 off += n as u64;
@@ -250,14 +192,7 @@ fn writable_file<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64) -> Result<FileRef, Err
 }
 
 fn would_block<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef) -> Flow {
-    if f.flags.get() & g::O_NONBLOCK != 0 {
-        return Flow::Ret(Err(Errno::EAGAIN));
-    }
-    if let Kind::Pipe(p) = &f.inode.kind {
-        cx.k.pipe_waits.insert(cx.t.pid, vec![(f.inode.clone(), p.gen.get())]);
-        return block(WaitOn::Pipe, None, Ok(0), true);
-    }
-    block(WaitOn::Console, None, Ok(0), true)
+    super::poll::block_on_file(cx, f)
 }
 
 /// `read(fd, buf, count)`.
@@ -289,7 +224,7 @@ pub fn write<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
 fn positional(f: &FileRef, pos: u64) -> Result<u64, Errno> {
     match f.inode.kind {
         Kind::File(_) => {}
-        Kind::Device(Device::Console | Device::ConsoleErr) | Kind::Pipe(_) => return Err(Errno::ESPIPE),
+        Kind::Device(Device::Console | Device::ConsoleErr) | Kind::Special(_) => return Err(Errno::ESPIPE),
         _ => {}
     }
     if (pos as i64) < 0 {
@@ -414,7 +349,7 @@ pub fn lseek<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let size = match &f.inode.kind {
         Kind::File(d) => d.borrow().len() as i64,
         Kind::Dir(_) => 0,
-        Kind::Device(Device::Console | Device::ConsoleErr) | Kind::Pipe(_) => return Err(Errno::ESPIPE),
+        Kind::Device(Device::Console | Device::ConsoleErr) | Kind::Special(_) => return Err(Errno::ESPIPE),
         Kind::Device(_) => return Ok(0),
         Kind::Symlink(_) => return Err(Errno::EBADF),
     };
@@ -438,65 +373,8 @@ pub fn lseek<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 // ---------------------------------------------------------------- open
 
-const OPEN_KEEP: u32 = !(g::O_CREAT | g::O_EXCL | g::O_NOCTTY | g::O_TRUNC | g::O_CLOEXEC);
-
 fn do_open<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32, mode: u32) -> SysResult {
-    let p = cx.read_path(pathp)?;
-    let start = dir_loc(cx, dirfd, &p)?;
-    let root = cx.k.fs.root.clone();
-    if flags & g::O_TMPFILE == g::O_TMPFILE {
-        return Err(Errno::EOPNOTSUPP);
-    }
-    let follow = if flags & g::O_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
-    let loc = if flags & g::O_CREAT != 0 {
-        if p.ends_with('/') {
-            return Err(Errno::EISDIR);
-        }
-        match path::walk(&root, &start, &p, follow) {
-            Ok(_) if flags & g::O_EXCL != 0 => return Err(Errno::EEXIST),
-            Ok(l) => l,
-            Err(Errno::ENOENT) => {
-                let (parent, name) = path::walk_parent(&root, &start, &p)?;
-                if parent.inode().lookup(&name)?.is_some() {
-                    // A dangling symlink: Linux would create its target; keep it simple.
-                    return Err(Errno::ENOENT);
-                }
-                let now = cx.hal.realtime_ns();
-                let node = cx.k.fs.new_inode(Kind::File(RefCell::new(Vec::new())), mode & !cx.t.umask & 0o7777, now);
-                parent.inode().insert(&name, node.clone())?;
-                touch(parent.inode(), now);
-                let mut l = parent;
-                l.stack.push((name, node));
-                l
-            }
-            Err(e) => return Err(e),
-        }
-    } else {
-        path::walk(&root, &start, &p, follow)?
-    };
-    let inode = loc.inode().clone();
-    if let Kind::Symlink(_) = inode.kind {
-        if flags & g::O_PATH == 0 {
-            return Err(Errno::ELOOP);
-        }
-    }
-    let acc = flags & g::O_ACCMODE;
-    let wants_write = acc == g::O_WRONLY || acc == g::O_RDWR;
-    if flags & g::O_DIRECTORY != 0 && !inode.is_dir() {
-        return Err(Errno::ENOTDIR);
-    }
-    if inode.is_dir() && (wants_write || flags & g::O_CREAT != 0) && flags & g::O_PATH == 0 {
-        return Err(Errno::EISDIR);
-    }
-    if let Kind::File(d) = &inode.kind {
-        if flags & g::O_TRUNC != 0 && wants_write && flags & g::O_PATH == 0 {
-            d.borrow_mut().clear();
-            touch(&inode, cx.hal.realtime_ns());
-        }
-    }
-    let file = OpenFile::new(inode, flags & OPEN_KEEP, loc.path());
-    let limit = cx.t.fd_limit();
-    cx.t.fds.alloc_from(0, file, flags & g::O_CLOEXEC != 0, limit)
+    super::fs_ops::do_open(cx, dirfd, pathp, flags, mode)
 }
 
 /// `open(path, flags, mode)`.
@@ -516,107 +394,11 @@ pub fn creat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 // ---------------------------------------------------------------- stat & co
 
-fn stat_to<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, out: u64) -> SysResult {
-    cx.write_user(out, &inode.stat_bytes())?;
-    Ok(0)
-}
-
 /// `fstat(fd, statbuf)`.
 pub fn fstat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let f = cx.t.fds.file(a[0])?;
-    stat_to(cx, &f.inode, a[1])
-}
-
-/// `stat(path, statbuf)`.
-pub fn stat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let p = cx.read_path(a[0])?;
-    let l = lookup(cx, AT_FDCWD as u64, &p, Follow::Yes)?;
-    stat_to(cx, &l.inode().clone(), a[1])
-}
-
-/// `lstat(path, statbuf)`.
-pub fn lstat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let p = cx.read_path(a[0])?;
-    let l = lookup(cx, AT_FDCWD as u64, &p, Follow::No)?;
-    stat_to(cx, &l.inode().clone(), a[1])
-}
-
-/// Resolve `(dirfd, path, flags)` as the `*at` calls with `AT_EMPTY_PATH` /
-/// `AT_SYMLINK_NOFOLLOW` do.
-fn at_inode<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32) -> Result<InodeRef, Errno> {
-    if flags & !(g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH | g::AT_NO_AUTOMOUNT | g::AT_EACCESS) != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let p = cx.read_path(pathp)?;
-    if p.is_empty() && flags & g::AT_EMPTY_PATH != 0 {
-        if dirfd as i32 == AT_FDCWD {
-            return Ok(cx.t.cwd.inode().clone());
-        }
-        return Ok(cx.t.fds.file(dirfd as i32 as i64 as u64)?.inode.clone());
-    }
-    let follow = if flags & g::AT_SYMLINK_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
-    Ok(lookup(cx, dirfd, &p, follow)?.inode().clone())
-}
-
-/// `newfstatat(dirfd, path, statbuf, flags)`.
-pub fn newfstatat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, a[0], a[1], a[3] as u32)?;
-    stat_to(cx, &inode, a[2])
-}
-
-fn check_access(inode: &InodeRef, mode: u64) -> SysResult {
-    if mode & !7 != 0 {
-        return Err(Errno::EINVAL);
-    }
-    // We are root: read/write always allowed; execute needs an x bit (or a directory).
-    if mode & 1 != 0 && !inode.is_dir() && !inode.executable() {
-        return Err(Errno::EACCES);
-    }
+    cx.write_user(a[1], &f.inode.stat_bytes())?;
     Ok(0)
-}
-
-/// `access(path, mode)`.
-pub fn access<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let p = cx.read_path(a[0])?;
-    let l = lookup(cx, AT_FDCWD as u64, &p, Follow::Yes)?;
-    check_access(l.inode(), a[1])
-}
-
-/// `faccessat(dirfd, path, mode)`.
-pub fn faccessat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, a[0], a[1], 0)?;
-    check_access(&inode, a[2])
-}
-
-/// `faccessat2(dirfd, path, mode, flags)`.
-pub fn faccessat2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, a[0], a[1], a[3] as u32)?;
-    check_access(&inode, a[2])
-}
-
-fn do_readlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, buf: u64, size: u64) -> SysResult {
-    if (size as i64) <= 0 {
-        return Err(Errno::EINVAL);
-    }
-    let p = cx.read_path(pathp)?;
-    let l = lookup(cx, dirfd, &p, Follow::No)?;
-    let target = match &l.inode().kind {
-        Kind::Symlink(t) => t.clone(),
-        _ => return Err(Errno::EINVAL),
-    };
-    let n = target.len().min(size as usize);
-    cx.write_user(buf, &target.as_bytes()[..n])?;
-    Ok(n)
-}
-
-/// `readlink(path, buf, size)`.
-pub fn readlink<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    do_readlink(cx, AT_FDCWD as u64, a[0], a[1], a[2])
-}
-
-/// `readlinkat(dirfd, path, buf, size)`.
-pub fn readlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    do_readlink(cx, a[0], a[1], a[2], a[3])
 }
 
 /// `getdents64(fd, dirp, count)`: `.`, `..`, then the entries in name order;
@@ -624,6 +406,10 @@ pub fn readlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 pub fn getdents64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let f = cx.t.fds.file(a[0])?;
     let Kind::Dir(children) = &f.inode.kind else { return Err(Errno::ENOTDIR) };
+    if f.offset.get() == 0 {
+        // A generated (procfs) or host directory is refilled when listed from the start.
+        super::fs_ops::refresh_dir(cx, &f.inode)?;
+    }
     let count = a[2].min(MAX_RW) as usize;
     let mut entries: Vec<(String, u64, u8)> = Vec::new();
     entries.push((String::from("."), f.inode.ino, g::DT_DIR as u8));
@@ -688,70 +474,6 @@ pub fn fchdir<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-fn do_mkdir<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32) -> SysResult {
-    let p = cx.read_path(pathp)?;
-    let start = dir_loc(cx, dirfd, &p)?;
-    let root = cx.k.fs.root.clone();
-    let (parent, name) = path::walk_parent(&root, &start, &p)?;
-    if parent.inode().lookup(&name)?.is_some() {
-        return Err(Errno::EEXIST);
-    }
-    let now = cx.hal.realtime_ns();
-    let d = cx.k.fs.new_dir(mode & !cx.t.umask & 0o7777, now);
-    parent.inode().insert(&name, d)?;
-    parent.inode().meta.borrow_mut().nlink += 1;
-    touch(parent.inode(), now);
-    Ok(0)
-}
-
-/// `mkdir(path, mode)`.
-pub fn mkdir<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    do_mkdir(cx, AT_FDCWD as u64, a[0], a[1] as u32)
-}
-
-/// `mkdirat(dirfd, path, mode)`.
-pub fn mkdirat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    do_mkdir(cx, a[0], a[1], a[2] as u32)
-}
-
-fn do_unlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32) -> SysResult {
-    if flags & !g::AT_REMOVEDIR != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let p = cx.read_path(pathp)?;
-    let start = dir_loc(cx, dirfd, &p)?;
-    let root = cx.k.fs.root.clone();
-    let (parent, name) = path::walk_parent(&root, &start, &p).map_err(|e| if e == Errno::EEXIST { Errno::EBUSY } else { e })?;
-    let node = parent.inode().lookup(&name)?.ok_or(Errno::ENOENT)?;
-    let rmdir = flags & g::AT_REMOVEDIR != 0;
-    match (&node.kind, rmdir) {
-        (Kind::Dir(c), true) if !c.borrow().is_empty() => return Err(Errno::ENOTEMPTY),
-        (Kind::Dir(_), true) => {}
-        (Kind::Dir(_), false) => return Err(Errno::EISDIR),
-        (_, true) => return Err(Errno::ENOTDIR),
-        _ => {}
-    }
-    if let Kind::Dir(d) = &parent.inode().kind {
-        d.borrow_mut().remove(&name);
-    }
-    {
-        let mut m = node.meta.borrow_mut();
-        m.nlink = m.nlink.saturating_sub(1);
-    }
-    touch(parent.inode(), cx.hal.realtime_ns());
-    Ok(0)
-}
-
-/// `unlink(path)`.
-pub fn unlink<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    do_unlink(cx, AT_FDCWD as u64, a[0], 0)
-}
-
-/// `unlinkat(dirfd, path, flags)`.
-pub fn unlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    do_unlink(cx, a[0], a[1], a[2] as u32)
-}
-
 /// `ftruncate(fd, len)`.
 pub fn ftruncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let f = cx.t.fds.file(a[0])?;
@@ -764,6 +486,9 @@ pub fn ftruncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     if len > MAX_FILE {
         return Err(Errno::EFBIG);
+    }
+    if cx.k.fs.is_host(f.inode.sb) && matches!(f.inode.kind, Kind::File(_)) {
+        cx.k.fs.host_truncate(&f.inode, len)?;
     }
     match &f.inode.kind {
         Kind::File(d) => d.borrow_mut().resize(len as usize, 0),

@@ -1,14 +1,22 @@
 //! System call dispatch: the table by number (numbers from `linux-raw-sys`),
 //! names for traces, ENOSYS counting.
 
+mod epoll;
+mod eventfd;
 mod fd;
 mod file;
+mod fs_ops;
 mod info;
 mod mem;
+mod misc;
 pub mod names;
+pub mod poll;
 mod process;
+mod cred;
+pub mod futex;
 mod signal;
 mod time;
+mod timerfd;
 
 use alloc::format;
 use alloc::string::String;
@@ -137,33 +145,76 @@ table! {
     __NR_close / 1 => fd::close,
     __NR_lseek / 3 => file::lseek,
     __NR_fstat / 2 => file::fstat,
-    __NR_stat / 2 => file::stat,
-    __NR_lstat / 2 => file::lstat,
-    __NR_newfstatat / 4 => file::newfstatat,
-    __NR_access / 2 => file::access,
-    __NR_faccessat / 3 => file::faccessat,
-    __NR_faccessat2 / 4 => file::faccessat2,
-    __NR_readlink / 3 => file::readlink,
-    __NR_readlinkat / 4 => file::readlinkat,
+    __NR_stat / 2 => fs_ops::stat,
+    __NR_lstat / 2 => fs_ops::lstat,
+    __NR_newfstatat / 4 => fs_ops::newfstatat,
+    __NR_access / 2 => fs_ops::access,
+    __NR_faccessat / 3 => fs_ops::faccessat,
+    __NR_faccessat2 / 4 => fs_ops::faccessat2,
+    __NR_readlink / 3 => fs_ops::readlink,
+    __NR_readlinkat / 4 => fs_ops::readlinkat,
     __NR_getdents64 / 3 => file::getdents64,
     __NR_getcwd / 2 => file::getcwd,
     __NR_chdir / 1 => file::chdir,
     __NR_fchdir / 1 => file::fchdir,
-    __NR_mkdir / 2 => file::mkdir,
-    __NR_mkdirat / 3 => file::mkdirat,
-    __NR_unlink / 1 => file::unlink,
-    __NR_unlinkat / 3 => file::unlinkat,
+    __NR_mkdir / 2 => fs_ops::mkdir,
+    __NR_mkdirat / 3 => fs_ops::mkdirat,
+    __NR_unlink / 1 => fs_ops::unlink,
+    __NR_unlinkat / 3 => fs_ops::unlinkat,
     __NR_ftruncate / 2 => file::ftruncate,
+    __NR_rmdir / 1 => fs_ops::rmdir,
+    __NR_rename / 2 => fs_ops::rename,
+    __NR_renameat / 4 => fs_ops::renameat,
+    __NR_renameat2 / 5 => fs_ops::renameat2,
+    __NR_link / 2 => fs_ops::link,
+    __NR_linkat / 5 => fs_ops::linkat,
+    __NR_symlink / 2 => fs_ops::symlink,
+    __NR_symlinkat / 3 => fs_ops::symlinkat,
+    __NR_mknod / 3 => fs_ops::mknod,
+    __NR_mknodat / 4 => fs_ops::mknodat,
+    __NR_chmod / 2 => fs_ops::chmod,
+    __NR_fchmod / 2 => fs_ops::fchmod,
+    __NR_fchmodat / 4 => fs_ops::fchmodat,
+    __NR_chown / 3 => fs_ops::chown,
+    __NR_lchown / 3 => fs_ops::lchown,
+    __NR_fchown / 3 => fs_ops::fchown,
+    __NR_fchownat / 5 => fs_ops::fchownat,
+    __NR_utimensat / 4 => fs_ops::utimensat,
+    __NR_utimes / 2 => fs_ops::utimes,
+    __NR_futimesat / 3 => fs_ops::futimesat,
+    __NR_utime / 2 => fs_ops::utime,
+    __NR_truncate / 2 => fs_ops::truncate,
+    __NR_fsync / 1 => fs_ops::fsync,
+    __NR_fdatasync / 1 => fs_ops::fsync,
+    __NR_sync / 0 => fs_ops::sync,
+    __NR_syncfs / 1 => fs_ops::syncfs,
+    __NR_statfs / 2 => fs_ops::statfs,
+    __NR_fstatfs / 2 => fs_ops::fstatfs,
+    __NR_statx / 5 => fs_ops::statx,
+    __NR_mount / 5 => fs_ops::mount,
+    __NR_umount2 / 2 => fs_ops::umount2,
     __NR_fcntl / 3 => fd::fcntl,
     __NR_dup / 1 => fd::dup,
     __NR_dup2 / 2 => fd::dup2,
     __NR_dup3 / 3 => fd::dup3,
     __NR_ioctl / 3 => fd::ioctl,
-    __NR_poll / 3 => fd::poll,
+    __NR_poll / 3 => poll::poll,
+    __NR_select / 5 => poll::select,
+    __NR_pselect6 / 6 => poll::pselect6,
+    __NR_epoll_create / 1 => epoll::epoll_create,
+    __NR_epoll_create1 / 1 => epoll::epoll_create1,
+    __NR_epoll_ctl / 4 => epoll::epoll_ctl,
+    __NR_epoll_wait / 4 => epoll::epoll_wait,
+    __NR_epoll_pwait / 6 => epoll::epoll_pwait,
+    __NR_eventfd / 1 => eventfd::eventfd,
+    __NR_eventfd2 / 2 => eventfd::eventfd2,
+    __NR_timerfd_create / 2 => timerfd::timerfd_create,
+    __NR_timerfd_settime / 4 => timerfd::timerfd_settime,
+    __NR_timerfd_gettime / 2 => timerfd::timerfd_gettime,
     __NR_pipe / 1 => fd::pipe,
     __NR_pipe2 / 2 => fd::pipe2,
-    __NR_pause / 0 => fd::pause,
-    __NR_ppoll / 4 => fd::ppoll,
+    __NR_pause / 0 => signal::pause,
+    __NR_ppoll / 5 => poll::ppoll,
     __NR_umask / 1 => file::umask,
     __NR_brk / 1 => mem::brk,
     __NR_mmap / 6 => mem::mmap,
@@ -181,21 +232,36 @@ table! {
     __NR_uname / 1 => info::uname,
     __NR_sched_yield / 0 => info::sched_yield,
     __NR_sched_getaffinity / 3 => info::sched_getaffinity,
-    __NR_getpid / 0 => info::getpid,
-    __NR_getppid / 0 => info::getppid,
-    __NR_gettid / 0 => info::gettid,
-    __NR_getuid / 0 => info::getid0,
-    __NR_geteuid / 0 => info::getid0,
-    __NR_getgid / 0 => info::getid0,
-    __NR_getegid / 0 => info::getid0,
-    __NR_getpgid / 1 => info::getpgid,
-    __NR_getpgrp / 0 => info::getpgrp,
-    __NR_setpgid / 2 => info::setpgid,
-    __NR_getsid / 1 => info::getsid,
-    __NR_setsid / 0 => info::setsid,
+    __NR_getpid / 0 => cred::getpid,
+    __NR_getppid / 0 => cred::getppid,
+    __NR_gettid / 0 => cred::gettid,
+    __NR_getuid / 0 => cred::getuid,
+    __NR_geteuid / 0 => cred::geteuid,
+    __NR_getgid / 0 => cred::getgid,
+    __NR_getegid / 0 => cred::getegid,
+    __NR_setuid / 1 => cred::setuid,
+    __NR_setgid / 1 => cred::setgid,
+    __NR_setreuid / 2 => cred::setreuid,
+    __NR_setregid / 2 => cred::setregid,
+    __NR_setresuid / 3 => cred::setresuid,
+    __NR_setresgid / 3 => cred::setresgid,
+    __NR_getresuid / 3 => cred::getresuid,
+    __NR_getresgid / 3 => cred::getresgid,
+    __NR_setfsuid / 1 => cred::setfsuid,
+    __NR_setfsgid / 1 => cred::setfsgid,
+    __NR_getgroups / 2 => cred::getgroups,
+    __NR_setgroups / 2 => cred::setgroups,
+    __NR_times / 1 => cred::times,
+    __NR_getrusage / 2 => cred::getrusage,
+    __NR_getpgid / 1 => cred::getpgid,
+    __NR_getpgrp / 0 => cred::getpgrp,
+    __NR_setpgid / 2 => cred::setpgid,
+    __NR_getsid / 1 => cred::getsid,
+    __NR_setsid / 0 => cred::setsid,
     __NR_fork / 0 => process::fork,
     __NR_vfork / 0 => process::vfork,
     __NR_clone / 5 => process::clone,
+    __NR_clone3 / 2 => process::clone3,
     __NR_execve / 3 => process::execve,
     __NR_execveat / 5 => process::execveat,
     __NR_wait4 / 4 => process::wait4,
@@ -208,20 +274,41 @@ table! {
     __NR_rt_sigaction / 4 => signal::rt_sigaction,
     __NR_rt_sigprocmask / 4 => signal::rt_sigprocmask,
     __NR_sigaltstack / 2 => signal::sigaltstack,
+    __NR_rt_sigreturn / 0 => signal::rt_sigreturn,
+    __NR_rt_sigpending / 2 => signal::rt_sigpending,
+    __NR_rt_sigsuspend / 2 => signal::rt_sigsuspend,
+    __NR_rt_sigtimedwait / 4 => signal::rt_sigtimedwait,
+    __NR_alarm / 1 => signal::alarm,
+    __NR_setitimer / 3 => signal::setitimer,
+    __NR_getitimer / 2 => signal::getitimer,
     __NR_clock_gettime / 2 => time::clock_gettime,
     __NR_clock_getres / 2 => time::clock_getres,
     __NR_gettimeofday / 2 => time::gettimeofday,
     __NR_time / 1 => time::time,
     __NR_nanosleep / 2 => time::nanosleep,
     __NR_clock_nanosleep / 4 => time::clock_nanosleep,
-    __NR_futex / 6 => time::futex,
+    __NR_futex / 6 => futex::futex,
+    __NR_sysinfo / 1 => misc::sysinfo,
+    __NR_prctl / 5 => misc::prctl,
+    __NR_fadvise64 / 4 => misc::fadvise64,
+    __NR_mincore / 3 => misc::mincore,
+    __NR_getcpu / 3 => misc::getcpu,
 }
 
 /// Run system call `n` for `t`.
 pub fn dispatch<H: Hal>(hal: &mut H, k: &mut Kernel<H::Space>, t: &mut Task<H::Space>, n: u64, a: [u64; 6]) -> Flow {
     let mut cx = SysCtx { hal, k, t };
     match call(&mut cx, n, a) {
-        Some(f) => f,
+        // A handler that must wait but returns a plain result (a FIFO open)
+        // records its wait set and says EAGAIN: block on the set instead.
+        Some(Flow::Ret(Err(Errno::EAGAIN))) if cx.k.block_request.is_some() => {
+            let ws = cx.k.block_request.take().unwrap_or_default();
+            poll::block_on(&mut cx, ws, None)
+        }
+        Some(f) => {
+            cx.k.block_request = None;
+            f
+        }
         None => {
             *cx.k.unknown.entry(n).or_insert(0) += 1;
             Flow::Ret(Err(Errno::ENOSYS))

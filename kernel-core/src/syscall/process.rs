@@ -10,6 +10,7 @@ use super::file::lookup;
 use super::{Flow, SysCtx};
 use crate::fs::path::Follow;
 use crate::kernel::block;
+use crate::fs::FdTable;
 use crate::task::{ExitStatus, Pid, SignalState, Task, TaskState, WaitOn};
 use crate::{Errno, SysResult};
 
@@ -18,15 +19,28 @@ const MAX_ARG_STRLEN: usize = 32 * 4096;
 /// Total argv + envp bytes accepted (a quarter of the default 8 MiB stack, as Linux).
 const ARG_MAX: usize = 2 << 20;
 
-/// Create a child process: a copy of the caller (copy-on-write memory,
-/// shared open file descriptions). Returns its pid.
-fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, stack: u64, tls: Option<u64>) -> Result<Pid, Errno> {
-    if cx.k.tasks.len() >= cx.t.rlimits[g::RLIMIT_NPROC as usize].0.min(1 << 22) as usize {
+/// Create a child task per the `CLONE_*` flags: a new process (copy-on-write
+/// memory, copied fd table) or a thread / `CLONE_VM` child sharing memory,
+/// fd table and handlers as asked. Returns its pid.
+fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u64>) -> Result<Pid, Errno> {
+    let f = flags as u32;
+    let uid = cx.t.cred.uid;
+    if uid != 0 {
+        let limit = cx.t.rlimits[g::RLIMIT_NPROC as usize].0.min(1 << 22) as usize;
+        if cx.k.tasks.values().filter(|t| t.cred.uid == uid).count() + 1 > limit {
+            return Err(Errno::EAGAIN);
+        }
+    }
+    if cx.k.tasks.len() >= 1 << 20 {
         return Err(Errno::EAGAIN);
     }
-    let space = cx.hal.new_space().map_err(|_| Errno::EAGAIN)?;
-    let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
-    let child_mm = mm.fork(space, &mut cx.k.frames)?;
+    let (child_mm, mm_id) = if f & g::CLONE_VM != 0 {
+        (None, cx.t.mm_id)
+    } else {
+        let space = cx.hal.new_space().map_err(|_| Errno::EAGAIN)?;
+        let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
+        (Some(mm.fork(space, &mut cx.k.frames)?), cx.k.new_share_id())
+    };
     let pid = cx.k.alloc_pid();
     let mut ctx = cx.t.ctx.clone();
     ctx.regs.rax = 0;
@@ -36,28 +50,38 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, stack: u64, tls: Option<u64>) -> Resu
     if let Some(t) = tls {
         ctx.regs.fs_base = t;
     }
-    let signals = SignalState { pending: 0, ..cx.t.signals.clone() };
-    let child = Task {
-        pid,
-        ppid: cx.t.pid,
-        pgid: cx.t.pgid,
-        sid: cx.t.sid,
-        ctx,
-        mm: Some(child_mm),
-        fds: cx.t.fds.clone(),
-        cwd: cx.t.cwd.clone(),
-        umask: cx.t.umask,
-        state: TaskState::Runnable,
-        clear_child_tid: 0,
-        robust_list: (0, 0),
-        signals,
-        rlimits: cx.t.rlimits,
-        exe: cx.t.exe.clone(),
-        restart_deadline: None,
-        kill_pending: None,
-        slice_end: 0,
-        redo_syscall: false,
-    };
+    let mut child = Task::new(pid, cx.t.tgid, ctx, child_mm, FdTable::new(), cx.t.cwd.clone());
+    child.mm_id = mm_id;
+    if f & g::CLONE_FILES != 0 {
+        child.files_id = cx.t.files_id;
+        child.fds_held = false;
+    } else {
+        child.fds = cx.t.fds.clone();
+        child.files_id = cx.k.new_share_id();
+    }
+    child.sighand_id = if f & g::CLONE_SIGHAND != 0 { cx.t.sighand_id } else { cx.k.new_share_id() };
+    child.signals = SignalState { pending: 0, ..cx.t.signals.clone() };
+    if f & g::CLONE_VM != 0 && f & g::CLONE_VFORK == 0 {
+        // A new thread of execution must not share the alternate stack.
+        child.signals.altstack = (0, g::SS_DISABLE as i32, 0);
+    }
+    if f & g::CLONE_THREAD != 0 {
+        child.tgid = cx.t.tgid;
+        child.ppid = cx.t.ppid;
+        child.exit_signal = 0;
+    } else {
+        child.exit_signal = (flags & 0xff) as u32;
+        if f & g::CLONE_PARENT != 0 {
+            child.ppid = cx.t.ppid;
+        }
+    }
+    child.pgid = cx.t.pgid;
+    child.sid = cx.t.sid;
+    child.umask = cx.t.umask;
+    child.rlimits = cx.t.rlimits;
+    child.exe = cx.t.exe.clone();
+    child.cred = cx.t.cred.clone();
+    child.start_ns = cx.hal.now_ns();
     cx.k.tasks.insert(pid, child);
     cx.k.runq.push(pid);
     Ok(pid)
@@ -65,63 +89,129 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, stack: u64, tls: Option<u64>) -> Resu
 
 /// `fork()`.
 pub fn fork<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
-    Ok(do_fork(cx, 0, None)? as usize)
+    Ok(do_fork(cx, g::SIGCHLD as u64, 0, None)? as usize)
 }
 
-/// `vfork()`: behaves as fork (the parent is not suspended; memory is
-/// copy-on-write, which is a correct if slower implementation).
-pub fn vfork<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
-    Ok(do_fork(cx, 0, None)? as usize)
+/// `vfork()`: the child shares the parent's memory; the parent waits until
+/// the child execs or exits.
+pub fn vfork<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> Flow {
+    clone(cx, [(g::CLONE_VM | g::CLONE_VFORK | g::SIGCHLD) as u64, 0, 0, 0, 0, 0])
 }
 
-/// `clone(flags, stack, ptid, ctid, tls)` for new processes. Threads
-/// (`CLONE_VM` without `CLONE_VFORK`, `CLONE_THREAD`) are not supported yet:
-/// ENOSYS. `CLONE_VM|CLONE_VFORK` (posix_spawn) is run as a fork.
-pub fn clone<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+/// `clone(flags, stack, ptid, ctid, tls)`: processes, `CLONE_VM` children
+/// (vfork, posix_spawn) and threads.
+pub fn clone<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    match do_clone(cx, a) {
+        Ok((pid, true)) => {
+            if let Some(c) = cx.k.tasks.get_mut(&pid) {
+                c.vfork_parent = Some(cx.t.pid);
+            }
+            block(WaitOn::Vfork(pid), None, Ok(pid as usize), false)
+        }
+        Ok((pid, false)) => Flow::Ret(Ok(pid as usize)),
+        Err(e) => Flow::Ret(Err(e)),
+    }
+}
+
+/// `clone3(args, size)`: not supported (glibc and musl fall back to clone).
+pub fn clone3<H: Hal>(_cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
+    Err(Errno::ENOSYS)
+}
+
+fn do_clone<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Result<(Pid, bool), Errno> {
     let (flags, stack, ptid, ctid, tls) = (a[0], a[1], a[2], a[3], a[4]);
     let f = flags as u32;
     let exit_signal = (flags & 0xff) as u32;
     if exit_signal as usize > crate::task::signal::NSIG {
         return Err(Errno::EINVAL);
     }
-    if f & g::CLONE_THREAD != 0 || (f & g::CLONE_VM != 0 && f & g::CLONE_VFORK == 0) || f & g::CLONE_SIGHAND != 0 && f & g::CLONE_VM == 0 {
-        if f & g::CLONE_SIGHAND != 0 && f & g::CLONE_VM == 0 {
-            return Err(Errno::EINVAL);
-        }
-        cx.log_once("clone-threads", "kernel: clone of threads (CLONE_VM/CLONE_THREAD) is not supported yet (ENOSYS)");
-        return Err(Errno::ENOSYS);
+    // Linux's consistency rules.
+    if f & g::CLONE_THREAD != 0 && f & g::CLONE_SIGHAND == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if f & g::CLONE_SIGHAND != 0 && f & g::CLONE_VM == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if f & g::CLONE_THREAD != 0 && exit_signal != 0 {
+        // Linux ignores the exit signal of threads.
     }
     let unsupported = g::CLONE_NEWNS | g::CLONE_NEWUTS | g::CLONE_NEWIPC | g::CLONE_NEWUSER | g::CLONE_NEWPID | g::CLONE_NEWNET | g::CLONE_NEWCGROUP | g::CLONE_PIDFD;
     if f & unsupported != 0 {
         return Err(Errno::EINVAL);
     }
     let tls = if f & g::CLONE_SETTLS != 0 { Some(tls) } else { None };
-    let pid = do_fork(cx, stack, tls)?;
+    let pid = do_fork(cx, flags, stack, tls)?;
     if f & g::CLONE_PARENT_SETTID != 0 {
         cx.write_user(ptid, &pid.to_le_bytes())?;
     }
-    if let Some(mut child) = cx.k.tasks.remove(&pid) {
+    let mut fault = false;
+    if f & g::CLONE_CHILD_SETTID != 0 {
+        if f & g::CLONE_VM != 0 {
+            fault = cx.write_user(ctid, &pid.to_le_bytes()).is_err();
+        } else if let Some(child) = cx.k.tasks.get_mut(&pid) {
+            if let Some(mm) = child.mm.as_mut() {
+                fault = mm.copy_to_user(ctid, &pid.to_le_bytes(), &mut cx.k.frames, cx.hal.phys()).is_err();
+            }
+        }
+    }
+    if let Some(child) = cx.k.tasks.get_mut(&pid) {
         if f & g::CLONE_CHILD_CLEARTID != 0 {
             child.clear_child_tid = ctid;
         }
-        let r = if f & g::CLONE_CHILD_SETTID != 0 {
-            match child.mm.as_mut() {
-                Some(mm) => mm.copy_to_user(ctid, &pid.to_le_bytes(), &mut cx.k.frames, cx.hal.phys()),
-                None => Ok(()),
+    }
+    if fault {
+        // Linux would fault in the child; it dies with SIGSEGV there.
+        cx.k.send_signal(cx.hal, pid, g::SIGSEGV);
+    }
+    Ok((pid, f & g::CLONE_VFORK != 0))
+}
+
+/// Before an exec replaces the image: other threads die, and memory and fd
+/// table shared with other tasks (vfork, CLONE_FILES) are unshared, so the
+/// others keep theirs.
+fn unshare_for_exec<H: Hal>(cx: &mut SysCtx<'_, H>) -> Result<(), Errno> {
+    let me = cx.t.pid;
+    let tgid = cx.t.tgid;
+    let others: Vec<Pid> = cx.k.tasks.values().filter(|t| t.tgid == tgid && t.pid != me).map(|t| t.pid).collect();
+    for p in others {
+        if let Some(mut o) = cx.k.tasks.remove(&p) {
+            if !o.is_zombie() {
+                cx.k.exit_task(cx.hal, &mut o, ExitStatus::Signal(g::SIGKILL));
             }
-        } else {
-            Ok(())
-        };
-        if f & g::CLONE_PARENT != 0 {
-            child.ppid = cx.t.ppid;
-        }
-        cx.k.tasks.insert(pid, child);
-        if r.is_err() {
-            // Linux would fault in the child; it dies with SIGSEGV there.
-            cx.k.send_signal(cx.hal, pid, g::SIGSEGV);
+            if o.is_leader() {
+                // Exec from a non-leader thread: the leader's slot stays a
+                // zombie that is never reported (limitation: Linux moves the
+                // exec-ing thread to the leader's pid).
+                cx.k.tasks.insert(p, o);
+            }
         }
     }
-    Ok(pid as usize)
+    if cx.k.mm_shared(cx.t) {
+        let space = cx.hal.new_space().map_err(|_| Errno::ENOMEM)?;
+        let old = cx.t.mm.replace(crate::mm::MemoryMap::new(space));
+        let id = cx.t.mm_id;
+        if let Some(o) = cx.k.tasks.values_mut().find(|o| o.mm_id == id && o.pid != me && !o.is_zombie()) {
+            o.mm = old;
+        } else if let Some(mut m) = old {
+            m.clear(&mut cx.k.frames);
+        }
+        cx.t.mm_id = cx.k.new_share_id();
+    }
+    let fid = cx.t.files_id;
+    if cx.k.tasks.values().any(|o| o.files_id == fid && o.pid != me && !o.is_zombie()) {
+        let copy = cx.t.fds.clone();
+        if let Some(o) = cx.k.tasks.values_mut().find(|o| o.files_id == fid && o.pid != me && !o.is_zombie()) {
+            o.fds = core::mem::replace(&mut cx.t.fds, copy);
+            o.fds_held = true;
+        }
+        cx.t.files_id = cx.k.new_share_id();
+        cx.t.fds_held = true;
+    }
+    let sid = cx.t.sighand_id;
+    if cx.k.tasks.values().any(|o| o.sighand_id == sid && o.pid != me) {
+        cx.t.sighand_id = cx.k.new_share_id();
+    }
+    Ok(())
 }
 
 /// Read a NULL-terminated array of string pointers (argv/envp).
@@ -170,12 +260,19 @@ fn do_execve<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, argvp: u64,
         Ok(x) => x,
         Err(e) => return Flow::Ret(Err(e)),
     };
+    if let Err(e) = unshare_for_exec(cx) {
+        return Flow::Ret(Err(e));
+    }
+    // A vfork parent resumes now.
+    if let Some(pp) = cx.t.vfork_parent.take() {
+        cx.k.wake(pp, Some(Ok(cx.t.pid as usize)));
+    }
     // Point of no return: the old image is dropped by commit_exec.
     match cx.k.commit_exec(cx.hal, cx.t, prep, &argv, &envp, path.as_bytes()) {
         Ok(()) => Flow::Exec,
         Err(e) => {
             cx.hal.log(&alloc::format!("[{}] execve {path}: loading failed after the point of no return ({}): SIGSEGV", cx.t.pid, e.name()));
-            cx.t.kill_pending = Some(g::SIGSEGV);
+            cx.t.group_exit = Some(ExitStatus::Signal(g::SIGSEGV));
             Flow::Exec
         }
     }
@@ -199,11 +296,21 @@ enum Sel {
     Pgid(Pid),
 }
 
-/// Find a matching child: (pid, exit status if zombie). `ECHILD` if none.
-fn find_child<H: Hal>(cx: &SysCtx<'_, H>, sel: Sel) -> Result<Option<(Pid, ExitStatus)>, Errno> {
-    let me = cx.t.pid;
+/// A child state change a wait can report.
+#[derive(Clone, Copy)]
+enum Event {
+    Exited(ExitStatus),
+    Stopped(u32),
+    Continued,
+}
+
+/// Find a matching child with a reportable event: (pid, event). `ECHILD`
+/// if no child matches at all. Children of every thread of the caller's
+/// group count; threads are never children.
+fn find_child<H: Hal>(cx: &SysCtx<'_, H>, sel: Sel, exited: bool, stopped: bool, cont: bool) -> Result<Option<(Pid, Event)>, Errno> {
+    let me = cx.t.tgid;
     let mut any = false;
-    for t in cx.k.tasks.values().filter(|t| t.ppid == me) {
+    for t in cx.k.tasks.values().filter(|t| t.ppid == me && t.is_leader()) {
         let m = match sel {
             Sel::Any => true,
             Sel::Pid(p) => t.pid == p,
@@ -214,7 +321,20 @@ fn find_child<H: Hal>(cx: &SysCtx<'_, H>, sel: Sel) -> Result<Option<(Pid, ExitS
         }
         any = true;
         if let TaskState::Zombie(st) = t.state {
-            return Ok(Some((t.pid, st)));
+            // A leader that exited before its threads is reported with the last one.
+            let live = cx.k.tasks.values().any(|o| o.tgid == t.pid && o.pid != t.pid && !o.is_zombie());
+            if exited && !live {
+                return Ok(Some((t.pid, Event::Exited(st))));
+            }
+            continue;
+        }
+        if stopped {
+            if let Some(sig) = t.stop_event {
+                return Ok(Some((t.pid, Event::Stopped(sig))));
+            }
+        }
+        if cont && t.cont_event {
+            return Ok(Some((t.pid, Event::Continued)));
         }
     }
     if any {
@@ -222,6 +342,45 @@ fn find_child<H: Hal>(cx: &SysCtx<'_, H>, sel: Sel) -> Result<Option<(Pid, ExitS
     } else {
         Err(Errno::ECHILD)
     }
+}
+
+/// A `struct rusage` with user and system time.
+pub fn rusage_bytes(utime_ns: u64, stime_ns: u64) -> [u8; 144] {
+    let mut b = [0u8; 144];
+    b[0..16].copy_from_slice(&crate::time::timeval_bytes(utime_ns));
+    b[16..32].copy_from_slice(&crate::time::timeval_bytes(stime_ns));
+    b
+}
+
+/// Consume the event (reap a zombie, clear a stop/continue report).
+fn consume<H: Hal>(cx: &mut SysCtx<'_, H>, child: Pid, ev: Event) -> (u64, u64) {
+    match ev {
+        Event::Exited(_) => match cx.k.tasks.remove(&child) {
+            Some(c) => {
+                let t = (c.utime_ns + c.child_times.0, c.stime_ns + c.child_times.1);
+                cx.t.child_times.0 += t.0;
+                cx.t.child_times.1 += t.1;
+                t
+            }
+            None => (0, 0),
+        },
+        Event::Stopped(_) => {
+            if let Some(c) = cx.k.tasks.get_mut(&child) {
+                c.stop_event = None;
+            }
+            (0, 0)
+        }
+        Event::Continued => {
+            if let Some(c) = cx.k.tasks.get_mut(&child) {
+                c.cont_event = false;
+            }
+            (0, 0)
+        }
+    }
+}
+
+fn child_times<H: Hal>(cx: &SysCtx<'_, H>, child: Pid) -> (u64, u64) {
+    cx.k.tasks.get(&child).map_or((0, 0), |c| (c.utime_ns + c.child_times.0, c.stime_ns + c.child_times.1))
 }
 
 /// `wait4(pid, status, options, rusage)`.
@@ -240,20 +399,26 @@ pub fn wait4<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
         p if p < 0 => Sel::Pgid(p.unsigned_abs()),
         p => Sel::Pid(p as u32),
     };
-    match find_child(cx, sel) {
+    match find_child(cx, sel, true, options & g::WUNTRACED != 0, options & g::WCONTINUED != 0) {
         Err(e) => Flow::Ret(Err(e)),
-        Ok(Some((child, st))) => {
+        Ok(Some((child, ev))) => {
+            let word = match ev {
+                Event::Exited(st) => st.wait_status(),
+                Event::Stopped(sig) => (sig << 8) | 0x7f,
+                Event::Continued => 0xffff,
+            };
             if status != 0 {
-                if let Err(e) = cx.write_user(status, &st.wait_status().to_le_bytes()) {
+                if let Err(e) = cx.write_user(status, &word.to_le_bytes()) {
                     return Flow::Ret(Err(e));
                 }
             }
+            let times = child_times(cx, child);
             if rusage != 0 {
-                if let Err(e) = cx.write_user(rusage, &[0u8; 144]) {
+                if let Err(e) = cx.write_user(rusage, &rusage_bytes(times.0, times.1)) {
                     return Flow::Ret(Err(e));
                 }
             }
-            cx.k.tasks.remove(&child);
+            consume(cx, child, ev);
             Flow::Ret(Ok(child as usize))
         }
         Ok(None) if options & g::WNOHANG != 0 => Flow::Ret(Ok(0)),
@@ -274,38 +439,37 @@ pub fn waitid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
         g::P_PGID => Sel::Pgid(if id == 0 { cx.t.pgid } else { id }),
         _ => return Flow::Ret(Err(Errno::EINVAL)),
     };
-    if options & g::WEXITED == 0 {
-        // Only stop/continue events requested: we have none of those yet.
-        return match find_child(cx, sel) {
-            Err(e) => Flow::Ret(Err(e)),
-            Ok(_) if options & g::WNOHANG != 0 => Flow::Ret(Ok(0)),
-            Ok(_) => block(WaitOn::Child, None, Ok(0), true),
-        };
-    }
-    match find_child(cx, sel) {
+    let found = find_child(cx, sel, options & g::WEXITED != 0, options & g::WSTOPPED != 0, options & g::WCONTINUED != 0);
+    match found {
         Err(e) => Flow::Ret(Err(e)),
-        Ok(Some((child, st))) => {
+        Ok(Some((child, ev))) => {
             if infop != 0 {
                 let mut si = vec![0u8; 128];
                 si[0..4].copy_from_slice(&(g::SIGCHLD as i32).to_le_bytes());
-                let (code, status) = match st {
-                    ExitStatus::Code(c) => (1i32, c as i32),   // CLD_EXITED
-                    ExitStatus::Signal(s) => (2i32, s as i32), // CLD_KILLED
+                let (code, status) = match ev {
+                    Event::Exited(ExitStatus::Code(c)) => (g::CLD_EXITED as i32, c as i32),
+                    Event::Exited(ExitStatus::Signal(s)) if s & 0x80 != 0 => (g::CLD_DUMPED as i32, (s & 0x7f) as i32),
+                    Event::Exited(ExitStatus::Signal(s)) => (g::CLD_KILLED as i32, s as i32),
+                    Event::Stopped(sig) => (g::CLD_STOPPED as i32, sig as i32),
+                    Event::Continued => (g::CLD_CONTINUED as i32, g::SIGCONT as i32),
                 };
                 si[8..12].copy_from_slice(&code.to_le_bytes());
                 si[16..20].copy_from_slice(&(child as i32).to_le_bytes());
+                let uid = cx.k.tasks.get(&child).map_or(0, |c| c.cred.uid);
+                si[20..24].copy_from_slice(&uid.to_le_bytes());
                 si[24..28].copy_from_slice(&status.to_le_bytes());
                 if let Err(e) = cx.write_user(infop, &si) {
                     return Flow::Ret(Err(e));
                 }
             }
+            let times = child_times(cx, child);
             if rusage != 0 {
-                if let Err(e) = cx.write_user(rusage, &[0u8; 144]) {
+                if let Err(e) = cx.write_user(rusage, &rusage_bytes(times.0, times.1)) {
                     return Flow::Ret(Err(e));
                 }
             }
             if options & g::WNOWAIT == 0 {
-                cx.k.tasks.remove(&child);
+                consume(cx, child, ev);
             }
             Flow::Ret(Ok(0))
         }
@@ -321,12 +485,41 @@ pub fn waitid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     }
 }
 
-/// `exit(code)`: with one thread per process, the same as `exit_group`.
-pub fn exit<H: Hal>(_cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
-    Flow::Exit(ExitStatus::Code(a[0] as u8))
+/// `exit(code)`: ends the calling thread; the process ends with its last thread.
+pub fn exit<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    let st = ExitStatus::Code(a[0] as u8);
+    if cx.t.is_leader() {
+        // The leader's status is the process's unless another thread calls exit_group.
+        return Flow::Exit(st);
+    }
+    Flow::Exit(st)
 }
 
-/// `exit_group(code)`.
-pub fn exit_group<H: Hal>(_cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
-    Flow::Exit(ExitStatus::Code(a[0] as u8))
+/// `exit_group(code)`: ends every thread of the process.
+pub fn exit_group<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    let st = ExitStatus::Code(a[0] as u8);
+    let tgid = cx.t.tgid;
+    let me = cx.t.pid;
+    let others: Vec<Pid> = cx.k.tasks.values().filter(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()).map(|t| t.pid).collect();
+    for p in others {
+        if let Some(t) = cx.k.tasks.get_mut(&p) {
+            t.group_exit = Some(st);
+            t.stopped = false;
+            if let TaskState::Blocked(_) = t.state {
+                t.state = TaskState::Runnable;
+            }
+            t.redo_syscall = false;
+            cx.k.waits.remove(&p);
+            cx.k.runq.push(p);
+        }
+    }
+    // A leader that already exited takes the group's status.
+    if !cx.t.is_leader() {
+        if let Some(l) = cx.k.tasks.get_mut(&tgid) {
+            if l.is_zombie() {
+                l.state = TaskState::Zombie(st);
+            }
+        }
+    }
+    Flow::Exit(st)
 }

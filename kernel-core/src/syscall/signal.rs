@@ -1,14 +1,19 @@
-//! Signal calls. Dispositions, masks and the alternate stack are stored and
-//! reported; default actions (terminate/ignore) apply; user handlers are not
-//! delivered yet (a caught signal stays pending).
+//! Signal calls: sending (`kill`, `tkill`, `tgkill`), dispositions and
+//! masks, the alternate stack, `rt_sigreturn`, waiting (`rt_sigsuspend`,
+//! `rt_sigtimedwait`, `pause`), and the real-time interval timer (`alarm`,
+//! `setitimer`, `getitimer`). Delivery itself is in `task::engine`.
+
+use alloc::vec::Vec;
 
 use hal::Hal;
 use linux_raw_sys::general as g;
 
-use super::SysCtx;
-use crate::kernel::decide_signal;
-use crate::task::signal::{default_action, sigbit, DefaultAction, SigAction, NSIG, UNBLOCKABLE};
-use crate::task::Pid;
+use super::{Flow, SysCtx};
+use crate::kernel::block;
+use crate::task::frame;
+use crate::task::signal::{sigbit, SigAction, SigInfo, NSIG, UNBLOCKABLE};
+use crate::task::{Pid, Task, WaitOn};
+use crate::time::{timeval_bytes, NS_PER_SEC};
 use crate::{Errno, SysResult};
 
 fn check_sig(sig: u64) -> Result<u32, Errno> {
@@ -18,55 +23,113 @@ fn check_sig(sig: u64) -> Result<u32, Errno> {
     Ok(sig as u32)
 }
 
-/// Send `sig` to `pid` (the caller included).
-fn send<H: Hal>(cx: &mut SysCtx<'_, H>, pid: Pid, sig: u32) {
-    if pid == cx.t.pid {
-        if sig != 0 && decide_signal(cx.t, sig) {
-            cx.t.kill_pending = Some(sig);
-        }
+/// May a task with credentials of `from` signal `to`? (Linux's
+/// `kill_ok_by_cred`: root, or real/effective uid matching the target's
+/// real/saved uid; SIGCONT within a session always.)
+fn may_signal<S: hal::AddressSpace>(from: &Task<S>, to: &Task<S>, sig: u32) -> bool {
+    let (c, t) = (&from.cred, &to.cred);
+    c.euid == 0
+        || c.euid == t.suid
+        || c.euid == t.uid
+        || c.uid == t.suid
+        || c.uid == t.uid
+        || (sig == g::SIGCONT && from.sid == to.sid)
+        || from.tgid == to.tgid
+}
+
+/// Send to process (thread group) `tgid` with permission check.
+fn send_process<H: Hal>(cx: &mut SysCtx<'_, H>, tgid: Pid, sig: u32, code: i32) -> Result<(), Errno> {
+    let me_tgid = cx.t.tgid;
+    let ok = if tgid == me_tgid {
+        true
     } else {
-        cx.k.send_signal(cx.hal, pid, sig);
+        let t = cx.k.tasks.get(&tgid).ok_or(Errno::ESRCH)?;
+        may_signal(cx.t, t, sig)
+    };
+    if !ok {
+        return Err(Errno::EPERM);
     }
+    if sig != 0 {
+        let info = SigInfo::user(sig, code, me_tgid, cx.t.cred.uid);
+        cx.k.post_signal(Some(&mut *cx.t), tgid, info, false);
+    }
+    Ok(())
 }
 
 /// `kill(pid, sig)`.
 pub fn kill<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let sig = check_sig(a[1])?;
     let pid = a[0] as i32;
-    let me = cx.t.pid;
-    let targets: alloc::vec::Vec<Pid> = if pid > 0 {
+    if pid > 0 {
         let p = pid as u32;
-        if p != me && !cx.k.tasks.contains_key(&p) {
+        let exists = p == cx.t.tgid || cx.k.tasks.get(&p).is_some_and(|t| t.is_leader());
+        if !exists {
             return Err(Errno::ESRCH);
         }
-        alloc::vec![p]
-    } else {
-        let group = match pid {
-            0 => Some(cx.t.pgid),
-            -1 => None,
-            p => Some(p.unsigned_abs()),
-        };
-        let mut v: alloc::vec::Vec<Pid> = cx
-            .k
-            .tasks
-            .values()
-            .filter(|t| !t.is_zombie())
-            .filter(|t| match group {
-                Some(gid) => t.pgid == gid,
-                None => t.pid != 1,
-            })
-            .map(|t| t.pid)
-            .collect();
-        if group.is_some_and(|gid| cx.t.pgid == gid) {
-            v.push(me);
-        }
-        if v.is_empty() {
-            return Err(Errno::ESRCH);
-        }
-        v
+        send_process(cx, p, sig, 0)?;
+        return Ok(0);
+    }
+    if pid == i32::MIN {
+        return Err(Errno::ESRCH);
+    }
+    let group = match pid {
+        0 => Some(cx.t.pgid),
+        -1 => None,
+        p => Some(p.unsigned_abs()),
     };
+    let me = cx.t.tgid;
+    let mut targets: Vec<Pid> = cx
+        .k
+        .tasks
+        .values()
+        .filter(|t| t.is_leader() && !t.is_zombie())
+        .filter(|t| match group {
+            Some(gid) => t.pgid == gid,
+            None => t.pid != 1 && t.tgid != me,
+        })
+        .map(|t| t.pid)
+        .collect();
+    if group.is_some_and(|gid| cx.t.pgid == gid) && !targets.contains(&me) {
+        targets.push(me);
+    }
+    if targets.is_empty() {
+        return Err(Errno::ESRCH);
+    }
+    let mut sent = 0;
+    let mut last = Errno::EPERM;
     for p in targets {
-        send(cx, p, sig);
+        match send_process(cx, p, sig, 0) {
+            Ok(()) => sent += 1,
+            Err(e) => last = e,
+        }
+    }
+    if sent == 0 {
+        return Err(last);
+    }
+    Ok(0)
+}
+
+/// Send to thread `tid` (optionally checking it is in `tgid`).
+fn send_thread<H: Hal>(cx: &mut SysCtx<'_, H>, tgid: Option<Pid>, tid: Pid, sig: u32) -> SysResult {
+    let is_me = tid == cx.t.pid;
+    let ok = if is_me {
+        if tgid.is_some_and(|g| g != cx.t.tgid) {
+            return Err(Errno::ESRCH);
+        }
+        true
+    } else {
+        let t = cx.k.tasks.get(&tid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?;
+        if tgid.is_some_and(|g| g != t.tgid) {
+            return Err(Errno::ESRCH);
+        }
+        may_signal(cx.t, t, sig)
+    };
+    if !ok {
+        return Err(Errno::EPERM);
+    }
+    if sig != 0 {
+        let info = SigInfo::user(sig, g::SI_TKILL, cx.t.tgid, cx.t.cred.uid);
+        cx.k.post_signal(Some(&mut *cx.t), tid, info, true);
     }
     Ok(0)
 }
@@ -78,25 +141,17 @@ pub fn tkill<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if tid <= 0 {
         return Err(Errno::EINVAL);
     }
-    let tid = tid as u32;
-    if tid != cx.t.pid && cx.k.tasks.get(&tid).is_none_or(|t| t.is_zombie()) {
-        return Err(Errno::ESRCH);
-    }
-    send(cx, tid, sig);
-    Ok(0)
+    send_thread(cx, None, tid as u32, sig)
 }
 
 /// `tgkill(tgid, tid, sig)`.
 pub fn tgkill<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    if (a[0] as i32) <= 0 {
+    let sig = check_sig(a[2])?;
+    let (tgid, tid) = (a[0] as i32, a[1] as i32);
+    if tgid <= 0 || tid <= 0 {
         return Err(Errno::EINVAL);
     }
-    // One thread per process: the thread group id is the pid.
-    if a[0] as i32 != a[1] as i32 {
-        check_sig(a[2])?;
-        return Err(Errno::ESRCH);
-    }
-    tkill(cx, [a[1], a[2], 0, 0, 0, 0])
+    send_thread(cx, Some(tgid as u32), tid as u32, sig)
 }
 
 /// `rt_sigaction(sig, act, oldact, sigsetsize)`.
@@ -122,19 +177,13 @@ pub fn rt_sigaction<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         cx.write_user(old, &o.to_bytes())?;
     }
     if let Some(sa) = new {
-        if sa.handler > 1 {
-            cx.log_once("sig-handlers", "kernel: signal handlers are recorded but not delivered yet (issue 3)");
-        }
-        cx.t.signals.actions[idx] = sa;
-        // Ignoring a pending signal discards it.
-        if sa.handler == 1 || (sa.handler == 0 && default_action(sig) == DefaultAction::Ignore) {
-            cx.t.signals.pending &= !sigbit(sig);
-        }
+        cx.k.set_action(cx.t, sig, sa);
     }
     Ok(0)
 }
 
-/// `rt_sigprocmask(how, set, oldset, sigsetsize)`.
+/// `rt_sigprocmask(how, set, oldset, sigsetsize)`. Newly unblocked pending
+/// signals are delivered on the way back to user mode.
 pub fn rt_sigprocmask<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let (how, set, old, size) = (a[0] as u32, a[1], a[2], a[3]);
     if size != 8 {
@@ -159,30 +208,34 @@ pub fn rt_sigprocmask<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult 
             _ => s,
         };
         cx.t.signals.mask = m & !UNBLOCKABLE;
-        // A pending signal whose default action kills takes effect once unblocked.
-        let now_deliverable = cx.t.signals.pending & !cx.t.signals.mask;
-        for sig in 1..=NSIG as u32 {
-            if now_deliverable & sigbit(sig) != 0 {
-                let act = cx.t.signals.actions[(sig - 1) as usize];
-                if act.handler == 0 && default_action(sig) == DefaultAction::Terminate {
-                    cx.t.signals.pending &= !sigbit(sig);
-                    cx.t.kill_pending = Some(sig);
-                    break;
-                }
-            }
-        }
     }
+    Ok(0)
+}
+
+/// `rt_sigpending(set, sigsetsize)`.
+pub fn rt_sigpending<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    if a[1] > 8 {
+        return Err(Errno::EINVAL);
+    }
+    let p = (cx.t.signals.pending & cx.t.signals.mask).to_le_bytes();
+    let n = a[1] as usize;
+    cx.write_user(a[0], &p[..n])?;
     Ok(0)
 }
 
 /// `sigaltstack(ss, old_ss)`.
 pub fn sigaltstack<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let (ss, old) = (a[0], a[1]);
+    let sp = cx.t.ctx.regs.rsp;
+    let alt = cx.t.signals.altstack;
     let new = if ss != 0 {
         let b = cx.read_array::<24>(ss)?;
-        let sp = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let nsp = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
         let flags = i32::from_le_bytes([b[8], b[9], b[10], b[11]]);
         let size = u64::from_le_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23]]);
+        if frame::on_altstack(alt, sp) {
+            return Err(Errno::EPERM);
+        }
         let f = flags as u32 & !g::SS_AUTODISARM;
         if f != 0 && f != g::SS_DISABLE && f != g::SS_ONSTACK {
             return Err(Errno::EINVAL);
@@ -193,21 +246,185 @@ pub fn sigaltstack<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             if size < g::MINSIGSTKSZ as u64 {
                 return Err(Errno::ENOMEM);
             }
-            Some((sp, (flags as u32 & g::SS_AUTODISARM) as i32, size))
+            Some((nsp, (flags as u32 & g::SS_AUTODISARM) as i32, size))
         }
     } else {
         None
     };
     if old != 0 {
-        let (sp, flags, size) = cx.t.signals.altstack;
         let mut b = [0u8; 24];
-        b[0..8].copy_from_slice(&sp.to_le_bytes());
-        b[8..12].copy_from_slice(&flags.to_le_bytes());
-        b[16..24].copy_from_slice(&size.to_le_bytes());
+        b[0..8].copy_from_slice(&alt.0.to_le_bytes());
+        b[8..12].copy_from_slice(&frame::altstack_flags(alt, sp).to_le_bytes());
+        b[16..24].copy_from_slice(&alt.2.to_le_bytes());
         cx.write_user(old, &b)?;
     }
     if let Some(n) = new {
         cx.t.signals.altstack = n;
+    }
+    Ok(0)
+}
+
+/// `rt_sigreturn()`: back from a handler. A bad frame kills with SIGSEGV.
+pub fn rt_sigreturn<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> Flow {
+    if frame::restore(cx.t, &mut cx.k.frames, cx.hal.phys()).is_err() {
+        if cx.k.trace {
+            cx.hal.log(&alloc::format!("[{}] rt_sigreturn: bad frame at {:#x}: SIGSEGV", cx.t.pid, cx.t.ctx.regs.rsp));
+        }
+        let info = SigInfo::kernel(g::SIGSEGV);
+        // force_sig: a bad frame kills even if SIGSEGV is caught.
+        let tid = cx.t.pid;
+        cx.t.signals.actions[(g::SIGSEGV - 1) as usize] = SigAction::default();
+        cx.t.signals.mask &= !sigbit(g::SIGSEGV);
+        cx.k.post_signal(Some(&mut *cx.t), tid, info, true);
+    }
+    // The registers are the restored ones: do not write rax.
+    Flow::Exec
+}
+
+/// `rt_sigsuspend(mask, sigsetsize)`: wait for a signal with a temporary mask.
+pub fn rt_sigsuspend<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    if a[1] != 8 {
+        return Flow::Ret(Err(Errno::EINVAL));
+    }
+    let m = match cx.read_u64(a[0]) {
+        Ok(m) => m,
+        Err(e) => return Flow::Ret(Err(e)),
+    };
+    if cx.t.saved_mask.is_none() {
+        cx.t.saved_mask = Some(cx.t.signals.mask);
+    }
+    cx.t.signals.mask = m & !UNBLOCKABLE;
+    if cx.t.signals.pending & !cx.t.signals.mask != 0 {
+        return Flow::Ret(Err(Errno::EINTR));
+    }
+    block(WaitOn::Signal, None, Err(Errno::EINTR), false)
+}
+
+/// `pause()`.
+pub fn pause<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> Flow {
+    if cx.t.signals.pending & !cx.t.signals.mask != 0 {
+        return Flow::Ret(Err(Errno::EINTR));
+    }
+    block(WaitOn::Signal, None, Err(Errno::EINTR), false)
+}
+
+/// `rt_sigtimedwait(set, info, timeout, sigsetsize)`.
+pub fn rt_sigtimedwait<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    // Ok(Ok(sig)): a signal was taken; Ok(Err(deadline)): wait.
+    let r = (|| -> Result<Result<u32, Option<u64>>, Errno> {
+        if a[3] != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let set = cx.read_u64(a[0])? & !UNBLOCKABLE;
+        cx.t.wait_set = set;
+        if let Some(info) = cx.t.signals.take(set) {
+            if a[1] != 0 {
+                cx.write_user(a[1], &info.to_bytes())?;
+            }
+            return Ok(Ok(info.signo));
+        }
+        if a[2] == 0 {
+            return Ok(Err(None));
+        }
+        let ns = crate::time::parse_timespec(&cx.read_array::<16>(a[2])?)?;
+        Ok(Err(Some(cx.hal.now_ns().saturating_add(ns))))
+    })();
+    match r {
+        Ok(Ok(sig)) => Flow::Ret(Ok(sig as usize)),
+        Err(e) => Flow::Ret(Err(e)),
+        Ok(Err(deadline)) => {
+            let deadline = cx.t.restart_deadline.or(deadline);
+            if deadline.is_some_and(|d| d <= cx.hal.now_ns()) {
+                return Flow::Ret(Err(Errno::EAGAIN));
+            }
+            block(WaitOn::Signal, deadline, Err(Errno::EAGAIN), true)
+        }
+    }
+}
+
+/// The remaining time of the process's ITIMER_REAL: (value ns, interval ns).
+fn itimer_get<H: Hal>(cx: &SysCtx<'_, H>) -> (u64, u64) {
+    match cx.k.itimers.get(&cx.t.tgid) {
+        Some((d, iv)) => (d.saturating_sub(cx.hal.now_ns()).max(1), *iv),
+        None => (0, 0),
+    }
+}
+
+fn itimer_set<H: Hal>(cx: &mut SysCtx<'_, H>, value: u64, interval: u64) {
+    let tg = cx.t.tgid;
+    if value == 0 {
+        cx.k.itimers.remove(&tg);
+    } else {
+        let d = cx.hal.now_ns().saturating_add(value).min(1 << 62);
+        cx.k.itimers.insert(tg, (d, interval));
+    }
+}
+
+/// `alarm(seconds)`: returns the seconds left of the previous alarm.
+pub fn alarm<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let (left, _) = itimer_get(cx);
+    let secs = a[0] as u32 as u64;
+    itimer_set(cx, secs.saturating_mul(NS_PER_SEC), 0);
+    // Rounded to the nearest second, at least 1 if one was pending (as Linux).
+    let prev = if left == 0 { 0 } else { ((left + NS_PER_SEC / 2) / NS_PER_SEC).max(1) };
+    Ok(prev as usize)
+}
+
+fn parse_timeval(b: &[u8]) -> Result<u64, Errno> {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[0..8]);
+    let s = i64::from_le_bytes(x);
+    x.copy_from_slice(&b[8..16]);
+    let us = i64::from_le_bytes(x);
+    if s < 0 || !(0..1_000_000).contains(&us) {
+        return Err(Errno::EINVAL);
+    }
+    Ok((s as u64).saturating_mul(NS_PER_SEC).saturating_add(us as u64 * 1000))
+}
+
+fn itimerval_bytes(value: u64, interval: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[0..16].copy_from_slice(&timeval_bytes(interval));
+    b[16..32].copy_from_slice(&timeval_bytes(value));
+    b
+}
+
+/// `getitimer(which, curr)`. ITIMER_VIRTUAL/ITIMER_PROF read as disarmed.
+pub fn getitimer<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let which = a[0] as u32;
+    if which > g::ITIMER_PROF {
+        return Err(Errno::EINVAL);
+    }
+    let (v, iv) = if which == g::ITIMER_REAL { itimer_get(cx) } else { (0, 0) };
+    cx.write_user(a[1], &itimerval_bytes(v, iv))?;
+    Ok(0)
+}
+
+/// `setitimer(which, new, old)`. Only ITIMER_REAL fires; the CPU-time
+/// timers are accepted and never expire (documented limitation).
+pub fn setitimer<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let which = a[0] as u32;
+    if which > g::ITIMER_PROF {
+        return Err(Errno::EINVAL);
+    }
+    let new = if a[1] != 0 {
+        let b = cx.read_array::<32>(a[1])?;
+        Some((parse_timeval(&b[16..32])?, parse_timeval(&b[0..16])?))
+    } else {
+        None
+    };
+    if which != g::ITIMER_REAL {
+        if a[2] != 0 {
+            cx.write_user(a[2], &[0u8; 32])?;
+        }
+        return Ok(0);
+    }
+    let (v, iv) = itimer_get(cx);
+    if a[2] != 0 {
+        cx.write_user(a[2], &itimerval_bytes(v, iv))?;
+    }
+    if let Some((value, interval)) = new {
+        itimer_set(cx, value, interval);
     }
     Ok(0)
 }

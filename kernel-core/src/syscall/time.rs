@@ -16,10 +16,18 @@ fn clock_now<H: Hal>(cx: &SysCtx<'_, H>, c: Clock) -> u64 {
     }
 }
 
-/// `clock_gettime(clk, tp)`.
+/// `clock_gettime(clk, tp)`. The CPU-time clocks read the per-task
+/// accounting (time in `Hal::run` plus trap handling).
 pub fn clock_gettime<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let c = clock(a[0])?;
-    let now = clock_now(cx, c);
+    let now = match a[0] as u32 {
+        g::CLOCK_PROCESS_CPUTIME_ID => {
+            let (u, s) = super::cred::process_times(cx);
+            u + s
+        }
+        g::CLOCK_THREAD_CPUTIME_ID => cx.t.utime_ns + cx.t.stime_ns,
+        _ => clock_now(cx, c),
+    };
     cx.write_user(a[1], &timespec_bytes(now))?;
     Ok(0)
 }
@@ -62,14 +70,15 @@ fn sleep_until<H: Hal>(cx: &mut SysCtx<'_, H>, deadline: u64) -> Flow {
     block(WaitOn::Nothing, Some(deadline), Ok(0), false)
 }
 
-/// `nanosleep(req, rem)`: blocks the task (no spinning); nothing interrupts
-/// it yet, so `rem` is never written.
+/// `nanosleep(req, rem)`: blocks the task (no spinning); a handled signal
+/// interrupts it with EINTR and the time left in `rem`.
 pub fn nanosleep<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     let ns = match cx.read_array::<16>(a[0]).and_then(|b| parse_timespec(&b)) {
         Ok(ns) => ns,
         Err(e) => return Flow::Ret(Err(e)),
     };
     let d = cx.hal.now_ns().saturating_add(ns);
+    cx.t.sleep_rem = Some((a[1], d));
     sleep_until(cx, d)
 }
 
@@ -96,52 +105,7 @@ pub fn clock_nanosleep<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     } else {
         now.saturating_add(ns)
     };
+    // rem is written only for relative sleeps.
+    cx.t.sleep_rem = if flags & g::TIMER_ABSTIME != 0 { None } else { Some((a[3], deadline)) };
     sleep_until(cx, deadline)
-}
-
-/// `futex(uaddr, op, val, timeout, uaddr2, val3)`: WAIT/WAKE (and the
-/// bitset forms) on private futexes. With one thread per process nobody
-/// else can wake a waiter yet, so a wait ends only by its timeout.
-pub fn futex<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
-    let (uaddr, op, val, timeout) = (a[0], a[1] as u32, a[2] as u32, a[3]);
-    let cmd = op & !(g::FUTEX_PRIVATE_FLAG | g::FUTEX_CLOCK_REALTIME);
-    if uaddr % 4 != 0 {
-        return Flow::Ret(Err(Errno::EINVAL));
-    }
-    match cmd {
-        g::FUTEX_WAIT | g::FUTEX_WAIT_BITSET => {
-            if cmd == g::FUTEX_WAIT_BITSET && a[5] as u32 == 0 {
-                return Flow::Ret(Err(Errno::EINVAL));
-            }
-            let cur = match cx.read_u32(uaddr) {
-                Ok(v) => v,
-                Err(e) => return Flow::Ret(Err(e)),
-            };
-            if cur != val {
-                return Flow::Ret(Err(Errno::EAGAIN));
-            }
-            let deadline = if timeout == 0 {
-                None
-            } else {
-                let ns = match cx.read_array::<16>(timeout).and_then(|b| parse_timespec(&b)) {
-                    Ok(ns) => ns,
-                    Err(e) => return Flow::Ret(Err(e)),
-                };
-                let now = cx.hal.now_ns();
-                Some(if cmd == g::FUTEX_WAIT_BITSET {
-                    let c = if op & g::FUTEX_CLOCK_REALTIME != 0 { Clock::Realtime } else { Clock::Monotonic };
-                    now.saturating_add(ns.saturating_sub(clock_now(cx, c)))
-                } else {
-                    now.saturating_add(ns)
-                })
-            };
-            let deadline = cx.t.restart_deadline.or(deadline);
-            block(WaitOn::Futex(uaddr), deadline, Err(Errno::ETIMEDOUT), false)
-        }
-        g::FUTEX_WAKE | g::FUTEX_WAKE_BITSET => Flow::Ret(Ok(0)),
-        _ => {
-            cx.log_once("futex-op", "kernel: futex operation other than WAIT/WAKE is not supported yet (ENOSYS)");
-            Flow::Ret(Err(Errno::ENOSYS))
-        }
-    }
 }

@@ -1,6 +1,8 @@
 //! Tasks (for now one thread per process), their states, signal bookkeeping
 //! and the round-robin run queue.
 
+pub mod engine;
+pub mod frame;
 pub mod sched;
 pub mod signal;
 
@@ -27,12 +29,21 @@ pub enum WaitOn {
     Child,
     /// Console input (read, poll): the call is re-run.
     Console,
-    /// A futex wake on this user address (in its own address space).
-    Futex(u64),
+    /// A futex wake on this key (see `syscall::futex`).
+    Futex(FutexKey),
+    /// A `vfork` child (this pid) to exec or exit.
+    Vfork(Pid),
+    /// A signal (`rt_sigsuspend`, `rt_sigtimedwait`, `pause`).
+    Signal,
     /// A change on one of the pipes in `Kernel::pipe_waits` (read, write,
     /// poll): the call is re-run.
     Pipe,
 }
+
+/// What identifies a futex: (mm id, user address) for private ones,
+/// (`u64::MAX`, physical address) for shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FutexKey(pub u64, pub u64);
 
 /// A blocked system call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +63,7 @@ pub struct Blocked {
 pub enum ExitStatus {
     /// `exit(code)`.
     Code(u8),
-    /// Killed by a signal.
+    /// Killed by a signal (`| 0x80` when the default action dumps core).
     Signal(u32),
 }
 
@@ -61,14 +72,15 @@ impl ExitStatus {
     pub fn wait_status(self) -> u32 {
         match self {
             ExitStatus::Code(c) => (c as u32) << 8,
-            ExitStatus::Signal(s) => s & 0x7f,
+            // Bit 0x80 of the signal value is the core-dump flag (WCOREDUMP).
+            ExitStatus::Signal(s) => s & 0xff,
         }
     }
     /// What a shell's `$?` shows.
     pub fn shell_status(self) -> i32 {
         match self {
             ExitStatus::Code(c) => c as i32,
-            ExitStatus::Signal(s) => 128 + s as i32,
+            ExitStatus::Signal(s) => 128 + (s & 0x7f) as i32,
         }
     }
 }
@@ -122,12 +134,90 @@ pub struct Task<S: AddressSpace> {
     /// Deadline of an interrupted blocking call being re-run, so a restart
     /// does not extend its timeout.
     pub restart_deadline: Option<u64>,
-    /// The signal that kills it as soon as it is back in the kernel.
+    /// A signal to raise on itself as soon as it is back in the kernel loop
+    /// (SIGPIPE from a write, SIGSEGV after a failed exec).
     pub kill_pending: Option<u32>,
     /// End of the current timeslice (monotonic ns).
     pub slice_end: u64,
     /// Re-run the blocked system call (woken with restart) before user code.
     pub redo_syscall: bool,
+    /// Thread group id (= pid of the group leader; what `getpid` returns).
+    pub tgid: Pid,
+    /// Which memory map it uses: tasks with the same id share one
+    /// [`MemoryMap`], held in `mm` by exactly one of them (the kernel moves it
+    /// to the task about to run, see `Kernel::adopt_shared`).
+    pub mm_id: u64,
+    /// Which fd table it uses (`CLONE_FILES`), held like `mm`.
+    pub files_id: u64,
+    /// Which signal-handler table it uses (`CLONE_SIGHAND`): `rt_sigaction`
+    /// updates every task with the same id.
+    pub sighand_id: u64,
+    /// Stopped by a stop signal (orthogonal to `state`: a stopped task runs
+    /// no user code until `SIGCONT`).
+    pub stopped: bool,
+    /// A stop not yet reported to `wait(WUNTRACED)`: the signal.
+    pub stop_event: Option<u32>,
+    /// A continue not yet reported to `wait(WCONTINUED)`.
+    pub cont_event: bool,
+    /// Signal sent to the parent at exit (`SIGCHLD`, or 0 for threads).
+    pub exit_signal: u32,
+    /// `vfork` parent waiting for this task to exec or exit.
+    pub vfork_parent: Option<Pid>,
+    /// Set when a signal with a handler interrupted its blocked call: whether
+    /// the call may be restarted (`SA_RESTART`).
+    pub interrupted: Option<bool>,
+    /// Mask to restore after a `rt_sigsuspend`/`ppoll` temporary mask.
+    pub saved_mask: Option<u64>,
+    /// An interrupted `nanosleep`: (user `rem` pointer, deadline).
+    pub sleep_rem: Option<(u64, u64)>,
+    /// Nesting of synchronous-fault deliveries (a fault while delivering one kills).
+    pub in_fault: bool,
+    /// User CPU time used (ns), measured around `Hal::run`.
+    pub utime_ns: u64,
+    /// System CPU time used (ns), measured around trap handling.
+    pub stime_ns: u64,
+    /// CPU time of reaped children (user, system).
+    pub child_times: (u64, u64),
+    /// Credentials.
+    pub cred: Cred,
+    /// Futex wait bitset (`FUTEX_WAIT_BITSET`).
+    pub futex_bitset: u32,
+    /// Order in which it blocked (FIFO futex wake-up).
+    pub block_seq: u64,
+    /// Start time (monotonic ns).
+    pub start_ns: u64,
+    /// Whether `fds` holds the (possibly shared) fd table of `files_id`.
+    pub fds_held: bool,
+    /// The whole thread group is dying with this status: the loop ends the
+    /// task as soon as it picks it.
+    pub group_exit: Option<ExitStatus>,
+    /// The set an `rt_sigtimedwait` waits for.
+    pub wait_set: u64,
+    /// It has called execve (setpgid on it by its parent fails with EACCES).
+    pub execed: bool,
+}
+
+/// User and group ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cred {
+    /// Real, effective, saved, filesystem uid.
+    pub uid: u32,
+    #[allow(missing_docs)]
+    pub euid: u32,
+    #[allow(missing_docs)]
+    pub suid: u32,
+    #[allow(missing_docs)]
+    pub fsuid: u32,
+    /// Real, effective, saved, filesystem gid.
+    pub gid: u32,
+    #[allow(missing_docs)]
+    pub egid: u32,
+    #[allow(missing_docs)]
+    pub sgid: u32,
+    #[allow(missing_docs)]
+    pub fsgid: u32,
+    /// Supplementary groups.
+    pub groups: alloc::vec::Vec<u32>,
 }
 
 /// Default resource limits (Linux's defaults for a root login).
@@ -148,6 +238,58 @@ pub fn default_rlimits() -> [(u64, u64); RLIM_NLIMITS] {
 }
 
 impl<S: AddressSpace> Task<S> {
+    /// A task with everything default but the given ids and context.
+    pub fn new(pid: Pid, ppid: Pid, ctx: UserContext, mm: Option<MemoryMap<S>>, fds: FdTable, cwd: Loc) -> Task<S> {
+        Task {
+            pid,
+            ppid,
+            pgid: pid,
+            sid: pid,
+            ctx,
+            mm,
+            fds,
+            cwd,
+            umask: 0o022,
+            state: TaskState::Runnable,
+            clear_child_tid: 0,
+            robust_list: (0, 0),
+            signals: SignalState::default(),
+            rlimits: default_rlimits(),
+            exe: String::new(),
+            restart_deadline: None,
+            kill_pending: None,
+            slice_end: 0,
+            redo_syscall: false,
+            tgid: pid,
+            mm_id: 0,
+            files_id: 0,
+            sighand_id: 0,
+            stopped: false,
+            stop_event: None,
+            cont_event: false,
+            exit_signal: linux_raw_sys::general::SIGCHLD,
+            vfork_parent: None,
+            interrupted: None,
+            saved_mask: None,
+            sleep_rem: None,
+            in_fault: false,
+            utime_ns: 0,
+            stime_ns: 0,
+            child_times: (0, 0),
+            cred: Cred::default(),
+            futex_bitset: 0,
+            block_seq: 0,
+            start_ns: 0,
+            fds_held: true,
+            group_exit: None,
+            wait_set: 0,
+            execed: false,
+        }
+    }
+    /// Is it a thread group leader (a process as `wait` sees it)?
+    pub fn is_leader(&self) -> bool {
+        self.pid == self.tgid
+    }
     /// Is it dead?
     pub fn is_zombie(&self) -> bool {
         matches!(self.state, TaskState::Zombie(_))
