@@ -7,7 +7,7 @@
 //! (`RUSTUML_TRAP` and `RUSTUML_PIN` choose the configuration of the first part.)
 
 use hal::{AddressSpace, Hal, PhysMem, Prot, Trap, UserContext};
-use hal_uml_x86_64::{timer::clock_ns, SkasConfig, SkasHal, TrapMode};
+use hal_uml_x86_64::{timer::clock_ns, Placement, SkasConfig, SkasHal, TrapMode};
 use std::process::Command;
 
 // `1: mov $39, %eax; syscall; jmp 1b`
@@ -126,12 +126,15 @@ fn main() {
             );
             drop(sp);
             drop(hal);
-            println!("mechanism        pinned  null syscall  page fault   (native null syscall {:.3} us)", native / 1e3);
+            println!("mechanism  placement  null syscall  page fault   (native null syscall {:.3} us)", native / 1e3);
             for trap in [TrapMode::Ptrace, TrapMode::Seccomp] {
-                for pin in [true, false] {
-                    let config = SkasConfig { trap, pin };
+                for placement in [Placement::SameCpu, Placement::SplitCpus, Placement::Free] {
+                    if trap == TrapMode::Ptrace && placement == Placement::SplitCpus {
+                        continue;
+                    }
+                    let config = SkasConfig { trap, placement };
                     let (sys, pf) = std::thread::spawn(move || measure(config)).join().unwrap();
-                    println!("{:<16} {:<7} {:>9.2} us {:>9.2} us", format!("{trap:?}"), pin, sys, pf);
+                    println!("{:<10} {:<10} {:>9.2} us {:>9.2} us", format!("{trap:?}"), format!("{placement:?}"), sys, pf);
                 }
             }
         }

@@ -13,7 +13,9 @@ struct Cli {
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     mem: u64,
     /// Host directory to use as the guest's root file system (packed into an
-    /// initramfs at boot). Required for now.
+    /// initramfs at boot). Default: the root `cargo xtask build` assembles
+    /// beside this binary (`<target>/rootfs/default` for
+    /// `<target>/release/kernel-skas`).
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
     /// Print every system call (strace style) on stderr.
@@ -75,6 +77,14 @@ fn phys_mapping() -> Option<(u64, u64)> {
         .max_by_key(|&(_, len)| len)
 }
 
+/// The default root: `rootfs/default` in the cargo target directory that
+/// holds this binary (`<target>/release/<kernel>`), if it is there.
+fn default_root() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("rootfs").join("default");
+    dir.is_dir().then_some(dir)
+}
+
 /// Parse `123`, `64K`, `256M`, `1G` (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -115,10 +125,13 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    let root = match &cli.root {
+    let root = match cli.root.clone().or_else(default_root) {
         Some(r) => r,
-        None => fail(format_args!("--root DIR is required")),
+        None => fail(format_args!(
+            "no --root DIR given, and no default root beside the binary (build one with `cargo xtask build`)"
+        )),
     };
+    let root = &root;
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => fail(format_args!("--root {}: not a directory", root.display())),

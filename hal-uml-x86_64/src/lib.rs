@@ -19,10 +19,10 @@
 //! - Stubs are created by [`spawn`] in their own namespaces with an empty
 //!   root and run under seccomp filters ([`filter`]) allowing only the
 //!   calls the stub itself makes.
-//! - Under ptrace the kernel thread is pinned to the CPU it starts on (stubs
+//! - By default the kernel thread is pinned to the CPU it starts on (stubs
 //!   inherit it): a ptrace round trip across CPUs costs about six times
-//!   more. Under seccomp nothing is pinned by default; pinning puts the
-//!   kernel on its CPU and the stubs on another one (see [`SkasConfig`]).
+//!   more, and a seccomp hand-off is then a cheap same-CPU wake-up. Other
+//!   placements: [`Placement`].
 //!
 //! Shared with the tt backend (`hal-uml-tt`), which depends on this crate:
 //! [`phys`] (the memfd), [`ops`] (queued, merged map operations),
@@ -109,33 +109,52 @@ pub fn set_default_trap(mode: TrapMode) {
     DEFAULT_TRAP.store(if mode == TrapMode::Ptrace { 1 } else { 2 }, Ordering::Relaxed);
 }
 
+/// Where the kernel thread and the stubs run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// All on the CPU the kernel thread starts on: every switch is a cheap
+    /// same-CPU wake-up, nothing spins. Robust on a loaded host.
+    SameCpu,
+    /// Seccomp only: the kernel on its CPU, the stubs on another one, and
+    /// the hand-off spins (adaptively) across the two. Fastest on an idle
+    /// host; a spinner competes with other host work.
+    SplitCpus,
+    /// Nothing pinned; seccomp spins adaptively. At the scheduler's mercy:
+    /// when it puts both sides on one CPU, spinning only delays the other.
+    Free,
+}
+
 /// How a [`SkasHal`] runs guest code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SkasConfig {
     /// The trap mechanism.
     pub trap: TrapMode,
-    /// Pin the kernel thread (and so its stubs) to the CPU it starts on.
-    pub pin: bool,
+    /// CPU placement of the kernel thread and its stubs.
+    pub placement: Placement,
 }
 
 impl SkasConfig {
     /// The defaults: the mechanism chosen by [`set_default_trap`] or the
     /// `RUSTUML_TRAP` environment variable, else seccomp where the host
-    /// allows it; pinning for ptrace only (a ptrace round trip across CPUs
-    /// costs about six times more; seccomp hands off by spinning across
-    /// CPUs). `RUSTUML_PIN=0|1` overrides the pinning.
+    /// allows it; [`Placement::SameCpu`] (measured: a ptrace round trip
+    /// across CPUs costs about six times more, and spinning seccomp
+    /// hand-offs lose badly as soon as the host is busy).
+    /// `RUSTUML_PIN=same|split|free` overrides the placement. (Diagnostics:
+    /// `RUSTUML_STUB_NS=0` spawns stubs without namespaces; `SKAS_STATS=1`
+    /// prints the round-trip counters when the HAL is dropped, and
+    /// `SKAS_PROFILE=1` adds the seccomp hand-off profile, [`seccomp::PROF`].)
     pub fn from_env() -> SkasConfig {
         let trap = match DEFAULT_TRAP.load(Ordering::Relaxed) {
             1 => TrapMode::Ptrace,
             2 => TrapMode::Seccomp,
             _ => std::env::var("RUSTUML_TRAP").ok().and_then(|v| v.parse().ok()).unwrap_or(TrapMode::Seccomp),
         };
-        let pin = match std::env::var("RUSTUML_PIN").ok().as_deref() {
-            Some("0") => false,
-            Some("1") => true,
-            _ => trap == TrapMode::Ptrace,
+        let placement = match std::env::var("RUSTUML_PIN").ok().as_deref() {
+            Some("free") | Some("0") => Placement::Free,
+            Some("split") => Placement::SplitCpus,
+            _ => Placement::SameCpu,
         };
-        SkasConfig { trap, pin }
+        SkasConfig { trap, placement }
     }
 }
 
@@ -239,25 +258,19 @@ impl SkasHal {
         if config.trap == TrapMode::Seccomp && !seccomp::available() {
             eprintln!("skas: seccomp traps unavailable on this host; using ptrace");
             config.trap = TrapMode::Ptrace;
-            config.pin = true;
         }
+        if config.trap == TrapMode::Ptrace && config.placement == Placement::SplitCpus {
+            config.placement = Placement::SameCpu;
+        }
+        spawn::prepare();
         let phys = SkasPhys::new(mem_bytes)?;
         let mech = match config.trap {
-            TrapMode::Ptrace => {
-                if config.pin {
-                    host::pin_to_current_cpu();
-                }
-                Mech::Ptrace(PtraceMechanism::new(phys.fd())?)
-            }
-            TrapMode::Seccomp => {
-                // The stubs' CPU is chosen before the kernel pins itself.
-                let m = SeccompMechanism::new(phys.fd(), config.pin)?;
-                if config.pin {
-                    host::pin_to_current_cpu();
-                }
-                Mech::Seccomp(m)
-            }
+            TrapMode::Ptrace => Mech::Ptrace(PtraceMechanism::new(phys.fd())?),
+            TrapMode::Seccomp => Mech::Seccomp(SeccompMechanism::new(phys.fd(), config.placement)?),
         };
+        if config.placement != Placement::Free {
+            host::pin_to_current_cpu();
+        }
         Ok(SkasHal { phys, mech, host: host::HostMachine::new()?, config })
     }
 
@@ -277,6 +290,18 @@ impl SkasHal {
     /// Replace the console (tests use pipes).
     pub fn set_console(&mut self, console: drivers::console::HostConsole) {
         self.host.set_console(console);
+    }
+}
+
+impl Drop for SkasHal {
+    fn drop(&mut self) {
+        if std::env::var_os("SKAS_STATS").is_some() {
+            eprintln!("skas: {:?} {:?}", self.config, self.stats());
+            if let Some(p) = seccomp::PROF.get() {
+                let v: Vec<u64> = p.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+                eprintln!("skas: profile {v:?}");
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ const MODE: hal_uml_x86_64::TrapMode = hal_uml_x86_64::TrapMode::Ptrace;
 const BACKEND: &str = "skas/ptrace";
 
 fn new_hal(mem: u64) -> SkasHal {
-    let hal = SkasHal::with_config(mem, SkasConfig { trap: MODE, pin: true }).expect("hal");
+    let hal = SkasHal::with_config(mem, SkasConfig { trap: MODE, placement: hal_uml_x86_64::Placement::SameCpu }).expect("hal");
     assert_eq!(hal.config().trap, MODE, "this host lacks the mechanism under test");
     hal
 }

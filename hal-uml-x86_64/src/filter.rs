@@ -1,0 +1,253 @@
+//! The stubs' seccomp filters (classic BPF), built at startup and placed in
+//! the stub image's data page.
+//!
+//! - [`executor`]: the ptrace stub (whole process) and the seccomp stub's
+//!   executor thread. Allows only what the executor runs — `mmap` of the
+//!   physical-memory fd (fd 3, `MAP_SHARED | MAP_FIXED`, optionally
+//!   `| MAP_POPULATE`),
+//!   `munmap`, `mprotect` — plus `futex` wait/wake and `exit`/`exit_group`,
+//!   and only from the stub's code. Anything else kills the process.
+//! - [`guest`]: the seccomp stub's guest thread. A system call from outside
+//!   the stub's code traps (`SECCOMP_RET_TRAP`, the guest's system calls);
+//!   from inside it only `futex` wait/wake, `rt_sigreturn`, `sched_yield`,
+//!   `arch_prctl(ARCH_SET_FS / ARCH_SET_GS)` and `exit_group` are allowed;
+//!   anything else kills the process.
+
+/// One classic BPF instruction (`struct sock_filter`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Insn {
+    /// Opcode.
+    pub code: u16,
+    /// Jump offset if true.
+    pub jt: u8,
+    /// Jump offset if false.
+    pub jf: u8,
+    /// Operand.
+    pub k: u32,
+}
+
+const LD_ABS_W: u16 = 0x20;
+const JEQ: u16 = 0x15;
+const JGT: u16 = 0x25;
+const RET: u16 = 0x06;
+
+/// `SECCOMP_RET_KILL_PROCESS`.
+pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// `SECCOMP_RET_TRAP`.
+pub const RET_TRAP: u32 = 0x0003_0000;
+/// `SECCOMP_RET_ALLOW`.
+pub const RET_ALLOW: u32 = 0x7fff_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+const NR: u32 = 0;
+const ARCH: u32 = 4;
+const IP_LO: u32 = 8;
+const IP_HI: u32 = 12;
+const fn arg_lo(i: u32) -> u32 {
+    16 + 8 * i
+}
+const fn arg_hi(i: u32) -> u32 {
+    20 + 8 * i
+}
+
+/// Where a conditional jump goes.
+#[derive(Clone, Copy)]
+enum To {
+    Next,
+    Allow,
+    Kill,
+    Trap,
+    Label(&'static str),
+}
+
+enum Op {
+    Ld(u32),
+    /// `if A == k` (or `A > k` when `gt`) then `t` else `f`.
+    Jmp { gt: bool, k: u32, t: To, f: To },
+    Label(&'static str),
+}
+
+/// Assemble: labels are resolved; the three return blocks are appended.
+fn assemble(ops: &[Op]) -> Vec<Insn> {
+    // Positions of instructions and labels.
+    let mut pos = Vec::new();
+    let mut labels = Vec::new();
+    let mut n = 0usize;
+    for op in ops {
+        match op {
+            Op::Label(l) => labels.push((*l, n)),
+            _ => {
+                pos.push(n);
+                n += 1;
+            }
+        }
+    }
+    let (allow, kill, trap) = (n, n + 1, n + 2);
+    let target = |t: To, at: usize| -> u8 {
+        let dest = match t {
+            To::Next => at + 1,
+            To::Allow => allow,
+            To::Kill => kill,
+            To::Trap => trap,
+            To::Label(l) => labels.iter().find(|(x, _)| *x == l).map(|(_, p)| *p).expect("label"),
+        };
+        u8::try_from(dest - at - 1).expect("jump too far")
+    };
+    let mut out = Vec::new();
+    for op in ops {
+        let at = out.len();
+        match *op {
+            Op::Label(_) => {}
+            Op::Ld(off) => out.push(Insn { code: LD_ABS_W, jt: 0, jf: 0, k: off }),
+            Op::Jmp { gt, k, t, f } => {
+                out.push(Insn { code: if gt { JGT } else { JEQ }, jt: target(t, at), jf: target(f, at), k })
+            }
+        }
+    }
+    for k in [RET_ALLOW, RET_KILL_PROCESS, RET_TRAP] {
+        out.push(Insn { code: RET, jt: 0, jf: 0, k });
+    }
+    out
+}
+
+fn eq(k: u32, t: To, f: To) -> Op {
+    Op::Jmp { gt: false, k, t, f }
+}
+
+/// `instruction_pointer` (the address after the `syscall`) must be in
+/// `(code.0, code.1]`, else `outside`.
+fn ip_check(code: (u64, u64), outside: To) -> [Op; 4] {
+    let (lo, hi) = code;
+    debug_assert_eq!(lo >> 32, hi >> 32);
+    [
+        Op::Ld(IP_HI),
+        eq((lo >> 32) as u32, To::Next, outside),
+        Op::Ld(IP_LO),
+        Op::Jmp { gt: true, k: hi as u32, t: outside, f: To::Next },
+    ]
+}
+
+fn futex_wait_wake() -> [Op; 3] {
+    // FUTEX_WAIT (0) or FUTEX_WAKE (1), shared (no FUTEX_PRIVATE_FLAG).
+    [Op::Ld(arg_lo(1)), eq(0, To::Allow, To::Next), eq(1, To::Allow, To::Kill)]
+}
+
+/// The executor's filter (ptrace stubs, and the seccomp stub's executor thread).
+pub fn executor(code: (u64, u64)) -> Vec<Insn> {
+    let mut ops: Vec<Op> = Vec::new();
+    ops.extend(ip_check(code, To::Kill));
+    ops.extend([
+        Op::Ld(ARCH),
+        eq(AUDIT_ARCH_X86_64, To::Next, To::Kill),
+        Op::Ld(NR),
+        eq(libc::SYS_mmap as u32, To::Label("mmap"), To::Next),
+        eq(libc::SYS_munmap as u32, To::Allow, To::Next),
+        eq(libc::SYS_mprotect as u32, To::Allow, To::Next),
+        eq(libc::SYS_exit as u32, To::Allow, To::Next),
+        eq(libc::SYS_exit_group as u32, To::Allow, To::Next),
+        eq(libc::SYS_futex as u32, To::Label("futex"), To::Kill),
+        Op::Label("mmap"),
+        // fd == PHYS_FD, flags == MAP_SHARED | MAP_FIXED (both 64-bit words).
+        Op::Ld(arg_lo(4)),
+        eq(crate::ptrace::PHYS_FD as u32, To::Next, To::Kill),
+        Op::Ld(arg_hi(4)),
+        eq(0, To::Next, To::Kill),
+        Op::Ld(arg_lo(3)),
+        eq((libc::MAP_SHARED | libc::MAP_FIXED) as u32, To::Label("flags_ok"), To::Next),
+        eq((libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_POPULATE) as u32, To::Next, To::Kill),
+        Op::Label("flags_ok"),
+        Op::Ld(arg_hi(3)),
+        eq(0, To::Allow, To::Kill),
+        Op::Label("futex"),
+    ]);
+    ops.extend(futex_wait_wake());
+    assemble(&ops)
+}
+
+/// The seccomp stub's guest-thread filter.
+pub fn guest(code: (u64, u64)) -> Vec<Insn> {
+    let mut ops: Vec<Op> = Vec::new();
+    // Every system call made outside the stub's code is the guest's: trap it
+    // (whatever its ABI: int $0x80 too).
+    ops.extend(ip_check(code, To::Trap));
+    ops.extend([
+        Op::Ld(ARCH),
+        eq(AUDIT_ARCH_X86_64, To::Next, To::Kill),
+        Op::Ld(NR),
+        eq(libc::SYS_rt_sigreturn as u32, To::Allow, To::Next),
+        eq(libc::SYS_exit_group as u32, To::Allow, To::Next),
+        eq(libc::SYS_sched_yield as u32, To::Allow, To::Next),
+        eq(libc::SYS_arch_prctl as u32, To::Label("arch"), To::Next),
+        eq(libc::SYS_futex as u32, To::Label("futex"), To::Kill),
+        Op::Label("arch"),
+        Op::Ld(arg_lo(0)),
+        eq(0x1001, To::Allow, To::Next), // ARCH_SET_GS
+        eq(0x1002, To::Allow, To::Kill), // ARCH_SET_FS
+        Op::Label("futex"),
+    ]);
+    ops.extend(futex_wait_wake());
+    assemble(&ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny interpreter of the subset used, over a seccomp_data.
+    fn run(prog: &[Insn], nr: u32, ip: u64, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_le_bytes());
+        data[8..16].copy_from_slice(&ip.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let i = prog[pc];
+            match i.code {
+                LD_ABS_W => a = u32::from_le_bytes(data[i.k as usize..i.k as usize + 4].try_into().unwrap()),
+                JEQ | JGT => {
+                    let c = if i.code == JEQ { a == i.k } else { a > i.k };
+                    pc += if c { i.jt } else { i.jf } as usize;
+                }
+                RET => return i.k,
+                _ => panic!("opcode"),
+            }
+            pc += 1;
+        }
+    }
+
+    const CODE: (u64, u64) = (0x7ff0_0000_0000, 0x7ff0_0000_0800);
+
+    #[test]
+    fn guest_filter() {
+        let g = guest(CODE);
+        assert_eq!(run(&g, 39, 0x40_0007, [0; 6]), RET_TRAP);
+        assert_eq!(run(&g, 9, 0x7ff0_0000_0900, [0; 6]), RET_TRAP);
+        assert_eq!(run(&g, 9, 0x7ff1_0000_0100, [0; 6]), RET_TRAP);
+        assert_eq!(run(&g, 15, 0x7ff0_0000_0100, [0; 6]), RET_ALLOW);
+        assert_eq!(run(&g, 202, 0x7ff0_0000_0100, [0, 1, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&g, 202, 0x7ff0_0000_0100, [0, 5, 0, 0, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 158, 0x7ff0_0000_0100, [0x1002, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&g, 158, 0x7ff0_0000_0100, [0x2001, 0, 0, 0, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 9, 0x7ff0_0000_0100, [0, 0, 0, 0x11, 3, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 39, 0x7ff0_0000_0100, [0; 6]), RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn executor_filter() {
+        let e = executor(CODE);
+        let ip = 0x7ff0_0000_0100;
+        assert_eq!(run(&e, 9, ip, [0x1000, 0x1000, 3, 0x11, 3, 0]), RET_ALLOW);
+        assert_eq!(run(&e, 9, ip, [0x1000, 0x1000, 3, 0x11, 4, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&e, 9, ip, [0x1000, 0x1000, 3, 0x22, 3, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&e, 9, ip, [0x1000, 0x1000, 3, 0x8011, 3, 0]), RET_ALLOW);
+        assert_eq!(run(&e, 9, ip, [0x1000, 0x1000, 3, 0x8111, 3, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&e, 11, ip, [0; 6]), RET_ALLOW);
+        assert_eq!(run(&e, 10, ip, [0; 6]), RET_ALLOW);
+        assert_eq!(run(&e, 39, ip, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(run(&e, 11, 0x40_0000, [0; 6]), RET_KILL_PROCESS);
+        assert_eq!(run(&e, 202, ip, [0, 0, 0, 0, 0, 0]), RET_ALLOW);
+    }
+}
