@@ -5,8 +5,13 @@
 //!   the static guest programs of `userland-tests`, and the default root
 //!   directory `target/rootfs/default` with `/tests/<program>` for each.
 //! * `cargo xtask run [--hal skas|tt] [--mem SIZE] [--root DIR]
-//!   [--trace-syscalls] [--] [INIT ARGS...]` builds, then replaces itself
-//!   with the kernel, so the exit status is the kernel's.
+//!   [--trace-syscalls] [--uname-release R] [--hostname H] [--] [INIT ARGS...]`
+//!   builds, then replaces itself with the kernel, so the exit status is the
+//!   kernel's. With no INIT, init is the guest's `/bin/sh` (the host's own
+//!   shell, copied into the default root by `rootfs.rs`): interactive when
+//!   stdin is a terminal, and `exit` powers the guest off.
+//! * `cargo xtask rootfs` builds the guest programs and assembles the default
+//!   root only.
 //! * `cargo xtask isolation [--out DIR] [--no-build]` runs the isolation attacks under
 //!   both backends and prints the matrix (see `isolation.rs`).
 //! * `cargo xtask test [-- CARGO TEST ARGS]` is what CI runs: builds
@@ -94,6 +99,13 @@ enum Cmd {
         /// Print every system call (strace style) on stderr.
         #[arg(long)]
         trace_syscalls: bool,
+        /// The release uname(2) reports in the guest (the kernel's default: 6.1.0-rustuml,
+        /// whatever the host runs).
+        #[arg(long, value_name = "R")]
+        uname_release: Option<String>,
+        /// The guest's host name (the kernel's default: rustuml).
+        #[arg(long, value_name = "H")]
+        hostname: Option<String>,
         /// The init program (a path inside the guest's root) and its arguments.
         #[arg(
             value_name = "INIT ARGS",
@@ -487,6 +499,8 @@ fn main() -> ExitCode {
             mem,
             root,
             trace_syscalls,
+            uname_release,
+            hostname,
             init,
         } => {
             build(&p, hal)?;
@@ -501,6 +515,12 @@ fn main() -> ExitCode {
             cmd.arg("--root").arg(root);
             if trace_syscalls {
                 cmd.arg("--trace-syscalls");
+            }
+            if let Some(r) = uname_release {
+                cmd.arg("--uname-release").arg(r);
+            }
+            if let Some(h) = hostname {
+                cmd.arg("--hostname").arg(h);
             }
             if !init.is_empty() {
                 cmd.arg("--").args(init);

@@ -270,12 +270,11 @@ pub fn rt_sigreturn<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> Flow {
         if cx.k.trace {
             cx.hal.log(&alloc::format!("[{}] rt_sigreturn: bad frame at {:#x}: SIGSEGV", cx.t.pid, cx.t.ctx.regs.rsp));
         }
-        let info = SigInfo::kernel(g::SIGSEGV);
-        // force_sig: a bad frame kills even if SIGSEGV is caught.
-        let tid = cx.t.pid;
+        // force_sigsegv: a bad frame kills even if SIGSEGV is caught, and
+        // even init.
         cx.t.signals.actions[(g::SIGSEGV - 1) as usize] = SigAction::default();
         cx.t.signals.mask &= !sigbit(g::SIGSEGV);
-        cx.k.post_signal(Some(&mut *cx.t), tid, info, true);
+        cx.k.fault_signal(cx.t, SigInfo::kernel(g::SIGSEGV));
     }
     // The registers are the restored ones: do not write rax.
     Flow::Exec

@@ -5,6 +5,8 @@ pub mod engine;
 pub mod frame;
 pub mod sched;
 pub mod signal;
+#[cfg(test)]
+mod tests;
 
 use alloc::string::String;
 

@@ -1,0 +1,157 @@
+//! Small calls that real userlands make on every start and that no
+//! subsystem owns: `sysinfo` (procps, python, coreutils' `sort`), `prctl`
+//! (procps, bash, python threads), `fadvise64` (coreutils' `cat`, `tar`),
+//! `mincore`/`getcpu` hints.
+
+use alloc::vec;
+
+use hal::Hal;
+
+use super::SysCtx;
+use crate::{Errno, SysResult};
+
+/// Guest page size.
+const PAGE: u64 = 4096;
+
+/// `sysinfo(info)`: uptime, memory in pages of 4 KiB (`mem_unit` 4096), the
+/// number of processes; loads are 0 (no load average is kept).
+pub fn sysinfo<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    // struct sysinfo on x86_64: 112 bytes.
+    let mut b = vec![0u8; 112];
+    let uptime = cx.hal.now_ns() / 1_000_000_000;
+    let total = cx.k.frames.total_frames();
+    let free = cx.k.frames.free_frames();
+    let procs = cx.k.tasks.len() as u64 + 1; // the caller is taken out of the table while it runs
+    b[0..8].copy_from_slice(&uptime.to_le_bytes());
+    // loads[3] at 8..32 stay 0
+    b[32..40].copy_from_slice(&total.to_le_bytes()); // totalram
+    b[40..48].copy_from_slice(&free.to_le_bytes()); // freeram
+    // sharedram, bufferram, totalswap, freeswap at 48..80 stay 0
+    b[80..82].copy_from_slice(&(procs.min(u16::MAX as u64) as u16).to_le_bytes());
+    // totalhigh, freehigh at 88..104 stay 0
+    b[104..108].copy_from_slice(&(PAGE as u32).to_le_bytes()); // mem_unit
+    cx.write_user(a[0], &b)?;
+    Ok(0)
+}
+
+// linux/prctl.h
+const PR_SET_PDEATHSIG: u64 = 1;
+const PR_GET_PDEATHSIG: u64 = 2;
+const PR_GET_DUMPABLE: u64 = 3;
+const PR_SET_DUMPABLE: u64 = 4;
+const PR_GET_KEEPCAPS: u64 = 7;
+const PR_SET_KEEPCAPS: u64 = 8;
+const PR_SET_NAME: u64 = 15;
+const PR_GET_NAME: u64 = 16;
+const PR_CAPBSET_READ: u64 = 23;
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
+const PR_SET_NO_NEW_PRIVS: u64 = 38;
+const PR_GET_NO_NEW_PRIVS: u64 = 39;
+const PR_SET_VMA: u64 = 0x53564d41;
+
+/// `prctl(option, ...)`: the options programs ask about at start-up. Setting
+/// a name, a death signal, dumpability or "no new privileges" is accepted
+/// and not kept (nothing in the kernel acts on them yet); the getters answer
+/// what a fresh process has.
+pub fn prctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    match a[0] {
+        PR_SET_PDEATHSIG => {
+            if a[1] > 64 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(0)
+        }
+        PR_GET_PDEATHSIG | PR_GET_CHILD_SUBREAPER => {
+            cx.write_user(a[1], &0u32.to_le_bytes())?;
+            Ok(0)
+        }
+        PR_GET_DUMPABLE => Ok(1),
+        PR_SET_DUMPABLE => {
+            if a[1] > 1 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(0)
+        }
+        PR_GET_KEEPCAPS | PR_GET_NO_NEW_PRIVS => Ok(0),
+        PR_SET_KEEPCAPS => {
+            if a[1] > 1 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(0)
+        }
+        PR_SET_NAME => {
+            // Validates the pointer as Linux does (it copies 16 bytes).
+            cx.read_cstring(a[1], 16).map(|_| 0)
+        }
+        PR_GET_NAME => {
+            // The command name: the executable's base name, 15 bytes at most.
+            let base = cx.t.exe.rsplit('/').next().unwrap_or("");
+            let mut name = [0u8; 16];
+            let n = base.len().min(15);
+            name[..n].copy_from_slice(&base.as_bytes()[..n]);
+            cx.write_user(a[1], &name)?;
+            Ok(0)
+        }
+        // Root inside the guest holds every capability.
+        PR_CAPBSET_READ => {
+            if a[1] > 40 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(1)
+        }
+        PR_SET_CHILD_SUBREAPER => Ok(0),
+        PR_SET_NO_NEW_PRIVS => {
+            if a[1] != 1 || a[2] != 0 || a[3] != 0 || a[4] != 0 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(0)
+        }
+        PR_SET_VMA => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `fadvise64(fd, offset, len, advice)`: advice only; checks the fd and
+/// the advice as Linux does (pipes: ESPIPE is not reported by Linux 6.x
+/// for every file type, so only EBADF and EINVAL are).
+pub fn fadvise64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    cx.t.fds.file(a[0])?;
+    if a[3] > 5 || (a[2] as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(0)
+}
+
+/// `mincore(addr, len, vec)`: reports every page of the range as resident
+/// (the kernel keeps no host swap); EINVAL for an unaligned start, ENOMEM
+/// when the range is not mapped user space is approximated by the user
+/// address bound.
+pub fn mincore<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let (addr, len, out) = (a[0], a[1], a[2]);
+    if addr % PAGE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let pages = len.div_ceil(PAGE);
+    if cx.access_ok(addr, pages.saturating_mul(PAGE)).is_err() {
+        return Err(Errno::ENOMEM);
+    }
+    if pages > 1 << 20 {
+        return Err(Errno::ENOMEM);
+    }
+    cx.access_ok(out, pages)?;
+    let v = vec![1u8; pages as usize];
+    cx.write_user(out, &v)?;
+    Ok(0)
+}
+
+/// `getcpu(cpu, node, cache)`: one CPU, one node.
+pub fn getcpu<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    if a[0] != 0 {
+        cx.write_user(a[0], &0u32.to_le_bytes())?;
+    }
+    if a[1] != 0 {
+        cx.write_user(a[1], &0u32.to_le_bytes())?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,503 @@
+//! The signal engine and thread-group plumbing of the kernel loop: posting
+//! signals to threads and processes, group stop/continue/kill, delivery on
+//! the way back to user mode, and the sharing of memory maps and fd tables
+//! between tasks (`CLONE_VM`, `CLONE_FILES`).
+//!
+//! Killing is lazy: a fatal signal marks every thread of the group with
+//! `group_exit` and makes it runnable; the loop ends each one when it picks
+//! it, outside any system call, so parents are notified with every task in
+//! the table.
+
+use alloc::vec::Vec;
+
+use hal::{AddressSpace, Hal};
+use linux_raw_sys::general as g;
+
+use super::frame;
+use super::signal::{default_action, sigbit, DefaultAction, SigInfo, NSIG, SIG_DFL, SIG_IGN, UNBLOCKABLE};
+use super::{ExitStatus, Pid, Task, TaskState, WaitOn};
+use crate::fs::FdTable;
+use crate::kernel::Kernel;
+use crate::Errno;
+
+/// Calls that never restart after a handler ran (Linux's ERESTARTNOHAND /
+/// ERESTART_RESTARTBLOCK ones): they return EINTR.
+const NO_RESTART: &[u32] = &[
+    g::__NR_pause,
+    g::__NR_rt_sigsuspend,
+    g::__NR_rt_sigtimedwait,
+    g::__NR_nanosleep,
+    g::__NR_clock_nanosleep,
+    g::__NR_poll,
+    g::__NR_ppoll,
+    g::__NR_select,
+    g::__NR_pselect6,
+    g::__NR_epoll_wait,
+    g::__NR_epoll_pwait,
+    g::__NR_epoll_pwait2,
+];
+
+/// The exit status of a "core" default action: the core-dump bit (0x80) is
+/// reported when `RLIMIT_CORE` allows a dump, as Linux does with a file
+/// `core_pattern` (no core file is actually written: limitation).
+pub fn core_status(core_limit: u64, sig: u32) -> ExitStatus {
+    if core_limit > 0 {
+        ExitStatus::Signal(sig | 0x80)
+    } else {
+        ExitStatus::Signal(sig)
+    }
+}
+
+/// `task` if it is `pid`, else the table's entry.
+pub fn tmut<'a, S: AddressSpace>(
+    tasks: &'a mut alloc::collections::BTreeMap<Pid, Task<S>>,
+    cur: &'a mut Option<&mut Task<S>>,
+    pid: Pid,
+) -> Option<&'a mut Task<S>> {
+    if cur.as_ref().is_some_and(|t| t.pid == pid) {
+        return cur.as_deref_mut();
+    }
+    tasks.get_mut(&pid)
+}
+
+impl<S: AddressSpace> Kernel<S> {
+    /// A fresh id for a memory map, fd table or handler table.
+    pub fn new_share_id(&mut self) -> u64 {
+        self.next_share_id += 1;
+        self.next_share_id
+    }
+
+    /// The live tasks of thread group `tgid` (the current one included).
+    pub fn group_pids(&self, cur: Option<&Task<S>>, tgid: Pid) -> Vec<Pid> {
+        let mut v: Vec<Pid> = self.tasks.values().filter(|t| t.tgid == tgid && !t.is_zombie()).map(|t| t.pid).collect();
+        if let Some(c) = cur {
+            if c.tgid == tgid && !c.is_zombie() {
+                v.push(c.pid);
+            }
+        }
+        v
+    }
+
+    /// Move the shared memory map and fd table to `t` (about to run) from
+    /// whichever task of its group holds them.
+    pub fn adopt_shared(&mut self, t: &mut Task<S>) {
+        if t.is_zombie() {
+            return;
+        }
+        if t.mm.is_none() {
+            let id = t.mm_id;
+            if let Some(h) = self.tasks.values_mut().find(|o| o.mm_id == id && o.mm.is_some()) {
+                t.mm = h.mm.take();
+            }
+        }
+        if !t.fds_held {
+            let id = t.files_id;
+            if let Some(h) = self.tasks.values_mut().find(|o| o.files_id == id && o.fds_held) {
+                t.fds = core::mem::replace(&mut h.fds, FdTable::new());
+                h.fds_held = false;
+                t.fds_held = true;
+            }
+        }
+    }
+
+    /// Does any live task other than `t` use `t`'s memory map?
+    pub fn mm_shared(&self, t: &Task<S>) -> bool {
+        self.tasks.values().any(|o| o.pid != t.pid && o.mm_id == t.mm_id && !o.is_zombie())
+    }
+
+    /// Hand `t`'s shared resources to another live user before `t` dies;
+    /// returns (mm handed off, fds handed off).
+    pub fn hand_off(&mut self, t: &mut Task<S>) -> (bool, bool) {
+        let (pid, mid, fid) = (t.pid, t.mm_id, t.files_id);
+        let mut mm_done = false;
+        let mut fd_done = false;
+        if t.mm.is_some() {
+            if let Some(o) = self.tasks.values_mut().find(|o| o.pid != pid && o.mm_id == mid && !o.is_zombie()) {
+                o.mm = t.mm.take();
+                mm_done = true;
+            }
+        } else {
+            mm_done = true;
+        }
+        if t.fds_held {
+            if let Some(o) = self.tasks.values_mut().find(|o| o.pid != pid && o.files_id == fid && !o.is_zombie()) {
+                o.fds = core::mem::replace(&mut t.fds, FdTable::new());
+                o.fds_held = true;
+                t.fds_held = false;
+                fd_done = true;
+            }
+        } else {
+            fd_done = true;
+        }
+        (mm_done, fd_done)
+    }
+
+    /// Post `info` to thread `tid` (`thread`) or to the process whose thread
+    /// group is `tid` (any thread not blocking it). `cur` is the task being
+    /// handled (not in the table), if any. Applies the immediate effects:
+    /// SIGKILL and fatal default actions kill the group, stop signals stop
+    /// it, SIGCONT continues it, a handled signal interrupts a blocked call.
+    pub fn post_signal(&mut self, mut cur: Option<&mut Task<S>>, tid: Pid, info: SigInfo, thread: bool) {
+        let sig = info.signo;
+        if sig == 0 || sig as usize > NSIG {
+            return;
+        }
+        // Find the receiving thread and its group.
+        let (tgid, act) = match tmut(&mut self.tasks, &mut cur, tid) {
+            Some(t) if !t.is_zombie() => (t.tgid, t.signals.actions[(sig - 1) as usize]),
+            // A process whose leader exited while other threads live.
+            Some(t) if !thread => (t.tgid, t.signals.actions[(sig - 1) as usize]),
+            _ => return,
+        };
+        // Init is unkillable from outside (Linux's SIGNAL_UNKILLABLE):
+        // signals it has no handler for are dropped, SIGKILL included, when
+        // another process or the kernel sends them. Signals init raises on
+        // itself (kill/tgkill of itself, SIGPIPE of its own write) take
+        // effect, so a program run as init ends as it does natively.
+        if tgid == 1 && act.handler == SIG_DFL && info.pid != 1 {
+            return;
+        }
+        let group = self.group_pids(cur.as_deref(), tgid);
+        if group.is_empty() {
+            return;
+        }
+        if sig == g::SIGCONT {
+            self.group_continue(&mut cur, tgid, &group);
+        }
+        if sig == g::SIGKILL {
+            self.group_kill(&mut cur, &group, ExitStatus::Signal(sig));
+            return;
+        }
+        if sig == g::SIGSTOP || sig == g::SIGTSTP || sig == g::SIGTTIN || sig == g::SIGTTOU {
+            // A pending stop is cancelled by SIGCONT and vice versa.
+            for &p in &group {
+                if let Some(t) = tmut(&mut self.tasks, &mut cur, p) {
+                    t.signals.pending &= !sigbit(g::SIGCONT);
+                }
+            }
+        }
+        if sig == g::SIGCONT {
+            let stops = sigbit(g::SIGSTOP) | sigbit(g::SIGTSTP) | sigbit(g::SIGTTIN) | sigbit(g::SIGTTOU);
+            for &p in &group {
+                if let Some(t) = tmut(&mut self.tasks, &mut cur, p) {
+                    t.signals.pending &= !stops;
+                }
+            }
+        }
+        // Ignored signals are discarded at once (unless blocked: the
+        // disposition may change before they are unblocked).
+        let ignored = act.handler == SIG_IGN || (act.handler == SIG_DFL && default_action(sig) == DefaultAction::Ignore);
+        // The thread to receive it.
+        let target = if thread {
+            tid
+        } else {
+            let mut pick = None;
+            for &p in &group {
+                if let Some(t) = tmut(&mut self.tasks, &mut cur, p) {
+                    if t.signals.mask & sigbit(sig) == 0 {
+                        pick = Some(p);
+                        if p == tgid {
+                            break;
+                        }
+                    }
+                }
+            }
+            pick.or(group.first().copied()).unwrap_or(tgid)
+        };
+        let Some(t) = tmut(&mut self.tasks, &mut cur, target) else { return };
+        // rt_sigtimedwait waiting for exactly this signal: it takes it.
+        if let TaskState::Blocked(b) = t.state {
+            if b.on == WaitOn::Signal && b.restart && t.wait_set & sigbit(sig) != 0 {
+                t.signals.post(info);
+                let p = t.pid;
+                if cur.as_ref().is_some_and(|c| c.pid == p) {
+                    return;
+                }
+                self.wake(p, None);
+                return;
+            }
+        }
+        let blocked = t.signals.mask & sigbit(sig) != 0;
+        if ignored && !blocked && sig != g::SIGSTOP {
+            return;
+        }
+        // A waiter in rt_sigtimedwait for this signal: wake it to re-check.
+        if blocked {
+            t.signals.post(info);
+            return;
+        }
+        if act.handler == SIG_DFL {
+            match default_action(sig) {
+                DefaultAction::Terminate => {
+                    self.group_kill(&mut cur, &group, ExitStatus::Signal(sig));
+                    return;
+                }
+                DefaultAction::Core => {
+                    let st = core_status(t.rlimits[g::RLIMIT_CORE as usize].0, sig);
+                    self.group_kill(&mut cur, &group, st);
+                    return;
+                }
+                DefaultAction::Stop => {
+                    self.group_stop(&mut cur, tgid, &group, sig);
+                    return;
+                }
+                DefaultAction::Ignore => return,
+            }
+        }
+        // A handler: pending until the thread returns to user mode; a
+        // blocked call is interrupted.
+        t.signals.post(info);
+        let pid = t.pid;
+        if let TaskState::Blocked(b) = t.state {
+            if !matches!(b.on, WaitOn::Vfork(_)) {
+                t.state = TaskState::Runnable;
+                t.redo_syscall = false;
+                t.restart_deadline = None;
+                t.interrupted = Some(b.restart);
+                t.ctx.regs.rax = Errno::EINTR.as_return();
+                self.waits.remove(&pid);
+                if cur.as_ref().is_none_or(|c| c.pid != pid) {
+                    self.runq.push(pid);
+                }
+            }
+        }
+    }
+
+    /// Kill every thread in `group` with `st` (lazily, see the module doc).
+    fn group_kill(&mut self, cur: &mut Option<&mut Task<S>>, group: &[Pid], st: ExitStatus) {
+        for &p in group {
+            let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
+            if let Some(t) = tmut(&mut self.tasks, cur, p) {
+                if t.group_exit.is_none() {
+                    t.group_exit = Some(st);
+                }
+                t.stopped = false;
+                if let TaskState::Blocked(_) = t.state {
+                    t.state = TaskState::Runnable;
+                }
+                t.redo_syscall = false;
+                self.waits.remove(&p);
+                if !is_cur {
+                    self.runq.push(p);
+                }
+            }
+        }
+    }
+
+    /// Stop every thread of the group; the leader records the event for the
+    /// parent's `wait(WUNTRACED)` and the parent gets SIGCHLD (CLD_STOPPED).
+    fn group_stop(&mut self, cur: &mut Option<&mut Task<S>>, tgid: Pid, group: &[Pid], sig: u32) {
+        let mut was_running = false;
+        for &p in group {
+            if let Some(t) = tmut(&mut self.tasks, cur, p) {
+                was_running |= !t.stopped;
+                t.stopped = true;
+                t.cont_event = false;
+            }
+        }
+        if !was_running {
+            return;
+        }
+        let mut ppid = 0;
+        if let Some(l) = tmut(&mut self.tasks, cur, tgid) {
+            l.stop_event = Some(sig);
+            ppid = l.ppid;
+        }
+        self.notify_stop_cont(cur, tgid, ppid, g::CLD_STOPPED as i32, sig as i32);
+    }
+
+    /// SIGCONT: resume a stopped group (even if SIGCONT is blocked or caught).
+    fn group_continue(&mut self, cur: &mut Option<&mut Task<S>>, tgid: Pid, group: &[Pid]) {
+        let mut was_stopped = false;
+        for &p in group {
+            let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
+            if let Some(t) = tmut(&mut self.tasks, cur, p) {
+                was_stopped |= t.stopped;
+                t.stopped = false;
+                if t.state == TaskState::Runnable && !is_cur {
+                    self.runq.push(p);
+                }
+            }
+        }
+        if !was_stopped {
+            return;
+        }
+        let mut ppid = 0;
+        if let Some(l) = tmut(&mut self.tasks, cur, tgid) {
+            l.stop_event = None;
+            l.cont_event = true;
+            ppid = l.ppid;
+        }
+        self.notify_stop_cont(cur, tgid, ppid, g::CLD_CONTINUED as i32, g::SIGCONT as i32);
+    }
+
+    /// SIGCHLD for a stop/continue (unless the parent set SA_NOCLDSTOP), and
+    /// wake the parent's wait.
+    fn notify_stop_cont(&mut self, cur: &mut Option<&mut Task<S>>, child: Pid, ppid: Pid, code: i32, status: i32) {
+        let Some(p) = tmut(&mut self.tasks, cur, ppid) else { return };
+        let act = p.signals.actions[(g::SIGCHLD - 1) as usize];
+        let (ptgid, ppid_pid) = (p.tgid, p.pid);
+        if act.flags & g::SA_NOCLDSTOP as u64 == 0 {
+            let info = SigInfo { signo: g::SIGCHLD, code, pid: child, status, ..SigInfo::default() };
+            self.post_signal(cur.as_deref_mut(), ptgid, info, false);
+        }
+        self.wake_child_waiters(ppid_pid);
+    }
+
+    /// Wake every task of `ppid`'s group blocked in wait4/waitid.
+    pub fn wake_child_waiters(&mut self, ppid: Pid) {
+        let tgid = self.tasks.get(&ppid).map_or(ppid, |t| t.tgid);
+        let waiting: Vec<Pid> = self
+            .tasks
+            .values()
+            .filter(|t| t.tgid == tgid && matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Child))
+            .map(|t| t.pid)
+            .collect();
+        for p in waiting {
+            self.wake(p, None);
+        }
+    }
+
+    /// Deliver pending unblocked signals to `t`, which is about to return
+    /// to user mode (its memory map adopted). Handlers get a frame; default
+    /// actions kill, stop or are ignored.
+    pub fn deliver_signals<H: Hal<Space = S>>(&mut self, hal: &mut H, t: &mut Task<S>) {
+        let mut handled = false;
+        for _ in 0..NSIG {
+            if t.group_exit.is_some() || t.stopped || t.is_zombie() {
+                break;
+            }
+            let Some(info) = t.signals.take(!t.signals.mask | UNBLOCKABLE) else { break };
+            let sig = info.signo;
+            let act = t.signals.actions[(sig - 1) as usize];
+            if act.handler == SIG_IGN {
+                continue;
+            }
+            if act.handler == SIG_DFL {
+                let tgid = t.tgid;
+                let group = self.group_pids(Some(t), tgid);
+                let core = core_status(t.rlimits[g::RLIMIT_CORE as usize].0, sig);
+                let mut cur = Some(&mut *t);
+                match default_action(sig) {
+                    DefaultAction::Ignore => {}
+                    DefaultAction::Terminate => self.group_kill(&mut cur, &group, ExitStatus::Signal(sig)),
+                    DefaultAction::Core => self.group_kill(&mut cur, &group, core),
+                    DefaultAction::Stop => self.group_stop(&mut cur, tgid, &group, sig),
+                }
+                continue;
+            }
+            // A call interrupted (or woken to re-run) becomes EINTR or restarts.
+            if t.redo_syscall {
+                t.redo_syscall = false;
+                t.interrupted = Some(true);
+                t.ctx.regs.rax = Errno::EINTR.as_return();
+            }
+            if let Some(restartable) = t.interrupted.take() {
+                let nr = t.ctx.regs.orig_rax;
+                let no_restart = u32::try_from(nr).is_ok_and(|n| NO_RESTART.contains(&n));
+                if restartable && !no_restart && act.flags & g::SA_RESTART as u64 != 0 {
+                    t.ctx.regs.rip = t.ctx.regs.rip.wrapping_sub(2);
+                    t.ctx.regs.rax = nr;
+                } else if let Some((rem, deadline)) = t.sleep_rem.take() {
+                    let left = deadline.saturating_sub(hal.now_ns());
+                    if rem != 0 {
+                        if let Some(mm) = t.mm.as_mut() {
+                            let _ = mm.copy_to_user(rem, &crate::time::timespec_bytes(left), &mut self.frames, hal.phys());
+                        }
+                    }
+                }
+            }
+            let old_mask = t.saved_mask.take().unwrap_or(t.signals.mask);
+            match frame::setup(t, &mut self.frames, hal.phys(), &info, &act, old_mask) {
+                Ok(()) => {
+                    t.signals.mask = frame::handler_mask(old_mask, &act, sig);
+                    if act.flags & g::SA_RESETHAND as u64 != 0 {
+                        self.set_action(t, sig, super::signal::SigAction::default());
+                    }
+                    handled = true;
+                }
+                Err(_) => {
+                    if self.trace {
+                        hal.log(&alloc::format!("[{}] cannot set up the frame for signal {sig}: SIGSEGV", t.pid));
+                    }
+                    let tgid = t.tgid;
+                    let group = self.group_pids(Some(t), tgid);
+                    let st = core_status(t.rlimits[g::RLIMIT_CORE as usize].0, g::SIGSEGV);
+                    self.group_kill(&mut Some(&mut *t), &group, st);
+                    return;
+                }
+            }
+        }
+        if let Some(r) = t.interrupted.take() {
+            // Interrupted, but no handler ran after all (disposition changed):
+            // restart transparently if the call allows it.
+            if r && t.group_exit.is_none() {
+                t.ctx.regs.rip = t.ctx.regs.rip.wrapping_sub(2);
+                t.ctx.regs.rax = t.ctx.regs.orig_rax;
+            }
+        }
+        if !handled {
+            if let Some(m) = t.saved_mask.take() {
+                t.signals.mask = m;
+            }
+        }
+    }
+
+    /// Set the disposition of `sig` for `t` and every task sharing its
+    /// handler table.
+    pub fn set_action(&mut self, t: &mut Task<S>, sig: u32, act: super::signal::SigAction) {
+        let idx = (sig - 1) as usize;
+        t.signals.actions[idx] = act;
+        let id = t.sighand_id;
+        let ignore = act.handler == SIG_IGN || (act.handler == SIG_DFL && default_action(sig) == DefaultAction::Ignore);
+        for o in self.tasks.values_mut().filter(|o| o.sighand_id == id) {
+            o.signals.actions[idx] = act;
+            if ignore {
+                o.signals.pending &= !sigbit(sig);
+            }
+        }
+        if ignore {
+            t.signals.pending &= !sigbit(sig);
+        }
+    }
+
+    /// A synchronous fault of `t` (the running task): a handler gets it,
+    /// unless it is blocked or ignored or a fault hits while delivering one,
+    /// which kill (as Linux's force_sig).
+    pub fn fault_signal(&mut self, t: &mut Task<S>, info: SigInfo) {
+        let sig = info.signo;
+        let idx = (sig - 1) as usize;
+        let act = t.signals.actions[idx];
+        let blocked = t.signals.mask & sigbit(sig) != 0;
+        if act.handler <= SIG_IGN || blocked || t.in_fault {
+            let tgid = t.tgid;
+            let group = self.group_pids(Some(t), tgid);
+            let st = if sig == g::SIGKILL { ExitStatus::Signal(sig) } else { core_status(t.rlimits[g::RLIMIT_CORE as usize].0, sig) };
+            self.group_kill(&mut Some(&mut *t), &group, st);
+            return;
+        }
+        t.signals.post(info);
+    }
+
+    /// The ITIMER_REAL timers due at `now`: SIGALRM to their process.
+    pub fn check_itimers(&mut self, now: u64) {
+        let due: Vec<Pid> = self.itimers.iter().filter(|(_, (d, _))| *d <= now).map(|(p, _)| *p).collect();
+        for p in due {
+            let Some((d, iv)) = self.itimers.get(&p).copied() else { continue };
+            if iv == 0 {
+                self.itimers.remove(&p);
+            } else {
+                let mut nd = d.saturating_add(iv);
+                if nd <= now {
+                    nd = now.saturating_add(iv);
+                }
+                self.itimers.insert(p, (nd, iv));
+            }
+            if self.tasks.get(&p).is_some_and(|t| !t.is_zombie()) {
+                self.post_signal(None, p, SigInfo::kernel(g::SIGALRM), false);
+            } else {
+                self.itimers.remove(&p);
+            }
+        }
+    }
+}
