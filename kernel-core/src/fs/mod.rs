@@ -1,5 +1,10 @@
-//! A minimal VFS: an in-memory ramfs tree filled from the initramfs, path
-//! walking, open file descriptions and fd tables, and a tiny devfs at `/dev`.
+//! The VFS: inodes (which double as dentries: a directory maps names to
+//! child inodes, so lookups are cached by construction), a mount table
+//! crossed by the path walk, open file descriptions and fd tables, and the
+//! file systems: the rootfs/tmpfs tree (filled from the initramfs),
+//! devtmpfs at `/dev`, procfs at `/proc` (generated from kernel state),
+//! a small sysfs at `/sys`, and hostfs (a host directory through
+//! [`hal::HostDir`]).
 //!
 //! The kernel is single-threaded, so shared state uses `RefCell`/`Cell`;
 //! inodes are `Arc`'d because the MM takes file backings as

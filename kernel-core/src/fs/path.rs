@@ -95,6 +95,20 @@ pub fn walk_with(
     follow: Follow,
     enter: &mut dyn FnMut(&InodeRef, &str) -> Result<(), Errno>,
 ) -> Result<Loc, Errno> {
+    walk_magic(root, start, path, follow, enter, &|_| None)
+}
+
+/// [`walk_with`], where a symlink for which `magic` returns an inode is not
+/// followed by its text but jumps straight to that inode (the procfs
+/// `fd/N` links, which name the open file itself, pipes included).
+pub fn walk_magic(
+    root: &InodeRef,
+    start: &Loc,
+    path: &str,
+    follow: Follow,
+    enter: &mut dyn FnMut(&InodeRef, &str) -> Result<(), Errno>,
+    magic: &dyn Fn(&InodeRef) -> Option<InodeRef>,
+) -> Result<Loc, Errno> {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
@@ -102,7 +116,8 @@ pub fn walk_with(
         return Err(Errno::ENAMETOOLONG);
     }
     let mut loc = if path.starts_with('/') { Loc::root(root.clone()) } else { start.clone() };
-    let must_be_dir = path.ends_with('/');
+    // A trailing `/`, `/.` or `/..` names a directory, through a final symlink.
+    let must_be_dir = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..") || path == "." || path == "..";
     let mut queue = components(path)?;
     let mut links = 0u32;
     while let Some(c) = queue.pop_front() {
@@ -126,6 +141,10 @@ pub fn walk_with(
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(Errno::ELOOP);
+                }
+                if let Some(target) = magic(&child) {
+                    loc.stack.push((c, target));
+                    continue;
                 }
                 let mut t = components(target)?;
                 while let Some(x) = t.pop_back() {
@@ -213,6 +232,12 @@ mod tests {
         assert_eq!(walk(&root, &r, "a/f/", Follow::Yes).err(), Some(Errno::ENOTDIR));
         assert_eq!(walk(&root, &r, "nope", Follow::Yes).err(), Some(Errno::ENOENT));
         assert_eq!(walk(&root, &r, "", Follow::Yes).err(), Some(Errno::ENOENT));
+        let ld = fs.new_inode(Kind::Symlink("/a".into()), 0o777, 0);
+        fs.root.insert("ld", ld.clone()).unwrap();
+        assert!(Arc::ptr_eq(walk(&root, &r, "ld", Follow::No).unwrap().inode(), &ld));
+        assert!(Arc::ptr_eq(walk(&root, &r, "ld/.", Follow::No).unwrap().inode(), &a), "trailing /. follows the link");
+        assert!(Arc::ptr_eq(walk(&root, &r, "ld/", Follow::No).unwrap().inode(), &a));
+        assert_eq!(walk(&root, &r, "a/f/.", Follow::Yes).err(), Some(Errno::ENOTDIR));
         let (p, n) = walk_parent(&root, &r, "/a/new").unwrap();
         assert_eq!((p.path().as_str(), n.as_str()), ("/a", "new"));
     }

@@ -1,0 +1,415 @@
+//! procfs: directories filled from kernel state when the path walk enters
+//! them, file contents generated when they are opened (like Linux's
+//! `seq_file`, a snapshot taken at the start of reading).
+//!
+//! Generated inodes carry their meaning in the inode number (at or above
+//! [`PROC_BASE`]); the proc root is an ordinary directory of a proc
+//! superblock and is refilled on every entry.
+#![allow(clippy::arc_with_non_send_sync)]
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt::Write;
+
+use hal::{AddressSpace, Prot};
+
+use super::inode::{Fs, Inode, InodeRef, Kind, Meta};
+use super::mount::FsType;
+use super::perm::task_cred;
+use crate::mm::VmaKind;
+use crate::task::{Pid, Task, TaskState};
+use crate::Errno;
+
+/// Generated proc inodes have numbers from here up.
+pub const PROC_BASE: u64 = 1 << 40;
+const FD_BASE: u64 = 1 << 48;
+
+/// Files directly in `/proc`.
+const STATIC: [&str; 9] = ["meminfo", "cpuinfo", "uptime", "loadavg", "filesystems", "version", "stat", "cmdline", "swaps"];
+/// Entries of `/proc/<pid>/` (index + 1 is the low bits of the inode number).
+const PID_FILES: [&str; 13] = [
+    "stat", "status", "cmdline", "environ", "maps", "statm", "comm", "mounts", "mountinfo", "exe", "cwd", "root", "fd",
+];
+
+/// What kernel state procfs reads from.
+pub struct ProcCtx<'a, S: AddressSpace> {
+    /// All tasks but the caller.
+    pub tasks: &'a BTreeMap<Pid, Task<S>>,
+    /// The caller (out of the task table while its call runs).
+    pub cur: &'a Task<S>,
+    /// The VFS (mount table).
+    pub fs: &'a Fs,
+    /// Monotonic time since boot, ns.
+    pub now_ns: u64,
+    /// Wall-clock time, ns since the epoch.
+    pub realtime_ns: u64,
+    /// `uname -r`.
+    pub release: &'a str,
+    /// Total and free physical frames.
+    pub frames: (u64, u64),
+}
+
+enum Node {
+    Root,
+    Static(usize),
+    PidDir(Pid),
+    PidEntry(Pid, usize),
+    Fd(Pid, u64),
+}
+
+fn decode(ino: u64) -> Node {
+    if ino >= FD_BASE {
+        let rest = ino - FD_BASE;
+        return Node::Fd((rest >> 24) as Pid, rest & 0xff_ffff);
+    }
+    if ino >= PROC_BASE + (1 << 12) {
+        let rest = ino - PROC_BASE;
+        let pid = ((rest >> 12) - 1) as Pid;
+        let what = (rest & 0xfff) as usize;
+        return if what == 0 { Node::PidDir(pid) } else { Node::PidEntry(pid, what - 1) };
+    }
+    if ino >= PROC_BASE {
+        return Node::Static((ino - PROC_BASE) as usize);
+    }
+    Node::Root
+}
+
+fn pid_ino(pid: Pid, what: u64) -> u64 {
+    PROC_BASE + (((pid as u64) + 1) << 12) + what
+}
+
+fn node(ino: u64, sb: u32, kind: Kind, perm: u32) -> InodeRef {
+    let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
+    Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, 0, nlink)), kind, sb, mounted: RefCell::new(None) })
+}
+
+fn empty_dir() -> Kind {
+    Kind::Dir(RefCell::new(BTreeMap::new()))
+}
+
+fn empty_file() -> Kind {
+    Kind::File(RefCell::new(Vec::new()))
+}
+
+impl<S: AddressSpace> ProcCtx<'_, S> {
+    fn task(&self, pid: Pid) -> Option<&Task<S>> {
+        if self.cur.pid == pid {
+            Some(self.cur)
+        } else {
+            self.tasks.get(&pid)
+        }
+    }
+
+    /// Every task, the caller included, in pid order.
+    fn all(&self) -> Vec<&Task<S>> {
+        let mut v: Vec<&Task<S>> = self.tasks.values().collect();
+        v.push(self.cur);
+        v.sort_by_key(|t| t.pid);
+        v
+    }
+
+    /// The path-walk hook: refill `dir` if it is a proc directory.
+    pub fn refresh(&self, dir: &InodeRef) {
+        if self.fs.fstype(dir.sb) != FsType::Proc {
+            return;
+        }
+        let Kind::Dir(children) = &dir.kind else { return };
+        let sb = dir.sb;
+        let mut map: BTreeMap<String, InodeRef> = BTreeMap::new();
+        match decode(dir.ino) {
+            Node::Root => {
+                for (i, name) in STATIC.iter().enumerate() {
+                    map.insert(String::from(*name), node(PROC_BASE + i as u64, sb, empty_file(), 0o444));
+                }
+                map.insert(String::from("self"), node(PROC_BASE + 100, sb, Kind::Symlink(format!("{}", self.cur.pid)), 0o777));
+                map.insert(String::from("mounts"), node(PROC_BASE + 101, sb, Kind::Symlink(String::from("self/mounts")), 0o777));
+                let mut ndirs = 0;
+                for t in self.all() {
+                    let d = node(pid_ino(t.pid, 0), sb, empty_dir(), 0o555);
+                    let c = task_cred(t);
+                    {
+                        let mut m = d.meta.borrow_mut();
+                        m.uid = c.uid;
+                        m.gid = c.gid;
+                    }
+                    map.insert(format!("{}", t.pid), d);
+                    ndirs += 1;
+                }
+                dir.meta.borrow_mut().nlink = 2 + ndirs;
+            }
+            Node::PidDir(pid) => {
+                let Some(t) = self.task(pid) else {
+                    children.borrow_mut().clear();
+                    return;
+                };
+                let c = task_cred(t);
+                for (i, name) in PID_FILES.iter().enumerate() {
+                    let ino = pid_ino(pid, i as u64 + 1);
+                    let n = match *name {
+                        "exe" => node(ino, sb, Kind::Symlink(t.exe.clone()), 0o777),
+                        "cwd" => node(ino, sb, Kind::Symlink(t.cwd.path()), 0o777),
+                        "root" => node(ino, sb, Kind::Symlink(String::from("/")), 0o777),
+                        "fd" => node(ino, sb, empty_dir(), 0o500),
+                        "environ" => node(ino, sb, empty_file(), 0o400),
+                        _ => node(ino, sb, empty_file(), 0o444),
+                    };
+                    {
+                        let mut m = n.meta.borrow_mut();
+                        m.uid = c.uid;
+                        m.gid = c.gid;
+                    }
+                    map.insert(String::from(*name), n);
+                }
+            }
+            Node::PidEntry(pid, i) if PID_FILES.get(i) == Some(&"fd") => {
+                if let Some(t) = self.task(pid) {
+                    for fd in t.fds.fds() {
+                        let Ok(e) = t.fds.get(fd as u64) else { continue };
+                        let target = if e.file.path.is_empty() || e.file.path == "pipe:" {
+                            let what = if e.file.path == "pipe:" { "pipe" } else { "anon_inode" };
+                            format!("{what}:[{}]", e.file.inode.ino)
+                        } else {
+                            e.file.path.clone()
+                        };
+                        let ino = FD_BASE + ((pid as u64) << 24) + fd as u64;
+                        map.insert(format!("{fd}"), node(ino, sb, Kind::Symlink(target), 0o700));
+                    }
+                }
+            }
+            _ => return,
+        }
+        *children.borrow_mut() = map;
+    }
+
+    /// Where a magic `/proc/<pid>/fd/N` link leads: the open file's inode.
+    pub fn magic(&self, link: &InodeRef) -> Option<InodeRef> {
+        if link.ino < FD_BASE || self.fs.fstype(link.sb) != FsType::Proc {
+            return None;
+        }
+        let Node::Fd(pid, fd) = decode(link.ino) else { return None };
+        Some(self.task(pid)?.fds.get(fd).ok()?.file.inode.clone())
+    }
+
+    /// The contents of proc file `inode` (`None`: not a generated file).
+    pub fn generate(&self, inode: &Inode) -> Option<Vec<u8>> {
+        if self.fs.fstype(inode.sb) != FsType::Proc {
+            return None;
+        }
+        let s = match decode(inode.ino) {
+            Node::Static(i) => self.static_file(STATIC.get(i)?),
+            Node::PidEntry(pid, i) => {
+                let t = self.task(pid)?;
+                self.pid_file(t, PID_FILES.get(i)?)?
+            }
+            _ => return None,
+        };
+        Some(s.into_bytes())
+    }
+
+    fn static_file(&self, name: &str) -> String {
+        let mut s = String::new();
+        let (total, free) = self.frames;
+        let kb = |pages: u64| pages * 4;
+        let secs = self.now_ns / 1_000_000_000;
+        let cs = (self.now_ns / 10_000_000) % 100;
+        match name {
+            "meminfo" => {
+                for (k, v) in [
+                    ("MemTotal", kb(total)),
+                    ("MemFree", kb(free)),
+                    ("MemAvailable", kb(free)),
+                    ("Buffers", 0),
+                    ("Cached", 0),
+                    ("SwapCached", 0),
+                    ("Active", kb(total - free.min(total))),
+                    ("Inactive", 0),
+                    ("Shmem", 0),
+                    ("SReclaimable", 0),
+                    ("SwapTotal", 0),
+                    ("SwapFree", 0),
+                    ("Dirty", 0),
+                    ("Mapped", 0),
+                    ("Slab", 0),
+                    ("CommitLimit", kb(total)),
+                    ("VmallocTotal", 0),
+                ] {
+                    let _ = writeln!(s, "{:<16}{:>8} kB", format!("{k}:"), v);
+                }
+            }
+            "cpuinfo" => {
+                s.push_str(
+                    "processor\t: 0\nvendor_id\t: RustUML\ncpu family\t: 6\nmodel\t\t: 0\nmodel name\t: Rust user-mode Linux virtual CPU\n\
+                     stepping\t: 0\ncpu MHz\t\t: 1000.000\ncache size\t: 0 KB\nphysical id\t: 0\nsiblings\t: 1\ncore id\t\t: 0\n\
+                     cpu cores\t: 1\napicid\t\t: 0\nfpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: 13\nwp\t\t: yes\n\
+                     flags\t\t: fpu tsc cx8 cmov mmx fxsr sse sse2 syscall nx lm\nbogomips\t: 2000.00\nclflush size\t: 64\n\
+                     cache_alignment\t: 64\naddress sizes\t: 46 bits physical, 48 bits virtual\npower management:\n\n",
+                );
+            }
+            "uptime" => {
+                let _ = writeln!(s, "{secs}.{cs:02} {secs}.{cs:02}");
+            }
+            "loadavg" => {
+                let all = self.all();
+                let last = all.iter().map(|t| t.pid).max().unwrap_or(1);
+                let _ = writeln!(s, "0.00 0.00 0.00 1/{} {}", all.len(), last);
+            }
+            "filesystems" => {
+                for t in FsType::all() {
+                    let _ = writeln!(s, "nodev\t{}", t.name());
+                }
+            }
+            "version" => {
+                let _ = writeln!(s, "Linux version {} (rustuml@rustuml) (rustc) #1 SMP PREEMPT_DYNAMIC", self.release);
+            }
+            "stat" => {
+                let ticks = self.now_ns / 10_000_000;
+                let btime = self.realtime_ns.saturating_sub(self.now_ns) / 1_000_000_000;
+                let _ = write!(
+                    s,
+                    "cpu  0 0 0 {ticks} 0 0 0 0 0 0\ncpu0 0 0 0 {ticks} 0 0 0 0 0 0\nintr 0\nctxt 0\nbtime {btime}\nprocesses {}\nprocs_running 1\nprocs_blocked 0\nsoftirq 0\n",
+                    self.all().len()
+                );
+            }
+            "cmdline" => s.push_str("rustuml\n"),
+            "swaps" => s.push_str("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"),
+            _ => {}
+        }
+        s
+    }
+
+    fn pid_file(&self, t: &Task<S>, name: &str) -> Option<String> {
+        let mut s = String::new();
+        let comm = comm_of(t);
+        let (state, state_name) = match t.state {
+            TaskState::Runnable => ('R', "running"),
+            TaskState::Zombie(_) => ('Z', "zombie"),
+            #[allow(unreachable_patterns)]
+            _ => ('S', "sleeping"),
+        };
+        let (vsize, rss, stk) = t.mm.as_ref().map_or((0, 0, 0), |mm| {
+            let v: u64 = mm.vmas().map(|v| v.end - v.start).sum();
+            let st: u64 = mm.vmas().filter(|v| v.kind == VmaKind::Stack).map(|v| v.end - v.start).sum();
+            (v, mm.resident_pages() as u64, st)
+        });
+        let c = task_cred(t);
+        match name {
+            "stat" => {
+                let start = 0u64;
+                let _ = writeln!(
+                    s,
+                    "{} ({}) {} {} {} {} 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 {} {} {} 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
+                    t.pid, comm, state, t.ppid, t.pgid, t.sid, start, vsize, rss
+                );
+            }
+            "status" => {
+                let _ = write!(
+                    s,
+                    "Name:\t{comm}\nUmask:\t{:04o}\nState:\t{state} ({state_name})\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\nPPid:\t{}\nTracerPid:\t0\n\
+                     Uid:\t{u}\t{u}\t{u}\t{u}\nGid:\t{g}\t{g}\t{g}\t{g}\nFDSize:\t64\nGroups:\t\nNStgid:\t{pid}\nNSpid:\t{pid}\nNSpgid:\t{}\nNSsid:\t{}\n\
+                     VmPeak:\t{:>8} kB\nVmSize:\t{:>8} kB\nVmLck:\t       0 kB\nVmPin:\t       0 kB\nVmHWM:\t{:>8} kB\nVmRSS:\t{:>8} kB\n\
+                     RssAnon:\t{:>8} kB\nRssFile:\t       0 kB\nRssShmem:\t       0 kB\nVmData:\t{:>8} kB\nVmStk:\t{:>8} kB\nVmExe:\t       0 kB\n\
+                     VmLib:\t       0 kB\nVmPTE:\t       0 kB\nVmSwap:\t       0 kB\nThreads:\t1\nSigQ:\t0/4096\n\
+                     SigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n\
+                     CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n\
+                     NoNewPrivs:\t0\nSeccomp:\t0\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nMems_allowed:\t1\nMems_allowed_list:\t0\n\
+                     voluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n",
+                    t.umask,
+                    t.ppid,
+                    t.pgid,
+                    t.sid,
+                    vsize / 1024,
+                    vsize / 1024,
+                    rss * 4,
+                    rss * 4,
+                    rss * 4,
+                    vsize.saturating_sub(stk) / 1024,
+                    stk / 1024,
+                    pid = t.pid,
+                    u = c.uid,
+                    g = c.gid,
+                );
+            }
+            // argv is not recorded by exec yet: the executable's path stands in.
+            "cmdline" => {
+                if !t.is_zombie() {
+                    s.push_str(&t.exe);
+                    s.push('\0');
+                }
+            }
+            "environ" => {}
+            "comm" => {
+                let _ = writeln!(s, "{comm}");
+            }
+            "statm" => {
+                let _ = writeln!(s, "{} {} 0 0 0 {} 0", vsize / 4096, rss, vsize / 4096);
+            }
+            "maps" => {
+                if let Some(mm) = t.mm.as_ref() {
+                    for v in mm.vmas() {
+                        let r = if v.prot.contains(Prot::READ) { 'r' } else { '-' };
+                        let w = if v.prot.contains(Prot::WRITE) { 'w' } else { '-' };
+                        let x = if v.prot.contains(Prot::EXEC) { 'x' } else { '-' };
+                        let p = if v.shared { 's' } else { 'p' };
+                        let name = match v.kind {
+                            VmaKind::Heap => "[heap]",
+                            VmaKind::Stack => "[stack]",
+                            _ => "",
+                        };
+                        let line = format!("{:08x}-{:08x} {r}{w}{x}{p} {:08x} 00:00 0", v.start, v.end, v.offset);
+                        if name.is_empty() {
+                            let _ = writeln!(s, "{line}");
+                        } else {
+                            let _ = writeln!(s, "{line:<73}{name}");
+                        }
+                    }
+                }
+            }
+            "mounts" => s = self.fs.mounts_text(),
+            "mountinfo" => {
+                for m in &self.fs.mounts {
+                    let ro = if self.fs.is_readonly(m.sb) { "ro" } else { "rw" };
+                    let _ = writeln!(
+                        s,
+                        "{} {} 0:{} / {} {},relatime shared:{} - {} {} {}",
+                        m.id,
+                        m.parent,
+                        m.sb,
+                        m.target,
+                        ro,
+                        m.id,
+                        self.fs.fstype(m.sb).name(),
+                        m.source,
+                        ro
+                    );
+                }
+            }
+            _ => return None,
+        }
+        Some(s)
+    }
+}
+
+/// The command name: the executable's base name, at most 15 bytes.
+pub fn comm_of<S: AddressSpace>(t: &Task<S>) -> String {
+    let base = t.exe.rsplit('/').next().unwrap_or("");
+    let mut n = base.len().min(15);
+    while !base.is_char_boundary(n) {
+        n -= 1;
+    }
+    String::from(&base[..n])
+}
+
+/// `EACCES`-free check that `inode` is a generated proc file (not writable).
+pub fn is_proc_file(fs: &Fs, inode: &Inode) -> bool {
+    fs.fstype(inode.sb) == FsType::Proc && matches!(inode.kind, Kind::File(_))
+}
+
+/// Errors for writes into procfs/sysfs: `EACCES` as Linux gives for files
+/// without a write handler opened for writing by root.
+pub fn write_denied() -> Errno {
+    Errno::EACCES
+}

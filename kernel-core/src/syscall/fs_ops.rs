@@ -1,0 +1,1239 @@
+//! Path-based VFS calls: path resolution with the procfs hook and search
+//! permission, open, the stat family, mkdir/mknod/unlink/rmdir, rename,
+//! link, symlink, chmod/chown, utimes, truncate, sync, statfs, mount.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use alloc::sync::Arc;
+use core::cell::RefCell;
+
+use hal::Hal;
+use linux_raw_sys::general as g;
+
+use super::SysCtx;
+use crate::fs::mount::{FsType, MS_RDONLY};
+use crate::fs::path::{self, Follow, NAME_MAX, PATH_MAX};
+use crate::fs::perm::{may_delete, permission, task_cred, Cred, MAY_EXEC, MAY_READ, MAY_WRITE};
+use crate::fs::procfs::ProcCtx;
+use crate::fs::{FileRef, InodeRef, Kind, Loc, OpenFile};
+use crate::{Errno, SysResult};
+
+const AT_FDCWD: i32 = g::AT_FDCWD;
+/// Largest in-memory file.
+const MAX_FILE: u64 = 256 << 20;
+
+/// The caller's file-system credentials.
+pub fn cred<H: Hal>(cx: &SysCtx<'_, H>) -> Cred {
+    task_cred(cx.t)
+}
+
+fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H::Space> {
+    let (now_ns, realtime_ns, frames) = if with_time {
+        (cx.hal.now_ns(), cx.hal.realtime_ns(), (cx.k.frames.total_frames(), cx.k.frames.free_frames()))
+    } else {
+        (0, 0, (0, 0))
+    };
+    ProcCtx { tasks: &cx.k.tasks, cur: &*cx.t, fs: &cx.k.fs, now_ns, realtime_ns, release: &cx.k.release, frames }
+}
+
+/// Refill a generated (procfs) directory before it is listed.
+pub fn refresh_dir<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
+    proc_ctx(cx, false).refresh(dir);
+    cx.k.fs.host_sync_dir(dir)
+}
+
+/// The starting point for `path` relative to `dirfd`.
+pub fn dir_loc<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, path: &str) -> Result<Loc, Errno> {
+    if path.starts_with('/') || dirfd as i32 == AT_FDCWD {
+        return Ok(cx.t.cwd.clone());
+    }
+    let f = cx.t.fds.file(dirfd as i32 as i64 as u64)?;
+    if !f.inode.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    let root = Loc::root(cx.k.fs.root.clone());
+    walk_from(cx, &root, &f.path.clone(), Follow::Yes)
+}
+
+fn walk_from<H: Hal>(cx: &SysCtx<'_, H>, start: &Loc, p: &str, follow: Follow) -> Result<Loc, Errno> {
+    let c = cred(cx);
+    let pc = proc_ctx(cx, false);
+    let root = cx.k.fs.root.clone();
+    path::walk_magic(
+        &root,
+        start,
+        p,
+        follow,
+        &mut |d, name| {
+            permission(d, &c, MAY_EXEC)?;
+            pc.refresh(d);
+            pc.fs.host_lookup(d, name)
+        },
+        &|l| pc.magic(l),
+    )
+}
+
+/// Resolve `path` relative to `dirfd`, with search permission checks and
+/// generated directories filled on the way.
+pub fn resolve<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, follow: Follow) -> Result<Loc, Errno> {
+    let start = dir_loc(cx, dirfd, p)?;
+    walk_from(cx, &start, p, follow)
+}
+
+/// Split `path` into its directory part and last name (which may be empty,
+/// `.` or `..`; trailing slashes are dropped and reported).
+fn split_last(p: &str) -> (&str, &str, bool) {
+    let trimmed = p.trim_end_matches('/');
+    let slash = trimmed.len() != p.len();
+    if trimmed.is_empty() {
+        return ("/", "", slash);
+    }
+    match trimmed.rfind('/') {
+        Some(i) => (&trimmed[..=i], &trimmed[i + 1..], slash),
+        None => ("", trimmed, slash),
+    }
+}
+
+/// The parent directory of `path`'s last name, and that name.
+pub struct Parent {
+    /// The directory.
+    pub dir: Loc,
+    /// The last component (may be `""`, `.` or `..`).
+    pub name: String,
+    /// The path ended with `/`.
+    pub slash: bool,
+}
+
+fn resolve_parent<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str) -> Result<Parent, Errno> {
+    if p.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    if p.len() >= PATH_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let start = dir_loc(cx, dirfd, p)?;
+    let (d, name, slash) = split_last(p);
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let dir = if d.is_empty() { start } else { walk_from(cx, &start, d, Follow::Yes)? };
+    if !dir.inode().is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    let c = cred(cx);
+    permission(dir.inode(), &c, MAY_EXEC)?;
+    proc_ctx(cx, false).refresh(dir.inode());
+    cx.k.fs.host_lookup(dir.inode(), name)?;
+    Ok(Parent { dir, name: String::from(name), slash })
+}
+
+fn child_of(dir: &InodeRef, name: &str) -> Result<Option<InodeRef>, Errno> {
+    Ok(dir.lookup(name)?.map(path::cross_mounts))
+}
+
+fn touch_dir(inode: &InodeRef, now: u64) {
+    let mut m = inode.meta.borrow_mut();
+    m.mtime_ns = now;
+    m.ctime_ns = now;
+}
+
+fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: Kind, perm: u32) -> InodeRef {
+    let now = cx.hal.realtime_ns();
+    let c = cred(cx);
+    let node = cx.k.fs.new_inode_in(parent.sb, kind, perm, now);
+    {
+        let mut m = node.meta.borrow_mut();
+        m.uid = c.uid;
+        // setgid directories hand their group down (and the bit, to subdirectories).
+        let pm = *parent.meta.borrow();
+        if pm.perm & 0o2000 != 0 {
+            m.gid = pm.gid;
+            if node.is_dir() {
+                m.perm |= 0o2000;
+            }
+        } else {
+            m.gid = c.gid;
+        }
+    }
+    node
+}
+
+fn may_create<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
+    cx.k.fs.check_writable(dir.sb)?;
+    if matches!(cx.k.fs.fstype(dir.sb), FsType::Proc | FsType::Sysfs) {
+        return Err(Errno::EACCES);
+    }
+    permission(dir, &cred(cx), MAY_WRITE | MAY_EXEC)
+}
+
+// ---------------------------------------------------------------- open
+
+const OPEN_KEEP: u32 = !(g::O_CREAT | g::O_EXCL | g::O_NOCTTY | g::O_TRUNC | g::O_CLOEXEC);
+
+/// Open `path` (relative to `dirfd`) and return the new description, or an
+/// error exactly as Linux's `openat` reports it.
+pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32, mode: u32) -> Result<FileRef, Errno> {
+    if flags & g::O_TMPFILE == g::O_TMPFILE {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let follow = if flags & g::O_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
+    let acc = flags & g::O_ACCMODE;
+    let path_only = flags & g::O_PATH != 0;
+    let wants_write = !path_only && (acc == g::O_WRONLY || acc == g::O_RDWR);
+    let wants_read = !path_only && (acc == g::O_RDONLY || acc == g::O_RDWR);
+    let mut created = false;
+    let loc = if flags & g::O_CREAT != 0 && !path_only {
+        let par = resolve_parent(cx, dirfd, p)?;
+        if par.name.is_empty() || par.name == "." || par.name == ".." || par.slash {
+            return Err(Errno::EISDIR);
+        }
+        match child_of(par.dir.inode(), &par.name)? {
+            Some(_) if flags & g::O_EXCL != 0 => return Err(Errno::EEXIST),
+            Some(c) if matches!(c.kind, Kind::Symlink(_)) => resolve(cx, dirfd, p, follow)?,
+            Some(c) => {
+                let mut l = par.dir;
+                l.stack.push((par.name, c));
+                l
+            }
+            None => {
+                may_create(cx, par.dir.inode())?;
+                let perm = mode & !cx.t.umask & 0o7777;
+                let node = if cx.k.fs.is_host(par.dir.inode().sb) {
+                    cx.k.fs.host_create(par.dir.inode(), &par.name, perm, false)?
+                } else {
+                    let node = new_node(cx, par.dir.inode(), Kind::File(RefCell::new(Vec::new())), perm);
+                    par.dir.inode().insert(&par.name, node.clone())?;
+                    node
+                };
+                touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+                created = true;
+                let mut l = par.dir;
+                l.stack.push((par.name, node));
+                l
+            }
+        }
+    } else {
+        resolve(cx, dirfd, p, follow)?
+    };
+    let inode = loc.inode().clone();
+    if let Kind::Symlink(_) = inode.kind {
+        if !path_only {
+            return Err(Errno::ELOOP);
+        }
+    }
+    if flags & g::O_DIRECTORY != 0 && !inode.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    if inode.is_dir() && (wants_write || flags & g::O_CREAT != 0) && !path_only {
+        return Err(Errno::EISDIR);
+    }
+    if !created && !path_only {
+        let c = cred(cx);
+        let mut mask = 0;
+        if wants_read {
+            mask |= MAY_READ;
+        }
+        if wants_write || flags & g::O_TRUNC != 0 && matches!(inode.kind, Kind::File(_)) {
+            mask |= MAY_WRITE;
+        }
+        permission(&inode, &c, mask)?;
+        if wants_write && !matches!(inode.kind, Kind::Device(_) | Kind::Special(_)) {
+            cx.k.fs.check_writable(inode.sb)?;
+            if matches!(cx.k.fs.fstype(inode.sb), FsType::Proc | FsType::Sysfs) {
+                return Err(Errno::EACCES);
+            }
+        }
+    }
+    if let Kind::File(d) = &inode.kind {
+        if !path_only {
+            if cx.k.fs.is_host(inode.sb) && !created {
+                // Pick up changes made on the host since the lookup.
+                cx.k.fs.host_load(&inode)?;
+            }
+            if let Some(content) = proc_ctx(cx, true).generate(&inode) {
+                *d.borrow_mut() = content;
+            } else if flags & g::O_TRUNC != 0 && wants_write && !created {
+                if cx.k.fs.is_host(inode.sb) {
+                    cx.k.fs.host_truncate(&inode, 0)?;
+                }
+                d.borrow_mut().clear();
+                let now = cx.hal.realtime_ns();
+                let mut m = inode.meta.borrow_mut();
+                m.mtime_ns = now;
+                m.ctime_ns = now;
+            }
+        }
+    }
+    if inode.is_dir() {
+        refresh_dir(cx, &inode)?;
+    }
+    // FIFOs wait for their peer, /dev/ptmx and /dev/tty open other objects.
+    // A procfs fd link reopens the very object (an anonymous pipe does not
+    // get FIFO open rules, as Linux's is_pipe case).
+    let n = loc.stack.len();
+    let via_magic = n >= 2 && cx.k.fs.fstype(loc.stack[n - 2].1.sb) == FsType::Proc && cx.k.fs.fstype(inode.sb) != FsType::Proc;
+    let inode = if path_only || via_magic { inode } else { super::poll::special_open(cx, inode, flags)? };
+    Ok(OpenFile::new(inode, flags & OPEN_KEEP, loc.path()))
+}
+
+/// `openat` in full: read the path, open, install the fd.
+pub fn do_open<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32, mode: u32) -> SysResult {
+    let p = cx.read_path(pathp)?;
+    let file = open_file(cx, dirfd, &p, flags, mode)?;
+    let limit = cx.t.fd_limit();
+    cx.t.fds.alloc_from(0, file, flags & g::O_CLOEXEC != 0, limit)
+}
+
+// ---------------------------------------------------------------- stat
+
+/// Resolve `(dirfd, path, flags)` as the `*at` calls with `AT_EMPTY_PATH`
+/// and `AT_SYMLINK_NOFOLLOW` do. `allowed`: the flags this call accepts.
+pub fn at_inode<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32, allowed: u32) -> Result<InodeRef, Errno> {
+    if flags & !allowed != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let p = if pathp == 0 && flags & g::AT_EMPTY_PATH != 0 { String::new() } else { cx.read_path(pathp)? };
+    if p.is_empty() && flags & g::AT_EMPTY_PATH != 0 {
+        if dirfd as i32 == AT_FDCWD {
+            return Ok(cx.t.cwd.inode().clone());
+        }
+        return Ok(cx.t.fds.file(dirfd as i32 as i64 as u64)?.inode.clone());
+    }
+    let follow = if flags & g::AT_SYMLINK_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
+    Ok(resolve(cx, dirfd, &p, follow)?.inode().clone())
+}
+
+const STAT_FLAGS: u32 = g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH | g::AT_NO_AUTOMOUNT;
+
+/// `newfstatat(dirfd, path, statbuf, flags)`.
+pub fn newfstatat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, a[0], a[1], a[3] as u32, STAT_FLAGS)?;
+    cx.write_user(a[2], &inode.stat_bytes())?;
+    Ok(0)
+}
+
+/// `stat(path, statbuf)`.
+pub fn stat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    cx.write_user(a[1], &inode.stat_bytes())?;
+    Ok(0)
+}
+
+/// `lstat(path, statbuf)`.
+pub fn lstat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], g::AT_SYMLINK_NOFOLLOW, g::AT_SYMLINK_NOFOLLOW)?;
+    cx.write_user(a[1], &inode.stat_bytes())?;
+    Ok(0)
+}
+
+/// The `struct statx` of `inode` (256 bytes).
+pub fn statx_bytes(inode: &InodeRef) -> [u8; 256] {
+    let st = inode.stat_bytes();
+    let m = *inode.meta.borrow();
+    let mut b = [0u8; 256];
+    let mut put = |off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
+    put(0, &g::STATX_BASIC_STATS.to_le_bytes());
+    put(4, &4096u32.to_le_bytes());
+    put(16, &m.nlink.to_le_bytes());
+    put(20, &m.uid.to_le_bytes());
+    put(24, &m.gid.to_le_bytes());
+    put(28, &(inode.mode() as u16).to_le_bytes());
+    put(32, &inode.ino.to_le_bytes());
+    put(40, &st[48..56]); // size
+    put(48, &st[64..72]); // blocks
+    for (off, t) in [(64, m.atime_ns), (96, m.ctime_ns), (112, m.mtime_ns)] {
+        put(off, &((t / 1_000_000_000) as i64).to_le_bytes());
+        put(off + 8, &((t % 1_000_000_000) as u32).to_le_bytes());
+    }
+    let rdev = u64::from_le_bytes([st[40], st[41], st[42], st[43], st[44], st[45], st[46], st[47]]);
+    put(128, &((rdev >> 8) as u32).to_le_bytes());
+    put(132, &((rdev & 0xff) as u32).to_le_bytes());
+    put(140, &inode.sb.to_le_bytes());
+    b
+}
+
+/// `statx(dirfd, path, flags, mask, buf)`.
+pub fn statx<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let flags = a[2] as u32;
+    if a[3] as u32 & g::STATX__RESERVED != 0 || flags & g::AT_STATX_SYNC_TYPE == g::AT_STATX_SYNC_TYPE {
+        return Err(Errno::EINVAL);
+    }
+    let inode = at_inode(cx, a[0], a[1], flags, STAT_FLAGS | g::AT_STATX_SYNC_TYPE)?;
+    cx.write_user(a[4], &statx_bytes(&inode))?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------- access
+
+fn check_access<H: Hal>(cx: &SysCtx<'_, H>, inode: &InodeRef, mode: u64) -> SysResult {
+    if mode & !7 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if mode & 2 != 0 && !matches!(inode.kind, Kind::Device(_)) {
+        cx.k.fs.check_writable(inode.sb)?;
+    }
+    permission(inode, &cred(cx), mode as u32)?;
+    Ok(0)
+}
+
+/// `access(path, mode)`.
+pub fn access<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    check_access(cx, &inode, a[1])
+}
+
+/// `faccessat(dirfd, path, mode)`.
+pub fn faccessat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, a[0], a[1], 0, 0)?;
+    check_access(cx, &inode, a[2])
+}
+
+/// `faccessat2(dirfd, path, mode, flags)`.
+pub fn faccessat2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, a[0], a[1], a[3] as u32, STAT_FLAGS | g::AT_EACCESS)?;
+    check_access(cx, &inode, a[2])
+}
+
+// ---------------------------------------------------------------- readlink
+
+fn do_readlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, buf: u64, size: u64) -> SysResult {
+    if (size as i64) <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    let p = cx.read_path(pathp)?;
+    let inode = if p.is_empty() {
+        // Linux: an empty path reads the link an O_PATH fd refers to.
+        if dirfd as i32 == AT_FDCWD {
+            return Err(Errno::ENOENT);
+        }
+        cx.t.fds.file(dirfd)?.inode.clone()
+    } else {
+        resolve(cx, dirfd, &p, Follow::No)?.inode().clone()
+    };
+    let target = match &inode.kind {
+        Kind::Symlink(t) => t.clone(),
+        _ => return Err(if p.is_empty() { Errno::ENOENT } else { Errno::EINVAL }),
+    };
+    let n = target.len().min(size as usize);
+    cx.write_user(buf, &target.as_bytes()[..n])?;
+    Ok(n)
+}
+
+/// `readlink(path, buf, size)`.
+pub fn readlink<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_readlink(cx, AT_FDCWD as u64, a[0], a[1], a[2])
+}
+
+/// `readlinkat(dirfd, path, buf, size)`.
+pub fn readlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_readlink(cx, a[0], a[1], a[2], a[3])
+}
+
+// ---------------------------------------------------------------- mkdir, mknod, symlink
+
+fn do_mkdir<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32) -> SysResult {
+    let p = cx.read_path(pathp)?;
+    let par = resolve_parent(cx, dirfd, &p)?;
+    if par.name.is_empty() || par.name == "." || par.name == ".." {
+        return Err(Errno::EEXIST);
+    }
+    if par.dir.inode().lookup(&par.name)?.is_some() {
+        return Err(Errno::EEXIST);
+    }
+    may_create(cx, par.dir.inode())?;
+    let perm = mode & !cx.t.umask & 0o7777;
+    if cx.k.fs.is_host(par.dir.inode().sb) {
+        cx.k.fs.host_create(par.dir.inode(), &par.name, perm, true)?;
+    } else {
+        let d = new_node(cx, par.dir.inode(), Kind::Dir(RefCell::new(Default::default())), perm);
+        par.dir.inode().insert(&par.name, d)?;
+    }
+    par.dir.inode().meta.borrow_mut().nlink += 1;
+    touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+    Ok(0)
+}
+
+/// `mkdir(path, mode)`.
+pub fn mkdir<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_mkdir(cx, AT_FDCWD as u64, a[0], a[1] as u32)
+}
+
+/// `mkdirat(dirfd, path, mode)`.
+pub fn mkdirat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_mkdir(cx, a[0], a[1], a[2] as u32)
+}
+
+fn do_symlink<H: Hal>(cx: &mut SysCtx<'_, H>, targetp: u64, dirfd: u64, pathp: u64) -> SysResult {
+    let target = cx.read_path(targetp)?;
+    if target.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let p = cx.read_path(pathp)?;
+    let par = resolve_parent(cx, dirfd, &p)?;
+    if par.name.is_empty() || par.name == "." || par.name == ".." || par.dir.inode().lookup(&par.name)?.is_some() {
+        return Err(Errno::EEXIST);
+    }
+    if par.slash {
+        return Err(Errno::ENOENT);
+    }
+    may_create(cx, par.dir.inode())?;
+    if cx.k.fs.is_host(par.dir.inode().sb) {
+        return Err(Errno::EPERM);
+    }
+    let node = new_node(cx, par.dir.inode(), Kind::Symlink(target), 0o777);
+    par.dir.inode().insert(&par.name, node)?;
+    touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+    Ok(0)
+}
+
+/// `symlink(target, linkpath)`.
+pub fn symlink<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_symlink(cx, a[0], AT_FDCWD as u64, a[1])
+}
+
+/// `symlinkat(target, newdirfd, linkpath)`.
+pub fn symlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_symlink(cx, a[0], a[1], a[2])
+}
+
+fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, dev: u64) -> SysResult {
+    let p = cx.read_path(pathp)?;
+    let kind = match mode & g::S_IFMT {
+        0 | g::S_IFREG => Kind::File(RefCell::new(Vec::new())),
+        g::S_IFCHR => {
+            if !cred(cx).is_root() {
+                return Err(Errno::EPERM);
+            }
+            let (maj, min) = (((dev >> 8) & 0xfff) as u32, ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32);
+            use crate::fs::Device as D;
+            Kind::Device(match (maj, min) {
+                (1, 3) => D::Null,
+                (1, 5) => D::Zero,
+                (1, 7) => D::Full,
+                (1, 8) | (1, 9) => D::Random,
+                (5, 0) | (5, 1) => D::Console,
+                _ => return Err(Errno::EPERM),
+            })
+        }
+        g::S_IFDIR => return Err(Errno::EPERM),
+        g::S_IFIFO => Kind::Special(crate::fs::pipe::Pipe::new(true)),
+        g::S_IFSOCK | g::S_IFBLK => return Err(Errno::EPERM),
+        _ => return Err(Errno::EINVAL),
+    };
+    let par = resolve_parent(cx, dirfd, &p)?;
+    if par.name.is_empty() || par.name == "." || par.name == ".." || par.dir.inode().lookup(&par.name)?.is_some() {
+        return Err(Errno::EEXIST);
+    }
+    may_create(cx, par.dir.inode())?;
+    if cx.k.fs.is_host(par.dir.inode().sb) {
+        return Err(Errno::EPERM);
+    }
+    let node = new_node(cx, par.dir.inode(), kind, mode & !cx.t.umask & 0o7777);
+    par.dir.inode().insert(&par.name, node)?;
+    touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+    Ok(0)
+}
+
+/// `mknod(path, mode, dev)`.
+pub fn mknod<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_mknod(cx, AT_FDCWD as u64, a[0], a[1] as u32, a[2])
+}
+
+/// `mknodat(dirfd, path, mode, dev)`.
+pub fn mknodat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_mknod(cx, a[0], a[1], a[2] as u32, a[3])
+}
+
+// ---------------------------------------------------------------- unlink, rmdir
+
+fn remove_entry(dir: &InodeRef, name: &str) {
+    if let Kind::Dir(d) = &dir.kind {
+        d.borrow_mut().remove(name);
+    }
+}
+
+fn drop_link(node: &InodeRef, now: u64) {
+    let mut m = node.meta.borrow_mut();
+    m.nlink = m.nlink.saturating_sub(if node.is_dir() { 2 } else { 1 });
+    m.ctime_ns = now;
+}
+
+fn is_empty_dir(node: &InodeRef) -> bool {
+    matches!(&node.kind, Kind::Dir(c) if c.borrow().is_empty())
+}
+
+fn do_unlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32) -> SysResult {
+    if flags & !g::AT_REMOVEDIR != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let rmdir = flags & g::AT_REMOVEDIR != 0;
+    let p = cx.read_path(pathp)?;
+    let par = resolve_parent(cx, dirfd, &p)?;
+    match par.name.as_str() {
+        "" => return Err(if rmdir { Errno::EBUSY } else { Errno::EISDIR }),
+        "." if rmdir => return Err(Errno::EINVAL),
+        ".." if rmdir => return Err(Errno::ENOTEMPTY),
+        "." | ".." => return Err(Errno::EISDIR),
+        _ => {}
+    }
+    let dir = par.dir.inode().clone();
+    let raw = dir.lookup(&par.name)?.ok_or(Errno::ENOENT)?;
+    if rmdir {
+        if !raw.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+    } else if raw.is_dir() {
+        return Err(Errno::EISDIR);
+    } else if par.slash {
+        return Err(Errno::ENOTDIR);
+    }
+    cx.k.fs.check_writable(dir.sb)?;
+    may_delete(&dir, &raw, &cred(cx))?;
+    if raw.mounted.borrow().is_some() {
+        return Err(Errno::EBUSY);
+    }
+    if rmdir && !is_empty_dir(&raw) {
+        return Err(Errno::ENOTEMPTY);
+    }
+    if matches!(cx.k.fs.fstype(dir.sb), FsType::Proc | FsType::Sysfs) {
+        return Err(Errno::EACCES);
+    }
+    if cx.k.fs.is_host(dir.sb) {
+        cx.k.fs.host_unlink(&dir, &par.name, rmdir)?;
+    }
+    remove_entry(&dir, &par.name);
+    let now = cx.hal.realtime_ns();
+    drop_link(&raw, now);
+    if rmdir {
+        let mut m = dir.meta.borrow_mut();
+        m.nlink = m.nlink.saturating_sub(1);
+    }
+    touch_dir(&dir, now);
+    Ok(0)
+}
+
+/// `unlink(path)`.
+pub fn unlink<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_unlink(cx, AT_FDCWD as u64, a[0], 0)
+}
+
+/// `unlinkat(dirfd, path, flags)`.
+pub fn unlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_unlink(cx, a[0], a[1], a[2] as u32)
+}
+
+/// `rmdir(path)`.
+pub fn rmdir<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_unlink(cx, AT_FDCWD as u64, a[0], g::AT_REMOVEDIR)
+}
+
+// ---------------------------------------------------------------- link, rename
+
+fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u64, newp: u64, flags: u32) -> SysResult {
+    if flags & !(g::AT_SYMLINK_FOLLOW | g::AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let old = if flags & g::AT_EMPTY_PATH != 0 && cx.read_path(oldp).is_err_and(|e| e == Errno::ENOENT) {
+        cx.t.fds.file(olddirfd)?.inode.clone()
+    } else {
+        let p = cx.read_path(oldp)?;
+        let follow = if flags & g::AT_SYMLINK_FOLLOW != 0 { Follow::Yes } else { Follow::No };
+        resolve(cx, olddirfd, &p, follow)?.inode().clone()
+    };
+    let p = cx.read_path(newp)?;
+    let par = resolve_parent(cx, newdirfd, &p)?;
+    if par.name.is_empty() || par.name == "." || par.name == ".." || par.dir.inode().lookup(&par.name)?.is_some() {
+        return Err(Errno::EEXIST);
+    }
+    if old.is_dir() {
+        return Err(Errno::EPERM);
+    }
+    if par.slash {
+        return Err(Errno::ENOENT);
+    }
+    if old.sb != par.dir.inode().sb {
+        return Err(Errno::EXDEV);
+    }
+    may_create(cx, par.dir.inode())?;
+    if cx.k.fs.is_host(old.sb) {
+        return Err(Errno::EPERM);
+    }
+    if old.meta.borrow().nlink == 0 {
+        return Err(Errno::ENOENT);
+    }
+    par.dir.inode().insert(&par.name, old.clone())?;
+    let now = cx.hal.realtime_ns();
+    {
+        let mut m = old.meta.borrow_mut();
+        m.nlink += 1;
+        m.ctime_ns = now;
+    }
+    touch_dir(par.dir.inode(), now);
+    Ok(0)
+}
+
+/// `link(old, new)`.
+pub fn link<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_link(cx, AT_FDCWD as u64, a[0], AT_FDCWD as u64, a[1], 0)
+}
+
+/// `linkat(olddirfd, old, newdirfd, new, flags)`.
+pub fn linkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_link(cx, a[0], a[1], a[2], a[3], a[4] as u32)
+}
+
+const RENAME_NOREPLACE: u32 = 1;
+const RENAME_EXCHANGE: u32 = 2;
+const RENAME_WHITEOUT: u32 = 4;
+
+fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u64, newp: u64, flags: u32) -> SysResult {
+    if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0
+        || flags & RENAME_WHITEOUT != 0
+        || flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0
+    {
+        return Err(Errno::EINVAL);
+    }
+    let op = cx.read_path(oldp)?;
+    let np = cx.read_path(newp)?;
+    let src = resolve_parent(cx, olddirfd, &op)?;
+    let dst = resolve_parent(cx, newdirfd, &np)?;
+    for n in [&src.name, &dst.name] {
+        if n.is_empty() || n == "." || n == ".." {
+            return Err(Errno::EBUSY);
+        }
+    }
+    let sdir = src.dir.inode().clone();
+    let ddir = dst.dir.inode().clone();
+    let node = sdir.lookup(&src.name)?.ok_or(Errno::ENOENT)?;
+    let target = ddir.lookup(&dst.name)?;
+    if (src.slash || dst.slash) && !node.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    // Renames on the host are not offered by the backend: mv copies instead.
+    if sdir.sb != ddir.sb || cx.k.fs.is_host(sdir.sb) {
+        return Err(Errno::EXDEV);
+    }
+    cx.k.fs.check_writable(sdir.sb)?;
+    if matches!(cx.k.fs.fstype(sdir.sb), FsType::Proc | FsType::Sysfs) {
+        return Err(Errno::EACCES);
+    }
+    let c = cred(cx);
+    may_delete(&sdir, &node, &c)?;
+    if let Some(t) = &target {
+        may_delete(&ddir, t, &c)?;
+    } else {
+        permission(&ddir, &c, MAY_WRITE | MAY_EXEC)?;
+    }
+    if node.mounted.borrow().is_some() || target.as_ref().is_some_and(|t| t.mounted.borrow().is_some()) {
+        return Err(Errno::EBUSY);
+    }
+    if flags & RENAME_EXCHANGE != 0 {
+        let t = target.ok_or(Errno::ENOENT)?;
+        if Arc::ptr_eq(&t, &node) {
+            return Ok(0);
+        }
+        // Neither may contain the other.
+        if dst.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &node)) || src.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &t)) {
+            return Err(Errno::EINVAL);
+        }
+        sdir.insert(&src.name, t.clone())?;
+        ddir.insert(&dst.name, node.clone())?;
+        if !Arc::ptr_eq(&sdir, &ddir) && node.is_dir() != t.is_dir() {
+            let (to_s, to_d): (i32, i32) = if node.is_dir() { (-1, 1) } else { (1, -1) };
+            let adj = |d: &InodeRef, by: i32| {
+                let mut m = d.meta.borrow_mut();
+                m.nlink = (m.nlink as i32 + by).max(1) as u32;
+            };
+            adj(&sdir, to_s);
+            adj(&ddir, to_d);
+        }
+        let now = cx.hal.realtime_ns();
+        touch_dir(&sdir, now);
+        touch_dir(&ddir, now);
+        return Ok(0);
+    }
+    if let Some(t) = &target {
+        if flags & RENAME_NOREPLACE != 0 {
+            return Err(Errno::EEXIST);
+        }
+        if Arc::ptr_eq(t, &node) {
+            return Ok(0);
+        }
+        match (node.is_dir(), t.is_dir()) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            (true, true) if !is_empty_dir(t) => return Err(Errno::ENOTEMPTY),
+            _ => {}
+        }
+    }
+    // A directory may not move into its own subtree.
+    if node.is_dir() && dst.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &node)) {
+        return Err(Errno::EINVAL);
+    }
+    let now = cx.hal.realtime_ns();
+    if let Some(t) = &target {
+        drop_link(t, now);
+        if t.is_dir() {
+            let mut m = ddir.meta.borrow_mut();
+            m.nlink = m.nlink.saturating_sub(1);
+        }
+    }
+    remove_entry(&sdir, &src.name);
+    ddir.insert(&dst.name, node.clone())?;
+    if node.is_dir() && !Arc::ptr_eq(&sdir, &ddir) {
+        {
+            let mut m = sdir.meta.borrow_mut();
+            m.nlink = m.nlink.saturating_sub(1);
+        }
+        ddir.meta.borrow_mut().nlink += 1;
+    }
+    node.meta.borrow_mut().ctime_ns = now;
+    touch_dir(&sdir, now);
+    touch_dir(&ddir, now);
+    Ok(0)
+}
+
+/// `rename(old, new)`.
+pub fn rename<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_rename(cx, AT_FDCWD as u64, a[0], AT_FDCWD as u64, a[1], 0)
+}
+
+/// `renameat(olddirfd, old, newdirfd, new)`.
+pub fn renameat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_rename(cx, a[0], a[1], a[2], a[3], 0)
+}
+
+/// `renameat2(olddirfd, old, newdirfd, new, flags)`.
+pub fn renameat2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_rename(cx, a[0], a[1], a[2], a[3], a[4] as u32)
+}
+
+// ---------------------------------------------------------------- chmod, chown
+
+fn set_mode<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, mode: u32) -> SysResult {
+    let c = cred(cx);
+    cx.k.fs.check_writable(inode.sb)?;
+    if !c.owns(inode) {
+        return Err(Errno::EPERM);
+    }
+    let mut perm = mode & 0o7777;
+    if !c.is_root() && !c.in_group(inode.meta.borrow().gid) {
+        perm &= !0o2000;
+    }
+    let now = cx.hal.realtime_ns();
+    let mut m = inode.meta.borrow_mut();
+    m.perm = perm;
+    m.ctime_ns = now;
+    Ok(0)
+}
+
+/// `chmod(path, mode)`.
+pub fn chmod<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    set_mode(cx, &inode, a[1] as u32)
+}
+
+/// `fchmod(fd, mode)`.
+pub fn fchmod<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let f = cx.t.fds.file(a[0])?;
+    if f.flags.get() & g::O_PATH != 0 {
+        return Err(Errno::EBADF);
+    }
+    set_mode(cx, &f.inode.clone(), a[1] as u32)
+}
+
+/// `fchmodat(dirfd, path, mode, flags)` (`AT_SYMLINK_NOFOLLOW` on a link is
+/// `EOPNOTSUPP`, as Linux).
+pub fn fchmodat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let flags = a[3] as u32;
+    let inode = at_inode(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
+    if matches!(inode.kind, Kind::Symlink(_)) {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    set_mode(cx, &inode, a[2] as u32)
+}
+
+fn set_owner<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, uid: u32, gid: u32) -> SysResult {
+    let c = cred(cx);
+    cx.k.fs.check_writable(inode.sb)?;
+    let m0 = *inode.meta.borrow();
+    let uid_change = uid != u32::MAX && uid != m0.uid;
+    let gid_change = gid != u32::MAX && gid != m0.gid;
+    if !c.is_root() && (uid_change || (gid_change && (m0.uid != c.uid || !c.in_group(gid))) || (uid != u32::MAX && m0.uid != c.uid)) {
+        return Err(Errno::EPERM);
+    }
+    let now = cx.hal.realtime_ns();
+    let mut m = inode.meta.borrow_mut();
+    if uid != u32::MAX {
+        m.uid = uid;
+    }
+    if gid != u32::MAX {
+        m.gid = gid;
+    }
+    if !inode.is_dir() && !matches!(inode.kind, Kind::Symlink(_)) && (uid != u32::MAX || gid != u32::MAX) {
+        // Linux drops set-user-ID, and set-group-ID when group-executable.
+        m.perm &= !0o4000;
+        if m.perm & 0o010 != 0 {
+            m.perm &= !0o2000;
+        }
+    }
+    m.ctime_ns = now;
+    Ok(0)
+}
+
+/// `chown(path, uid, gid)`.
+pub fn chown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    set_owner(cx, &inode, a[1] as u32, a[2] as u32)
+}
+
+/// `lchown(path, uid, gid)`.
+pub fn lchown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], g::AT_SYMLINK_NOFOLLOW, g::AT_SYMLINK_NOFOLLOW)?;
+    set_owner(cx, &inode, a[1] as u32, a[2] as u32)
+}
+
+/// `fchown(fd, uid, gid)`.
+pub fn fchown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let f = cx.t.fds.file(a[0])?;
+    if f.flags.get() & g::O_PATH != 0 {
+        return Err(Errno::EBADF);
+    }
+    set_owner(cx, &f.inode.clone(), a[1] as u32, a[2] as u32)
+}
+
+/// `fchownat(dirfd, path, uid, gid, flags)`.
+pub fn fchownat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, a[0], a[1], a[4] as u32, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
+    set_owner(cx, &inode, a[2] as u32, a[3] as u32)
+}
+
+// ---------------------------------------------------------------- times
+
+const UTIME_NOW: u64 = (1 << 30) - 1;
+const UTIME_OMIT: u64 = (1 << 30) - 2;
+
+/// Set (atime, mtime); `None` = leave, `Some(None)` = now.
+fn set_times<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, times: Option<[Option<Option<u64>>; 2]>) -> SysResult {
+    let c = cred(cx);
+    let explicit = times.is_some_and(|t| t.iter().any(|x| matches!(x, Some(Some(_)))));
+    let all_omit = times.is_some_and(|t| t.iter().all(|x| x.is_none()));
+    if all_omit {
+        return Ok(0);
+    }
+    cx.k.fs.check_writable(inode.sb)?;
+    if !c.owns(inode) {
+        if explicit {
+            return Err(Errno::EPERM);
+        }
+        permission(inode, &c, MAY_WRITE)?;
+    }
+    let now = cx.hal.realtime_ns();
+    let t = times.unwrap_or([Some(None), Some(None)]);
+    let mut m = inode.meta.borrow_mut();
+    if let Some(a) = t[0] {
+        m.atime_ns = a.unwrap_or(now);
+    }
+    if let Some(x) = t[1] {
+        m.mtime_ns = x.unwrap_or(now);
+    }
+    m.ctime_ns = now;
+    Ok(0)
+}
+
+fn read_timespecs<H: Hal>(cx: &mut SysCtx<'_, H>, addr: u64) -> Result<Option<[Option<Option<u64>>; 2]>, Errno> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    let mut out = [None, None];
+    for (i, o) in out.iter_mut().enumerate() {
+        let sec = cx.read_u64(addr + 16 * i as u64)?;
+        let nsec = cx.read_u64(addr + 16 * i as u64 + 8)?;
+        *o = match nsec {
+            UTIME_NOW => Some(None),
+            UTIME_OMIT => None,
+            n if n < 1_000_000_000 && (sec as i64) >= 0 => Some(Some(sec.saturating_mul(1_000_000_000).saturating_add(n))),
+            n if n < 1_000_000_000 => Some(Some(0)),
+            _ => return Err(Errno::EINVAL),
+        };
+    }
+    Ok(Some(out))
+}
+
+fn read_timevals<H: Hal>(cx: &mut SysCtx<'_, H>, addr: u64) -> Result<Option<[Option<Option<u64>>; 2]>, Errno> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    let mut out = [None, None];
+    for (i, o) in out.iter_mut().enumerate() {
+        let sec = cx.read_u64(addr + 16 * i as u64)?;
+        let usec = cx.read_u64(addr + 16 * i as u64 + 8)?;
+        if usec >= 1_000_000 {
+            return Err(Errno::EINVAL);
+        }
+        *o = Some(Some(sec.saturating_mul(1_000_000_000).saturating_add(usec * 1000)));
+    }
+    Ok(Some(out))
+}
+
+/// `utimensat(dirfd, path, times, flags)`; a NULL path means `dirfd` itself.
+pub fn utimensat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let flags = a[3] as u32;
+    if flags & !(g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let times = read_timespecs(cx, a[2])?;
+    let inode = if a[1] == 0 {
+        if a[0] as i32 == AT_FDCWD {
+            return Err(Errno::EFAULT);
+        }
+        cx.t.fds.file(a[0])?.inode.clone()
+    } else {
+        at_inode(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?
+    };
+    set_times(cx, &inode, times)
+}
+
+/// `utimes(path, times)`.
+pub fn utimes<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let times = read_timevals(cx, a[1])?;
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    set_times(cx, &inode, times)
+}
+
+/// `futimesat(dirfd, path, times)`.
+pub fn futimesat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let times = read_timevals(cx, a[2])?;
+    let inode = at_inode(cx, a[0], a[1], 0, 0)?;
+    set_times(cx, &inode, times)
+}
+
+/// `utime(path, times)` (`struct utimbuf`: two `time_t`).
+pub fn utime<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let times = if a[1] == 0 {
+        None
+    } else {
+        let at = cx.read_u64(a[1])?;
+        let mt = cx.read_u64(a[1] + 8)?;
+        Some([Some(Some(at.saturating_mul(1_000_000_000))), Some(Some(mt.saturating_mul(1_000_000_000)))])
+    };
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    set_times(cx, &inode, times)
+}
+
+// ---------------------------------------------------------------- truncate, sync
+
+/// Resize a regular file's data.
+pub fn resize(inode: &InodeRef, len: u64, now: u64) -> SysResult {
+    if (len as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    if len > MAX_FILE {
+        return Err(Errno::EFBIG);
+    }
+    match &inode.kind {
+        Kind::File(d) => d.borrow_mut().resize(len as usize, 0),
+        Kind::Dir(_) => return Err(Errno::EISDIR),
+        _ => return Err(Errno::EINVAL),
+    }
+    let mut m = inode.meta.borrow_mut();
+    m.mtime_ns = now;
+    m.ctime_ns = now;
+    Ok(0)
+}
+
+/// `truncate(path, len)`.
+pub fn truncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    if (a[1] as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    if inode.is_dir() {
+        return Err(Errno::EISDIR);
+    }
+    permission(&inode, &cred(cx), MAY_WRITE)?;
+    cx.k.fs.check_writable(inode.sb)?;
+    if !matches!(inode.kind, Kind::File(_)) {
+        return Err(Errno::EINVAL);
+    }
+    if cx.k.fs.is_host(inode.sb) {
+        cx.k.fs.host_truncate(&inode, a[1])?;
+    }
+    let now = cx.hal.realtime_ns();
+    resize(&inode, a[1], now)
+}
+
+/// `fsync(fd)` / `fdatasync(fd)`: everything is in memory already.
+pub fn fsync<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let f = cx.t.fds.file(a[0])?;
+    if f.flags.get() & g::O_PATH != 0 {
+        return Err(Errno::EBADF);
+    }
+    match f.inode.kind {
+        Kind::File(_) | Kind::Dir(_) | Kind::Device(_) => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `sync()`.
+pub fn sync<H: Hal>(_cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
+    Ok(0)
+}
+
+/// `syncfs(fd)`.
+pub fn syncfs<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    cx.t.fds.file(a[0])?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------- statfs
+
+/// The `struct statfs` of the file system holding `inode` (120 bytes).
+pub fn statfs_bytes(fs: &crate::fs::Fs, inode: &InodeRef) -> [u8; 120] {
+    let (magic, blocks, free) = fs.statfs_numbers(inode.sb);
+    let mut b = [0u8; 120];
+    let mut put = |off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    put(0, magic);
+    put(8, 4096);
+    put(16, blocks);
+    put(24, free);
+    put(32, free);
+    put(40, if blocks == 0 { 0 } else { 1 << 20 });
+    put(48, if blocks == 0 { 0 } else { (1 << 20) - 1024 });
+    put(56, inode.sb as u64);
+    put(64, NAME_MAX as u64);
+    put(72, 4096);
+    put(80, 0x20 | if fs.is_readonly(inode.sb) { 1 } else { 0 });
+    b
+}
+
+/// `statfs` of `inode`'s file system, sized like Linux's tmpfs (half of
+/// memory, free as the frame allocator says).
+fn statfs_of<H: Hal>(cx: &SysCtx<'_, H>, inode: &InodeRef) -> [u8; 120] {
+    let mut b = statfs_bytes(&cx.k.fs, inode);
+    if u64::from_le_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23]]) != 0 {
+        let total = (cx.k.frames.total_frames() / 2).max(1);
+        let free = cx.k.frames.free_frames().min(total);
+        b[16..24].copy_from_slice(&total.to_le_bytes());
+        b[24..32].copy_from_slice(&free.to_le_bytes());
+        b[32..40].copy_from_slice(&free.to_le_bytes());
+    }
+    b
+}
+
+/// `statfs(path, buf)`.
+pub fn statfs<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let b = statfs_of(cx, &inode);
+    cx.write_user(a[1], &b)?;
+    Ok(0)
+}
+
+/// `fstatfs(fd, buf)`.
+pub fn fstatfs<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let f = cx.t.fds.file(a[0])?;
+    let b = statfs_of(cx, &f.inode);
+    cx.write_user(a[1], &b)?;
+    Ok(0)
+}
+
+// ---------------------------------------------------------------- mount
+
+const MS_REMOUNT: u64 = 32;
+const MS_BIND: u64 = 4096;
+const MS_MOVE: u64 = 8192;
+/// Flags that only change per-mount options we do not enforce.
+const MS_IGNORED: u64 = 2 | 4 | 8 | 16 | 1024 | 2048 | (1 << 21) | (1 << 24) | (1 << 22) | (1 << 23) | (1 << 15) | 0xC0ED_0000;
+
+fn read_opt_string<H: Hal>(cx: &mut SysCtx<'_, H>, addr: u64) -> Result<Option<String>, Errno> {
+    if addr == 0 {
+        return Ok(None);
+    }
+    let b = cx.read_cstring(addr, 4096)?;
+    Ok(Some(String::from_utf8(b).map_err(|_| Errno::EINVAL)?))
+}
+
+/// `mount(source, target, fstype, flags, data)`: new tmpfs, proc, sysfs and
+/// devtmpfs instances, bind mounts and read-only remounts.
+pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    if !cred(cx).is_root() {
+        return Err(Errno::EPERM);
+    }
+    let flags = a[3];
+    let target = cx.read_path(a[1])?;
+    let tloc = resolve(cx, AT_FDCWD as u64, &target, Follow::Yes)?;
+    if flags & MS_REMOUNT != 0 {
+        let node = tloc.inode().clone();
+        let m = cx.k.fs.mounts.iter().rev().find(|m| Arc::ptr_eq(&m.root, &node)).ok_or(Errno::EINVAL)?;
+        let sb = m.sb;
+        if let Some(s) = cx.k.fs.sbs.get_mut(&sb) {
+            s.readonly = flags & MS_RDONLY != 0;
+        }
+        return Ok(0);
+    }
+    if flags & MS_MOVE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let source = read_opt_string(cx, a[0])?.unwrap_or_default();
+    if flags & MS_BIND != 0 {
+        let sloc = resolve(cx, AT_FDCWD as u64, &source, Follow::Yes)?;
+        let root = sloc.inode().clone();
+        if root.is_dir() != tloc.inode().is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if !root.is_dir() {
+            return Err(Errno::EINVAL);
+        }
+        let sb = root.sb;
+        cx.k.fs.attach(&tloc, root, sb, &source)?;
+        return Ok(0);
+    }
+    if flags & !(MS_RDONLY | MS_IGNORED) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let fstype = read_opt_string(cx, a[2])?.ok_or(Errno::EFAULT)?;
+    let t = FsType::parse(&fstype).ok_or(Errno::ENODEV)?;
+    if !tloc.inode().is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    let now = cx.hal.realtime_ns();
+    let src = if source.is_empty() { String::from(t.name()) } else { source };
+    cx.k.fs.mount_new(&tloc, t, &src, flags & MS_RDONLY != 0, now)?;
+    Ok(0)
+}
+
+const MNT_FORCE: u32 = 1;
+const MNT_DETACH: u32 = 2;
+const MNT_EXPIRE: u32 = 4;
+const UMOUNT_NOFOLLOW: u32 = 8;
+
+/// `umount2(target, flags)`.
+pub fn umount2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let flags = a[1] as u32;
+    if flags & !(MNT_FORCE | MNT_DETACH | MNT_EXPIRE | UMOUNT_NOFOLLOW) != 0 || (flags & MNT_EXPIRE != 0 && flags & (MNT_FORCE | MNT_DETACH) != 0) {
+        return Err(Errno::EINVAL);
+    }
+    if !cred(cx).is_root() {
+        return Err(Errno::EPERM);
+    }
+    let p = cx.read_path(a[0])?;
+    let follow = if flags & UMOUNT_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
+    let loc = resolve(cx, AT_FDCWD as u64, &p, follow)?;
+    let node = loc.inode().clone();
+    if !cx.k.fs.mounts.iter().any(|m| Arc::ptr_eq(&m.root, &node)) {
+        return Err(Errno::EINVAL);
+    }
+    if flags & MNT_DETACH == 0 {
+        // Busy while a working directory or an open file is inside it.
+        let sb = node.sb;
+        let uses = |t: &crate::task::Task<H::Space>| {
+            t.cwd.inode().sb == sb
+                || t.fds.fds().any(|fd| t.fds.get(fd as u64).is_ok_and(|e| e.file.inode.sb == sb))
+        };
+        if cx.k.fs.mounts.iter().filter(|m| m.sb == sb).count() == 1 && (uses(cx.t) || cx.k.tasks.values().any(&uses)) {
+            return Err(Errno::EBUSY);
+        }
+    }
+    cx.k.fs.umount(&loc)?;
+    Ok(0)
+}
