@@ -200,7 +200,10 @@ impl<S: AddressSpace> Kernel<S> {
         })?;
         let space = hal.new_space().map_err(|_| BootError::OutOfMemory)?;
         let mut fds = FdTable::new();
-        let console = self.fs.new_inode(Kind::Special(self.ttys.console_file(hal::ConsoleStream::Stdout)), 0o600, 0);
+        // fds 0 and 1 are the /dev/console node itself, so ttyname() finds it.
+        let console = path::walk(&self.fs.root, &root, "/dev/console", Follow::Yes)
+            .map(|l| l.inode().clone())
+            .unwrap_or_else(|_| self.fs.new_inode(Kind::Special(self.ttys.console_file(hal::ConsoleStream::Stdout)), 0o600, 0));
         let console_err = self.fs.new_inode(Kind::Special(self.ttys.console_file(hal::ConsoleStream::Stderr)), 0o600, 0);
         let out = OpenFile::new(console, g::O_RDWR, String::from("/dev/console"));
         fds.set(0, out.clone(), false);
@@ -332,7 +335,7 @@ impl<S: AddressSpace> Kernel<S> {
         let file: Arc<dyn MappedFile> = prep.inode.clone();
         let interp: Option<(exec::ElfImage, Arc<dyn MappedFile>)> =
             prep.interp.map(|(img, ino)| (img, ino as Arc<dyn MappedFile>));
-        let args = ExecArgs { argv, envp, execfn, random, uid: 0, gid: 0 };
+        let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid };
         let loaded = exec::load(
             mm,
             &prep.image,
@@ -352,6 +355,12 @@ impl<S: AddressSpace> Kernel<S> {
         task.signals.exec_reset();
         task.execed = true;
         task.exe = prep.path;
+        task.cmdline = nul_joined(argv);
+        task.environ = nul_joined(envp);
+        // Linux names the process after the path handed to execve, not the
+        // file it resolved to (`sh`, not `dash`).
+        let base = execfn.rsplit(|&b| b == b'/').next().unwrap_or(execfn);
+        task.comm = String::from_utf8_lossy(&base[..base.len().min(15)]).into_owned();
         Ok(())
     }
 
@@ -386,8 +395,9 @@ impl<S: AddressSpace> Kernel<S> {
             self.current = Some(pid);
             // Threads share one memory map and fd table: bring them here.
             self.adopt_shared(&mut task);
-            if task.group_exit.is_none() && !task.redo_syscall {
-                // The return to user mode: deliver signals.
+            if task.group_exit.is_none() {
+                // The return to user mode: deliver signals. A call woken to
+                // re-run is interrupted instead if a handler is to run.
                 self.deliver_signals(hal, &mut task);
             }
             if task.group_exit.is_none() && task.state == TaskState::Runnable && !task.stopped {
@@ -410,8 +420,10 @@ impl<S: AddressSpace> Kernel<S> {
                 }
                 if let Some(sig) = task.kill_pending.take() {
                     if !task.is_zombie() {
+                        // Raised by the task on itself (sender = its own process).
                         let tid = task.pid;
-                        self.post_signal(Some(&mut task), tid, SigInfo::kernel(sig), true);
+                        let info = SigInfo { pid: task.tgid, ..SigInfo::kernel(sig) };
+                        self.post_signal(Some(&mut task), tid, info, true);
                     }
                 }
                 if let TaskState::Blocked(_) = task.state {
@@ -722,10 +734,11 @@ impl<S: AddressSpace> Kernel<S> {
             self.itimers.remove(&pid);
         }
         // Orphans go to init; init reaps them. (Only when the whole process is gone.)
-        if task.is_leader() && !self.tasks.values().any(|t| t.tgid == pid && t.pid != pid && !t.is_zombie()) {
+        let tgid = task.tgid;
+        if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
             let mut orphan_zombie = false;
             for t in self.tasks.values_mut() {
-                if t.ppid == pid {
+                if t.ppid == tgid && t.tgid != tgid {
                     t.ppid = 1;
                     orphan_zombie |= t.is_zombie();
                 }
@@ -745,9 +758,10 @@ impl<S: AddressSpace> Kernel<S> {
         let times = (t.utime_ns, t.stime_ns);
         if !t.is_leader() {
             self.tasks.remove(&pid);
+            // The process keeps the CPU time of its exited threads.
             if let Some(l) = self.tasks.get_mut(&tgid) {
-                l.child_times.0 += times.0;
-                l.child_times.1 += times.1;
+                l.utime_ns += times.0;
+                l.stime_ns += times.1;
             }
             // The leader died earlier and this was the last thread: report the process.
             let rest = self.tasks.values().any(|o| o.tgid == tgid && !o.is_zombie());
@@ -839,6 +853,16 @@ pub struct PreparedExec {
     inode: InodeRef,
     interp: Option<(exec::ElfImage, InodeRef)>,
     path: String,
+}
+
+/// Strings as `/proc/<pid>/cmdline` shows them: each followed by a NUL.
+fn nul_joined(strings: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(strings.iter().map(|s| s.len() + 1).sum());
+    for s in strings {
+        v.extend_from_slice(s);
+        v.push(0);
+    }
+    v
 }
 
 /// The `rax` value of a result.

@@ -346,6 +346,8 @@ fn files_console_and_trace() {
         ],
     };
     let (mut hal, _) = machine(vec![p]);
+    // A host terminal: with a pipe on the host side the console is no tty.
+    hal.console.terminal = true;
     hal.console.input.extend(b"abc\n");
     let mut cfg = config(
         "/init",

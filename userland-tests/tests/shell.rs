@@ -194,13 +194,13 @@ macro_rules! compared {
 compared! {
     pipes_redirections: PIPES;
     substitution_arith: SUBST;
-    shebang_scripts: SHEBANG, ignore "needs vfs: fchmodat(AT_FDCWD, path, mode) takes a 4th register as flags and fails EINVAL (coreutils chmod), so chmod +x fails";
+    shebang_scripts: SHEBANG;
     find_sort_head: FIND;
     tar_gzip_roundtrip: TAR_GZIP;
     python_json_threads: PYTHON;
     text_tools: TEXT;
     traps_timeout_wait: JOBS_SIGNALS;
-    ls_long: LS, ignore "needs vfs: fchmodat reads a 4th argument as flags (EINVAL, chmod fails); lgetxattr/getxattr/llistxattr are ENOSYS (ls -l reports an error, Linux gives ENODATA/EOPNOTSUPP)";
+    ls_long: LS;
 }
 
 // ---- guest-only checks against fixed output -------------------------------
@@ -236,7 +236,7 @@ both! {
              ls / | grep -c -x -e bin -e etc -e proc -e tmp -e usr",
             "1\n1\n/\n1\n5\n", 0);
     }
-    proc_cmdline_and_comm #[ignore = "needs exec/procfs: /proc/<pid>/cmdline is the executable path, not argv; comm is the resolved file (dash), not the execve path base name (sh)"] => |k| {
+    proc_cmdline_and_comm => |k| {
         // cmdline is argv (NUL-separated); comm is the base name of the
         // path execve was given (/bin/sh, not the symlink's target dash).
         expect_sh(k, &[], "cat /proc/self/cmdline | tr '\\0' ' '; echo; sh -c 'cat /proc/$$/comm'",

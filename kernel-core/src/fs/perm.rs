@@ -79,13 +79,10 @@ pub fn may_delete(dir: &Inode, victim: &Inode, cred: &Cred) -> Result<(), Errno>
     Ok(())
 }
 
-/// The file-system credentials of task `t`.
-///
-/// Tasks carry no user ids yet (every guest process is root); when the
-/// credentials work lands this reads the task's fsuid/fsgid and groups.
+/// The file-system credentials of task `t`: Linux checks file access with
+/// the fsuid/fsgid (which follow the effective ids) and the groups.
 pub fn task_cred<S: hal::AddressSpace>(t: &crate::task::Task<S>) -> Cred {
-    let _ = t;
-    Cred::root()
+    Cred { uid: t.cred.fsuid, gid: t.cred.fsgid, groups: t.cred.groups.clone() }
 }
 
 #[cfg(test)]

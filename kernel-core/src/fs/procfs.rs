@@ -333,14 +333,11 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                     g = c.gid,
                 );
             }
-            // argv is not recorded by exec yet: the executable's path stands in.
-            "cmdline" => {
-                if !t.is_zombie() {
-                    s.push_str(&t.exe);
-                    s.push('\0');
-                }
-            }
-            "environ" => {}
+            // Zombies have no memory left: Linux shows an empty cmdline.
+            // (The files are text here; non-UTF-8 argv bytes show as U+FFFD.)
+            "cmdline" if !t.is_zombie() => s.push_str(&String::from_utf8_lossy(&t.cmdline)),
+            "environ" if !t.is_zombie() => s.push_str(&String::from_utf8_lossy(&t.environ)),
+            "cmdline" | "environ" => {}
             "comm" => {
                 let _ = writeln!(s, "{comm}");
             }
@@ -393,8 +390,12 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
     }
 }
 
-/// The command name: the executable's base name, at most 15 bytes.
+/// The command name (`comm`): set at exec; before any exec (the kernel's own
+/// first task) the executable's base name, at most 15 bytes.
 pub fn comm_of<S: AddressSpace>(t: &Task<S>) -> String {
+    if !t.comm.is_empty() {
+        return t.comm.clone();
+    }
     let base = t.exe.rsplit('/').next().unwrap_or("");
     let mut n = base.len().min(15);
     while !base.is_char_boundary(n) {

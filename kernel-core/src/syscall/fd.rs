@@ -194,6 +194,9 @@ fn check_change<H: Hal>(cx: &mut SysCtx<'_, H>, tty: &Tty) -> Result<(), Errno> 
 }
 
 fn tty_ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, tty: &Tty, req: u32, arg: u64, master: bool) -> SysResult {
+    if tty.passthrough() && req != FIONREAD {
+        return Err(Errno::ENOTTY);
+    }
     match req {
         TCGETS => {
             cx.write_user(arg, &tty.termios().to_bytes())?;
@@ -282,7 +285,7 @@ fn tty_ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, tty: &Tty, req: u32, arg: u64, mast
                 return Ok(0);
             }
             let force = arg == 1;
-            let r = with_io(cx, |io| {
+            with_io(cx, |io| {
                 if io.pid != io.sid {
                     return Err(Errno::EPERM);
                 }
@@ -292,8 +295,7 @@ fn tty_ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, tty: &Tty, req: u32, arg: u64, mast
                 tty.session.set(Some(io.sid));
                 tty.fg_pgrp.set(Some(io.pgid));
                 Ok(0)
-            });
-            r
+            })
         }
         TIOCNOTTY => {
             if tty.session.get() != Some(cx.t.sid) {

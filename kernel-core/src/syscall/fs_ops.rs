@@ -842,9 +842,16 @@ pub fn fchmod<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     set_mode(cx, &f.inode.clone(), a[1] as u32)
 }
 
-/// `fchmodat(dirfd, path, mode, flags)` (`AT_SYMLINK_NOFOLLOW` on a link is
-/// `EOPNOTSUPP`, as Linux).
+/// `fchmodat(dirfd, path, mode)`.
 pub fn fchmodat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    // fchmodat(2) has no flags argument: whatever is in r10 is noise
+    // (coreutils' chmod leaves garbage there). fchmodat2 has one.
+    fchmodat2(cx, [a[0], a[1], a[2], 0, 0, 0])
+}
+
+/// `fchmodat2(dirfd, path, mode, flags)` (`AT_SYMLINK_NOFOLLOW` on a link is
+/// `EOPNOTSUPP`, as Linux).
+pub fn fchmodat2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let flags = a[3] as u32;
     let inode = at_inode(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
     if matches!(inode.kind, Kind::Symlink(_)) {
@@ -1236,4 +1243,63 @@ pub fn umount2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     cx.k.fs.umount(&loc)?;
     Ok(0)
+}
+
+/// The inode an xattr call names: `path` (following links unless `nofollow`)
+/// or, for the `f*` variants, an open fd.
+fn xattr_target<H: Hal>(cx: &mut SysCtx<'_, H>, target: u64, by_fd: bool, nofollow: bool) -> Result<(), Errno> {
+    if by_fd {
+        cx.t.fds.file(target)?;
+    } else {
+        let flags = if nofollow { g::AT_SYMLINK_NOFOLLOW } else { 0 };
+        at_inode(cx, AT_FDCWD as u64, target, flags, g::AT_SYMLINK_NOFOLLOW)?;
+    }
+    Ok(())
+}
+
+/// `getxattr`/`lgetxattr`/`fgetxattr`: no file here carries extended
+/// attributes, so a valid target answers `ENODATA`, as a Linux file system
+/// with none set does (ls -l asks for ACLs and SELinux labels).
+fn xattr_get<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6], by_fd: bool, nofollow: bool) -> SysResult {
+    xattr_target(cx, a[0], by_fd, nofollow)?;
+    cx.read_cstring(a[1], 256)?;
+    Err(Errno::ENODATA)
+}
+
+/// `listxattr` family: an empty list.
+fn xattr_list<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6], by_fd: bool, nofollow: bool) -> SysResult {
+    xattr_target(cx, a[0], by_fd, nofollow)?;
+    Ok(0)
+}
+
+/// `setxattr`/`removexattr` families: the file systems here do not store
+/// extended attributes (`EOPNOTSUPP`, as Linux's for such a file system).
+fn xattr_set<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6], by_fd: bool, nofollow: bool) -> SysResult {
+    xattr_target(cx, a[0], by_fd, nofollow)?;
+    Err(Errno::EOPNOTSUPP)
+}
+
+/// One handler per xattr system call: (name, implementation, by fd, no-follow).
+macro_rules! xattr_calls {
+    ($($name:ident => $imp:ident, $by_fd:literal, $nofollow:literal;)*) => {$(
+        #[doc = concat!("`", stringify!($name), "`.")]
+        pub fn $name<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+            $imp(cx, a, $by_fd, $nofollow)
+        }
+    )*};
+}
+
+xattr_calls! {
+    getxattr => xattr_get, false, false;
+    lgetxattr => xattr_get, false, true;
+    fgetxattr => xattr_get, true, false;
+    listxattr => xattr_list, false, false;
+    llistxattr => xattr_list, false, true;
+    flistxattr => xattr_list, true, false;
+    setxattr => xattr_set, false, false;
+    lsetxattr => xattr_set, false, true;
+    fsetxattr => xattr_set, true, false;
+    removexattr => xattr_set, false, false;
+    lremovexattr => xattr_set, false, true;
+    fremovexattr => xattr_set, true, false;
 }

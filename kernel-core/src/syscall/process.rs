@@ -80,6 +80,9 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.umask = cx.t.umask;
     child.rlimits = cx.t.rlimits;
     child.exe = cx.t.exe.clone();
+    child.cmdline = cx.t.cmdline.clone();
+    child.environ = cx.t.environ.clone();
+    child.comm = cx.t.comm.clone();
     child.cred = cx.t.cred.clone();
     child.start_ns = cx.hal.now_ns();
     cx.k.tasks.insert(pid, child);

@@ -133,6 +133,14 @@ pub struct Task<S: AddressSpace> {
     pub rlimits: [(u64, u64); RLIM_NLIMITS],
     /// Path of the running executable.
     pub exe: String,
+    /// argv of the last exec, NUL-terminated strings (`/proc/<pid>/cmdline`).
+    /// A copy taken at exec: a program rewriting its argv in place is not
+    /// seen, unlike Linux, which reads the stack.
+    pub cmdline: alloc::vec::Vec<u8>,
+    /// The environment of the last exec, likewise (`/proc/<pid>/environ`).
+    pub environ: alloc::vec::Vec<u8>,
+    /// Command name: base name of the path given to execve, 15 bytes at most.
+    pub comm: String,
     /// Deadline of an interrupted blocking call being re-run, so a restart
     /// does not extend its timeout.
     pub restart_deadline: Option<u64>,
@@ -258,6 +266,9 @@ impl<S: AddressSpace> Task<S> {
             signals: SignalState::default(),
             rlimits: default_rlimits(),
             exe: String::new(),
+            cmdline: alloc::vec::Vec::new(),
+            environ: alloc::vec::Vec::new(),
+            comm: String::new(),
             restart_deadline: None,
             kill_pending: None,
             slice_end: 0,

@@ -7,6 +7,8 @@
 //! and rbx carry values between instructions (the kernel preserves them).
 #![allow(dead_code)]
 
+pub mod model;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 

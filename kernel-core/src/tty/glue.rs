@@ -1,0 +1,117 @@
+//! The kernel side of terminals and wait queues: console input from the HAL,
+//! waking tasks whose wait sets changed, signals to process groups.
+
+use alloc::vec::Vec;
+
+use hal::{AddressSpace, ConsoleRead, Hal};
+
+use crate::fs::path::{self, Follow};
+use crate::fs::Loc;
+use crate::kernel::Kernel;
+use crate::task::signal::SigInfo;
+use crate::task::{Pid, Task};
+use crate::wait::IoCtx;
+use crate::Errno;
+
+impl<S: AddressSpace> Kernel<S> {
+    /// Set up the console from what the HAL says of the host side.
+    pub fn console_setup<H: Hal>(&mut self, hal: &mut H) {
+        let c = hal.console();
+        self.ttys.console.set_host_terminal(c.is_terminal());
+        if let Some((rows, cols)) = c.window_size() {
+            self.ttys.console.resize([rows, cols, 0, 0]);
+        }
+    }
+
+    /// Create `/dev/console`, `/dev/tty`, `/dev/ptmx` and `/dev/pts`.
+    pub fn install_tty_nodes(&mut self) -> Result<(), Errno> {
+        let root = Loc::root(self.fs.root.clone());
+        let dev = path::walk(&self.fs.root, &root, "/dev", Follow::Yes)?.inode().clone();
+        let ttys = self.ttys.clone();
+        ttys.install_dev_nodes(&mut self.fs, &dev)
+    }
+
+    /// Send `sig` to every process of group `pgid`. `cur` is the task being
+    /// handled (out of the task table), if any.
+    pub fn signal_group(&mut self, mut cur: Option<&mut Task<S>>, pgid: Pid, sig: u32) {
+        let mut targets: Vec<Pid> =
+            self.tasks.values().filter(|t| t.is_leader() && !t.is_zombie() && t.pgid == pgid).map(|t| t.pid).collect();
+        if let Some(c) = cur.as_deref() {
+            if c.pgid == pgid && !c.is_zombie() && !targets.contains(&c.tgid) {
+                targets.push(c.tgid);
+            }
+        }
+        for p in targets {
+            self.post_signal(cur.as_deref_mut(), p, SigInfo::kernel(sig), false);
+        }
+    }
+
+    /// Send the group signals queued where no task was at hand.
+    pub fn flush_group_signals(&mut self) {
+        let mut sigs = core::mem::take(&mut self.group_signals);
+        sigs.extend(self.ttys.deferred_signals.borrow_mut().drain(..).map(|(pgid, sig)| crate::wait::GroupSignal { pgid, sig }));
+        for s in sigs {
+            self.signal_group(None, s.pgid, s.sig);
+        }
+    }
+
+    /// Follow the host window size: a change reaches the console's
+    /// foreground group as `SIGWINCH`.
+    pub fn console_check_resize<H: Hal>(&mut self, hal: &mut H) {
+        if let Some((rows, cols)) = hal.console().window_size() {
+            let w = self.ttys.console.winsize();
+            if let Some((pgid, sig)) = self.ttys.console.resize([rows, cols, w[2], w[3]]) {
+                self.group_signals.push(crate::wait::GroupSignal { pgid, sig });
+            }
+        }
+    }
+
+    /// Feed what the HAL console has to the console's line discipline (echo,
+    /// `^C`...), so input is processed as it is typed, read or not.
+    pub fn console_pull<H: Hal>(&mut self, hal: &mut H) {
+        let mut tmp = [0u8; 4096];
+        let now = hal.now_ns();
+        let realtime = hal.realtime_ns();
+        let tty = self.ttys.console.clone();
+        self.console_check_resize(hal);
+        for _ in 0..64 {
+            let r = hal.console().read(&mut tmp);
+            let mut io = IoCtx {
+                now,
+                realtime,
+                console: hal.console(),
+                pid: 0,
+                pgid: 0,
+                sid: 0,
+                sig_ignored: 0,
+                signals: Vec::new(),
+                nonblock: true,
+            };
+            match r {
+                ConsoleRead::Data(0) | ConsoleRead::WouldBlock => break,
+                ConsoleRead::Data(n) => tty.receive(&mut io, &tmp[..n.min(tmp.len())]),
+                ConsoleRead::Eof => {
+                    tty.set_hangup();
+                    break;
+                }
+            }
+            self.group_signals.extend(io.signals);
+        }
+    }
+
+    /// Wake tasks whose wait set changed or whose wake-up instant passed
+    /// (they re-run their call, keeping its deadline).
+    pub fn check_waits(&mut self, now: u64) {
+        if self.waits.is_empty() {
+            return;
+        }
+        let ready: Vec<(Pid, Option<u64>)> =
+            self.waits.iter().filter(|(_, w)| w.ready(now)).map(|(pid, w)| (*pid, w.timeout)).collect();
+        for (pid, timeout) in ready {
+            self.wake(pid, None);
+            if let Some(t) = self.tasks.get_mut(&pid) {
+                t.restart_deadline = timeout;
+            }
+        }
+    }
+}
