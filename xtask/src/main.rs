@@ -14,6 +14,8 @@
 //!   root only.
 //! * `cargo xtask isolation [--out DIR] [--no-build]` runs the isolation attacks under
 //!   both backends and prints the matrix (see `isolation.rs`).
+//! * `cargo xtask fuzz [--minutes N] [--batch CASES] [--only NAME]` runs the
+//!   model-based properties long (see `fuzz.rs`).
 //! * `cargo xtask test [-- CARGO TEST ARGS]` is what CI runs: builds
 //!   everything (both kernels, guests, root directories, the C programs that
 //!   need gcc and musl-gcc), then `cargo test --workspace` with the variables
@@ -25,6 +27,7 @@
 //! other.
 
 mod bench;
+mod fuzz;
 mod isolation;
 mod rootfs;
 
@@ -142,6 +145,20 @@ enum Cmd {
         /// Use the kernels and root directory of the last build as they are.
         #[arg(long)]
         no_build: bool,
+    },
+    /// Run kernel-core's model-based properties (tests/prop_*.rs) for a while with many cases,
+    /// printing cases run and the rate; a failure is shrunk and saved under
+    /// kernel-core/proptest-regressions/.
+    Fuzz {
+        /// How long to run.
+        #[arg(long, value_name = "N", default_value_t = 5.0)]
+        minutes: f64,
+        /// Cases per batch (one `cargo test` run of one property).
+        #[arg(long, value_name = "CASES", default_value_t = 2000)]
+        batch: u32,
+        /// Only the properties whose test or name contains this.
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
     },
     /// What CI runs: build everything, then `cargo test --workspace` with the test environment.
     Test {
@@ -478,6 +495,7 @@ fn main() -> ExitCode {
         Cmd::Rootfs => build_guests(&p).and_then(|()| assemble_default_root(&p)),
         Cmd::Test { cargo_test_args } => test(&p, &cargo_test_args),
         Cmd::Isolation { out, no_build } => isolation::isolation(&p, out, no_build),
+        Cmd::Fuzz { minutes, batch, only } => fuzz::fuzz(&p, &fuzz::Options { minutes, batch, only }),
         Cmd::Bench {
             quick,
             reps,
