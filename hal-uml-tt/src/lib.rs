@@ -61,7 +61,7 @@
 
 pub mod record;
 
-use hal::{AddressSpace, Console, HalError, Interrupts, PhysMem, Prot, Trap, UserContext, PAGE_SIZE};
+use hal::{AddressSpace, HalError, PhysMem, Prot, Trap, UserContext, PAGE_SIZE};
 use hal_uml_x86_64::host::{self, HostMachine};
 use hal_uml_x86_64::ops::{self, Op, OpQueue, SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP};
 use hal_uml_x86_64::phys::MemfdPhys;
@@ -553,31 +553,5 @@ impl hal::Hal for TtHal {
         self.tracer.run_guest(&mut space.proc.tracee, ctx, self.host.timer(), segv_done())
     }
 
-    fn now_ns(&self) -> u64 {
-        self.host.now_ns()
-    }
-
-    fn realtime_ns(&self) -> u64 {
-        self.host.realtime_ns()
-    }
-
-    fn set_timer(&mut self, deadline_ns: Option<u64>) {
-        self.host.set_timer(deadline_ns);
-    }
-
-    fn wait_for_interrupt(&mut self) -> Interrupts {
-        self.host.wait_for_interrupt()
-    }
-
-    fn console(&mut self) -> &mut dyn Console {
-        self.host.console()
-    }
-
-    fn random(&mut self, buf: &mut [u8]) {
-        self.host.random(buf);
-    }
-
-    fn log(&mut self, line: &str) {
-        self.host.log(line);
-    }
+    hal_uml_x86_64::host_hal_methods!();
 }

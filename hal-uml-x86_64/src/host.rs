@@ -154,3 +154,33 @@ impl HostMachine {
         let _ = writeln!(e, "{line}");
     }
 }
+
+/// The [`hal::Hal`] methods that every backend answers from its
+/// [`HostMachine`] (a field named `host`): time, timer, idle wait, console,
+/// entropy and log are the same host facilities for skas and tt.
+#[macro_export]
+macro_rules! host_hal_methods {
+    () => {
+        fn now_ns(&self) -> u64 {
+            self.host.now_ns()
+        }
+        fn realtime_ns(&self) -> u64 {
+            self.host.realtime_ns()
+        }
+        fn set_timer(&mut self, deadline_ns: Option<u64>) {
+            self.host.set_timer(deadline_ns);
+        }
+        fn wait_for_interrupt(&mut self) -> hal::Interrupts {
+            self.host.wait_for_interrupt()
+        }
+        fn console(&mut self) -> &mut dyn hal::Console {
+            self.host.console()
+        }
+        fn random(&mut self, buf: &mut [u8]) {
+            self.host.random(buf);
+        }
+        fn log(&mut self, line: &str) {
+            self.host.log(line);
+        }
+    };
+}

@@ -53,7 +53,7 @@ pub mod spawn;
 pub mod stub;
 pub mod timer;
 
-use hal::{AddressSpace, Console, HalError, Interrupts, Prot, Trap, UserContext};
+use hal::{AddressSpace, HalError, Prot, Trap, UserContext};
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -353,31 +353,5 @@ impl hal::Hal for SkasHal {
         }
     }
 
-    fn now_ns(&self) -> u64 {
-        self.host.now_ns()
-    }
-
-    fn realtime_ns(&self) -> u64 {
-        self.host.realtime_ns()
-    }
-
-    fn set_timer(&mut self, deadline_ns: Option<u64>) {
-        self.host.set_timer(deadline_ns);
-    }
-
-    fn wait_for_interrupt(&mut self) -> Interrupts {
-        self.host.wait_for_interrupt()
-    }
-
-    fn console(&mut self) -> &mut dyn Console {
-        self.host.console()
-    }
-
-    fn random(&mut self, buf: &mut [u8]) {
-        self.host.random(buf);
-    }
-
-    fn log(&mut self, line: &str) {
-        self.host.log(line);
-    }
+    crate::host_hal_methods!();
 }

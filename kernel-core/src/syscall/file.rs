@@ -272,17 +272,26 @@ fn iovecs<H: Hal>(cx: &mut SysCtx<'_, H>, iov: u64, cnt: u64) -> Result<Vec<(u64
     Ok(v)
 }
 
-/// `readv(fd, iov, iovcnt)`.
-pub fn readv<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+/// A transfer on one file, as `do_read`/`do_write`: `None` would block.
+type Transfer<H> = fn(&mut SysCtx<'_, H>, &FileRef, u64, u64, Option<u64>) -> Result<Option<usize>, Errno>;
+
+/// `readv`/`writev`: the segments in order, stopping at the first short
+/// transfer; an error or a would-block counts only when nothing moved yet.
+fn vectored<H: Hal>(
+    cx: &mut SysCtx<'_, H>,
+    a: [u64; 6],
+    open: fn(&mut SysCtx<'_, H>, u64) -> Result<FileRef, Errno>,
+    transfer: Transfer<H>,
+) -> Flow {
     let r = (|| -> Result<Option<usize>, Errno> {
-        let f = readable_file(cx, a[0])?;
+        let f = open(cx, a[0])?;
         let v = iovecs(cx, a[1], a[2])?;
         let mut total = 0usize;
         for (base, len) in v {
             if len == 0 {
                 continue;
             }
-            match do_read(cx, &f, base, len, None) {
+            match transfer(cx, &f, base, len, None) {
                 Ok(Some(n)) => {
                     total += n;
                     if (n as u64) < len {
@@ -307,39 +316,14 @@ pub fn readv<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     }
 }
 
+/// `readv(fd, iov, iovcnt)`.
+pub fn readv<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    vectored(cx, a, readable_file, do_read)
+}
+
 /// `writev(fd, iov, iovcnt)`.
 pub fn writev<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
-    let r = (|| -> Result<Option<usize>, Errno> {
-        let f = writable_file(cx, a[0])?;
-        let v = iovecs(cx, a[1], a[2])?;
-        let mut total = 0usize;
-        for (base, len) in v {
-            if len == 0 {
-                continue;
-            }
-            match do_write(cx, &f, base, len, None) {
-                Ok(Some(n)) => {
-                    total += n;
-                    if (n as u64) < len {
-                        break;
-                    }
-                }
-                Ok(None) if total == 0 => return Ok(None),
-                Ok(None) => break,
-                Err(e) if total == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(Some(total))
-    })();
-    match r {
-        Ok(Some(n)) => Flow::Ret(Ok(n)),
-        Ok(None) => match cx.t.fds.file(a[0]) {
-            Ok(f) => would_block(cx, &f),
-            Err(e) => Flow::Ret(Err(e)),
-        },
-        Err(e) => Flow::Ret(Err(e)),
-    }
+    vectored(cx, a, writable_file, do_write)
 }
 
 /// `lseek(fd, off, whence)`.
