@@ -195,6 +195,13 @@ fn record_wstatus(log: &Log) -> Insn {
 }
 
 fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
+    check_with(ops, bug, false)
+}
+
+/// `linux_mprotect`: model Linux exactly — mprotect over a range with a hole
+/// changes the mapped pages before the hole, then fails with ENOMEM (if the
+/// first page is mapped). The kernel is all-or-nothing (known deviation).
+fn check_with(ops: &[Op], bug: Bug, linux_mprotect: bool) -> Result<(), String> {
     let log = Log::default();
     let b0 = brk0();
     let mut m = Model { pages: BTreeMap::new(), shared: Vec::new(), brk: b0 };
@@ -234,6 +241,14 @@ fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
                 insns.push(record(&log, 0, 0));
                 // All or nothing (Linux changes the mapped prefix before a hole; see the report).
                 let all = (*s..s + n).all(|pg| m.pages.contains_key(&(WIN + pg * P)));
+                if !all && linux_mprotect {
+                    for pg in *s..s + n {
+                        match m.pages.get_mut(&(WIN + pg * P)) {
+                            Some(x) => x.0 = *p,
+                            None => break,
+                        }
+                    }
+                }
                 if all {
                     for pg in *s..s + n {
                         m.pages.get_mut(&(WIN + pg * P)).unwrap().0 = *p;
@@ -382,4 +397,15 @@ fn known_sequence() {
         Op::T(Touch::Store(Area::Win, 0, vec![1])),
     ];
     check(&ops, Bug::None).unwrap();
+}
+
+/// Linux's mprotect changes the VMAs before a hole, then says ENOMEM; the
+/// kernel checks the whole range first and changes nothing. Found while
+/// writing the model (the property tolerates it: it models all-or-nothing).
+#[test]
+#[ignore = "bug: mprotect over [mapped, hole) changes nothing (Linux changes the mapped prefix, then ENOMEM)"]
+fn bug_mprotect_with_hole_changes_the_prefix() {
+    let rw = g::PROT_READ | g::PROT_WRITE;
+    let ops = vec![Op::Mmap(0, 1, rw, false), Op::Mprotect(0, 2, g::PROT_READ), Op::T(Touch::Store(Area::Win, 0, vec![1]))];
+    check_with(&ops, Bug::None, true).unwrap();
 }
