@@ -4,28 +4,13 @@
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code, unused_imports))]
 
+#[path = "conf/common.rs"]
+mod common;
+
+use common::*;
+
 use std::os::raw::c_char;
-use userland_tests::{errno, errno_name, exit_now, fork, now_ms, say, sleep_ms, wait_for};
-
-static mut FAILED: bool = false;
-
-fn t(name: &str, ok: bool, detail: String) {
-    if ok {
-        say!("ok   {name}");
-    } else {
-        say!("FAIL {name}: {detail}");
-        // SAFETY: single-threaded program.
-        unsafe { FAILED = true };
-    }
-}
-
-fn r(v: i64) -> String {
-    if v < 0 {
-        format!("-{}", errno_name(errno()))
-    } else {
-        format!("{v}")
-    }
-}
+use userland_tests::{errno, exit_now, fork, now_ms, sleep_ms, wait_for};
 
 fn pipe(flags: i32) -> (i32, i32) {
     let mut fds = [0i32; 2];

@@ -6,22 +6,16 @@
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code, unused_imports))]
 
+#[path = "conf/common.rs"]
+mod common;
+
+use common::*;
+
 use std::os::raw::c_char;
 use std::ptr::null;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use userland_tests::{errno, errno_name, exit_now, fork, say, sleep_ms, wait_for};
-
-static FAILS: AtomicI32 = AtomicI32::new(0);
-
-fn ok(what: &str, cond: bool) {
-    if cond {
-        say!("ok   {what}");
-    } else {
-        say!("FAIL {what}");
-        FAILS.fetch_add(1, SeqCst);
-    }
-}
 
 fn futex(addr: *const u32, op: i32, val: u32, ts: *const libc::timespec, addr2: *const u32, val3: u32) -> Result<i64, i32> {
     // SAFETY: the futex call only reads/writes the given words (or fails with EFAULT).

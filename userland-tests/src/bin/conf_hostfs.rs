@@ -6,21 +6,13 @@
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code, unused_imports))]
 
-use std::ffi::CString;
+#[path = "conf/common.rs"]
+mod common;
+
+use common::*;
+
 use std::os::raw::c_char;
 use userland_tests::{args, check, errno_name, out, SysRes};
-
-fn c(s: &str) -> CString {
-    CString::new(s).unwrap_or_default()
-}
-
-fn report(name: &str, r: SysRes) {
-    let v = match r {
-        Ok(_) => "ok".to_string(),
-        Err(e) => errno_name(e),
-    };
-    out(&format!("{name}: {v}\n"));
-}
 
 fn open(p: &str, flags: i32) -> SysRes {
     let p = c(p);

@@ -9,21 +9,15 @@
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code, unused_imports))]
 
+#[path = "conf/common.rs"]
+mod common;
+
+use common::*;
+
 use std::os::raw::c_char;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use userland_tests::{describe_status, errno, errno_name, exit_now, fork, in_child, say, sleep_ms, wait_for};
-
-static FAILS: AtomicI32 = AtomicI32::new(0);
-
-fn ok(what: &str, cond: bool) {
-    if cond {
-        say!("ok   {what}");
-    } else {
-        say!("FAIL {what}");
-        FAILS.fetch_add(1, SeqCst);
-    }
-}
 
 type Handler = extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void);
 
