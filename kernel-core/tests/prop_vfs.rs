@@ -183,8 +183,9 @@ struct Model {
     files: Vec<Vec<u8>>,
     fds: BTreeMap<i32, Desc>,
     bug: Bug,
-    /// Known kernel deviations (the `bug_*` tests below), tolerated so the
-    /// property keeps looking for other bugs: the kernel opens a directory with
+    /// Known kernel deviations, tolerated so the property keeps looking for
+    /// other bugs. None is tolerated now: all five it found are fixed and the
+    /// `bug_*` tests below guard them. They were: the kernel opened a directory with
     /// O_RDONLY|O_TRUNC (Linux: EISDIR) and doesn't truncate a file opened
     /// O_RDONLY|O_TRUNC (Linux does); rename checks the file types before
     /// the ancestor checks (rename(file, its parent): EISDIR, Linux ENOTEMPTY;
@@ -502,7 +503,7 @@ fn record_dents(log: &Log) -> Insn {
 }
 
 fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
-    check_with(ops, bug, true)
+    check_with(ops, bug, false)
 }
 
 fn check_with(ops: &[Op], bug: Bug, tolerate_known: bool) -> Result<(), String> {
@@ -627,7 +628,6 @@ fn known_sequence() {
 /// Linux: O_TRUNC asks for write access (build_open_flags), and may_open
 /// refuses write access to a directory with EISDIR. Found by `vfs_matches_the_model`.
 #[test]
-#[ignore = "bug: open(dir, O_RDONLY|O_TRUNC) succeeds (Linux: EISDIR)"]
 fn bug_open_dir_rdonly_trunc_is_eisdir() {
     let ops = vec![Op::Mkdir(1), Op::Open { p: 1, acc: g::O_RDONLY, creat: false, excl: false, trunc: true, append: false }];
     check_with(&ops, Bug::None, false).unwrap();
@@ -636,7 +636,6 @@ fn bug_open_dir_rdonly_trunc_is_eisdir() {
 /// Linux's do_renameat2 rejects a target that is an ancestor of the source
 /// with ENOTEMPTY before vfs_rename's type checks. Found by `vfs_matches_the_model`.
 #[test]
-#[ignore = "bug: rename(\"/tmp/a/x\" (file), \"/tmp/a\") gives EISDIR (Linux: ENOTEMPTY)"]
 fn bug_rename_into_own_parent_is_enotempty() {
     let ops = vec![Op::Mkdir(0), Op::Open { p: 2, acc: g::O_RDONLY, creat: true, excl: false, trunc: false, append: false }, Op::Rename(2, 0)];
     check_with(&ops, Bug::None, false).unwrap();
@@ -644,7 +643,6 @@ fn bug_rename_into_own_parent_is_enotempty() {
 
 /// Same root cause: the source-is-an-ancestor check (EINVAL) must come first.
 #[test]
-#[ignore = "bug: rename(\"/tmp/a\", \"/tmp/a/z\" (file)) gives ENOTDIR (Linux: EINVAL)"]
 fn bug_rename_dir_onto_file_inside_it_is_einval() {
     let ops = vec![Op::Mkdir(0), Op::Open { p: 4, acc: g::O_RDONLY, creat: true, excl: false, trunc: false, append: false }, Op::Rename(0, 4)];
     check_with(&ops, Bug::None, false).unwrap();
@@ -653,7 +651,6 @@ fn bug_rename_dir_onto_file_inside_it_is_einval() {
 /// Linux truncates a regular file opened O_RDONLY|O_TRUNC (O_TRUNC implies
 /// MAY_WRITE; root passes). Found by `vfs_matches_the_model`.
 #[test]
-#[ignore = "bug: open(file, O_RDONLY|O_TRUNC) does not truncate (Linux does)"]
 fn bug_open_rdonly_trunc_truncates() {
     let open = |p, acc, creat, trunc| Op::Open { p, acc, creat, excl: false, trunc, append: false };
     let ops = vec![open(0, g::O_WRONLY, true, false), Op::Write(3, vec![7]), open(0, g::O_RDONLY, false, true), Op::Read(4, 1)];
@@ -664,7 +661,6 @@ fn bug_open_rdonly_trunc_truncates() {
 /// appends data to the end of the file, regardless of the value of offset".
 /// Found by `vfs_matches_the_model`.
 #[test]
-#[ignore = "bug: pwrite on an O_APPEND fd writes at the offset (Linux appends)"]
 fn bug_pwrite_on_append_fd_appends() {
     let ops = vec![
         Op::Open { p: 0, acc: g::O_RDWR, creat: true, excl: false, trunc: false, append: true },

@@ -122,9 +122,11 @@ fn do_write_inner<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: 
             Ok(done as usize)
         }
         Kind::File(data) => {
+            // O_APPEND wins even over pwrite's offset: a Linux quirk (BUGS in
+            // pwrite(2)) that programs relying on append-only logs expect.
             let mut off = match pos {
+                _ if f.flags.get() & g::O_APPEND != 0 => data.borrow().len() as u64,
                 Some(p) => p,
-                None if f.flags.get() & g::O_APPEND != 0 => data.borrow().len() as u64,
                 None => f.offset.get(),
             };
             if off.checked_add(count).is_none_or(|end| end > MAX_FILE) {

@@ -224,7 +224,9 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     if flags & g::O_DIRECTORY != 0 && !inode.is_dir() {
         return Err(Errno::ENOTDIR);
     }
-    if inode.is_dir() && (wants_write || flags & g::O_CREAT != 0) && !path_only {
+    // Linux adds MAY_WRITE for O_TRUNC even with O_RDONLY (and then truncates).
+    let may_write = wants_write || flags & g::O_TRUNC != 0;
+    if inode.is_dir() && (may_write || flags & g::O_CREAT != 0) && !path_only {
         return Err(Errno::EISDIR);
     }
     if !created && !path_only {
@@ -233,11 +235,11 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
         if wants_read {
             mask |= MAY_READ;
         }
-        if wants_write || flags & g::O_TRUNC != 0 && matches!(inode.kind, Kind::File(_)) {
+        if may_write {
             mask |= MAY_WRITE;
         }
         permission(&inode, &c, mask)?;
-        if wants_write && !matches!(inode.kind, Kind::Device(_) | Kind::Special(_)) {
+        if may_write && !matches!(inode.kind, Kind::Device(_) | Kind::Special(_)) {
             cx.k.fs.check_writable(inode.sb)?;
             if matches!(cx.k.fs.fstype(inode.sb), FsType::Proc | FsType::Sysfs) {
                 return Err(Errno::EACCES);
@@ -252,7 +254,7 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
             }
             if let Some(content) = proc_ctx(cx, true).generate(&inode) {
                 *d.borrow_mut() = content;
-            } else if flags & g::O_TRUNC != 0 && wants_write && !created {
+            } else if flags & g::O_TRUNC != 0 && !created {
                 if cx.k.fs.is_host(inode.sb) {
                     cx.k.fs.host_truncate(&inode, 0)?;
                 }
@@ -752,9 +754,18 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
         touch_dir(&ddir, now);
         return Ok(0);
     }
+    if target.is_some() && flags & RENAME_NOREPLACE != 0 {
+        return Err(Errno::EEXIST);
+    }
+    // Ancestry comes before file types, as in Linux's do_renameat2: a
+    // directory may not move into its own subtree (EINVAL), and the target
+    // may not be an ancestor of the source (ENOTEMPTY).
+    if node.is_dir() && dst.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &node)) {
+        return Err(Errno::EINVAL);
+    }
     if let Some(t) = &target {
-        if flags & RENAME_NOREPLACE != 0 {
-            return Err(Errno::EEXIST);
+        if src.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, t)) {
+            return Err(Errno::ENOTEMPTY);
         }
         if Arc::ptr_eq(t, &node) {
             return Ok(0);
@@ -765,10 +776,6 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
             (true, true) if !is_empty_dir(t) => return Err(Errno::ENOTEMPTY),
             _ => {}
         }
-    }
-    // A directory may not move into its own subtree.
-    if node.is_dir() && dst.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &node)) {
-        return Err(Errno::EINVAL);
     }
     let now = cx.hal.realtime_ns();
     if let Some(t) = &target {
