@@ -63,6 +63,7 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     expect("uname(NULL)", sys(SYS_uname, &[0]), "-EFAULT");
     expect("uname(LOW)", sys(SYS_uname, &[LOW]), "-EFAULT");
     expect("uname(KERNEL)", sys(SYS_uname, &[KERNEL]), "-EFAULT");
+    // SAFETY: utsname is plain bytes; all zeros is a valid value.
     let mut uts: utsname = unsafe { std::mem::zeroed() };
     expect(
         "uname(&buf)",
@@ -227,9 +228,11 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
         sys(SYS_mprotect, &[0x1001, 4096, PROT_READ as c_long]),
         "-EINVAL",
     );
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { getpid() } as c_long;
     expect(
         "kill(self, 999)",
-        sys(SYS_kill, &[unsafe { getpid() } as c_long, 999]),
+        sys(SYS_kill, &[me, 999]),
         "-EINVAL",
     );
     expect(
