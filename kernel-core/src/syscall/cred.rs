@@ -151,7 +151,7 @@ const KEEP: u32 = u32::MAX;
 /// `setresuid`-style change of (real, effective, saved) for uids (`gid` false)
 /// or gids: unprivileged callers may only pick among their current three.
 fn setres<H: Hal>(cx: &mut SysCtx<'_, H>, gid: bool, r: u32, e: u32, s: u32) -> SysResult {
-    let mut c = cx.t.cred.clone();
+    let c = cx.t.cred.clone();
     let priv_ = c.euid == 0;
     let (cr, ce, cs) = if gid { (c.gid, c.egid, c.sgid) } else { (c.uid, c.euid, c.suid) };
     let ok = |x: u32| x == KEEP || x == cr || x == ce || x == cs;
@@ -159,50 +159,46 @@ fn setres<H: Hal>(cx: &mut SysCtx<'_, H>, gid: bool, r: u32, e: u32, s: u32) -> 
         return Err(Errno::EPERM);
     }
     let pick = |x: u32, old: u32| if x == KEEP { old } else { x };
-    let (nr, ne, ns) = (pick(r, cr), pick(e, ce), pick(s, cs));
+    store_ids(cx, c, gid, pick(r, cr), pick(e, ce), pick(s, cs))
+}
+
+/// Install (real, effective, saved) uids or gids; the fs id follows the
+/// effective one, as Linux does.
+fn store_ids<H: Hal>(cx: &mut SysCtx<'_, H>, mut c: Cred, gid: bool, r: u32, e: u32, s: u32) -> SysResult {
     if gid {
-        c.gid = nr;
-        c.egid = ne;
-        c.sgid = ns;
-        c.fsgid = ne;
+        (c.gid, c.egid, c.sgid, c.fsgid) = (r, e, s, e);
     } else {
-        c.uid = nr;
-        c.euid = ne;
-        c.suid = ns;
-        c.fsuid = ne;
+        (c.uid, c.euid, c.suid, c.fsuid) = (r, e, s, e);
     }
     set_cred(cx, c);
     Ok(0)
 }
 
-/// `setuid(uid)`.
-pub fn setuid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let u = a[0] as u32;
-    if u == KEEP {
+/// `setuid`/`setgid` rules: root sets all three ids; others may set the
+/// effective id to their real or saved one.
+fn set_one<H: Hal>(cx: &mut SysCtx<'_, H>, gid: bool, v: u32) -> SysResult {
+    if v == KEEP {
         return Err(Errno::EINVAL);
     }
-    if cx.t.cred.euid == 0 {
-        setres(cx, false, u, u, u)
-    } else if u == cx.t.cred.uid || u == cx.t.cred.suid {
-        setres(cx, false, KEEP, u, KEEP)
+    let c = &cx.t.cred;
+    let (real, saved) = if gid { (c.gid, c.sgid) } else { (c.uid, c.suid) };
+    if c.euid == 0 {
+        setres(cx, gid, v, v, v)
+    } else if v == real || v == saved {
+        setres(cx, gid, KEEP, v, KEEP)
     } else {
         Err(Errno::EPERM)
     }
 }
 
+/// `setuid(uid)`.
+pub fn setuid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    set_one(cx, false, a[0] as u32)
+}
+
 /// `setgid(gid)`.
 pub fn setgid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let v = a[0] as u32;
-    if v == KEEP {
-        return Err(Errno::EINVAL);
-    }
-    if cx.t.cred.euid == 0 {
-        setres(cx, true, v, v, v)
-    } else if v == cx.t.cred.gid || v == cx.t.cred.sgid {
-        setres(cx, true, KEEP, v, KEEP)
-    } else {
-        Err(Errno::EPERM)
-    }
+    set_one(cx, true, a[0] as u32)
 }
 
 /// `setreuid`/`setregid` rules: real may become real or effective; effective
@@ -223,20 +219,7 @@ fn setre<H: Hal>(cx: &mut SysCtx<'_, H>, gid: bool, r: u32, e: u32) -> SysResult
     let nr = if r == KEEP { cr } else { r };
     let ne = if e == KEEP { ce } else { e };
     let ns = if r != KEEP || (e != KEEP && e != cr) { ne } else { cs };
-    let mut c = cx.t.cred.clone();
-    if gid {
-        c.gid = nr;
-        c.egid = ne;
-        c.sgid = ns;
-        c.fsgid = ne;
-    } else {
-        c.uid = nr;
-        c.euid = ne;
-        c.suid = ns;
-        c.fsuid = ne;
-    }
-    set_cred(cx, c);
-    Ok(0)
+    store_ids(cx, cx.t.cred.clone(), gid, nr, ne, ns)
 }
 
 /// `setreuid(ruid, euid)`.
