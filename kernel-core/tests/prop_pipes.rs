@@ -218,12 +218,7 @@ fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
         want.push(m.step(op));
         labels.push(i);
     }
-    let out = run(insns, &data, &log);
-    compare(ops, &out.recs, &want, &labels)?;
-    if out.status != 0 {
-        return Err(format!("exit status {} (log {:?})", out.status, out.log));
-    }
-    Ok(())
+    run_and_compare(insns, &data, &log, ops, &want, &labels)
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {

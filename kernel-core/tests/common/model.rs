@@ -146,3 +146,21 @@ impl Expect {
         self
     }
 }
+
+/// Run a single-process script and check it step by step against the
+/// model's expectations; the process must end with status 0.
+pub fn run_and_compare<O: std::fmt::Debug>(
+    insns: Vec<Insn>,
+    data: &[u8],
+    log: &Log,
+    ops: &[O],
+    want: &[Expect],
+    labels: &[usize],
+) -> Result<(), String> {
+    let out = run(insns, data, log);
+    compare(ops, &out.recs, want, labels)?;
+    if out.status != 0 {
+        return Err(format!("exit status {} (log {:?})", out.status, out.log));
+    }
+    Ok(())
+}
