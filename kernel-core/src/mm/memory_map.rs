@@ -467,23 +467,12 @@ impl<S: AddressSpace> MemoryMap<S> {
             }
         }
         let keys: Vec<u64> = self.vmas.range(start..end).map(|(&s, _)| s).collect();
-        let mut unmap: Option<(u64, u64)> = None;
         for k in keys {
             if let Some(vma) = self.vmas.remove(&k) {
-                match &mut unmap {
-                    Some((_, e)) if *e == vma.start => *e = vma.end,
-                    _ => {
-                        if let Some((s, e)) = unmap.take() {
-                            self.host.unmap(s, e - s);
-                        }
-                        unmap = Some((vma.start, vma.end));
-                    }
-                }
+                // The backends' op queues merge contiguous unmaps already.
+                self.host.unmap(vma.start, vma.end - vma.start);
                 Self::release_vma(vma, frames);
             }
-        }
-        if let Some((s, e)) = unmap {
-            self.host.unmap(s, e - s);
         }
     }
 
@@ -821,21 +810,9 @@ impl<S: AddressSpace> MemoryMap<S> {
         for (_, pte) in core::mem::take(&mut self.pages) {
             frames.put(pte.frame);
         }
-        let mut unmap: Option<(u64, u64)> = None;
         for (_, vma) in core::mem::take(&mut self.vmas) {
-            match &mut unmap {
-                Some((_, e)) if *e == vma.start => *e = vma.end,
-                _ => {
-                    if let Some((s, e)) = unmap.take() {
-                        self.host.unmap(s, e - s);
-                    }
-                    unmap = Some((vma.start, vma.end));
-                }
-            }
+            self.host.unmap(vma.start, vma.end - vma.start);
             Self::release_vma(vma, frames);
-        }
-        if let Some((s, e)) = unmap {
-            self.host.unmap(s, e - s);
         }
         self.brk_base = 0;
         self.brk = 0;
