@@ -203,7 +203,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         config.env.push(format!("RUSTUML_PHYS_SIZE={phys_len:#x}"));
         config.env.push(format!("RUSTUML_KERNEL_GETPPID={getppid:#x}"));
     }
-    let status = match kernel_core::kernel::boot_with(&mut hal, config, host_dirs) {
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, nets: Vec::new() }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };

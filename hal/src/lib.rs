@@ -15,6 +15,7 @@
 pub mod context;
 pub mod device;
 pub mod mem;
+pub mod net;
 pub mod trap;
 
 #[cfg(feature = "mock")]
@@ -23,6 +24,7 @@ pub mod mock;
 pub use context::{FpuState, UserContext, UserRegs};
 pub use device::{Console, ConsoleRead, ConsoleStream, HostAttr, HostDir, HostError, HostFileKind};
 pub use mem::{AddressSpace, PhysMem, Prot, PAGE_SIZE};
+pub use net::NetDevice;
 pub use trap::{Access, CpuFaultKind, Interrupts, Trap};
 
 /// Why the HAL could not provide a resource.

@@ -36,6 +36,8 @@ bitflags::bitflags! {
         const TIMER = 1;
         /// The console has input (or hung up).
         const CONSOLE = 2;
+        /// A network device has received frames.
+        const NET = 4;
     }
 }
 

@@ -65,6 +65,29 @@ pub struct BootConfig {
     pub trace_syscalls: bool,
 }
 
+/// A network interface handed to the kernel at boot, with the static
+/// configuration a real machine's network scripts (or DHCP) would apply.
+pub struct NetAttach {
+    /// Interface name, e.g. `eth0`.
+    pub name: String,
+    /// The link.
+    pub device: alloc::boxed::Box<dyn hal::NetDevice>,
+    /// IPv4 address and prefix length, if any.
+    pub ipv4: Option<([u8; 4], u8)>,
+    /// Default IPv4 gateway reached through this interface, if any.
+    pub gateway: Option<[u8; 4]>,
+}
+
+/// The host devices a backend attaches besides the console.
+#[derive(Default)]
+pub struct Devices {
+    /// Host directories mounted at guest paths (hostfs,
+    /// `--hostfs HOSTDIR:GUESTDIR[:rw]`).
+    pub host_dirs: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
+    /// Network interfaces (`--net`); loopback always exists besides these.
+    pub nets: Vec<NetAttach>,
+}
+
 /// Why the kernel could not start init.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BootError {
@@ -143,16 +166,14 @@ pub const DEADLOCK_STATUS: i32 = 128 + 9;
 /// Runs init until it exits; returns its status as a shell's `$?` sees it.
 /// All guest address spaces are dropped before it returns.
 pub fn boot<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, BootError> {
-    boot_with(hal, config, Vec::new())
+    boot_with(hal, config, Devices::default())
 }
 
-/// [`boot`], with host directories mounted at guest paths (hostfs,
-/// `--hostfs HOSTDIR:GUESTDIR[:rw]`).
-pub fn boot_with<H: Hal>(
-    hal: &mut H,
-    config: BootConfig,
-    host_dirs: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
-) -> Result<i32, BootError> {
+/// [`boot`], with host devices attached (hostfs mounts, network interfaces).
+pub fn boot_with<H: Hal>(hal: &mut H, config: BootConfig, devices: Devices) -> Result<i32, BootError> {
+    let Devices { host_dirs, nets } = devices;
+    // Network interfaces are wired up by the network stack (issue 7).
+    drop(nets);
     let mut fs = Fs::new();
     cpio::unpack(&mut fs, &config.initramfs).map_err(|e| BootError::BadInitramfs(e.0))?;
     fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;

@@ -22,4 +22,4 @@ pub mod tty;
 pub mod wait;
 
 pub use errno::{Errno, SysResult};
-pub use kernel::{boot, BootConfig, BootError};
+pub use kernel::{boot, BootConfig, BootError, Devices, NetAttach};
