@@ -15,6 +15,7 @@ pub mod exec;
 pub mod fs;
 pub mod kernel;
 pub mod mm;
+pub mod net;
 pub mod syscall;
 pub mod task;
 pub mod time;
