@@ -5,7 +5,9 @@
 //!   archive that `kernel-core` unpacks as its root file system.
 //! - [`hostfs::HostExport`]: a host directory exported into the guest
 //!   (`--hostfs`), confined beneath that directory.
+//! - [`net`]: network links (user-mode NAT, virtual switch, TAP) for `--net`.
 
 pub mod console;
 pub mod hostfs;
 pub mod initramfs;
+pub mod net;

@@ -207,6 +207,11 @@ pub trait FileOps {
     }
     /// For downcasting in `ioctl`, `epoll_ctl`, `timerfd_settime`.
     fn as_any(&self) -> &dyn Any;
+    /// The socket behind this object, if it is one (the socket system calls
+    /// reach the family's operations through this).
+    fn as_socket(&self) -> Option<&dyn crate::net::Socket> {
+        None
+    }
 }
 
 /// A shared special-file object.
