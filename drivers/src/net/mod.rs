@@ -7,6 +7,8 @@
 //! wait-for-interrupt can sleep on it next to the timer and the console and
 //! report [`hal::Interrupts::NET`].
 
+pub mod nat;
+
 use std::os::fd::RawFd;
 
 /// A [`hal::NetDevice`] backed by the host.
