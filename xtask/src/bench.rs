@@ -3,11 +3,18 @@
 //! `kernel-tt`, interleaved (native, skas, tt, native, skas, tt, ...) so
 //! that a change in the machine's load hits every backend alike, and prints
 //! per operation the median of each backend and its ratio to native.
+//! `--peers` adds User-mode Linux and gVisor when installed (see
+//! `bench_peers.rs`); a missing peer is a note, never an error.
 //!
-//! The guest side is `userland-tests/src/bin/bench_ops.rs`: one process per
+//! The guest side is `userland-tests/src/bin/bench_ops.rs` (micro
+//! operations) and `bench_macro.rs` (a shell loop of processes, tar+gzip,
+//! python start-up, a futex ping-pong between threads): one process per
 //! measurement, timing its own operation with `clock_gettime` and printing
-//! `bench OP VALUE UNIT` (or `bench OP n/a REASON`). Boot time and the host
-//! CPU of an idle guest are measured here, from the host.
+//! `bench OP VALUE UNIT` (or `bench OP n/a REASON`). The macro rows run the
+//! host's own programs, which the full benchmark root holds (the default
+//! root's userland). Boot times and the host CPU of an idle guest are
+//! measured here, from the host. With `--quick` the macro rows run in the
+//! first repetition only, with fewer iterations.
 //!
 //! Benchmarks never fail on time: an operation that fails, hangs or crashes
 //! under a backend is reported as `n/a` with the reason, and the run goes on.
@@ -22,6 +29,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+#[path = "bench_peers.rs"]
+mod peers;
 
 /// Options of `cargo xtask bench`.
 #[derive(Clone, Debug, Default)]
@@ -48,13 +58,20 @@ enum Better {
 /// How an operation is measured.
 #[derive(Copy, Clone, Debug)]
 enum How {
-    /// `bench_ops OP ITERS [PATH]` inside the guest; the path argument is
-    /// derived from [`PathArg`].
+    /// `PROG OP ITERS [PATH]` inside the guest (PROG `bench_ops` or
+    /// `bench_macro`); the path argument is derived from [`PathArg`]. The
+    /// peers always run the `quick` count (their operations are 10–1000×
+    /// slower; the count only sets the precision).
     Guest {
+        prog: &'static str,
         full: usize,
         quick: usize,
         path: PathArg,
     },
+    /// Host-side: wall time of booting with `/bin/sh -c exit` as init (the
+    /// guest powers off when its init exits), in the root with the host's
+    /// userland.
+    BootShell,
     /// Host-side: spawn to the first byte `hello` writes.
     BootFirstOutput,
     /// Host-side: spawn to exit of `hello`.
@@ -72,6 +89,9 @@ enum PathArg {
     Program,
     /// A writable directory (`/tmp`).
     Dir,
+    /// A writable directory in memory: the guest's `/tmp`, natively
+    /// `/dev/shm` (tmpfs) when there is one.
+    Tmpfs,
 }
 
 /// One operation of the table.
@@ -86,6 +106,9 @@ struct Op {
     how: How,
     /// DESIGN.md targets, in the raw unit: (skas, tt).
     target: Option<(f64, f64)>,
+    /// A macro benchmark: with `--quick`, measured in the first repetition
+    /// only, so that the smoke check stays under a minute.
+    macro_: bool,
 }
 
 const OPS: &[Op] = &[
@@ -95,11 +118,13 @@ const OPS: &[Op] = &[
         unit: "ns",
         better: Better::Lower,
         how: How::Guest {
+            prog: "bench_ops",
             full: 200_000,
             quick: 20_000,
             path: PathArg::None,
         },
         target: Some((3_000.0, 2_000.0)),
+        macro_: false,
     },
     Op {
         name: "open_close",
@@ -107,11 +132,13 @@ const OPS: &[Op] = &[
         unit: "ns",
         better: Better::Lower,
         how: How::Guest {
+            prog: "bench_ops",
             full: 20_000,
             quick: 2_000,
             path: PathArg::File,
         },
         target: Some((8_000.0, 6_000.0)),
+        macro_: false,
     },
     Op {
         name: "stat",
@@ -119,11 +146,13 @@ const OPS: &[Op] = &[
         unit: "ns",
         better: Better::Lower,
         how: How::Guest {
+            prog: "bench_ops",
             full: 20_000,
             quick: 2_000,
             path: PathArg::File,
         },
         target: None,
+        macro_: false,
     },
     Op {
         name: "pipe_rtt",
@@ -131,11 +160,27 @@ const OPS: &[Op] = &[
         unit: "ns",
         better: Better::Lower,
         how: How::Guest {
+            prog: "bench_ops",
             full: 5_000,
             quick: 500,
             path: PathArg::None,
         },
         target: None,
+        macro_: false,
+    },
+    Op {
+        name: "ctx_switch",
+        label: "context switch (sched_yield hand-off, 2 processes, 1 CPU)",
+        unit: "ns",
+        better: Better::Lower,
+        how: How::Guest {
+            prog: "bench_ops",
+            full: 5_000,
+            quick: 200,
+            path: PathArg::None,
+        },
+        target: None,
+        macro_: false,
     },
     Op {
         name: "fork_exit",
@@ -143,11 +188,13 @@ const OPS: &[Op] = &[
         unit: "ns",
         better: Better::Lower,
         how: How::Guest {
+            prog: "bench_ops",
             full: 300,
             quick: 30,
             path: PathArg::None,
         },
         target: Some((300_000.0, 300_000.0)),
+        macro_: false,
     },
     Op {
         name: "fork_exec",
@@ -155,11 +202,13 @@ const OPS: &[Op] = &[
         unit: "ns",
         better: Better::Lower,
         how: How::Guest {
+            prog: "bench_ops",
             full: 60,
             quick: 8,
             path: PathArg::Program,
         },
         target: Some((1_000_000.0, 1_000_000.0)),
+        macro_: false,
     },
     Op {
         name: "page_fault",
@@ -167,11 +216,13 @@ const OPS: &[Op] = &[
         unit: "ns",
         better: Better::Lower,
         how: How::Guest {
+            prog: "bench_ops",
             full: 16_384,
             quick: 2_048,
             path: PathArg::None,
         },
         target: Some((3_000.0, 3_000.0)),
+        macro_: false,
     },
     Op {
         name: "mmap_munmap",
@@ -179,11 +230,27 @@ const OPS: &[Op] = &[
         unit: "ns",
         better: Better::Lower,
         how: How::Guest {
+            prog: "bench_ops",
             full: 20_000,
             quick: 2_000,
             path: PathArg::None,
         },
         target: None,
+        macro_: false,
+    },
+    Op {
+        name: "signal_rtt",
+        label: "signal to self, handler, sigreturn",
+        unit: "ns",
+        better: Better::Lower,
+        how: How::Guest {
+            prog: "bench_ops",
+            full: 20_000,
+            quick: 2_000,
+            path: PathArg::None,
+        },
+        target: None,
+        macro_: false,
     },
     Op {
         name: "file_rw",
@@ -191,11 +258,13 @@ const OPS: &[Op] = &[
         unit: "MB/s",
         better: Better::Higher,
         how: How::Guest {
+            prog: "bench_ops",
             full: 20_000,
             quick: 1_000,
             path: PathArg::Dir,
         },
         target: Some((3_000.0, 3_000.0)),
+        macro_: false,
     },
     Op {
         name: "pipe_bw",
@@ -203,11 +272,13 @@ const OPS: &[Op] = &[
         unit: "MB/s",
         better: Better::Higher,
         how: How::Guest {
+            prog: "bench_ops",
             full: 5_000,
             quick: 500,
             path: PathArg::None,
         },
         target: Some((1_500.0, 1_500.0)),
+        macro_: false,
     },
     Op {
         name: "boot_first_output",
@@ -216,6 +287,7 @@ const OPS: &[Op] = &[
         better: Better::Lower,
         how: How::BootFirstOutput,
         target: Some((20_000_000.0, 20_000_000.0)),
+        macro_: false,
     },
     Op {
         name: "boot_to_exit",
@@ -224,6 +296,16 @@ const OPS: &[Op] = &[
         better: Better::Lower,
         how: How::BootToExit,
         target: None,
+        macro_: false,
+    },
+    Op {
+        name: "boot_shell",
+        label: "boot, sh -c exit, power off (full root)",
+        unit: "ns",
+        better: Better::Lower,
+        how: How::BootShell,
+        target: None,
+        macro_: false,
     },
     Op {
         name: "idle_cpu",
@@ -232,6 +314,63 @@ const OPS: &[Op] = &[
         better: Better::Lower,
         how: How::IdleCpu,
         target: Some((0.5, 0.5)),
+        macro_: false,
+    },
+    Op {
+        name: "spawn_loop",
+        label: "macro: sh loop spawning /bin/true, per process",
+        unit: "ns",
+        better: Better::Lower,
+        how: How::Guest {
+            prog: "bench_macro",
+            full: 1_000,
+            quick: 20,
+            path: PathArg::None,
+        },
+        target: None,
+        macro_: true,
+    },
+    Op {
+        name: "tar_gz",
+        label: "macro: tar czf + xzf of 128 files (1.8 MiB) in tmpfs",
+        unit: "ns",
+        better: Better::Lower,
+        how: How::Guest {
+            prog: "bench_macro",
+            full: 3,
+            quick: 1,
+            path: PathArg::Tmpfs,
+        },
+        target: None,
+        macro_: true,
+    },
+    Op {
+        name: "python_start",
+        label: "macro: python3 -c pass",
+        unit: "ns",
+        better: Better::Lower,
+        how: How::Guest {
+            prog: "bench_macro",
+            full: 10,
+            quick: 2,
+            path: PathArg::None,
+        },
+        target: None,
+        macro_: true,
+    },
+    Op {
+        name: "futex_ping",
+        label: "macro: futex ping-pong, 2 threads (round trip)",
+        unit: "ns",
+        better: Better::Lower,
+        how: How::Guest {
+            prog: "bench_macro",
+            full: 20_000,
+            quick: 2_000,
+            path: PathArg::None,
+        },
+        target: None,
+        macro_: true,
     },
 ];
 
@@ -240,14 +379,40 @@ pub fn op_names() -> Vec<&'static str> {
     OPS.iter().map(|o| o.name).collect()
 }
 
-/// Something the programs run under: the host or a kernel binary.
+/// What runs the programs.
+#[derive(Clone, Debug)]
+enum Kind {
+    /// The host itself.
+    Native,
+    /// One of our kernels (`kernel-skas`, `kernel-tt`).
+    Kernel(PathBuf),
+    /// User-mode Linux (the `linux` binary), booting the full root over hostfs.
+    Uml(PathBuf),
+    /// gVisor (`runsc`), running the native command lines in a sandbox.
+    Gvisor(PathBuf),
+}
+
+/// Something the programs run under: the host, a kernel binary or a peer.
 #[derive(Clone, Debug)]
 struct Backend {
     name: &'static str,
-    /// `None` for native.
-    kernel: Option<PathBuf>,
+    kind: Kind,
     /// Why it is skipped, if it is.
     skipped: Option<String>,
+}
+
+impl Backend {
+    fn native(&self) -> bool {
+        matches!(self.kind, Kind::Native)
+    }
+    /// One of ours: the DESIGN.md targets apply.
+    fn ours(&self) -> bool {
+        matches!(self.kind, Kind::Kernel(_))
+    }
+    /// A peer: runs the `quick` iteration counts.
+    fn peer(&self) -> bool {
+        matches!(self.kind, Kind::Uml(_) | Kind::Gvisor(_))
+    }
 }
 
 /// One measurement: a value, or why there is none.
@@ -314,7 +479,13 @@ fn children_cpu() -> Duration {
 
 /// Runs `cmd` in its own process group with a timeout (then the whole group
 /// is killed), recording when the first byte of stdout came.
-fn run_timed(mut cmd: Command, timeout: Duration) -> Result<RunOut, String> {
+fn run_timed(cmd: Command, timeout: Duration) -> Result<RunOut, String> {
+    run_marked(cmd, timeout, "")
+}
+
+/// [`run_timed`], with `first_output` the time at which `marker` first
+/// appeared on stdout (UML prints its own messages before the guest's).
+fn run_marked(mut cmd: Command, timeout: Duration, marker: &'static str) -> Result<RunOut, String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -335,10 +506,13 @@ fn run_timed(mut cmd: Command, timeout: Duration) -> Result<RunOut, String> {
             match stdout.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if first.is_none() {
+                    data.extend_from_slice(&buf[..n]);
+                    if first.is_none()
+                        && (marker.is_empty()
+                            || data.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                    {
                         first = Some(start.elapsed());
                     }
-                    data.extend_from_slice(&buf[..n]);
                 }
             }
         }
@@ -390,6 +564,10 @@ struct Roots {
     main: PathBuf,
     /// `/tests/{hello,sleeper}` only: boot figures.
     tiny: PathBuf,
+    /// The host's userland (what the default root has: `/bin/sh`, tar,
+    /// gzip, python3, ...) plus every benchmark program and the UML init
+    /// scripts (`/bench-uml/*.sh`): macro rows, the shell boot, and UML.
+    full: PathBuf,
     /// Writable directory for the native `file_rw`.
     native_tmp: PathBuf,
 }
@@ -406,8 +584,9 @@ fn make_roots(p: &Paths) -> Result<Roots, String> {
     let base = p.target.join("rootfs");
     let main = base.join("bench");
     let tiny = base.join("bench-tiny");
+    let full = base.join("bench-full");
     let native_tmp = p.target.join("bench-tmp");
-    for d in [&main, &tiny, &native_tmp] {
+    for d in [&main, &tiny, &full, &native_tmp] {
         if d.exists() {
             fs::remove_dir_all(d).map_err(|e| format!("remove {}: {e}", d.display()))?;
         }
@@ -416,6 +595,7 @@ fn make_roots(p: &Paths) -> Result<Roots, String> {
         main.join("tests"),
         main.join("tmp"),
         tiny.join("tests"),
+        full.join("tests"),
         native_tmp.clone(),
     ] {
         fs::create_dir_all(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
@@ -427,35 +607,81 @@ fn make_roots(p: &Paths) -> Result<Roots, String> {
     for prog in ["hello", "sleeper"] {
         copy_prog(p, prog, &tiny)?;
     }
+    for prog in ["bench_ops", "bench_macro", "bench_true", "hello", "sleeper"] {
+        copy_prog(p, prog, &full)?;
+    }
+    crate::rootfs::add_host_userland(&full)?;
     Ok(Roots {
         main,
         tiny,
+        full,
         native_tmp,
     })
 }
 
-/// The command for `prog ARGS` inside `root` under `b` (natively: the host
-/// copy in the root).
-fn command(b: &Backend, root: &Path, prog: &str, args: &[String]) -> Command {
-    match &b.kernel {
-        None => {
-            let mut c = Command::new(root.join("tests").join(prog));
-            c.args(args)
+/// A host-side run: what the boot and idle rows start.
+#[derive(Copy, Clone, Debug)]
+enum HostRun {
+    /// `/tests/hello` in the tiny root.
+    Hello,
+    /// `/tests/sleeper 1 0` in the tiny root.
+    Sleeper,
+    /// `/bin/sh -c exit` in the full root.
+    Shell,
+}
+
+/// The command for `argv` under `b`, in `root`. `argv[0]` is a path in the
+/// guest's root: `/tests/PROG` (natively and under gVisor, the host copy in
+/// `root`) or one of the host's own programs such as `/bin/sh`, which the
+/// full root holds at the same path. UML boots a script instead: see
+/// [`host_command`] and [`peers::uml_batch`].
+fn command(b: &Backend, root: &Path, argv: &[String]) -> Command {
+    let host_path = |a: &str| match a.strip_prefix("/tests/") {
+        Some(rest) => root.join("tests").join(rest),
+        None => PathBuf::from(a),
+    };
+    match &b.kind {
+        Kind::Kernel(k) => {
+            let mut c = Command::new(k);
+            c.arg("--root").arg(root).arg("--").args(argv);
+            c
+        }
+        Kind::Gvisor(runsc) => {
+            let mut c = peers::gvisor_command(runsc);
+            c.arg(host_path(&argv[0])).args(&argv[1..]);
+            c
+        }
+        Kind::Native | Kind::Uml(_) => {
+            let mut c = Command::new(host_path(&argv[0]));
+            c.args(&argv[1..])
                 .env_clear()
                 .env("PATH", "/usr/bin:/bin")
                 .env("HOME", "/");
             c
         }
-        Some(k) => {
-            let mut c = Command::new(k);
-            c.arg("--root")
-                .arg(root)
-                .arg("--")
-                .arg(format!("/tests/{prog}"))
-                .args(args);
-            c
-        }
     }
+}
+
+/// The command of a host-side run under `b`.
+fn host_command(b: &Backend, roots: &Roots, what: HostRun) -> Command {
+    if let Kind::Uml(linux) = &b.kind {
+        return peers::uml_command(
+            linux,
+            &roots.full,
+            match what {
+                HostRun::Hello => "hello",
+                HostRun::Sleeper => "idle",
+                HostRun::Shell => "shell",
+            },
+        );
+    }
+    let (root, argv): (&Path, &[&str]) = match what {
+        HostRun::Hello => (&roots.tiny, &["/tests/hello"]),
+        HostRun::Sleeper => (&roots.tiny, &["/tests/sleeper", "1", "0"]),
+        HostRun::Shell => (&roots.full, &["/bin/sh", "-c", "exit"]),
+    };
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    command(b, root, &argv)
 }
 
 /// Short reason for a run that went wrong.
@@ -478,45 +704,82 @@ fn failure(r: &RunOut) -> String {
     why
 }
 
-fn measure_guest(
-    b: &Backend,
-    roots: &Roots,
-    op: &Op,
-    iters: usize,
-    path: PathArg,
-    timeout: Duration,
-) -> Sample {
-    let mut args = vec![op.name.to_string(), iters.to_string()];
-    let native = b.kernel.is_none();
+/// The argument vector of a guest operation (`/tests/PROG OP ITERS [PATH]`),
+/// with paths as `b` sees them: the guest's (our kernels, UML) or the
+/// host's (native, gVisor, which runs the native command line).
+fn guest_argv(b: &Backend, roots: &Roots, op: &Op, quick: bool) -> Option<Vec<String>> {
+    let How::Guest {
+        prog,
+        full,
+        quick: q,
+        path,
+    } = op.how
+    else {
+        return None;
+    };
+    let iters = if quick || b.peer() { q } else { full };
+    let mut argv = vec![
+        format!("/tests/{prog}"),
+        op.name.to_string(),
+        iters.to_string(),
+    ];
+    let (host, root) = match b.kind {
+        Kind::Native | Kind::Gvisor(_) => (
+            true,
+            if prog == "bench_ops" {
+                &roots.main
+            } else {
+                &roots.full
+            },
+        ),
+        _ => (false, &roots.main),
+    };
+    let shm = Path::new("/dev/shm");
     match path {
         PathArg::None => {}
-        PathArg::File => args.push(if native {
-            roots.main.join("tests/hello").display().to_string()
-        } else {
-            "/tests/hello".into()
-        }),
-        PathArg::Program => args.push(if native {
-            roots.main.join("tests/bench_true").display().to_string()
-        } else {
-            "/tests/bench_true".into()
-        }),
-        PathArg::Dir => args.push(if native {
-            roots.native_tmp.display().to_string()
-        } else {
-            "/tmp".into()
-        }),
+        PathArg::File if host => argv.push(root.join("tests/hello").display().to_string()),
+        PathArg::Program if host => argv.push(root.join("tests/bench_true").display().to_string()),
+        PathArg::Dir if matches!(b.kind, Kind::Native) => {
+            argv.push(roots.native_tmp.display().to_string())
+        }
+        PathArg::Tmpfs if matches!(b.kind, Kind::Native) && shm.is_dir() => {
+            argv.push(shm.display().to_string())
+        }
+        PathArg::Tmpfs if matches!(b.kind, Kind::Native) => {
+            argv.push(roots.native_tmp.display().to_string())
+        }
+        PathArg::File => argv.push("/tests/hello".into()),
+        PathArg::Program => argv.push("/tests/bench_true".into()),
+        // Guests and gVisor: /tmp is in memory (gVisor's root overlay too).
+        PathArg::Dir | PathArg::Tmpfs => argv.push("/tmp".into()),
     }
-    let r = run_timed(command(b, &roots.main, "bench_ops", &args), timeout)?;
-    let line = r
-        .stdout
+    Some(argv)
+}
+
+/// The figure `bench OP VALUE UNIT` of `op` in a program's output.
+fn parse_sample(stdout: &str, op: &str) -> Option<Result<f64, String>> {
+    let line = stdout
         .lines()
-        .find(|l| l.starts_with(&format!("bench {} ", op.name)));
-    match line.map(|l| l.split_whitespace().collect::<Vec<_>>()) {
-        Some(w) if w.len() >= 3 => match w[2].parse::<f64>() {
-            Ok(v) if v.is_finite() && r.code == Some(0) => Ok(v),
-            Ok(_) => Err(failure(&r)),
-            Err(_) => Err(w[3..].join(" ")),
-        },
+        .find(|l| l.starts_with(&format!("bench {op} ")))?;
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let v = w.get(2)?;
+    Some(match v.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(w.get(3..).map(|r| r.join(" ")).unwrap_or_default()),
+    })
+}
+
+fn measure_guest(b: &Backend, roots: &Roots, op: &Op, quick: bool, timeout: Duration) -> Sample {
+    let argv = guest_argv(b, roots, op, quick).ok_or("not a guest operation")?;
+    let root = if argv[0].ends_with("bench_ops") {
+        &roots.main
+    } else {
+        &roots.full
+    };
+    let r = run_timed(command(b, root, &argv), timeout)?;
+    match parse_sample(&r.stdout, op.name) {
+        Some(Ok(v)) if r.code == Some(0) => Ok(v),
+        Some(Err(why)) if !why.is_empty() => Err(why),
         _ => Err(failure(&r)),
     }
 }
@@ -530,7 +793,7 @@ struct HostSamples {
 }
 
 fn measure_boot(b: &Backend, roots: &Roots, timeout: Duration) -> HostSamples {
-    match run_timed(command(b, &roots.tiny, "hello", &[]), timeout) {
+    match run_marked(host_command(b, roots, HostRun::Hello), timeout, "Hello") {
         Ok(r) if r.code == Some(0) && r.stdout.contains("Hello") => HostSamples {
             first_output: r
                 .first_output
@@ -555,16 +818,21 @@ fn measure_boot(b: &Backend, roots: &Roots, timeout: Duration) -> HostSamples {
     }
 }
 
+fn measure_shell(b: &Backend, roots: &Roots, timeout: Duration) -> Sample {
+    let r = run_timed(host_command(b, roots, HostRun::Shell), timeout)?;
+    if r.code != Some(0) {
+        return Err(failure(&r));
+    }
+    Ok(r.elapsed.as_nanos() as f64)
+}
+
 fn measure_idle(
     b: &Backend,
     roots: &Roots,
     hello_cpu: Option<Duration>,
     timeout: Duration,
 ) -> Sample {
-    let r = run_timed(
-        command(b, &roots.tiny, "sleeper", &["1".into(), "0".into()]),
-        timeout,
-    )?;
+    let r = run_timed(host_command(b, roots, HostRun::Sleeper), timeout)?;
     if r.code != Some(0) || !r.stdout.contains("sleeper: done") {
         return Err(failure(&r));
     }
@@ -642,7 +910,11 @@ impl Results {
     /// A DESIGN.md target as a slowdown against this run's native median.
     fn target_ratio(&self, op: &Op, backend: &str) -> Option<f64> {
         let (skas, tt) = op.target?;
-        let t = if backend == "tt" { tt } else { skas };
+        let t = match backend {
+            "tt" => tt,
+            "skas" => skas,
+            _ => return None,
+        };
         let n = self.median(op.name, "native")?;
         if n <= 0.0 || t <= 0.0 || op.unit == "%" {
             return None;
@@ -704,11 +976,11 @@ fn table(res: &Results, markdown: bool) -> String {
     let mut head = vec!["operation".to_string()];
     for b in &backends {
         head.push(b.name.to_string());
-        if b.kernel.is_some() {
+        if !b.native() {
             head.push(format!("{} ×native", b.name));
         }
     }
-    for b in backends.iter().filter(|b| b.kernel.is_some()) {
+    for b in backends.iter().filter(|b| b.ours()) {
         head.push(format!("{} target", b.name));
     }
     let mut rows = vec![head];
@@ -719,7 +991,7 @@ fn table(res: &Results, markdown: bool) -> String {
                 Some(v) => show(op, v),
                 None => "n/a".into(),
             });
-            if b.kernel.is_some() {
+            if !b.native() {
                 row.push(
                     res.ratio(op, b.name)
                         .map(show_ratio)
@@ -727,7 +999,7 @@ fn table(res: &Results, markdown: bool) -> String {
                 );
             }
         }
-        for b in backends.iter().filter(|b| b.kernel.is_some()) {
+        for b in backends.iter().filter(|b| b.ours()) {
             let t = op.target.map(|(s, t)| if b.name == "tt" { t } else { s });
             row.push(match (t, res.median(op.name, b.name)) {
                 (None, _) => "—".into(),
@@ -886,7 +1158,7 @@ fn to_json(res: &Results) -> String {
 
 /// Bar chart of the ratio to native, log scale, one group per operation.
 fn svg_chart(res: &Results) -> String {
-    let kernels: Vec<&Backend> = res.active().filter(|b| b.kernel.is_some()).collect();
+    let kernels: Vec<&Backend> = res.active().filter(|b| !b.native()).collect();
     let ops: Vec<&Op> = OPS.iter().filter(|o| o.unit != "%").collect();
     let colors = ["#d95f02", "#1b9e77", "#7570b3", "#e7298a"];
     let mut lo: f64 = 1.0;
@@ -1077,23 +1349,6 @@ fn report(res: &Results, dir: &Path, command: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// UML and gVisor, when installed: only detected for now.
-fn peers(notes: &mut Vec<String>) {
-    for (bin, what) in [
-        ("linux", "User-mode Linux (Debian's user-mode-linux)"),
-        ("runsc", "gVisor (runsc)"),
-    ] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-            .unwrap_or(false);
-        notes.push(if found {
-            format!("{what} is installed, but running the peers is not implemented yet: skipped")
-        } else {
-            format!("{what} is not installed: skipped")
-        });
-    }
-}
-
 fn now_utc() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -1108,7 +1363,7 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
     eprintln!("[1/4] building kernel-skas, kernel-tt (release) and the guest programs");
     let mut backends = vec![Backend {
         name: "native",
-        kernel: None,
+        kind: Kind::Native,
         skipped: None,
     }];
     for hal in [Hal::Skas, Hal::Tt] {
@@ -1118,7 +1373,7 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
             .map(|e| format!("build failed: {e}"));
         backends.push(Backend {
             name,
-            kernel: Some(p.kernel(hal)),
+            kind: Kind::Kernel(p.kernel(hal)),
             skipped,
         });
     }
@@ -1127,9 +1382,17 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
     let roots = make_roots(p)?;
     eprintln!("[3/4] probing the backends");
     let mut notes = Vec::new();
+    if opt.peers {
+        backends.extend(peers::find(&roots));
+    }
     for b in backends.iter_mut() {
-        if let (Some(k), None) = (&b.kernel, &b.skipped) {
-            if let Err(e) = probe(k, &roots) {
+        if b.skipped.is_none() {
+            let probed = match &b.kind {
+                Kind::Kernel(k) => probe(k, &roots),
+                Kind::Uml(_) | Kind::Gvisor(_) => peers::probe(b, &roots),
+                Kind::Native => Ok(()),
+            };
+            if let Err(e) = probed {
                 b.skipped = Some(e);
             }
         }
@@ -1140,10 +1403,10 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
         }
     }
     if opt.peers {
-        peers(&mut notes);
+        notes.extend(peers::notes(&backends));
     }
     let reps = opt.reps.unwrap_or(if opt.quick { 3 } else { 7 }).max(1);
-    let timeout = Duration::from_secs(if opt.quick { 20 } else { 60 });
+    let timeout = Duration::from_secs(if opt.quick { 20 } else { 120 });
     let mut res = Results {
         backends: backends.clone(),
         samples: BTreeMap::new(),
@@ -1157,24 +1420,43 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
         .filter(|b| b.skipped.is_none())
         .collect();
     eprintln!(
-        "[4/4] measuring: {} operations × {} backends × {reps} repetitions",
+        "[4/4] measuring: {} operations × {} backends × {reps} repetitions{}",
         OPS.len(),
-        active.len()
+        active.len(),
+        if opt.quick {
+            " (macro rows: the first only)"
+        } else {
+            ""
+        }
     );
     let started = Instant::now();
     for rep in 0..reps {
         let mut hello_cpu: BTreeMap<&str, Option<Duration>> = BTreeMap::new();
+        // UML boots once per repetition for every guest operation (a boot
+        // costs seconds); the other backends start one process per sample.
+        let mut batches: BTreeMap<&str, BTreeMap<String, Sample>> = BTreeMap::new();
+        for b in &active {
+            if matches!(b.kind, Kind::Uml(_)) {
+                let ops: Vec<&Op> = OPS
+                    .iter()
+                    .filter(|o| !(opt.quick && o.macro_ && rep > 0))
+                    .collect();
+                batches.insert(b.name, peers::uml_batch(b, &roots, &ops));
+            }
+        }
         for op in OPS {
+            if opt.quick && op.macro_ && rep > 0 {
+                continue;
+            }
             for b in &active {
                 let sample: Sample = match op.how {
-                    How::Guest { full, quick, path } => measure_guest(
-                        b,
-                        &roots,
-                        op,
-                        if opt.quick { quick } else { full },
-                        path,
-                        timeout,
-                    ),
+                    How::Guest { .. } => match batches.get(b.name) {
+                        Some(batch) => batch
+                            .get(op.name)
+                            .cloned()
+                            .unwrap_or_else(|| Err("no figure from the UML batch".into())),
+                        None => measure_guest(b, &roots, op, opt.quick, timeout),
+                    },
                     How::BootFirstOutput => {
                         let h = measure_boot(b, &roots, timeout);
                         hello_cpu.insert(b.name, h.hello_cpu);
@@ -1188,6 +1470,7 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
                     }
                     // Taken with the first-output run.
                     How::BootToExit => continue,
+                    How::BootShell => measure_shell(b, &roots, timeout),
                     How::IdleCpu => {
                         measure_idle(b, &roots, hello_cpu.get(b.name).copied().flatten(), timeout)
                     }
@@ -1469,17 +1752,17 @@ mod tests {
         let backends = vec![
             Backend {
                 name: "native",
-                kernel: None,
+                kind: Kind::Native,
                 skipped: None,
             },
             Backend {
                 name: "skas",
-                kernel: Some("k".into()),
+                kind: Kind::Kernel("k".into()),
                 skipped: None,
             },
             Backend {
                 name: "tt",
-                kernel: Some("t".into()),
+                kind: Kind::Kernel("t".into()),
                 skipped: Some("not implemented".into()),
             },
         ];
@@ -1534,15 +1817,85 @@ mod tests {
         let nul = &OPS[0];
         assert_eq!(res.median("null_syscall", "skas"), Some(2000.0));
         assert_eq!(res.ratio(nul, "skas"), Some(20.0));
-        let bw = OPS.iter().find(|o| o.name == "pipe_bw").unwrap();
-        // Bandwidth: native / backend.
-        let r = res.ratio(bw, "skas").unwrap();
-        assert!((r - 109.0 / 2000.0).abs() < 1e-9, "{r}");
+        let i = OPS.iter().position(|o| o.name == "pipe_bw").unwrap();
+        // Bandwidth: native / backend (native's samples: 100 + i, 90, 110).
+        let r = res.ratio(&OPS[i], "skas").unwrap();
+        let native = (100.0 + i as f64).clamp(90.0, 110.0);
+        assert!((r - native / 2000.0).abs() < 1e-9, "{r}");
         let t = table(&res, false);
         assert!(t.contains("n/a"));
         assert!(!t.contains("tt ×native"));
         let md = table(&res, true);
         assert!(md.starts_with("| operation |"));
+    }
+
+    #[test]
+    fn samples_are_parsed_with_their_reasons() {
+        let out = "noise\nbench stat 123.5 ns\nbench pipe_bw n/a read:EIO\n";
+        assert_eq!(parse_sample(out, "stat"), Some(Ok(123.5)));
+        assert_eq!(parse_sample(out, "pipe_bw"), Some(Err("read:EIO".into())));
+        assert_eq!(parse_sample(out, "stat_x"), None);
+        // UML's console ends lines with CR LF.
+        assert_eq!(
+            parse_sample("bench tar_gz 7 ns\r\n", "tar_gz"),
+            Some(Ok(7.0))
+        );
+    }
+
+    #[test]
+    fn guest_argv_uses_each_backends_paths_and_counts() {
+        let roots = Roots {
+            main: "/r/main".into(),
+            tiny: "/r/tiny".into(),
+            full: "/r/full".into(),
+            native_tmp: "/r/tmp".into(),
+        };
+        let b = |name, kind| Backend {
+            name,
+            kind,
+            skipped: None,
+        };
+        let native = b("native", Kind::Native);
+        let skas = b("skas", Kind::Kernel("k".into()));
+        let uml = b("uml", Kind::Uml("linux".into()));
+        let gvisor = b("gvisor", Kind::Gvisor("runsc".into()));
+        let op = |n: &str| OPS.iter().find(|o| o.name == n).unwrap();
+        let open = op("open_close");
+        assert_eq!(
+            guest_argv(&native, &roots, open, false).unwrap(),
+            [
+                "/tests/bench_ops",
+                "open_close",
+                "20000",
+                "/r/main/tests/hello"
+            ]
+        );
+        assert_eq!(
+            guest_argv(&skas, &roots, open, false).unwrap(),
+            ["/tests/bench_ops", "open_close", "20000", "/tests/hello"]
+        );
+        // Peers run the quick count; gVisor sees the host's paths.
+        assert_eq!(
+            guest_argv(&gvisor, &roots, open, false).unwrap(),
+            [
+                "/tests/bench_ops",
+                "open_close",
+                "2000",
+                "/r/main/tests/hello"
+            ]
+        );
+        assert_eq!(
+            guest_argv(&uml, &roots, op("tar_gz"), false).unwrap(),
+            ["/tests/bench_macro", "tar_gz", "1", "/tmp"]
+        );
+        assert!(guest_argv(&native, &roots, op("boot_shell"), false).is_none());
+        // Natively `/tests/PROG` is the host copy in the root; host programs stay.
+        let c = command(&native, &roots.full, &["/tests/bench_macro".into()]);
+        assert_eq!(c.get_program(), "/r/full/tests/bench_macro");
+        let c = command(&gvisor, &roots.full, &["/bin/sh".into(), "-c".into()]);
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args.last().copied(), Some(std::ffi::OsStr::new("-c")));
+        assert!(args.iter().any(|a| *a == "do"));
     }
 
     /// Checks that tags nest properly (enough to call our own SVG well-formed).

@@ -16,6 +16,8 @@
 //! | `mmap_munmap` | `mmap` of 64 KiB anonymous + `munmap` (untouched) | |
 //! | `file_rw` | `pwrite` 64 KiB + `pread` 64 KiB at offset 0 (MB/s of both) | a directory to create the file in |
 //! | `pipe_bw` | 64 KiB `write`s into a pipe read by another process (MB/s) | |
+//! | `ctx_switch` | one switch between two processes on one CPU handing a turn to each other with `sched_yield` (half a round trip) | |
+//! | `signal_rtt` | `kill(getpid(), SIGUSR1)`, the handler runs and returns (`rt_sigreturn`) | |
 // `cargo test` builds bins with its own harness main: keep ours out of it.
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code, unused_imports))]
@@ -326,6 +328,107 @@ fn pipe_bw(n: usize) -> Result<f64, String> {
     Ok(mb_s(want as f64, ns))
 }
 
+/// Pins this process to CPU 0, or checks that it can only run on one CPU
+/// anyway (the guest kernels have one CPU and no `sched_setaffinity`).
+fn one_cpu() -> Result<(), String> {
+    // SAFETY: cpu_set_t is plain data; the calls only read/write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
+            return Ok(());
+        }
+        let e = errno();
+        let mut got: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut got) == 0
+            && libc::CPU_COUNT(&got) == 1
+        {
+            return Ok(());
+        }
+        Err(format!("cannot-pin-to-one-CPU:{}", errno_name(e)))
+    }
+}
+
+fn sched_yield() {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_sched_yield) };
+}
+
+/// Two processes on one CPU pass a turn back and forth through a shared
+/// word; whoever waits for its turn calls `sched_yield`, so every hand-off
+/// is a switch to the other process. ns per switch (half a round trip).
+fn ctx_switch(n: usize) -> Result<f64, String> {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    one_cpu()?;
+    let page = mmap_anon(PAGE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED)
+        .map_err(|e| format!("mmap-MAP_SHARED:{}", errno_name(e)))?;
+    // SAFETY: a fresh, zeroed, page-aligned shared page outlives both users.
+    let turn: &AtomicU32 = unsafe { &*page.cast::<AtomicU32>() };
+    let total = n + n / 10;
+    let pid = fork();
+    if pid == 0 {
+        for _ in 0..total {
+            while turn.load(SeqCst) != 1 {
+                sched_yield();
+            }
+            turn.store(0, SeqCst);
+        }
+        exit_now(0);
+    }
+    let r = per_op(n, || {
+        turn.store(1, SeqCst);
+        while turn.load(SeqCst) != 0 {
+            sched_yield();
+        }
+        Ok(())
+    });
+    let reaped = reap(pid);
+    // SAFETY: unmapping our own mapping; the child is gone.
+    unsafe { libc::munmap(page.cast(), PAGE) };
+    let r = r?;
+    reaped.map(|_| r / 2.0)
+}
+
+/// Handler invocations so far.
+static SIGNALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_signal(_sig: c_int) {
+    SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `kill` to itself with a handler installed: delivery, the handler, and
+/// `rt_sigreturn`. ns per signal.
+fn signal_rtt(n: usize) -> Result<f64, String> {
+    // SAFETY: installs a handler that only touches an atomic.
+    let rc = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut())
+    };
+    if rc < 0 {
+        return Err(fail("sigaction"));
+    }
+    // SAFETY: no arguments.
+    let me = unsafe { libc::getpid() };
+    SIGNALS.store(0, std::sync::atomic::Ordering::SeqCst);
+    let r = per_op(n, || {
+        // SAFETY: signalling ourselves; the handler is installed.
+        if unsafe { libc::syscall(libc::SYS_kill, me, libc::SIGUSR1) } < 0 {
+            return Err(fail("kill"));
+        }
+        Ok(())
+    })?;
+    let got = SIGNALS.load(std::sync::atomic::Ordering::SeqCst);
+    if got != n + n / 10 {
+        return Err(format!(
+            "handler-ran-{got}-times-for-{}-signals",
+            n + n / 10
+        ));
+    }
+    Ok(r)
+}
+
 #[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
@@ -353,6 +456,8 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
             "MB/s",
         ),
         "pipe_bw" => (pipe_bw(n), "MB/s"),
+        "ctx_switch" => (ctx_switch(n), "ns"),
+        "signal_rtt" => (signal_rtt(n), "ns"),
         _ => (Err("unknown-operation".into()), ""),
     };
     match result {
