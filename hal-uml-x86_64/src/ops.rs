@@ -17,6 +17,28 @@ pub const SYS_MPROTECT: u64 = libc::SYS_mprotect as u64;
 /// `munmap` system call number.
 pub const SYS_MUNMAP: u64 = libc::SYS_munmap as u64;
 
+/// Batches with more map operations than this are bulk copies of an address
+/// space (a fork's child); their mappings are not populated.
+pub const POPULATE_MAX_OPS: usize = 4;
+
+/// Add `MAP_POPULATE` to the small mappings (up to `max_len` bytes) of a
+/// batch that is a fault's worth of work (at most [`POPULATE_MAX_OPS`] map
+/// operations): the guest is about to touch them, and populating them in
+/// the same host call saves it a host fault each. A bigger batch is a fork's
+/// copy of the parent's mappings, most of which the child never touches
+/// before it execs or exits: populating them all costs more than the few
+/// host faults it would save (measured: ~10 % of a stub's fork+exit time).
+pub fn mark_populate(ops: &mut [Op], max_len: u64) {
+    if ops.iter().filter(|op| op[0] == SYS_MMAP).count() > POPULATE_MAX_OPS {
+        return;
+    }
+    for op in ops.iter_mut() {
+        if op[0] == SYS_MMAP && op[2] <= max_len {
+            op[4] |= libc::MAP_POPULATE as u64;
+        }
+    }
+}
+
 /// Whether `[vaddr, vaddr + len)` is page-aligned and inside `[0, end)`.
 pub fn in_window(vaddr: u64, len: u64, end: u64) -> bool {
     vaddr.is_multiple_of(PAGE_SIZE as u64)
@@ -96,5 +118,35 @@ impl OpQueue {
     /// Drop everything queued.
     pub fn clear(&mut self) {
         self.ops.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: u64 = PAGE_SIZE as u64;
+
+    fn populated(q: &[Op]) -> Vec<bool> {
+        q.iter().map(|op| op[4] & libc::MAP_POPULATE as u64 != 0).collect()
+    }
+
+    #[test]
+    fn populate_only_small_maps_of_small_batches() {
+        let mut q = OpQueue::default();
+        q.map(0x10000, 16 * P, 0, Prot::READ, 3);
+        q.map(0x40000, 17 * P, 0x100000, Prot::READ, 3);
+        q.protect(0x90000, P, Prot::READ);
+        let mut ops = q.take();
+        mark_populate(&mut ops, 16 * P);
+        assert_eq!(populated(&ops), vec![true, false, false]);
+        // A fork's bulk copy: nothing populated.
+        let mut q = OpQueue::default();
+        for i in 0..=POPULATE_MAX_OPS as u64 {
+            q.map(0x10000 + 2 * i * P, P, 2 * i * P, Prot::READ, 3);
+        }
+        let mut ops = q.take();
+        mark_populate(&mut ops, 16 * P);
+        assert!(populated(&ops).iter().all(|&p| !p));
     }
 }

@@ -7,6 +7,13 @@
 //! ones it needs, no controlling terminal, and death with the kernel thread
 //! that created it. Where the host refuses namespaces: a one-line warning
 //! and a plain child.
+//!
+//! Stubs are made by a per-thread zygote (`Zygote`): a helper forked once
+//! that joins the namespaces and root once and then creates each stub with
+//! `clone(CLONE_VM | CLONE_VFORK | CLONE_PARENT)`, so the kernel's page
+//! tables are not copied for every stub (measured: fork+exit+wait about
+//! twice as fast under skas). Where no zygote can be started, or with
+//! `RUSTUML_STUB_ZYGOTE=0`, the kernel forks each stub itself.
 
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -133,12 +140,18 @@ fn empty_root() -> i32 {
 /// Create a stub process running the image (traced, stopped at its exec, if
 /// `traceme`). Returns its pid (in our PID namespace).
 /// `cpu`: pin the stub to that CPU (else it inherits the caller's affinity).
+///
+/// Stubs come from this thread's zygote (see the module docs) where it can be started
+/// (`RUSTUML_STUB_ZYGOTE=0` disables it), else straight from the kernel.
 pub fn spawn(kernel_pid: i32, fds: ChildFds, traceme: bool, cpu: Option<usize>) -> io::Result<i32> {
     let root = empty_root();
     let want_ns = std::env::var_os("RUSTUML_STUB_NS").is_none_or(|v| v != "0");
     let shared = if want_ns && NS_STATE.load(Ordering::Relaxed) != 2 { shared_namespaces() } else { None };
     if want_ns && shared.is_none() && NS_STATE.swap(2, Ordering::Relaxed) != 2 {
         eprintln!("skas: stubs run without their own namespaces (the host refused them)");
+    }
+    if let Some(r) = zygote_spawn(kernel_pid, fds, traceme, cpu, root, shared) {
+        return r;
     }
     loop {
         let pidns = shared.is_some()
@@ -249,5 +262,449 @@ fn child(
         }
         libc::execveat(IMAGE_FD, c"".as_ptr(), argv.as_ptr(), argv.as_ptr(), libc::AT_EMPTY_PATH);
         libc::_exit(127)
+    }
+}
+
+// ---------------------------------------------------------------- zygote
+
+/// A small helper process, one per kernel thread that spawns stubs, that
+/// creates the stubs. Forking the kernel itself for every stub copies its
+/// page tables (tens of MB of heap: the packed root directory, page tables
+/// of the guests' maps), makes every later write of the kernel to that
+/// memory a copy-on-write fault, and has `execve` tear the copy down again
+/// — ≈ 0.3 ms per stub. The zygote is forked once, joins the stubs'
+/// namespaces and empty root once, and then makes each stub with
+/// `clone(CLONE_VM | CLONE_VFORK | CLONE_PARENT)`: no page tables are
+/// copied, and the stub is still the kernel thread's child (so it can be
+/// waited for and traced, and dies with that thread, exactly as before).
+///
+/// Protocol over a `SOCK_SEQPACKET` pair: a request is [`ZReq`] with the
+/// physical-memory, image and (seccomp) mailbox fds attached; the answer is
+/// [`ZRep`]. The zygote has no other fd, only makes raw system calls, and
+/// exits when the kernel's end of the socket closes or the thread dies.
+struct Zygote {
+    pid: i32,
+    sock: i32,
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // SAFETY: ending and reaping our own helper, closing our socket end.
+        unsafe {
+            libc::close(self.sock);
+            libc::kill(self.pid, libc::SIGKILL);
+            let mut st = 0;
+            libc::waitpid(self.pid, &mut st, libc::__WALL);
+        }
+    }
+}
+
+/// A stub request.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ZReq {
+    traceme: u8,
+    pidns: u8,
+    comm: u8,
+    cpu: i32,
+}
+
+/// The answer: the stub's pid (0 if none), an errno (0: the stub exec'd),
+/// and whether it got its own PID namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct ZRep {
+    pid: i32,
+    err: i32,
+    pidns: u8,
+}
+
+/// What the zygote hands its vfork child (shared memory: `CLONE_VM`).
+#[repr(C)]
+struct ZChild {
+    fds: [i32; 3],
+    comm: bool,
+    traceme: bool,
+    pidns: bool,
+    cpu: i32,
+    kernel_pid: i32,
+    /// Set by the child when it fails before `execve`.
+    err: i32,
+}
+
+enum ZState {
+    Untried,
+    Ready(Zygote),
+    Failed,
+}
+
+thread_local! {
+    // Per thread: a stub's parent (for waiting, tracing and PDEATHSIG) is
+    // the thread that forked the zygote.
+    static ZYGOTE: std::cell::RefCell<ZState> = const { std::cell::RefCell::new(ZState::Untried) };
+}
+
+/// Whether this thread's stubs come from a zygote (after its first spawn).
+pub fn zygote_in_use() -> bool {
+    ZYGOTE.with(|z| matches!(*z.borrow(), ZState::Ready(_)))
+}
+
+/// Size of the zygote's stack for its vfork children.
+const ZSTACK: usize = 64 * 1024;
+
+/// Spawn through this thread's zygote (started on first use). `None`: no
+/// zygote (disabled, or it could not be started): use the direct path.
+fn zygote_spawn(
+    kernel_pid: i32,
+    fds: ChildFds,
+    traceme: bool,
+    cpu: Option<usize>,
+    root: i32,
+    shared: Option<[i32; 5]>,
+) -> Option<io::Result<i32>> {
+    if std::env::var_os("RUSTUML_STUB_ZYGOTE").is_some_and(|v| v == "0") {
+        return None;
+    }
+    ZYGOTE.with(|z| {
+        let mut z = z.borrow_mut();
+        if matches!(*z, ZState::Untried) {
+            *z = match start_zygote(kernel_pid, root, shared) {
+                Some(zy) => ZState::Ready(zy),
+                None => ZState::Failed,
+            };
+        }
+        let ZState::Ready(zy) = &*z else { return None };
+        let pidns = shared.is_some()
+            && PIDNS_STATE.load(Ordering::Relaxed) != 2
+            && std::env::var_os("RUSTUML_STUB_PIDNS").is_none_or(|v| v != "0");
+        let req = ZReq { traceme: traceme as u8, pidns: pidns as u8, comm: fds.comm.is_some() as u8, cpu: cpu.map_or(-1, |c| c as i32) };
+        let sent = [fds.phys, fds.image, fds.comm.unwrap_or(fds.image)];
+        match zygote_call(zy.sock, &req, &sent[..if fds.comm.is_some() { 3 } else { 2 }]) {
+            Some(rep) => {
+                if shared.is_some() {
+                    NS_STATE.store(1, Ordering::Relaxed);
+                }
+                if pidns {
+                    PIDNS_STATE.store(if rep.pidns != 0 { 1 } else { 2 }, Ordering::Relaxed);
+                }
+                if rep.pid <= 0 && matches!(rep.err, libc::EINVAL | libc::ENOSYS | libc::EPERM) {
+                    // The host (or an emulator) does not let the zygote
+                    // clone this way: the direct path from now on.
+                    *z = ZState::Failed;
+                    return None;
+                }
+                if rep.err != 0 {
+                    if rep.pid > 0 {
+                        // SAFETY: reaping our own (already exited) child.
+                        unsafe { libc::waitpid(rep.pid, std::ptr::null_mut(), libc::__WALL) };
+                    }
+                    return Some(Err(io::Error::from_raw_os_error(rep.err)));
+                }
+                Some(Ok(rep.pid))
+            }
+            None => {
+                // The zygote is gone: the direct path from now on.
+                *z = ZState::Failed;
+                None
+            }
+        }
+    })
+}
+
+/// One request/answer exchange; `None` if the zygote does not answer.
+fn zygote_call(sock: i32, req: &ZReq, fds: &[i32]) -> Option<ZRep> {
+    let mut cbuf = [0u64; 8];
+    let clen = std::mem::size_of_val(fds);
+    let mut iov = libc::iovec { iov_base: (req as *const ZReq).cast_mut().cast(), iov_len: std::mem::size_of::<ZReq>() };
+    // SAFETY: a zeroed msghdr is valid; the pointers below point at live locals.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(clen as u32) } as usize;
+    // SAFETY: the control buffer (64 bytes) holds one header and three fds; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(clen as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<i32>(), fds.len());
+    }
+    // SAFETY: `msg` describes valid buffers.
+    if unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } < 0 {
+        return None;
+    }
+    let mut rep = ZRep::default();
+    loop {
+        // SAFETY: receiving into a local of the answer's size.
+        let n = unsafe { libc::recv(sock, (&mut rep as *mut ZRep).cast(), std::mem::size_of::<ZRep>(), 0) };
+        if n == std::mem::size_of::<ZRep>() as isize {
+            return Some(rep);
+        }
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Fork the zygote and wait until it is in place (namespaces, root).
+fn start_zygote(kernel_pid: i32, root: i32, shared: Option<[i32; 5]>) -> Option<Zygote> {
+    let mut sv = [-1; 2];
+    // SAFETY: `sv` has room for two fds.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: a fork-like clone; the child only runs `zygote_main` (raw system calls, no allocation, no locks).
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    if pid == 0 {
+        zygote_main(kernel_pid, sv[1], root, shared);
+    }
+    // SAFETY: closing the zygote's end in the kernel.
+    unsafe { libc::close(sv[1]) };
+    if pid < 0 {
+        // SAFETY: closing our end.
+        unsafe { libc::close(sv[0]) };
+        return None;
+    }
+    let z = Zygote { pid: pid as i32, sock: sv[0] };
+    let mut ok = 1u8;
+    loop {
+        // SAFETY: reading one byte into a local.
+        let n = unsafe { libc::recv(z.sock, (&mut ok as *mut u8).cast(), 1, 0) };
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        // Anything but a 0 byte: it could not set itself up (dropping `z` reaps it).
+        return (n == 1 && ok == 0).then_some(z);
+    }
+}
+
+/// The zygote: set up once, then serve requests until the socket closes.
+fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>) -> ! {
+    // SAFETY: raw system calls and libc wrappers that are async-signal-safe; every pointer is to a live local.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() != kernel_pid {
+            libc::_exit(1);
+        }
+        libc::setsid();
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        let fail = |sock: i32| -> ! {
+            let b = 1u8;
+            libc::send(sock, (&b as *const u8).cast(), 1, libc::MSG_NOSIGNAL);
+            libc::_exit(1)
+        };
+        if let Some([user, net, ipc, mnt, uts]) = shared {
+            if libc::setns(user, libc::CLONE_NEWUSER) != 0
+                || libc::setns(net, libc::CLONE_NEWNET) != 0
+                || libc::setns(ipc, libc::CLONE_NEWIPC) != 0
+                || libc::setns(mnt, libc::CLONE_NEWNS) != 0
+                || libc::setns(uts, libc::CLONE_NEWUTS) != 0
+            {
+                fail(sock);
+            }
+        }
+        if root >= 0 && libc::fchdir(root) == 0 {
+            libc::chroot(c".".as_ptr());
+        }
+        // Nothing of the kernel's but the socket.
+        libc::close_range(sock as u32 + 1, u32::MAX, 0);
+        for fd in 0..sock {
+            libc::close(fd);
+        }
+        let stack = libc::mmap(
+            std::ptr::null_mut(),
+            ZSTACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if stack == libc::MAP_FAILED {
+            fail(sock);
+        }
+        let ready = 0u8;
+        libc::send(sock, (&ready as *const u8).cast(), 1, libc::MSG_NOSIGNAL);
+        loop {
+            let mut req = ZReq { traceme: 0, pidns: 0, comm: 0, cpu: -1 };
+            let mut cbuf = [0u64; 8];
+            let mut iov = libc::iovec { iov_base: (&mut req as *mut ZReq).cast(), iov_len: std::mem::size_of::<ZReq>() };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&cbuf);
+            let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                libc::_exit(0);
+            }
+            let mut got = [-1i32; 3];
+            let mut ngot = 0;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            if !c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<i32>();
+                ngot = (((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4).min(3);
+                for (i, g) in got.iter_mut().enumerate().take(ngot) {
+                    *g = *data.add(i);
+                }
+            }
+            let want = if req.comm != 0 { 3 } else { 2 };
+            let mut rep = ZRep::default();
+            if n as usize != std::mem::size_of::<ZReq>() || ngot != want {
+                rep.err = libc::EINVAL;
+            } else {
+                let mut args = ZChild {
+                    fds: got,
+                    comm: req.comm != 0,
+                    traceme: req.traceme != 0,
+                    pidns: req.pidns != 0,
+                    cpu: req.cpu,
+                    kernel_pid,
+                    err: 0,
+                };
+                let top = stack.cast::<u8>().add(ZSTACK).cast();
+                let base = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::SIGCHLD;
+                let argp = (&mut args as *mut ZChild).cast();
+                let mut pid = -1;
+                if args.pidns {
+                    pid = libc::clone(zygote_child, top, base | libc::CLONE_NEWPID, argp);
+                    if pid < 0 {
+                        args.pidns = false;
+                    }
+                }
+                if pid < 0 {
+                    pid = libc::clone(zygote_child, top, base, argp);
+                }
+                rep.pidns = args.pidns as u8;
+                // The child has exec'd or exited: `args.err` is final.
+                if pid < 0 {
+                    rep.err = *libc::__errno_location();
+                } else {
+                    rep.pid = pid;
+                    rep.err = std::ptr::read_volatile(&args.err);
+                }
+            }
+            for &f in got.iter().take(ngot) {
+                libc::close(f);
+            }
+            libc::send(sock, (&rep as *const ZRep).cast(), std::mem::size_of::<ZRep>(), libc::MSG_NOSIGNAL);
+        }
+    }
+}
+
+/// The zygote's vfork child (shares the zygote's memory until `execve`):
+/// the per-stub part of [`child`].
+extern "C" fn zygote_child(arg: *mut libc::c_void) -> libc::c_int {
+    use crate::ptrace::PHYS_FD;
+    use crate::stub::COMM_FD;
+    const IMAGE_FD: i32 = 4;
+    // SAFETY: `arg` is the zygote's `ZChild`, alive until this child execs or exits (CLONE_VFORK).
+    let a = unsafe { &mut *arg.cast::<ZChild>() };
+    let argv: [*mut libc::c_char; 1] = [std::ptr::null_mut()];
+    // SAFETY: async-signal-safe system calls only; every pointer is valid.
+    unsafe {
+        let die = |a: &mut ZChild| -> ! {
+            std::ptr::write_volatile(&mut a.err, (*libc::__errno_location()).max(1));
+            libc::_exit(127)
+        };
+        // The parent is the kernel thread (CLONE_PARENT).
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if !a.pidns && libc::getppid() != a.kernel_pid {
+            die(a);
+        }
+        libc::setsid();
+        if a.traceme && libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+            die(a);
+        }
+        if a.cpu >= 0 {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(a.cpu as usize, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        // Move the fds out of the way first, so dup2 cannot clobber one
+        // (they arrived close-on-exec at the lowest free numbers; the
+        // copies made here are not close-on-exec).
+        let [p, i, c] = a.fds;
+        let p = libc::fcntl(p, libc::F_DUPFD, 100);
+        let i = libc::fcntl(i, libc::F_DUPFD, 100);
+        let c = if a.comm { libc::fcntl(c, libc::F_DUPFD, 100) } else { 0 };
+        if p < 0 || i < 0 || c < 0 || libc::dup2(p, PHYS_FD) < 0 || libc::dup2(i, IMAGE_FD) < 0 {
+            die(a);
+        }
+        if a.comm && libc::dup2(c, COMM_FD) < 0 {
+            die(a);
+        }
+        libc::fcntl(IMAGE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        let last = if a.comm { COMM_FD } else { IMAGE_FD };
+        libc::close_range(last as u32 + 1, u32::MAX, 0);
+        for fd in 0..PHYS_FD {
+            libc::close(fd);
+        }
+        libc::execveat(IMAGE_FD, c"".as_ptr(), argv.as_ptr(), argv.as_ptr(), libc::AT_EMPTY_PATH);
+        die(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stub from the zygote is the calling thread's child, traced by it
+    /// (`PTRACE_TRACEME`), running the image in the empty root; several in a
+    /// row reuse one zygote, and it goes away with the thread.
+    #[test]
+    fn zygote_spawns_traced_children_of_the_caller() {
+        std::thread::spawn(|| {
+            if std::env::var_os("RUSTUML_STUB_ZYGOTE").is_some_and(|v| v == "0") {
+                return;
+            }
+            let (image, _) = crate::stub::build_image_for(false);
+            let image = crate::ptrace::image_memfd(&image).unwrap();
+            let phys = crate::phys::MemfdPhys::new(1 << 20).unwrap();
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            let fds = ChildFds { phys: phys.fd(), image, comm: None };
+            let mut zpid = None;
+            for _ in 0..3 {
+                let pid = spawn(me, fds, true, None).unwrap();
+                assert!(zygote_in_use());
+                // The exec stop: we are its tracer, so it is our child.
+                assert_eq!(crate::ptrace::wait_for_stop(pid), Some(libc::SIGTRAP));
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+                let field = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().nth(1).unwrap().to_string();
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() };
+                assert_eq!(field("TracerPid:"), tid.to_string(), "traced by the spawning thread");
+                assert_eq!(field("PPid:"), me.to_string());
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+                assert!(exe.to_string_lossy().contains("rustuml-skas-stub"), "{}", exe.display());
+                let z = ZYGOTE.with(|z| match &*z.borrow() {
+                    ZState::Ready(z) => z.pid,
+                    _ => 0,
+                });
+                assert_eq!(*zpid.get_or_insert(z), z, "one zygote per thread");
+                // SAFETY: killing and reaping our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+                }
+            }
+            // SAFETY: closing our memfd.
+            unsafe { libc::close(image) };
+            // The zygote is reaped when the thread's state is dropped.
+            let z = zpid.unwrap();
+            ZYGOTE.with(|z| *z.borrow_mut() = ZState::Untried);
+            // SAFETY: a signal-0 probe of a pid.
+            assert_ne!(unsafe { libc::kill(z, 0) }, 0, "zygote still there");
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -19,6 +19,9 @@ pub const PAGE_SIZE: usize = 4096;
 /// The physical-memory region: one block of bytes shared between the kernel
 /// and running guest code. Frames are byte offsets into it.
 ///
+/// The region reads as zeros when created (`kernel-core` relies on it to
+/// skip zeroing frames it never used).
+///
 /// Guest code may change the bytes at any time while it runs, so the region
 /// hands out copy operations, never references. Offsets and lengths are always
 /// within [`PhysMem::size`]: `kernel-core` only passes frames it allocated,

@@ -100,9 +100,13 @@ impl FileOps for Pipe {
             return if self.writers() == 0 { Ok(0) } else { Err(Errno::EAGAIN) };
         }
         let n = buf.len().min(d.len());
-        for (b, x) in buf.iter_mut().zip(d.drain(..n)) {
-            *b = x;
-        }
+        // Copy the ring's two halves as slices: a byte-wise drain was
+        // nearly half of the kernel's time in the pipe bandwidth bench.
+        let (a, b) = d.as_slices();
+        let na = n.min(a.len());
+        buf[..na].copy_from_slice(&a[..na]);
+        buf[na..n].copy_from_slice(&b[..n - na]);
+        d.drain(..n);
         drop(d);
         self.wq.notify();
         Ok(n)
@@ -122,7 +126,7 @@ impl FileOps for Pipe {
             return Err(Errno::EAGAIN);
         }
         let n = data.len().min(space);
-        self.data.borrow_mut().extend(data[..n].iter());
+        self.data.borrow_mut().extend(&data[..n]);
         self.wq.notify();
         Ok(n)
     }

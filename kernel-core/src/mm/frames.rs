@@ -10,11 +10,18 @@ use super::PAGE;
 
 /// Reference-counted allocator of the frames of the physical-memory region.
 ///
-/// Allocation is next-fit from just after the last frame handed out, so
-/// consecutive allocations get consecutive frames while memory is not
-/// fragmented: the host then sees contiguous offsets of its memory file
-/// behind contiguous user pages, and merges them into one host VMA.
+/// Allocation is next-fit from just after the last frame handed out, among
+/// the frames used before (see `alloc_index`), so consecutive allocations get
+/// consecutive frames while memory is not fragmented: the host then sees
+/// contiguous offsets of its memory file behind contiguous user pages, and
+/// merges them into one host VMA.
 /// A free-bitmap makes the search 64 frames per step.
+///
+/// The region reads as zeros when created (see [`hal::PhysMem`]), so a frame
+/// that was never handed out is already zeroed: [`Frames::alloc_zeroed`]
+/// does not write it. On the real backends that matters: the first write to
+/// a page of the memory file makes the host allocate and clear it, so
+/// zeroing it here too would double the cost of fresh memory.
 pub struct Frames {
     refs: Vec<u32>,
     /// Bit set = frame free.
@@ -22,6 +29,8 @@ pub struct Frames {
     free: u64,
     /// Where the next search starts.
     cursor: usize,
+    /// Frames at or above this index were never handed out (still zero).
+    pristine: usize,
 }
 
 impl Frames {
@@ -34,7 +43,7 @@ impl Frames {
                 *last = (1u64 << (n % 64)) - 1;
             }
         }
-        Frames { refs: vec![0; n], free_bits, free: n as u64, cursor: 0 }
+        Frames { refs: vec![0; n], free_bits, free: n as u64, cursor: 0, pristine: 0 }
     }
 
     fn index(&self, paddr: u64) -> Option<usize> {
@@ -45,45 +54,68 @@ impl Frames {
         (i < self.refs.len()).then_some(i)
     }
 
-    fn find_free_from(&self, start: usize) -> Option<usize> {
-        let words = self.free_bits.len();
-        if words == 0 {
-            return None;
-        }
-        let first = start / 64;
-        // The first word, masked to bits at or after `start`.
-        let masked = self.free_bits.get(first).copied().unwrap_or(0) & (u64::MAX << (start % 64));
-        if masked != 0 {
-            return Some(first * 64 + masked.trailing_zeros() as usize);
-        }
-        for k in 1..=words {
-            let w = (first + k) % words;
-            let bits = self.free_bits[w];
-            if bits != 0 {
-                return Some(w * 64 + bits.trailing_zeros() as usize);
-            }
-        }
-        None
-    }
-
     /// Allocate a frame: its physical address, refcount 1, contents undefined.
     pub fn alloc(&mut self) -> Option<u64> {
+        self.alloc_index().map(|(i, _)| i as u64 * PAGE)
+    }
+
+    /// The first free frame in `[start, limit)`, else in `[0, start)`.
+    fn find_free_below(&self, start: usize, limit: usize) -> Option<usize> {
+        let scan = |from: usize, to: usize| -> Option<usize> {
+            let mut w = from / 64;
+            while w * 64 < to {
+                let mut bits = self.free_bits[w];
+                if w == from / 64 {
+                    bits &= u64::MAX << (from % 64);
+                }
+                if bits != 0 {
+                    let i = w * 64 + bits.trailing_zeros() as usize;
+                    return (i < to).then_some(i);
+                }
+                w += 1;
+            }
+            None
+        };
+        scan(start, limit).or_else(|| scan(0, start.min(limit)))
+    }
+
+    /// Allocate: the frame's index, and whether it was never handed out before.
+    ///
+    /// Frames that were used before are preferred (next-fit among them):
+    /// on the real backends they are already backed by host memory, while a
+    /// never-used frame costs a host page allocation and clearing on first
+    /// touch — for a fork/exec/exit churn that would be paid on every
+    /// allocation until the cursor had gone round the whole region. So the
+    /// used part of the region grows (by one frame at a time, keeping
+    /// consecutive allocations consecutive) only when it has no free frame.
+    fn alloc_index(&mut self) -> Option<(usize, bool)> {
         if self.free == 0 {
             return None;
         }
-        let start = if self.cursor >= self.refs.len() { 0 } else { self.cursor };
-        let i = self.find_free_from(start)?;
+        // Invariant: every frame at or above `pristine` is free.
+        let free_used = self.free as usize - (self.refs.len() - self.pristine);
+        let (i, fresh) = if free_used > 0 {
+            (self.find_free_below(self.cursor.min(self.pristine), self.pristine)?, false)
+        } else {
+            (self.pristine, true)
+        };
         self.free_bits[i / 64] &= !(1u64 << (i % 64));
         self.refs[i] = 1;
         self.free -= 1;
         self.cursor = i + 1;
-        Some(i as u64 * PAGE)
+        if fresh {
+            self.pristine = i + 1;
+        }
+        Some((i, fresh))
     }
 
-    /// Allocate a zero-filled frame.
+    /// Allocate a zero-filled frame (written only if it was used before).
     pub fn alloc_zeroed(&mut self, phys: &impl PhysMem) -> Option<u64> {
-        let p = self.alloc()?;
-        phys.fill(p, PAGE, 0);
+        let (i, fresh) = self.alloc_index()?;
+        let p = i as u64 * PAGE;
+        if !fresh {
+            phys.fill(p, PAGE, 0);
+        }
         Some(p)
     }
 

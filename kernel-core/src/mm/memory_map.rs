@@ -7,7 +7,9 @@
 //!   is copy-on-write (`cow`: the frame may be shared with another process,
 //!   so the host mapping is read-only even if the VMA is writable).
 //!   Invariant: `pte.prot == host_prot(vma.prot, pte.cow)`.
-//! - A page-table entry means "mapped in the host" (queued or applied). Every
+//! - A page-table entry means "mapped in the host" (queued or applied), and
+//!   nothing else is mapped in the host: removing a VMA without entries
+//!   costs no host operation. Every
 //!   entry holds one frame reference; a [`SharedAnon`] object holds one more
 //!   per page it owns.
 //!
@@ -49,9 +51,14 @@ pub const MMAP_MIN_ADDR: u64 = 0x1_0000;
 /// Gap between the top of the stack and the highest `mmap` placement.
 const MMAP_GAP: u64 = 128 * 1024 * 1024;
 
-/// Pages around a file read fault that are filled at the same time (Linux's
-/// fault-around is 64 KiB too): fewer host round trips for program text.
+/// The aligned window around a fault whose missing pages are filled at the
+/// same time (Linux's file fault-around is 64 KiB too): fewer host round
+/// trips for program text and for sequential touches of fresh memory. It
+/// equals the backends' `MAP_POPULATE` limit, so the host fills a whole
+/// window in the one `mmap` that maps it.
 const FAULT_AROUND: u64 = 64 * 1024;
+// The window's present pages are tracked in a `u64` bit set.
+const _: () = assert!(FAULT_AROUND / PAGE <= 64);
 
 /// A page-table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +212,9 @@ impl<S: AddressSpace> MemoryMap<S> {
         child.brk = self.brk;
         let mut protect = ProtectRun::default();
         let mut map = MapRun::default();
+        // Built in address order and bulk-loaded: cheaper than inserting
+        // one entry at a time.
+        let mut child_pages = Vec::with_capacity(self.pages.len());
         let mut vmas = self.vmas.values().peekable();
         for (&va, pte) in self.pages.iter_mut() {
             while vmas.peek().is_some_and(|v| v.end <= va) {
@@ -223,11 +233,12 @@ impl<S: AddressSpace> MemoryMap<S> {
                     protect.push(&mut self.host, va, prot);
                 }
             }
-            child.pages.insert(va, *pte);
+            child_pages.push((va, *pte));
             map.push(&mut child.host, va, pte.frame, pte.prot);
         }
         protect.flush(&mut self.host);
         map.flush(&mut child.host);
+        child.pages = child_pages.into_iter().collect();
         Ok(child)
     }
 
@@ -246,7 +257,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         frames: &mut Frames,
         phys: &impl PhysMem,
     ) -> Result<(), FaultError> {
-        let (pte, changed) = self.fault_page(addr, access, false, frames, phys)?;
+        let (pte, changed) = self.fault_page(addr, access, false, true, frames, phys)?;
         if !changed {
             self.host.map(page_floor(addr), PAGE, pte.frame, pte.prot);
         }
@@ -261,6 +272,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         addr: u64,
         access: Access,
         force: bool,
+        around: bool,
         frames: &mut Frames,
         phys: &impl PhysMem,
     ) -> Result<(Pte, bool), FaultError> {
@@ -293,19 +305,58 @@ impl<S: AddressSpace> MemoryMap<S> {
                 pte.prot = host_prot(vma.prot, false);
                 self.host.map(page, PAGE, new, pte.prot);
             }
-            return Ok((*pte, true));
+            let pte = *pte;
+            if around {
+                self.unshare_around(&vma, page, frames);
+            }
+            return Ok((pte, true));
         }
+        self.fault_in(&vma, page, around, frames, phys).map(|pte| (pte, true))
+    }
+
+    /// After a copy-on-write fault at `page`: the copy-on-write pages of its
+    /// [`FAULT_AROUND`] window whose frame is no longer shared (the other
+    /// process exited or exec'd, as after most forks) become writable now,
+    /// in place, in one merged host operation — instead of one fault each.
+    /// Pages still shared stay copy-on-write (they are copied on their own
+    /// write fault).
+    fn unshare_around(&mut self, vma: &Vma, page: u64, frames: &Frames) {
+        let wlo = (page & !(FAULT_AROUND - 1)).max(vma.start);
+        let whi = (page & !(FAULT_AROUND - 1)).saturating_add(FAULT_AROUND).min(vma.end);
         let prot = host_prot(vma.prot, false);
-        let frame = match &vma.backing {
+        let mut run = ProtectRun::default();
+        for (&va, pte) in self.pages.range_mut(wlo..whi) {
+            if va != page && pte.cow && frames.refcount(pte.frame) == 1 {
+                pte.cow = false;
+                pte.prot = prot;
+                run.push(&mut self.host, va, prot);
+            }
+        }
+        run.flush(&mut self.host);
+    }
+
+    /// A frame for the missing page `p` of `vma`: zeroed (private anonymous),
+    /// the shared object's (created zeroed if it has none and `create`), or
+    /// a copy of the file page. `Ok(None)`: nothing to map (`create` false
+    /// and the shared object has no page). `Bus`: wholly beyond end of file.
+    fn new_frame(
+        vma: &Vma,
+        p: u64,
+        create: bool,
+        frames: &mut Frames,
+        phys: &impl PhysMem,
+    ) -> Result<Option<u64>, FaultError> {
+        Ok(Some(match &vma.backing {
             VmaBacking::Anon => frames.alloc_zeroed(phys).ok_or(FaultError::OutOfMemory)?,
             VmaBacking::Shared { obj, pgoff } => {
-                let idx = pgoff + (page - vma.start) / PAGE;
+                let idx = pgoff + (p - vma.start) / PAGE;
                 let mut objf = obj.frames.borrow_mut();
                 match objf.get(&idx) {
                     Some(&f) => {
                         frames.get(f);
                         f
                     }
+                    None if !create => return Ok(None),
                     None => {
                         let f = frames.alloc_zeroed(phys).ok_or(FaultError::OutOfMemory)?;
                         frames.get(f); // one for the object, one for this entry
@@ -315,56 +366,91 @@ impl<S: AddressSpace> MemoryMap<S> {
                 }
             }
             VmaBacking::File { file, offset } => {
-                let off = offset.checked_add(page - vma.start).ok_or(FaultError::Bus)?;
-                let size = file.size();
-                if off >= size {
+                let off = offset.checked_add(p - vma.start).ok_or(FaultError::Bus)?;
+                if off >= file.size() {
                     return Err(FaultError::Bus);
                 }
                 let f = frames.alloc().ok_or(FaultError::OutOfMemory)?;
                 fill_from_file(&**file, off, f, phys);
-                let pte = Pte { frame: f, prot, cow: false };
-                self.pages.insert(page, pte);
-                let mut run = MapRun::default();
-                run.push(&mut self.host, page, f, prot);
-                if access != Access::Write {
-                    self.fault_around(&vma, page, size, &mut run, frames, phys);
-                }
-                run.flush(&mut self.host);
-                return Ok((pte, true));
+                f
             }
-        };
-        let pte = Pte { frame, prot, cow: false };
-        self.pages.insert(page, pte);
-        self.host.map(page, PAGE, frame, prot);
-        Ok((pte, true))
+        }))
     }
 
-    /// Fill the missing pages of the 64 KiB window around a file read fault
-    /// at `page` (best effort: stops at end of file or when frames run out).
-    fn fault_around(
+    /// Make the missing page `page` of `vma` present and, with `around`, the
+    /// missing pages of the aligned [`FAULT_AROUND`] window around it inside
+    /// the VMA (fault-around): sequential touches then take one host fault
+    /// per window instead of one per page. Neighbours are best effort — zero
+    /// pages for private anonymous memory, file pages up to end of file,
+    /// shared anonymous pages the object already has — and only taken when
+    /// enough frames are free for all of them plus a reserve of a sixteenth
+    /// of memory, so they never cost the faulting page its frame. Every page is private to this map (or the
+    /// shared object's), so mapping it with the VMA's protection is exactly
+    /// what a later fault would do; copy-on-write pages are never touched
+    /// here (they are present). Frames are taken in address order so the
+    /// host gets one merged map operation for the window.
+    fn fault_in(
         &mut self,
         vma: &Vma,
         page: u64,
-        size: u64,
-        run: &mut MapRun,
+        around: bool,
         frames: &mut Frames,
         phys: &impl PhysMem,
-    ) {
-        let VmaBacking::File { file, offset } = &vma.backing else { return };
-        let lo = (page & !(FAULT_AROUND - 1)).max(vma.start);
-        let hi = (page & !(FAULT_AROUND - 1)).saturating_add(FAULT_AROUND).min(vma.end);
+    ) -> Result<Pte, FaultError> {
         let prot = host_prot(vma.prot, false);
+        let (mut lo, mut hi) = (page, page + PAGE);
+        // Present pages of the window, one bit per page from `lo`.
+        let mut present = 0u64;
+        if around {
+            let wlo = (page & !(FAULT_AROUND - 1)).max(vma.start);
+            let whi = (page & !(FAULT_AROUND - 1)).saturating_add(FAULT_AROUND).min(vma.end);
+            for (&va, _) in self.pages.range(wlo..whi) {
+                present |= 1 << ((va - wlo) / PAGE);
+            }
+            let missing = (whi - wlo) / PAGE - u64::from(present.count_ones());
+            // Neighbours only while memory is plentiful: the last sixteenth
+            // is kept for pages actually touched (sparse access patterns
+            // would otherwise fill memory with untouched zero pages).
+            if frames.free_frames() >= missing + frames.total_frames() / 16 {
+                (lo, hi) = (wlo, whi);
+            } else {
+                present = 0;
+            }
+        }
+        let mut run = MapRun::default();
+        let mut result = None;
         let mut p = lo;
         while p < hi {
-            if p != page && !self.pages.contains_key(&p) {
-                let Some(off) = offset.checked_add(p - vma.start).filter(|&o| o < size) else { break };
-                let Some(f) = frames.alloc() else { break };
-                fill_from_file(&**file, off, f, phys);
-                self.pages.insert(p, Pte { frame: f, prot, cow: false });
-                run.push(&mut self.host, p, f, prot);
+            if p == page {
+                let frame = match Self::new_frame(vma, p, true, frames, phys) {
+                    Ok(Some(f)) => f,
+                    // (`None` cannot happen with `create`.)
+                    r => {
+                        run.flush(&mut self.host);
+                        return Err(r.err().unwrap_or(FaultError::OutOfMemory));
+                    }
+                };
+                let pte = Pte { frame, prot, cow: false };
+                self.pages.insert(p, pte);
+                run.push(&mut self.host, p, frame, prot);
+                result = Some(pte);
+            } else if present & (1 << ((p - lo) / PAGE)) == 0 {
+                match Self::new_frame(vma, p, false, frames, phys) {
+                    Ok(Some(frame)) => {
+                        self.pages.insert(p, Pte { frame, prot, cow: false });
+                        run.push(&mut self.host, p, frame, prot);
+                    }
+                    Ok(None) => {}
+                    // Beyond end of file (or out of frames): no neighbours
+                    // above; the faulting page (if below) reports its own.
+                    Err(_) if p > page => break,
+                    Err(_) => {}
+                }
             }
             p += PAGE;
         }
+        run.flush(&mut self.host);
+        result.ok_or(FaultError::Bus)
     }
 
     /// A fault at `page` outside every VMA: grow the `GROWSDOWN` VMA just
@@ -461,7 +547,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         self.split_at(start);
         self.split_at(end);
         let doomed: Vec<u64> = self.pages.range(start..end).map(|(&va, _)| va).collect();
-        for va in doomed {
+        for &va in &doomed {
             if let Some(pte) = self.pages.remove(&va) {
                 frames.put(pte.frame);
             }
@@ -470,7 +556,9 @@ impl<S: AddressSpace> MemoryMap<S> {
         for k in keys {
             if let Some(vma) = self.vmas.remove(&k) {
                 // The backends' op queues merge contiguous unmaps already.
-                self.host.unmap(vma.start, vma.end - vma.start);
+                if any_in(&doomed, vma.start, vma.end) {
+                    self.host.unmap(vma.start, vma.end - vma.start);
+                }
                 Self::release_vma(vma, frames);
             }
         }
@@ -652,7 +740,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         while p < end {
             let Some(vma) = self.find_vma(p) else { break };
             let access = if vma.prot.contains(Prot::WRITE) && !vma.shared { Access::Write } else { Access::Read };
-            match self.fault_page(p, access, false, frames, phys) {
+            match self.fault_page(p, access, false, false, frames, phys) {
                 Ok(_) => {}
                 Err(FaultError::OutOfMemory) => {
                     self.remove_range(start, end, frames);
@@ -679,10 +767,10 @@ impl<S: AddressSpace> MemoryMap<S> {
     }
 
     /// `mprotect`: `EINVAL` for an unaligned address, `ENOMEM` if part of the
-    /// range is unmapped (checked before anything changes, unlike Linux which
-    /// may have changed a prefix), `EACCES` for `PROT_WRITE` on a shared file
-    /// mapping. Present pages get their host protection changed (copy-on-write
-    /// pages stay read-only).
+    /// range is unmapped, `EACCES` for `PROT_WRITE` on a shared file mapping.
+    /// As on Linux, the VMAs before the first hole (or refused VMA) are
+    /// changed even when the call then fails. Present pages get their host
+    /// protection changed (copy-on-write pages stay read-only).
     pub fn mprotect(&mut self, addr: u64, len: u64, prot: Prot) -> Result<(), Errno> {
         if !addr.is_multiple_of(PAGE) {
             return Err(Errno::EINVAL);
@@ -692,15 +780,30 @@ impl<S: AddressSpace> MemoryMap<S> {
         }
         let len = page_ceil(len).ok_or(Errno::ENOMEM)?;
         let end = addr.checked_add(len).filter(|&e| e <= self.user_end).ok_or(Errno::ENOMEM)?;
-        // The range must be covered without holes.
+        // Walk the range: the covered prefix is changed, the first hole or
+        // refused VMA ends it with the error (Linux's mprotect_fixup loop).
         let mut p = addr;
+        let mut result = Ok(());
         while p < end {
-            let vma = self.find_vma(p).ok_or(Errno::ENOMEM)?;
+            let Some(vma) = self.find_vma(p) else {
+                result = Err(Errno::ENOMEM);
+                break;
+            };
             if prot.contains(Prot::WRITE) && vma.shared && matches!(vma.backing, VmaBacking::File { .. }) {
-                return Err(Errno::EACCES);
+                result = Err(Errno::EACCES);
+                break;
             }
             p = vma.end;
         }
+        let end = end.min(p);
+        if end > addr {
+            self.protect_range(addr, end, prot);
+        }
+        result
+    }
+
+    /// Set the protection of `[addr, end)`, which VMAs cover without holes.
+    fn protect_range(&mut self, addr: u64, end: u64, prot: Prot) {
         self.split_at(addr);
         self.split_at(end);
         for (_, v) in self.vmas.range_mut(addr..end) {
@@ -716,7 +819,6 @@ impl<S: AddressSpace> MemoryMap<S> {
         }
         run.flush(&mut self.host);
         self.merge_range(addr, end);
-        Ok(())
     }
 
     /// `madvise(MADV_DONTNEED)`: drop the present pages of `[addr, addr+len)`
@@ -807,11 +909,15 @@ impl<S: AddressSpace> MemoryMap<S> {
     /// Drop every mapping (exec, exit): frames are released and the host
     /// space is unmapped (one op per contiguous run of VMAs).
     pub fn clear(&mut self, frames: &mut Frames) {
-        for (_, pte) in core::mem::take(&mut self.pages) {
+        let mut present = Vec::with_capacity(self.pages.len());
+        for (va, pte) in core::mem::take(&mut self.pages) {
             frames.put(pte.frame);
+            present.push(va);
         }
         for (_, vma) in core::mem::take(&mut self.vmas) {
-            self.host.unmap(vma.start, vma.end - vma.start);
+            if any_in(&present, vma.start, vma.end) {
+                self.host.unmap(vma.start, vma.end - vma.start);
+            }
             Self::release_vma(vma, frames);
         }
         self.brk_base = 0;
@@ -881,6 +987,14 @@ impl<S: AddressSpace> MemoryMap<S> {
     pub fn ptes(&self) -> impl Iterator<Item = (u64, u64, Prot, bool)> + '_ {
         self.pages.iter().map(|(&va, p)| (va, p.frame, p.prot, p.cow))
     }
+}
+
+/// Whether the sorted `pages` has one in `[start, end)`. Only pages with a
+/// page-table entry are ever mapped in the host, so a VMA without one needs
+/// no host `munmap` when it goes (an untouched `mmap` + `munmap` then costs
+/// the host nothing).
+fn any_in(pages: &[u64], start: u64, end: u64) -> bool {
+    pages.get(pages.partition_point(|&p| p < start)).is_some_and(|&p| p < end)
 }
 
 /// Copy a file page (zero-padded past end of file) into `frame`.

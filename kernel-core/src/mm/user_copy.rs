@@ -23,7 +23,7 @@ impl<S: AddressSpace> MemoryMap<S> {
             }
         }
         let access = if write { Access::Write } else { Access::Read };
-        self.fault_page(page, access, false, frames, phys).map(|(pte, _)| pte.frame).map_err(|_| Errno::EFAULT)
+        self.fault_page(page, access, false, true, frames, phys).map(|(pte, _)| pte.frame).map_err(|_| Errno::EFAULT)
     }
 
     /// Check that `[addr, addr + len)` lies below the user end.
@@ -126,7 +126,7 @@ impl<S: AddressSpace> MemoryMap<S> {
             let off = va % PAGE;
             let n = ((PAGE - off) as usize).min(data.len() - done);
             let (pte, _) = self
-                .fault_page(page_floor(va), Access::Write, true, frames, phys)
+                .fault_page(page_floor(va), Access::Write, true, false, frames, phys)
                 .map_err(|e| if e == super::FaultError::OutOfMemory { Errno::ENOMEM } else { Errno::EFAULT })?;
             phys.write(pte.frame + off, &data[done..done + n]);
             done += n;
