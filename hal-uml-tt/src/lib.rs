@@ -505,7 +505,12 @@ impl TtHal {
             w.owner = Some(space.id);
             return true;
         }
-        for op in space.pending.take() {
+        let mut batch = space.pending.take();
+        // Small mappings of a fault's worth of work are populated in the
+        // same host call, as skas does: the guest's first touch then takes
+        // no host fault.
+        ops::mark_populate(&mut batch, hal_uml_x86_64::POPULATE_MAX);
+        for op in batch {
             w.stats.ops_applied += 1;
             if !w.apply(&op) {
                 w.reset();

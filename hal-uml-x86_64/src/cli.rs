@@ -13,8 +13,8 @@ struct Cli {
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     mem: u64,
     /// Host directory to use as the guest's root file system (packed into an
-    /// initramfs at boot). Default: the root `cargo xtask build` assembles
-    /// beside this binary (`<target>/rootfs/default` for
+    /// initramfs at boot, cached beside it in `.NAME.initramfs`). Default:
+    /// the root `cargo xtask build` assembles beside this binary (`<target>/rootfs/default` for
     /// `<target>/release/kernel-skas`).
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
@@ -41,6 +41,18 @@ struct Cli {
     /// read-only unless `:rw` is appended. May be repeated.
     #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
     hostfs: Vec<String>,
+    /// Attach a network interface (eth0, eth1, ... in order; repeatable):
+    /// `user[,hostfwd=tcp:127.0.0.1:8080-:80][,restrict=off]` (user-mode NAT;
+    /// the guest is 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3),
+    /// `switch,path=SOCK[,mac=M][,ip=A.B.C.D/N][,gw=A.B.C.D]` (a virtual
+    /// switch, see --switch), `tap,ifname=NAME[,mac=M][,ip=..][,gw=..]` (a
+    /// host TAP device).
+    #[arg(long, value_name = "SPEC")]
+    net: Vec<String>,
+    /// Run a virtual switch at the Unix socket PATH instead of a kernel, until
+    /// SIGINT or SIGTERM; guests join it with `--net switch,path=PATH`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["net", "hostfs"])]
+    switch: Option<PathBuf>,
     /// Guest path of the first program.
     #[arg(value_name = "INIT", default_value = "/bin/sh")]
     init: String,
@@ -85,6 +97,177 @@ fn default_root() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// One `--net` specification, checked but not yet opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetSpec {
+    /// `user[,OPTIONS]`: the user-mode NAT; the options go to its parser whole.
+    User(String),
+    /// `switch,path=SOCK,...`: a port on a virtual switch.
+    Switch { path: PathBuf, mac: Option<[u8; 6]>, ipv4: Option<([u8; 4], u8)>, gateway: Option<[u8; 4]> },
+    /// `tap,ifname=NAME,...`: a host TAP device.
+    Tap { ifname: String, mac: Option<[u8; 6]>, ipv4: Option<([u8; 4], u8)>, gateway: Option<[u8; 4]> },
+}
+
+fn parse_ipv4(s: &str) -> Result<[u8; 4], String> {
+    s.parse::<std::net::Ipv4Addr>().map(|a| a.octets()).map_err(|_| format!("'{s}' is not an IPv4 address"))
+}
+
+/// `A.B.C.D/N` (N from 0 to 32; without /N, 24).
+fn parse_cidr(s: &str) -> Result<([u8; 4], u8), String> {
+    let (a, n) = s.split_once('/').unwrap_or((s, "24"));
+    let n: u8 = match n.parse() {
+        Ok(n) if n <= 32 => n,
+        _ => return Err(format!("'{s}': the prefix length must be 0 to 32")),
+    };
+    Ok((parse_ipv4(a)?, n))
+}
+
+/// Parse one `--net` value (see [`NetSpec`]); the error is one line.
+pub fn parse_net(spec: &str) -> Result<NetSpec, String> {
+    let mut items = spec.split(',');
+    let kind = items.next().unwrap_or("").trim();
+    if kind == "user" {
+        // Checked now, so that a typo fails before anything starts.
+        drivers::net::nat::NatConfig::parse(spec).map_err(|e| format!("--net {spec}: {e}"))?;
+        return Ok(NetSpec::User(spec.to_string()));
+    }
+    if kind != "switch" && kind != "tap" {
+        return Err(format!("--net {spec}: the kind must be user, switch or tap"));
+    }
+    let (mut path, mut ifname, mut mac, mut ipv4, mut gateway) = (None, None, None, None, None);
+    for item in items {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(format!("--net {spec}: `{item}` needs a value (KEY=VALUE)"));
+        };
+        let e = |m: String| format!("--net {spec}: {m}");
+        match (kind, k) {
+            ("switch", "path") if !v.is_empty() => path = Some(PathBuf::from(v)),
+            ("tap", "ifname") if !v.is_empty() => ifname = Some(v.to_string()),
+            (_, "mac") => mac = Some(drivers::net::switch::parse_mac(v).map_err(e)?),
+            (_, "ip") => ipv4 = Some(parse_cidr(v).map_err(e)?),
+            (_, "gw") => gateway = Some(parse_ipv4(v).map_err(e)?),
+            _ => return Err(format!("--net {spec}: unknown or empty option `{item}`")),
+        }
+    }
+    if let (Some((a, n)), Some(g)) = (ipv4, gateway) {
+        let mask = if n == 0 { 0 } else { u32::MAX << (32 - n) };
+        if u32::from_be_bytes(a) & mask != u32::from_be_bytes(g) & mask {
+            return Err(format!("--net {spec}: the gateway is not on the interface's subnet"));
+        }
+    }
+    if gateway.is_some() && ipv4.is_none() {
+        return Err(format!("--net {spec}: gw= needs ip="));
+    }
+    match kind {
+        "switch" => match path {
+            Some(path) => Ok(NetSpec::Switch { path, mac, ipv4, gateway }),
+            None => Err(format!("--net {spec}: a switch needs path=SOCK")),
+        },
+        _ => match ifname {
+            Some(ifname) => Ok(NetSpec::Tap { ifname, mac, ipv4, gateway }),
+            None => Err(format!("--net {spec}: a tap needs ifname=NAME")),
+        },
+    }
+}
+
+/// A host link whose readiness descriptor the backend watches (see
+/// `host::watch_net_fd`) while the guest kernel holds the link.
+struct Watched {
+    // Declared first so that it is dropped first: polling stops before the
+    // link's descriptor closes.
+    _watch: crate::host::NetWatch,
+    link: Box<dyn drivers::net::HostLink>,
+}
+
+impl Watched {
+    fn new(link: Box<dyn drivers::net::HostLink>) -> Watched {
+        let _watch = crate::host::watch_net_fd(link.readiness_fd());
+        Watched { link, _watch }
+    }
+}
+
+impl hal::NetDevice for Watched {
+    fn mac(&self) -> [u8; 6] {
+        self.link.mac()
+    }
+    fn max_frame(&self) -> usize {
+        self.link.max_frame()
+    }
+    fn send(&mut self, frame: &[u8]) {
+        self.link.send(frame)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        self.link.recv(buf)
+    }
+}
+
+/// Open the links of `specs` as eth0, eth1, ...
+fn open_nets(specs: &[NetSpec]) -> Result<Vec<kernel_core::NetAttach>, String> {
+    let mut nets = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let (link, ipv4, gateway): (Box<dyn drivers::net::HostLink>, _, _) = match spec {
+            NetSpec::User(opts) => {
+                use drivers::net::nat::{GATEWAY_IP, GUEST_IP, PREFIX_LEN};
+                (open_user(opts)?, Some((GUEST_IP.octets(), PREFIX_LEN)), Some(GATEWAY_IP.octets()))
+            }
+            NetSpec::Switch { path, mac, ipv4, gateway } => {
+                let mac = mac.unwrap_or_else(drivers::net::switch::random_mac);
+                let l = drivers::net::switch::SwitchLink::connect(path, mac).map_err(|e| format!("--net switch: {e}"))?;
+                (Box::new(l), *ipv4, *gateway)
+            }
+            NetSpec::Tap { ifname, mac, ipv4, gateway } => {
+                let mac = mac.unwrap_or_else(drivers::net::switch::random_mac);
+                let l = drivers::net::tap::TapLink::open(ifname, mac).map_err(|e| format!("--net tap: {e}"))?;
+                (Box::new(l), *ipv4, *gateway)
+            }
+        };
+        nets.push(kernel_core::NetAttach { name: format!("eth{i}"), device: Box::new(Watched::new(link)), ipv4, gateway });
+    }
+    Ok(nets)
+}
+
+/// The user-mode NAT for `--net user,...`.
+fn open_user(opts: &str) -> Result<Box<dyn drivers::net::HostLink>, String> {
+    let cfg = drivers::net::nat::NatConfig::parse(opts).map_err(|e| format!("--net {opts}: {e}"))?;
+    let nat = drivers::net::nat::UserNat::new(cfg).map_err(|e| format!("--net {opts}: {e}"))?;
+    Ok(Box::new(nat))
+}
+
+/// `--switch PATH`: run a switch in the foreground until SIGINT or SIGTERM.
+fn run_switch(name: &str, path: &std::path::Path) -> ! {
+    static STOP_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+    extern "C" fn on_signal(_: libc::c_int) {
+        drivers::net::switch::stop_fd(STOP_FD.load(std::sync::atomic::Ordering::SeqCst));
+    }
+    let sw = match drivers::net::switch::Switch::bind(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: --switch {}: {e}", path.display());
+            exit(2)
+        }
+    };
+    let stopper = sw.stopper();
+    STOP_FD.store(stopper.raw_fd(), std::sync::atomic::Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only does one write(2) to an eventfd, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    eprintln!("{name}: switch at {} (stop with Ctrl-C)", path.display());
+    match sw.run() {
+        Ok(s) => {
+            eprintln!(
+                "{name}: switch stopped: {} frames in, {} unicast, {} flooded, {} malformed, {} oversize, {} dropped on full queues",
+                s.frames_in, s.unicast, s.flooded, s.malformed, s.oversize, s.queue_full
+            );
+            exit(0)
+        }
+        Err(e) => {
+            eprintln!("{name}: switch: {e}");
+            exit(1)
+        }
+    }
+}
+
 /// Parse `123`, `64K`, `256M`, `1G` (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -125,6 +308,10 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    if let Some(path) = &cli.switch {
+        run_switch(name, path);
+    }
+    let net_specs: Vec<NetSpec> = cli.net.iter().map(|s| parse_net(s).unwrap_or_else(|e| fail(format_args!("{e}")))).collect();
     let root = match cli.root.clone().or_else(default_root) {
         Some(r) => r,
         None => fail(format_args!(
@@ -143,8 +330,10 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     if std::fs::symlink_metadata(&init_host).is_err() {
         fail(format_args!("init {} not found in {}", cli.init, root.display()));
     }
-    let initramfs = match drivers::initramfs::pack_dir(root) {
-        Ok(a) => a,
+    // Mapped from the cache beside the root when the tree is unchanged; the
+    // kernel's files point into it rather than copying.
+    let initramfs: std::sync::Arc<dyn AsRef<[u8]>> = match drivers::initramfs::load_root(root) {
+        Ok(a) => std::sync::Arc::new(a),
         Err(e) => fail(format_args!("packing {}: {e}", root.display())),
     };
     let term = std::env::var("TERM").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "linux".into());
@@ -158,7 +347,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
             "HOME=/".into(),
             format!("TERM={term}"),
         ],
-        initramfs,
+        initramfs: Vec::new(),
         uname_release: cli.uname_release.clone(),
         hostname: cli.hostname.clone(),
         trace_syscalls: cli.trace_syscalls,
@@ -183,6 +372,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
             Err(e) => fail(format_args!("--hostfs {host}: {e}")),
         }
     }
+    let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,
         Err(e) => fail(format_args!("cannot set up the host side ({} bytes of guest memory): {e}", cli.mem)),
@@ -203,7 +393,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         config.env.push(format!("RUSTUML_PHYS_SIZE={phys_len:#x}"));
         config.env.push(format!("RUSTUML_KERNEL_GETPPID={getppid:#x}"));
     }
-    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, nets: Vec::new() }) {
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, nets, initramfs: Some(initramfs) }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };
@@ -219,7 +409,50 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_net, parse_size, NetSpec};
+
+    #[test]
+    fn net_specs() {
+        assert_eq!(parse_net("user"), Ok(NetSpec::User("user".into())));
+        assert_eq!(
+            parse_net("user,hostfwd=tcp:127.0.0.1:8080-:80"),
+            Ok(NetSpec::User("user,hostfwd=tcp:127.0.0.1:8080-:80".into()))
+        );
+        assert_eq!(
+            parse_net("switch,path=/tmp/s.sock,ip=10.0.0.1/24,gw=10.0.0.254,mac=02:00:00:00:00:01"),
+            Ok(NetSpec::Switch {
+                path: "/tmp/s.sock".into(),
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                ipv4: Some(([10, 0, 0, 1], 24)),
+                gateway: Some([10, 0, 0, 254]),
+            })
+        );
+        assert_eq!(
+            parse_net("tap,ifname=tap0,ip=192.168.7.2/30"),
+            Ok(NetSpec::Tap { ifname: "tap0".into(), mac: None, ipv4: Some(([192, 168, 7, 2], 30)), gateway: None })
+        );
+        for bad in [
+            "",
+            "bridge",
+            "switch",
+            "switch,path=",
+            "switch,path=/s,ip=10.0.0.1/33",
+            "switch,path=/s,ip=10.0.0.300",
+            "switch,path=/s,ip=10.0.0.1/24,gw=10.0.1.1",
+            "switch,path=/s,gw=10.0.0.1",
+            "switch,path=/s,mac=01:00:00:00:00:01",
+            "switch,path=/s,colour=blue",
+            "switch,path",
+            "tap",
+            "tap,path=/s",
+            "switch,ifname=x,path=/s",
+            "user,hostfwd=tcp:8080-80",
+            "user,colour=blue",
+        ] {
+            let e = parse_net(bad).expect_err(bad);
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -8,8 +8,9 @@
 //! - Map operations are queued per space, merged when contiguous, and applied
 //!   by the stub before the space next runs: under ptrace in one extra round
 //!   trip per batch, under seccomp in the same switch that resumes the
-//!   guest. Small mappings (up to [`POPULATE_MAX`]) are made with
-//!   `MAP_POPULATE`, so the guest's first touch takes no host fault.
+//!   guest. Small mappings (up to [`POPULATE_MAX`]) of small batches (a
+//!   fault's worth, [`ops::mark_populate`]) are made with `MAP_POPULATE`, so
+//!   the guest's first touch takes no host fault.
 //! - Guest code runs under a trap [`Mechanism`], chosen by [`TrapMode`]
 //!   (`--trap`): [`seccomp::SeccompMechanism`] (the default where the host
 //!   offers `SECCOMP_RET_TRAP`: traps handled in the stub, handed over on a
@@ -324,13 +325,9 @@ impl hal::Hal for SkasHal {
     fn run(&mut self, ctx: &mut UserContext, space: &mut SkasSpace) -> Trap {
         let timer = self.host.timer();
         let mut ops = if space.ops.is_empty() { Vec::new() } else { space.ops.take() };
-        for op in &mut ops {
-            // Small mappings (a fault's worth) are populated in the same
-            // host call: the guest's first touch then takes no host fault.
-            if op[0] == ops::SYS_MMAP && op[2] <= POPULATE_MAX {
-                op[4] |= libc::MAP_POPULATE as u64;
-            }
-        }
+        // Small mappings (a fault's worth) are populated in the same host
+        // call: the guest's first touch then takes no host fault.
+        ops::mark_populate(&mut ops, POPULATE_MAX);
         match (&mut self.mech, &mut space.stub) {
             (Mech::Ptrace(m), AnyStub::Ptrace(s)) => {
                 if !ops.is_empty() {

@@ -14,7 +14,7 @@
 use crate::stub::{self, Layout, OPS_ADDR, OPS_PER_BATCH};
 use crate::timer::{TimerShared, TIMER_SIGNAL};
 use crate::{Mechanism, Op};
-use hal::{Access, CpuFaultKind, HalError, Interrupts, Trap, UserContext, UserRegs};
+use hal::{Access, CpuFaultKind, HalError, Trap, UserContext, UserRegs};
 use std::io;
 
 const _: () = assert!(std::mem::size_of::<UserRegs>() == std::mem::size_of::<libc::user_regs_struct>());
@@ -400,9 +400,10 @@ impl Tracer {
         }
         loop {
             timer.set_current(pid);
-            if timer.take_fired() {
+            let irq = crate::host::take_interrupts(timer);
+            if !irq.is_empty() {
                 timer.set_current(0);
-                return Trap::Interrupt(Interrupts::TIMER);
+                return Trap::Interrupt(irq);
             }
             let resumed = ptrace(libc::PTRACE_SYSEMU, pid, 0, 0);
             let w = wait(pid);

@@ -98,7 +98,7 @@
 use crate::stub::{self, ctrl, mb, Layout, OPS_PER_BATCH};
 use crate::timer::{TimerShared, TIMER_SIGNAL};
 use crate::{Mechanism, Op, Stats};
-use hal::{Access, CpuFaultKind, HalError, Interrupts, Trap, UserContext};
+use hal::{Access, CpuFaultKind, HalError, Trap, UserContext};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -426,7 +426,7 @@ impl SeccompMechanism {
                 return Err(t);
             }
             if let Some(timer) = timer {
-                if timer.fired() {
+                if crate::host::interrupt_pending(timer) {
                     let k = *kicked.get_or_insert_with(Instant::now);
                     if k.elapsed() > KICK_GRACE {
                         // It does not answer the timer: it blocked the kick.
@@ -706,10 +706,11 @@ impl Mechanism for SeccompMechanism {
         let mut ops = std::mem::take(&mut s.pending);
         loop {
             timer.set_current(s.pid);
-            if timer.take_fired() {
+            let irq = crate::host::take_interrupts(timer);
+            if !irq.is_empty() {
                 timer.set_current(0);
                 s.pending = ops;
-                return Trap::Interrupt(Interrupts::TIMER);
+                return Trap::Interrupt(irq);
             }
             // From here the stub holds what we wrote.
             s.fpu = Some(ctx.fpu);
@@ -747,9 +748,10 @@ impl Mechanism for SeccompMechanism {
             s.noticed = noticed;
             match decode(s) {
                 Decoded::Spurious => {
-                    if timer.take_fired() {
+                    let irq = crate::host::take_interrupts(timer);
+                    if !irq.is_empty() {
                         self.read_frame(s, ctx);
-                        return Trap::Interrupt(Interrupts::TIMER);
+                        return Trap::Interrupt(irq);
                     }
                     // Resume exactly where it was: the mailbox holds its
                     // frame (and `ctx` follows it, should the timer fire

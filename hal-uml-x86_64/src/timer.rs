@@ -36,6 +36,11 @@ impl TimerShared {
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
+    /// The stub running guest code now (0: none), for other interrupt
+    /// sources that kick it the same way (`host`'s network watcher).
+    pub fn current(&self) -> i32 {
+        self.current.load(Ordering::SeqCst)
+    }
 }
 
 extern "C" fn on_timer(_sig: i32, info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {

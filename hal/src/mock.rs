@@ -245,7 +245,83 @@ pub struct MockHal {
     pub space_limit: Option<u64>,
     /// Spaces created so far.
     pub spaces_created: u64,
+    /// Network links whose queued frames make [`Hal::wait_for_interrupt`]
+    /// report [`Interrupts::NET`] (clones of the devices given to the kernel).
+    pub nets: Vec<MockNet>,
     rng: u64,
+}
+
+/// A frame queue shared by the two ends of a [`MockNet`] cable.
+pub type FrameQueue = alloc::rc::Rc<RefCell<VecDeque<Vec<u8>>>>;
+
+/// One end of a mock Ethernet cable ([`MockNet::pair`]): what one end sends
+/// the other receives. Clones share the queues, so a test keeps a clone to
+/// inject frames ([`MockNet::inject`]) or watch what the kernel sent.
+#[derive(Clone)]
+pub struct MockNet {
+    /// This end's hardware address.
+    pub mac: [u8; 6],
+    /// Frames waiting to be received by this end.
+    pub rx: FrameQueue,
+    /// Frames this end sent (the other end's `rx`).
+    pub tx: FrameQueue,
+    /// The largest frame carried.
+    pub max_frame: usize,
+    /// Frames this end dropped because they did not fit the reader's buffer.
+    pub dropped: alloc::rc::Rc<core::cell::Cell<u64>>,
+}
+
+impl MockNet {
+    /// Two connected ends.
+    pub fn pair(a: [u8; 6], b: [u8; 6]) -> (MockNet, MockNet) {
+        let q1: FrameQueue = Default::default();
+        let q2: FrameQueue = Default::default();
+        let mk = |mac, rx: &FrameQueue, tx: &FrameQueue| MockNet {
+            mac,
+            rx: rx.clone(),
+            tx: tx.clone(),
+            max_frame: 1514,
+            dropped: Default::default(),
+        };
+        (mk(a, &q1, &q2), mk(b, &q2, &q1))
+    }
+    /// A lone end: nothing is connected to what it sends.
+    pub fn lone(mac: [u8; 6]) -> MockNet {
+        MockNet::pair(mac, [2, 0, 0, 0, 0, 0xff]).0
+    }
+    /// Queue `frame` as if it arrived from the wire.
+    pub fn inject(&self, frame: &[u8]) {
+        self.rx.borrow_mut().push_back(frame.to_vec());
+    }
+    /// Frames are waiting to be received.
+    pub fn pending(&self) -> bool {
+        !self.rx.borrow().is_empty()
+    }
+}
+
+impl crate::NetDevice for MockNet {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+    fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+    fn send(&mut self, frame: &[u8]) {
+        if frame.len() <= self.max_frame {
+            self.tx.borrow_mut().push_back(frame.to_vec());
+        }
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            let f = self.rx.borrow_mut().pop_front()?;
+            if f.len() > buf.len() {
+                self.dropped.set(self.dropped.get() + 1);
+                continue;
+            }
+            buf[..f.len()].copy_from_slice(&f);
+            return Some(f.len());
+        }
+    }
 }
 
 impl MockHal {
@@ -261,6 +337,7 @@ impl MockHal {
             log: Vec::new(),
             space_limit: None,
             spaces_created: 0,
+            nets: Vec::new(),
             rng: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -310,6 +387,9 @@ impl Hal for MockHal {
     fn wait_for_interrupt(&mut self) -> Interrupts {
         if !self.console.input.is_empty() || (self.console.input_closed && !self.console.eof_seen) {
             return Interrupts::CONSOLE;
+        }
+        if self.nets.iter().any(|n| n.pending()) {
+            return Interrupts::NET;
         }
         match self.timer.take() {
             Some(d) => {

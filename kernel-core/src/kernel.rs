@@ -86,6 +86,10 @@ pub struct Devices {
     pub host_dirs: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
     /// Network interfaces (`--net`); loopback always exists besides these.
     pub nets: Vec<NetAttach>,
+    /// The root archive as shared bytes (e.g. a host file the backend
+    /// mapped), used instead of [`BootConfig::initramfs`] when set. Either
+    /// way the unpacked files point into the archive rather than copying it.
+    pub initramfs: Option<crate::fs::inode::SharedBytes>,
 }
 
 /// Why the kernel could not start init.
@@ -154,7 +158,11 @@ pub struct Kernel<S: AddressSpace> {
     /// The timer deadline we asked the HAL for.
     armed: Option<u64>,
     /// The task that keeps the CPU while its slice lasts.
-    current: Option<Pid>,
+    pub(crate) current: Option<Pid>,
+    /// Run [`crate::invariants::check`] before every step (tests, fuzzing).
+    pub check_invariants: bool,
+    /// Sockets' kernel-wide state (abstract AF_UNIX names, the IP stack).
+    pub net: crate::net::NetStack,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -171,11 +179,22 @@ pub fn boot<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, BootError> {
 
 /// [`boot`], with host devices attached (hostfs mounts, network interfaces).
 pub fn boot_with<H: Hal>(hal: &mut H, config: BootConfig, devices: Devices) -> Result<i32, BootError> {
-    let Devices { host_dirs, nets } = devices;
-    // Network interfaces are wired up by the network stack (issue 7).
-    drop(nets);
+    boot_opts(hal, config, devices, false)
+}
+
+/// [`boot`], checking [`crate::invariants`] before every step of the loop
+/// (slow; for tests and fuzzing): the first violation is logged as
+/// `kernel: invariant violated: ...`.
+#[doc(hidden)]
+pub fn boot_checked<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, BootError> {
+    boot_opts(hal, config, Devices::default(), true)
+}
+
+fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, check_invariants: bool) -> Result<i32, BootError> {
+    let Devices { host_dirs, nets, initramfs } = devices;
     let mut fs = Fs::new();
-    cpio::unpack(&mut fs, &config.initramfs).map_err(|e| BootError::BadInitramfs(e.0))?;
+    let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
+    cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
     fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
     for (at, dir) in host_dirs {
         fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))?;
@@ -200,7 +219,12 @@ pub fn boot_with<H: Hal>(hal: &mut H, config: BootConfig, devices: Devices) -> R
         block_seq: 0,
         armed: None,
         current: None,
+        check_invariants,
+        net: crate::net::NetStack::default(),
     };
+    let mut seed = [0u8; 8];
+    hal.random(&mut seed);
+    crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
     k.console_setup(hal);
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
@@ -395,9 +419,16 @@ impl<S: AddressSpace> Kernel<S> {
                 // init is never reaped (it has no parent): this cannot happen.
                 return DEADLOCK_STATUS;
             }
+            if self.check_invariants {
+                if let Err(e) = crate::invariants::check(self) {
+                    hal.log(&format!("kernel: invariant violated: {e}"));
+                    self.check_invariants = false;
+                }
+            }
             let now = hal.now_ns();
             self.check_timeouts(hal, now);
             self.check_itimers(now);
+            crate::net::inet::tick(&self.net.inet, now);
             self.check_waits(now);
             self.flush_group_signals();
             let Some(pid) = self.pick() else {
@@ -511,6 +542,11 @@ impl<S: AddressSpace> Kernel<S> {
         for (d, _) in self.itimers.values() {
             earliest = Some(earliest.map_or(*d, |e| e.min(*d)));
         }
+        // The IP stack's protocol timers; frames from outside can wake a waiter like console input.
+        if let Some(d) = crate::net::inet::deadline(&self.net.inet) {
+            earliest = Some(earliest.map_or(d, |e| e.min(d)));
+        }
+        console |= self.net.inet.try_borrow().is_ok_and(|s| s.has_links());
         (earliest, console)
     }
 
@@ -564,6 +600,11 @@ impl<S: AddressSpace> Kernel<S> {
         if irq.contains(Interrupts::TIMER) {
             // One-shot: it is disarmed now.
             self.armed = None;
+        }
+        if irq.contains(Interrupts::NET) {
+            if let Ok(mut s) = self.net.inet.try_borrow_mut() {
+                s.rx_pending = true;
+            }
         }
         if irq.contains(Interrupts::CONSOLE) {
             self.console_pull(hal);
@@ -757,15 +798,23 @@ impl<S: AddressSpace> Kernel<S> {
         // Orphans go to init; init reaps them. (Only when the whole process is gone.)
         let tgid = task.tgid;
         if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
-            let mut orphan_zombie = false;
+            let mut orphan_zombies = Vec::new();
             for t in self.tasks.values_mut() {
                 if t.ppid == tgid && t.tgid != tgid {
                     t.ppid = 1;
-                    orphan_zombie |= t.is_zombie();
+                    if t.is_zombie() && t.is_leader() {
+                        orphan_zombies.push(t.pid);
+                    }
                 }
             }
-            if orphan_zombie && pid != 1 {
-                self.wake_waiters_of(1);
+            // Init hears of orphans already dead as if they died now (Linux's
+            // forget_original_parent): SIGCHLD, or reaped at once if it ignores it.
+            if pid != 1 {
+                for z in orphan_zombies {
+                    if !self.tasks.values().any(|o| o.tgid == z && o.pid != z && !o.is_zombie()) {
+                        self.notify_parent(hal, z, 1);
+                    }
+                }
             }
         }
     }
@@ -813,8 +862,11 @@ impl<S: AddressSpace> Kernel<S> {
         let act = parent.signals.actions[(g::SIGCHLD - 1) as usize];
         if exit_signal == g::SIGCHLD && (act.handler == SIG_IGN || act.flags & g::SA_NOCLDWAIT as u64 != 0) {
             self.tasks.remove(&pid);
-            self.wake_waiters_of(ppid);
-            return;
+            // SA_NOCLDWAIT with a handler still gets SIGCHLD (Linux's do_notify_parent).
+            if act.handler == SIG_IGN {
+                self.wake_waiters_of(ppid);
+                return;
+            }
         }
         if exit_signal != 0 {
             let (code, status) = match st {

@@ -13,6 +13,8 @@ extern crate std;
 pub mod errno;
 pub mod exec;
 pub mod fs;
+#[doc(hidden)]
+pub mod invariants;
 pub mod kernel;
 pub mod mm;
 pub mod net;

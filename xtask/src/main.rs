@@ -5,11 +5,15 @@
 //!   the static guest programs of `userland-tests`, and the default root
 //!   directory `target/rootfs/default` with `/tests/<program>` for each.
 //! * `cargo xtask run [--hal skas|tt] [--mem SIZE] [--root DIR]
-//!   [--trace-syscalls] [--uname-release R] [--hostname H] [--] [INIT ARGS...]`
+//!   [--trace-syscalls] [--uname-release R] [--hostname H] [--net SPEC]...
+//!   [--] [INIT ARGS...]`
 //!   builds, then replaces itself with the kernel, so the exit status is the
 //!   kernel's. With no INIT, init is the guest's `/bin/sh` (the host's own
 //!   shell, copied into the default root by `rootfs.rs`): interactive when
 //!   stdin is a terminal, and `exit` powers the guest off.
+//! * `cargo xtask lab FILE.toml [--attach NAME] [--logs DIR] [--timeout SECS]
+//!   [--no-build]` runs a virtual network lab: switches and one guest per
+//!   machine (see `lab.rs` and `labs/`).
 //! * `cargo xtask rootfs` builds the guest programs and assembles the default
 //!   root only.
 //! * `cargo xtask isolation [--out DIR] [--no-build]` runs the isolation attacks under
@@ -29,6 +33,7 @@
 mod bench;
 mod fuzz;
 mod isolation;
+mod lab;
 mod rootfs;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -109,6 +114,12 @@ enum Cmd {
         /// The guest's host name (the kernel's default: rustuml).
         #[arg(long, value_name = "H")]
         hostname: Option<String>,
+        /// Attach a network interface (repeatable; eth0, eth1, ... in order):
+        /// `user[,hostfwd=tcp:127.0.0.1:8080-:80][,restrict=off]`,
+        /// `switch,path=SOCK[,mac=M][,ip=A.B.C.D/N][,gw=A.B.C.D]` or
+        /// `tap,ifname=NAME[,ip=..][,gw=..]`. Passed to the kernel as is.
+        #[arg(long, value_name = "SPEC")]
+        net: Vec<String>,
         /// The init program (a path inside the guest's root) and its arguments.
         #[arg(
             value_name = "INIT ARGS",
@@ -116,6 +127,25 @@ enum Cmd {
             allow_hyphen_values = true
         )]
         init: Vec<OsString>,
+    },
+    /// Start the virtual network lab described in FILE.toml: its switches and one guest per
+    /// machine; wait for the machines' scripts, stop everything and print a summary.
+    Lab {
+        /// The lab file (see labs/ for examples).
+        #[arg(value_name = "FILE.toml")]
+        file: PathBuf,
+        /// Give this machine's console the terminal (the others log to files).
+        #[arg(long, value_name = "NAME")]
+        attach: Option<String>,
+        /// Directory for the machines' console logs, NAME.log (default: target/lab).
+        #[arg(long, value_name = "DIR")]
+        logs: Option<PathBuf>,
+        /// Stop the lab after this many seconds (overrides the file; 0: no limit).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Use the kernel and root directory of the last build as they are.
+        #[arg(long)]
+        no_build: bool,
     },
     /// Run the benchmark programs natively, under skas and under tt (interleaved) and print
     /// the medians and ratios to native.
@@ -135,6 +165,9 @@ enum Cmd {
         /// Also compare with User-mode Linux and gVisor when installed (skipped when not).
         #[arg(long)]
         peers: bool,
+        /// Measure only the operations whose name contains TEXT (e.g. `tcp`).
+        #[arg(long, value_name = "TEXT")]
+        only: Option<String>,
     },
     /// Run the isolation attacks under skas and tt and print the matrix (also written as
     /// Markdown and JSON).
@@ -344,6 +377,7 @@ fn assemble_default_root(p: &Paths) -> Result<(), String> {
         "this is not a program\n".repeat(20).as_bytes(),
         0o755,
     )?;
+    ensure_busybox();
     let s = rootfs::add_host_userland(&root)?;
     eprintln!(
         "      root: {} ({} host programs, {} libraries, {} files, {} MiB{})",
@@ -412,10 +446,27 @@ fn have(program: &str) -> bool {
 }
 
 fn install_musl_tools() -> Result<(), String> {
+    apt_install("musl-tools")
+}
+
+/// The guests' network tools (httpd, wget, nc, ip, ifconfig...) come from
+/// the host's busybox: install Debian's when the host has none. A failure
+/// only leaves the root without busybox (the labs then fail to start it).
+fn ensure_busybox() {
+    if Path::new("/bin/busybox").exists() || Path::new("/usr/bin/busybox").exists() {
+        return;
+    }
+    eprintln!("      busybox is missing: installing Debian's busybox");
+    if let Err(e) = apt_install("busybox") {
+        eprintln!("      {e}");
+    }
+}
+
+fn apt_install(package: &str) -> Result<(), String> {
     let sudo = match Command::new("id").arg("-u").output() {
         Ok(o) if String::from_utf8_lossy(&o.stdout).trim() == "0" => None,
         _ if have("sudo") => Some("sudo"),
-        _ => return Err("not root and no sudo: cannot install musl-tools".into()),
+        _ => return Err(format!("not root and no sudo: cannot install {package}")),
     };
     let apt = |args: &[&str]| {
         let mut c = match sudo {
@@ -431,8 +482,8 @@ fn install_musl_tools() -> Result<(), String> {
     };
     run(&mut apt(&["update", "-q"]), "apt-get update")?;
     run(
-        &mut apt(&["install", "-y", "-q", "musl-tools"]),
-        "apt-get install musl-tools",
+        &mut apt(&["install", "-y", "-q", package]),
+        &format!("apt-get install {package}"),
     )
 }
 
@@ -502,6 +553,7 @@ fn main() -> ExitCode {
             json,
             report,
             peers,
+            only,
         } => bench::bench(
             &p,
             &bench::Options {
@@ -510,8 +562,12 @@ fn main() -> ExitCode {
                 json,
                 report,
                 peers,
+                only,
             },
         ),
+        Cmd::Lab { file, attach, logs, timeout, no_build } => {
+            lab::lab(&p, &lab::Options { file, attach, logs, timeout, no_build })
+        }
         Cmd::Run {
             hal,
             mem,
@@ -519,6 +575,7 @@ fn main() -> ExitCode {
             trace_syscalls,
             uname_release,
             hostname,
+            net,
             init,
         } => {
             build(&p, hal)?;
@@ -539,6 +596,9 @@ fn main() -> ExitCode {
             }
             if let Some(h) = hostname {
                 cmd.arg("--hostname").arg(h);
+            }
+            for n in &net {
+                cmd.arg("--net").arg(n);
             }
             if !init.is_empty() {
                 cmd.arg("--").args(init);

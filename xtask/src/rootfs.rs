@@ -367,7 +367,8 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// Minimal `/etc`: users, groups, host name, OS identification, name
-/// service switch (files only), and the empty mount points and `/tmp`.
+/// service switch, resolver (the user-mode NAT's DNS), services and
+/// protocols, and the empty mount points and `/tmp`.
 fn write_etc(root: &Path) -> Result<(), String> {
     let files: &[(&str, &str)] = &[
         (
@@ -385,7 +386,16 @@ fn write_etc(root: &Path) -> Result<(), String> {
             "PRETTY_NAME=\"rustuml guest (host userland)\"\nNAME=\"rustuml\"\nID=rustuml\n\
              ID_LIKE=debian\nHOME_URL=\"https://example.invalid/rustuml\"\n",
         ),
-        ("etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files\n"),
+        ("etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
+        // The user-mode NAT (`--net user`) answers DNS at 10.0.2.3.
+        ("etc/resolv.conf", "nameserver 10.0.2.3\n"),
+        (
+            "etc/services",
+            "ftp\t\t21/tcp\nssh\t\t22/tcp\ntelnet\t\t23/tcp\nsmtp\t\t25/tcp\ndomain\t\t53/tcp\n\
+             domain\t\t53/udp\nhttp\t\t80/tcp\t\twww\nntp\t\t123/udp\nhttps\t\t443/tcp\n\
+             http-alt\t8080/tcp\n",
+        ),
+        ("etc/protocols", "ip\t0\tIP\nicmp\t1\tICMP\ntcp\t6\tTCP\nudp\t17\tUDP\nipv6-icmp\t58\tIPv6-ICMP\n"),
         ("etc/shells", "/bin/sh\n/bin/dash\n/bin/bash\n"),
         ("etc/profile", "PS1='\\u@\\h:\\w\\$ '\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"),
     ];

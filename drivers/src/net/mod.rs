@@ -18,3 +18,6 @@ pub trait HostLink: hal::NetDevice {
     /// readable while frames are queued.
     fn readiness_fd(&self) -> RawFd;
 }
+
+pub mod switch;
+pub mod tap;

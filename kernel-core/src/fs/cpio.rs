@@ -1,6 +1,10 @@
 //! The initramfs: a cpio "newc" (`070701`, or `070702` with checksums)
 //! archive unpacked into the ramfs. Everything is validated; garbage gives a
 //! [`CpioError`] instead of a partial tree.
+//!
+//! [`unpack_shared`] leaves regular files' contents in the archive (each file
+//! a range of it, copied on its first write), so booting a large root costs
+//! no copy of its data; [`unpack`] copies.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -10,7 +14,7 @@ use core::cell::RefCell;
 
 use linux_raw_sys::general as g;
 
-use super::inode::{Fs, InodeRef, Kind};
+use super::inode::{FileData, Fs, InodeRef, Kind, SharedBytes};
 
 /// Why an archive was rejected (one line, for `BootError::BadInitramfs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +38,20 @@ fn align4(x: usize) -> Option<usize> {
     x.checked_add(3).map(|v| v & !3)
 }
 
-/// Unpack `data` into `fs` (on top of what is there).
+/// Unpack `data` into `fs` (on top of what is there), copying file contents.
 pub fn unpack(fs: &mut Fs, data: &[u8]) -> Result<(), CpioError> {
+    unpack_from(fs, data, None)
+}
+
+/// [`unpack`] without copying: regular files point into `archive` until
+/// they are first written (see [`FileData`]); `archive` stays alive as long
+/// as one of them does.
+pub fn unpack_shared(fs: &mut Fs, archive: SharedBytes) -> Result<(), CpioError> {
+    let bytes = archive.clone();
+    unpack_from(fs, (*bytes).as_ref(), Some(&archive))
+}
+
+fn unpack_from(fs: &mut Fs, data: &[u8], shared: Option<&SharedBytes>) -> Result<(), CpioError> {
     let mut pos = 0usize;
     // Hard links: (ino, devmajor, devminor) -> inode.
     let mut links: BTreeMap<(u32, u32, u32), InodeRef> = BTreeMap::new();
@@ -71,7 +87,14 @@ pub fn unpack(fs: &mut Fs, data: &[u8]) -> Result<(), CpioError> {
         if name == "TRAILER!!!" {
             return Ok(());
         }
-        add_entry(fs, &mut links, name, Entry { ino, mode, uid, gid, mtime, devmajor, devminor, body })?;
+        let content = || match shared {
+            // Empty files own their (empty) data: no reason to pin the archive.
+            Some(a) if filesize != 0 => {
+                FileData::shared(a.clone(), data_start, filesize).unwrap_or_else(|| FileData::from(body.to_vec()))
+            }
+            _ => FileData::from(body.to_vec()),
+        };
+        add_entry(fs, &mut links, name, Entry { ino, mode, uid, gid, mtime, devmajor, devminor, body, content: &content })?;
     }
 }
 
@@ -84,6 +107,8 @@ struct Entry<'a> {
     devmajor: u32,
     devminor: u32,
     body: &'a [u8],
+    /// The regular file's contents, shared or copied.
+    content: &'a dyn Fn() -> FileData,
 }
 
 fn add_entry(
@@ -152,14 +177,14 @@ fn add_entry(
                 Some(existing) => {
                     if !e.body.is_empty() {
                         if let Kind::File(d) = &existing.kind {
-                            *d.borrow_mut() = e.body.to_vec();
+                            *d.borrow_mut() = (e.content)();
                         }
                     }
                     existing.meta.borrow_mut().nlink += 1;
                     existing.clone()
                 }
                 None => {
-                    let n = fs.new_inode(Kind::File(RefCell::new(e.body.to_vec())), e.mode, mtime_ns);
+                    let n = fs.new_inode(Kind::File(RefCell::new((e.content)())), e.mode, mtime_ns);
                     if e.ino != 0 {
                         links.insert(key, n.clone());
                     }
@@ -246,5 +271,67 @@ mod tests {
         assert!(unpack(&mut Fs::new(), &evil).is_err());
         let bad_type = build(&[("x", 0o170000 & !g::S_IFMT | 0o644, b"")]);
         assert!(unpack(&mut Fs::new(), &bad_type).is_err());
+    }
+
+    fn file_data(n: &InodeRef) -> &RefCell<FileData> {
+        match &n.kind {
+            Kind::File(d) => d,
+            _ => panic!("not a file"),
+        }
+    }
+
+    #[test]
+    fn shared_unpack_points_into_the_archive_and_copies_on_write() {
+        let a = build(&[
+            ("bin", g::S_IFDIR | 0o755, b""),
+            ("bin/prog", g::S_IFREG | 0o755, b"\x7fELF program"),
+            ("etc/motd", g::S_IFREG | 0o644, b"hello world"),
+            ("empty", g::S_IFREG | 0o644, b""),
+            ("link", g::S_IFLNK | 0o777, b"bin/prog"),
+        ]);
+        let archive: SharedBytes = alloc::sync::Arc::new(a.clone());
+        let mut fs = Fs::new();
+        unpack_shared(&mut fs, archive.clone()).unwrap();
+        // The same tree as a copying unpack.
+        let mut copied = Fs::new();
+        unpack(&mut copied, &a).unwrap();
+        for path in [["bin", "prog"], ["etc", "motd"]] {
+            let f = fs.root.lookup(path[0]).unwrap().unwrap().lookup(path[1]).unwrap().unwrap();
+            let c = copied.root.lookup(path[0]).unwrap().unwrap().lookup(path[1]).unwrap().unwrap();
+            assert_eq!(&**file_data(&f).borrow(), &**file_data(&c).borrow());
+            assert_eq!(f.mode(), c.mode());
+            assert!(file_data(&f).borrow().is_shared());
+        }
+        let empty = fs.root.lookup("empty").unwrap().unwrap();
+        assert!(!file_data(&empty).borrow().is_shared());
+        assert!(matches!(&fs.root.lookup("link").unwrap().unwrap().kind, Kind::Symlink(t) if t == "bin/prog"));
+
+        // A write copies the file first: the archive is unchanged, the file
+        // reads back the new bytes, its neighbours still share.
+        let motd = fs.root.lookup("etc").unwrap().unwrap().lookup("motd").unwrap().unwrap();
+        let prog = fs.root.lookup("bin").unwrap().unwrap().lookup("prog").unwrap().unwrap();
+        file_data(&motd).borrow_mut()[..5].copy_from_slice(b"HELLO");
+        assert_eq!(&**file_data(&motd).borrow(), b"HELLO world");
+        assert!(!file_data(&motd).borrow().is_shared());
+        assert_eq!((*archive).as_ref(), &a[..]);
+        assert!(file_data(&prog).borrow().is_shared());
+        // Shrinking shares still; growing copies.
+        file_data(&prog).borrow_mut().resize(4, 0);
+        assert!(file_data(&prog).borrow().is_shared());
+        assert_eq!(&**file_data(&prog).borrow(), b"\x7fELF");
+        file_data(&prog).borrow_mut().resize(6, b'!');
+        assert_eq!(&**file_data(&prog).borrow(), b"\x7fELF!!");
+        assert!(!file_data(&prog).borrow().is_shared());
+        assert_eq!((*archive).as_ref(), &a[..]);
+        // Dropping the tree releases the archive.
+        drop((fs, motd, prog, empty));
+        assert_eq!(alloc::sync::Arc::strong_count(&archive), 1);
+
+        // Every truncation is still rejected.
+        for cut in 0..a.len() - 1 {
+            let mut fs = Fs::new();
+            let part: SharedBytes = alloc::sync::Arc::new(a[..cut].to_vec());
+            assert!(unpack_shared(&mut fs, part).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -99,7 +99,7 @@ impl Fs {
         let attr = d.getattr(h).map_err(errno_of)?;
         let kind = match attr.kind {
             HostFileKind::Dir => Kind::Dir(RefCell::new(BTreeMap::new())),
-            HostFileKind::File => Kind::File(RefCell::new(Vec::new())),
+            HostFileKind::File => Kind::File(Default::default()),
             HostFileKind::Symlink => {
                 let mut buf = vec![0u8; 4096];
                 let n = d.readlink(h, &mut buf).map_err(errno_of)?;
@@ -197,7 +197,7 @@ impl Fs {
             off += n;
         }
         v.truncate(off);
-        *data.borrow_mut() = v;
+        *data.borrow_mut() = v.into();
         let mut m = node.meta.borrow_mut();
         m.mtime_ns = attr.mtime_ns;
         m.perm = attr.perm;

@@ -50,7 +50,7 @@ pub enum Kind {
     /// A directory: name -> child.
     Dir(RefCell<BTreeMap<String, InodeRef>>),
     /// A regular file's contents.
-    File(RefCell<Vec<u8>>),
+    File(RefCell<FileData>),
     /// A symbolic link's target.
     Symlink(String),
     /// A character device.
@@ -61,6 +61,108 @@ pub enum Kind {
 }
 
 pub use super::pipe::{PIPE_BUF, PIPE_CAPACITY};
+
+/// Read-only bytes that many files can share: the initramfs archive (a
+/// `Vec<u8>`, or a host file the backend mapped), which the files unpacked
+/// from it point into instead of holding copies.
+pub type SharedBytes = Arc<dyn AsRef<[u8]>>;
+
+/// A regular file's contents: its own bytes, or a range of [`SharedBytes`]
+/// until the first write (copy on write). Reads see a `[u8]` through
+/// `Deref`; `DerefMut` and the growing methods copy a shared range first,
+/// so a write never reaches the shared bytes.
+#[derive(Default)]
+pub struct FileData(Repr);
+
+enum Repr {
+    Owned(Vec<u8>),
+    Shared { bytes: SharedBytes, start: usize, len: usize },
+}
+
+impl Default for Repr {
+    fn default() -> Repr {
+        Repr::Owned(Vec::new())
+    }
+}
+
+impl FileData {
+    /// Empty contents.
+    pub fn new() -> FileData {
+        FileData(Repr::Owned(Vec::new()))
+    }
+    /// `bytes[start..start + len]`, shared; `None` if out of range.
+    pub fn shared(bytes: SharedBytes, start: usize, len: usize) -> Option<FileData> {
+        let end = start.checked_add(len)?;
+        if end > (*bytes).as_ref().len() {
+            return None;
+        }
+        Some(FileData(Repr::Shared { bytes, start, len }))
+    }
+    /// Still pointing into shared bytes (never written since unpacking)?
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Repr::Shared { .. })
+    }
+    /// The contents as an owned vector, copying shared bytes first.
+    pub fn to_mut(&mut self) -> &mut Vec<u8> {
+        if let Repr::Shared { .. } = self.0 {
+            let v = self.as_slice().to_vec();
+            self.0 = Repr::Owned(v);
+        }
+        match &mut self.0 {
+            Repr::Owned(v) => v,
+            // Made owned just above.
+            Repr::Shared { .. } => unreachable!(),
+        }
+    }
+    /// The contents.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            // Range checked by `shared`; an AsRef that changes length
+            // would read as empty rather than panic.
+            Repr::Shared { bytes, start, len } => (**bytes).as_ref().get(*start..*start + *len).unwrap_or(&[]),
+        }
+    }
+    /// Empty the contents (`O_TRUNC`): a shared range is dropped, not copied.
+    pub fn clear(&mut self) {
+        self.0 = Repr::Owned(Vec::new());
+    }
+    /// `Vec::resize`; shrinking shared contents copies nothing.
+    pub fn resize(&mut self, new_len: usize, value: u8) {
+        if let Repr::Shared { len, .. } = &mut self.0 {
+            if new_len <= *len {
+                *len = new_len;
+                return;
+            }
+        }
+        self.to_mut().resize(new_len, value);
+    }
+}
+
+impl core::ops::Deref for FileData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl core::ops::DerefMut for FileData {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.to_mut()
+    }
+}
+
+impl From<Vec<u8>> for FileData {
+    fn from(v: Vec<u8>) -> FileData {
+        FileData(Repr::Owned(v))
+    }
+}
+
+impl core::fmt::Debug for FileData {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "FileData({} bytes{})", self.len(), if self.is_shared() { ", shared" } else { "" })
+    }
+}
 
 /// Mutable metadata.
 #[derive(Clone, Copy, Debug)]
@@ -140,6 +242,7 @@ impl Inode {
             Kind::Symlink(_) => g::DT_LNK,
             Kind::Device(_) => g::DT_CHR,
             Kind::Special(ref s) if s.type_bits() == g::S_IFIFO => g::DT_FIFO,
+            Kind::Special(ref s) if s.type_bits() == g::S_IFSOCK => g::DT_SOCK,
             Kind::Special(_) => g::DT_CHR,
         }) as u8
     }

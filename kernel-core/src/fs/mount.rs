@@ -304,7 +304,7 @@ impl Fs {
             if last.starts_with('.') || path == "kernel/hostname" {
                 continue;
             }
-            let node = self.new_inode_in(sb, Kind::File(RefCell::new(content.as_bytes().to_vec())), 0o444, 0);
+            let node = self.new_inode_in(sb, Kind::File(RefCell::new(content.as_bytes().to_vec().into())), 0o444, 0);
             dir.insert(last, node)?;
         }
         for d in ["class", "block", "bus", "dev", "firmware", "module", "power"] {

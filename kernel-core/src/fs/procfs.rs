@@ -51,7 +51,16 @@ pub struct ProcCtx<'a, S: AddressSpace> {
     pub release: &'a str,
     /// Total and free physical frames.
     pub frames: (u64, u64),
+    /// The IP stack (`/proc/net/*`).
+    pub net: &'a crate::net::inet::StackRef,
 }
+
+/// `/proc/net` (a directory) and its files after it.
+const PROC_NET: u64 = PROC_BASE + 110;
+/// `/proc/sys`, `/proc/sys/net`, `/proc/sys/net/ipv4`.
+const PROC_SYS: [u64; 3] = [PROC_BASE + 200, PROC_BASE + 201, PROC_BASE + 202];
+/// `/proc/sys/net/ipv4/ip_forward` (writable).
+const PROC_IP_FORWARD: u64 = PROC_BASE + 203;
 
 enum Node {
     Root,
@@ -92,7 +101,7 @@ fn empty_dir() -> Kind {
 }
 
 fn empty_file() -> Kind {
-    Kind::File(RefCell::new(Vec::new()))
+    Kind::File(Default::default())
 }
 
 impl<S: AddressSpace> ProcCtx<'_, S> {
@@ -127,6 +136,8 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                 }
                 map.insert(String::from("self"), node(PROC_BASE + 100, sb, Kind::Symlink(format!("{}", self.cur.pid)), 0o777));
                 map.insert(String::from("mounts"), node(PROC_BASE + 101, sb, Kind::Symlink(String::from("self/mounts")), 0o777));
+                map.insert(String::from("net"), node(PROC_NET, sb, empty_dir(), 0o555));
+                map.insert(String::from("sys"), node(PROC_SYS[0], sb, empty_dir(), 0o555));
                 let mut ndirs = 0;
                 for t in self.all() {
                     let d = node(pid_ino(t.pid, 0), sb, empty_dir(), 0o555);
@@ -140,6 +151,20 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                     ndirs += 1;
                 }
                 dir.meta.borrow_mut().nlink = 2 + ndirs;
+            }
+            Node::Static(_) if dir.ino == PROC_SYS[0] => {
+                map.insert(String::from("net"), node(PROC_SYS[1], sb, empty_dir(), 0o555));
+            }
+            Node::Static(_) if dir.ino == PROC_SYS[1] => {
+                map.insert(String::from("ipv4"), node(PROC_SYS[2], sb, empty_dir(), 0o555));
+            }
+            Node::Static(_) if dir.ino == PROC_SYS[2] => {
+                map.insert(String::from("ip_forward"), node(PROC_IP_FORWARD, sb, empty_file(), 0o644));
+            }
+            Node::Static(_) if dir.ino == PROC_NET => {
+                for (j, name) in crate::net::inet::procnet::FILES.iter().enumerate() {
+                    map.insert(String::from(*name), node(PROC_NET + 1 + j as u64, sb, empty_file(), 0o444));
+                }
             }
             Node::PidDir(pid) => {
                 let Some(t) = self.task(pid) else {
@@ -200,6 +225,13 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
             return None;
         }
         let s = match decode(inode.ino) {
+            Node::Static(_) if inode.ino == PROC_IP_FORWARD => {
+                format!("{}\n", u8::from(self.net.try_borrow().ok()?.fwd.enabled))
+            }
+            Node::Static(_) if inode.ino > PROC_NET && inode.ino <= PROC_NET + crate::net::inet::procnet::FILES.len() as u64 => {
+                let name = crate::net::inet::procnet::FILES.get((inode.ino - PROC_NET - 1) as usize)?;
+                crate::net::inet::procnet::file(&*self.net.try_borrow().ok()?, name)?
+            }
             Node::Static(i) => self.static_file(STATIC.get(i)?),
             Node::PidEntry(pid, i) => {
                 let t = self.task(pid)?;
@@ -402,6 +434,29 @@ pub fn comm_of<S: AddressSpace>(t: &Task<S>) -> String {
         n -= 1;
     }
     String::from(&base[..n])
+}
+
+/// Can proc file `inode` be opened for writing (a sysctl)?
+pub fn is_writable(fs: &Fs, inode: &Inode) -> bool {
+    fs.fstype(inode.sb) == FsType::Proc && inode.ino == PROC_IP_FORWARD
+}
+
+/// A write of `bytes` to writable proc file `inode` takes effect (as
+/// Linux's `proc_dointvec_minmax`: an integer in range, blanks around it).
+pub fn store(net: &crate::net::inet::StackRef, fs: &Fs, inode: &Inode, bytes: &[u8]) -> Result<(), Errno> {
+    if !is_writable(fs, inode) {
+        return Ok(());
+    }
+    let text = core::str::from_utf8(bytes).map_err(|_| Errno::EINVAL)?.trim();
+    let on = match text.parse::<i64>() {
+        Ok(0) => false,
+        Ok(1) => true,
+        _ => return Err(Errno::EINVAL),
+    };
+    let mut s = net.try_borrow_mut().map_err(|_| Errno::EBUSY)?;
+    s.fwd.enabled = on;
+    s.dirty = true;
+    Ok(())
 }
 
 /// `EACCES`-free check that `inode` is a generated proc file (not writable).

@@ -13,6 +13,11 @@
 //! then blocks on the file's readiness (unless `O_NONBLOCK`/`MSG_DONTWAIT`)
 //! and re-runs the call, which must re-evaluate its state from scratch.
 
+pub mod addr;
+pub mod inet;
+pub mod netlink;
+pub mod unix;
+
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
@@ -97,6 +102,12 @@ pub struct SockCtx<'a> {
 pub struct NetStack {
     /// The abstract AF_UNIX namespace: name -> listening/bound socket.
     pub unix_abstract: alloc::collections::BTreeMap<Vec<u8>, alloc::rc::Weak<dyn Socket>>,
+    /// AF_UNIX sockets that were sent files (`SCM_RIGHTS`): where the
+    /// collector of unreachable in-flight sockets looks ([`unix::collect_garbage`]).
+    pub unix_inflight: Vec<alloc::rc::Weak<unix::UnixSocket>>,
+    /// The IP stack: interfaces and smoltcp sockets (shared with every
+    /// AF_INET/AF_INET6 socket, which reach it from `read`/`write` too).
+    pub inet: inet::StackRef,
 }
 
 /// The family-specific operations of a socket. Errors are the errno Linux

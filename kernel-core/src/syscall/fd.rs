@@ -139,6 +139,9 @@ pub fn ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         _ => {}
     }
     let Some(sp) = special_of(cx, &f) else { return Err(Errno::ENOTTY) };
+    if sp.as_socket().is_some() {
+        return super::socket::ioctl(cx, &sp, req, arg);
+    }
     if let Some(p) = sp.as_any().downcast_ref::<Pipe>() {
         return match req {
             FIONREAD => {

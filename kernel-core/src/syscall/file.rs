@@ -157,13 +157,18 @@ fn do_write_inner<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: 
             if pos.is_none() {
                 f.offset.set(off);
             }
+            // A sysctl takes effect when written.
+            if crate::fs::procfs::is_writable(&cx.k.fs, &f.inode) {
+                let written = data.borrow()[(off - done) as usize..off as usize].to_vec();
+                crate::fs::procfs::store(&cx.k.net.inet, &cx.k.fs, &f.inode, &written)?;
+            }
             touch(&f.inode, cx.hal.realtime_ns());
             Ok(done as usize)
         }
     }
 }
 
-fn write_at(data: &RefCell<Vec<u8>>, off: u64, bytes: &[u8]) {
+fn write_at(data: &RefCell<crate::fs::inode::FileData>, off: u64, bytes: &[u8]) {
     let mut d = data.borrow_mut();
     let off = off as usize;
     let end = off + bytes.len();

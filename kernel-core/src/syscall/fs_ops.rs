@@ -3,7 +3,6 @@
 //! link, symlink, chmod/chown, utimes, truncate, sync, statfs, mount.
 
 use alloc::string::String;
-use alloc::vec::Vec;
 use alloc::sync::Arc;
 use core::cell::RefCell;
 
@@ -33,7 +32,7 @@ fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H
     } else {
         (0, 0, (0, 0))
     };
-    ProcCtx { tasks: &cx.k.tasks, cur: &*cx.t, fs: &cx.k.fs, now_ns, realtime_ns, release: &cx.k.release, frames }
+    ProcCtx { tasks: &cx.k.tasks, cur: &*cx.t, fs: &cx.k.fs, now_ns, realtime_ns, release: &cx.k.release, frames, net: &cx.k.net.inet }
 }
 
 /// Refill a generated (procfs) directory before it is listed.
@@ -104,7 +103,7 @@ pub struct Parent {
     pub slash: bool,
 }
 
-fn resolve_parent<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str) -> Result<Parent, Errno> {
+pub(crate) fn resolve_parent<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str) -> Result<Parent, Errno> {
     if p.is_empty() {
         return Err(Errno::ENOENT);
     }
@@ -131,13 +130,13 @@ fn child_of(dir: &InodeRef, name: &str) -> Result<Option<InodeRef>, Errno> {
     Ok(dir.lookup(name)?.map(path::cross_mounts))
 }
 
-fn touch_dir(inode: &InodeRef, now: u64) {
+pub(crate) fn touch_dir(inode: &InodeRef, now: u64) {
     let mut m = inode.meta.borrow_mut();
     m.mtime_ns = now;
     m.ctime_ns = now;
 }
 
-fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: Kind, perm: u32) -> InodeRef {
+pub(crate) fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: Kind, perm: u32) -> InodeRef {
     let now = cx.hal.realtime_ns();
     let c = cred(cx);
     let node = cx.k.fs.new_inode_in(parent.sb, kind, perm, now);
@@ -158,7 +157,7 @@ fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: Kind, perm:
     node
 }
 
-fn may_create<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
+pub(crate) fn may_create<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
     cx.k.fs.check_writable(dir.sb)?;
     if matches!(cx.k.fs.fstype(dir.sb), FsType::Proc | FsType::Sysfs) {
         return Err(Errno::EACCES);
@@ -201,7 +200,7 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
                 let node = if cx.k.fs.is_host(par.dir.inode().sb) {
                     cx.k.fs.host_create(par.dir.inode(), &par.name, perm, false)?
                 } else {
-                    let node = new_node(cx, par.dir.inode(), Kind::File(RefCell::new(Vec::new())), perm);
+                    let node = new_node(cx, par.dir.inode(), Kind::File(Default::default()), perm);
                     par.dir.inode().insert(&par.name, node.clone())?;
                     node
                 };
@@ -241,7 +240,7 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
         permission(&inode, &c, mask)?;
         if may_write && !matches!(inode.kind, Kind::Device(_) | Kind::Special(_)) {
             cx.k.fs.check_writable(inode.sb)?;
-            if matches!(cx.k.fs.fstype(inode.sb), FsType::Proc | FsType::Sysfs) {
+            if matches!(cx.k.fs.fstype(inode.sb), FsType::Proc | FsType::Sysfs) && !crate::fs::procfs::is_writable(&cx.k.fs, &inode) {
                 return Err(Errno::EACCES);
             }
         }
@@ -253,7 +252,7 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
                 cx.k.fs.host_load(&inode)?;
             }
             if let Some(content) = proc_ctx(cx, true).generate(&inode) {
-                *d.borrow_mut() = content;
+                *d.borrow_mut() = content.into();
             } else if flags & g::O_TRUNC != 0 && !created {
                 if cx.k.fs.is_host(inode.sb) {
                     cx.k.fs.host_truncate(&inode, 0)?;
@@ -501,7 +500,7 @@ pub fn symlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, dev: u64) -> SysResult {
     let p = cx.read_path(pathp)?;
     let kind = match mode & g::S_IFMT {
-        0 | g::S_IFREG => Kind::File(RefCell::new(Vec::new())),
+        0 | g::S_IFREG => Kind::File(Default::default()),
         g::S_IFCHR => {
             if !cred(cx).is_root() {
                 return Err(Errno::EPERM);

@@ -182,3 +182,23 @@ pub fn sched_getaffinity<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResu
     Ok(8)
 }
 
+/// `sched_setaffinity(pid, size, mask)`: one CPU, so any mask that includes
+/// CPU 0 is accepted (the other bits name CPUs that do not exist and are
+/// ignored, as Linux intersects the mask with the online CPUs) and any other
+/// is `EINVAL`. As in Linux, a short `size` reads only that many bytes (the
+/// rest counts as zero), a longer one only the first 8.
+pub fn sched_setaffinity<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let (pid, size) = (a[0] as u32, a[1]);
+    let mut mask = [0u8; 8];
+    let n = size.min(8) as usize;
+    // Linux copies the mask in before looking the task up: EFAULT wins.
+    cx.read_user(a[2], &mut mask[..n])?;
+    if pid != 0 && pid != cx.t.pid && !cx.k.tasks.contains_key(&pid) {
+        return Err(Errno::ESRCH);
+    }
+    if mask[0] & 1 == 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(0)
+}
+

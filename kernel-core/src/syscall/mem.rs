@@ -77,6 +77,13 @@ pub fn mmap<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// `munmap(addr, len)`.
 pub fn munmap<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let mm = cx.t.mm.as_mut().ok_or(Errno::EINVAL)?;
+    // A deliberately broken kernel for checking the invariant checker
+    // (feature `planted-leak`, never in a real build): munmap keeps a
+    // reference to the first present frame it unmaps.
+    #[cfg(feature = "planted-leak")]
+    if let Some((_, frame, _, _)) = mm.ptes().find(|p| p.0 >= a[0] && p.0 < a[0].saturating_add(a[1])) {
+        cx.k.frames.get(frame);
+    }
     mm.munmap(a[0], a[1], &mut cx.k.frames)?;
     Ok(0)
 }

@@ -15,6 +15,7 @@ mod process;
 mod cred;
 pub mod futex;
 mod signal;
+mod socket;
 mod time;
 mod timerfd;
 
@@ -245,6 +246,7 @@ table! {
     __NR_uname / 1 => info::uname,
     __NR_sched_yield / 0 => info::sched_yield,
     __NR_sched_getaffinity / 3 => info::sched_getaffinity,
+    __NR_sched_setaffinity / 3 => info::sched_setaffinity,
     __NR_getpid / 0 => cred::getpid,
     __NR_getppid / 0 => cred::getppid,
     __NR_gettid / 0 => cred::gettid,
@@ -306,6 +308,24 @@ table! {
     __NR_fadvise64 / 4 => misc::fadvise64,
     __NR_mincore / 3 => misc::mincore,
     __NR_getcpu / 3 => misc::getcpu,
+    __NR_socket / 3 => socket::socket,
+    __NR_socketpair / 4 => socket::socketpair,
+    __NR_bind / 3 => socket::bind,
+    __NR_listen / 2 => socket::listen,
+    __NR_accept / 3 => socket::accept,
+    __NR_accept4 / 4 => socket::accept4,
+    __NR_connect / 3 => socket::connect,
+    __NR_getsockname / 3 => socket::getsockname,
+    __NR_getpeername / 3 => socket::getpeername,
+    __NR_sendto / 6 => socket::sendto,
+    __NR_recvfrom / 6 => socket::recvfrom,
+    __NR_sendmsg / 3 => socket::sendmsg,
+    __NR_recvmsg / 3 => socket::recvmsg,
+    __NR_sendmmsg / 4 => socket::sendmmsg,
+    __NR_recvmmsg / 5 => socket::recvmmsg,
+    __NR_shutdown / 2 => socket::shutdown,
+    __NR_getsockopt / 5 => socket::getsockopt,
+    __NR_setsockopt / 5 => socket::setsockopt,
 }
 
 /// Run system call `n` for `t`.

@@ -78,11 +78,13 @@ pub fn kill<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         p => Some(p.unsigned_abs()),
     };
     let me = cx.t.tgid;
+    // Zombies count until reaped, as on Linux (kill(-pgid, 0) on a group of
+    // unreaped dead processes succeeds; the signal itself goes nowhere).
     let mut targets: Vec<Pid> = cx
         .k
         .tasks
         .values()
-        .filter(|t| t.is_leader() && !t.is_zombie())
+        .filter(|t| t.is_leader())
         .filter(|t| match group {
             Some(gid) => t.pgid == gid,
             None => t.pid != 1 && t.tgid != me,

@@ -143,18 +143,21 @@ impl<S: AddressSpace> Kernel<S> {
             return;
         }
         // Find the receiving thread and its group.
-        let (tgid, act) = match tmut(&mut self.tasks, &mut cur, tid) {
-            Some(t) if !t.is_zombie() => (t.tgid, t.signals.actions[(sig - 1) as usize]),
-            // A process whose leader exited while other threads live.
-            Some(t) if !thread => (t.tgid, t.signals.actions[(sig - 1) as usize]),
+        let (tgid, act, blocked) = match tmut(&mut self.tasks, &mut cur, tid) {
+            Some(t) if !t.is_zombie() || !thread => {
+                (t.tgid, t.signals.actions[(sig - 1) as usize], t.signals.mask & sigbit(sig) != 0)
+            }
+            // (A zombie leader: a process whose leader exited while other threads live.)
             _ => return,
         };
         // Init is unkillable from outside (Linux's SIGNAL_UNKILLABLE):
         // signals it has no handler for are dropped, SIGKILL included, when
-        // another process or the kernel sends them. Signals init raises on
-        // itself (kill/tgkill of itself, SIGPIPE of its own write) take
-        // effect, so a program run as init ends as it does natively.
-        if tgid == 1 && act.handler == SIG_DFL && info.pid != 1 {
+        // another process or the kernel sends them; blocked ones stay
+        // pending (the handler may change before they are unblocked; see
+        // `deliver_signals`). Signals init raises on itself (kill/tgkill of
+        // itself, SIGPIPE of its own write) take effect, so a program run as
+        // init ends as it does natively.
+        if tgid == 1 && act.handler == SIG_DFL && info.pid != 1 && !(blocked && sig != g::SIGKILL) {
             return;
         }
         let group = self.group_pids(cur.as_deref(), tgid);
@@ -249,7 +252,15 @@ impl<S: AddressSpace> Kernel<S> {
         t.signals.post(info);
         let pid = t.pid;
         if let TaskState::Blocked(b) = t.state {
-            if !matches!(b.on, WaitOn::Vfork(_)) {
+            if b.on == WaitOn::Child && b.restart {
+                // A wait for children re-scans them before the handler
+                // interrupts it (see `deliver_signals`).
+                t.state = TaskState::Runnable;
+                t.redo_syscall = true;
+                if cur.as_ref().is_none_or(|c| c.pid != pid) {
+                    self.runq.push(pid);
+                }
+            } else if !matches!(b.on, WaitOn::Vfork(_)) {
                 t.state = TaskState::Runnable;
                 t.redo_syscall = false;
                 t.restart_deadline = None;
@@ -261,6 +272,15 @@ impl<S: AddressSpace> Kernel<S> {
                 }
             }
         }
+    }
+
+    /// Is a signal pending that `t` would run a handler for?
+    fn handler_pending(&self, t: &Task<S>) -> bool {
+        let ready = t.signals.pending & !(t.signals.mask & !UNBLOCKABLE);
+        (1..=NSIG as u32).any(|sig| {
+            let h = t.signals.actions[(sig - 1) as usize].handler;
+            ready & sigbit(sig) != 0 && h != SIG_DFL && h != SIG_IGN
+        })
     }
 
     /// Kill every thread in `group` with `st` (lazily, see the module doc).
@@ -363,6 +383,22 @@ impl<S: AddressSpace> Kernel<S> {
     /// actions kill, stop or are ignored.
     pub fn deliver_signals<H: Hal<Space = S>>(&mut self, hal: &mut H, t: &mut Task<S>) {
         let mut handled = false;
+        // A woken wait4/waitid re-scans the children before a handler
+        // interrupts it, as Linux's do_wait does: a child that is ready is
+        // reported (the handler runs after); only a wait that would block
+        // again becomes EINTR (or restarts, with SA_RESTART).
+        let nr = t.ctx.regs.orig_rax;
+        if t.redo_syscall && (nr == g::__NR_wait4 as u64 || nr == g::__NR_waitid as u64) && self.handler_pending(t) {
+            t.redo_syscall = false;
+            let args = t.ctx.regs.syscall_args();
+            match crate::syscall::dispatch(hal, self, t, nr, args) {
+                crate::syscall::Flow::Ret(r) => crate::kernel::complete(hal, self.trace, t, r),
+                _ => {
+                    t.interrupted = Some(true);
+                    t.ctx.regs.rax = Errno::EINTR.as_return();
+                }
+            }
+        }
         for _ in 0..NSIG {
             if t.group_exit.is_some() || t.stopped || t.is_zombie() {
                 break;
@@ -375,6 +411,10 @@ impl<S: AddressSpace> Kernel<S> {
             }
             if act.handler == SIG_DFL {
                 let tgid = t.tgid;
+                if tgid == 1 && info.pid != 1 && !info.fault {
+                    // Init is unkillable from outside (see `post_signal`).
+                    continue;
+                }
                 let group = self.group_pids(Some(t), tgid);
                 let core = core_status(t.rlimits[g::RLIMIT_CORE as usize].0, sig);
                 let mut cur = Some(&mut *t);

@@ -40,4 +40,8 @@ impl RunQueue {
     pub fn clear(&mut self) {
         self.q.clear();
     }
+    /// The queued pids, head first (for invariant checks).
+    pub fn pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.q.iter().copied()
+    }
 }

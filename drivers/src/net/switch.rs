@@ -1,0 +1,987 @@
+//! The virtual switch between guests (UML's `uml_switch` idea) and a
+//! guest's link to it.
+//!
+//! A [`Switch`] owns a host Unix datagram socket bound at a path. A guest's
+//! [`SwitchLink`] joins it with a handshake: it binds its own socket to an
+//! autobound abstract address and sends an empty datagram (hello) to the
+//! path; the switch makes a *port*, a datagram socket of its own connected to
+//! the guest's, and answers hello from it; the guest connects to that port.
+//! From then on each guest talks only to its port, so every guest's frames
+//! queue in its own socket buffers: a guest that floods the switch or stops
+//! reading fills its own queues, not the other guests'.
+//!
+//! The switch forwards Ethernet frames by learned source MAC address and
+//! floods broadcast, multicast and unknown destinations to every other port.
+//! Frames shorter than an Ethernet header, longer than [`MAX_FRAME`], or with
+//! a multicast source address are dropped and counted. Each port has a
+//! bounded queue of frames the guest's socket could not take yet; past it,
+//! frames for that port are dropped and counted. An empty datagram from a
+//! guest to its port is goodbye (sent when the link is dropped); a port whose
+//! guest went away without it is removed when a send to it fails.
+
+use super::HostLink;
+use hal::NetDevice;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The largest frame carried (a 1500-byte MTU plus the 14-byte header).
+pub const MAX_FRAME: usize = 1514;
+/// Frames queued for one port while its guest's socket is full.
+const PORT_QUEUE: usize = 256;
+/// Guests one switch serves.
+const MAX_PORTS: usize = 64;
+/// Learned addresses one switch remembers (a guest inventing source
+/// addresses cannot grow the table past this; unknown ones are flooded).
+const MAX_MACS: usize = 4096;
+/// How long a learned address is trusted without being seen again.
+const MAC_AGE: Duration = Duration::from_secs(300);
+/// Frames taken from one port per round, so that one busy guest cannot
+/// starve the others.
+const BURST: usize = 64;
+
+/// What a switch did, for its summary and the tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwitchStats {
+    /// Guests currently plugged in.
+    pub ports: usize,
+    /// Frames received from guests.
+    pub frames_in: u64,
+    /// Frames sent to one learned port.
+    pub unicast: u64,
+    /// Frames flooded to every other port.
+    pub flooded: u64,
+    /// Shorter than a header or with a multicast source: dropped.
+    pub malformed: u64,
+    /// Longer than [`MAX_FRAME`]: dropped.
+    pub oversize: u64,
+    /// Dropped because the destination port's queue was full.
+    pub queue_full: u64,
+    /// Hellos refused because the switch had [`MAX_PORTS`] guests.
+    pub refused: u64,
+}
+
+fn last_err() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(last_err())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A Unix socket address: the `sockaddr_un` and its length.
+#[derive(Clone, Copy)]
+struct UnixAddr {
+    sa: libc::sockaddr_un,
+    len: libc::socklen_t,
+}
+
+impl UnixAddr {
+    fn empty() -> UnixAddr {
+        // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+        let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        UnixAddr {
+            sa,
+            len: std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        }
+    }
+
+    fn path(p: &Path) -> io::Result<UnixAddr> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = p.as_os_str().as_bytes();
+        let mut a = UnixAddr::empty();
+        if bytes.is_empty() || bytes.len() >= a.sa.sun_path.len() || bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: not usable as a Unix socket path (at most 107 bytes)",
+                    p.display()
+                ),
+            ));
+        }
+        for (d, s) in a.sa.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        a.len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+        Ok(a)
+    }
+
+    /// The bytes that identify the address (family excluded).
+    fn key(&self) -> Vec<u8> {
+        let n = (self.len as usize).saturating_sub(std::mem::size_of::<libc::sa_family_t>());
+        self.sa.sun_path[..n.min(self.sa.sun_path.len())]
+            .iter()
+            .map(|&c| c as u8)
+            .collect()
+    }
+
+    fn as_ptr(&self) -> *const libc::sockaddr {
+        (&self.sa as *const libc::sockaddr_un).cast()
+    }
+}
+
+/// A non-blocking, close-on-exec Unix datagram socket bound to an autobound
+/// abstract address (so its peers can answer it).
+fn autobound_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let a = UnixAddr::empty();
+    // SAFETY: binding with only the family asks Linux to autobind an abstract name.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            a.as_ptr(),
+            std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+fn set_bufsize(fd: RawFd, opt: libc::c_int, bytes: libc::c_int) {
+    // SAFETY: setsockopt reads one c_int; failure only leaves the default size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&bytes as *const libc::c_int).cast(),
+            4,
+        );
+    }
+}
+
+/// `recvfrom` without waiting: (real length, sender), or `None` when nothing
+/// is queued. The length may exceed `buf` (the datagram was cut).
+fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, UnixAddr)>> {
+    let mut from = UnixAddr::empty();
+    // SAFETY: buf and from are valid for the lengths passed.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            (&mut from.sa as *mut libc::sockaddr_un).cast(),
+            &mut from.len,
+        )
+    };
+    if n < 0 {
+        let e = last_err();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some((n as usize, from)))
+}
+
+/// `send` without waiting on a connected socket.
+fn send_now(fd: RawFd, data: &[u8]) -> io::Result<()> {
+    // SAFETY: data is valid for its length.
+    let n = unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(last_err())
+    } else {
+        Ok(())
+    }
+}
+
+fn poll_one(fd: RawFd, events: libc::c_short, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 }
+}
+
+/// An eventfd that stops a running switch.
+#[derive(Clone)]
+pub struct SwitchStopper(Arc<OwnedFd>);
+
+impl SwitchStopper {
+    /// Ask the switch to stop (async-signal-safe: one write(2)).
+    pub fn stop(&self) {
+        stop_fd(self.0.as_raw_fd());
+    }
+    /// The eventfd, for a signal handler that calls [`stop_fd`].
+    pub fn raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Wake a switch through its stopper's eventfd (for signal handlers).
+pub fn stop_fd(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64; write(2) is async-signal-safe.
+    unsafe {
+        libc::write(fd, (&one as *const u64).cast(), 8);
+    }
+}
+
+struct Port {
+    sock: OwnedFd,
+    queue: VecDeque<Vec<u8>>,
+}
+
+/// A virtual Ethernet switch on a host Unix datagram socket.
+pub struct Switch {
+    rx: OwnedFd,
+    path: PathBuf,
+    stop: Arc<OwnedFd>,
+    next_id: u64,
+    ports: HashMap<u64, Port>,
+    by_addr: HashMap<Vec<u8>, u64>,
+    macs: HashMap<[u8; 6], (u64, Instant)>,
+    stats: Arc<Mutex<SwitchStats>>,
+}
+
+impl Switch {
+    /// Bind a switch at `path`. A socket file left there by a switch that
+    /// is gone is replaced; a live one is `AddrInUse`.
+    pub fn bind(path: &Path) -> io::Result<Switch> {
+        let addr = UnixAddr::path(path)?;
+        // SAFETY: plain socket(2) call.
+        let fd = cvt(unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        })?;
+        // SAFETY: fd was just returned by socket(2).
+        let rx = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: addr is a valid sockaddr_un of length addr.len.
+        if unsafe { libc::bind(rx.as_raw_fd(), addr.as_ptr(), addr.len) } < 0 {
+            let e = last_err();
+            if e.raw_os_error() != Some(libc::EADDRINUSE) || switch_alive(path) {
+                return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+            }
+            std::fs::remove_file(path)?;
+            // SAFETY: as above.
+            cvt(unsafe { libc::bind(rx.as_raw_fd(), addr.as_ptr(), addr.len) })?;
+        }
+        // SAFETY: plain eventfd(2) call.
+        let ev = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: ev was just returned by eventfd(2).
+        let stop = Arc::new(unsafe { OwnedFd::from_raw_fd(ev) });
+        Ok(Switch {
+            rx,
+            path: path.to_path_buf(),
+            stop,
+            next_id: 1,
+            ports: HashMap::new(),
+            by_addr: HashMap::new(),
+            macs: HashMap::new(),
+            stats: Arc::new(Mutex::new(SwitchStats::default())),
+        })
+    }
+
+    /// A handle that stops [`Switch::run`] from another thread or a signal
+    /// handler.
+    pub fn stopper(&self) -> SwitchStopper {
+        SwitchStopper(self.stop.clone())
+    }
+
+    /// The counters, updated while the switch runs.
+    pub fn stats_handle(&self) -> Arc<Mutex<SwitchStats>> {
+        self.stats.clone()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut SwitchStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Forward frames until stopped; sleeps in poll(2) while idle.
+    pub fn run(mut self) -> io::Result<SwitchStats> {
+        let mut buf = vec![0u8; MAX_FRAME + 1];
+        loop {
+            let ids: Vec<u64> = self.ports.keys().copied().collect();
+            let mut pfd = vec![
+                libc::pollfd {
+                    fd: self.rx.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.stop.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            for id in &ids {
+                let p = &self.ports[id];
+                let ev = if p.queue.is_empty() {
+                    libc::POLLIN
+                } else {
+                    libc::POLLIN | libc::POLLOUT
+                };
+                pfd.push(libc::pollfd {
+                    fd: p.sock.as_raw_fd(),
+                    events: ev,
+                    revents: 0,
+                });
+            }
+            // SAFETY: pfd holds pfd.len() valid entries.
+            let r = unsafe { libc::poll(pfd.as_mut_ptr(), pfd.len() as libc::nfds_t, -1) };
+            if r < 0 {
+                let e = last_err();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(e);
+            }
+            if pfd[1].revents != 0 {
+                return Ok(*self
+                    .stats
+                    .lock()
+                    .map_err(|_| io::Error::other("stats poisoned"))?);
+            }
+            if pfd[0].revents != 0 {
+                self.accept_hellos(&mut buf);
+            }
+            for (i, id) in ids.iter().enumerate() {
+                let rev = pfd[i + 2].revents;
+                if rev & libc::POLLOUT != 0 {
+                    self.flush(*id);
+                }
+                if rev & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
+                    self.take_frames(*id, &mut buf);
+                }
+            }
+        }
+    }
+
+    /// Hellos on the public socket: make a port for each new guest.
+    fn accept_hellos(&mut self, buf: &mut [u8]) {
+        for _ in 0..BURST {
+            let (n, from) = match recv_from(self.rx.as_raw_fd(), buf) {
+                Ok(Some(x)) => x,
+                _ => return,
+            };
+            let key = from.key();
+            if n != 0 || key.is_empty() {
+                // Frames belong on a port; an unnamed sender cannot be answered.
+                self.bump(|s| s.malformed += 1);
+                continue;
+            }
+            if let Some(old) = self.by_addr.remove(&key) {
+                // The same guest socket says hello again: start afresh.
+                self.remove_port(old);
+            }
+            if self.ports.len() >= MAX_PORTS {
+                self.bump(|s| s.refused += 1);
+                continue;
+            }
+            let Ok(sock) = autobound_socket() else {
+                continue;
+            };
+            set_bufsize(sock.as_raw_fd(), libc::SO_SNDBUF, 1 << 20);
+            set_bufsize(sock.as_raw_fd(), libc::SO_RCVBUF, 1 << 20);
+            // SAFETY: `from` is the sockaddr_un recvfrom filled, with its length.
+            if unsafe { libc::connect(sock.as_raw_fd(), from.as_ptr(), from.len) } < 0 {
+                continue;
+            }
+            let fd = sock.as_raw_fd();
+            let id = self.next_id;
+            self.next_id += 1;
+            self.ports.insert(
+                id,
+                Port {
+                    sock,
+                    queue: VecDeque::new(),
+                },
+            );
+            self.by_addr.insert(key, id);
+            let n = self.ports.len();
+            self.bump(|s| s.ports = n);
+            // Answer last, so the port is counted once the guest is connected.
+            if send_now(fd, &[]).is_err() {
+                self.remove_port(id);
+            }
+        }
+    }
+
+    fn remove_port(&mut self, id: u64) {
+        if self.ports.remove(&id).is_some() {
+            self.by_addr.retain(|_, v| *v != id);
+            self.macs.retain(|_, (p, _)| *p != id);
+            let n = self.ports.len();
+            self.bump(|s| s.ports = n);
+        }
+    }
+
+    /// Frames a guest sent to its port.
+    fn take_frames(&mut self, id: u64, buf: &mut [u8]) {
+        for _ in 0..BURST {
+            let Some(port) = self.ports.get(&id) else {
+                return;
+            };
+            let n = match recv_from(port.sock.as_raw_fd(), buf) {
+                Ok(Some((n, _))) => n,
+                Ok(None) => return,
+                Err(_) => {
+                    self.remove_port(id);
+                    return;
+                }
+            };
+            if n == 0 {
+                self.remove_port(id);
+                return;
+            }
+            self.bump(|s| s.frames_in += 1);
+            if n > MAX_FRAME {
+                self.bump(|s| s.oversize += 1);
+                continue;
+            }
+            let frame = &buf[..n];
+            if n < 14 || frame[6] & 1 != 0 {
+                self.bump(|s| s.malformed += 1);
+                continue;
+            }
+            let frame = frame.to_vec();
+            self.forward(id, &frame);
+        }
+    }
+
+    fn forward(&mut self, from: u64, frame: &[u8]) {
+        let now = Instant::now();
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(&frame[..6]);
+        let mut src = [0u8; 6];
+        src.copy_from_slice(&frame[6..12]);
+        if self.macs.len() >= MAX_MACS && !self.macs.contains_key(&src) {
+            self.macs
+                .retain(|_, (_, seen)| now.duration_since(*seen) < MAC_AGE);
+        }
+        if self.macs.len() < MAX_MACS || self.macs.contains_key(&src) {
+            self.macs.insert(src, (from, now));
+        }
+        let known = match self.macs.get(&dst) {
+            Some(&(p, seen)) if dst[0] & 1 == 0 && now.duration_since(seen) < MAC_AGE => Some(p),
+            _ => None,
+        };
+        match known {
+            Some(p) if p == from => {} // both ends on the same port: nothing to do
+            Some(p) => {
+                self.bump(|s| s.unicast += 1);
+                self.deliver(p, frame);
+            }
+            None => {
+                self.bump(|s| s.flooded += 1);
+                let ids: Vec<u64> = self.ports.keys().copied().filter(|&p| p != from).collect();
+                for p in ids {
+                    self.deliver(p, frame);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, id: u64, frame: &[u8]) {
+        let Some(port) = self.ports.get_mut(&id) else {
+            return;
+        };
+        if port.queue.is_empty() {
+            match send_now(port.sock.as_raw_fd(), frame) {
+                Ok(()) => return,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                Err(_) => {
+                    // The guest's socket is gone.
+                    self.remove_port(id);
+                    return;
+                }
+            }
+        }
+        if port.queue.len() >= PORT_QUEUE {
+            self.bump(|s| s.queue_full += 1);
+        } else {
+            port.queue.push_back(frame.to_vec());
+        }
+    }
+
+    fn flush(&mut self, id: u64) {
+        let Some(port) = self.ports.get_mut(&id) else {
+            return;
+        };
+        while let Some(f) = port.queue.front() {
+            match send_now(port.sock.as_raw_fd(), f) {
+                Ok(()) => {
+                    port.queue.pop_front();
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return,
+                Err(_) => {
+                    self.remove_port(id);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a switch answers at `path` (a hello gets a port back).
+fn switch_alive(path: &Path) -> bool {
+    match SwitchLink::connect(path, [2, 0, 0, 0, 0, 0]) {
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::TimedOut,
+    }
+}
+
+/// A switch running on a thread of this process.
+pub struct SwitchThread {
+    stopper: SwitchStopper,
+    stats: Arc<Mutex<SwitchStats>>,
+    join: Option<std::thread::JoinHandle<io::Result<SwitchStats>>>,
+}
+
+impl SwitchThread {
+    /// Bind a switch at `path` and run it on a new thread.
+    pub fn spawn(path: &Path) -> io::Result<SwitchThread> {
+        let sw = Switch::bind(path)?;
+        let stopper = sw.stopper();
+        let stats = sw.stats_handle();
+        let join = std::thread::Builder::new()
+            .name("switch".into())
+            .spawn(move || sw.run())?;
+        Ok(SwitchThread {
+            stopper,
+            stats,
+            join: Some(join),
+        })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SwitchStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Stop the switch (its socket file is removed) and return its counters.
+    pub fn stop(mut self) -> io::Result<SwitchStats> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> io::Result<SwitchStats> {
+        self.stopper.stop();
+        match self.join.take() {
+            Some(j) => j
+                .join()
+                .map_err(|_| io::Error::other("switch thread panicked"))?,
+            None => Ok(self.stats()),
+        }
+    }
+}
+
+impl Drop for SwitchThread {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+/// Counters of one guest link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Frames sent to the switch.
+    pub sent: u64,
+    /// Frames dropped because the switch could not take them in time.
+    pub send_dropped: u64,
+    /// Frames received.
+    pub received: u64,
+    /// Received datagrams dropped: too short, or longer than the buffer.
+    pub recv_dropped: u64,
+}
+
+/// A guest's network link plugged into a [`Switch`].
+pub struct SwitchLink {
+    sock: OwnedFd,
+    mac: [u8; 6],
+    stats: LinkStats,
+}
+
+impl SwitchLink {
+    /// Join the switch at `path` with hardware address `mac`. Fails when no
+    /// switch answers there within a second.
+    pub fn connect(path: &Path, mac: [u8; 6]) -> io::Result<SwitchLink> {
+        let to = UnixAddr::path(path)?;
+        let sock = autobound_socket()?;
+        let fd = sock.as_raw_fd();
+        set_bufsize(fd, libc::SO_RCVBUF, 1 << 20);
+        set_bufsize(fd, libc::SO_SNDBUF, 1 << 20);
+        // SAFETY: `to` is a valid sockaddr_un of length to.len; empty datagram.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                to.as_ptr(),
+                to.len,
+            )
+        };
+        if n < 0 {
+            let e = last_err();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("no switch at {}: {e}", path.display()),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut b = [0u8; 16];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !poll_one(fd, libc::POLLIN, left.as_millis().max(1) as i32) {
+                if Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the switch at {} did not answer", path.display()),
+                    ));
+                }
+                continue;
+            }
+            if let Some((0, from)) = recv_from(fd, &mut b)? {
+                if !from.key().is_empty() {
+                    // SAFETY: `from` is the port's address as recvfrom filled it.
+                    cvt(unsafe { libc::connect(fd, from.as_ptr(), from.len) })?;
+                    return Ok(SwitchLink {
+                        sock,
+                        mac,
+                        stats: LinkStats::default(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The link's counters.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+}
+
+impl NetDevice for SwitchLink {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        if frame.is_empty() || frame.len() > MAX_FRAME {
+            // Empty means goodbye to the switch; oversize it would drop.
+            self.stats.send_dropped += 1;
+            return;
+        }
+        let fd = self.sock.as_raw_fd();
+        for attempt in 0..2 {
+            match send_now(fd, frame) {
+                Ok(()) => {
+                    self.stats.sent += 1;
+                    return;
+                }
+                // The port's queue is full: give the switch a moment to
+                // drain it (a NIC's ring would hold a few frames too).
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && attempt == 0 => {
+                    poll_one(fd, libc::POLLOUT, 5);
+                }
+                Err(_) => break,
+            }
+        }
+        self.stats.send_dropped += 1;
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            match recv_from(self.sock.as_raw_fd(), buf) {
+                Ok(Some((n, _))) if n >= 14 && n <= buf.len() => {
+                    self.stats.received += 1;
+                    return Some(n);
+                }
+                Ok(Some(_)) => self.stats.recv_dropped += 1,
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl HostLink for SwitchLink {
+    fn readiness_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl Drop for SwitchLink {
+    fn drop(&mut self) {
+        // Goodbye: the switch frees the port at once.
+        let _ = send_now(self.sock.as_raw_fd(), &[]);
+    }
+}
+
+/// A random locally administered unicast hardware address (02:xx:...).
+pub fn random_mac() -> [u8; 6] {
+    let mut m = [0u8; 6];
+    // SAFETY: getrandom writes at most 6 bytes into `m`.
+    let n = unsafe { libc::getrandom(m.as_mut_ptr().cast(), 6, 0) };
+    if n != 6 {
+        let t = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 16;
+        m.copy_from_slice(&t.to_le_bytes()[..6]);
+    }
+    m[0] = (m[0] & 0xfc) | 0x02;
+    m
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff` (a unicast address).
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut m = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!("'{s}' is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+    }
+    for (d, p) in m.iter_mut().zip(&parts) {
+        *d = match u8::from_str_radix(p, 16) {
+            Ok(v) if p.len() == 2 => v,
+            _ => return Err(format!("'{s}' is not a MAC address (aa:bb:cc:dd:ee:ff)")),
+        };
+    }
+    if m[0] & 1 != 0 {
+        return Err(format!("'{s}' is a multicast address"));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_sock(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rustuml-sw-{}-{name}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        dir.join("sw.sock")
+    }
+
+    fn frame(dst: [u8; 6], src: [u8; 6], tag: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![tag; len];
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f[12] = 0x08;
+        f[13] = 0x00;
+        f
+    }
+
+    /// Wait up to a second for one frame on `l`.
+    fn recv_wait(l: &mut SwitchLink) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; MAX_FRAME];
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if let Some(n) = l.recv(&mut buf) {
+                return Some(buf[..n].to_vec());
+            }
+            poll_one(l.readiness_fd(), libc::POLLIN, 50);
+        }
+        None
+    }
+
+    fn nothing(l: &mut SwitchLink) -> bool {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = vec![0u8; MAX_FRAME];
+        l.recv(&mut buf).is_none()
+    }
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+    const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
+    const BCAST: [u8; 6] = [0xff; 6];
+
+    #[test]
+    fn floods_learns_and_forwards() {
+        let path = tmp_sock("learn");
+        let sw = SwitchThread::spawn(&path).unwrap();
+        let mut a = SwitchLink::connect(&path, A).unwrap();
+        let mut b = SwitchLink::connect(&path, B).unwrap();
+        let mut c = SwitchLink::connect(&path, C).unwrap();
+        assert_eq!(sw.stats().ports, 3);
+        // Broadcast from A reaches B and C, not A.
+        let f = frame(BCAST, A, 1, 60);
+        a.send(&f);
+        assert_eq!(recv_wait(&mut b).as_deref(), Some(&f[..]));
+        assert_eq!(recv_wait(&mut c).as_deref(), Some(&f[..]));
+        assert!(nothing(&mut a));
+        // B answers A: A was learned, so only A gets it.
+        let g = frame(A, B, 2, 1514);
+        b.send(&g);
+        assert_eq!(recv_wait(&mut a).as_deref(), Some(&g[..]));
+        assert!(nothing(&mut c));
+        // Unicast to B (learned now) goes to B only.
+        let h = frame(B, A, 3, 100);
+        a.send(&h);
+        assert_eq!(recv_wait(&mut b).as_deref(), Some(&h[..]));
+        assert!(nothing(&mut c));
+        // An unknown unicast destination is flooded.
+        let u = frame([2, 9, 9, 9, 9, 9], C, 4, 64);
+        c.send(&u);
+        assert_eq!(recv_wait(&mut a).as_deref(), Some(&u[..]));
+        assert_eq!(recv_wait(&mut b).as_deref(), Some(&u[..]));
+        let st = sw.stop().unwrap();
+        assert_eq!(st.unicast, 2);
+        assert_eq!(st.flooded, 2);
+        assert!(!path.exists(), "the switch removes its socket file");
+    }
+
+    #[test]
+    fn bad_frames_are_dropped_and_counted() {
+        let path = tmp_sock("bad");
+        let sw = SwitchThread::spawn(&path).unwrap();
+        let a = SwitchLink::connect(&path, A).unwrap();
+        let mut b = SwitchLink::connect(&path, B).unwrap();
+        // Write raw datagrams on A's socket, bypassing SwitchLink::send's checks.
+        let fd = a.readiness_fd();
+        send_wait(fd, &[1, 2, 3]); // shorter than a header
+        send_wait(fd, &frame(BCAST, BCAST, 5, 60)); // multicast source
+        send_wait(fd, &vec![0xffu8; MAX_FRAME + 100]); // oversize
+                                                       // Random garbage of every length: never a panic, never forwarded
+                                                       // unless it looks like a frame.
+        let mut seed = 0x1234_5678u32;
+        for len in 0..40 {
+            let g: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (seed >> 16) as u8 | 1 // odd bytes: multicast source if long enough
+                })
+                .collect();
+            if !g.is_empty() {
+                send_wait(fd, &g);
+            }
+        }
+        // A good frame after all that still gets through.
+        let ok = frame(B, A, 7, 60);
+        send_wait(fd, &ok);
+        assert_eq!(recv_wait(&mut b).as_deref(), Some(&ok[..]));
+        let st = sw.stats();
+        assert_eq!(st.oversize, 1);
+        assert_eq!(st.malformed, 2 + 39);
+        // Oversized and empty sends are refused by the link itself.
+        let mut a = a;
+        a.send(&vec![0u8; MAX_FRAME + 1]);
+        a.send(&[]);
+        assert_eq!(a.stats().send_dropped, 2);
+        drop(sw);
+    }
+
+    #[test]
+    fn goodbye_frees_the_port_and_a_dead_switch_is_replaced() {
+        let path = tmp_sock("bye");
+        let sw = SwitchThread::spawn(&path).unwrap();
+        let a = SwitchLink::connect(&path, A).unwrap();
+        let _b = SwitchLink::connect(&path, B).unwrap();
+        assert_eq!(sw.stats().ports, 2);
+        drop(a);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while sw.stats().ports != 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(sw.stats().ports, 1);
+        // A second switch on a live path is refused.
+        assert!(Switch::bind(&path).is_err());
+        drop(sw);
+        // A stale socket file (its switch gone) is replaced.
+        drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap()); // leaves the file behind
+        assert!(path.exists());
+        let sw2 = SwitchThread::spawn(&path).unwrap();
+        assert!(SwitchLink::connect(&path, C).is_ok());
+        drop(sw2);
+        assert!(SwitchLink::connect(&path, C).is_err(), "no switch, no link");
+    }
+
+    #[test]
+    fn a_guest_that_stops_reading_does_not_stall_the_others() {
+        let path = tmp_sock("stall");
+        let sw = SwitchThread::spawn(&path).unwrap();
+        let mut a = SwitchLink::connect(&path, A).unwrap();
+        let mut b = SwitchLink::connect(&path, B).unwrap();
+        let mut c = SwitchLink::connect(&path, C).unwrap(); // never reads
+                                                            // Teach the switch where B and C are.
+        b.send(&frame(BCAST, B, 0, 60));
+        c.send(&frame(BCAST, C, 0, 60));
+        std::thread::sleep(Duration::from_millis(50));
+        while recv_wait_short(&mut a) {}
+        // Flood C, which reads nothing: its queue fills, then drops.
+        for i in 0..2000u32 {
+            a.send(&frame(C, A, (i % 250) as u8, 1000));
+        }
+        // B still gets A's frame promptly.
+        let f = frame(B, A, 9, 60);
+        a.send(&f);
+        let mut got = None;
+        for _ in 0..10 {
+            match recv_wait(&mut b) {
+                Some(x) if x == f => {
+                    got = Some(x);
+                    break;
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        assert!(got.is_some(), "B starved by C's full queue");
+        let st = sw.stop().unwrap();
+        assert!(st.queue_full > 0, "{st:?}");
+    }
+
+    /// Send a raw datagram, waiting while the port's queue is full.
+    fn send_wait(fd: RawFd, data: &[u8]) {
+        loop {
+            match send_now(fd, data) {
+                Ok(()) => return,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    poll_one(fd, libc::POLLOUT, 100);
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+    }
+
+    fn recv_wait_short(l: &mut SwitchLink) -> bool {
+        let mut buf = vec![0u8; MAX_FRAME];
+        l.recv(&mut buf).is_some()
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:00:00:aa:bb:cc"),
+            Ok([2, 0, 0, 0xaa, 0xbb, 0xcc])
+        );
+        assert!(parse_mac("03:00:00:aa:bb:cc").is_err());
+        assert!(parse_mac("02:00:00:aa:bb").is_err());
+        assert!(parse_mac("02:00:00:aa:bb:c").is_err());
+        let m = random_mac();
+        assert_eq!(m[0] & 3, 2);
+    }
+}

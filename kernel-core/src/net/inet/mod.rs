@@ -1,0 +1,771 @@
+//! AF_INET/AF_INET6 sockets over smoltcp.
+//!
+//! Each interface (`lo`, then the links handed to the kernel at boot) is a
+//! smoltcp `Interface` with its own `SocketSet`: smoltcp binds a socket set's
+//! traffic to the one device it is polled with, so a socket lives in the set
+//! of the interface its traffic goes through. `lo` also carries every local
+//! address of the other interfaces (as /32 and /128), so traffic from the
+//! machine to itself always goes through loopback, as on Linux. A socket
+//! listening or bound to a wildcard address has one smoltcp socket per
+//! interface.
+//!
+//! Socket operations only change smoltcp sockets and mark the stack dirty;
+//! the kernel's loop polls the stack before it next runs a task
+//! ([`tick`]), on a NET interrupt, and at the stack's own timer deadline.
+//! After a poll, every socket whose state changed has its wait queue
+//! notified, so blocked calls re-run (see [`crate::wait`]).
+
+pub mod dev;
+pub mod forward;
+pub mod ioctl;
+pub mod icmp;
+pub mod opts;
+pub mod procnet;
+pub mod raw;
+pub mod tcp;
+pub mod udp;
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::rc::{Rc, Weak};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use linux_raw_sys::net as n;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{tcp as stcp, Socket as AnySock};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
+
+use crate::net::{SockAddr, SockCtx, Socket};
+use crate::wait::{WaitQueue, WaitRef};
+use crate::Errno;
+
+use dev::Port;
+
+/// The first ephemeral port (Linux's default `ip_local_port_range`).
+pub const EPHEMERAL_LO: u16 = 32768;
+/// The last ephemeral port.
+pub const EPHEMERAL_HI: u16 = 60999;
+
+/// One network interface.
+pub struct Iface {
+    /// Name (`lo`, `eth0`...).
+    pub name: String,
+    /// `ifindex` (lo is 1).
+    pub index: u32,
+    /// smoltcp's interface state (addresses, routes, neighbours).
+    pub iface: Interface,
+    /// The link and its counters.
+    pub port: Port,
+    /// The sockets whose traffic goes through this interface.
+    pub sockets: SocketSet<'static>,
+}
+
+impl Iface {
+    /// Is this the loopback interface?
+    pub fn is_loopback(&self) -> bool {
+        matches!(self.port.link, dev::Link::Loopback(_))
+    }
+    /// The IPv4 addresses and prefixes.
+    pub fn ipv4(&self) -> Vec<([u8; 4], u8)> {
+        self.iface
+            .ip_addrs()
+            .iter()
+            .filter_map(|c| match c.address() {
+                IpAddress::Ipv4(a) => Some((a.octets(), c.prefix_len())),
+                _ => None,
+            })
+            .collect()
+    }
+    /// The IPv6 addresses and prefixes.
+    pub fn ipv6(&self) -> Vec<([u8; 16], u8)> {
+        self.iface
+            .ip_addrs()
+            .iter()
+            .filter_map(|c| match c.address() {
+                IpAddress::Ipv6(a) => Some((a.octets(), c.prefix_len())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Which protocol's port space a binding is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP echo identifiers (ping sockets).
+    Icmp,
+}
+
+/// A port held by a socket (or by a closed connection in TIME-WAIT).
+#[derive(Clone, Debug)]
+struct Binding {
+    owner: u64,
+    proto: Proto,
+    addr: Option<IpAddress>,
+    port: u16,
+    reuse: bool,
+    listening: bool,
+}
+
+/// What the stack watches of a socket to tell it when its state changed.
+struct Watch {
+    wq: Weak<WaitQueue>,
+    handles: Vec<(usize, SocketHandle)>,
+    digest: u64,
+    /// TCP: the state seen last, to tell a reset from an orderly close.
+    last: Option<stcp::State>,
+    /// TCP: the connection ended abnormally (RST, or never established).
+    reset: bool,
+    /// A listener: its port (SYNs to it are dropped while its pool is used up).
+    listen_port: Option<u16>,
+}
+
+/// A smoltcp socket no file refers to any more, kept until its protocol
+/// is done with it (FIN/TIME-WAIT), with the port it holds.
+struct Orphan {
+    iface: usize,
+    handle: SocketHandle,
+    binding: Option<u64>,
+    /// When it was orphaned (ns): a peer that never finishes the close is
+    /// given up on after [`ORPHAN_LIFETIME`], as Linux's `tcp_fin_timeout`.
+    since: u64,
+}
+
+/// How long a closed connection may wait for its peer to finish closing.
+pub const ORPHAN_LIFETIME: u64 = 60_000_000_000;
+
+/// How long a connection attempt waits for an answer (Linux gives up after
+/// about two minutes of SYN retries).
+pub const CONNECT_TIMEOUT_S: u64 = 75;
+
+/// The IP stack.
+pub struct Stack {
+    /// Interfaces; `lo` is first.
+    pub ifaces: Vec<Iface>,
+    bindings: Vec<Binding>,
+    watches: BTreeMap<u64, Watch>,
+    orphans: Vec<Orphan>,
+    /// The host routes `lo` carries for the other interfaces' addresses.
+    mirrored: Vec<IpCidr>,
+    next_id: u64,
+    next_ephemeral: u16,
+    /// A socket changed: poll before the next task runs.
+    pub dirty: bool,
+    /// A NIC raised an interrupt.
+    pub rx_pending: bool,
+    /// When smoltcp next wants a poll (monotonic ns).
+    pub deadline: Option<u64>,
+    /// Monotonic now (ns) as of the last operation.
+    pub now: u64,
+    seed: u64,
+    /// IPv4 forwarding between interfaces.
+    pub fwd: forward::Forwarder,
+    /// Static IPv4 routes to prefixes (also in their interface's smoltcp table).
+    pub routes: Vec<forward::Route4>,
+}
+
+/// The shared stack: each socket keeps a reference, since `read`/`write`
+/// reach a socket without the kernel's [`crate::net::NetStack`].
+pub type StackRef = Rc<RefCell<Stack>>;
+
+impl Default for Stack {
+    fn default() -> Self {
+        Stack::new(0x5eed_1234_abcd_0001)
+    }
+}
+
+/// smoltcp's instant for monotonic `ns`.
+pub fn instant(ns: u64) -> Instant {
+    Instant::from_micros((ns / 1000) as i64)
+}
+
+fn new_iface(port: &mut Port, hw: HardwareAddress, seed: u64) -> Interface {
+    let mut cfg = Config::new(hw);
+    cfg.random_seed = seed;
+    Interface::new(cfg, port, Instant::ZERO)
+}
+
+impl Stack {
+    /// A stack with only `lo` (127.0.0.1/8, ::1/128).
+    pub fn new(seed: u64) -> Stack {
+        let mut port = Port::loopback();
+        let mut iface = new_iface(&mut port, HardwareAddress::Ip, seed);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+            let _ = a.push(IpCidr::new(IpAddress::Ipv6(Ipv6Address::LOCALHOST), 128));
+        });
+        let lo = Iface { name: String::from("lo"), index: 1, iface, port, sockets: SocketSet::new(Vec::new()) };
+        Stack {
+            ifaces: alloc::vec![lo],
+            bindings: Vec::new(),
+            watches: BTreeMap::new(),
+            orphans: Vec::new(),
+            mirrored: Vec::new(),
+            next_id: 1,
+            next_ephemeral: EPHEMERAL_LO + (seed % u64::from(EPHEMERAL_HI - EPHEMERAL_LO)) as u16,
+            dirty: false,
+            rx_pending: false,
+            deadline: None,
+            now: 0,
+            seed,
+            fwd: forward::Forwarder::default(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// Attach a link as interface `name` with a static IPv4 configuration.
+    pub fn attach(&mut self, name: &str, device: Box<dyn hal::NetDevice>, ipv4: Option<([u8; 4], u8)>, gateway: Option<[u8; 4]>) {
+        let mut port = Port::nic(device);
+        let mac = port.mac();
+        // smoltcp refuses a multicast/broadcast hardware address: use a local one instead.
+        let mac = if mac[0] & 1 != 0 || mac == [0; 6] { [0x02, 0, 0, 0, 0, self.ifaces.len() as u8] } else { mac };
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut iface = new_iface(&mut port, HardwareAddress::Ethernet(EthernetAddress(mac)), self.seed);
+        if let Some((a, p)) = ipv4 {
+            iface.update_ip_addrs(|v| {
+                let _ = v.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(a)), p.min(32)));
+            });
+        }
+        if let Some(gw) = gateway {
+            let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(gw));
+        }
+        let index = self.ifaces.iter().map(|i| i.index).max().unwrap_or(1) + 1;
+        self.ifaces.push(Iface { name: String::from(name), index, iface, port, sockets: SocketSet::new(Vec::new()) });
+        self.sync_lo();
+        self.dirty = true;
+    }
+
+    /// Mirror every other interface's addresses onto `lo` (host routes), so
+    /// local traffic to them loops back.
+    pub fn sync_lo(&mut self) {
+        let mut local: Vec<IpCidr> = Vec::new();
+        for i in self.ifaces.iter().skip(1) {
+            for c in i.iface.ip_addrs() {
+                let len = if matches!(c.address(), IpAddress::Ipv4(_)) { 32 } else { 128 };
+                local.push(IpCidr::new(c.address(), len));
+            }
+        }
+        let old = core::mem::take(&mut self.mirrored);
+        let lo = &mut self.ifaces[0].iface;
+        let mut added = Vec::new();
+        lo.update_ip_addrs(|a| {
+            a.retain(|c| !old.contains(c));
+            for c in local {
+                if !a.contains(&c) && a.push(c).is_ok() {
+                    added.push(c);
+                }
+            }
+        });
+        self.mirrored = added;
+    }
+
+    /// Is `c` on `lo` only as the mirror of another interface's address?
+    pub fn is_mirror(&self, c: &IpCidr) -> bool {
+        self.mirrored.contains(c)
+    }
+
+    /// A fresh owner id for a socket.
+    pub fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Index of the interface named `name`.
+    pub fn by_name(&self, name: &[u8]) -> Option<usize> {
+        self.ifaces.iter().position(|i| i.name.as_bytes() == name)
+    }
+
+    /// Index of the interface with `ifindex`.
+    pub fn by_index(&self, index: u32) -> Option<usize> {
+        self.ifaces.iter().position(|i| i.index == index)
+    }
+
+    /// Is `a` an address of this machine?
+    pub fn is_local(&self, a: IpAddress) -> bool {
+        is_loopback(a) || self.ifaces.iter().any(|i| i.port.up && i.iface.has_ip_addr(a))
+    }
+
+    /// The interface traffic to `dst` leaves through.
+    pub fn route(&self, dst: IpAddress) -> Result<usize, Errno> {
+        if self.is_local(dst) {
+            return Ok(0);
+        }
+        // On-link first, then a default route.
+        let up = |i: &&Iface| i.port.up && !i.is_loopback();
+        if let Some(k) = self.ifaces.iter().filter(up).find(|i| i.iface.ip_addrs().iter().any(|c| c.contains_addr(&dst))) {
+            return self.by_index(k.index).ok_or(Errno::ENETUNREACH);
+        }
+        // Then the most specific static route.
+        if let IpAddress::Ipv4(d) = dst {
+            let via = self.routes.iter().filter(|r| r.covers(d.octets())).max_by_key(|r| r.len);
+            if let Some(k) = via.and_then(|r| self.by_index(r.oif)).filter(|&k| self.ifaces[k].port.up) {
+                return Ok(k);
+            }
+        }
+        let v4 = matches!(dst, IpAddress::Ipv4(_));
+        for (k, i) in self.ifaces.iter().enumerate() {
+            let routes = i.iface.routes();
+            let has = if v4 { routes.get_default_ipv4_route().is_some() } else { routes.get_default_ipv6_route().is_some() };
+            if up(&i) && has {
+                return Ok(k);
+            }
+        }
+        Err(Errno::ENETUNREACH)
+    }
+
+    /// The interfaces a socket bound to `addr` (None: the wildcard) lives in.
+    pub fn ifaces_for(&self, addr: Option<IpAddress>) -> Result<Vec<usize>, Errno> {
+        match addr {
+            None => Ok((0..self.ifaces.len()).collect()),
+            Some(a) if is_loopback(a) => Ok(alloc::vec![0]),
+            Some(a) => {
+                let mut v = Vec::new();
+                for (k, i) in self.ifaces.iter().enumerate().skip(1) {
+                    if i.iface.has_ip_addr(a) {
+                        v.push(k);
+                    }
+                }
+                if v.is_empty() {
+                    return Err(Errno::EADDRNOTAVAIL);
+                }
+                v.push(0);
+                Ok(v)
+            }
+        }
+    }
+
+    /// The source address for traffic to `dst`.
+    pub fn source_for(&self, dst: IpAddress) -> Option<IpAddress> {
+        let k = self.route(dst).ok()?;
+        if k == 0 && !is_loopback(dst) {
+            return Some(dst); // one of our own addresses: talk from it
+        }
+        self.ifaces[k].iface.get_source_address(&dst)
+    }
+
+    fn conflicts(&self, proto: Proto, addr: Option<IpAddress>, port: u16, reuse: bool) -> bool {
+        self.bindings.iter().any(|b| {
+            b.proto == proto
+                && b.port == port
+                && (b.addr.is_none() || addr.is_none() || b.addr == addr)
+                && !(reuse && b.reuse && !b.listening && proto != Proto::Icmp)
+        })
+    }
+
+    /// Take `port` (0: an ephemeral one) at `addr` for `owner`.
+    pub fn bind_port(&mut self, owner: u64, proto: Proto, addr: Option<IpAddress>, port: u16, reuse: bool) -> Result<u16, Errno> {
+        let port = if port != 0 {
+            if self.conflicts(proto, addr, port, reuse) {
+                return Err(Errno::EADDRINUSE);
+            }
+            port
+        } else {
+            let span = EPHEMERAL_HI - EPHEMERAL_LO + 1;
+            let mut found = None;
+            for _ in 0..span {
+                let p = self.next_ephemeral;
+                self.next_ephemeral = if p >= EPHEMERAL_HI { EPHEMERAL_LO } else { p + 1 };
+                // An ephemeral port is never shared, whatever the options.
+                if !self.conflicts(proto, None, p, false) {
+                    found = Some(p);
+                    break;
+                }
+            }
+            found.ok_or(Errno::EADDRINUSE)?
+        };
+        self.bindings.push(Binding { owner, proto, addr, port, reuse, listening: false });
+        Ok(port)
+    }
+
+    /// Can `owner`'s binding become a listener? (Another listener on an
+    /// overlapping address and the same port forbids it, SO_REUSEADDR or not.)
+    pub fn set_listening(&mut self, owner: u64) -> Result<(), Errno> {
+        let Some(me) = self.bindings.iter().find(|b| b.owner == owner).cloned() else { return Err(Errno::EINVAL) };
+        let clash = self.bindings.iter().any(|b| {
+            b.owner != owner
+                && b.proto == me.proto
+                && b.port == me.port
+                && (b.addr.is_none() || me.addr.is_none() || b.addr == me.addr)
+                && (b.listening || !b.reuse || !me.reuse)
+        });
+        if clash {
+            return Err(Errno::EADDRINUSE);
+        }
+        for b in self.bindings.iter_mut().filter(|b| b.owner == owner) {
+            b.listening = true;
+        }
+        Ok(())
+    }
+
+    /// Record that an accepted connection holds `port` at `addr` (so its
+    /// TIME-WAIT keeps the port from sockets without SO_REUSEADDR).
+    pub fn hold_port(&mut self, owner: u64, proto: Proto, addr: Option<IpAddress>, port: u16) {
+        self.bindings.push(Binding { owner, proto, addr, port, reuse: true, listening: false });
+    }
+
+    /// Give up `owner`'s port.
+    pub fn unbind(&mut self, owner: u64) {
+        self.bindings.retain(|b| b.owner != owner);
+    }
+
+    /// Hand `owner`'s port to a closed connection (TIME-WAIT keeps it, but
+    /// SO_REUSEADDR may take it); returns the new owner.
+    fn orphan_binding(&mut self, owner: u64) -> Option<u64> {
+        let id = self.new_id();
+        let mut any = false;
+        for b in self.bindings.iter_mut().filter(|b| b.owner == owner) {
+            b.owner = id;
+            b.reuse = true;
+            b.listening = false;
+            any = true;
+        }
+        any.then_some(id)
+    }
+
+    /// Watch `owner`'s smoltcp sockets: `wq` is notified when they change.
+    pub fn watch(&mut self, owner: u64, wq: &WaitRef, handles: Vec<(usize, SocketHandle)>) {
+        let mut w = Watch { wq: Rc::downgrade(wq), handles, digest: 0, last: None, reset: false, listen_port: None };
+        if let Some(old) = self.watches.get(&owner) {
+            w.reset = old.reset;
+            w.listen_port = old.listen_port;
+        }
+        if let [(k, h)] = w.handles[..] {
+            if let AnySock::Tcp(t) = self.ifaces[k].sockets.get_mut::<AnySock<'static>>(h) {
+                w.last = Some(t.state());
+            }
+        }
+        w.digest = self.digest(&w.handles);
+        self.watches.insert(owner, w);
+        self.dirty = true;
+    }
+
+    /// `owner` listens on `port`.
+    pub fn set_listen_port(&mut self, owner: u64, port: u16) {
+        if let Some(w) = self.watches.get_mut(&owner) {
+            w.listen_port = Some(port);
+        }
+    }
+
+    /// Did `owner`'s TCP connection end abnormally?
+    pub fn was_reset(&self, owner: u64) -> bool {
+        self.watches.get(&owner).is_some_and(|w| w.reset)
+    }
+
+    /// Clear the reset mark (reported once as ECONNRESET).
+    pub fn clear_reset(&mut self, owner: u64) {
+        if let Some(w) = self.watches.get_mut(&owner) {
+            w.reset = false;
+        }
+    }
+
+    /// Stop watching `owner`; its smoltcp sockets are given to the stack to
+    /// finish (`linger_abort`: reset TCP connections instead of closing).
+    pub fn release(&mut self, owner: u64, handles: &[(usize, SocketHandle)], abort: bool) {
+        self.watches.remove(&owner);
+        let mut binding = Some(owner);
+        for &(k, h) in handles {
+            let Some(i) = self.ifaces.get_mut(k) else { continue };
+            let keep = match i.sockets.get_mut::<AnySock<'static>>(h) {
+                AnySock::Tcp(t) => {
+                    // An abort leaves a RST to send: keep the socket until the next poll sends it.
+                    let reset = abort || t.state() == stcp::State::SynReceived;
+                    if reset || t.state() == stcp::State::Listen {
+                        t.abort();
+                    } else {
+                        t.close();
+                    }
+                    reset || t.state() != stcp::State::Closed
+                }
+                _ => false,
+            };
+            if keep {
+                let b = binding.take().and_then(|o| self.orphan_binding(o));
+                let since = self.now;
+                self.orphans.push(Orphan { iface: k, handle: h, binding: b, since });
+            } else {
+                self.ifaces[k].sockets.remove(h);
+            }
+        }
+        if let Some(o) = binding {
+            self.unbind(o);
+        }
+        self.dirty = true;
+    }
+
+    fn digest(&mut self, handles: &[(usize, SocketHandle)]) -> u64 {
+        let mut d: u64 = 0;
+        for &(k, h) in handles {
+            let Some(i) = self.ifaces.get_mut(k) else { continue };
+            let x: u64 = match i.sockets.get_mut::<AnySock<'static>>(h) {
+                AnySock::Tcp(t) => {
+                    (t.state() as u64) | (t.recv_queue() as u64) << 8 | (t.send_queue() as u64) << 32 | (t.may_recv() as u64) << 62
+                }
+                AnySock::Udp(u) => (u.recv_queue() as u64) | (u.send_queue() as u64) << 32,
+                AnySock::Icmp(c) => (c.recv_queue() as u64) | (c.send_queue() as u64) << 32,
+                #[allow(unreachable_patterns)]
+                _ => 0,
+            };
+            d = d.wrapping_mul(0x100000001b3).wrapping_add(x);
+        }
+        d
+    }
+
+    /// Run the protocols: move packets through every interface until
+    /// nothing moves, reap finished connections, notify changed sockets.
+    pub fn poll(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        let t = instant(self.now);
+        self.dirty = false;
+        self.rx_pending = false;
+        forward::arm(self);
+        let watches = &self.watches;
+        for (k, i) in self.ifaces.iter_mut().enumerate() {
+            if !i.port.up {
+                i.port.drain();
+                continue;
+            }
+            i.iface.poll_maintenance(t);
+            // Bounded: loopback traffic answers itself, so stop at a fixed point.
+            for _ in 0..1024 {
+                // One packet at a time, so a SYN for a listener whose pool is
+                // used up is dropped (the client retries, as with Linux's full
+                // accept queue) instead of being answered with a reset.
+                let mut moved = false;
+                for _ in 0..4096 {
+                    i.port.syn_block = full_listeners(watches, &i.sockets, k);
+                    match i.iface.poll_ingress_single(t, &mut i.port, &mut i.sockets) {
+                        smoltcp::iface::PollIngressSingleResult::None => break,
+                        _ => moved = true,
+                    }
+                }
+                let out = i.iface.poll_egress(t, &mut i.port, &mut i.sockets);
+                if !moved && out == smoltcp::iface::PollResult::None && !i.port.rx_queued() {
+                    break;
+                }
+            }
+            // A flood of frames left some queued: come back on the next tick.
+            self.rx_pending |= i.port.rx_queued();
+        }
+        forward::run(self);
+        // Reap orphans whose protocol is done.
+        let mut k = 0;
+        while k < self.orphans.len() {
+            let o = &self.orphans[k];
+            let expired = self.now.saturating_sub(o.since) > ORPHAN_LIFETIME;
+            let done = match self.ifaces[o.iface].sockets.get_mut::<AnySock<'static>>(o.handle) {
+                AnySock::Tcp(s) => {
+                    if expired && s.state() != stcp::State::TimeWait {
+                        s.abort();
+                    }
+                    s.state() == stcp::State::Closed
+                }
+                _ => true,
+            };
+            if done {
+                let o = self.orphans.swap_remove(k);
+                self.ifaces[o.iface].sockets.remove(o.handle);
+                if let Some(b) = o.binding {
+                    self.unbind(b);
+                }
+            } else {
+                k += 1;
+            }
+        }
+        // Notify sockets whose state changed.
+        let owners: Vec<u64> = self.watches.keys().copied().collect();
+        for o in owners {
+            let handles = match self.watches.get(&o) {
+                Some(w) => w.handles.clone(),
+                None => continue,
+            };
+            let d = self.digest(&handles);
+            let state = match handles[..] {
+                [(k, h)] => match self.ifaces[k].sockets.get_mut::<AnySock<'static>>(h) {
+                    AnySock::Tcp(s) => {
+                        // The connect timeout only covers the handshake: an idle
+                        // established connection lives on.
+                        if s.timeout().is_some() && !matches!(s.state(), stcp::State::SynSent | stcp::State::SynReceived) {
+                            s.set_timeout(None);
+                        }
+                        Some(s.state())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some(w) = self.watches.get_mut(&o) else { continue };
+            if let (Some(prev), Some(cur)) = (w.last, state) {
+                use stcp::State::*;
+                if cur == Closed && matches!(prev, SynSent | SynReceived | Established | FinWait1 | FinWait2 | CloseWait) {
+                    w.reset = true;
+                }
+                w.last = Some(cur);
+            }
+            if d != w.digest {
+                w.digest = d;
+                if let Some(q) = w.wq.upgrade() {
+                    q.notify();
+                }
+            }
+        }
+        self.deadline = self.next_deadline();
+    }
+
+    fn next_deadline(&mut self) -> Option<u64> {
+        let t = instant(self.now);
+        let mut best: Option<u64> = None;
+        for i in self.ifaces.iter_mut().filter(|i| i.port.up) {
+            if let Some(at) = i.iface.poll_at(t, &i.sockets) {
+                let ns = (at.total_micros().max(0) as u64).saturating_mul(1000);
+                // Never ask for a poll in the past: at least 1 ms ahead.
+                let ns = ns.max(self.now + 1_000_000);
+                best = Some(best.map_or(ns, |b| b.min(ns)));
+            }
+        }
+        if self.fwd.waiting() {
+            // Ask unanswered next hops again, or give up on them.
+            let ns = self.now + 250_000_000;
+            best = Some(best.map_or(ns, |b| b.min(ns)));
+        }
+        best
+    }
+
+    /// Does any interface carry outside traffic (so an idle guest may be
+    /// woken from outside)?
+    pub fn has_links(&self) -> bool {
+        self.ifaces.iter().any(|i| !i.is_loopback())
+    }
+}
+
+/// The ports of listeners with no free listening socket on interface `k`.
+fn full_listeners(watches: &BTreeMap<u64, Watch>, sockets: &SocketSet<'static>, k: usize) -> Vec<u16> {
+    let mut v = Vec::new();
+    for w in watches.values() {
+        let Some(port) = w.listen_port else { continue };
+        let free = w.handles.iter().any(|&(i, h)| {
+            i == k && matches!(sockets.get::<AnySock<'static>>(h), AnySock::Tcp(t) if t.state() == stcp::State::Listen)
+        });
+        let here = w.handles.iter().any(|&(i, _)| i == k);
+        if here && !free {
+            v.push(port);
+        }
+    }
+    v
+}
+
+/// A socket bound to a specific (not v4-mapped) IPv6 address is IPv6-only,
+/// and Linux reports `IPV6_V6ONLY` as 1 from then on.
+pub fn bound_v6only(o: &mut opts::Opts, ip: Option<IpAddress>) {
+    if let Some(IpAddress::Ipv6(_)) = ip {
+        let _ = o.set(opts::SOL_IPV6, n::IPV6_V6ONLY, &1i32.to_le_bytes());
+    }
+}
+
+/// Is `a` a loopback address?
+pub fn is_loopback(a: IpAddress) -> bool {
+    match a {
+        IpAddress::Ipv4(x) => x.octets()[0] == 127,
+        IpAddress::Ipv6(x) => x.is_loopback(),
+    }
+}
+
+/// An endpoint from a guest address for a socket of family `v6`:
+/// (address or None for the wildcard, port).
+pub fn endpoint(addr: &SockAddr, v6: bool) -> Result<(Option<IpAddress>, u16), Errno> {
+    match (addr, v6) {
+        (SockAddr::Inet(a, p), false) => {
+            let ip = Ipv4Address::from(*a);
+            Ok((if ip.is_unspecified() { None } else { Some(IpAddress::Ipv4(ip)) }, *p))
+        }
+        (SockAddr::Inet6(a, p, _, _), true) => {
+            let ip = Ipv6Address::from(*a);
+            if ip.is_unspecified() {
+                return Ok((None, *p));
+            }
+            // v4-mapped (::ffff:a.b.c.d) means IPv4.
+            if a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff {
+                let v4 = Ipv4Address::new(a[12], a[13], a[14], a[15]);
+                return Ok((if v4.is_unspecified() { None } else { Some(IpAddress::Ipv4(v4)) }, *p));
+            }
+            Ok((Some(IpAddress::Ipv6(ip)), *p))
+        }
+        (SockAddr::Inet(..), true) => Err(Errno::EINVAL),
+        _ => Err(Errno::EAFNOSUPPORT),
+    }
+}
+
+/// A guest address for an endpoint seen by a socket of family `v6`.
+pub fn sockaddr(a: Option<IpAddress>, port: u16, v6: bool) -> SockAddr {
+    match (a, v6) {
+        (Some(IpAddress::Ipv4(x)), false) => SockAddr::Inet(x.octets(), port),
+        (None, false) | (Some(IpAddress::Ipv6(_)), false) => SockAddr::Inet([0; 4], port),
+        (Some(IpAddress::Ipv4(x)), true) => {
+            let o = x.octets();
+            let mut m = [0u8; 16];
+            m[10] = 0xff;
+            m[11] = 0xff;
+            m[12..].copy_from_slice(&o);
+            SockAddr::Inet6(m, port, 0, 0)
+        }
+        (Some(IpAddress::Ipv6(x)), true) => SockAddr::Inet6(x.octets(), port, 0, 0),
+        (None, true) => SockAddr::Inet6([0; 16], port, 0, 0),
+    }
+}
+
+/// The kernel's per-iteration hook: poll the stack if a socket changed, a
+/// NIC interrupted, or a protocol timer is due.
+pub fn tick(stack: &StackRef, now: u64) {
+    let Ok(mut s) = stack.try_borrow_mut() else { return };
+    if s.dirty || s.rx_pending || s.deadline.is_some_and(|d| d <= now) {
+        s.poll(now);
+    }
+}
+
+/// The next instant the kernel must call [`tick`] even if nothing happens.
+pub fn deadline(stack: &StackRef) -> Option<u64> {
+    stack.try_borrow().ok().and_then(|s| if s.dirty { Some(0) } else { s.deadline })
+}
+
+/// Attach the boot-time network interfaces, seeding the stack's randomness.
+pub fn attach_all(stack: &StackRef, seed: u64, nets: Vec<crate::kernel::NetAttach>) {
+    let mut s = stack.borrow_mut();
+    *s = Stack::new(seed);
+    for na in nets {
+        s.attach(&na.name, na.device, na.ipv4, na.gateway);
+    }
+    s.poll(0);
+}
+
+/// `socket(AF_INET/AF_INET6, type, protocol)`.
+pub fn socket(cx: &mut SockCtx<'_>, domain: u32, ty: u32, protocol: u32) -> Result<Rc<dyn Socket>, Errno> {
+    let v6 = match domain {
+        n::AF_INET => false,
+        n::AF_INET6 => true,
+        _ => return Err(Errno::EAFNOSUPPORT),
+    };
+    let stack = cx.net.inet.clone();
+    let ty = ty & 0xf;
+    let p_tcp = n::IPPROTO_TCP as u32;
+    let p_udp = n::IPPROTO_UDP as u32;
+    let p_icmp = if v6 { n::IPPROTO_ICMPV6 } else { n::IPPROTO_ICMP as u32 };
+    match ty {
+        n::SOCK_STREAM if protocol == 0 || protocol == p_tcp => Ok(tcp::TcpSock::create(stack, v6)),
+        n::SOCK_DGRAM if protocol == 0 || protocol == p_udp => Ok(udp::UdpSock::create(stack, v6)),
+        n::SOCK_DGRAM if protocol == p_icmp => Ok(icmp::PingSock::create(stack, v6)),
+        n::SOCK_STREAM | n::SOCK_DGRAM => Err(Errno::EPROTONOSUPPORT),
+        n::SOCK_RAW if cx.cred.uid != 0 => Err(Errno::EPERM),
+        n::SOCK_RAW if v6 || protocol == 0 || protocol > 255 => Err(Errno::EPROTONOSUPPORT),
+        n::SOCK_RAW => Ok(raw::RawSock::create(stack, protocol as u8)),
+        _ => Err(Errno::ESOCKTNOSUPPORT),
+    }
+}
+
+/// The smoltcp sockets a socket has been watching, for [`Stack::release`].
+pub type Handles = Vec<(usize, SocketHandle)>;
