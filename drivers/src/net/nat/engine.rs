@@ -37,8 +37,14 @@ use super::{
 const FRAMES_PER_TURN: usize = 256;
 /// How long a guest SYN waits for the host connect before it is refused.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// smoltcp buffer sizes of one proxied connection, each way.
-const TCP_BUFFER: usize = 64 * 1024;
+/// smoltcp buffer sizes of one proxied connection. The receive side stays
+/// below 64 KiB so no window scaling is negotiated: with a scaled window
+/// smoltcp's rounding can move the advertised right edge back a few bytes,
+/// which strands data until the 1 s retransmit timer (see the guest stack's
+/// `MAX_RCV` in kernel-core's inet/tcp.rs).
+const TCP_RX_BUFFER: usize = 65535;
+/// See [`TCP_RX_BUFFER`]; the send side may be larger.
+const TCP_TX_BUFFER: usize = 64 * 1024;
 /// Largest UDP payload that fits one unfragmented frame to the guest.
 const MAX_UDP_PAYLOAD: usize = 1500 - 20 - 8;
 /// Datagrams taken from one host UDP socket per loop turn.
@@ -742,8 +748,8 @@ impl Engine {
 
     fn new_tcp_socket() -> tcp::Socket<'static> {
         let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_RX_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_TX_BUFFER]),
         );
         // Give up on a guest that stops acknowledging, instead of holding
         // the host socket forever.
