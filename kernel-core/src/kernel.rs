@@ -166,7 +166,7 @@ pub struct Kernel<S: AddressSpace> {
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
-const MAX_DEADLINE: u64 = 1 << 62;
+pub const MAX_DEADLINE: u64 = 1 << 62;
 
 /// The shell status of a deadlocked guest (as if init was killed by SIGKILL).
 pub const DEADLOCK_STATUS: i32 = 128 + 9;

@@ -105,6 +105,8 @@ pub fn special_write<H: Hal>(cx: &mut SysCtx<'_, H>, s: &SpecialRef, buf: u64, c
 /// Block the caller until something in `ws` changes (the call is then
 /// re-run). `timeout` is the call's own deadline: it is kept across re-runs.
 pub fn block_on<H: Hal>(cx: &mut SysCtx<'_, H>, mut ws: WaitSet, timeout: Option<u64>) -> Flow {
+    // A huge timeout is "forever": keep it far from u64::MAX so clock arithmetic never overflows.
+    let timeout = timeout.map(|t| t.min(crate::kernel::MAX_DEADLINE));
     if let Some(t) = timeout {
         ws.wake_at(t);
     }
