@@ -622,7 +622,13 @@ impl<S: AddressSpace> Kernel<S> {
             .map(|t| t.pid)
             .collect();
         for p in waiting {
+            // Keep the call's deadline (poll/select timeouts): a re-run must
+            // not start its timeout afresh at every interrupt.
+            let timeout = self.waits.get(&p).and_then(|w| w.timeout);
             self.wake(p, None);
+            if let (Some(t), Some(d)) = (self.tasks.get_mut(&p), timeout) {
+                t.restart_deadline = Some(d);
+            }
         }
     }
 

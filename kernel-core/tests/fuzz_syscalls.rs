@@ -318,6 +318,25 @@ fn bug_select_with_a_huge_timeout() {
 #[ignore = "a debugging aid: needs FUZZ_CASE_FILE"]
 fn replay_case_file() {
     let text = std::fs::read_to_string(std::env::var("FUZZ_CASE_FILE").expect("FUZZ_CASE_FILE")).expect("read");
+    replay(&text);
+}
+
+/// The case that ran forever: a poll on the console with a 70-minute
+/// timeout restarted its timeout at every interrupt (console waiters were
+/// re-run without their deadline), so it never ended. It must now finish
+/// (status 5, its final exit_group) well within a minute.
+#[test]
+fn bug_console_poll_timeout_survives_interrupts() {
+    let text = include_str!("fuzz_syscalls.console-poll-case.txt");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(replay(text)).ok());
+    let st = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the case still runs forever");
+    assert_eq!(st, 5);
+}
+
+/// Boot a saved case (the numbers of proptest's `Case [...]` text) with the
+/// invariant checker on; its status.
+fn replay(text: &str) -> i32 {
     let nums: Vec<u64> = text.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
     let mut insns: Vec<Insn> = nums.chunks_exact(7).map(|c| sys(c[0] as u32, &c[1..7])).collect();
     insns.push(sys(g::__NR_exit_group, &[5]));
@@ -330,4 +349,5 @@ fn replay_case_file() {
     cfg.trace_syscalls = true;
     let st = boot_checked(&mut hal, cfg).expect("boot");
     eprintln!("status {st} log {:?}", hal.log);
+    st
 }
