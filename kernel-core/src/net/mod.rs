@@ -18,6 +18,24 @@ pub mod inet;
 pub mod netlink;
 pub mod unix;
 
+/// The [`FileOps`] methods every socket type answers the same way (inside
+/// its `impl FileOps`): the `S_IFSOCK` type, downcasting, and the way to its
+/// [`Socket`] operations.
+macro_rules! socket_file_ops {
+    () => {
+        fn type_bits(&self) -> u32 {
+            linux_raw_sys::general::S_IFSOCK
+        }
+        fn as_any(&self) -> &dyn core::any::Any {
+            self
+        }
+        fn as_socket(&self) -> Option<&dyn crate::net::Socket> {
+            Some(self)
+        }
+    };
+}
+pub(crate) use socket_file_ops;
+
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 

@@ -8,10 +8,8 @@
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
-use core::any::Any;
 use core::cell::RefCell;
 
-use linux_raw_sys::general as g;
 use linux_raw_sys::net as n;
 use linux_raw_sys::netlink as nl;
 use smoltcp::wire::{IpAddress, IpCidr, Ipv4Address};
@@ -493,15 +491,7 @@ impl FileOps for NetlinkSock {
         }
         m
     }
-    fn type_bits(&self) -> u32 {
-        g::S_IFSOCK
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_socket(&self) -> Option<&dyn Socket> {
-        Some(self)
-    }
+    crate::net::socket_file_ops!();
 }
 
 impl NetlinkSock {

@@ -874,15 +874,7 @@ impl FileOps for UnixSocket {
     fn open(&self, _io: &mut IoCtx<'_>, _flags: u32) -> Result<crate::wait::Opened, Errno> {
         Err(Errno::ENXIO)
     }
-    fn type_bits(&self) -> u32 {
-        g::S_IFSOCK
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_socket(&self) -> Option<&dyn Socket> {
-        Some(self)
-    }
+    crate::net::socket_file_ops!();
 }
 
 impl Socket for UnixSocket {

@@ -5,10 +5,8 @@
 use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::any::Any;
 use core::cell::RefCell;
 
-use linux_raw_sys::general as g;
 use linux_raw_sys::net as n;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::raw::{self, PacketBuffer, PacketMetadata};
@@ -179,15 +177,7 @@ impl FileOps for RawSock {
         }
         m
     }
-    fn type_bits(&self) -> u32 {
-        g::S_IFSOCK
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_socket(&self) -> Option<&dyn Socket> {
-        Some(self)
-    }
+    crate::net::socket_file_ops!();
 }
 
 impl Socket for RawSock {
