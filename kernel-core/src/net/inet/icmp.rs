@@ -93,7 +93,7 @@ impl PingSock {
     fn do_recv(&self, now: u64, buf: &mut [u8], flags: u32) -> Result<Received, Errno> {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(now);
+        s.advance(now);
         drop(st);
         self.pull(&mut s);
         let mut st = self.st.borrow_mut();
@@ -124,7 +124,7 @@ impl PingSock {
     fn do_send(&self, now: u64, data: &[u8], to: Option<&SockAddr>) -> Result<usize, Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(now);
+        s.advance(now);
         let dst = match to {
             Some(a) => endpoint(a, self.v6)?.0.ok_or(Errno::EINVAL)?,
             None => st.peer.ok_or(Errno::EDESTADDRREQ)?,
@@ -173,9 +173,7 @@ impl PingSock {
 impl Drop for PingSock {
     fn drop(&mut self) {
         let handles = core::mem::take(&mut self.st.get_mut().handles);
-        if let Ok(mut s) = self.stack.try_borrow_mut() {
-            s.release(self.id, &handles, false);
-        }
+        Stack::release_dropped(&self.stack, self.id, &handles);
     }
 }
 
@@ -189,7 +187,7 @@ impl FileOps for PingSock {
     fn poll(&self, io: &mut IoCtx<'_>, _rw: (bool, bool), ws: Option<&mut WaitSet>) -> u32 {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(io.now);
+        s.advance(io.now);
         if let Some(ws) = ws {
             ws.add(&self.wq);
         }
@@ -206,11 +204,7 @@ impl FileOps for PingSock {
 
 impl Socket for PingSock {
     fn family(&self) -> u32 {
-        if self.v6 {
-            n::AF_INET6
-        } else {
-            n::AF_INET
-        }
+        super::family_of(self.v6)
     }
     fn sock_type(&self) -> u32 {
         n::SOCK_DGRAM
@@ -219,7 +213,7 @@ impl Socket for PingSock {
         let (ip, ident) = endpoint(addr, self.v6)?;
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         if st.ident.is_some() {
             return Err(Errno::EINVAL);
         }
@@ -228,7 +222,7 @@ impl Socket for PingSock {
     fn connect(&self, cx: &mut SockCtx<'_>, addr: &SockAddr) -> Result<(), Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         if matches!(addr, SockAddr::Unspec) {
             st.peer = None;
             return Ok(());
@@ -285,7 +279,7 @@ impl Socket for PingSock {
     }
     fn ioctl(&self, cx: &mut SockCtx<'_>, cmd: u32, arg: &[u8]) -> Result<(usize, Option<Vec<u8>>), Errno> {
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         super::ioctl::ifreq(&mut s, cx.cred.uid == 0, cmd, arg)
     }
 }

@@ -517,10 +517,23 @@ impl Stack {
         d
     }
 
+    /// Bring the stack's clock up to `now` (callers' clocks may lag it).
+    pub fn advance(&mut self, now: u64) {
+        self.now = self.now.max(now);
+    }
+
+    /// Stop watching a socket that is being dropped (see [`Stack::release`]);
+    /// a stack already borrowed (dropped inside a stack operation) keeps them.
+    pub fn release_dropped(stack: &StackRef, owner: u64, handles: &[(usize, SocketHandle)]) {
+        if let Ok(mut s) = stack.try_borrow_mut() {
+            s.release(owner, handles, false);
+        }
+    }
+
     /// Run the protocols: move packets through every interface until
     /// nothing moves, reap finished connections, notify changed sockets.
     pub fn poll(&mut self, now: u64) {
-        self.now = self.now.max(now);
+        self.advance(now);
         let t = instant(self.now);
         self.dirty = false;
         self.rx_pending = false;
@@ -665,6 +678,15 @@ fn full_listeners(watches: &BTreeMap<u64, Watch>, sockets: &SocketSet<'static>, 
 pub fn bound_v6only(o: &mut opts::Opts, ip: Option<IpAddress>) {
     if let Some(IpAddress::Ipv6(_)) = ip {
         let _ = o.set(opts::SOL_IPV6, n::IPV6_V6ONLY, &1i32.to_le_bytes());
+    }
+}
+
+/// `AF_INET6` or `AF_INET`.
+fn family_of(v6: bool) -> u32 {
+    if v6 {
+        n::AF_INET6
+    } else {
+        n::AF_INET
     }
 }
 

@@ -86,7 +86,7 @@ impl RawSock {
     fn do_recv(&self, now: u64, buf: &mut [u8], flags: u32) -> Result<Received, Errno> {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(now);
+        s.advance(now);
         for &(k, h) in &st.handles {
             let r = sock(&mut s, k, h);
             let pkt = if flags & n::MSG_PEEK != 0 { r.peek() } else { r.recv() };
@@ -103,7 +103,7 @@ impl RawSock {
     fn do_send(&self, now: u64, data: &[u8], to: Option<&SockAddr>) -> Result<usize, Errno> {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(now);
+        s.advance(now);
         let dst = match to {
             Some(a) => endpoint(a, false)?.0.unwrap_or(IpAddress::v4(127, 0, 0, 1)),
             None => st.peer.ok_or(Errno::EDESTADDRREQ)?,
@@ -149,9 +149,7 @@ impl RawSock {
 impl Drop for RawSock {
     fn drop(&mut self) {
         let handles = core::mem::take(&mut self.st.get_mut().handles);
-        if let Ok(mut s) = self.stack.try_borrow_mut() {
-            s.release(self.id, &handles, false);
-        }
+        Stack::release_dropped(&self.stack, self.id, &handles);
     }
 }
 
@@ -165,7 +163,7 @@ impl FileOps for RawSock {
     fn poll(&self, io: &mut IoCtx<'_>, _rw: (bool, bool), ws: Option<&mut WaitSet>) -> u32 {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(io.now);
+        s.advance(io.now);
         if let Some(ws) = ws {
             ws.add(&self.wq);
         }
@@ -245,7 +243,7 @@ impl Socket for RawSock {
     }
     fn ioctl(&self, cx: &mut SockCtx<'_>, cmd: u32, arg: &[u8]) -> Result<(usize, Option<Vec<u8>>), Errno> {
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         super::ioctl::ifreq(&mut s, cx.cred.uid == 0, cmd, arg)
     }
 }

@@ -202,7 +202,7 @@ impl TcpSock {
     fn do_send(&self, now: u64, data: &[u8]) -> Result<usize, Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(now);
+        s.advance(now);
         self.refresh(&mut st, &mut s);
         if let Some(e) = st.err.take() {
             return Err(e);
@@ -237,7 +237,7 @@ impl TcpSock {
     fn do_recv(&self, now: u64, buf: &mut [u8], flags: u32) -> Result<usize, Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(now);
+        s.advance(now);
         self.refresh(&mut st, &mut s);
         if let Some(e) = st.err.take() {
             return Err(e);
@@ -318,7 +318,7 @@ impl FileOps for TcpSock {
     fn poll(&self, io: &mut IoCtx<'_>, _rw: (bool, bool), ws: Option<&mut WaitSet>) -> u32 {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(io.now);
+        s.advance(io.now);
         self.refresh(&mut st, &mut s);
         if let Some(ws) = ws {
             ws.add(&self.wq);
@@ -330,11 +330,7 @@ impl FileOps for TcpSock {
 
 impl Socket for TcpSock {
     fn family(&self) -> u32 {
-        if self.v6 {
-            n::AF_INET6
-        } else {
-            n::AF_INET
-        }
+        super::family_of(self.v6)
     }
     fn sock_type(&self) -> u32 {
         n::SOCK_STREAM
@@ -344,7 +340,7 @@ impl Socket for TcpSock {
         let (ip, port) = endpoint(addr, self.v6)?;
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         if st.local.is_some() || !matches!(st.mode, Mode::Idle) {
             return Err(Errno::EINVAL);
         }
@@ -364,7 +360,7 @@ impl Socket for TcpSock {
     fn connect(&self, cx: &mut SockCtx<'_>, addr: &SockAddr) -> Result<(), Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         self.refresh(&mut st, &mut s);
         match st.mode {
             Mode::Conn { connecting: true, .. } => return Err(Errno::EAGAIN),
@@ -420,7 +416,7 @@ impl Socket for TcpSock {
     fn listen(&self, cx: &mut SockCtx<'_>, backlog: u32) -> Result<(), Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         let per_iface = (backlog as usize).saturating_add(1).clamp(MIN_POOL, MAX_POOL);
         match &mut st.mode {
             Mode::Conn { .. } => return Err(Errno::EINVAL),
@@ -455,7 +451,7 @@ impl Socket for TcpSock {
     fn accept(&self, cx: &mut SockCtx<'_>) -> Result<(Rc<dyn Socket>, SockAddr), Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         let opts = st.opts.clone();
         let Mode::Listen { pool, lep, .. } = &mut st.mode else { return Err(Errno::EINVAL) };
         let lep = *lep;
@@ -524,7 +520,7 @@ impl Socket for TcpSock {
         }
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         self.refresh(&mut st, &mut s);
         let Mode::Conn { iface, h, .. } = st.mode else {
             // Linux records the shutdown even so (poll then reports it).
@@ -549,7 +545,7 @@ impl Socket for TcpSock {
     fn local_addr(&self, cx: &mut SockCtx<'_>) -> Result<SockAddr, Errno> {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         if let Mode::Conn { iface, h, .. } = st.mode {
             if let Some(e) = sock(&mut s, iface, h).local_endpoint() {
                 return Ok(sockaddr(Some(e.addr), e.port, self.v6));
@@ -564,7 +560,7 @@ impl Socket for TcpSock {
     fn peer_addr(&self, cx: &mut SockCtx<'_>) -> Result<SockAddr, Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         self.refresh(&mut st, &mut s);
         let Mode::Conn { iface, h, connecting: false } = st.mode else { return Err(Errno::ENOTCONN) };
         let t = sock(&mut s, iface, h);
@@ -577,7 +573,7 @@ impl Socket for TcpSock {
     fn getsockopt(&self, cx: &mut SockCtx<'_>, level: u32, name: u32) -> Result<Vec<u8>, Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         self.refresh(&mut st, &mut s);
         match (level, name) {
             (SOL_SOCKET, n::SO_TYPE) => Ok(opts::int_bytes(n::SOCK_STREAM as i32)),
@@ -606,7 +602,7 @@ impl Socket for TcpSock {
         }
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         st.opts.set(level, name, value)?;
         let o = st.opts.clone();
         for (k, h) in Self::handles(&st) {
@@ -618,7 +614,7 @@ impl Socket for TcpSock {
     fn ioctl(&self, cx: &mut SockCtx<'_>, cmd: u32, arg: &[u8]) -> Result<(usize, Option<Vec<u8>>), Errno> {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         match cmd {
             // FIONREAD/SIOCINQ and TIOCOUTQ/SIOCOUTQ.
             linux_raw_sys::ioctl::FIONREAD | 0x5411 => {

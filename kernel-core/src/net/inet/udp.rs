@@ -92,7 +92,7 @@ impl UdpSock {
     fn do_recv(&self, now: u64, buf: &mut [u8], flags: u32) -> Result<Received, Errno> {
         let st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(now);
+        s.advance(now);
         let peer = st.peer;
         for &(k, h) in &st.handles {
             let u = sock(&mut s, k, h);
@@ -126,7 +126,7 @@ impl UdpSock {
     fn do_send(&self, now: u64, data: &[u8], to: Option<&SockAddr>) -> Result<usize, Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(now);
+        s.advance(now);
         if st.shut_wr {
             return Err(Errno::EPIPE);
         }
@@ -182,9 +182,7 @@ impl UdpSock {
 impl Drop for UdpSock {
     fn drop(&mut self) {
         let handles = core::mem::take(&mut self.st.get_mut().handles);
-        if let Ok(mut s) = self.stack.try_borrow_mut() {
-            s.release(self.id, &handles, false);
-        }
+        Stack::release_dropped(&self.stack, self.id, &handles);
     }
 }
 
@@ -198,7 +196,7 @@ impl FileOps for UdpSock {
     fn poll(&self, io: &mut IoCtx<'_>, _rw: (bool, bool), ws: Option<&mut WaitSet>) -> u32 {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(io.now);
+        s.advance(io.now);
         if let Some(ws) = ws {
             ws.add(&self.wq);
         }
@@ -209,11 +207,7 @@ impl FileOps for UdpSock {
 
 impl Socket for UdpSock {
     fn family(&self) -> u32 {
-        if self.v6 {
-            n::AF_INET6
-        } else {
-            n::AF_INET
-        }
+        super::family_of(self.v6)
     }
     fn sock_type(&self) -> u32 {
         n::SOCK_DGRAM
@@ -222,7 +216,7 @@ impl Socket for UdpSock {
         let (ip, port) = endpoint(addr, self.v6)?;
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         if st.local.is_some() {
             return Err(Errno::EINVAL);
         }
@@ -236,7 +230,7 @@ impl Socket for UdpSock {
     fn connect(&self, cx: &mut SockCtx<'_>, addr: &SockAddr) -> Result<(), Errno> {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         if matches!(addr, SockAddr::Unspec) {
             st.peer = None;
             return Ok(());
@@ -322,7 +316,7 @@ impl Socket for UdpSock {
     fn ioctl(&self, cx: &mut SockCtx<'_>, cmd: u32, arg: &[u8]) -> Result<(usize, Option<Vec<u8>>), Errno> {
         let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
-        s.now = s.now.max(cx.now_ns);
+        s.advance(cx.now_ns);
         match cmd {
             // FIONREAD: the size of the next datagram (Linux), 0 if none.
             linux_raw_sys::ioctl::FIONREAD => {
