@@ -204,16 +204,26 @@ pub fn describe_status(status: c_int) -> String {
     }
 }
 
-/// Monotonic time in milliseconds, through the raw system call (not the vDSO,
+/// Monotonic time in nanoseconds, through the raw system call (not the vDSO,
 /// which a guest kernel need not provide).
-pub fn now_ms() -> i64 {
+pub fn now_ns() -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// Monotonic time in milliseconds (see [`now_ns`]).
+pub fn now_ms() -> i64 {
+    (now_ns() / 1_000_000) as i64
+}
+
+/// Why an operation failed, for benchmark output: `what:ERRNO`.
+pub fn fail(what: &str) -> String {
+    format!("{what}:{}", errno_name(errno()))
 }
 
 /// Sleeps for `ms` milliseconds with the raw `nanosleep` call.

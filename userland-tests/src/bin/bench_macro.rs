@@ -20,18 +20,7 @@ use std::os::raw::c_char;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
-use userland_tests::{args, errno, errno_name, exit_now, fork, say, wait_for};
-
-/// Monotonic time in nanoseconds (raw system call, no vDSO).
-fn now_ns() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
+use userland_tests::{args, errno, errno_name, exit_now, fork, now_ns, say, wait_for};
 
 /// Runs `argv` (argv[0] an absolute path) with a fixed environment and
 /// waits for it; Ok when it exited 0.

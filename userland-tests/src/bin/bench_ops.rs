@@ -24,26 +24,12 @@
 
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
-use userland_tests::{args, errno, errno_name, exit_now, fork, mmap_anon, say, wait_for, PAGE};
+use userland_tests::{
+    args, errno, errno_name, exit_now, fail, fork, mmap_anon, now_ns, say, wait_for, PAGE,
+};
 
 /// Block size of the bandwidth tests.
 const BLOCK: usize = 64 * 1024;
-
-/// Monotonic time in nanoseconds (raw system call, no vDSO).
-fn now_ns() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
-/// Why an operation failed: "what: ERRNO".
-fn fail(what: &str) -> String {
-    format!("{what}:{}", errno_name(errno()))
-}
 
 /// Times `n` runs of `op` after `n / 10` untimed warm-up runs; ns per run.
 fn per_op(n: usize, mut op: impl FnMut() -> Result<(), String>) -> Result<f64, String> {

@@ -9,18 +9,7 @@
 #![cfg_attr(test, allow(dead_code, unused_imports))]
 
 use std::os::raw::c_char;
-use userland_tests::{args, mmap_anon, say, PAGE};
-
-/// Monotonic time in nanoseconds (raw system call, no vDSO).
-fn now_ns() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
+use userland_tests::{args, mmap_anon, now_ns, say, PAGE};
 
 #[cfg(not(test))]
 #[no_mangle]
