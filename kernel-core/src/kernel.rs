@@ -622,13 +622,7 @@ impl<S: AddressSpace> Kernel<S> {
             .map(|t| t.pid)
             .collect();
         for p in waiting {
-            // Keep the call's deadline (poll/select timeouts): a re-run must
-            // not start its timeout afresh at every interrupt.
-            let timeout = self.waits.get(&p).and_then(|w| w.timeout);
             self.wake(p, None);
-            if let (Some(t), Some(d)) = (self.tasks.get_mut(&p), timeout) {
-                t.restart_deadline = Some(d);
-            }
         }
     }
 
@@ -656,14 +650,16 @@ impl<S: AddressSpace> Kernel<S> {
     /// Make a blocked task runnable: re-run its call (`result` None) or
     /// finish it with `result`.
     pub fn wake(&mut self, pid: Pid, result: Option<SysResult>) {
-        self.waits.remove(&pid);
+        let wait = self.waits.remove(&pid);
         let Some(t) = self.tasks.get_mut(&pid) else { return };
         let TaskState::Blocked(b) = t.state else { return };
         t.state = TaskState::Runnable;
         match result {
             None if b.restart => {
                 t.redo_syscall = true;
-                t.restart_deadline = b.deadline;
+                // The re-run keeps the call's deadline (a poll/select timeout
+                // lives in its wait set), never starting it afresh.
+                t.restart_deadline = b.deadline.or(wait.and_then(|w| w.timeout));
             }
             None => t.ctx.regs.rax = 0,
             Some(r) => t.ctx.regs.rax = encode(r),

@@ -105,13 +105,9 @@ impl<S: AddressSpace> Kernel<S> {
         if self.waits.is_empty() {
             return;
         }
-        let ready: Vec<(Pid, Option<u64>)> =
-            self.waits.iter().filter(|(_, w)| w.ready(now)).map(|(pid, w)| (*pid, w.timeout)).collect();
-        for (pid, timeout) in ready {
+        let ready: Vec<Pid> = self.waits.iter().filter(|(_, w)| w.ready(now)).map(|(pid, _)| *pid).collect();
+        for pid in ready {
             self.wake(pid, None);
-            if let Some(t) = self.tasks.get_mut(&pid) {
-                t.restart_deadline = timeout;
-            }
         }
     }
 }
