@@ -2,10 +2,10 @@
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use std::format;
 
 use hal::mock::{MapOp, MockHal, MockSpace};
 use hal::{Access, Hal, Prot, Trap, UserContext};
