@@ -113,9 +113,7 @@ impl Mapping {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "empty mapping"));
         }
         let off = libc::off_t::try_from(offset).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "offset too large"))?;
-        // SAFETY: a new mapping at an address the host kernel picks, of an
-        // open file descriptor; no existing memory is affected. MAP_FAILED
-        // is checked below.
+        // SAFETY: a new mapping at an address the host kernel picks, of an open file descriptor; no existing memory is affected. MAP_FAILED is checked below.
         let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), off) };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
@@ -126,18 +124,14 @@ impl Mapping {
 
 impl AsRef<[u8]> for Mapping {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `ptr` is a live PROT_READ mapping of `len` bytes until
-        // drop. The file behind it lies within the file's size (checked
-        // before mapping) and is only ever replaced by rename, never written
-        // or truncated in place, so its bytes stay as they are.
+        // SAFETY: `ptr` is a live PROT_READ mapping of `len` bytes until drop. The file behind it lies within the file's size (checked before mapping) and is only ever replaced by rename, never written or truncated in place, so its bytes stay as they are.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; no reference to
-        // it outlives `self` (`as_ref` borrows `self`).
+        // SAFETY: unmaps exactly the mapping made in `new`; no reference to it outlives `self` (`as_ref` borrows `self`).
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
 }
@@ -281,9 +275,7 @@ fn write_cache(path: &Path, manifest: &[u8], archive: &[u8]) -> io::Result<()> {
             let from = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(io::Error::other)?;
             let to = std::ffi::CString::new(tmp.as_os_str().as_bytes()).map_err(io::Error::other)?;
             let _ = fs::remove_file(&tmp);
-            // SAFETY: two NUL-terminated paths that live across the call;
-            // linkat only reads them. AT_SYMLINK_FOLLOW gives the unnamed
-            // file behind the /proc fd link a name.
+            // SAFETY: two NUL-terminated paths that live across the call; linkat only reads them. AT_SYMLINK_FOLLOW gives the unnamed file behind the /proc fd link a name.
             let r = unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
             if r != 0 {
                 return Err(io::Error::last_os_error());

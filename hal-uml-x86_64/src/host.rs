@@ -191,8 +191,7 @@ fn net_watcher(timer: &'static TimerShared, ctl: RawFd, kernel_tid: libc::pid_t)
         // this sees the flag; a stub already running gets the kick.
         NET_PENDING.store(true, Ordering::SeqCst);
         let pid = timer.current();
-        // SAFETY: kill/tgkill with the timer's signal, whose handler ignores
-        // anything but timer expiries; the stub absorbs a late kick.
+        // SAFETY: kill/tgkill with the timer's signal, whose handler ignores anything but timer expiries; the stub absorbs a late kick.
         unsafe {
             if pid > 0 {
                 libc::kill(pid, crate::timer::TIMER_SIGNAL);

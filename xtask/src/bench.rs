@@ -1103,8 +1103,7 @@ fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, timeout: Durati
             Err(_) => break,
         }
     }
-    // SAFETY: kills the process group we created for this child (ESRCH
-    // when it is gone is fine).
+    // SAFETY: kills the process group we created for this child (ESRCH when it is gone is fine).
     unsafe { kill(-pid, SIGKILL) };
     let _ = child.wait();
     let r = RunOut {

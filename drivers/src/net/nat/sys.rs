@@ -22,16 +22,14 @@ impl EventFd {
     /// Make the fd readable (a no-op if it already is).
     pub(crate) fn signal(&self) {
         let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. EAGAIN
-        // (counter saturated) still leaves it readable, so errors are ignored.
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. EAGAIN (counter saturated) still leaves it readable, so errors are ignored.
         unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
     /// Make the fd unreadable until the next `signal`.
     pub(crate) fn clear(&self) {
         let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64 from our own eventfd; EAGAIN
-        // (already clear) is fine.
+        // SAFETY: reads 8 bytes into a live u64 from our own eventfd; EAGAIN (already clear) is fine.
         unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
 
