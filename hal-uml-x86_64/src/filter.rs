@@ -5,13 +5,15 @@
 //!   executor thread. Allows only what the executor runs — `mmap` of the
 //!   physical-memory fd (fd 3, `MAP_SHARED | MAP_FIXED`, optionally
 //!   `| MAP_POPULATE`),
-//!   `munmap`, `mprotect` — plus `futex` wait/wake and `exit`/`exit_group`,
-//!   and only from the stub's code. Anything else kills the process.
+//!   `munmap`, `mprotect` — plus `futex` (wait on the control page, wake the
+//!   mailbox) and `exit`/`exit_group`, and only from the stub's code.
+//!   Anything else kills the process.
 //! - [`guest`]: the seccomp stub's guest thread. A system call from outside
 //!   the stub's code traps (`SECCOMP_RET_TRAP`, the guest's system calls);
-//!   from inside it only `futex` wait/wake, `rt_sigreturn`, `sched_yield`,
-//!   `arch_prctl(ARCH_SET_FS / ARCH_SET_GS)` and `exit_group` are allowed;
-//!   anything else kills the process.
+//!   from inside it only `futex` wait (no timeout) and wake on the mailbox's
+//!   state word, `rt_sigreturn`, `sched_yield`, `arch_prctl(ARCH_SET_FS /
+//!   ARCH_SET_GS)` and `exit_group` are allowed; anything else kills the
+//!   process.
 
 /// One classic BPF instruction (`struct sock_filter`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +40,7 @@ pub const RET_TRAP: u32 = 0x0003_0000;
 /// `SECCOMP_RET_ALLOW`.
 pub const RET_ALLOW: u32 = 0x7fff_0000;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+use crate::stub::{self, CTRL_ADDR, MB_ADDR};
 
 const NR: u32 = 0;
 const ARCH: u32 = 4;
@@ -58,6 +61,8 @@ enum To {
     Kill,
     Trap,
     Label(&'static str),
+    /// That many instructions past the next one.
+    Ahead(usize),
 }
 
 enum Op {
@@ -90,6 +95,7 @@ fn assemble(ops: &[Op]) -> Vec<Insn> {
             To::Kill => kill,
             To::Trap => trap,
             To::Label(l) => labels.iter().find(|(x, _)| *x == l).map(|(_, p)| *p).expect("label"),
+            To::Ahead(n) => at + 1 + n,
         };
         u8::try_from(dest - at - 1).expect("jump too far")
     };
@@ -127,9 +133,31 @@ fn ip_check(code: (u64, u64), outside: To) -> [Op; 4] {
     ]
 }
 
-fn futex_wait_wake() -> [Op; 3] {
-    // FUTEX_WAIT (0) or FUTEX_WAKE (1), shared (no FUTEX_PRIVATE_FLAG).
-    [Op::Ld(arg_lo(1)), eq(0, To::Allow, To::Next), eq(1, To::Allow, To::Kill)]
+/// `if arg == k` (all 64 bits) then `t` else `f`.
+fn arg_is(i: u32, k: u64, t: To, f: To) -> [Op; 4] {
+    [
+        Op::Ld(arg_hi(i)),
+        // A mismatch of the upper half skips the lower half's test.
+        eq((k >> 32) as u32, To::Next, if matches!(f, To::Next) { To::Ahead(2) } else { f }),
+        Op::Ld(arg_lo(i)),
+        eq(k as u32, t, f),
+    ]
+}
+
+/// `futex` only as the stubs use it: `FUTEX_WAIT` (shared, no timeout,
+/// so a waiter stays asleep until someone wakes that very word) on
+/// `wait_on`, `FUTEX_WAKE` (shared) on `wake_on`. Anything else kills.
+fn futex_rule(ops: &mut Vec<Op>, wait_on: u64, wake_on: &[u64]) {
+    // The operation is an `int`: the host ignores its upper half.
+    ops.extend([Op::Ld(arg_lo(1)), eq(0, To::Label("wait"), To::Next), eq(1, To::Label("wake"), To::Kill)]);
+    ops.push(Op::Label("wait"));
+    ops.extend(arg_is(3, 0, To::Next, To::Kill));
+    ops.extend(arg_is(0, wait_on, To::Allow, To::Kill));
+    ops.push(Op::Label("wake"));
+    for (n, &w) in wake_on.iter().enumerate() {
+        let last = n + 1 == wake_on.len();
+        ops.extend(arg_is(0, w, To::Allow, if last { To::Kill } else { To::Next }));
+    }
 }
 
 /// The executor's filter (ptrace stubs, and the seccomp stub's executor thread).
@@ -160,7 +188,7 @@ pub fn executor(code: (u64, u64)) -> Vec<Insn> {
         eq(0, To::Allow, To::Kill),
         Op::Label("futex"),
     ]);
-    ops.extend(futex_wait_wake());
+    futex_rule(&mut ops, CTRL_ADDR, &[MB_ADDR, MB_ADDR + stub::mb::EXEC_DONE as u64]);
     assemble(&ops)
 }
 
@@ -185,7 +213,10 @@ pub fn guest(code: (u64, u64)) -> Vec<Insn> {
         eq(0x1002, To::Allow, To::Kill), // ARCH_SET_FS
         Op::Label("futex"),
     ]);
-    ops.extend(futex_wait_wake());
+    // Only the mailbox's state word: so a thread found waiting there (the
+    // kernel counts waiters) sleeps until the kernel or the executor wakes
+    // it, and none can pose as the executor waiting on the control page.
+    futex_rule(&mut ops, MB_ADDR, &[MB_ADDR]);
     assemble(&ops)
 }
 
@@ -227,8 +258,17 @@ mod tests {
         assert_eq!(run(&g, 9, 0x7ff0_0000_0900, [0; 6]), RET_TRAP);
         assert_eq!(run(&g, 9, 0x7ff1_0000_0100, [0; 6]), RET_TRAP);
         assert_eq!(run(&g, 15, 0x7ff0_0000_0100, [0; 6]), RET_ALLOW);
-        assert_eq!(run(&g, 202, 0x7ff0_0000_0100, [0, 1, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(run(&g, 202, 0x7ff0_0000_0100, [0, 5, 0, 0, 0, 0]), RET_KILL_PROCESS);
+        let ip = 0x7ff0_0000_0100;
+        // futex: wait without timeout and wake, on the mailbox's state word only.
+        assert_eq!(run(&g, 202, ip, [MB_ADDR, 1, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&g, 202, ip, [MB_ADDR, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&g, 202, ip, [MB_ADDR, 0, 0, 0x1000, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 202, ip, [MB_ADDR, 0, 0, 1 << 32, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 202, ip, [CTRL_ADDR, 0, 0, 0, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 202, ip, [CTRL_ADDR, 1, 0, 0, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 202, ip, [MB_ADDR + (1 << 32), 0, 0, 0, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 202, ip, [MB_ADDR, 0x80, 0, 0, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&g, 202, ip, [MB_ADDR, 5, 0, 0, 0, 0]), RET_KILL_PROCESS);
         assert_eq!(run(&g, 158, 0x7ff0_0000_0100, [0x1002, 0, 0, 0, 0, 0]), RET_ALLOW);
         assert_eq!(run(&g, 158, 0x7ff0_0000_0100, [0x2001, 0, 0, 0, 0, 0]), RET_KILL_PROCESS);
         assert_eq!(run(&g, 9, 0x7ff0_0000_0100, [0, 0, 0, 0x11, 3, 0]), RET_KILL_PROCESS);
@@ -248,6 +288,10 @@ mod tests {
         assert_eq!(run(&e, 10, ip, [0; 6]), RET_ALLOW);
         assert_eq!(run(&e, 39, ip, [0; 6]), RET_KILL_PROCESS);
         assert_eq!(run(&e, 11, 0x40_0000, [0; 6]), RET_KILL_PROCESS);
-        assert_eq!(run(&e, 202, ip, [0, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&e, 202, ip, [CTRL_ADDR, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&e, 202, ip, [MB_ADDR, 1, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&e, 202, ip, [MB_ADDR + 88, 1, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&e, 202, ip, [MB_ADDR, 0, 0, 0, 0, 0]), RET_KILL_PROCESS);
+        assert_eq!(run(&e, 202, ip, [CTRL_ADDR, 0, 0, 0x1000, 0, 0]), RET_KILL_PROCESS);
     }
 }

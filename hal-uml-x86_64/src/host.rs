@@ -25,6 +25,18 @@ pub fn pin_to_current_cpu() {
     }
 }
 
+/// Put the calling thread (and the processes it creates) in `SCHED_BATCH`:
+/// a batch thread that is woken does not preempt the one that woke it. When
+/// a stub hands a trap over it wakes the kernel and then parks itself; with
+/// both on one CPU the kernel then runs only once the stub is parked, which
+/// is both the cheaper switch and the one the kernel must see before it
+/// leaves the stub (and the same holds the other way round).
+pub fn batch_policy() {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread with a valid sched_param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &p) };
+}
+
 /// A CPU the calling thread may use other than the one it runs on (the
 /// next one in its affinity mask), if any.
 pub fn other_cpu() -> Option<usize> {
@@ -337,6 +349,9 @@ impl HostMachine {
 #[macro_export]
 macro_rules! host_hal_methods {
     () => {
+        fn fpu_layout(&self) -> hal::FpuLayout {
+            $crate::xstate::layout()
+        }
         fn now_ns(&self) -> u64 {
             self.host.now_ns()
         }
@@ -345,9 +360,6 @@ macro_rules! host_hal_methods {
         }
         fn set_timer(&mut self, deadline_ns: Option<u64>) {
             self.host.set_timer(deadline_ns);
-        }
-        fn wait_for_interrupt(&mut self) -> hal::Interrupts {
-            self.host.wait_for_interrupt()
         }
         fn console(&mut self) -> &mut dyn hal::Console {
             self.host.console()

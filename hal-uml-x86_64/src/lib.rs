@@ -38,9 +38,9 @@
 //! seccomp see the residual risks in [`seccomp`]); the host's `[vsyscall]`
 //! page (execute-only emulation of time/gettimeofday/getcpu) cannot be
 //! unmapped (under seccomp its calls trap like any other); `int $0x80`
-//! is reported as an ordinary [`Trap::Syscall`]; AVX/AVX-512 upper state
-//! is kept per stub, not per [`UserContext`] (the hal's `FpuState` is the
-//! 512-byte FXSAVE area), so threads sharing one address space share it.
+//! is reported as an ordinary [`Trap::Syscall`]. Every [`UserContext`]
+//! carries its thread's whole XSAVE state ([`xstate`]), so threads that
+//! share one stub never see each other's vector registers.
 
 #[cfg(feature = "kernel")]
 pub mod cli;
@@ -53,6 +53,7 @@ pub mod seccomp;
 pub mod spawn;
 pub mod stub;
 pub mod timer;
+pub mod xstate;
 
 use hal::{AddressSpace, HalError, Prot, Trap, UserContext};
 use std::io;
@@ -80,6 +81,9 @@ pub trait Mechanism {
     fn apply(&mut self, stub: &mut Self::Stub, ops: &[Op]) -> Result<(), Trap>;
     /// Run `ctx` until the next trap; stops promptly when the timer fires.
     fn run(&mut self, stub: &mut Self::Stub, ctx: &mut UserContext, timer: &timer::TimerShared) -> Trap;
+    /// The kernel is about to sleep with no guest running: a mechanism
+    /// whose stubs could run unsupervised makes sure the last one cannot.
+    fn idle(&mut self) {}
 }
 
 /// How guest code is trapped (`--trap`).
@@ -272,6 +276,9 @@ impl SkasHal {
         if config.placement != Placement::Free {
             host::pin_to_current_cpu();
         }
+        if config.placement == Placement::SameCpu {
+            host::batch_policy();
+        }
         Ok(SkasHal { phys, mech, host: host::HostMachine::new()?, config })
     }
 
@@ -348,6 +355,13 @@ impl hal::Hal for SkasHal {
             // A space of another HAL: not ours to run.
             _ => Trap::Lost { signal: None },
         }
+    }
+
+    fn wait_for_interrupt(&mut self) -> hal::Interrupts {
+        if let Mech::Seccomp(m) = &mut self.mech {
+            m.idle();
+        }
+        self.host.wait_for_interrupt()
     }
 
     crate::host_hal_methods!();

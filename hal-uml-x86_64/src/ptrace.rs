@@ -18,7 +18,6 @@ use hal::{Access, CpuFaultKind, HalError, Trap, UserContext, UserRegs};
 use std::io;
 
 const _: () = assert!(std::mem::size_of::<UserRegs>() == std::mem::size_of::<libc::user_regs_struct>());
-const _: () = assert!(std::mem::size_of::<hal::FpuState>() == std::mem::size_of::<libc::user_fpregs_struct>());
 
 /// The fd number under which a stub sees the physical-memory memfd.
 pub const PHYS_FD: i32 = 3;
@@ -62,9 +61,9 @@ pub struct Tracee {
     template: UserRegs,
     /// `Some(signal)` once the process is gone (and reaped).
     dead: Option<Option<u32>>,
-    /// The FPU state the stub holds now, if known: `PTRACE_SETFPREGS` is
+    /// The FPU state the stub holds now, if known: `PTRACE_SETREGSET` is
     /// skipped when the context to run carries exactly this state.
-    fpu: Option<hal::FpuState>,
+    fpu: crate::xstate::Held,
 }
 
 /// The skas name of a [`Tracee`].
@@ -75,7 +74,7 @@ impl Tracee {
     /// registers become the template (segment selectors, flags) for running
     /// guest code in it.
     pub fn new_stopped(pid: i32) -> io::Result<Tracee> {
-        let mut t = Tracee { pid, template: UserRegs::default(), dead: None, fpu: None };
+        let mut t = Tracee { pid, template: UserRegs::default(), dead: None, fpu: Default::default() };
         let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD;
         let r = ptrace(libc::PTRACE_SETOPTIONS, pid, 0, opts as u64).and_then(|_| get_regs(pid, &mut t.template));
         match r {
@@ -145,7 +144,8 @@ pub struct PtraceMechanism {
 pub struct Tracer {
     /// Counters.
     pub stats: Stats,
-    /// Scratch buffer for a tracee's XSAVE area.
+    /// Scratch buffer for a whole host XSAVE area, where the host's is
+    /// larger than the guests' (see [`set_xstate`]).
     xstate: Vec<u8>,
 }
 
@@ -197,12 +197,6 @@ fn get_regs(pid: i32, regs: &mut UserRegs) -> io::Result<()> {
 fn set_regs(pid: i32, regs: &UserRegs) -> io::Result<()> {
     ptrace(libc::PTRACE_SETREGS, pid, 0, regs as *const UserRegs as u64)
 }
-fn get_fpregs(pid: i32, fpu: &mut hal::FpuState) -> io::Result<()> {
-    ptrace(libc::PTRACE_GETFPREGS, pid, 0, fpu as *mut hal::FpuState as u64)
-}
-fn set_fpregs(pid: i32, fpu: &hal::FpuState) -> io::Result<()> {
-    ptrace(libc::PTRACE_SETFPREGS, pid, 0, fpu as *const hal::FpuState as u64)
-}
 fn get_siginfo(pid: i32) -> io::Result<libc::siginfo_t> {
     // SAFETY: all-zero is a valid siginfo_t.
     let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -212,20 +206,45 @@ fn get_siginfo(pid: i32) -> io::Result<libc::siginfo_t> {
 /// `NT_X86_XSTATE`: the full XSAVE area of a tracee.
 const NT_X86_XSTATE: u64 = 0x202;
 
-/// Read the tracee's XSAVE area into `buf`; returns its length.
-fn get_xstate(pid: i32, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.is_empty() {
-        // Enough for every XSAVE layout in use (AVX-512 needs ~2.7 KiB, AMX ~11 KiB).
-        buf.resize(16 << 10, 0);
+/// The size of the host's `NT_X86_XSTATE` regset: every user component the
+/// host kernel supports, dynamic ones (AMX) included, so it may exceed the
+/// guests' layout. `PTRACE_SETREGSET` takes exactly this many bytes.
+fn regset_size(pid: i32) -> io::Result<usize> {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(n) = SIZE.get() {
+        return Ok(*n);
     }
+    let mut buf = vec![0u8; 64 << 10];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     ptrace(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE, &mut iov as *mut libc::iovec as u64)?;
-    Ok(iov.iov_len)
+    Ok(*SIZE.get_or_init(|| iov.iov_len))
 }
 
-/// Write back an XSAVE area read by [`get_xstate`].
-fn set_xstate(pid: i32, buf: &mut [u8]) -> io::Result<()> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+/// Read the tracee's extended state into `fpu` (the guests' layout: a
+/// prefix of the host's area).
+fn get_xstate(pid: i32, fpu: &mut hal::FpuState) -> io::Result<()> {
+    let n = crate::xstate::layout().size;
+    let mut iov = libc::iovec { iov_base: fpu.0.as_mut_ptr().cast(), iov_len: n };
+    ptrace(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE, &mut iov as *mut libc::iovec as u64)?;
+    // The software-reserved bytes describe the host's regset, not the guest.
+    fpu.0[hal::context::XSAVE_SW_BYTES..hal::context::XSAVE_HEADER].fill(0);
+    Ok(())
+}
+
+/// Load `fpu` into the tracee. The host wants its whole area: components
+/// beyond the guests' layout stay in their initial state (their
+/// `xstate_bv` bits are clear), through the zeroed tail of `scratch`.
+fn set_xstate(pid: i32, fpu: &hal::FpuState, scratch: &mut Vec<u8>) -> io::Result<()> {
+    let n = crate::xstate::layout().size;
+    let host = regset_size(pid)?;
+    let mut iov = if host == n {
+        libc::iovec { iov_base: fpu.0.as_ptr() as *mut libc::c_void, iov_len: n }
+    } else {
+        scratch.clear();
+        scratch.resize(host.max(n), 0);
+        scratch[..n].copy_from_slice(&fpu.0[..n]);
+        libc::iovec { iov_base: scratch.as_mut_ptr().cast(), iov_len: host }
+    };
     ptrace(libc::PTRACE_SETREGSET, pid, NT_X86_XSTATE, &mut iov as *mut libc::iovec as u64)
 }
 
@@ -323,28 +342,13 @@ impl Tracer {
             return Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: ctx.regs.rip };
         }
         self.stats.fault_round_trips += 1;
-        // Signal delivery gives the handler a fresh FPU/AVX state, and the
-        // hal's FpuState holds only the legacy FXSAVE part: keep the whole
-        // extended state (YMM/ZMM upper halves, opmasks) across the detour,
-        // or a fault in the middle of an AVX memcpy would corrupt it.
-        let mut xstate = std::mem::take(&mut self.xstate);
-        let xlen = match get_xstate(stub.pid, &mut xstate) {
-            Ok(n) => n,
-            Err(_) => return stub.lost(None),
-        };
+        // Signal delivery gives the handler a fresh FPU state: the stub no
+        // longer holds the guest's (`ctx` does; the next run loads it).
+        stub.fpu.forget();
         let r = match self.run_routine(stub, libc::SIGSEGV, done) {
             Ok(r) => r,
-            Err(t) => {
-                self.xstate = xstate;
-                return t;
-            }
+            Err(t) => return t,
         };
-        let restored = set_xstate(stub.pid, &mut xstate[..xlen]);
-        self.xstate = xstate;
-        if restored.is_err() {
-            return stub.lost(None);
-        }
-        stub.fpu = Some(ctx.fpu);
         // rbx/rcx were copied by the stub from its signal frame: checked, not
         // trusted. The address comes from the host's own siginfo.
         let (err, trapno) = (r.rbx, r.rcx);
@@ -382,9 +386,10 @@ impl Tracer {
         regs.gs = stub.template.gs;
         // Not in a system call: keeps the host from restarting anything.
         regs.orig_rax = u64::MAX;
-        let fpu_current = stub.fpu.as_ref() == Some(&ctx.fpu);
-        stub.fpu = None;
-        if let Err(e) = set_regs(pid, &regs).and_then(|_| if fpu_current { Ok(()) } else { set_fpregs(pid, &ctx.fpu) }) {
+        let fpu_current = stub.fpu.is(&ctx.fpu);
+        stub.fpu.forget();
+        let loaded = set_regs(pid, &regs).and_then(|_| if fpu_current { Ok(()) } else { set_xstate(pid, &ctx.fpu, &mut self.xstate) });
+        if let Err(e) = loaded {
             if e.raw_os_error() == Some(libc::ESRCH) {
                 // Killed on the host while stopped: collect its status.
                 return match wait(pid) {
@@ -425,10 +430,10 @@ impl Tracer {
             if event != 0 {
                 continue;
             }
-            if get_regs(pid, &mut ctx.regs).is_err() || get_fpregs(pid, &mut ctx.fpu).is_err() {
+            if get_regs(pid, &mut ctx.regs).is_err() || get_xstate(pid, &mut ctx.fpu).is_err() {
                 return stub.lost(None);
             }
-            stub.fpu = Some(ctx.fpu);
+            stub.fpu.set(&ctx.fpu);
             if sig == libc::SIGTRAP | 0x80 {
                 return Trap::Syscall;
             }
@@ -475,7 +480,7 @@ impl Mechanism for PtraceMechanism {
     fn spawn(&mut self) -> Result<PtraceStub, HalError> {
         let fds = crate::spawn::ChildFds { phys: self.phys_fd, image: self.image_fd, comm: None };
         let pid = crate::spawn::spawn(self.kernel_pid, fds, true, None).map_err(|_| HalError::OutOfResources)?;
-        let mut stub = PtraceStub { pid, template: UserRegs::default(), dead: None, fpu: None };
+        let mut stub = PtraceStub { pid, template: UserRegs::default(), dead: None, fpu: Default::default() };
         // The exec stop.
         match wait(pid) {
             Ok(Wait::Stopped(libc::SIGTRAP, 0)) => {}

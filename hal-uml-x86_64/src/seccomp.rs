@@ -5,101 +5,100 @@
 //!   returns `SECCOMP_RET_TRAP` for every system call made outside the
 //!   stub's code. The resulting `SIGSYS` — and `SIGSEGV`, `SIGBUS`, `SIGILL`,
 //!   `SIGFPE`, `SIGTRAP`, and `SIGALRM` (the timer kick) — run the stub's
-//!   `trap` handler on its alternate stack. It copies the signal frame's
-//!   registers, FPU area, fault data (error code and trap number straight
-//!   from the frame: no second round trip for a page fault's access kind)
-//!   and a time stamp into the **mailbox**, a page of a per-stub memfd shared
-//!   with the kernel; hands the mailbox over (`state = KERNEL`, `FUTEX_WAKE`
-//!   only if the kernel sleeps); spins up to the kernel's hint, then sleeps
-//!   with `FUTEX_WAIT` (a shared futex: the word lives in a shared memfd);
-//!   and, once answered, loads the (possibly changed) registers, FXSAVE
-//!   registers and `fs`/`gs` bases into the frame and `rt_sigreturn`s.
+//!   `trap` handler on its signal stack. It copies the signal frame's
+//!   registers, the address of its XSAVE area, fault data (error code and
+//!   trap number straight from the frame: no second round trip for a page
+//!   fault's access kind) and a time stamp into the **mailbox**, a page of a
+//!   per-stub memfd shared with the kernel; hands the mailbox over (`state =
+//!   KERNEL`, `FUTEX_WAKE` only if the kernel sleeps); spins up to the
+//!   kernel's hint, then sleeps with `FUTEX_WAIT` on the state word; and,
+//!   once answered, loads the (possibly changed) registers and `fs`/`gs`
+//!   bases into the frame and `rt_sigreturn`s. The signal stack lives in the
+//!   same memfd, so the kernel reads and writes the thread's whole XSAVE
+//!   state (AVX-512 included) in the frame itself.
 //! - the **executor thread** has every signal blocked and runs under its own
 //!   filter (the same one ptrace stubs get: `mmap` of the physical-memory fd
 //!   only, `munmap`, `mprotect`, `futex`, `exit`). It applies the map
 //!   operations the kernel publishes on the **control page**, which the stub
 //!   maps read-only, under a sequence lock, then hands the mailbox to the
-//!   guest thread. Queued map operations are therefore applied in the same
-//!   round trip as the answer that resumes the guest.
+//!   guest thread (or reports to the kernel) and sleeps on the control
+//!   page's sequence word. A failed operation ends the whole process.
 //!
 //! The kernel side ([`SeccompMechanism::run`]) writes the registers, flips
 //! the state, and waits the same way: an adaptive spin, then `FUTEX_WAIT`.
-//! The spin is adaptive on both sides and never outlasts
-//! [`MAX_SPIN_NS`]: each side spins only while its recent waits for the
-//! other (wake-up latency included) were short — a stub whose process is
-//! not the next to run, or a guest that went idle, sleeps at once. Nothing
-//! spins with [`crate::Placement::SameCpu`] (the default: kernel and stubs
-//! on one CPU), and the kernel never spins in `wait_for_interrupt`.
+//! The spin is adaptive on both sides and never outlasts [`MAX_SPIN_NS`].
+//! Nothing spins with [`crate::Placement::SameCpu`] (the default).
 //!
-//! Preemption: the timer's signal handler kicks the running stub with
-//! `SIGALRM` (as for ptrace); its handler traps like any other signal and
-//! reports [`Trap::Interrupt`]. Kicks that arrive late are absorbed.
+//! # Threat model
+//! Guest code controls every register of the guest thread and every byte it
+//! can write — the mailbox, the signal stack, the stub's data page — may run
+//! on any host CPU at any time, and can jump to any byte of the stub's code
+//! (with its own registers). It cannot write the code page, the control
+//! page or the operation list (mapped read-only; no system call it can make
+//! changes a mapping), and it cannot run code on the executor thread.
 //!
-//! # Security of the trap path
-//! What a guest controls: every register, every byte of memory it can reach
-//! — including the stub's data page, signal stack and the mailbox — and it
-//! can jump to any byte of the stub's code. What it does not control: the
-//! code page (read+execute), the control page and operation list (mapped
-//! read-only; no system call it can make changes a mapping), and the
-//! executor thread (it cannot run code on it; it only reads the control
-//! page and keeps its state in registers, without a stack).
+//! So the kernel takes nothing from the mailbox but the trapping thread's
+//! own registers and fault data (decoded into a [`Trap`], never followed as
+//! a pointer, except the XSAVE area's address, accepted only inside the
+//! signal stack), and it decides three things only from what the host
+//! kernel says:
+//! - **that a change to the host address space has taken effect**: the
+//!   executor sleeps on the control page's sequence word only when every
+//!   batch published so far has been applied, and only the executor can
+//!   wait there (the guest thread's filter allows `FUTEX_WAIT` on nothing
+//!   but the mailbox's state word). A waiter on that word, counted with
+//!   `FUTEX_CMP_REQUEUE` onto itself (which wakes nobody), is the proof.
+//!   The kernel takes it before it goes on after any batch that unmaps or
+//!   protects, and before it leaves a stub for another or for idleness; so
+//!   a frame kernel-core frees is never reused while a stub may still map
+//!   it ([`hal::AddressSpace::map`] documents the rule for replaced frames).
+//! - **that a thread is stopped**: when the kernel leaves a stub, it counts
+//!   a waiter on the mailbox's state word. The filter allows that wait only
+//!   without a timeout, signals reach a parked stub only as the kernel's own
+//!   timer kick (sent to the running stub only), and only the kernel (a
+//!   resume without operations) or the executor (after applying a batch)
+//!   wake that word — so a parked guest thread runs no guest code until the
+//!   kernel resumes it, and then only after the resume's batch is applied,
+//!   wherever in the stub's code it chose to wait. A stub that does not
+//!   park within [`PARK_GRACE`] (a forged trap: its code still runs) is
+//!   killed.
+//! - **that a stub is alive**: `waitpid`. Every wait on a stub has a
+//!   deadline; a stub that misses one is killed (the guest process sees
+//!   `SIGKILL`, the kernel logs one line) and every other stub keeps running.
 //!
-//! - Host system calls the guest thread can make, by jumping into the stub
-//!   with its own registers: `futex` (wait/wake only), `rt_sigreturn`,
-//!   `sched_yield`, `arch_prctl(ARCH_SET_FS / ARCH_SET_GS)` and
-//!   `exit_group`. Everything
-//!   else from the stub's code kills the stub; everything from elsewhere
-//!   traps. `mmap` of the physical-memory fd is impossible on this thread.
-//! - The executor maps only what the control page says, checks that every
-//!   range lies below the stub, reads each record under the sequence lock
-//!   (so a record is never a mix of two the kernel wrote), and its filter
-//!   allows `mmap` only of fd 3 with `MAP_SHARED | MAP_FIXED`.
-//! - Everything the kernel reads from the mailbox is untrusted input: it is
-//!   only copied into the guest's own [`UserContext`] or decoded into a
-//!   [`Trap`]; no pointer is followed, no size is taken from it.
-//! - Both filters and the namespaces/empty root of [`crate::spawn`] bound
-//!   what even code that reaches a stub's `syscall` can do.
+//! What a guest can still do, all to itself: forge a trap (write a frame
+//! into the mailbox and set `state`) — the kernel then handles a system call
+//! or fault for that process as if it had made it, which a real call could
+//! do too; lie in the spin/sleep hints and time stamps (its own spinning and
+//! the kernel's bounded spin policy change, never past [`MAX_SPIN_NS`]);
+//! block its own timer kick with a forged `rt_sigreturn` mask (killed after
+//! [`KICK_GRACE`] unanswered); wake the kernel or itself spuriously (every
+//! waiter re-checks); move its signal stack (the trap handler then writes
+//! its own memory; an XSAVE address outside the signal stack kills it).
+//! Host system calls it can make by jumping into the stub's code: `futex`
+//! as above, `rt_sigreturn`, `sched_yield`, `arch_prctl(ARCH_SET_FS /
+//! ARCH_SET_GS)` and `exit_group`; everything else from the stub's code
+//! kills the stub, everything from elsewhere traps. `mmap` of the
+//! physical-memory fd is impossible on the guest thread.
 //!
-//! Residual risks, honestly:
-//! - A guest can forge a trap: write a fake frame into the mailbox, set
-//!   `state` and wake the kernel while its own code keeps running. The
-//!   kernel then handles a fake system call for that guest and considers it
-//!   stopped while it runs. This only confuses the kernel's view of that
-//!   guest's own threads (and its CPU accounting: it runs outside the
-//!   kernel's time slice until its next trap); it cannot reach host calls,
-//!   other guests' memory, or the kernel's memory.
-//! - With a forged `rt_sigreturn` frame a guest can block signals on its own
-//!   thread, including the timer kick: it then cannot be preempted. The
-//!   kernel detects a kick that stays unanswered for [`KICK_GRACE`] and kills
-//!   the stub (the guest sees `SIGKILL`); until then it is stuck waiting
-//!   for that guest (so a malicious guest can stall the whole kernel for up
-//!   to that long per time slice). Blocking `SIGSYS`/`SIGSEGV` just gets
-//!   the stub killed by the host on its next trap.
-//! - A guest can `FUTEX_WAKE` any futex word in its own space or the
-//!   mailbox (spurious wake-ups, which every waiter re-checks), and
-//!   `FUTEX_WAIT` itself (then a timer kick interrupts it).
-//! - A guest can redirect its signal stack (forged `rt_sigreturn`): the
-//!   trap handler then runs on guest memory. It follows no pointer there
-//!   but the frame the host kernel wrote, and nothing else runs on that
-//!   thread meanwhile, so this only lets it corrupt its own state.
-//! - Spinning is bounded per trap by [`MAX_SPIN_NS`] on each side; the
-//!   stub's spin budget is on the read-only control page. A guest can forge
-//!   the time stamps the kernel's spin policy learns from (its own stub's
-//!   budget, and the kernel's shared one — at worst the kernel spins up to
-//!   [`MAX_SPIN_NS`] per trap, or never).
-//! - A stub that dies is noticed by a 20 ms futex timeout plus
-//!   `waitpid(WNOHANG)`, not instantly.
-//! - A guest can wake the executor thread at will (spurious: it re-checks
-//!   the sequence number on the read-only page and sleeps again).
-//! - The `[vsyscall]` page cannot be unmapped; a guest call into it is
-//!   checked by the host against the filter like any other call from
-//!   outside the stub (it traps; not tested).
+//! Exempt from every seccomp filter by host kernels (`kernel/seccomp.c`):
+//! `uretprobe` (335, since 6.11) and `uprobe` (336, since 6.16). The host
+//! runs them, and outside a probe trampoline they do what Linux does for
+//! any program: `SIGILL` (which traps here and reaches the guest as its own
+//! `SIGILL`) and `ENXIO`. The guest kernel answers them the same way under
+//! ptrace and tt.
+//!
+//! The `[vsyscall]` page cannot be unmapped; a guest call into it is
+//! checked by the host against the filter like any other call from outside
+//! the stub (it traps).
 
 use crate::stub::{self, ctrl, mb, Layout, OPS_PER_BATCH};
 use crate::timer::{TimerShared, TIMER_SIGNAL};
 use crate::{Mechanism, Op, Stats};
+use hal::context::{XSAVE_HEADER, XSAVE_SW_BYTES};
 use hal::{Access, CpuFaultKind, HalError, Trap, UserContext};
 use std::io;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -108,11 +107,15 @@ use std::time::{Duration, Instant};
 pub const MAX_SPIN_NS: u64 = 50_000;
 /// How long a timer kick may stay unanswered before the stub is killed.
 pub const KICK_GRACE: Duration = Duration::from_millis(500);
+/// How long the executor may take to apply a batch before the stub is killed.
+pub const EXEC_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a stub the kernel leaves may take to park its guest thread
+/// (a genuine trap handler needs a few instructions once it has a CPU).
+pub const PARK_GRACE: Duration = Duration::from_millis(100);
 /// The futex timeout after which the kernel checks that the stub lives.
 const POLL: Duration = Duration::from_millis(20);
 const SYS_SECCOMP_CODE: i64 = 1;
 const SI_KERNEL: i64 = 0x80;
-const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
 
 /// TSC ticks per microsecond (calibrated once against `CLOCK_MONOTONIC`).
 fn tsc_per_us() -> u64 {
@@ -164,6 +167,34 @@ fn futex(word: &AtomicU32, op: i32, val: u32, timeout: Option<Duration>) -> isiz
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, tp, 0usize, 0u32) as isize }
 }
 
+/// How many threads sleep in `FUTEX_WAIT` on `word`, asked of the host
+/// without waking any: `FUTEX_CMP_REQUEUE` of every waiter onto the same
+/// word returns their number.
+fn futex_waiters(word: &AtomicU32) -> isize {
+    let v = word.load(Ordering::SeqCst);
+    loop {
+        // SAFETY: `word` is a valid, aligned u32 in a shared mapping; requeueing onto itself changes no waiter.
+        let r = unsafe {
+            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_CMP_REQUEUE, 0, i32::MAX as usize, word.as_ptr(), v)
+        } as isize;
+        // EAGAIN: the word changed under us; count again.
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+            return r;
+        }
+    }
+}
+
+/// Let the stub's threads run: yield the CPU (they may share it), then,
+/// the longer a wait goes on, sleep a little.
+fn let_stub_run(round: u32) {
+    if round < 32 {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    } else {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 /// Adaptive spinning: an exponentially weighted mean of measured times,
 /// and a budget derived from it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -186,41 +217,24 @@ impl Ewma {
     }
 }
 
-/// One seccomp stub: the process, its shared memfd and what the kernel
-/// knows of the state it holds. Dropping it kills and reaps the process.
-pub struct SeccompStub {
+/// What the kernel shares with one stub process: the memfd mapping
+/// (control page, operation list, mailbox, signal stack) and what the host
+/// says about the process. Shared between the stub's handle and the
+/// mechanism, which parks the stub it ran last when it runs another.
+/// Dropping it unmaps and closes the memfd (the handle kills the process).
+struct Comm {
     pid: i32,
-    dead: Option<Option<u32>>,
     memfd: i32,
     map: *mut u8,
-    /// Last sequence number published on the control page (even).
-    seq: u32,
-    /// Map operations to apply in the next switch.
-    pending: Vec<Op>,
-    /// FXSAVE state the stub holds now, if known.
-    fpu: Option<hal::FpuState>,
-    fs_base: Option<u64>,
-    gs_base: Option<u64>,
-    /// The kernel's handling times of this stub's traps.
-    handling: Ewma,
-    /// TSC when the kernel noticed the last trap.
-    noticed: u64,
-    /// The stub's time stamp of its last trap.
-    last_trap_tsc: u64,
+    /// `Some(signal)` once the process is gone (and reaped).
+    dead: std::cell::Cell<Option<Option<u32>>>,
+    /// A batch was published and not yet confirmed applied.
+    unconfirmed: std::cell::Cell<bool>,
+    /// The guest thread is known to be parked (counted as a waiter).
+    parked: std::cell::Cell<bool>,
 }
 
-impl std::fmt::Debug for SeccompStub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeccompStub").field("pid", &self.pid).field("dead", &self.dead).finish()
-    }
-}
-
-impl SeccompStub {
-    /// The host pid.
-    pub fn pid(&self) -> i32 {
-        self.pid
-    }
-
+impl Comm {
     fn mb_u64(&self, off: usize) -> &AtomicU64 {
         // SAFETY: the mailbox page is mapped for the life of `self`; `off` is an 8-aligned offset inside it (the `mb` constants).
         unsafe { &*(self.map.add(stub::COMM_MB_OFF as usize + off) as *const AtomicU64) }
@@ -243,39 +257,42 @@ impl SeccompStub {
     fn set(&self, off: usize, v: u64) {
         self.mb_u64(off).store(v, Ordering::Relaxed)
     }
-    fn mb_bytes(&self, off: usize, len: usize) -> *mut u8 {
-        assert!(off + len <= 4096);
-        // SAFETY: inside the mailbox page (checked).
-        unsafe { self.map.add(stub::COMM_MB_OFF as usize + off) }
-    }
 
     /// Collect the process's status if it has ended.
-    fn reap_if_dead(&mut self) -> Option<Trap> {
-        if self.dead.is_some() {
-            return Some(Trap::Lost { signal: self.dead.flatten() });
+    fn reap_if_dead(&self) -> Option<Trap> {
+        if let Some(d) = self.dead.get() {
+            return Some(Trap::Lost { signal: d });
         }
         let mut st = 0;
         // SAFETY: `st` is a valid out-parameter; `pid` is our child.
         let r = unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG | libc::__WALL) };
         if r == self.pid || r < 0 {
             let sig = if r == self.pid && libc::WIFSIGNALED(st) { Some(libc::WTERMSIG(st) as u32) } else { None };
-            self.dead = Some(sig);
+            self.dead.set(Some(sig));
             return Some(Trap::Lost { signal: sig });
         }
         None
     }
 
     /// Kill it (if alive) and return the [`Trap::Lost`] to report.
-    fn lost(&mut self, signal: Option<u32>) -> Trap {
-        if self.dead.is_none() {
+    fn lost(&self, signal: Option<u32>) -> Trap {
+        if self.dead.get().is_none() {
             self.kill();
-            self.dead = Some(signal);
+            self.dead.set(Some(signal));
         }
-        Trap::Lost { signal: self.dead.flatten() }
+        Trap::Lost { signal: self.dead.get().flatten() }
     }
 
-    fn kill(&mut self) {
-        if self.dead.is_some() {
+    /// Kill it for missing a deadline: one line in the log.
+    fn overdue(&self, what: &str) -> Trap {
+        if self.dead.get().is_none() {
+            eprintln!("skas: stub {} {what}: killed", self.pid);
+        }
+        self.lost(Some(libc::SIGKILL as u32))
+    }
+
+    fn kill(&self) {
+        if self.dead.get().is_some() {
             return;
         }
         // SAFETY: plain syscalls on our own child.
@@ -286,40 +303,142 @@ impl SeccompStub {
                 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
             {}
         }
-        self.dead = Some(Some(libc::SIGKILL as u32));
+        self.dead.set(Some(Some(libc::SIGKILL as u32)));
     }
 
-    /// Publish `ops` on the control page (sequence lock); wake the executor
-    /// if `wake`.
-    fn publish(&mut self, ops: &[Op], mode: u64, wake: bool) {
-        self.ctrl_u32(ctrl::SEQ).store(self.seq.wrapping_add(1), Ordering::SeqCst);
-        self.ctrl_u64(ctrl::COUNT).store(ops.len() as u64, Ordering::Relaxed);
-        self.ctrl_u64(ctrl::MODE).store(mode, Ordering::Relaxed);
-        let bytes = std::mem::size_of_val(ops);
-        // SAFETY: the operation list follows the control page in our mapping and holds OPS_PER_BATCH records; callers pass at most that many.
-        unsafe { std::ptr::copy_nonoverlapping(ops.as_ptr() as *const u8, self.map.add(4096), bytes) };
-        self.seq = self.seq.wrapping_add(2);
-        let seq = self.ctrl_u32(ctrl::SEQ);
-        seq.store(self.seq, Ordering::SeqCst);
-        if wake {
-            futex(seq, libc::FUTEX_WAKE, i32::MAX as u32, None);
+    /// Wait until every published batch is applied: the executor asleep on
+    /// the sequence word (a host fact, see the module's threat model).
+    fn settle(&self) -> Result<(), Trap> {
+        if !self.unconfirmed.get() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let mut round = 0;
+        loop {
+            if futex_waiters(self.ctrl_u32(ctrl::SEQ)) > 0 {
+                self.unconfirmed.set(false);
+                return Ok(());
+            }
+            if let Some(t) = self.reap_if_dead() {
+                return Err(t);
+            }
+            if start.elapsed() > EXEC_DEADLINE {
+                return Err(self.overdue("did not apply its map operations in time"));
+            }
+            let_stub_run(round);
+            round += 1;
         }
     }
 
-    fn wake_executor(&self) {
-        futex(self.ctrl_u32(ctrl::SEQ), libc::FUTEX_WAKE, i32::MAX as u32, None);
+    /// The kernel leaves this stub (for another, or to sleep): make sure
+    /// its batches are applied and its guest thread is parked, or kill it.
+    fn park(&self) {
+        if self.settle().is_err() || self.parked.get() {
+            return;
+        }
+        let state = self.mb_u32(mb::STATE);
+        let start = Instant::now();
+        let mut round = 0;
+        loop {
+            if futex_waiters(state) > 0 {
+                self.parked.set(true);
+                return;
+            }
+            if self.reap_if_dead().is_some() {
+                return;
+            }
+            if start.elapsed() > PARK_GRACE {
+                // Its trap was forged, or it blocks its own handler: its
+                // code runs while the kernel would think it asleep.
+                self.overdue("did not park its guest thread");
+                return;
+            }
+            // A spinning handler sleeps at once on PARK (only while the
+            // mailbox is the kernel's: never overwrite a RUN or EXEC).
+            let _ = state.compare_exchange(mb::KERNEL, mb::PARK, Ordering::SeqCst, Ordering::SeqCst);
+            let_stub_run(round);
+            round += 1;
+        }
     }
 }
 
-impl Drop for SeccompStub {
+impl Drop for Comm {
     fn drop(&mut self) {
-        self.kill();
         // SAFETY: unmapping and closing what `spawn` created.
         unsafe {
             libc::munmap(self.map.cast(), stub::COMM_SIZE as usize);
             libc::close(self.memfd);
         }
     }
+}
+
+/// One seccomp stub: the process, its shared memfd and what the kernel
+/// knows of the state it holds. Dropping it kills and reaps the process.
+pub struct SeccompStub {
+    comm: Rc<Comm>,
+    /// Last sequence number published on the control page (even).
+    seq: u32,
+    /// Map operations to apply in the next switch.
+    pending: Vec<Op>,
+    /// Offset in the mapping of the XSAVE area of the frame the stub's
+    /// guest thread will return through.
+    frame_fpu: Option<usize>,
+    fs_base: Option<u64>,
+    gs_base: Option<u64>,
+    /// The kernel's handling times of this stub's traps.
+    handling: Ewma,
+    /// TSC when the kernel noticed the last trap.
+    noticed: u64,
+    /// The stub's time stamp of its last trap.
+    last_trap_tsc: u64,
+}
+
+impl std::fmt::Debug for SeccompStub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeccompStub").field("pid", &self.comm.pid).field("dead", &self.comm.dead.get()).finish()
+    }
+}
+
+impl SeccompStub {
+    /// The host pid.
+    pub fn pid(&self) -> i32 {
+        self.comm.pid
+    }
+
+    fn get(&self, off: usize) -> u64 {
+        self.comm.get(off)
+    }
+
+    /// Publish `ops` on the control page (sequence lock) and wake the
+    /// executor; `mode` says what it does after the batch.
+    fn publish(&mut self, ops: &[Op], mode: u64) {
+        let c = &self.comm;
+        c.ctrl_u32(ctrl::SEQ).store(self.seq.wrapping_add(1), Ordering::SeqCst);
+        c.ctrl_u64(ctrl::COUNT).store(ops.len() as u64, Ordering::Relaxed);
+        c.ctrl_u64(ctrl::MODE).store(mode, Ordering::Relaxed);
+        let bytes = std::mem::size_of_val(ops);
+        // SAFETY: the operation list follows the control page in our mapping and holds OPS_PER_BATCH records; callers pass at most that many.
+        unsafe { std::ptr::copy_nonoverlapping(ops.as_ptr() as *const u8, c.map.add(4096), bytes) };
+        self.seq = self.seq.wrapping_add(2);
+        let seq = c.ctrl_u32(ctrl::SEQ);
+        seq.store(self.seq, Ordering::SeqCst);
+        c.unconfirmed.set(true);
+        // Always woken by us: whether it sleeps is not for the guest to say.
+        futex(seq, libc::FUTEX_WAKE, i32::MAX as u32, None);
+    }
+}
+
+impl Drop for SeccompStub {
+    fn drop(&mut self) {
+        self.comm.kill();
+    }
+}
+
+/// Does a batch take anything away (an unmap, a protection change)? Then
+/// the kernel confirms it applied before it goes on, because kernel-core may
+/// already have freed the frames concerned.
+fn removes(ops: &[Op]) -> bool {
+    ops.iter().any(|op| op[0] != crate::ops::SYS_MMAP)
 }
 
 /// The seccomp mechanism.
@@ -336,6 +455,8 @@ pub struct SeccompMechanism {
     max_spin: u64,
     /// The guests' run times between traps (stamped by the stubs).
     running: Ewma,
+    /// The stub that ran last: parked before any other runs.
+    last: Weak<Comm>,
     /// Counters.
     pub stats: Stats,
 }
@@ -372,6 +493,7 @@ impl SeccompMechanism {
             stub_cpu,
             max_spin: MAX_SPIN_NS * tsc_per_us() / 1000,
             running: Ewma::default(),
+            last: Weak::new(),
             stats: Stats::default(),
         })
     }
@@ -381,17 +503,24 @@ impl SeccompMechanism {
         &self.layout
     }
 
-    /// Wait until the stub hands the mailbox back (`state == KERNEL`), or
-    /// (`exec_done`) until the executor reports batch `until`.
-    fn wait(&mut self, s: &mut SeccompStub, timer: Option<&TimerShared>, exec_done: Option<u32>) -> Result<(), Trap> {
-        let done = |v: u32| match exec_done {
-            None => v == mb::KERNEL,
-            Some(seq) => v == seq,
-        };
-        let word: *const AtomicU32 = s.mb_u32(if exec_done.is_none() { mb::STATE } else { mb::EXEC_DONE });
-        // SAFETY: the mailbox outlives this call (it belongs to `s`, which is not dropped here).
-        let word = unsafe { &*word };
-        let budget = if self.spin && exec_done.is_none() { self.running.budget(self.max_spin) } else { 0 };
+    /// The kernel is about to run `next` (or nothing): park the stub that
+    /// ran last if it is another one.
+    fn leave_last(&mut self, next: Option<&Rc<Comm>>) {
+        if let Some(last) = self.last.upgrade() {
+            if next.is_none_or(|n| !Rc::ptr_eq(n, &last)) {
+                last.park();
+                self.last = Weak::new();
+            }
+        }
+    }
+
+    /// Wait until the stub hands the mailbox back (`state == KERNEL`),
+    /// kicking it when the timer fires (`timer`).
+    fn wait(&mut self, s: &mut SeccompStub, timer: Option<&TimerShared>) -> Result<(), Trap> {
+        let c = s.comm.clone();
+        let word = c.mb_u32(mb::STATE);
+        let done = |v: u32| v == mb::KERNEL;
+        let budget = if self.spin { self.running.budget(self.max_spin) } else { 0 };
         if budget > 0 {
             let end = rdtsc() + budget;
             loop {
@@ -404,10 +533,7 @@ impl SeccompMechanism {
                 }
             }
         }
-        let kwait = s.mb_u32(mb::KWAIT);
-        let kwait: *const AtomicU32 = kwait;
-        // SAFETY: as above.
-        let kwait = unsafe { &*kwait };
+        let kwait = c.mb_u32(mb::KWAIT);
         let mut kicked: Option<Instant> = None;
         self.stats.kernel_sleeps += 1;
         loop {
@@ -422,51 +548,54 @@ impl SeccompMechanism {
             if done(word.load(Ordering::Acquire)) {
                 return Ok(());
             }
-            if let Some(t) = s.reap_if_dead() {
+            if let Some(t) = c.reap_if_dead() {
                 return Err(t);
             }
-            if let Some(timer) = timer {
-                if crate::host::interrupt_pending(timer) {
+            match timer {
+                Some(timer) if crate::host::interrupt_pending(timer) => {
                     let k = *kicked.get_or_insert_with(Instant::now);
                     if k.elapsed() > KICK_GRACE {
                         // It does not answer the timer: it blocked the kick.
-                        return Err(s.lost(Some(libc::SIGKILL as u32)));
+                        return Err(c.overdue("did not answer the timer"));
                     }
                     // SAFETY: signalling our own child.
-                    unsafe { libc::kill(s.pid, TIMER_SIGNAL) };
+                    unsafe { libc::kill(c.pid, TIMER_SIGNAL) };
                 }
+                // Only a stub starting up is waited for without a timer.
+                None if kicked.get_or_insert_with(Instant::now).elapsed() > EXEC_DEADLINE => {
+                    return Err(c.overdue("did not start"));
+                }
+                _ => {}
             }
         }
     }
 
     /// Hand the mailbox to the stub: through the executor when `ops` are
-    /// pending, else directly.
+    /// pending (it wakes the guest thread once they are applied), else
+    /// directly.
     fn resume(&mut self, s: &mut SeccompStub, ops: &[Op]) {
         let hint = if self.spin { s.handling.budget(self.max_spin) } else { 0 };
-        s.ctrl_u64(ctrl::SPIN).store(hint, Ordering::Relaxed);
+        let c = s.comm.clone();
+        c.ctrl_u64(ctrl::SPIN).store(hint, Ordering::Relaxed);
+        let parked = c.parked.replace(false);
         if !ops.is_empty() {
-            // Publish, then hand over: the executor waits for EXEC before it
-            // sets RUN. The guest thread, if awake (spinning), wakes the
-            // executor itself — usually on its own CPU, which is cheaper
-            // than waking it from here; if it sleeps, we do.
             self.stats.map_batches += 1;
             self.stats.map_ops += ops.len() as u64;
-            s.publish(ops, ctrl::MODE_GO, false);
-            s.mb_u32(mb::STATE).store(mb::EXEC, Ordering::SeqCst);
-            if s.mb_u32(mb::SWAIT).load(Ordering::SeqCst) != 0 {
-                s.wake_executor();
-            }
+            // EXEC before the batch: the executor's RUN must come after it.
+            c.mb_u32(mb::STATE).store(mb::EXEC, Ordering::SeqCst);
+            s.publish(ops, ctrl::MODE_GO);
         } else {
-            s.mb_u32(mb::STATE).store(mb::RUN, Ordering::SeqCst);
-            if s.mb_u32(mb::SWAIT).load(Ordering::SeqCst) != 0 {
+            c.mb_u32(mb::STATE).store(mb::RUN, Ordering::SeqCst);
+            if parked || c.mb_u32(mb::SWAIT).load(Ordering::SeqCst) != 0 {
                 self.stats.stub_wakeups += 1;
-                futex(s.mb_u32(mb::STATE), libc::FUTEX_WAKE, i32::MAX as u32, None);
+                futex(c.mb_u32(mb::STATE), libc::FUTEX_WAKE, i32::MAX as u32, None);
             }
         }
     }
 
-    /// Copy the published frame into `ctx`.
-    fn read_frame(&self, s: &mut SeccompStub, ctx: &mut UserContext) {
+    /// Copy the published frame into `ctx`. A frame whose FPU area is not
+    /// where the stub keeps it is a forgery: the stub is killed.
+    fn read_frame(&self, s: &mut SeccompStub, ctx: &mut UserContext) -> Result<(), Trap> {
         let g = |i: usize| s.get(mb::GREGS + 8 * i);
         let r = &mut ctx.regs;
         r.r8 = g(0);
@@ -500,26 +629,44 @@ impl SeccompMechanism {
             s.fs_base = Some(r.fs_base);
             s.gs_base = Some(r.gs_base);
         }
-        let mut area = [0u8; 576];
-        // SAFETY: reading 576 bytes of the mailbox (inside the page).
-        unsafe { std::ptr::copy_nonoverlapping(s.mb_bytes(mb::FPU, 576), area.as_mut_ptr(), 576) };
-        let f = &mut ctx.fpu.0;
-        f.copy_from_slice(&area[..512]);
+        // The thread's extended state, straight from the XSAVE area the host
+        // wrote into the signal frame on the shared signal stack.
+        let Some(off) = frame_fpu(&s.comm) else { return Err(s.comm.overdue("moved its signal frame")) };
+        s.frame_fpu = Some(off);
+        let n = crate::xstate::layout().size;
+        // SAFETY: `frame_fpu` checked that `off..off + n` lies in the signal stack, inside our mapping.
+        unsafe { std::ptr::copy_nonoverlapping(s.comm.map.add(off), ctx.fpu.0.as_mut_ptr(), n) };
         // The software-reserved bytes describe the signal frame, not the guest.
-        f[416..512].fill(0);
-        if u32::from_le_bytes(area[464..468].try_into().unwrap_or_default()) == FP_XSTATE_MAGIC1 {
-            let bv = u64::from_le_bytes(area[512..520].try_into().unwrap_or_default());
-            if bv & 2 == 0 {
-                f[160..416].fill(0); // SSE in its initial state
-            }
-            if bv & 1 == 0 {
-                // x87 in its initial state.
-                f[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
-                f[2..24].fill(0);
-                f[32..160].fill(0);
-            }
+        ctx.fpu.0[XSAVE_SW_BYTES..XSAVE_HEADER].fill(0);
+        Ok(())
+    }
+}
+
+/// Where, in the stub's shared mapping, the current trap frame keeps its
+/// XSAVE area. The pointer comes from the mailbox: guest-writable, so it is
+/// only accepted 64-byte aligned and wholly inside the signal stack (a guest
+/// that moved it only ever reaches its own stack).
+fn frame_fpu(c: &Comm) -> Option<usize> {
+    let p = c.get(mb::FPREGS);
+    let end = p.checked_add(crate::xstate::layout().size as u64 + 4)?;
+    if !p.is_multiple_of(64) || p < stub::ALTSTACK_ADDR || end > stub::STUB_END {
+        return None;
+    }
+    Some((stub::COMM_MB_OFF + (p - stub::MB_ADDR)) as usize)
+}
+
+/// Make the trap frame's XSAVE area hold `fpu` (its register bytes and
+/// header; the host's software-reserved bytes stay), so `rt_sigreturn`
+/// loads it. Written only where it differs: usually it does not.
+fn load_fpu(s: &SeccompStub, fpu: &hal::FpuState) {
+    let Some(off) = s.frame_fpu else { return };
+    let n = crate::xstate::layout().size;
+    for (from, to) in [(0, XSAVE_SW_BYTES), (XSAVE_HEADER, n)] {
+        // SAFETY: `off..off + n` was checked by `frame_fpu` to lie inside our mapping of the signal stack; the stub may write it concurrently (then the guest only corrupts its own state).
+        let frame = unsafe { std::slice::from_raw_parts_mut(s.comm.map.add(off + from), to - from) };
+        if *frame != fpu.0[from..to] {
+            frame.copy_from_slice(&fpu.0[from..to]);
         }
-        s.fpu = Some(ctx.fpu);
     }
 }
 
@@ -534,7 +681,6 @@ enum Decoded {
     Trap(Trap),
     Syscall,
     Spurious,
-    Lost,
 }
 
 fn decode(s: &SeccompStub) -> Decoded {
@@ -544,9 +690,6 @@ fn decode(s: &SeccompStub) -> Decoded {
     let rip = s.get(mb::GREGS + 8 * 16);
     let err = s.get(mb::GREGS + 8 * 19);
     let trapno = s.get(mb::GREGS + 8 * 20);
-    if signo == mb::EXEC_FAIL {
-        return Decoded::Lost;
-    }
     if code <= 0 || signo == TIMER_SIGNAL as u64 {
         // Sent by a process (our timer kick, or anyone on the host).
         return Decoded::Spurious;
@@ -607,41 +750,47 @@ impl Mechanism for SeccompMechanism {
             unsafe { libc::close(memfd) };
             return Err(HalError::OutOfResources);
         }
-        let mut s = SeccompStub {
+        let mut comm = Comm {
             pid: 0,
-            dead: None,
             memfd,
             map: map.cast(),
+            dead: Default::default(),
+            unconfirmed: Default::default(),
+            parked: Default::default(),
+        };
+        comm.ctrl_u64(ctrl::FSGSBASE).store(self.fsgsbase as u64, Ordering::Relaxed);
+        comm.mb_u32(mb::STATE).store(mb::EXEC, Ordering::SeqCst);
+        let fds = crate::spawn::ChildFds { phys: self.phys_fd, image: self.image_fd, comm: Some(memfd) };
+        let t1 = Instant::now();
+        match crate::spawn::spawn(self.kernel_pid, fds, false, self.stub_cpu) {
+            Ok(p) => comm.pid = p,
+            Err(_) => {
+                comm.dead.set(Some(None));
+                return Err(HalError::OutOfResources);
+            }
+        };
+        let t2 = Instant::now();
+        let mut s = SeccompStub {
+            comm: Rc::new(comm),
             seq: 0,
             pending: Vec::new(),
-            fpu: None,
+            frame_fpu: None,
             fs_base: None,
             gs_base: None,
             handling: Ewma::default(),
             noticed: 0,
             last_trap_tsc: 0,
         };
-        s.ctrl_u64(ctrl::FSGSBASE).store(self.fsgsbase as u64, Ordering::Relaxed);
-        s.mb_u32(mb::STATE).store(mb::EXEC, Ordering::SeqCst);
-        let fds = crate::spawn::ChildFds { phys: self.phys_fd, image: self.image_fd, comm: Some(memfd) };
-        let t1 = Instant::now();
-        s.pid = match crate::spawn::spawn(self.kernel_pid, fds, false, self.stub_cpu) {
-            Ok(p) => p,
-            Err(_) => {
-                s.dead = Some(None);
-                return Err(HalError::OutOfResources);
-            }
-        };
-        let t2 = Instant::now();
         // The stub parks itself with `ud2` once set up.
-        if self.wait(&mut s, None, None).is_err() {
+        if self.wait(&mut s, None).is_err() {
             return Err(HalError::OutOfResources);
         }
         if profiling() {
             eprintln!("spawn: memfd {:?} clone {:?} setup {:?}", t1 - t0, t2 - t1, t2.elapsed());
         }
-        if s.get(mb::SIGNO) != libc::SIGILL as u64 {
-            s.lost(None);
+        s.frame_fpu = frame_fpu(&s.comm);
+        if s.get(mb::SIGNO) != libc::SIGILL as u64 || s.frame_fpu.is_none() {
+            s.comm.lost(None);
             return Err(HalError::OutOfResources);
         }
         s.noticed = rdtsc();
@@ -650,9 +799,11 @@ impl Mechanism for SeccompMechanism {
     }
 
     fn apply(&mut self, s: &mut SeccompStub, ops: &[Op]) -> Result<(), Trap> {
-        if let Some(t) = s.dead.map(|d| Trap::Lost { signal: d }) {
-            return Err(t);
+        let c = s.comm.clone();
+        if let Some(d) = c.dead.get() {
+            return Err(Trap::Lost { signal: d });
         }
+        self.leave_last(Some(&c));
         let mut chunks = ops.chunks(OPS_PER_BATCH).peekable();
         while let Some(chunk) = chunks.next() {
             if chunks.peek().is_none() {
@@ -662,23 +813,23 @@ impl Mechanism for SeccompMechanism {
             }
             self.stats.map_batches += 1;
             self.stats.map_ops += chunk.len() as u64;
-            s.publish(chunk, ctrl::MODE_REPORT, true);
-            let seq = s.seq;
-            self.wait(s, None, Some(seq))?;
-            if s.get(mb::EXEC_RESULT) != 0 {
-                return Err(s.lost(None));
-            }
+            // The guest thread stays where it is (trapped or parked): only
+            // the executor runs, and reports.
+            s.publish(chunk, ctrl::MODE_REPORT);
+            c.settle()?;
         }
         Ok(())
     }
 
     fn run(&mut self, s: &mut SeccompStub, ctx: &mut UserContext, timer: &TimerShared) -> Trap {
-        if let Some(d) = s.dead {
+        let c = s.comm.clone();
+        if let Some(d) = c.dead.get() {
             return Trap::Lost { signal: d };
         }
+        self.leave_last(Some(&c));
+        self.last = Rc::downgrade(&c);
         let regs = &ctx.regs;
-        let mxcsr = u32::from_le_bytes([ctx.fpu.0[24], ctx.fpu.0[25], ctx.fpu.0[26], ctx.fpu.0[27]]);
-        if !canonical_user(regs.fs_base) || !canonical_user(regs.gs_base) || mxcsr & 0xffff_0000 != 0 {
+        if !canonical_user(regs.fs_base) || !canonical_user(regs.gs_base) || ctx.fpu.mxcsr() & 0xffff_0000 != 0 {
             return Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: regs.rip };
         }
         let words = [
@@ -686,26 +837,21 @@ impl Mechanism for SeccompMechanism {
             regs.rbp, regs.rbx, regs.rdx, regs.rax, regs.rcx, regs.rsp, regs.rip, regs.eflags,
         ];
         for (i, w) in words.iter().enumerate() {
-            s.set(mb::GREGS + 8 * i, *w);
+            c.set(mb::GREGS + 8 * i, *w);
         }
         let mut flags = 0;
-        if s.fpu.as_ref() != Some(&ctx.fpu) {
-            // SAFETY: 416 bytes into the mailbox's FPU area (inside the page).
-            unsafe { std::ptr::copy_nonoverlapping(ctx.fpu.0.as_ptr(), s.mb_bytes(mb::FPU, 416), 416) };
-            flags |= mb::LOAD_FPU;
-        }
         if s.fs_base != Some(regs.fs_base) {
-            s.set(mb::FS_BASE, regs.fs_base);
+            c.set(mb::FS_BASE, regs.fs_base);
             flags |= mb::SET_FS;
         }
         if s.gs_base != Some(regs.gs_base) {
-            s.set(mb::GS_BASE, regs.gs_base);
+            c.set(mb::GS_BASE, regs.gs_base);
             flags |= mb::SET_GS;
         }
-        s.set(mb::FLAGS, flags);
+        c.set(mb::FLAGS, flags);
         let mut ops = std::mem::take(&mut s.pending);
         loop {
-            timer.set_current(s.pid);
+            timer.set_current(c.pid);
             let irq = crate::host::take_interrupts(timer);
             if !irq.is_empty() {
                 timer.set_current(0);
@@ -713,17 +859,24 @@ impl Mechanism for SeccompMechanism {
                 return Trap::Interrupt(irq);
             }
             // From here the stub holds what we wrote.
-            s.fpu = Some(ctx.fpu);
+            load_fpu(s, &ctx.fpu);
             s.fs_base = Some(ctx.regs.fs_base);
             s.gs_base = Some(ctx.regs.gs_base);
             let resumed = rdtsc();
             let had_ops = !ops.is_empty();
+            let confirm = removes(&ops);
             self.resume(s, &ops);
             ops.clear();
-            let r = self.wait(s, Some(timer), None);
+            let r = self.wait(s, Some(timer));
             timer.set_current(0);
             if let Err(t) = r {
                 return t;
+            }
+            // Frames the batch unmapped may be reused as soon as we return.
+            if confirm {
+                if let Err(t) = c.settle() {
+                    return t;
+                }
             }
             // What each side waited for the other, wake-up latency included:
             // spin while that is typically short (a side that sleeps makes
@@ -746,31 +899,31 @@ impl Mechanism for SeccompMechanism {
                 e[6 + (i / 3)].fetch_add(1, Ordering::Relaxed);
             }
             s.noticed = noticed;
+            if let Err(t) = self.read_frame(s, ctx) {
+                return t;
+            }
             match decode(s) {
                 Decoded::Spurious => {
                     let irq = crate::host::take_interrupts(timer);
                     if !irq.is_empty() {
-                        self.read_frame(s, ctx);
                         return Trap::Interrupt(irq);
                     }
                     // Resume exactly where it was: the mailbox holds its
                     // frame (and `ctx` follows it, should the timer fire
                     // before the resume).
-                    self.read_frame(s, ctx);
-                    s.set(mb::FLAGS, 0);
+                    c.set(mb::FLAGS, 0);
                 }
-                Decoded::Lost => return s.lost(None),
                 Decoded::Syscall => {
-                    self.read_frame(s, ctx);
                     ctx.regs.orig_rax = ctx.regs.rax;
                     ctx.regs.rax = (-(libc::ENOSYS as i64)) as u64;
                     return Trap::Syscall;
                 }
-                Decoded::Trap(t) => {
-                    self.read_frame(s, ctx);
-                    return t;
-                }
+                Decoded::Trap(t) => return t,
             }
         }
+    }
+
+    fn idle(&mut self) {
+        self.leave_last(None);
     }
 }

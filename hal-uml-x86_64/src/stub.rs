@@ -90,14 +90,17 @@ pub const OPS_PER_BATCH: usize = (OPS_SIZE as usize) / (OP_WORDS * 8);
 /// The mailbox page shared read-write between the kernel and a seccomp stub.
 pub const MB_ADDR: u64 = OPS_ADDR + OPS_SIZE;
 /// The alternate signal stack (large enough for an AVX-512 signal frame).
+/// Seccomp stubs map it from the shared memfd, right after the mailbox: the
+/// kernel reads and writes the XSAVE area of the trap's signal frame there.
 pub const ALTSTACK_ADDR: u64 = MB_ADDR + PAGE;
 /// Size of the alternate stack.
 pub const ALTSTACK_SIZE: u64 = 16 * PAGE;
 /// First address above the stub area.
 pub const STUB_END: u64 = ALTSTACK_ADDR + ALTSTACK_SIZE;
 
-/// Bytes of the per-stub shared memfd (seccomp): control page, operations, mailbox.
-pub const COMM_SIZE: u64 = PAGE + OPS_SIZE + PAGE;
+/// Bytes of the per-stub shared memfd (seccomp): control page, operations,
+/// mailbox, signal stack.
+pub const COMM_SIZE: u64 = PAGE + OPS_SIZE + PAGE + ALTSTACK_SIZE;
 /// Offset of the mailbox in that memfd.
 pub const COMM_MB_OFF: u64 = PAGE + OPS_SIZE;
 /// The fd number under which a seccomp stub finds the shared memfd at entry.
@@ -130,20 +133,18 @@ pub mod mb {
     pub const KWAIT: usize = 8;
     /// Non-zero while the stub sleeps on `STATE`.
     pub const SWAIT: usize = 16;
-    /// Signal number of the trap, or [`EXEC_FAIL`].
+    /// Signal number of the trap.
     pub const SIGNO: usize = 32;
     /// `si_code`.
     pub const CODE: usize = 40;
     /// `si_addr`.
     pub const ADDR: usize = 48;
-    /// The kernel's requests for the way back ([`LOAD_FPU`], [`SET_FS`], [`SET_GS`]).
+    /// The kernel's requests for the way back ([`SET_FS`], [`SET_GS`]).
     pub const FLAGS: usize = 56;
     /// `fs_base` (read at the trap when the host has FSGSBASE; set on request).
     pub const FS_BASE: usize = 64;
     /// `gs_base`.
     pub const GS_BASE: usize = 72;
-    /// The executor's result (0 or a negative errno).
-    pub const EXEC_RESULT: usize = 80;
     /// The last batch reported in [`ctrl::MODE_REPORT`](super::ctrl::MODE_REPORT) (`u32` futex word).
     pub const EXEC_DONE: usize = 88;
     /// The 23 `gregs` of the signal frame (`REG_R8` .. `REG_CR2`).
@@ -152,18 +153,18 @@ pub mod mb {
     pub const TRAP_TSC: usize = 280;
     /// TSC when the stub saw the answer.
     pub const RESUME_TSC: usize = 288;
-    /// The FXSAVE area (512 bytes) and XSAVE header (64 bytes) of the frame.
-    pub const FPU: usize = 512;
+    /// Where the trap's signal frame keeps the XSAVE area (`uc_mcontext.fpregs`):
+    /// on the signal stack, unless the guest moved it (checked, not trusted).
+    pub const FPREGS: usize = 296;
     /// State: the kernel owns the mailbox (a trap is published).
     pub const KERNEL: u32 = 0;
     /// State: the guest thread may return to the guest.
     pub const RUN: u32 = 1;
     /// State: the executor applies a batch; the guest thread waits.
     pub const EXEC: u32 = 2;
-    /// `SIGNO` value: the executor failed a batch in [`ctrl::MODE_GO`](super::ctrl::MODE_GO).
-    pub const EXEC_FAIL: u64 = 1001;
-    /// Flag: load the FXSAVE registers from `FPU`.
-    pub const LOAD_FPU: u64 = 1;
+    /// State: the kernel switched to another stub: a spinning guest thread
+    /// goes to sleep at once.
+    pub const PARK: u32 = 3;
     /// Flag: set `fs_base` from `FS_BASE`.
     pub const SET_FS: u64 = 2;
     /// Flag: set `gs_base` from `GS_BASE`.
@@ -326,10 +327,10 @@ core::arch::global_asm!(
     "movabs ${ctrl}, %rcx",
     "sub %rcx, %rax",
     "or %rax, %r15",
-    // mmap(MB_ADDR, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, 5, COMM_MB_OFF)
+    // mmap(MB_ADDR, PAGE + ALTSTACK_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, 5, COMM_MB_OFF)
     "mov $9, %eax",
     "movabs ${mbox}, %rdi",
-    "mov $4096, %esi",
+    "mov ${mb_len}, %esi",
     "mov $3, %edx",
     "mov $0x11, %r10d",
     "mov ${comm_fd}, %r8d",
@@ -404,12 +405,15 @@ core::arch::global_asm!(
     "test %rax, %rax",
     "jnz 39f",
     "movabs ${ctrl}, %rbx", // rbx: control page (read-only)
-    "movabs ${mbox}, %rbp", // rbp: mailbox
+    "movabs ${mbox}, %rbp", // rbp: mailbox (only ever written here, never read)
     "xor %r14d, %r14d",     // r14: last batch done
     "31:",
     "mov (%rbx), %eax",
     "cmp %r14d, %eax",
     "jne 32f",
+    // Asleep on the sequence word with the last batch done: the kernel
+    // counts this wait (a host fact) as proof that every batch published
+    // so far has been applied.
     "mov $202, %eax", // futex(&ctrl.seq, FUTEX_WAIT, last, NULL)
     "mov %rbx, %rdi",
     "xor %esi, %esi",
@@ -448,64 +452,39 @@ core::arch::global_asm!(
     "ja 38f",
     "syscall",
     "cmp $-4095, %rax",
-    "jae 36f",
+    "jae 38f",
     "add $56, %r13",
     "dec %r12",
     "jmp 34b",
     "38:",
-    "mov $-22, %rax",
-    "jmp 36f",
+    // A failed operation may have left a mapping the kernel thinks is
+    // gone: end the whole process, which the kernel learns from the host.
+    "mov $231, %eax", // exit_group(3)
+    "mov $3, %edi",
+    "syscall",
+    "ud2",
     "35:",
-    "xor %eax, %eax",
-    "36:",
-    "mov %rax, 80(%rbp)", // mb.exec_result
     "mov %r15d, %r14d",
     "mov 16(%rbx), %rcx", // ctrl.mode
     "cmp (%rbx), %r15d",
     "jne 31b",
     "cmp $1, %rcx",
     "jne 37f",
-    "test %rax, %rax",
-    "jnz 40f",
-    "mov $1, %ecx", // state: EXEC -> RUN (the kernel sets EXEC right after publishing)
-    "41:",
-    "mov $2, %eax",
-    "lock cmpxchg %ecx, (%rbp)",
-    "je 42f",
-    "pause",
-    "jmp 41b",
-    "42:",
-    "cmpl $0, 16(%rbp)", // wake the guest thread if it sleeps
-    "je 31b",
+    "mov $1, %eax", // MODE_GO: state = RUN (whatever it was), wake the guest thread
+    "xchg %eax, (%rbp)",
     "mov $202, %eax",
     "mov %rbp, %rdi",
     "mov $1, %esi",
-    "mov $0x7fffffff, %edx", // all waiters: the kernel and the guest thread share the word
-    "syscall",
-    "jmp 31b",
-    "40:",
-    "movq $1001, 32(%rbp)", // signo = EXEC_FAIL; state: EXEC -> KERNEL; wake it
-    "xor %ecx, %ecx",
-    "43:",
-    "mov $2, %eax",
-    "lock cmpxchg %ecx, (%rbp)",
-    "je 44f",
-    "pause",
-    "jmp 43b",
-    "44:",
-    "mov $202, %eax",
-    "mov %rbp, %rdi",
-    "mov $1, %esi",
-    "mov $0x7fffffff, %edx", // all waiters: the kernel and the guest thread share the word
+    "mov $0x7fffffff, %edx",
     "syscall",
     "jmp 31b",
     "37:",
-    "mov %r15d, %eax", // exec_done = batch; wake the kernel
+    "mov %r15d, %eax", // MODE_REPORT: exec_done = batch (a hint); wake the kernel
     "xchg %eax, 88(%rbp)",
     "mov $202, %eax",
     "lea 88(%rbp), %rdi",
     "mov $1, %esi",
-    "mov $0x7fffffff, %edx", // all waiters: the kernel and the guest thread share the word
+    "mov $0x7fffffff, %edx",
     "syscall",
     "jmp 31b",
     "39:",
@@ -530,13 +509,8 @@ core::arch::global_asm!(
     "lea 96(%rbx), %rdi",
     "mov $23, %ecx",
     "rep movsq",
-    "mov 224(%r13), %rsi", // fpregs: FXSAVE area + XSAVE header
-    "test %rsi, %rsi",
-    "jz 51f",
-    "lea 512(%rbx), %rdi",
-    "mov $72, %ecx",
-    "rep movsq",
-    "51:",
+    "mov 224(%r13), %rax", // fpregs: the XSAVE area on the (shared) signal stack
+    "mov %rax, 296(%rbx)",
     "cmpq $0, 24(%r12)",
     "je 52f",
     "rdfsbase %rax",
@@ -553,30 +527,21 @@ core::arch::global_asm!(
     "xor %eax, %eax", // state = KERNEL; wake the kernel if it sleeps
     "xchg %eax, (%rbx)",
     "cmpl $0, 8(%rbx)",
-    "je 53f",
+    "je 54f",
     "mov $202, %eax",
     "mov %rbx, %rdi",
     "mov $1, %esi",
-    "mov $0x7fffffff, %edx", // all waiters: the kernel and the guest thread share the word
+    "mov $0x7fffffff, %edx", // all waiters: only the kernel waits on it now
     "syscall",
-    "xor %r15d, %r15d",
-    "53:",
-    "54:", // spin until RUN or the deadline; during the executor's turn, yield (it may need this CPU)
+    "54:", // spin until RUN, PARK or the deadline; during the executor's turn, yield (it may need this CPU)
     "mov (%rbx), %eax",
     "cmp $1, %eax",
     "je 57f",
+    "cmp $3, %eax",
+    "je 55f",
     "cmp $2, %eax",
     "jne 63f",
-    "test %r15, %r15", // once: wake the executor from here (often the same CPU: cheap)
-    "jnz 64f",
-    "mov $202, %eax",
-    "mov %r12, %rdi",
-    "mov $1, %esi",
-    "mov $0x7fffffff, %edx",
-    "syscall",
-    "mov $1, %r15d",
-    "64:",
-    "mov $24, %eax", // sched_yield(): the executor may need this CPU
+    "mov $24, %eax", // sched_yield()
     "syscall",
     "63:",
     "pause",
@@ -586,21 +551,12 @@ core::arch::global_asm!(
     "cmp %r14, %rax",
     "jb 54b",
     "55:",
-    "mov $1, %eax", // swait = 1, re-check, sleep
+    "mov $1, %eax", // swait = 1, re-check, sleep until the kernel or the executor says RUN
     "xchg %eax, 16(%rbx)",
     "mov (%rbx), %edx",
     "cmp $1, %edx",
     "je 56f",
-    "cmp $2, %edx", // the executor's turn: make sure it is awake
-    "jne 65f",
-    "mov $202, %eax",
-    "mov %r12, %rdi",
-    "mov $1, %esi",
-    "mov $0x7fffffff, %edx",
-    "syscall",
-    "mov $2, %edx",
-    "65:",
-    "mov $202, %eax",
+    "mov $202, %eax", // futex(&mb.state, FUTEX_WAIT, state, NULL): the only wait the filter allows
     "mov %rbx, %rdi",
     "xor %esi, %esi",
     "xor %r10d, %r10d",
@@ -617,20 +573,7 @@ core::arch::global_asm!(
     "lea 40(%r13), %rdi",
     "mov $18, %ecx",
     "rep movsq",
-    "mov 56(%rbx), %r14",
-    "test $1, %r14b",
-    "jz 58f",
-    "mov 224(%r13), %rdi",
-    "test %rdi, %rdi",
-    "jz 58f",
-    "mov %rdi, %r15",
-    "lea 512(%rbx), %rsi", // the registers of the FXSAVE area (not its software bytes)
-    "mov $52, %ecx",
-    "rep movsq",
-    "cmpl $0x46505853, 464(%r15)", // XSAVE frame: mark x87 and SSE as in use
-    "jne 58f",
-    "orq $3, 512(%r15)",
-    "58:",
+    "mov 56(%rbx), %r14", // the kernel wrote any new FPU state into the frame itself
     "test $2, %r14b",
     "jz 59f",
     "mov 64(%rbx), %rsi",
@@ -679,6 +622,7 @@ core::arch::global_asm!(
     ctrl_len = const PAGE + OPS_SIZE,
     mbox = const MB_ADDR,
     mb_off = const COMM_MB_OFF,
+    mb_len = const PAGE + ALTSTACK_SIZE,
     comm_fd = const COMM_FD,
     ops = const OPS_ADDR,
     per_batch = const OPS_PER_BATCH,

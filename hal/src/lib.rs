@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
 pub mod context;
 pub mod device;
 pub mod mem;
@@ -21,7 +23,7 @@ pub mod trap;
 #[cfg(feature = "mock")]
 pub mod mock;
 
-pub use context::{FpuState, UserContext, UserRegs};
+pub use context::{FpuLayout, FpuState, UserContext, UserRegs, XSTATE_MAX};
 pub use device::{Console, ConsoleRead, ConsoleStream, HostAttr, HostDir, HostError, HostFileKind};
 pub use mem::{AddressSpace, PhysMem, Prot, PAGE_SIZE};
 pub use net::NetDevice;
@@ -60,6 +62,10 @@ pub trait Hal {
     /// `syscall` instruction, and the kernel writes the result into `rax`
     /// before the next `run`.
     fn run(&mut self, ctx: &mut UserContext, space: &mut Self::Space) -> Trap;
+
+    /// The layout of [`FpuState`] on this machine: how many bytes of it are
+    /// meaningful and which components they hold.
+    fn fpu_layout(&self) -> FpuLayout;
 
     /// Monotonic time since boot, in nanoseconds.
     fn now_ns(&self) -> u64;

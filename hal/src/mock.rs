@@ -7,7 +7,6 @@
 //! exactly where the host mapping would, so the kernel's demand paging and
 //! copy-on-write are exercised for real.
 
-extern crate alloc;
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -68,6 +67,9 @@ pub enum MapOp {
     /// See [`AddressSpace::protect`].
     Protect { vaddr: u64, len: u64, prot: Prot },
 }
+
+/// The mock CPU's XSAVE layout: that of an AVX-512 machine without PKRU.
+pub const MOCK_FPU_LAYOUT: crate::FpuLayout = crate::FpuLayout { size: 2688, features: 0xe7 };
 
 /// The user end of mock address spaces (the same as a 47-bit host's).
 pub const MOCK_USER_END: u64 = 0x7fff_ffff_f000;
@@ -374,6 +376,9 @@ impl Hal for MockHal {
         }
         self.now_ns += self.run_cost_ns;
         (self.cpu)(ctx, space, &self.phys)
+    }
+    fn fpu_layout(&self) -> crate::FpuLayout {
+        MOCK_FPU_LAYOUT
     }
     fn now_ns(&self) -> u64 {
         self.now_ns

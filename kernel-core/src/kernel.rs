@@ -380,7 +380,8 @@ impl<S: AddressSpace> Kernel<S> {
         let file: Arc<dyn MappedFile> = prep.inode.clone();
         let interp: Option<(exec::ElfImage, Arc<dyn MappedFile>)> =
             prep.interp.map(|(img, ino)| (img, ino as Arc<dyn MappedFile>));
-        let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid };
+        let minsigstksz = crate::task::frame::min_sigstack_size(&hal.fpu_layout());
+        let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid, minsigstksz };
         let loaded = exec::load(
             mm,
             &prep.image,

@@ -45,6 +45,8 @@ pub struct ExecArgs<'a> {
     pub uid: u32,
     /// Real and effective group id.
     pub gid: u32,
+    /// `AT_MINSIGSTKSZ`: the largest signal frame on this CPU.
+    pub minsigstksz: u64,
 }
 
 /// Where the new image starts.

@@ -59,7 +59,7 @@ pub(crate) fn build(top: u64, args: &ExecArgs, aux: &AuxInfo) -> Result<StackIma
     let platform_addr = strings_addr - PLATFORM.len() as u64;
     let random_addr = (platform_addr - 16) & !15;
 
-    let auxv: [(u32, u64); 19] = [
+    let auxv: [(u32, u64); 20] = [
         (at::AT_HWCAP, HWCAP),
         (at::AT_PAGESZ, crate::mm::PAGE),
         (at::AT_CLKTCK, 100),
@@ -78,6 +78,7 @@ pub(crate) fn build(top: u64, args: &ExecArgs, aux: &AuxInfo) -> Result<StackIma
         (at::AT_HWCAP2, 0),
         (at::AT_EXECFN, execfn_addr),
         (at::AT_PLATFORM, platform_addr),
+        (at::AT_MINSIGSTKSZ, args.minsigstksz),
         (at::AT_NULL, 0),
     ];
     let words = 1 + args.argv.len() + 1 + args.envp.len() + 1 + 2 * auxv.len();

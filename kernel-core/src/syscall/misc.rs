@@ -155,3 +155,18 @@ pub fn getcpu<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     Ok(0)
 }
+
+/// `uretprobe()`: the return-probe trampoline's call, valid only from a
+/// trampoline the kernel placed, which guests never have; Linux answers
+/// any other caller with `SIGILL` (forced: a blocked or ignored `SIGILL`
+/// kills) and -1.
+pub fn uretprobe<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
+    cx.k.fault_signal(cx.t, crate::task::signal::SigInfo::kernel(linux_raw_sys::general::SIGILL));
+    Ok(usize::MAX)
+}
+
+/// `uprobe()`: the uprobe trampoline's call; from anywhere else Linux gives
+/// `ENXIO`.
+pub fn uprobe<H: Hal>(_cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
+    Err(Errno::ENXIO)
+}

@@ -24,7 +24,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use hal::Hal;
-use linux_raw_sys::general as nr;
+
+/// System call numbers: linux-raw-sys's, plus the few it does not have yet.
+mod nr {
+    pub use linux_raw_sys::general::*;
+    /// Linux 6.16's `uprobe` (the uprobe trampoline's call).
+    #[allow(non_upper_case_globals)]
+    pub const __NR_uprobe: u32 = 336;
+}
 
 use crate::kernel::Kernel;
 use crate::task::{Blocked, ExitStatus, Pid, Task};
@@ -290,6 +297,8 @@ table! {
     __NR_rt_sigprocmask / 4 => signal::rt_sigprocmask,
     __NR_sigaltstack / 2 => signal::sigaltstack,
     __NR_rt_sigreturn / 0 => signal::rt_sigreturn,
+    __NR_uretprobe / 0 => misc::uretprobe,
+    __NR_uprobe / 0 => misc::uprobe,
     __NR_rt_sigpending / 2 => signal::rt_sigpending,
     __NR_rt_sigsuspend / 2 => signal::rt_sigsuspend,
     __NR_rt_sigtimedwait / 4 => signal::rt_sigtimedwait,

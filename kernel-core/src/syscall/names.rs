@@ -375,6 +375,7 @@ pub fn name(nr: u64) -> Option<&'static str> {
         g::__NR_unlinkat => "unlinkat",
         g::__NR_unshare => "unshare",
         g::__NR_uretprobe => "uretprobe",
+        336 => "uprobe",
         g::__NR_uselib => "uselib",
         g::__NR_userfaultfd => "userfaultfd",
         g::__NR_ustat => "ustat",

@@ -268,7 +268,7 @@ pub fn sigaltstack<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 /// `rt_sigreturn()`: back from a handler. A bad frame kills with SIGSEGV.
 pub fn rt_sigreturn<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> Flow {
-    if frame::restore(cx.t, &mut cx.k.frames, cx.hal.phys()).is_err() {
+    if frame::restore(cx.t, &mut cx.k.frames, cx.hal.phys(), &cx.hal.fpu_layout()).is_err() {
         if cx.k.trace {
             cx.hal.log(&alloc::format!("[{}] rt_sigreturn: bad frame at {:#x}: SIGSEGV", cx.t.pid, cx.t.ctx.regs.rsp));
         }

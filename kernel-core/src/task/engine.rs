@@ -448,7 +448,7 @@ impl<S: AddressSpace> Kernel<S> {
                 }
             }
             let old_mask = t.saved_mask.take().unwrap_or(t.signals.mask);
-            match frame::setup(t, &mut self.frames, hal.phys(), &info, &act, old_mask) {
+            match frame::setup(t, &mut self.frames, hal.phys(), &info, &act, old_mask, &hal.fpu_layout()) {
                 Ok(()) => {
                     t.signals.mask = frame::handler_mask(old_mask, &act, sig);
                     if act.flags & g::SA_RESETHAND as u64 != 0 {

@@ -5,12 +5,15 @@
 //! Layout, as Linux's `arch/x86/include/asm/sigframe.h` for 64-bit tasks:
 //! `pretcode` (8) | `struct ucontext` (304: flags, link, `stack_t`,
 //! `sigcontext` (256), `sigset_t` (8)) | `siginfo` (128), and below the
-//! frame's top a 64-byte aligned 512-byte FXSAVE area that
-//! `uc_mcontext.fpstate` points to. We never use XSAVE frames: like Linux on
-//! a CPU without XSAVE the software-reserved bytes of the FXSAVE area are
-//! zero (no `FP_XSTATE_MAGIC1`) and `uc_flags` lacks `UC_FP_XSTATE`.
+//! frame's top a 64-byte aligned XSAVE area that `uc_mcontext.fpstate`
+//! points to: the thread's whole extended state (x87, SSE, AVX, AVX-512...)
+//! in the host CPU's standard layout ([`hal::FpuLayout`]), described by the
+//! software-reserved bytes of its legacy part (`FP_XSTATE_MAGIC1`, sizes,
+//! features) and followed by `FP_XSTATE_MAGIC2`, with `UC_FP_XSTATE` in
+//! `uc_flags` — what Linux writes on every CPU with XSAVE.
 
-use hal::{AddressSpace, FpuState, PhysMem, UserRegs};
+use hal::context::{XFEATURE_FP_SSE, XSAVE_HEADER, XSAVE_MIN, XSAVE_SW_BYTES};
+use hal::{AddressSpace, FpuLayout, FpuState, PhysMem, UserRegs};
 use linux_raw_sys::general as g;
 
 use super::signal::{sigbit, SigAction, SigInfo, UNBLOCKABLE};
@@ -26,10 +29,21 @@ const UCONTEXT_SIZE: u64 = 304;
 const MCTX: usize = 40;
 /// Offset of `uc_sigmask` in the ucontext.
 const SIGMASK: usize = 296;
-/// FXSAVE area size.
-const FP_SIZE: u64 = 512;
-/// `UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS`.
-const UC_FLAGS: u64 = 2 | 4;
+/// `UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS`.
+const UC_FLAGS: u64 = 1 | 2 | 4;
+/// `FP_XSTATE_MAGIC1`, in the software-reserved bytes of the legacy area.
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+/// `FP_XSTATE_MAGIC2`, right after the XSAVE area.
+const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+/// Bytes of `FP_XSTATE_MAGIC2`.
+const MAGIC2_SIZE: u64 = 4;
+
+/// `AT_MINSIGSTKSZ`: the most stack a signal frame can take on this CPU,
+/// as Linux computes it (frame, alignment padding, XSAVE area and its
+/// trailing magic), rounded up to 16.
+pub fn min_sigstack_size(layout: &FpuLayout) -> u64 {
+    (FRAME_SIZE + 15 + layout.size as u64 + MAGIC2_SIZE + 63).next_multiple_of(16)
+}
 /// The eflags bits a signal return may change (Linux's `FIX_EFLAGS`):
 /// AC OF DF TF SF ZF AF PF CF RF.
 pub const FIX_EFLAGS: u64 = 0x40000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 0x10000;
@@ -99,6 +113,7 @@ pub fn setup<S: AddressSpace>(
     info: &SigInfo,
     act: &SigAction,
     old_mask: u64,
+    layout: &FpuLayout,
 ) -> Result<(), Errno> {
     // x86-64 has no kernel-provided trampoline: SA_RESTORER is mandatory.
     if act.flags & g::SA_RESTORER as u64 == 0 {
@@ -113,7 +128,8 @@ pub fn setup<S: AddressSpace>(
         sp = alt.0.wrapping_add(alt.2);
         switched = true;
     }
-    let fp = sp.checked_sub(FP_SIZE).ok_or(Errno::EFAULT)? & !63;
+    let xsize = layout.size.clamp(XSAVE_MIN, hal::XSTATE_MAX);
+    let fp = sp.checked_sub(xsize as u64 + MAGIC2_SIZE).ok_or(Errno::EFAULT)? & !63;
     let frame = (fp.checked_sub(FRAME_SIZE).ok_or(Errno::EFAULT)? & !15).wrapping_sub(8);
     // Linux refuses to overflow the alternate stack into what lies below it.
     if switched && frame < alt.0 {
@@ -142,11 +158,22 @@ pub fn setup<S: AddressSpace>(
     put(&mut b, uc + SIGMASK, old_mask);
     b[8 + UCONTEXT_SIZE as usize..].copy_from_slice(&info.to_bytes());
 
-    let mut fpu = t.ctx.fpu;
-    // Software-reserved bytes: zero, i.e. no FP_XSTATE_MAGIC1 (a plain FXSAVE frame).
-    fpu.0[464..512].fill(0);
+    // The area as the thread holds it, with the software-reserved bytes
+    // describing it and x87 and SSE marked in use (as Linux marks them in
+    // every frame, so an FXRSTOR-only consumer finds them too).
+    let mut sw = [0u8; XSAVE_HEADER - XSAVE_SW_BYTES + 8];
+    sw[0..4].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
+    sw[4..8].copy_from_slice(&(xsize as u32 + MAGIC2_SIZE as u32).to_le_bytes());
+    sw[8..16].copy_from_slice(&layout.features.to_le_bytes());
+    sw[16..20].copy_from_slice(&(xsize as u32).to_le_bytes());
+    let bv = t.ctx.fpu.xstate_bv() | XFEATURE_FP_SSE;
+    sw[XSAVE_HEADER - XSAVE_SW_BYTES..].copy_from_slice(&bv.to_le_bytes());
     let mm = t.mm.as_mut().ok_or(Errno::EFAULT)?;
-    mm.copy_to_user(fp, &fpu.0, frames, phys)?;
+    let area = &t.ctx.fpu.0;
+    mm.copy_to_user(fp, &area[..XSAVE_SW_BYTES], frames, phys)?;
+    mm.copy_to_user(fp + XSAVE_SW_BYTES as u64, &sw, frames, phys)?;
+    mm.copy_to_user(fp + XSAVE_HEADER as u64 + 8, &area[XSAVE_HEADER + 8..xsize], frames, phys)?;
+    mm.copy_to_user(fp + xsize as u64, &FP_XSTATE_MAGIC2.to_le_bytes(), frames, phys)?;
     mm.copy_to_user(frame, &b, frames, phys)?;
 
     if switched && alt.1 as u32 & g::SS_AUTODISARM != 0 {
@@ -163,15 +190,78 @@ pub fn setup<S: AddressSpace>(
     regs.ss = USER_SS;
     // DF, RF and TF are cleared for the handler, as Linux does.
     regs.eflags &= !(0x400 | 0x10000 | 0x100);
-    t.ctx.fpu = FpuState::default();
+    t.ctx.fpu.reset();
     Ok(())
+}
+
+fn word32(b: &[u8], off: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(x)
+}
+
+/// Read the FPU state a signal frame's `fpstate` points to, as Linux's
+/// `fpu__restore_sig` does: an XSAVE area when its software-reserved bytes
+/// and trailing magic describe one (then it must be 64-byte aligned), else
+/// the legacy FXSAVE area only (16-byte aligned; every other component goes
+/// back to its initial state). Components outside the frame's feature mask
+/// are initialised. What `XRSTOR`/`FXRSTOR` would fault on (reserved MXCSR
+/// bits, a compacted or reserved header, unknown components) is `EFAULT`.
+fn read_fpstate<S: AddressSpace>(
+    mm: &mut crate::mm::MemoryMap<S>,
+    fpstate: u64,
+    layout: &FpuLayout,
+    frames: &mut Frames,
+    phys: &impl PhysMem,
+) -> Result<FpuState, Errno> {
+    let xsize = layout.size.clamp(XSAVE_MIN, hal::XSTATE_MAX);
+    let mut fpu = FpuState::default();
+    mm.copy_from_user(fpstate, &mut fpu.0[..XSAVE_HEADER], frames, phys)?;
+    let sw = &fpu.0[XSAVE_SW_BYTES..XSAVE_HEADER];
+    let (magic1, extended, features, size) = (word32(sw, 0), word32(sw, 4), get(sw, 8), word32(sw, 16) as usize);
+    let mut xsave = magic1 == FP_XSTATE_MAGIC1 && (XSAVE_MIN..=xsize).contains(&size) && size as u32 <= extended;
+    if xsave {
+        let mut m2 = [0u8; 4];
+        mm.copy_from_user(fpstate + size as u64, &mut m2, frames, phys)?;
+        xsave = u32::from_le_bytes(m2) == FP_XSTATE_MAGIC2;
+    }
+    let rfbm = if xsave {
+        if !fpstate.is_multiple_of(64) {
+            return Err(Errno::EFAULT);
+        }
+        mm.copy_from_user(fpstate + XSAVE_HEADER as u64, &mut fpu.0[XSAVE_HEADER..xsize], frames, phys)?;
+        let header = &fpu.0[XSAVE_HEADER..XSAVE_MIN];
+        if fpu.xstate_bv() & !layout.features != 0 || header[8..].iter().any(|&b| b != 0) {
+            return Err(Errno::EFAULT);
+        }
+        features & layout.features
+    } else {
+        if !fpstate.is_multiple_of(16) {
+            return Err(Errno::EFAULT);
+        }
+        fpu.0[416..XSAVE_HEADER].fill(0);
+        fpu.0[XSAVE_HEADER..XSAVE_HEADER + 8].copy_from_slice(&XFEATURE_FP_SSE.to_le_bytes());
+        XFEATURE_FP_SSE
+    };
+    if fpu.mxcsr() & !0xffff != 0 {
+        return Err(Errno::EFAULT);
+    }
+    let bv = fpu.xstate_bv() & rfbm;
+    fpu.0[XSAVE_HEADER..XSAVE_HEADER + 8].copy_from_slice(&bv.to_le_bytes());
+    fpu.sanitize(layout);
+    Ok(fpu)
 }
 
 /// `rt_sigreturn`: restore registers, FPU state, mask and alternate stack
 /// from the frame at `rsp - 8`. Everything read back is guest data: a bad
 /// frame is an error (the caller sends `SIGSEGV`), and selectors and eflags
 /// stay sane whatever the frame says.
-pub fn restore<S: AddressSpace>(t: &mut Task<S>, frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
+pub fn restore<S: AddressSpace>(
+    t: &mut Task<S>,
+    frames: &mut Frames,
+    phys: &impl PhysMem,
+    layout: &FpuLayout,
+) -> Result<(), Errno> {
     let uc = t.ctx.regs.rsp;
     let mut b = [0u8; UCONTEXT_SIZE as usize];
     let mm = t.mm.as_mut().ok_or(Errno::EFAULT)?;
@@ -179,20 +269,8 @@ pub fn restore<S: AddressSpace>(t: &mut Task<S>, frames: &mut Frames, phys: &imp
     let m = MCTX;
     let v = |i: usize| get(&b, m + i * 8);
     let fpstate = get(&b, m + 184);
-    let mut fpu = FpuState::default();
-    if fpstate != 0 {
-        if !fpstate.is_multiple_of(16) {
-            return Err(Errno::EFAULT);
-        }
-        mm.copy_from_user(fpstate, &mut fpu.0, frames, phys)?;
-        // Reserved MXCSR bits would fault in FXRSTOR: clear them (Linux masks
-        // with mxcsr_feature_mask).
-        let mut mx = [0u8; 4];
-        mx.copy_from_slice(&fpu.0[24..28]);
-        let mxcsr = u32::from_le_bytes(mx) & 0xffff;
-        fpu.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
-        fpu.0[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
-    }
+    // No fpstate: the FPU goes back to its initial state, as on Linux.
+    let fpu = if fpstate != 0 { read_fpstate(mm, fpstate, layout, frames, phys)? } else { FpuState::default() };
     // The alternate stack, validated like sigaltstack(2).
     let ss_sp = get(&b, 16);
     let ss_flags = i32::from_le_bytes([b[24], b[25], b[26], b[27]]);

@@ -189,7 +189,17 @@ fn signal_frame_round_trip_restores_exact_registers() {
             let fpstate = rd64(space, phys, r.rdx + 40 + 184)?;
             let fx = rd(space, phys, fpstate, 512)?;
             check(&lc, "fpstate: FXSAVE image with xmm0, 64-byte aligned", fpstate % 64 == 0 && fx[160] == 0xab);
-            check(&lc, "no FP_XSTATE_MAGIC1 in sw_reserved", fx[464..468] == [0, 0, 0, 0]);
+            let w = |o: usize| u32::from_le_bytes([fx[o], fx[o + 1], fx[o + 2], fx[o + 3]]);
+            let size = hal::mock::MOCK_FPU_LAYOUT.size as u64;
+            check(
+                &lc,
+                "sw_reserved describes an XSAVE frame",
+                w(464) == 0x4650_5853 && u64::from(w(468)) == size + 4 && u64::from(w(480)) == size,
+            );
+            let ext = rd(space, phys, fpstate + 576, 1)?;
+            let magic2 = rd(space, phys, fpstate + size, 4)?;
+            check(&lc, "ymm0's upper half and FP_XSTATE_MAGIC2 in the frame", ext[0] == 0xcd && magic2 == [0x45, 0x58, 0x50, 0x46]);
+            check(&lc, "uc_flags has UC_FP_XSTATE", rd64(space, phys, r.rdx)? & 1 == 1);
             check(&lc, "return address is sa_restorer", rd64(space, phys, r.rsp)? == RESTORER);
             check(&lc, "stack aligned as after a call", (r.rsp + 8) % 16 == 0);
             check(&lc, "handler starts with DF clear and fresh FPU", r.eflags & 0x400 == 0 && ctx.fpu == FpuState::default());
@@ -200,6 +210,7 @@ fn signal_frame_round_trip_restores_exact_registers() {
             ctx.regs.rbp = 0;
             ctx.regs.eflags |= 0x1; // CF
             ctx.fpu.0[160] = 0x11;
+            ctx.fpu.0[576] = 0x22;
             ret(ctx, space, phys)?;
             continue;
         }
@@ -219,6 +230,8 @@ fn signal_frame_round_trip_restores_exact_registers() {
                 ctx.regs.rbp = 0xbebe;
                 ctx.regs.eflags |= 0x400;
                 ctx.fpu.0[160] = 0xab;
+                ctx.fpu.0[576] = 0xcd; // ymm0's upper half, AVX marked in use
+                ctx.fpu.0[512] |= 4;
                 sys(ctx, g::__NR_tgkill, &[1, 1, g::SIGUSR1 as u64])
             }
             2 => {
@@ -229,7 +242,7 @@ fn signal_frame_round_trip_restores_exact_registers() {
                     "after rt_sigreturn: registers restored exactly",
                     r.r12 == 0x1212_1212 && r.r13 == 0x1313_1313 && r.rbx == 0xbbbb && r.rbp == 0xbebe,
                 );
-                check(&lc, "after rt_sigreturn: eflags and FPU restored", r.eflags & 0x401 == 0x400 && ctx.fpu.0[160] == 0xab);
+                check(&lc, "after rt_sigreturn: eflags and FPU restored", r.eflags & 0x401 == 0x400 && ctx.fpu.0[160] == 0xab && ctx.fpu.0[576] == 0xcd);
                 check(&lc, "after rt_sigreturn: selectors sane", r.cs == 0x33 && r.ss == 0x2b);
                 sys(ctx, g::__NR_rt_sigprocmask, &[g::SIG_SETMASK as u64, SCR + 512, SCR + 520, 8])
             }
@@ -245,7 +258,12 @@ fn signal_frame_round_trip_restores_exact_registers() {
         st,
         &l,
         &hal,
-        &["handler gets the signal number", "after rt_sigreturn: registers restored exactly", "fpstate: FXSAVE image with xmm0, 64-byte aligned"],
+        &[
+            "handler gets the signal number",
+            "after rt_sigreturn: registers restored exactly",
+            "fpstate: FXSAVE image with xmm0, 64-byte aligned",
+            "ymm0's upper half and FP_XSTATE_MAGIC2 in the frame",
+        ],
     );
 }
 

@@ -78,11 +78,9 @@ const DENY: &[(c_long, &str)] = &[
     (libc::SYS_kexec_load, "replaces the kernel"),
     (libc::SYS_kexec_file_load, "replaces the kernel"),
     (libc::SYS_vhangup, "hangs up the console"),
-    // Host kernels since 6.11 let uretprobe past every seccomp filter, so
-    // under skas's seccomp fast path it reaches the host, which answers a
-    // call from outside a uretprobe trampoline with SIGILL (a skas finding,
-    // tested apart in tests/shell.rs: uretprobe_is_emulated).
-    (335, "skas: reaches the host kernel, which sends SIGILL"),
+    // Outside a uretprobe trampoline Linux answers with SIGILL, and so does
+    // the guest (tests/shell.rs: probe_calls_as_on_linux).
+    (335, "uretprobe: SIGILL from anywhere but a trampoline"),
 ];
 
 /// Memory calls: their address argument is confined to an arena this
