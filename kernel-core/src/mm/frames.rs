@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use hal::PhysMem;
 
 use super::PAGE;
+use crate::budget::{Budget, BudgetRef};
 
 /// Reference-counted allocator of the frames of the physical-memory region.
 ///
@@ -22,7 +23,12 @@ use super::PAGE;
 /// does not write it. On the real backends that matters: the first write to
 /// a page of the memory file makes the host allocate and clear it, so
 /// zeroing it here too would double the cost of fresh memory.
+///
+/// Every frame handed out takes a page of the guest's [`Budget`], which the
+/// kernel's own objects draw from too: frames the kernel's bytes stand for
+/// are never handed out, and [`Frames::free_frames`] does not count them.
 pub struct Frames {
+    budget: BudgetRef,
     refs: Vec<u32>,
     /// Bit set = frame free.
     free_bits: Vec<u64>,
@@ -43,7 +49,12 @@ impl Frames {
                 *last = (1u64 << (n % 64)) - 1;
             }
         }
-        Frames { refs: vec![0; n], free_bits, free: n as u64, cursor: 0, pristine: 0 }
+        Frames { budget: Budget::new(n as u64), refs: vec![0; n], free_bits, free: n as u64, cursor: 0, pristine: 0 }
+    }
+
+    /// The guest's memory budget (shared with every charged kernel object).
+    pub fn budget(&self) -> &BudgetRef {
+        &self.budget
     }
 
     fn index(&self, paddr: u64) -> Option<usize> {
@@ -99,6 +110,9 @@ impl Frames {
         } else {
             (self.pristine, true)
         };
+        if !self.budget.take_guest_page() {
+            return None;
+        }
         self.free_bits[i / 64] &= !(1u64 << (i % 64));
         self.refs[i] = 1;
         self.free -= 1;
@@ -135,6 +149,7 @@ impl Frames {
             match self.refs[i] {
                 0 => {}
                 1 => {
+                    self.budget.put_guest_page();
                     self.refs[i] = 0;
                     self.free_bits[i / 64] |= 1u64 << (i % 64);
                     self.free += 1;
@@ -149,9 +164,10 @@ impl Frames {
         self.index(paddr).map_or(0, |i| self.refs[i])
     }
 
-    /// How many frames are free.
+    /// How many frames are free: neither the guest's nor standing for the
+    /// kernel's own objects.
     pub fn free_frames(&self) -> u64 {
-        self.free
+        self.free.min(self.budget.free_pages())
     }
 
     /// How many frames the region has.

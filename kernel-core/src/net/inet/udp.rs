@@ -65,7 +65,19 @@ impl UdpSock {
         let reuse = st.opts.flag(SOL_SOCKET, n::SO_REUSEADDR) || st.opts.flag(SOL_SOCKET, n::SO_REUSEPORT);
         let port = s.bind_port(self.id, Proto::Udp, ip, port, reuse)?;
         let ttl = st.opts.int(SOL_IP, n::IP_TTL).clamp(1, 255) as u8;
-        for k in ifaces {
+        // Charge every interface's socket before any buffer is allocated.
+        let cost = 2 * (SLOTS * core::mem::size_of::<PacketMetadata>() + BUF);
+        let mut charges = Vec::new();
+        for _ in &ifaces {
+            match s.charge(cost) {
+                Ok(c) => charges.push(c),
+                Err(e) => {
+                    s.unbind(self.id);
+                    return Err(e);
+                }
+            }
+        }
+        for (k, charge) in ifaces.into_iter().zip(charges) {
             let mut u = udp::Socket::new(
                 PacketBuffer::new(vec![PacketMetadata::EMPTY; SLOTS], vec![0u8; BUF]),
                 PacketBuffer::new(vec![PacketMetadata::EMPTY; SLOTS], vec![0u8; BUF]),
@@ -74,7 +86,7 @@ impl UdpSock {
             if u.bind(IpListenEndpoint { addr: ip, port }).is_err() {
                 continue;
             }
-            let h = s.ifaces[k].sockets.add(u);
+            let h = s.add_socket(k, u, charge);
             st.handles.push((k, h));
         }
         st.local = Some((ip, port));
