@@ -430,6 +430,9 @@ impl<S: AddressSpace> Kernel<S> {
             self.check_timeouts(hal, now);
             self.check_itimers(now);
             crate::net::inet::tick(&self.net.inet, now);
+            if self.frames.wants_trim() {
+                self.frames.trim(hal.phys());
+            }
             self.check_waits(now);
             self.flush_group_signals();
             let Some(pid) = self.pick() else {
