@@ -48,6 +48,8 @@ impl MemfdPhys {
             unsafe { libc::close(fd) };
             return Err(e);
         }
+        // The kernel's heap is bounded by the guest's memory too (the backstop).
+        crate::heap::set_guest_memory(size);
         Ok(MemfdPhys { fd, base: base.cast(), size })
     }
 

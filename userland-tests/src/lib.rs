@@ -90,6 +90,7 @@ pub fn errno_name(e: c_int) -> String {
         libc::EBADF => "EBADF",
         libc::ECHILD => "ECHILD",
         libc::EAGAIN => "EAGAIN",
+        libc::ENOBUFS => "ENOBUFS",
         libc::ENOMEM => "ENOMEM",
         libc::EACCES => "EACCES",
         libc::EFAULT => "EFAULT",

@@ -160,6 +160,10 @@ pub const MAX_SYN_BACKLOG: usize = 256;
 /// (Linux's `net.core.somaxconn`).
 pub const SOMAXCONN: usize = 4096;
 
+/// What a socket object costs besides its smoltcp sockets: the socket, its
+/// file and inode, its watch and port records.
+pub const SOCKET_OBJECT: usize = 1024;
+
 /// What one smoltcp socket costs the guest's budget, beyond its buffers.
 const SMOL_SOCKET: usize = core::mem::size_of::<AnySock<'static>>() + 64;
 
@@ -530,6 +534,15 @@ impl Stack {
     pub fn charge(&self, bytes: usize) -> Result<Charge, Errno> {
         match &self.budget {
             Some(b) => Charge::new(b, Cost::Socket, SMOL_SOCKET + bytes).map_err(|_| Errno::ENOBUFS),
+            None => Ok(Charge::none(Cost::Socket)),
+        }
+    }
+
+    /// Charge for a socket object itself (the file, its inode, the
+    /// socket's state; its smoltcp sockets are charged apart).
+    pub fn charge_object(&self) -> Result<Charge, Errno> {
+        match &self.budget {
+            Some(b) => Charge::new(b, Cost::Socket, SOCKET_OBJECT).map_err(|_| Errno::ENOBUFS),
             None => Ok(Charge::none(Cost::Socket)),
         }
     }
@@ -1056,8 +1069,14 @@ pub fn socket(cx: &mut SockCtx<'_>, domain: u32, ty: u32, protocol: u32) -> Resu
     let p_udp = n::IPPROTO_UDP as u32;
     let p_icmp = if v6 { n::IPPROTO_ICMPV6 } else { n::IPPROTO_ICMP as u32 };
     match ty {
-        n::SOCK_STREAM if protocol == 0 || protocol == p_tcp => Ok(tcp::TcpSock::create(stack, v6)),
-        n::SOCK_DGRAM if protocol == 0 || protocol == p_udp => Ok(udp::UdpSock::create(stack, v6)),
+        n::SOCK_STREAM if protocol == 0 || protocol == p_tcp => {
+            let charge = stack.borrow().charge_object()?;
+            Ok(tcp::TcpSock::create(stack, v6, charge))
+        }
+        n::SOCK_DGRAM if protocol == 0 || protocol == p_udp => {
+            let charge = stack.borrow().charge_object()?;
+            Ok(udp::UdpSock::create(stack, v6, charge))
+        }
         n::SOCK_DGRAM if protocol == p_icmp => Ok(icmp::PingSock::create(stack, v6)),
         n::SOCK_STREAM | n::SOCK_DGRAM => Err(Errno::EPROTONOSUPPORT),
         n::SOCK_RAW if cx.cred.uid != 0 => Err(Errno::EPERM),

@@ -81,6 +81,8 @@ pub struct TcpSock {
     wq: WaitRef,
     v6: bool,
     st: RefCell<Inner>,
+    /// The socket object, charged to the guest's budget.
+    _charge: crate::budget::Charge,
 }
 
 fn sock(s: &mut Stack, k: usize, h: SocketHandle) -> &mut tcp::Socket<'static> {
@@ -137,7 +139,7 @@ fn apply(t: &mut tcp::Socket<'static>, o: &Opts) {
 
 impl TcpSock {
     /// A new unconnected socket.
-    pub fn create(stack: StackRef, v6: bool) -> Rc<dyn Socket> {
+    pub fn create(stack: StackRef, v6: bool, charge: crate::budget::Charge) -> Rc<dyn Socket> {
         let id = stack.borrow_mut().new_id();
         Rc::new(TcpSock {
             stack,
@@ -145,6 +147,7 @@ impl TcpSock {
             wq: WaitQueue::new(),
             v6,
             st: RefCell::new(Inner { local: None, mode: Mode::Idle, opts: Opts::new(true), err: None, shut_rd: false, shut_wr: false, conn_done: false, failed: false, connect_at: 0 }),
+            _charge: charge,
         })
     }
 
@@ -469,6 +472,10 @@ impl Socket for TcpSock {
         s.advance(cx.now_ns);
         let opts = st.opts.clone();
         let Mode::Listen = st.mode else { return Err(Errno::EINVAL) };
+        if !s.listener_ready(self.id) {
+            return Err(Errno::EAGAIN);
+        }
+        let charge = s.charge_object()?;
         let Some((k, h)) = s.take_established(self.id) else { return Err(Errno::EAGAIN) };
         // The listen queue made room: SYNs waiting for it get through now.
         s.dirty = true;
@@ -492,6 +499,7 @@ impl Socket for TcpSock {
                 failed: false,
                 connect_at: 0,
             }),
+            _charge: charge,
         });
         s.watch(id, &child.wq, vec![(k, h)]);
         if let Some(l) = local {

@@ -40,6 +40,8 @@ pub struct UdpSock {
     wq: WaitRef,
     v6: bool,
     st: RefCell<Inner>,
+    /// The socket object, charged to the guest's budget.
+    _charge: crate::budget::Charge,
 }
 
 fn sock(s: &mut Stack, k: usize, h: SocketHandle) -> &mut udp::Socket<'static> {
@@ -48,7 +50,7 @@ fn sock(s: &mut Stack, k: usize, h: SocketHandle) -> &mut udp::Socket<'static> {
 
 impl UdpSock {
     /// A new unbound socket.
-    pub fn create(stack: StackRef, v6: bool) -> Rc<dyn Socket> {
+    pub fn create(stack: StackRef, v6: bool, charge: crate::budget::Charge) -> Rc<dyn Socket> {
         let id = stack.borrow_mut().new_id();
         Rc::new(UdpSock {
             stack,
@@ -56,6 +58,7 @@ impl UdpSock {
             wq: WaitQueue::new(),
             v6,
             st: RefCell::new(Inner { local: None, handles: Vec::new(), peer: None, opts: Opts::new(false), shut_rd: false, shut_wr: false }),
+            _charge: charge,
         })
     }
 
