@@ -1,5 +1,9 @@
 //! `kernel-tt`: boot the kernel on the tt backend and run init.
 
+/// Counted, and bounded by the guest's memory (see `hal_uml_x86_64::heap`).
+#[global_allocator]
+static HEAP: hal_uml_x86_64::heap::CountingAlloc = hal_uml_x86_64::heap::CountingAlloc;
+
 fn main() {
     hal_uml_x86_64::cli::main(
         "kernel-tt",

@@ -45,6 +45,7 @@
 #[cfg(feature = "kernel")]
 pub mod cli;
 pub mod filter;
+pub mod heap;
 pub mod host;
 pub mod ops;
 pub mod phys;

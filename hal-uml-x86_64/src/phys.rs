@@ -48,6 +48,8 @@ impl MemfdPhys {
             unsafe { libc::close(fd) };
             return Err(e);
         }
+        // The kernel's heap is bounded by the guest's memory too (the backstop).
+        crate::heap::set_guest_memory(size);
         Ok(MemfdPhys { fd, base: base.cast(), size })
     }
 
@@ -104,5 +106,16 @@ impl PhysMem for MemfdPhys {
         self.check(dst, len);
         // SAFETY: both ranges are inside the mapping (checked); `copy` tolerates overlap should a caller break the no-overlap contract.
         unsafe { std::ptr::copy(self.base.add(src as usize), self.base.add(dst as usize), len as usize) };
+    }
+    fn release(&self, paddr: u64, len: u64) {
+        self.check(paddr, len);
+        // Punch the pages out of the memfd: the host frees them, and every
+        // mapping of the range (ours, stale ones in stubs) reads zeros again.
+        // SAFETY: fallocate on our own memfd, range checked; no memory of ours is touched.
+        let r = unsafe { libc::fallocate(self.fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, paddr as i64, len as i64) };
+        if r != 0 {
+            // A host without hole punching on memfds: at least clear the range.
+            self.fill(paddr, len, 0);
+        }
     }
 }

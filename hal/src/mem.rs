@@ -38,6 +38,12 @@ pub trait PhysMem {
     /// Copy `len` bytes from `src` to `dst` inside the region (ranges do not
     /// overlap); used for copy-on-write.
     fn copy(&self, src: u64, dst: u64, len: u64);
+    /// Give the host memory behind `len` bytes at `paddr` back to the host
+    /// (free frames past the allocator's low-water mark): afterwards the
+    /// range reads as zeros. The default only zeroes it.
+    fn release(&self, paddr: u64, len: u64) {
+        self.fill(paddr, len, 0);
+    }
 }
 
 /// A user address space as the host sees it.

@@ -225,6 +225,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     let mut seed = [0u8; 8];
     hal.random(&mut seed);
     crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
+    k.net.inet.borrow_mut().set_budget(k.frames.budget().clone());
     k.console_setup(hal);
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
@@ -430,6 +431,9 @@ impl<S: AddressSpace> Kernel<S> {
             self.check_timeouts(hal, now);
             self.check_itimers(now);
             crate::net::inet::tick(&self.net.inet, now);
+            if self.frames.wants_trim() {
+                self.frames.trim(hal.phys());
+            }
             self.check_waits(now);
             self.flush_group_signals();
             let Some(pid) = self.pick() else {

@@ -90,6 +90,8 @@ pub fn errno_name(e: c_int) -> String {
         libc::EBADF => "EBADF",
         libc::ECHILD => "ECHILD",
         libc::EAGAIN => "EAGAIN",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ETIMEDOUT => "ETIMEDOUT",
         libc::ENOMEM => "ENOMEM",
         libc::EACCES => "EACCES",
         libc::EFAULT => "EFAULT",

@@ -7,6 +7,7 @@ use core::cell::{Cell, RefCell};
 
 use linux_raw_sys::general as g;
 
+use crate::budget::{BudgetRef, Charge, Kind};
 use crate::wait::{FileOps, IoCtx, Opened, WaitQueue, WaitRef, WaitSet, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM};
 use crate::Errno;
 
@@ -34,12 +35,28 @@ pub struct Pipe {
     /// Readers that ever opened.
     reader_opens: Cell<u64>,
     wq: WaitRef,
+    /// The pipe and its buffer's capacity, charged to the guest's budget.
+    charge: RefCell<Charge>,
 }
 
+/// What a pipe costs besides its buffer (the object, its inode and file).
+const PIPE_OBJECT: usize = 512;
+
 impl Pipe {
-    /// A new anonymous pipe (`fifo` false) or FIFO object.
+    /// A new anonymous pipe (`fifo` false) or FIFO object, charged to no budget.
     pub fn new(fifo: bool) -> Rc<Pipe> {
+        Pipe::build(fifo, Charge::none(Kind::Pipe))
+    }
+
+    /// A new pipe charged to `budget` (its buffer is charged as it grows);
+    /// `ENOMEM` if the budget is spent.
+    pub fn charged(fifo: bool, budget: &BudgetRef) -> Result<Rc<Pipe>, Errno> {
+        Ok(Pipe::build(fifo, Charge::new(budget, Kind::Pipe, PIPE_OBJECT)?))
+    }
+
+    fn build(fifo: bool, charge: Charge) -> Rc<Pipe> {
         Rc::new(Pipe {
+            charge: RefCell::new(charge),
             data: RefCell::new(VecDeque::new()),
             cap: Cell::new(PIPE_CAPACITY),
             readers: Cell::new(0),
@@ -125,8 +142,24 @@ impl FileOps for Pipe {
         if space == 0 || (data.len() <= PIPE_BUF && space < data.len()) {
             return Err(Errno::EAGAIN);
         }
-        let n = data.len().min(space);
-        self.data.borrow_mut().extend(&data[..n]);
+        let mut n = data.len().min(space);
+        let mut d = self.data.borrow_mut();
+        let mut charge = self.charge.borrow_mut();
+        let base = charge.bytes().saturating_sub(d.capacity());
+        if d.len() + n > d.capacity() {
+            // Charge what the buffer may grow to before it grows; if the
+            // budget refuses, write what fits in the buffer as it is.
+            let grown = (d.len() + n).max(d.capacity() * 2).max(8);
+            if charge.resize(base + grown).is_err() {
+                n = d.capacity() - d.len();
+                if n == 0 || (data.len() <= PIPE_BUF && n < data.len()) {
+                    return Err(Errno::ENOMEM);
+                }
+            }
+        }
+        d.extend(&data[..n]);
+        let _ = charge.resize(base + d.capacity());
+        drop((d, charge));
         self.wq.notify();
         Ok(n)
     }
@@ -176,8 +209,12 @@ impl FileOps for Pipe {
             self.writers.set(self.writers.get().saturating_sub(1));
         }
         if self.readers() == 0 && self.writers() == 0 && self.fifo {
-            // A FIFO forgets its contents when nobody has it open.
-            self.data.borrow_mut().clear();
+            // A FIFO forgets its contents (and its buffer) when nobody has it open.
+            let mut d = self.data.borrow_mut();
+            let mut charge = self.charge.borrow_mut();
+            let base = charge.bytes().saturating_sub(d.capacity());
+            *d = VecDeque::new();
+            let _ = charge.resize(base);
         }
         self.wq.notify();
     }

@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use hal::PhysMem;
 
 use super::PAGE;
+use crate::budget::{Budget, BudgetRef};
 
 /// Reference-counted allocator of the frames of the physical-memory region.
 ///
@@ -22,7 +23,12 @@ use super::PAGE;
 /// does not write it. On the real backends that matters: the first write to
 /// a page of the memory file makes the host allocate and clear it, so
 /// zeroing it here too would double the cost of fresh memory.
+///
+/// Every frame handed out takes a page of the guest's [`Budget`], which the
+/// kernel's own objects draw from too: frames the kernel's bytes stand for
+/// are never handed out, and [`Frames::free_frames`] does not count them.
 pub struct Frames {
+    budget: BudgetRef,
     refs: Vec<u32>,
     /// Bit set = frame free.
     free_bits: Vec<u64>,
@@ -31,6 +37,13 @@ pub struct Frames {
     cursor: usize,
     /// Frames at or above this index were never handed out (still zero).
     pristine: usize,
+    /// Bit set = the frame was used and not given back to the host since:
+    /// the host holds memory for it.
+    resident_bits: Vec<u64>,
+    /// Free frames the host still holds memory for.
+    free_resident: u64,
+    /// Free resident frames to keep for quick reuse (see [`Frames::trim`]).
+    low_water: u64,
 }
 
 impl Frames {
@@ -43,7 +56,25 @@ impl Frames {
                 *last = (1u64 << (n % 64)) - 1;
             }
         }
-        Frames { refs: vec![0; n], free_bits, free: n as u64, cursor: 0, pristine: 0 }
+        let words = free_bits.len();
+        // Keep 1/64 of memory (at least 1 MiB) of freed frames backed for reuse.
+        let low_water = (n as u64 / 64).max(256);
+        Frames {
+            budget: Budget::new(n as u64),
+            refs: vec![0; n],
+            free_bits,
+            free: n as u64,
+            cursor: 0,
+            pristine: 0,
+            resident_bits: vec![0; words],
+            free_resident: 0,
+            low_water,
+        }
+    }
+
+    /// The guest's memory budget (shared with every charged kernel object).
+    pub fn budget(&self) -> &BudgetRef {
+        &self.budget
     }
 
     fn index(&self, paddr: u64) -> Option<usize> {
@@ -99,6 +130,14 @@ impl Frames {
         } else {
             (self.pristine, true)
         };
+        if !self.budget.take_guest_page() {
+            return None;
+        }
+        let bit = 1u64 << (i % 64);
+        if self.resident_bits[i / 64] & bit != 0 {
+            self.free_resident -= 1;
+        }
+        self.resident_bits[i / 64] |= bit;
         self.free_bits[i / 64] &= !(1u64 << (i % 64));
         self.refs[i] = 1;
         self.free -= 1;
@@ -135,6 +174,8 @@ impl Frames {
             match self.refs[i] {
                 0 => {}
                 1 => {
+                    self.budget.put_guest_page();
+                    self.free_resident += 1;
                     self.refs[i] = 0;
                     self.free_bits[i / 64] |= 1u64 << (i % 64);
                     self.free += 1;
@@ -144,14 +185,54 @@ impl Frames {
         }
     }
 
+    /// Are there so many freed frames still backed by host memory that
+    /// [`Frames::trim`] should give some back?
+    pub fn wants_trim(&self) -> bool {
+        self.free_resident > 2 * self.low_water
+    }
+
+    /// Free frames still backed by host memory.
+    pub fn free_resident(&self) -> u64 {
+        self.free_resident
+    }
+
+    /// Give the host memory of free frames back (hole punching, see
+    /// [`hal::PhysMem::release`]) until only the low-water mark stays
+    /// backed, highest frames first, so a guest that had a burst does not
+    /// keep its memory for ever. Released frames read as zeros again but
+    /// stay "used before" for the allocator (they are zeroed when reused,
+    /// so nothing depends on the host having cleared them).
+    pub fn trim(&mut self, phys: &impl PhysMem) {
+        let mut w = self.resident_bits.len();
+        while self.free_resident > self.low_water && w > 0 {
+            w -= 1;
+            let mut cand = self.resident_bits[w] & self.free_bits[w];
+            while cand != 0 && self.free_resident > self.low_water {
+                // A run of consecutive candidates, released with one call.
+                let hi = 63 - cand.leading_zeros() as usize;
+                let mut lo = hi;
+                while lo > 0 && cand >> (lo - 1) & 1 == 1 && self.free_resident > self.low_water + (hi - lo + 1) as u64 {
+                    lo -= 1;
+                }
+                let run = (hi - lo + 1) as u64;
+                let mask = if run == 64 { u64::MAX } else { ((1u64 << run) - 1) << lo };
+                phys.release((w * 64 + lo) as u64 * PAGE, run * PAGE);
+                self.resident_bits[w] &= !mask;
+                cand &= !mask;
+                self.free_resident -= run;
+            }
+        }
+    }
+
     /// The reference count of a frame (0: free or not a frame).
     pub fn refcount(&self, paddr: u64) -> u32 {
         self.index(paddr).map_or(0, |i| self.refs[i])
     }
 
-    /// How many frames are free.
+    /// How many frames are free: neither the guest's nor standing for the
+    /// kernel's own objects.
     pub fn free_frames(&self) -> u64 {
-        self.free
+        self.free.min(self.budget.free_pages())
     }
 
     /// How many frames the region has.
@@ -192,5 +273,67 @@ impl Frames {
     /// Every allocated frame with its reference count (for invariant checks).
     pub fn allocated(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
         self.refs.iter().enumerate().filter(|(_, &r)| r != 0).map(|(i, &r)| (i as u64 * PAGE, r))
+    }
+}
+
+#[cfg(test)]
+mod trim_tests {
+    use super::*;
+    use core::cell::RefCell;
+
+    /// A region that records what was given back to the host.
+    struct Phys(RefCell<Vec<(u64, u64)>>);
+    impl PhysMem for Phys {
+        fn size(&self) -> u64 {
+            1 << 30
+        }
+        fn read(&self, _p: u64, buf: &mut [u8]) {
+            buf.fill(0);
+        }
+        fn write(&self, _p: u64, _d: &[u8]) {}
+        fn fill(&self, _p: u64, _l: u64, _b: u8) {}
+        fn copy(&self, _s: u64, _d: u64, _l: u64) {}
+        fn release(&self, p: u64, l: u64) {
+            self.0.borrow_mut().push((p, l));
+        }
+    }
+
+    #[test]
+    fn a_freed_burst_goes_back_to_the_host_down_to_the_low_water_mark() {
+        let mut f = Frames::new(4096 * PAGE);
+        let phys = Phys(RefCell::new(Vec::new()));
+        let got: Vec<u64> = (0..3000).map(|_| f.alloc_zeroed(&phys).unwrap()).collect();
+        assert!(!f.wants_trim());
+        for p in &got {
+            f.put(*p);
+        }
+        assert_eq!(f.free_resident(), 3000);
+        assert!(f.wants_trim());
+        f.trim(&phys);
+        assert_eq!(f.free_resident(), f.low_water);
+        let released: u64 = phys.0.borrow().iter().map(|&(_, l)| l / PAGE).sum();
+        assert_eq!(released, 3000 - f.low_water);
+        // Runs are merged: far fewer calls than frames.
+        assert!(phys.0.borrow().len() < 100, "{} calls", phys.0.borrow().len());
+        // Released frames are reusable, and counted resident again when used.
+        let again: Vec<u64> = (0..3000).map(|_| f.alloc_zeroed(&phys).unwrap()).collect();
+        assert_eq!(f.free_resident(), 0);
+        for p in again {
+            f.put(p);
+        }
+        f.check_all_free().unwrap();
+    }
+
+    #[test]
+    fn kernel_bytes_take_frames_from_the_guest() {
+        let mut f = Frames::new(1024 * PAGE);
+        let phys = Phys(RefCell::new(Vec::new()));
+        let b = f.budget().clone();
+        let c = crate::budget::Charge::new(&b, crate::budget::Kind::Socket, 512 * PAGE as usize).unwrap();
+        assert_eq!(f.free_frames(), 512);
+        let got: Vec<u64> = core::iter::from_fn(|| f.alloc_zeroed(&phys)).collect();
+        assert_eq!(got.len(), 512, "the guest gets what the kernel does not hold");
+        drop(c);
+        assert!(f.alloc_zeroed(&phys).is_some());
     }
 }

@@ -11,6 +11,7 @@ use linux_raw_sys::general as g;
 
 use super::poll::{block_on, install_special, with_io};
 use super::{Flow, SysCtx};
+use crate::budget::{BudgetRef, Charge, Kind as Cost};
 use crate::fs::{FileRef, Kind, OpenFile};
 use crate::wait::{FileOps, IoCtx, WaitQueue, WaitRef, WaitSet, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM};
 use crate::{Errno, SysResult};
@@ -37,7 +38,14 @@ pub struct Epoll {
     /// Keyed by (fd, description address), as Linux keys by (file, fd).
     entries: RefCell<BTreeMap<(i32, usize), Entry>>,
     wq: WaitRef,
+    /// The instance and its items, charged to the guest's budget.
+    charge: RefCell<Charge>,
 }
+
+/// What an epoll instance costs (the object, its inode and file).
+const EPOLL_OBJECT: usize = 512;
+/// What one item costs (its entry and its share of the tree).
+const EPOLL_ITEM: usize = 128;
 
 /// Readiness of a watched description (files that are not special objects never block).
 fn poll_file(io: &mut IoCtx<'_>, f: &FileRef, ws: Option<&mut WaitSet>) -> u32 {
@@ -48,8 +56,14 @@ fn poll_file(io: &mut IoCtx<'_>, f: &FileRef, ws: Option<&mut WaitSet>) -> u32 {
 }
 
 impl Epoll {
-    fn new() -> Rc<Epoll> {
-        Rc::new(Epoll { entries: RefCell::new(BTreeMap::new()), wq: WaitQueue::new() })
+    fn new(budget: &BudgetRef) -> Result<Rc<Epoll>, Errno> {
+        let charge = RefCell::new(Charge::new(budget, Cost::Epoll, EPOLL_OBJECT)?);
+        Ok(Rc::new(Epoll { entries: RefCell::new(BTreeMap::new()), wq: WaitQueue::new(), charge }))
+    }
+
+    /// Charge for `n` items.
+    fn charge_items(&self, n: usize) -> Result<(), Errno> {
+        self.charge.borrow_mut().resize(EPOLL_OBJECT + n * EPOLL_ITEM)
     }
 
     /// Collect up to `max` ready events; `consume` applies edge-triggered and
@@ -59,7 +73,11 @@ impl Epoll {
         let mut out = Vec::new();
         let mut entries = self.entries.borrow_mut();
         // Closed descriptions leave the interest list.
+        let before = entries.len();
         entries.retain(|_, e| e.file.upgrade().is_some());
+        if entries.len() != before {
+            let _ = self.charge_items(entries.len());
+        }
         for e in entries.values_mut() {
             let Some(f) = e.file.upgrade() else { continue };
             let mut mine = WaitSet::default();
@@ -120,7 +138,8 @@ pub fn epoll_create1<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if flags & !g::O_CLOEXEC != 0 {
         return Err(Errno::EINVAL);
     }
-    install_special(cx, Epoll::new(), g::O_RDWR | flags, "anon_inode:[eventpoll]")
+    let ep = Epoll::new(cx.k.frames.budget())?;
+    install_special(cx, ep, g::O_RDWR | flags, "anon_inode:[eventpoll]")
 }
 
 /// `epoll_create(size)`.
@@ -171,6 +190,7 @@ pub fn epoll_ctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             if events & EPOLLEXCLUSIVE != 0 && events & EPOLLONESHOT != 0 {
                 return Err(Errno::EINVAL);
             }
+            ep.charge_items(entries.len() + 1)?;
             entries.insert(key, Entry { file: Rc::downgrade(&target), events: events & !EPOLLWAKEUP, data, disabled: false, last: None });
         }
         g::EPOLL_CTL_MOD => {
@@ -186,6 +206,7 @@ pub fn epoll_ctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         }
         g::EPOLL_CTL_DEL => {
             entries.remove(&key).ok_or(Errno::ENOENT)?;
+            let _ = ep.charge_items(entries.len());
         }
         _ => return Err(Errno::EINVAL),
     }

@@ -340,7 +340,8 @@ pub fn pipe2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         return Err(Errno::EINVAL);
     }
     let now = cx.hal.realtime_ns();
-    let inode = cx.k.fs.new_inode(Kind::Special(Pipe::new(false)), 0o600, now);
+    let pipe = Pipe::charged(false, cx.k.frames.budget())?;
+    let inode = cx.k.fs.new_inode(Kind::Special(pipe), 0o600, now);
     let nb = flags & g::O_NONBLOCK;
     let r = OpenFile::new(inode.clone(), g::O_RDONLY | nb, String::from("pipe:"));
     let w = OpenFile::new(inode, g::O_WRONLY | nb, String::from("pipe:"));

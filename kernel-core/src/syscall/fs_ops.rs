@@ -517,7 +517,7 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
             })
         }
         g::S_IFDIR => return Err(Errno::EPERM),
-        g::S_IFIFO => Kind::Special(crate::fs::pipe::Pipe::new(true)),
+        g::S_IFIFO => Kind::Special(crate::fs::pipe::Pipe::charged(true, cx.k.frames.budget())?),
         g::S_IFSOCK | g::S_IFBLK => return Err(Errno::EPERM),
         _ => return Err(Errno::EINVAL),
     };

@@ -8,6 +8,7 @@ use linux_raw_sys::general as g;
 
 use super::file::lookup;
 use super::{Flow, SysCtx};
+use crate::budget::{Charge, Kind as Cost};
 use crate::fs::path::Follow;
 use crate::kernel::block;
 use crate::fs::FdTable;
@@ -18,6 +19,15 @@ use crate::{Errno, SysResult};
 const MAX_ARG_STRLEN: usize = 32 * 4096;
 /// Total argv + envp bytes accepted (a quarter of the default 8 MiB stack, as Linux).
 const ARG_MAX: usize = 2 << 20;
+
+/// What a task costs the memory budget: the task itself (its signal state,
+/// registers, the kernel's bookkeeping; Linux's task_struct and kernel stack
+/// are about as much).
+pub const TASK_COST: usize = 16 << 10;
+/// What a new address space costs besides its pages: the backend's host
+/// context for it (a stub process under skas: its page tables, stack and
+/// bookkeeping on the host).
+pub const SPACE_COST: usize = 128 << 10;
 
 /// Create a child task per the `CLONE_*` flags: a new process (copy-on-write
 /// memory, copied fd table) or a thread / `CLONE_VM` child sharing memory,
@@ -34,6 +44,10 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     if cx.k.tasks.len() >= 1 << 20 {
         return Err(Errno::EAGAIN);
     }
+    // A task, and for a new address space the backend's host context for it,
+    // come out of the guest's memory before anything is allocated.
+    let cost = TASK_COST + if f & g::CLONE_VM != 0 { 0 } else { SPACE_COST };
+    let charge = Charge::new(cx.k.frames.budget(), Cost::Task, cost)?;
     let (child_mm, mm_id) = if f & g::CLONE_VM != 0 {
         (None, cx.t.mm_id)
     } else {
@@ -85,6 +99,7 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.comm = cx.t.comm.clone();
     child.cred = cx.t.cred.clone();
     child.start_ns = cx.hal.now_ns();
+    child.charge = Some(charge);
     cx.k.tasks.insert(pid, child);
     cx.k.runq.push(pid);
     Ok(pid)

@@ -17,6 +17,9 @@ use crate::{Errno, SysResult};
 const TFD_TIMER_ABSTIME: u32 = 1;
 const TFD_TIMER_CANCEL_ON_SET: u32 = 2;
 
+/// What a timerfd costs (the timer, its inode and file).
+const TIMERFD_COST: usize = 512;
+
 /// A timerfd object. Times are in its clock's ns (`realtime` or monotonic).
 pub struct TimerFd {
     realtime: bool,
@@ -26,12 +29,14 @@ pub struct TimerFd {
     /// Expirations not yet read.
     ticks: Cell<u64>,
     wq: WaitRef,
+    /// The timer, charged to the guest's budget.
+    _charge: crate::budget::Charge,
 }
 
 impl TimerFd {
     /// A disarmed timer on `CLOCK_REALTIME` (`realtime`) or `CLOCK_MONOTONIC`.
-    pub fn new(realtime: bool) -> Rc<TimerFd> {
-        Rc::new(TimerFd { realtime, next: Cell::new(None), interval: Cell::new(0), ticks: Cell::new(0), wq: WaitQueue::new() })
+    pub fn new(realtime: bool, charge: crate::budget::Charge) -> Rc<TimerFd> {
+        Rc::new(TimerFd { realtime, next: Cell::new(None), interval: Cell::new(0), ticks: Cell::new(0), wq: WaitQueue::new(), _charge: charge })
     }
     fn clock(&self, mono: u64, real: u64) -> u64 {
         if self.realtime {
@@ -123,7 +128,8 @@ pub fn timerfd_create<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult 
     if flags & !(g::O_CLOEXEC | g::O_NONBLOCK) != 0 {
         return Err(Errno::EINVAL);
     }
-    install_special(cx, TimerFd::new(realtime), g::O_RDWR | flags, "anon_inode:[timerfd]")
+    let charge = crate::budget::Charge::new(cx.k.frames.budget(), crate::budget::Kind::Timer, TIMERFD_COST)?;
+    install_special(cx, TimerFd::new(realtime, charge), g::O_RDWR | flags, "anon_inode:[timerfd]")
 }
 
 fn timer_of<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64) -> Result<(Rc<dyn FileOps>, u64), Errno> {

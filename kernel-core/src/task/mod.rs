@@ -205,6 +205,9 @@ pub struct Task<S: AddressSpace> {
     pub wait_set: u64,
     /// It has called execve (setpgid on it by its parent fails with EACCES).
     pub execed: bool,
+    /// What the task costs the guest's memory budget (given back when the
+    /// task is reaped).
+    pub charge: Option<crate::budget::Charge>,
 }
 
 /// User and group ids.
@@ -297,6 +300,7 @@ impl<S: AddressSpace> Task<S> {
             group_exit: None,
             wait_set: 0,
             execed: false,
+            charge: None,
         }
     }
     /// Is it a thread group leader (a process as `wait` sees it)?

@@ -145,7 +145,7 @@ pub fn shell_code(st: ExitStatus) -> (i32, bool) {
     }
 }
 
-fn reader(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+pub fn reader(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = r.read_to_end(&mut v);

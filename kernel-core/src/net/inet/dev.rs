@@ -50,8 +50,11 @@ pub struct Port {
     pub up: bool,
     /// The last receive stopped at its bound of bad frames: more may wait.
     more: bool,
-    /// TCP ports whose SYNs are dropped (their listeners have no free socket).
-    pub syn_block: Vec<u16>,
+    /// The next packet (IP, without any link header), fetched by
+    /// [`Port::stage`] so the stack can look at it before smoltcp does.
+    staged: Option<Vec<u8>>,
+    /// Offset of the IP header in `staged` (14 on Ethernet).
+    staged_ip: usize,
     /// Forwarding is on: which frames to take away from smoltcp.
     pub divert: Option<Divert>,
     /// IPv4 frames to forward, taken out of the receive path.
@@ -88,15 +91,88 @@ impl Divert {
 impl Port {
     /// A loopback port.
     pub fn loopback() -> Port {
-        Port { link: Link::Loopback(VecDeque::new()), stats: Stats::default(), up: true, more: false, syn_block: Vec::new(), divert: None, diverted: Vec::new(), arp_seen: Vec::new() }
+        Port { link: Link::Loopback(VecDeque::new()), stats: Stats::default(), up: true, more: false, staged: None, staged_ip: 0, divert: None, diverted: Vec::new(), arp_seen: Vec::new() }
     }
     /// A port over a HAL device.
     pub fn nic(dev: Box<dyn hal::NetDevice>) -> Port {
-        Port { link: Link::Nic(dev), stats: Stats::default(), up: true, more: false, syn_block: Vec::new(), divert: None, diverted: Vec::new(), arp_seen: Vec::new() }
+        Port { link: Link::Nic(dev), stats: Stats::default(), up: true, more: false, staged: None, staged_ip: 0, divert: None, diverted: Vec::new(), arp_seen: Vec::new() }
     }
     /// Loopback packets are waiting to be received.
     pub fn rx_queued(&self) -> bool {
-        self.more || matches!(&self.link, Link::Loopback(q) if !q.is_empty())
+        self.more || self.staged.is_some() || matches!(&self.link, Link::Loopback(q) if !q.is_empty())
+    }
+
+    /// The staged packet, if it is a TCP SYN (without ACK): its source
+    /// address and port, destination address and port.
+    pub fn staged_syn(&self) -> Option<(smoltcp::wire::IpAddress, u16, smoltcp::wire::IpAddress, u16)> {
+        syn_of(self.staged.as_deref()?.get(self.staged_ip..)?)
+    }
+
+    /// Drop the staged packet (the stack refused it: a SYN beyond a backlog).
+    pub fn drop_staged(&mut self) {
+        if self.staged.take().is_some() {
+            self.stats.rx_dropped += 1;
+        }
+    }
+
+    /// Fetch the next packet for smoltcp (checked, counted, forwarded ones
+    /// taken away); false if none waits. Only the staged packet is handed to
+    /// smoltcp, so the stack decides on it first (see [`Port::staged_syn`]).
+    pub fn stage(&mut self) -> bool {
+        if self.staged.is_some() {
+            return true;
+        }
+        if !self.up {
+            return false;
+        }
+        self.more = false;
+        let pkt = match &mut self.link {
+            Link::Loopback(q) => {
+                let Some(p) = q.pop_front() else { return false };
+                self.staged_ip = 0;
+                p
+            }
+            Link::Nic(d) => {
+                let max = d.max_frame().clamp(64, 65550);
+                let mut buf = vec![0u8; max];
+                // Skip (and count) malformed frames: they come from outside.
+                let mut got = None;
+                for _ in 0..256 {
+                    let Some(n) = d.recv(&mut buf) else { return false };
+                    if n <= buf.len() && frame_ok(&buf[..n]) {
+                        if let Some(dv) = &self.divert {
+                            if dv.takes(&buf[..n]) {
+                                self.stats.rx_packets += 1;
+                                self.stats.rx_bytes += n as u64;
+                                if self.diverted.len() < DIVERT_MAX {
+                                    self.diverted.push(buf[..n].to_vec());
+                                } else {
+                                    self.stats.rx_dropped += 1;
+                                }
+                                continue;
+                            }
+                            if buf[12..14] == [0x08, 0x06] && self.arp_seen.len() < DIVERT_MAX {
+                                self.arp_seen.push(buf[..n].to_vec());
+                            }
+                        }
+                        got = Some(n);
+                        break;
+                    }
+                    self.stats.rx_errors += 1;
+                }
+                let Some(n) = got else {
+                    self.more = true;
+                    return false;
+                };
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += n as u64;
+                buf.truncate(n);
+                self.staged_ip = if buf[12..14] == [0x08, 0x00] || buf[12..14] == [0x86, 0xdd] { 14 } else { usize::MAX };
+                buf
+            }
+        };
+        self.staged = Some(pkt);
+        true
     }
     /// The hardware address (zero for loopback).
     pub fn mac(&self) -> [u8; 6] {
@@ -156,17 +232,29 @@ pub fn frame_ok(f: &[u8]) -> bool {
     }
 }
 
-/// Is IP packet `p` a TCP SYN (without ACK) to one of `ports`?
-fn syn_to(p: &[u8], ports: &[u16]) -> bool {
-    if ports.is_empty() || p.is_empty() {
-        return false;
-    }
-    let tcp = match p[0] >> 4 {
-        4 if p.len() >= 20 && p[9] == 6 => &p[((p[0] & 0xf) as usize * 4).min(p.len())..],
-        6 if p.len() >= 40 && p[6] == 6 => &p[40..],
-        _ => return false,
+/// If IP packet `p` is a TCP SYN (without ACK): (source address, source
+/// port, destination address, destination port).
+fn syn_of(p: &[u8]) -> Option<(smoltcp::wire::IpAddress, u16, smoltcp::wire::IpAddress, u16)> {
+    use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address};
+    let (src, dst, tcp) = match p.first()? >> 4 {
+        4 if p.len() >= 20 && p[9] == 6 => {
+            let a = |i: usize| IpAddress::Ipv4(Ipv4Address::new(p[i], p[i + 1], p[i + 2], p[i + 3]));
+            (a(12), a(16), p.get(((p[0] & 0xf) as usize * 4)..)?)
+        }
+        6 if p.len() >= 40 && p[6] == 6 => {
+            let a = |i: usize| {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(&p[i..i + 16]);
+                IpAddress::Ipv6(Ipv6Address::from(o))
+            };
+            (a(8), a(24), &p[40..])
+        }
+        _ => return None,
     };
-    tcp.len() >= 14 && tcp[13] & 0x12 == 0x02 && ports.contains(&u16::from_be_bytes([tcp[2], tcp[3]]))
+    if tcp.len() < 14 || tcp[13] & 0x12 != 0x02 {
+        return None;
+    }
+    Some((src, u16::from_be_bytes([tcp[0], tcp[1]]), dst, u16::from_be_bytes([tcp[2], tcp[3]])))
 }
 
 /// A received packet.
@@ -208,58 +296,10 @@ impl Device for Port {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _t: Instant) -> Option<(Rx, Tx<'_>)> {
-        if !self.up {
+        if !self.up || !self.stage() {
             return None;
         }
-        self.more = false;
-        let pkt = match &mut self.link {
-            Link::Loopback(q) => loop {
-                let p = q.pop_front()?;
-                if !syn_to(&p, &self.syn_block) {
-                    break p;
-                }
-            },
-            Link::Nic(d) => {
-                let max = d.max_frame().clamp(64, 65550);
-                let mut buf = vec![0u8; max];
-                // Skip (and count) malformed frames: they come from outside.
-                let mut got = None;
-                for _ in 0..256 {
-                    let n = d.recv(&mut buf)?;
-                    if n <= buf.len() && frame_ok(&buf[..n]) {
-                        if n > 14 && syn_to(&buf[14..n], &self.syn_block) {
-                            continue;
-                        }
-                        if let Some(dv) = &self.divert {
-                            if dv.takes(&buf[..n]) {
-                                self.stats.rx_packets += 1;
-                                self.stats.rx_bytes += n as u64;
-                                if self.diverted.len() < DIVERT_MAX {
-                                    self.diverted.push(buf[..n].to_vec());
-                                } else {
-                                    self.stats.rx_dropped += 1;
-                                }
-                                continue;
-                            }
-                            if buf[12..14] == [0x08, 0x06] && self.arp_seen.len() < DIVERT_MAX {
-                                self.arp_seen.push(buf[..n].to_vec());
-                            }
-                        }
-                        got = Some(n);
-                        break;
-                    }
-                    self.stats.rx_errors += 1;
-                }
-                let Some(n) = got else {
-                    self.more = true;
-                    return None;
-                };
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += n as u64;
-                buf.truncate(n);
-                buf
-            }
-        };
+        let pkt = self.staged.take()?;
         Some((Rx(pkt), Tx { link: &mut self.link, stats: &mut self.stats }))
     }
 

@@ -75,13 +75,21 @@ impl PingSock {
         let ifaces = s.ifaces_for(ip)?;
         let ident = s.bind_port(self.id, Proto::Icmp, ip, ident, false)?;
         for k in ifaces {
+            let cost = 2 * (SLOTS * core::mem::size_of::<PacketMetadata>() + BUF);
+            let charge = match s.charge(cost) {
+                Ok(c) => c,
+                Err(e) => {
+                    s.release(self.id, &core::mem::take(&mut st.handles), false);
+                    return Err(e);
+                }
+            };
             let mut c = icmp::Socket::new(
                 PacketBuffer::new(vec![PacketMetadata::EMPTY; SLOTS], vec![0u8; BUF]),
                 PacketBuffer::new(vec![PacketMetadata::EMPTY; SLOTS], vec![0u8; BUF]),
             );
             c.set_hop_limit(Some(st.opts.int(SOL_IP, n::IP_TTL).clamp(1, 255) as u8));
             if c.bind(Endpoint::Ident(ident)).is_ok() {
-                st.handles.push((k, s.ifaces[k].sockets.add(c)));
+                st.handles.push((k, s.add_socket(k, c, charge)));
             }
         }
         st.ident = Some(ident);

@@ -36,8 +36,9 @@ use linux_raw_sys::net as n;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp as stcp, Socket as AnySock};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address, Ipv6Address};
 
+use crate::budget::{BudgetRef, Charge, Kind as Cost};
 use crate::net::{SockAddr, SockCtx, Socket};
 use crate::wait::{WaitQueue, WaitRef};
 use crate::Errno;
@@ -107,12 +108,64 @@ pub enum Proto {
 #[derive(Clone, Debug)]
 struct Binding {
     owner: u64,
-    proto: Proto,
     addr: Option<IpAddress>,
-    port: u16,
     reuse: bool,
     listening: bool,
+    /// Held by a closed connection in TIME-WAIT: an explicit `bind` without
+    /// `SO_REUSEADDR` is refused, but ephemeral ports may be reused (as
+    /// Linux's `tcp_tw_reuse` lets a new connection take them).
+    timewait: bool,
 }
+
+/// The ports in use, by protocol and port (so a bind looks at one port's
+/// holders, never at every socket), and the ports of each owner.
+#[derive(Default)]
+struct Ports {
+    by_port: BTreeMap<(u8, u16), Vec<Binding>>,
+    by_owner: BTreeMap<u64, Vec<(u8, u16)>>,
+}
+
+fn proto_key(p: Proto) -> u8 {
+    p as u8
+}
+
+/// A TCP listener's queue. smoltcp has no backlog (one listening socket
+/// becomes one connection), so a listener holds smoltcp sockets only for
+/// connections that really arrive: one is made when a SYN comes in (see
+/// [`admit_syn`]), up to the backlog; beyond it SYNs are dropped, as
+/// Linux drops them when the accept queue is full, and the client retries.
+/// An idle listener holds no smoltcp socket at all.
+struct Listener {
+    lep: IpListenEndpoint,
+    /// Connections that may wait (being set up or not yet accepted).
+    backlog: usize,
+    /// Options for the sockets made for it (buffer sizes, TTL...).
+    opts: opts::Opts,
+    /// Its smoltcp sockets: listening, being set up, or waiting for `accept`.
+    pool: Vec<(usize, SocketHandle)>,
+}
+
+/// How long a closed connection's port stays in TIME-WAIT (Linux: 60 s).
+pub const TIME_WAIT_NS: u64 = 60_000_000_000;
+
+/// How long a connection may stay half-open (SYN received, no ACK) before
+/// its slot in the listen queue is freed.
+pub const SYN_RECV_TIMEOUT_S: u64 = 30;
+
+/// The most half-open connections one listener keeps (Linux's
+/// `tcp_max_syn_backlog`); SYNs beyond are dropped.
+pub const MAX_SYN_BACKLOG: usize = 256;
+
+/// The most connections a listen queue holds, whatever the backlog
+/// (Linux's `net.core.somaxconn`).
+pub const SOMAXCONN: usize = 4096;
+
+/// What a socket object costs besides its smoltcp sockets: the socket, its
+/// file and inode, its watch and port records.
+pub const SOCKET_OBJECT: usize = 1024;
+
+/// What one smoltcp socket costs the guest's budget, beyond its buffers.
+const SMOL_SOCKET: usize = core::mem::size_of::<AnySock<'static>>() + 64;
 
 /// What the stack watches of a socket to tell it when its state changed.
 struct Watch {
@@ -123,8 +176,6 @@ struct Watch {
     last: Option<stcp::State>,
     /// TCP: the connection ended abnormally (RST, or never established).
     reset: bool,
-    /// A listener: its port (SYNs to it are dropped while its pool is used up).
-    listen_port: Option<u16>,
 }
 
 /// A smoltcp socket no file refers to any more, kept until its protocol
@@ -149,9 +200,19 @@ pub const CONNECT_TIMEOUT_S: u64 = 75;
 pub struct Stack {
     /// Interfaces; `lo` is first.
     pub ifaces: Vec<Iface>,
-    bindings: Vec<Binding>,
+    bindings: Ports,
     watches: BTreeMap<u64, Watch>,
     orphans: Vec<Orphan>,
+    /// TCP listeners, by owner, and the owners listening on (iface, port).
+    listeners: BTreeMap<u64, Listener>,
+    listen_index: BTreeMap<(usize, u16), Vec<u64>>,
+    /// Closed connections in TIME-WAIT: (until, the port they hold), oldest
+    /// first. Their smoltcp sockets and buffers are gone already.
+    timewait: alloc::collections::VecDeque<(u64, u64)>,
+    /// What each smoltcp socket costs, charged to the guest's budget.
+    charges: BTreeMap<(usize, SocketHandle), Charge>,
+    /// The guest's memory budget (none in unit tests of the stack alone).
+    budget: Option<BudgetRef>,
     /// The host routes `lo` carries for the other interfaces' addresses.
     mirrored: Vec<IpCidr>,
     next_id: u64,
@@ -204,9 +265,14 @@ impl Stack {
         let lo = Iface { name: String::from("lo"), index: 1, iface, port, sockets: SocketSet::new(Vec::new()) };
         Stack {
             ifaces: alloc::vec![lo],
-            bindings: Vec::new(),
+            bindings: Ports::default(),
             watches: BTreeMap::new(),
             orphans: Vec::new(),
+            listeners: BTreeMap::new(),
+            listen_index: BTreeMap::new(),
+            timewait: alloc::collections::VecDeque::new(),
+            charges: BTreeMap::new(),
+            budget: None,
             mirrored: Vec::new(),
             next_id: 1,
             next_ephemeral: EPHEMERAL_LO + (seed % u64::from(EPHEMERAL_HI - EPHEMERAL_LO)) as u16,
@@ -350,19 +416,27 @@ impl Stack {
         self.ifaces[k].iface.get_source_address(&dst)
     }
 
-    fn conflicts(&self, proto: Proto, addr: Option<IpAddress>, port: u16, reuse: bool) -> bool {
-        self.bindings.iter().any(|b| {
-            b.proto == proto
-                && b.port == port
-                && (b.addr.is_none() || addr.is_none() || b.addr == addr)
+    /// Does a new binding of `port` at `addr` clash? (`ephemeral`: the
+    /// stack picks the port, and TIME-WAIT holders do not count.)
+    fn conflicts(&self, proto: Proto, addr: Option<IpAddress>, port: u16, reuse: bool, ephemeral: bool) -> bool {
+        let Some(v) = self.bindings.by_port.get(&(proto_key(proto), port)) else { return false };
+        v.iter().any(|b| {
+            (b.addr.is_none() || addr.is_none() || b.addr == addr)
+                && !(ephemeral && b.timewait)
                 && !(reuse && b.reuse && !b.listening && proto != Proto::Icmp)
         })
+    }
+
+    fn add_binding(&mut self, proto: Proto, port: u16, b: Binding) {
+        let key = (proto_key(proto), port);
+        self.bindings.by_owner.entry(b.owner).or_default().push(key);
+        self.bindings.by_port.entry(key).or_default().push(b);
     }
 
     /// Take `port` (0: an ephemeral one) at `addr` for `owner`.
     pub fn bind_port(&mut self, owner: u64, proto: Proto, addr: Option<IpAddress>, port: u16, reuse: bool) -> Result<u16, Errno> {
         let port = if port != 0 {
-            if self.conflicts(proto, addr, port, reuse) {
+            if self.conflicts(proto, addr, port, reuse, false) {
                 return Err(Errno::EADDRINUSE);
             }
             port
@@ -373,32 +447,33 @@ impl Stack {
                 let p = self.next_ephemeral;
                 self.next_ephemeral = if p >= EPHEMERAL_HI { EPHEMERAL_LO } else { p + 1 };
                 // An ephemeral port is never shared, whatever the options.
-                if !self.conflicts(proto, None, p, false) {
+                if !self.conflicts(proto, None, p, false, true) {
                     found = Some(p);
                     break;
                 }
             }
             found.ok_or(Errno::EADDRINUSE)?
         };
-        self.bindings.push(Binding { owner, proto, addr, port, reuse, listening: false });
+        self.add_binding(proto, port, Binding { owner, addr, reuse, listening: false, timewait: false });
         Ok(port)
     }
 
     /// Can `owner`'s binding become a listener? (Another listener on an
     /// overlapping address and the same port forbids it, SO_REUSEADDR or not.)
     pub fn set_listening(&mut self, owner: u64) -> Result<(), Errno> {
-        let Some(me) = self.bindings.iter().find(|b| b.owner == owner).cloned() else { return Err(Errno::EINVAL) };
-        let clash = self.bindings.iter().any(|b| {
+        let Some(&key) = self.bindings.by_owner.get(&owner).and_then(|v| v.first()) else { return Err(Errno::EINVAL) };
+        let holders = self.bindings.by_port.get_mut(&key).ok_or(Errno::EINVAL)?;
+        let me = holders.iter().find(|b| b.owner == owner).cloned().ok_or(Errno::EINVAL)?;
+        let clash = holders.iter().any(|b| {
             b.owner != owner
-                && b.proto == me.proto
-                && b.port == me.port
                 && (b.addr.is_none() || me.addr.is_none() || b.addr == me.addr)
                 && (b.listening || !b.reuse || !me.reuse)
+                && !(b.timewait && me.reuse)
         });
         if clash {
             return Err(Errno::EADDRINUSE);
         }
-        for b in self.bindings.iter_mut().filter(|b| b.owner == owner) {
+        for b in holders.iter_mut().filter(|b| b.owner == owner) {
             b.listening = true;
         }
         Ok(())
@@ -407,34 +482,156 @@ impl Stack {
     /// Record that an accepted connection holds `port` at `addr` (so its
     /// TIME-WAIT keeps the port from sockets without SO_REUSEADDR).
     pub fn hold_port(&mut self, owner: u64, proto: Proto, addr: Option<IpAddress>, port: u16) {
-        self.bindings.push(Binding { owner, proto, addr, port, reuse: true, listening: false });
+        self.add_binding(proto, port, Binding { owner, addr, reuse: true, listening: false, timewait: false });
     }
 
     /// Give up `owner`'s port.
     pub fn unbind(&mut self, owner: u64) {
-        self.bindings.retain(|b| b.owner != owner);
+        for key in self.bindings.by_owner.remove(&owner).unwrap_or_default() {
+            if let Some(v) = self.bindings.by_port.get_mut(&key) {
+                v.retain(|b| b.owner != owner);
+                if v.is_empty() {
+                    self.bindings.by_port.remove(&key);
+                }
+            }
+        }
     }
 
     /// Hand `owner`'s port to a closed connection (TIME-WAIT keeps it, but
     /// SO_REUSEADDR may take it); returns the new owner.
     fn orphan_binding(&mut self, owner: u64) -> Option<u64> {
+        let keys = self.bindings.by_owner.remove(&owner)?;
         let id = self.new_id();
-        let mut any = false;
-        for b in self.bindings.iter_mut().filter(|b| b.owner == owner) {
-            b.owner = id;
-            b.reuse = true;
-            b.listening = false;
-            any = true;
+        for key in &keys {
+            for b in self.bindings.by_port.get_mut(key).into_iter().flatten().filter(|b| b.owner == owner) {
+                b.owner = id;
+                b.reuse = true;
+                b.listening = false;
+            }
         }
-        any.then_some(id)
+        self.bindings.by_owner.insert(id, keys);
+        Some(id)
+    }
+
+    /// A closed connection reached TIME-WAIT: its port is held by a record
+    /// until [`TIME_WAIT_NS`] passes, without a socket or buffers.
+    fn enter_timewait(&mut self, owner: u64) {
+        for key in self.bindings.by_owner.get(&owner).cloned().unwrap_or_default() {
+            for b in self.bindings.by_port.get_mut(&key).into_iter().flatten().filter(|b| b.owner == owner) {
+                b.timewait = true;
+            }
+        }
+        self.timewait.push_back((self.now + TIME_WAIT_NS, owner));
+    }
+
+    /// The guest's memory budget: every smoltcp socket is charged to it.
+    pub fn set_budget(&mut self, budget: BudgetRef) {
+        self.budget = Some(budget);
+    }
+
+    /// Charge `bytes` of socket memory (before the socket is built);
+    /// `ENOBUFS` when the budget is spent, as Linux says for socket memory.
+    pub fn charge(&self, bytes: usize) -> Result<Charge, Errno> {
+        match &self.budget {
+            Some(b) => Charge::new(b, Cost::Socket, SMOL_SOCKET + bytes).map_err(|_| Errno::ENOBUFS),
+            None => Ok(Charge::none(Cost::Socket)),
+        }
+    }
+
+    /// Charge for a socket object itself (the file, its inode, the
+    /// socket's state; its smoltcp sockets are charged apart).
+    pub fn charge_object(&self) -> Result<Charge, Errno> {
+        match &self.budget {
+            Some(b) => Charge::new(b, Cost::Socket, SOCKET_OBJECT).map_err(|_| Errno::ENOBUFS),
+            None => Ok(Charge::none(Cost::Socket)),
+        }
+    }
+
+    /// Add a smoltcp socket to interface `k`, with the charge made for it.
+    pub fn add_socket<T: smoltcp::socket::AnySocket<'static>>(&mut self, k: usize, sock: T, charge: Charge) -> SocketHandle {
+        add_charged(&mut self.ifaces[k].sockets, &mut self.charges, k, sock, charge)
+    }
+
+    /// Remove a smoltcp socket from interface `k`, giving back its charge.
+    pub fn remove_socket(&mut self, k: usize, h: SocketHandle) {
+        remove_charged(&mut self.ifaces[k].sockets, &mut self.charges, k, h);
+    }
+
+    /// `owner` listens on `lep` with `backlog` (re-`listen` changes the backlog).
+    pub fn listen_on(&mut self, owner: u64, lep: IpListenEndpoint, backlog: u32, o: &opts::Opts) -> Result<(), Errno> {
+        let backlog = (backlog as usize).min(SOMAXCONN);
+        if let Some(l) = self.listeners.get_mut(&owner) {
+            l.backlog = backlog;
+            return Ok(());
+        }
+        for k in self.ifaces_for(lep.addr)? {
+            self.listen_index.entry((k, lep.port)).or_default().push(owner);
+        }
+        self.listeners.insert(owner, Listener { lep, backlog, opts: o.clone(), pool: Vec::new() });
+        Ok(())
+    }
+
+    /// New options for the sockets a listener makes from now on.
+    pub fn listener_opts(&mut self, owner: u64, o: &opts::Opts) {
+        if let Some(l) = self.listeners.get_mut(&owner) {
+            l.opts = o.clone();
+        }
+    }
+
+    /// The smoltcp sockets of `owner`'s listen queue.
+    pub fn listen_pool(&self, owner: u64) -> Handles {
+        self.listeners.get(&owner).map(|l| l.pool.clone()).unwrap_or_default()
+    }
+
+    /// Stop listening: returns the listen queue's sockets (for [`Stack::release`]).
+    pub fn unlisten(&mut self, owner: u64) -> Handles {
+        let Some(l) = self.listeners.remove(&owner) else { return Vec::new() };
+        self.listen_index.retain(|_, v| {
+            v.retain(|&o| o != owner);
+            !v.is_empty()
+        });
+        l.pool
+    }
+
+    /// Does `owner`'s listen queue hold an established connection?
+    pub fn listener_ready(&mut self, owner: u64) -> bool {
+        let Some(l) = self.listeners.get(&owner) else { return false };
+        l.pool.iter().any(|&(k, h)| {
+            matches!(self.ifaces[k].sockets.get::<stcp::Socket<'static>>(h).state(), stcp::State::Established | stcp::State::CloseWait)
+        })
+    }
+
+    /// Take an established connection out of `owner`'s listen queue
+    /// (connections reset before they were accepted are dropped on the way).
+    pub fn take_established(&mut self, owner: u64) -> Option<(usize, SocketHandle)> {
+        let mut pool = core::mem::take(&mut self.listeners.get_mut(&owner)?.pool);
+        let mut taken = None;
+        pool.retain(|&(k, h)| {
+            let t = self.ifaces[k].sockets.get_mut::<stcp::Socket<'static>>(h);
+            match t.state() {
+                stcp::State::Established | stcp::State::CloseWait if taken.is_none() => {
+                    t.set_timeout(None);
+                    taken = Some((k, h));
+                    false
+                }
+                stcp::State::Closed | stcp::State::TimeWait => {
+                    remove_charged(&mut self.ifaces[k].sockets, &mut self.charges, k, h);
+                    false
+                }
+                _ => true,
+            }
+        });
+        if let Some(l) = self.listeners.get_mut(&owner) {
+            l.pool = pool;
+        }
+        taken
     }
 
     /// Watch `owner`'s smoltcp sockets: `wq` is notified when they change.
     pub fn watch(&mut self, owner: u64, wq: &WaitRef, handles: Vec<(usize, SocketHandle)>) {
-        let mut w = Watch { wq: Rc::downgrade(wq), handles, digest: 0, last: None, reset: false, listen_port: None };
+        let mut w = Watch { wq: Rc::downgrade(wq), handles, digest: 0, last: None, reset: false };
         if let Some(old) = self.watches.get(&owner) {
             w.reset = old.reset;
-            w.listen_port = old.listen_port;
         }
         if let [(k, h)] = w.handles[..] {
             if let AnySock::Tcp(t) = self.ifaces[k].sockets.get_mut::<AnySock<'static>>(h) {
@@ -444,13 +641,6 @@ impl Stack {
         w.digest = self.digest(&w.handles);
         self.watches.insert(owner, w);
         self.dirty = true;
-    }
-
-    /// `owner` listens on `port`.
-    pub fn set_listen_port(&mut self, owner: u64, port: u16) {
-        if let Some(w) = self.watches.get_mut(&owner) {
-            w.listen_port = Some(port);
-        }
     }
 
     /// Did `owner`'s TCP connection end abnormally?
@@ -490,7 +680,7 @@ impl Stack {
                 let since = self.now;
                 self.orphans.push(Orphan { iface: k, handle: h, binding: b, since });
             } else {
-                self.ifaces[k].sockets.remove(h);
+                self.remove_socket(k, h);
             }
         }
         if let Some(o) = binding {
@@ -538,7 +728,7 @@ impl Stack {
         self.dirty = false;
         self.rx_pending = false;
         forward::arm(self);
-        let watches = &self.watches;
+        let (listeners, index, charges, budget) = (&mut self.listeners, &self.listen_index, &mut self.charges, self.budget.as_ref());
         for (k, i) in self.ifaces.iter_mut().enumerate() {
             if !i.port.up {
                 i.port.drain();
@@ -547,12 +737,22 @@ impl Stack {
             i.iface.poll_maintenance(t);
             // Bounded: loopback traffic answers itself, so stop at a fixed point.
             for _ in 0..1024 {
-                // One packet at a time, so a SYN for a listener whose pool is
-                // used up is dropped (the client retries, as with Linux's full
-                // accept queue) instead of being answered with a reset.
+                // One packet at a time, looked at before smoltcp: a SYN to a
+                // listener gets a socket made for it, or is dropped when the
+                // listen queue is full (the client retries, as on Linux).
                 let mut moved = false;
                 for _ in 0..4096 {
-                    i.port.syn_block = full_listeners(watches, &i.sockets, k);
+                    if !i.port.stage() {
+                        break;
+                    }
+                    if let Some(syn) = i.port.staged_syn() {
+                        let cx = AdmitCx { listeners: &mut *listeners, index, charges: &mut *charges, budget };
+                        if !admit_syn(cx, &mut i.sockets, k, syn) {
+                            i.port.drop_staged();
+                            moved = true;
+                            continue;
+                        }
+                    }
                     match i.iface.poll_ingress_single(t, &mut i.port, &mut i.sockets) {
                         smoltcp::iface::PollIngressSingleResult::None => break,
                         _ => moved = true,
@@ -572,31 +772,43 @@ impl Stack {
         while k < self.orphans.len() {
             let o = &self.orphans[k];
             let expired = self.now.saturating_sub(o.since) > ORPHAN_LIFETIME;
-            let done = match self.ifaces[o.iface].sockets.get_mut::<AnySock<'static>>(o.handle) {
+            let (done, timewait) = match self.ifaces[o.iface].sockets.get_mut::<AnySock<'static>>(o.handle) {
                 AnySock::Tcp(s) => {
                     if expired && s.state() != stcp::State::TimeWait {
                         s.abort();
                     }
-                    s.state() == stcp::State::Closed
+                    // TIME-WAIT needs no socket: a record keeps the port, and
+                    // the buffers go back at once.
+                    (matches!(s.state(), stcp::State::Closed | stcp::State::TimeWait), s.state() == stcp::State::TimeWait)
                 }
-                _ => true,
+                _ => (true, false),
             };
             if done {
                 let o = self.orphans.swap_remove(k);
-                self.ifaces[o.iface].sockets.remove(o.handle);
-                if let Some(b) = o.binding {
-                    self.unbind(b);
+                self.remove_socket(o.iface, o.handle);
+                match o.binding {
+                    Some(b) if timewait => self.enter_timewait(b),
+                    Some(b) => self.unbind(b),
+                    None => {}
                 }
             } else {
                 k += 1;
             }
         }
+        while let Some(&(until, owner)) = self.timewait.front() {
+            if until > self.now {
+                break;
+            }
+            self.timewait.pop_front();
+            self.unbind(owner);
+        }
         // Notify sockets whose state changed.
         let owners: Vec<u64> = self.watches.keys().copied().collect();
         for o in owners {
-            let handles = match self.watches.get(&o) {
-                Some(w) => w.handles.clone(),
-                None => continue,
+            let handles = match (self.listeners.get(&o), self.watches.get(&o)) {
+                (Some(l), _) => l.pool.clone(),
+                (None, Some(w)) => w.handles.clone(),
+                (None, None) => continue,
             };
             let d = self.digest(&handles);
             let state = match handles[..] {
@@ -642,6 +854,10 @@ impl Stack {
                 best = Some(best.map_or(ns, |b| b.min(ns)));
             }
         }
+        if let Some(&(until, _)) = self.timewait.front() {
+            // A TIME-WAIT record gives its port back then.
+            best = Some(best.map_or(until, |b| b.min(until)));
+        }
         if self.fwd.waiting() {
             // Ask unanswered next hops again, or give up on them.
             let ns = self.now + 250_000_000;
@@ -657,20 +873,95 @@ impl Stack {
     }
 }
 
-/// The ports of listeners with no free listening socket on interface `k`.
-fn full_listeners(watches: &BTreeMap<u64, Watch>, sockets: &SocketSet<'static>, k: usize) -> Vec<u16> {
-    let mut v = Vec::new();
-    for w in watches.values() {
-        let Some(port) = w.listen_port else { continue };
-        let free = w.handles.iter().any(|&(i, h)| {
-            i == k && matches!(sockets.get::<AnySock<'static>>(h), AnySock::Tcp(t) if t.state() == stcp::State::Listen)
-        });
-        let here = w.handles.iter().any(|&(i, _)| i == k);
-        if here && !free {
-            v.push(port);
+fn add_charged<T: smoltcp::socket::AnySocket<'static>>(
+    sockets: &mut SocketSet<'static>,
+    charges: &mut BTreeMap<(usize, SocketHandle), Charge>,
+    k: usize,
+    sock: T,
+    charge: Charge,
+) -> SocketHandle {
+    let h = sockets.add(sock);
+    charges.insert((k, h), charge);
+    h
+}
+
+fn remove_charged(sockets: &mut SocketSet<'static>, charges: &mut BTreeMap<(usize, SocketHandle), Charge>, k: usize, h: SocketHandle) {
+    sockets.remove(h);
+    charges.remove(&(k, h));
+}
+
+/// What [`admit_syn`] needs of the stack besides the interface.
+struct AdmitCx<'a> {
+    listeners: &'a mut BTreeMap<u64, Listener>,
+    index: &'a BTreeMap<(usize, u16), Vec<u64>>,
+    charges: &'a mut BTreeMap<(usize, SocketHandle), Charge>,
+    budget: Option<&'a BudgetRef>,
+}
+
+/// A SYN arrived on interface `k`: make sure the listener it is for has a
+/// listening socket for it, within its backlog. False: drop the SYN (the
+/// listen queue is full, or the guest's memory is spent). A SYN for no
+/// listener passes (smoltcp answers it with a reset).
+fn admit_syn(cx: AdmitCx<'_>, sockets: &mut SocketSet<'static>, k: usize, syn: (IpAddress, u16, IpAddress, u16)) -> bool {
+    let (src, sport, dst, dport) = syn;
+    let Some(owners) = cx.index.get(&(k, dport)) else { return true };
+    let Some(&owner) = owners.iter().find(|o| cx.listeners.get(o).is_some_and(|l| l.lep.addr.is_none_or(|a| a == dst))) else {
+        return true;
+    };
+    let Some(l) = cx.listeners.get_mut(&owner) else { return true };
+    let (mut free, mut half_open, mut waiting, mut dup) = (false, 0usize, 0usize, false);
+    let charges = cx.charges;
+    l.pool.retain(|&(i, h)| {
+        if i != k {
+            return true;
         }
+        let t = sockets.get::<stcp::Socket<'static>>(h);
+        match t.state() {
+            // Reset or timed out before it was accepted: free its slot.
+            stcp::State::Closed => {
+                remove_charged(sockets, charges, i, h);
+                false
+            }
+            stcp::State::Listen => {
+                free = true;
+                true
+            }
+            st => {
+                dup |= t.remote_endpoint().is_some_and(|e| e.addr == src && e.port == sport);
+                if st == stcp::State::SynReceived {
+                    half_open += 1;
+                } else {
+                    waiting += 1;
+                }
+                true
+            }
+        }
+    });
+    if free || dup {
+        return true;
     }
-    v
+    // As Linux: a full accept queue (backlog + 1 connections waiting) drops
+    // the SYN, and so does a full queue of half-open ones (where Linux would
+    // answer with a SYN cookie).
+    if waiting > l.backlog || half_open >= MAX_SYN_BACKLOG {
+        return false;
+    }
+    let cost = tcp::buffer_bytes(&l.opts);
+    let charge = match cx.budget {
+        Some(b) => match Charge::new(b, Cost::ListenQueue, SMOL_SOCKET + cost) {
+            Ok(c) => c,
+            Err(_) => return false,
+        },
+        None => Charge::none(Cost::ListenQueue),
+    };
+    let mut t = tcp::new_socket(&l.opts);
+    if t.listen(l.lep).is_err() {
+        return false;
+    }
+    t.set_timeout(Some(smoltcp::time::Duration::from_secs(SYN_RECV_TIMEOUT_S)));
+    let h = add_charged(sockets, charges, k, t, charge);
+    l.pool.push((k, h));
+    true
 }
 
 /// A socket bound to a specific (not v4-mapped) IPv6 address is IPv6-only,
@@ -778,13 +1069,19 @@ pub fn socket(cx: &mut SockCtx<'_>, domain: u32, ty: u32, protocol: u32) -> Resu
     let p_udp = n::IPPROTO_UDP as u32;
     let p_icmp = if v6 { n::IPPROTO_ICMPV6 } else { n::IPPROTO_ICMP as u32 };
     match ty {
-        n::SOCK_STREAM if protocol == 0 || protocol == p_tcp => Ok(tcp::TcpSock::create(stack, v6)),
-        n::SOCK_DGRAM if protocol == 0 || protocol == p_udp => Ok(udp::UdpSock::create(stack, v6)),
+        n::SOCK_STREAM if protocol == 0 || protocol == p_tcp => {
+            let charge = stack.borrow().charge_object()?;
+            Ok(tcp::TcpSock::create(stack, v6, charge))
+        }
+        n::SOCK_DGRAM if protocol == 0 || protocol == p_udp => {
+            let charge = stack.borrow().charge_object()?;
+            Ok(udp::UdpSock::create(stack, v6, charge))
+        }
         n::SOCK_DGRAM if protocol == p_icmp => Ok(icmp::PingSock::create(stack, v6)),
         n::SOCK_STREAM | n::SOCK_DGRAM => Err(Errno::EPROTONOSUPPORT),
         n::SOCK_RAW if cx.cred.uid != 0 => Err(Errno::EPERM),
         n::SOCK_RAW if v6 || protocol == 0 || protocol > 255 => Err(Errno::EPROTONOSUPPORT),
-        n::SOCK_RAW => Ok(raw::RawSock::create(stack, protocol as u8)),
+        n::SOCK_RAW => raw::RawSock::create(stack, protocol as u8),
         _ => Err(Errno::ESOCKTNOSUPPORT),
     }
 }

@@ -79,22 +79,32 @@ pub fn file(s: &Stack, name: &str) -> Option<String> {
         "tcp" | "tcp6" => {
             let v6 = name == "tcp6";
             out.push_str("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n");
-            // A listener's pool shows once, as Linux's one listening socket.
+            // A listener shows once, as Linux's one listening socket (its
+            // listen queue's smoltcp sockets are not shown apart).
             let mut listeners = BTreeSet::new();
             let mut n = 0;
+            for l in s.listeners.values() {
+                let l = l.lep;
+                if is_v6(l.addr) != v6 || !listeners.insert(hex(l.addr, l.port, v6)) {
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "{n:>4}: {} {} {:02X} {:08X}:{:08X} 00:00000000 00000000     0        0 0",
+                    hex(l.addr, l.port, v6),
+                    hex(None, 0, v6),
+                    tcp_state(State::Listen),
+                    0,
+                    0
+                );
+                n += 1;
+            }
             for i in &s.ifaces {
                 for (_, sock) in i.sockets.iter() {
                     let AnySock::Tcp(t) = sock else { continue };
                     let st = t.state();
                     let (local, remote) = match st {
-                        State::Listen => {
-                            let l = t.listen_endpoint();
-                            if is_v6(l.addr) != v6 || !listeners.insert(hex(l.addr, l.port, v6)) {
-                                continue;
-                            }
-                            (hex(l.addr, l.port, v6), hex(None, 0, v6))
-                        }
-                        State::Closed => continue,
+                        State::Listen | State::Closed => continue,
                         _ => {
                             let l = t.local_endpoint();
                             if is_v6(l.map(|e| e.addr)) != v6 {

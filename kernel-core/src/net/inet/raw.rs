@@ -56,20 +56,25 @@ fn checksum(data: &[u8]) -> u16 {
 
 impl RawSock {
     /// A raw socket for IPv4 protocol `proto` (1..=254).
-    pub fn create(stack: StackRef, proto: u8) -> Rc<dyn Socket> {
+    pub fn create(stack: StackRef, proto: u8) -> Result<Rc<dyn Socket>, Errno> {
         let id;
         let mut handles = Vec::new();
         {
             let mut s = stack.borrow_mut();
             id = s.new_id();
-            for k in 0..s.ifaces.len() {
+            let cost = 2 * (SLOTS * core::mem::size_of::<PacketMetadata>() + BUF);
+            let mut charges = Vec::new();
+            for _ in 0..s.ifaces.len() {
+                charges.push(s.charge(cost)?);
+            }
+            for (k, charge) in charges.into_iter().enumerate() {
                 let r = raw::Socket::new(
                     Some(IpVersion::Ipv4),
                     Some(IpProtocol::from(proto)),
                     PacketBuffer::new(vec![PacketMetadata::EMPTY; SLOTS], vec![0u8; BUF]),
                     PacketBuffer::new(vec![PacketMetadata::EMPTY; SLOTS], vec![0u8; BUF]),
                 );
-                handles.push((k, s.ifaces[k].sockets.add(r)));
+                handles.push((k, s.add_socket(k, r, charge)));
             }
         }
         let me = Rc::new(RawSock {
@@ -80,7 +85,7 @@ impl RawSock {
             st: RefCell::new(Inner { handles: handles.clone(), peer: None, opts: Opts::new(false) }),
         });
         stack.borrow_mut().watch(id, &me.wq, handles);
-        me
+        Ok(me)
     }
 
     fn do_recv(&self, now: u64, buf: &mut [u8], flags: u32) -> Result<Received, Errno> {

@@ -1,10 +1,16 @@
 //! TCP sockets.
 //!
 //! smoltcp has no listen backlog: one of its sockets accepts one
-//! connection. A listening socket here keeps a pool of `backlog + 1`
-//! (at least 16, at most 128) listening smoltcp sockets per interface;
-//! `accept` takes an established one out of the pool and puts a fresh
-//! listener in its place.
+//! connection. The stack keeps a listen queue per listener (see
+//! `Listener` in the parent module): a listening smoltcp socket is made
+//! when a SYN arrives, up to the backlog, and `accept` takes an
+//! established one out of it. Every smoltcp socket and its buffers are
+//! charged to the guest's memory budget before they are allocated.
+//!
+//! Buffer sizes follow Linux's knobs: `SO_RCVBUF`/`SO_SNDBUF` are doubled
+//! and clamped to `rmem_max`/`wmem_max` (and at least the minimums), and a
+//! socket without them gets the defaults of `tcp_rmem`/`tcp_wmem` (see
+//! [`TCP_RMEM`], [`TCP_WMEM`], shown in `/proc/sys/net/ipv4/`).
 
 use alloc::rc::Rc;
 use alloc::vec;
@@ -23,8 +29,14 @@ use crate::net::{Control, Received, SockAddr, SockCtx, Socket};
 use crate::wait::{FileOps, IoCtx, WaitQueue, WaitRef, WaitSet, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP, POLLRDNORM, POLLWRNORM};
 use crate::Errno;
 
-/// Default buffer sizes of a connection (each way).
-const BUF: usize = 128 * 1024;
+/// `net.ipv4.tcp_rmem`: min, default, max receive buffer.
+pub const TCP_RMEM: [usize; 3] = [4096, 65535, 65535];
+/// `net.ipv4.tcp_wmem`: min, default, max send buffer.
+pub const TCP_WMEM: [usize; 3] = [4096, 65536, 4 << 20];
+/// `net.core.rmem_max` / `wmem_max`: the most `SO_RCVBUF`/`SO_SNDBUF` grant.
+pub const RMEM_MAX: usize = 212_992;
+/// See [`RMEM_MAX`].
+pub const WMEM_MAX: usize = 212_992;
 /// The largest receive buffer. A bigger one makes smoltcp scale its window,
 /// and it rounds a scaled window down: an ACK can then pull back the right
 /// edge of the window it advertised before by up to 2^shift - 1 bytes.
@@ -33,18 +45,12 @@ const BUF: usize = 128 * 1024;
 /// so bulk transfers over loopback stalled for a second every few windows.
 /// An unscaled window is exact and never shrinks.
 const MAX_RCV: usize = 65535;
-/// The most listening smoltcp sockets one listener keeps per interface.
-const MAX_POOL: usize = 128;
-/// The fewest: a SYN that finds no free listener is answered with a reset
-/// (Linux would drop it and let the client retry), so small backlogs get
-/// headroom for bursts of connections.
-const MIN_POOL: usize = 16;
 
 enum Mode {
     /// Not connected (maybe bound).
     Idle,
-    /// Listening: the pool of smoltcp listeners.
-    Listen { pool: Vec<(usize, SocketHandle)>, per_iface: usize, lep: IpListenEndpoint },
+    /// Listening (the listen queue lives in the stack).
+    Listen,
     /// A connection (being set up while `connecting`).
     Conn { iface: usize, h: SocketHandle, connecting: bool },
 }
@@ -75,25 +81,43 @@ pub struct TcpSock {
     wq: WaitRef,
     v6: bool,
     st: RefCell<Inner>,
+    /// The socket object, charged to the guest's budget.
+    _charge: crate::budget::Charge,
 }
 
 fn sock(s: &mut Stack, k: usize, h: SocketHandle) -> &mut tcp::Socket<'static> {
     s.ifaces[k].sockets.get_mut::<tcp::Socket<'static>>(h)
 }
 
-/// A new smoltcp socket with the buffers and options of `o`.
-fn new_socket(o: &Opts) -> tcp::Socket<'static> {
-    let size = |name| {
-        // An explicit SO_RCVBUF/SO_SNDBUF sizes the buffer; else a size good for loopback bulk transfer.
-        match o.get(SOL_SOCKET, name) {
-            Ok(v) if o.int(SOL_SOCKET, name) != Opts::new(true).int(SOL_SOCKET, name) && v.len() >= 4 => {
-                (o.int(SOL_SOCKET, name) as usize / 2).clamp(4096, 4 << 20)
-            }
-            _ => BUF,
+/// The receive and send buffer sizes for a socket with options `o`.
+fn buffer_sizes(o: &Opts) -> (usize, usize) {
+    let defaults = Opts::new(true);
+    // An explicit SO_RCVBUF/SO_SNDBUF (stored doubled and clamped, as Linux
+    // reports it) sizes the buffer; else the tcp_rmem/tcp_wmem default.
+    let size = |name, dflt: usize, max: usize| {
+        let v = o.int(SOL_SOCKET, name);
+        if v != defaults.int(SOL_SOCKET, name) {
+            (v.max(0) as usize / 2).clamp(2048, max)
+        } else {
+            dflt
         }
     };
-    let rcv = size(n::SO_RCVBUF).min(MAX_RCV);
-    let mut t = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; rcv]), tcp::SocketBuffer::new(vec![0u8; size(n::SO_SNDBUF)]));
+    let rcv = size(n::SO_RCVBUF, TCP_RMEM[1], RMEM_MAX).min(MAX_RCV);
+    let snd = size(n::SO_SNDBUF, TCP_WMEM[1], WMEM_MAX);
+    (rcv, snd)
+}
+
+/// What the buffers of a socket with options `o` cost.
+pub(super) fn buffer_bytes(o: &Opts) -> usize {
+    let (r, w) = buffer_sizes(o);
+    r + w
+}
+
+/// A new smoltcp socket with the buffers and options of `o` (charge
+/// [`buffer_bytes`] first).
+pub(super) fn new_socket(o: &Opts) -> tcp::Socket<'static> {
+    let (rcv, snd) = buffer_sizes(o);
+    let mut t = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; rcv]), tcp::SocketBuffer::new(vec![0u8; snd]));
     apply(&mut t, o);
     t
 }
@@ -115,7 +139,7 @@ fn apply(t: &mut tcp::Socket<'static>, o: &Opts) {
 
 impl TcpSock {
     /// A new unconnected socket.
-    pub fn create(stack: StackRef, v6: bool) -> Rc<dyn Socket> {
+    pub fn create(stack: StackRef, v6: bool, charge: crate::budget::Charge) -> Rc<dyn Socket> {
         let id = stack.borrow_mut().new_id();
         Rc::new(TcpSock {
             stack,
@@ -123,6 +147,7 @@ impl TcpSock {
             wq: WaitQueue::new(),
             v6,
             st: RefCell::new(Inner { local: None, mode: Mode::Idle, opts: Opts::new(true), err: None, shut_rd: false, shut_wr: false, conn_done: false, failed: false, connect_at: 0 }),
+            _charge: charge,
         })
     }
 
@@ -146,12 +171,6 @@ impl TcpSock {
         }
     }
 
-    fn listener(s: &mut Stack, k: usize, lep: IpListenEndpoint, o: &Opts) -> Result<SocketHandle, Errno> {
-        let mut t = new_socket(o);
-        t.listen(lep).map_err(|_| Errno::EINVAL)?;
-        Ok(s.ifaces[k].sockets.add(t))
-    }
-
     fn readiness(&self, st: &Inner, s: &mut Stack) -> u32 {
         let mut m = 0;
         if st.err.is_some() {
@@ -164,8 +183,8 @@ impl TcpSock {
                     m |= POLLIN | POLLRDNORM | POLLRDHUP;
                 }
             }
-            Mode::Listen { ref pool, .. } => {
-                if pool.iter().any(|&(k, h)| matches!(sock(s, k, h).state(), State::Established | State::CloseWait)) {
+            Mode::Listen => {
+                if s.listener_ready(self.id) {
                     m |= POLLIN | POLLRDNORM;
                 }
             }
@@ -283,10 +302,10 @@ impl TcpSock {
         Err(Errno::EAGAIN)
     }
 
-    fn handles(st: &Inner) -> super::Handles {
+    fn handles(&self, st: &Inner, s: &Stack) -> super::Handles {
         match &st.mode {
             Mode::Idle => Vec::new(),
-            Mode::Listen { pool, .. } => pool.clone(),
+            Mode::Listen => s.listen_pool(self.id),
             Mode::Conn { iface, h, .. } => vec![(*iface, *h)],
         }
     }
@@ -295,9 +314,13 @@ impl TcpSock {
 impl Drop for TcpSock {
     fn drop(&mut self) {
         let st = self.st.get_mut();
-        let handles = TcpSock::handles(st);
         let linger0 = st.opts.linger_abort();
         if let Ok(mut s) = self.stack.try_borrow_mut() {
+            let handles = match st.mode {
+                Mode::Listen => s.unlisten(self.id),
+                Mode::Conn { iface, h, .. } => vec![(iface, h)],
+                Mode::Idle => Vec::new(),
+            };
             // Closing with unread data resets the connection, as Linux does.
             let unread = match st.mode {
                 Mode::Conn { iface, h, .. } => sock(&mut s, iface, h).recv_queue() > 0,
@@ -397,11 +420,12 @@ impl Socket for TcpSock {
                 (None, p)
             }
         };
+        let charge = s.charge(buffer_bytes(&st.opts))?;
         let mut t = new_socket(&st.opts);
         t.set_timeout(Some(Duration::from_secs(super::CONNECT_TIMEOUT_S)));
         let cxi = s.ifaces[iface].iface.context();
         t.connect(cxi, (ip, port), IpListenEndpoint { addr: laddr, port: lport }).map_err(|_| Errno::EADDRNOTAVAIL)?;
-        let h = s.ifaces[iface].sockets.add(t);
+        let h = s.add_socket(iface, t, charge);
         st.mode = Mode::Conn { iface, h, connecting: true };
         st.connect_at = s.now;
         st.shut_rd = false;
@@ -417,12 +441,11 @@ impl Socket for TcpSock {
         let mut st = self.st.borrow_mut();
         let mut s = self.stack.borrow_mut();
         s.advance(cx.now_ns);
-        let per_iface = (backlog as usize).saturating_add(1).clamp(MIN_POOL, MAX_POOL);
         match &mut st.mode {
             Mode::Conn { .. } => return Err(Errno::EINVAL),
-            Mode::Listen { per_iface: p, .. } => {
-                *p = per_iface;
-                return Ok(());
+            Mode::Listen => {
+                let o = st.opts.clone();
+                return s.listen_on(self.id, IpListenEndpoint::default(), backlog, &o);
             }
             Mode::Idle => {}
         }
@@ -436,44 +459,26 @@ impl Socket for TcpSock {
         };
         s.set_listening(self.id)?;
         let lep = IpListenEndpoint { addr: ip, port };
-        let mut pool = Vec::new();
-        for k in s.ifaces_for(ip)? {
-            for _ in 0..per_iface {
-                pool.push((k, Self::listener(&mut s, k, lep, &st.opts)?));
-            }
-        }
-        s.watch(self.id, &self.wq, pool.clone());
-        s.set_listen_port(self.id, port);
-        st.mode = Mode::Listen { pool, per_iface, lep };
+        let o = st.opts.clone();
+        s.listen_on(self.id, lep, backlog, &o)?;
+        s.watch(self.id, &self.wq, Vec::new());
+        st.mode = Mode::Listen;
         Ok(())
     }
 
     fn accept(&self, cx: &mut SockCtx<'_>) -> Result<(Rc<dyn Socket>, SockAddr), Errno> {
-        let mut st = self.st.borrow_mut();
+        let st = self.st.borrow();
         let mut s = self.stack.borrow_mut();
         s.advance(cx.now_ns);
         let opts = st.opts.clone();
-        let Mode::Listen { pool, lep, .. } = &mut st.mode else { return Err(Errno::EINVAL) };
-        let lep = *lep;
-        let mut taken = None;
-        for slot in pool.iter_mut() {
-            let (k, h) = *slot;
-            match sock(&mut s, k, h).state() {
-                State::Established | State::CloseWait if taken.is_none() => {
-                    taken = Some((k, h));
-                    *slot = (k, Self::listener(&mut s, k, lep, &opts)?);
-                }
-                // A connection reset before it was accepted: recycle the slot.
-                State::Closed | State::TimeWait => {
-                    s.ifaces[k].sockets.remove(h);
-                    *slot = (k, Self::listener(&mut s, k, lep, &opts)?);
-                }
-                _ => {}
-            }
+        let Mode::Listen = st.mode else { return Err(Errno::EINVAL) };
+        if !s.listener_ready(self.id) {
+            return Err(Errno::EAGAIN);
         }
-        let pool = pool.clone();
-        s.watch(self.id, &self.wq, pool);
-        let Some((k, h)) = taken else { return Err(Errno::EAGAIN) };
+        let charge = s.charge_object()?;
+        let Some((k, h)) = s.take_established(self.id) else { return Err(Errno::EAGAIN) };
+        // The listen queue made room: SYNs waiting for it get through now.
+        s.dirty = true;
         let t = sock(&mut s, k, h);
         let local = t.local_endpoint();
         let peer = t.remote_endpoint();
@@ -494,6 +499,7 @@ impl Socket for TcpSock {
                 failed: false,
                 connect_at: 0,
             }),
+            _charge: charge,
         });
         s.watch(id, &child.wq, vec![(k, h)]);
         if let Some(l) = local {
@@ -605,9 +611,10 @@ impl Socket for TcpSock {
         s.advance(cx.now_ns);
         st.opts.set(level, name, value)?;
         let o = st.opts.clone();
-        for (k, h) in Self::handles(&st) {
+        for (k, h) in self.handles(&st, &s) {
             apply(sock(&mut s, k, h), &o);
         }
+        s.listener_opts(self.id, &o);
         Ok(())
     }
 

@@ -40,6 +40,8 @@ pub struct UdpSock {
     wq: WaitRef,
     v6: bool,
     st: RefCell<Inner>,
+    /// The socket object, charged to the guest's budget.
+    _charge: crate::budget::Charge,
 }
 
 fn sock(s: &mut Stack, k: usize, h: SocketHandle) -> &mut udp::Socket<'static> {
@@ -48,7 +50,7 @@ fn sock(s: &mut Stack, k: usize, h: SocketHandle) -> &mut udp::Socket<'static> {
 
 impl UdpSock {
     /// A new unbound socket.
-    pub fn create(stack: StackRef, v6: bool) -> Rc<dyn Socket> {
+    pub fn create(stack: StackRef, v6: bool, charge: crate::budget::Charge) -> Rc<dyn Socket> {
         let id = stack.borrow_mut().new_id();
         Rc::new(UdpSock {
             stack,
@@ -56,6 +58,7 @@ impl UdpSock {
             wq: WaitQueue::new(),
             v6,
             st: RefCell::new(Inner { local: None, handles: Vec::new(), peer: None, opts: Opts::new(false), shut_rd: false, shut_wr: false }),
+            _charge: charge,
         })
     }
 
@@ -65,7 +68,19 @@ impl UdpSock {
         let reuse = st.opts.flag(SOL_SOCKET, n::SO_REUSEADDR) || st.opts.flag(SOL_SOCKET, n::SO_REUSEPORT);
         let port = s.bind_port(self.id, Proto::Udp, ip, port, reuse)?;
         let ttl = st.opts.int(SOL_IP, n::IP_TTL).clamp(1, 255) as u8;
-        for k in ifaces {
+        // Charge every interface's socket before any buffer is allocated.
+        let cost = 2 * (SLOTS * core::mem::size_of::<PacketMetadata>() + BUF);
+        let mut charges = Vec::new();
+        for _ in &ifaces {
+            match s.charge(cost) {
+                Ok(c) => charges.push(c),
+                Err(e) => {
+                    s.unbind(self.id);
+                    return Err(e);
+                }
+            }
+        }
+        for (k, charge) in ifaces.into_iter().zip(charges) {
             let mut u = udp::Socket::new(
                 PacketBuffer::new(vec![PacketMetadata::EMPTY; SLOTS], vec![0u8; BUF]),
                 PacketBuffer::new(vec![PacketMetadata::EMPTY; SLOTS], vec![0u8; BUF]),
@@ -74,7 +89,7 @@ impl UdpSock {
             if u.bind(IpListenEndpoint { addr: ip, port }).is_err() {
                 continue;
             }
-            let h = s.ifaces[k].sockets.add(u);
+            let h = s.add_socket(k, u, charge);
             st.handles.push((k, h));
         }
         st.local = Some((ip, port));
