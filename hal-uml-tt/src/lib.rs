@@ -558,9 +558,5 @@ impl hal::Hal for TtHal {
         self.tracer.run_guest(&mut space.proc.tracee, ctx, self.host.timer(), segv_done())
     }
 
-    fn wait_for_interrupt(&mut self) -> hal::Interrupts {
-        self.host.wait_for_interrupt()
-    }
-
     hal_uml_x86_64::host_hal_methods!();
 }

@@ -355,6 +355,9 @@ macro_rules! host_hal_methods {
         fn now_ns(&self) -> u64 {
             self.host.now_ns()
         }
+        fn wait_for_interrupt(&mut self) -> hal::Interrupts {
+            self.host.wait_for_interrupt()
+        }
         fn realtime_ns(&self) -> u64 {
             self.host.realtime_ns()
         }

@@ -56,7 +56,7 @@ pub mod stub;
 pub mod timer;
 pub mod xstate;
 
-use hal::{AddressSpace, HalError, Prot, Trap, UserContext};
+use hal::{AddressSpace, HalError, Interrupts, Prot, Trap, UserContext};
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -82,9 +82,12 @@ pub trait Mechanism {
     fn apply(&mut self, stub: &mut Self::Stub, ops: &[Op]) -> Result<(), Trap>;
     /// Run `ctx` until the next trap; stops promptly when the timer fires.
     fn run(&mut self, stub: &mut Self::Stub, ctx: &mut UserContext, timer: &timer::TimerShared) -> Trap;
-    /// The kernel is about to sleep with no guest running: a mechanism
-    /// whose stubs could run unsupervised makes sure the last one cannot.
-    fn idle(&mut self) {}
+    /// The kernel is about to run `next` (or, with `None`, nothing): a
+    /// mechanism whose stubs could run unsupervised makes sure the one that
+    /// ran last cannot. True if it had to kill one for it.
+    fn leave(&mut self, _next: Option<&Self::Stub>) -> bool {
+        false
+    }
 }
 
 /// How guest code is trapped (`--trap`).
@@ -237,6 +240,13 @@ impl AddressSpace for SkasSpace {
     fn user_end(&self) -> u64 {
         stub::STUB_BASE
     }
+
+    fn is_lost(&self) -> bool {
+        match &self.stub {
+            AnyStub::Ptrace(s) => s.is_dead(),
+            AnyStub::Seccomp(s) => s.is_dead(),
+        }
+    }
 }
 
 /// Mappings up to this size are made with `MAP_POPULATE`.
@@ -332,6 +342,13 @@ impl hal::Hal for SkasHal {
 
     fn run(&mut self, ctx: &mut UserContext, space: &mut SkasSpace) -> Trap {
         let timer = self.host.timer();
+        if let (Mech::Seccomp(m), AnyStub::Seccomp(s)) = (&mut self.mech, &space.stub) {
+            if m.leave(Some(s)) {
+                // The stub that ran last had to be killed: the kernel learns
+                // it first (this space's operations wait in its queue).
+                return Trap::Interrupt(Interrupts::LOST);
+            }
+        }
         let mut ops = if space.ops.is_empty() { Vec::new() } else { space.ops.take() };
         // Small mappings (a fault's worth) are populated in the same host
         // call: the guest's first touch then takes no host fault.
@@ -358,11 +375,17 @@ impl hal::Hal for SkasHal {
         }
     }
 
-    fn wait_for_interrupt(&mut self) -> hal::Interrupts {
-        if let Mech::Seccomp(m) = &mut self.mech {
-            m.idle();
+    fn stop_guests(&mut self) -> Interrupts {
+        match &mut self.mech {
+            Mech::Seccomp(m) => {
+                if m.leave(None) {
+                    Interrupts::LOST
+                } else {
+                    Interrupts::empty()
+                }
+            }
+            Mech::Ptrace(_) => Interrupts::empty(),
         }
-        self.host.wait_for_interrupt()
     }
 
     crate::host_hal_methods!();

@@ -332,26 +332,33 @@ impl Comm {
 
     /// The kernel leaves this stub (for another, or to sleep): make sure
     /// its batches are applied and its guest thread is parked, or kill it.
-    fn park(&self) {
-        if self.settle().is_err() || self.parked.get() {
-            return;
+    /// True if it had to be killed (or died meanwhile).
+    fn park(&self) -> bool {
+        if self.settle().is_err() {
+            return true;
+        }
+        if self.parked.get() {
+            return false;
         }
         let state = self.mb_u32(mb::STATE);
+        if std::env::var_os("SKAS_DEBUG_PARK").is_some() {
+            eprintln!("park {}: state {} waiters {}", self.pid, state.load(Ordering::SeqCst), futex_waiters(state));
+        }
         let start = Instant::now();
         let mut round = 0;
         loop {
             if futex_waiters(state) > 0 {
                 self.parked.set(true);
-                return;
+                return false;
             }
             if self.reap_if_dead().is_some() {
-                return;
+                return true;
             }
             if start.elapsed() > PARK_GRACE {
                 // Its trap was forged, or it blocks its own handler: its
                 // code runs while the kernel would think it asleep.
                 self.overdue("did not park its guest thread");
-                return;
+                return true;
             }
             // A spinning handler sleeps at once on PARK (only while the
             // mailbox is the kernel's: never overwrite a RUN or EXEC).
@@ -403,6 +410,11 @@ impl SeccompStub {
     /// The host pid.
     pub fn pid(&self) -> i32 {
         self.comm.pid
+    }
+
+    /// Whether the process is gone (it was killed or it died and was reaped).
+    pub fn is_dead(&self) -> bool {
+        self.comm.dead.get().is_some()
     }
 
     fn get(&self, off: usize) -> u64 {
@@ -503,16 +515,6 @@ impl SeccompMechanism {
         &self.layout
     }
 
-    /// The kernel is about to run `next` (or nothing): park the stub that
-    /// ran last if it is another one.
-    fn leave_last(&mut self, next: Option<&Rc<Comm>>) {
-        if let Some(last) = self.last.upgrade() {
-            if next.is_none_or(|n| !Rc::ptr_eq(n, &last)) {
-                last.park();
-                self.last = Weak::new();
-            }
-        }
-    }
 
     /// Wait until the stub hands the mailbox back (`state == KERNEL`),
     /// kicking it when the timer fires (`timer`).
@@ -803,7 +805,6 @@ impl Mechanism for SeccompMechanism {
         if let Some(d) = c.dead.get() {
             return Err(Trap::Lost { signal: d });
         }
-        self.leave_last(Some(&c));
         let mut chunks = ops.chunks(OPS_PER_BATCH).peekable();
         while let Some(chunk) = chunks.next() {
             if chunks.peek().is_none() {
@@ -826,7 +827,6 @@ impl Mechanism for SeccompMechanism {
         if let Some(d) = c.dead.get() {
             return Trap::Lost { signal: d };
         }
-        self.leave_last(Some(&c));
         self.last = Rc::downgrade(&c);
         let regs = &ctx.regs;
         if !canonical_user(regs.fs_base) || !canonical_user(regs.gs_base) || ctx.fpu.mxcsr() & 0xffff_0000 != 0 {
@@ -902,6 +902,9 @@ impl Mechanism for SeccompMechanism {
             if let Err(t) = self.read_frame(s, ctx) {
                 return t;
             }
+            if std::env::var_os("SKAS_DEBUG_PARK").is_some() {
+                eprintln!("trap {}: signo {} rax {} rip {:#x}", c.pid, s.get(mb::SIGNO), ctx.regs.rax, ctx.regs.rip);
+            }
             match decode(s) {
                 Decoded::Spurious => {
                     let irq = crate::host::take_interrupts(timer);
@@ -923,7 +926,12 @@ impl Mechanism for SeccompMechanism {
         }
     }
 
-    fn idle(&mut self) {
-        self.leave_last(None);
+    fn leave(&mut self, next: Option<&SeccompStub>) -> bool {
+        let Some(last) = self.last.upgrade() else { return false };
+        if next.is_some_and(|n| Rc::ptr_eq(&n.comm, &last)) {
+            return false;
+        }
+        self.last = Weak::new();
+        last.park()
     }
 }

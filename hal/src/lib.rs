@@ -78,6 +78,14 @@ pub trait Hal {
     /// interrupting [`Hal::run`] or [`Hal::wait_for_interrupt`].
     fn set_timer(&mut self, deadline_ns: Option<u64>);
 
+    /// From now until the next [`Hal::run`] no guest code may run: a backend
+    /// whose host contexts could run unsupervised makes sure they cannot.
+    /// The kernel calls it before it idles or decides that nothing can run.
+    /// Returns [`Interrupts::LOST`] if a context had to be killed for it.
+    fn stop_guests(&mut self) -> Interrupts {
+        Interrupts::empty()
+    }
+
     /// Sleep on the host, using no CPU, until an interrupt is pending (timer
     /// expiry or device readiness), and return the pending set. Returns at
     /// once if one is already pending.

@@ -65,4 +65,10 @@ pub trait AddressSpace {
     /// The first address user mappings may not reach (the backend keeps what
     /// lies above, e.g. its stub, for itself).
     fn user_end(&self) -> u64;
+    /// Whether the backend has lost the host context of this space (see
+    /// [`crate::Interrupts::LOST`]); the next [`crate::Hal::run`] would
+    /// return [`crate::Trap::Lost`].
+    fn is_lost(&self) -> bool {
+        false
+    }
 }

@@ -572,6 +572,12 @@ impl<S: AddressSpace> Kernel<S> {
     /// Nothing runnable: sleep on the host until something can happen.
     /// Returns a status if nothing ever can (deadlock).
     fn idle<H: Hal<Space = S>>(&mut self, hal: &mut H) -> Option<i32> {
+        let lost = hal.stop_guests();
+        if !lost.is_empty() {
+            // A process was lost: its end may wake others.
+            self.handle_interrupts(hal, lost);
+            return None;
+        }
         let (earliest, console) = self.waiters();
         if earliest.is_none() && !console {
             return Some(self.deadlock(hal));
@@ -602,6 +608,9 @@ impl<S: AddressSpace> Kernel<S> {
     }
 
     fn handle_interrupts<H: Hal<Space = S>>(&mut self, hal: &mut H, irq: Interrupts) {
+        if irq.contains(Interrupts::LOST) {
+            self.kill_lost(hal);
+        }
         if irq.contains(Interrupts::TIMER) {
             // One-shot: it is disarmed now.
             self.armed = None;
@@ -628,6 +637,27 @@ impl<S: AddressSpace> Kernel<S> {
             .collect();
         for p in waiting {
             self.wake(p, None);
+        }
+    }
+
+    /// Kill every process whose host context the backend lost while the
+    /// kernel was not running it (a scan of the task table: only on
+    /// [`Interrupts::LOST`], which a misbehaving guest causes).
+    fn kill_lost<H: Hal<Space = S>>(&mut self, hal: &mut H) {
+        let lost: Vec<Pid> = self
+            .tasks
+            .values()
+            .filter(|t| !t.is_zombie() && t.group_exit.is_none())
+            .filter(|t| t.mm.as_ref().is_some_and(|mm| mm.host_ref().is_lost()))
+            .map(|t| t.tgid)
+            .collect();
+        for tgid in lost {
+            let group = self.group_pids(None, tgid);
+            if group.is_empty() {
+                continue;
+            }
+            hal.log(&format!("[{tgid}] host context lost: killing the process"));
+            self.group_kill(&mut None, &group, ExitStatus::Signal(g::SIGKILL));
         }
     }
 

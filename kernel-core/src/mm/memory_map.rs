@@ -161,6 +161,11 @@ impl<S: AddressSpace> MemoryMap<S> {
         MemoryMap { host, vmas: BTreeMap::new(), pages: BTreeMap::new(), brk_base: 0, brk: 0, user_end }
     }
 
+    /// The hal space, to ask about.
+    pub fn host_ref(&self) -> &S {
+        &self.host
+    }
+
     /// The hal space, for `Hal::run`.
     pub fn host(&mut self) -> &mut S {
         &mut self.host

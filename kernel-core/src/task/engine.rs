@@ -284,7 +284,7 @@ impl<S: AddressSpace> Kernel<S> {
     }
 
     /// Kill every thread in `group` with `st` (lazily, see the module doc).
-    fn group_kill(&mut self, cur: &mut Option<&mut Task<S>>, group: &[Pid], st: ExitStatus) {
+    pub(crate) fn group_kill(&mut self, cur: &mut Option<&mut Task<S>>, group: &[Pid], st: ExitStatus) {
         for &p in group {
             let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
             if let Some(t) = tmut(&mut self.tasks, cur, p) {
