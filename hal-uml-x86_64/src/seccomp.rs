@@ -332,8 +332,12 @@ impl Comm {
 
     /// The kernel leaves this stub (for another, or to sleep): make sure
     /// its batches are applied and its guest thread is parked, or kill it.
-    /// True if it had to be killed (or died meanwhile).
+    /// True if it had to be killed (or died meanwhile): news for the
+    /// kernel, unlike a death it was already told of by `run`.
     fn park(&self) -> bool {
+        if self.dead.get().is_some() {
+            return false;
+        }
         if self.settle().is_err() {
             return true;
         }
@@ -341,9 +345,6 @@ impl Comm {
             return false;
         }
         let state = self.mb_u32(mb::STATE);
-        if std::env::var_os("SKAS_DEBUG_PARK").is_some() {
-            eprintln!("park {}: state {} waiters {}", self.pid, state.load(Ordering::SeqCst), futex_waiters(state));
-        }
         let start = Instant::now();
         let mut round = 0;
         loop {
@@ -901,9 +902,6 @@ impl Mechanism for SeccompMechanism {
             s.noticed = noticed;
             if let Err(t) = self.read_frame(s, ctx) {
                 return t;
-            }
-            if std::env::var_os("SKAS_DEBUG_PARK").is_some() {
-                eprintln!("trap {}: signo {} rax {} rip {:#x}", c.pid, s.get(mb::SIGNO), ctx.regs.rax, ctx.regs.rip);
             }
             match decode(s) {
                 Decoded::Spurious => {

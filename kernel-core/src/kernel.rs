@@ -122,7 +122,7 @@ pub struct Kernel<S: AddressSpace> {
     /// The frame allocator.
     pub frames: Frames,
     /// Every task, zombies included (minus the one being handled).
-    pub tasks: BTreeMap<Pid, Task<S>>,
+    pub tasks: crate::task::TaskTable<S>,
     /// Runnable tasks waiting for the CPU.
     pub runq: RunQueue,
     /// The file system.
@@ -230,7 +230,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
     k.runq.push(init.pid);
-    k.tasks.insert(init.pid, init);
+    k.tasks.insert(init.pid, alloc::boxed::Box::new(init));
     let status = k.run_loop(hal);
     k.shutdown(hal);
     Ok(status)

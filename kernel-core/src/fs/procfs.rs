@@ -38,7 +38,7 @@ const PID_FILES: [&str; 13] = [
 /// What kernel state procfs reads from.
 pub struct ProcCtx<'a, S: AddressSpace> {
     /// All tasks but the caller.
-    pub tasks: &'a BTreeMap<Pid, Task<S>>,
+    pub tasks: &'a crate::task::TaskTable<S>,
     /// The caller (out of the task table while its call runs).
     pub cur: &'a Task<S>,
     /// The VFS (mount table).
@@ -109,13 +109,13 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
         if self.cur.pid == pid {
             Some(self.cur)
         } else {
-            self.tasks.get(&pid)
+            self.tasks.get(&pid).map(|t| &**t)
         }
     }
 
     /// Every task, the caller included, in pid order.
     fn all(&self) -> Vec<&Task<S>> {
-        let mut v: Vec<&Task<S>> = self.tasks.values().collect();
+        let mut v: Vec<&Task<S>> = self.tasks.values().map(|t| &**t).collect();
         v.push(self.cur);
         v.sort_by_key(|t| t.pid);
         v

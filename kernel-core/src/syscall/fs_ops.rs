@@ -1243,7 +1243,7 @@ pub fn umount2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             t.cwd.inode().sb == sb
                 || t.fds.fds().any(|fd| t.fds.get(fd as u64).is_ok_and(|e| e.file.inode.sb == sb))
         };
-        if cx.k.fs.mounts.iter().filter(|m| m.sb == sb).count() == 1 && (uses(cx.t) || cx.k.tasks.values().any(&uses)) {
+        if cx.k.fs.mounts.iter().filter(|m| m.sb == sb).count() == 1 && (uses(cx.t) || cx.k.tasks.values().any(|t| uses(t))) {
             return Err(Errno::EBUSY);
         }
     }

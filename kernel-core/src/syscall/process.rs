@@ -100,7 +100,7 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.cred = cx.t.cred.clone();
     child.start_ns = cx.hal.now_ns();
     child.charge = Some(charge);
-    cx.k.tasks.insert(pid, child);
+    cx.k.tasks.insert(pid, alloc::boxed::Box::new(child));
     cx.k.runq.push(pid);
     Ok(pid)
 }

@@ -50,14 +50,14 @@ pub fn core_status(core_limit: u64, sig: u32) -> ExitStatus {
 
 /// `task` if it is `pid`, else the table's entry.
 pub fn tmut<'a, S: AddressSpace>(
-    tasks: &'a mut alloc::collections::BTreeMap<Pid, Task<S>>,
+    tasks: &'a mut super::TaskTable<S>,
     cur: &'a mut Option<&mut Task<S>>,
     pid: Pid,
 ) -> Option<&'a mut Task<S>> {
     if cur.as_ref().is_some_and(|t| t.pid == pid) {
         return cur.as_deref_mut();
     }
-    tasks.get_mut(&pid)
+    tasks.get_mut(&pid).map(|t| &mut **t)
 }
 
 impl<S: AddressSpace> Kernel<S> {

@@ -588,6 +588,18 @@ extern "C" fn fuzz_on() -> ! {
     }
 }
 
+/// "3 child killed by SIGBUS (7), 1 child exited 2" for a list of endings.
+fn tally(endings: &[String]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for e in endings {
+        match counts.iter_mut().find(|(k, _)| k == e) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((e.clone(), 1)),
+        }
+    }
+    counts.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+}
+
 /// `total` forgeries by children restarted as they die, beside a victim
 /// that checks its secret and a heartbeat.
 fn forgery_fuzz(total: usize) {
@@ -647,7 +659,7 @@ fn forgery_fuzz(total: usize) {
     let detail = format!(
         "{total} forgeries ({} whole frames) by {children} processes ({killed} killed{}) in {ms} ms; the victim's secret {}; the heartbeat ticked {beats} times",
         total.div_ceil(FULL as usize),
-        if other.is_empty() { String::new() } else { format!(", others: {}", other.join(", ")) },
+        if other.is_empty() { String::new() } else { format!(", {}", tally(&other)) },
         if intact { "intact" } else { "CHANGED" }
     );
     report("forgery_fuzz", if intact && beats > 0 { "blocked" } else { "succeeded" }, &detail);
