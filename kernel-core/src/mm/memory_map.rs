@@ -316,7 +316,7 @@ impl<S: AddressSpace> MemoryMap<S> {
             if let (true, VmaBacking::Cache { map, offset, .. }) = (vma.shared, &vma.backing) {
                 // Write notify: the page of a shared mapping is written
                 // through it from now on.
-                map.cache.mark_dirty((offset + (page - vma.start)) / PAGE);
+                map.cache.mark_dirty((offset + (page - vma.start)) / PAGE).map_err(|_| FaultError::Bus)?;
                 pte.cow = false;
                 pte.prot = host_prot(vma.prot, false);
                 self.host.protect(page, PAGE, pte.prot);
@@ -401,7 +401,7 @@ impl<S: AddressSpace> MemoryMap<S> {
                     frames.get(f);
                     (f, true)
                 } else if vma.shared {
-                    map.cache.mark_dirty(idx);
+                    map.cache.mark_dirty(idx).map_err(|_| FaultError::Bus)?;
                     frames.get(f);
                     (f, false)
                 } else {

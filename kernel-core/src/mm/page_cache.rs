@@ -92,6 +92,9 @@ pub enum Source {
 }
 
 /// A size limit shared by the caches of one file system (tmpfs `size=`).
+/// It counts the pages that hold data nothing else has (dirty pages): a
+/// clean page (a copy of archive bytes, a hole read through a mapping) can
+/// be dropped at any time, so it takes no space.
 pub struct Quota {
     /// Limit in pages; `None`: half of guest memory (Linux's tmpfs default).
     limit: Cell<Option<u64>>,
@@ -398,8 +401,13 @@ impl CacheSet {
     /// Check the counters against the caches (invariant checker).
     pub fn check(&self) -> Result<(), alloc::string::String> {
         let mut s = CacheStats::default();
+        // quota -> (pages charged, dirty pages of its caches)
+        let mut quotas: BTreeMap<*const Quota, (u64, u64)> = BTreeMap::new();
         for c in self.live() {
             let st = c.st.try_borrow().map_err(|_| alloc::string::String::from("cache borrowed"))?;
+            if let Some(q) = &st.quota {
+                quotas.entry(Rc::as_ptr(q)).or_insert((q.used(), 0)).1 += st.ndirty;
+            }
             let mut nd = 0;
             for p in st.pages.values() {
                 s.pages += 1;
@@ -418,6 +426,10 @@ impl CacheSet {
         if s != self.stats() {
             return Err(alloc::format!("cache counters {:?}, caches hold {:?}", self.stats(), s));
         }
+        // (Files whose caches share a quota all live in this set.)
+        if let Some((used, dirty)) = quotas.values().find(|(u, d)| u != d) {
+            return Err(alloc::format!("a file system quota counts {used} pages, its files have {dirty} dirty"));
+        }
         Ok(())
     }
 }
@@ -428,7 +440,7 @@ impl Drop for PageCache {
         let shmem = st.is_shmem();
         let pages = core::mem::take(&mut st.pages);
         if let Some(q) = &st.quota {
-            q.used.set(q.used.get().saturating_sub(pages.len() as u64));
+            q.used.set(q.used.get().saturating_sub(st.ndirty));
         }
         let mut orphans = self.set.0.orphans.borrow_mut();
         for p in pages.values() {
@@ -553,6 +565,7 @@ impl PageCache {
         }
     }
 
+    /// Insert a page (a dirty one must have been charged).
     fn insert_page(&self, st: &mut State, idx: u64, frame: u64, dirty: bool) {
         st.pages.insert(idx, Page { frame, dirty });
         st.ndirty += u64::from(dirty);
@@ -563,25 +576,34 @@ impl PageCache {
         if let Some(p) = st.pages.remove(&idx) {
             st.ndirty -= u64::from(p.dirty);
             self.set.add_counts(st.is_shmem(), p.dirty, !st.is_shmem(), -1);
-            self.uncharge(st);
+            if p.dirty {
+                self.uncharge(st);
+            }
             frames.put(p.frame);
         }
     }
 
-    fn set_dirty(&self, st: &mut State, idx: u64, dirty: bool) {
+    /// Mark a cached page dirty or clean; becoming dirty is charged to the
+    /// quota (`ENOSPC` when it is full).
+    fn set_dirty(&self, st: &mut State, idx: u64, dirty: bool) -> Result<(), Errno> {
         let shmem = st.is_shmem();
-        if let Some(p) = st.pages.get_mut(&idx) {
-            if p.dirty != dirty {
-                self.set.add_counts(shmem, p.dirty, !shmem, -1);
-                p.dirty = dirty;
-                self.set.add_counts(shmem, dirty, !shmem, 1);
-                if dirty {
-                    st.ndirty += 1;
-                } else {
-                    st.ndirty -= 1;
-                }
-            }
+        let Some(was) = st.pages.get(&idx).map(|p| p.dirty) else { return Ok(()) };
+        if was == dirty {
+            return Ok(());
         }
+        if dirty {
+            self.charge(st)?;
+            st.ndirty += 1;
+        } else {
+            self.uncharge(st);
+            st.ndirty -= 1;
+        }
+        self.set.add_counts(shmem, was, !shmem, -1);
+        self.set.add_counts(shmem, dirty, !shmem, 1);
+        if let Some(p) = st.pages.get_mut(&idx) {
+            p.dirty = dirty;
+        }
+        Ok(())
     }
 
     /// A frame for a new page (zero-filled when `zeroed`), shrinking the
@@ -646,10 +668,6 @@ impl PageCache {
                 break;
             }
             let Some(f) = self.alloc_frame(frames, phys, false) else { break };
-            if self.charge(st).is_err() {
-                frames.put(f);
-                break;
-            }
             phys.write(f, chunk);
             self.insert_page(st, pi, f, false);
             added += 1;
@@ -715,7 +733,7 @@ impl PageCache {
         let idx = off / PAGE;
         if let Some(p) = st.pages.get(&idx) {
             let f = p.frame;
-            self.set_dirty(&mut st, idx, true);
+            self.set_dirty(&mut st, idx, true)?;
             return Ok((f, false));
         }
         self.charge(&st)?;
@@ -786,15 +804,10 @@ impl PageCache {
         if !create && !from_source {
             return Ok(None);
         }
-        if self.charge(&st).is_err() {
-            return if create { Err(FaultError::Bus) } else { Ok(None) };
-        }
         let Some(f) = self.alloc_frame(frames, phys, !from_source) else {
-            self.uncharge(&st);
             return if create { Err(FaultError::OutOfMemory) } else { Ok(None) };
         };
         if from_source && Self::fill_from_source(&st, idx, f, phys).is_err() {
-            self.uncharge(&st);
             frames.put(f);
             return if create { Err(FaultError::Bus) } else { Ok(None) };
         }
@@ -802,10 +815,11 @@ impl PageCache {
         Ok(Some(f))
     }
 
-    /// A page is about to be written through a shared mapping.
-    pub fn mark_dirty(&self, idx: u64) {
+    /// A page is about to be written through a shared mapping: `ENOSPC`
+    /// (the fault is `SIGBUS`, as Linux's) when its file system is full.
+    pub fn mark_dirty(&self, idx: u64) -> Result<(), Errno> {
         let mut st = self.st.borrow_mut();
-        self.set_dirty(&mut st, idx, true);
+        self.set_dirty(&mut st, idx, true)
     }
 
     /// Set the size to `len` (`truncate`, `ftruncate`, `O_TRUNC`): the store
@@ -879,7 +893,7 @@ impl PageCache {
                     let lo = ps.max(start);
                     let hi = (ps + PAGE).min(end);
                     phys.fill(pg.frame + (lo - ps), hi - lo, 0);
-                    self.set_dirty(&mut st, p, true);
+                    self.set_dirty(&mut st, p, true)?;
                 }
             }
             p += 1;
@@ -925,7 +939,7 @@ impl PageCache {
                 continue;
             }
             if self.writers.get() == 0 || frames.refcount(frame) <= 1 {
-                self.set_dirty(&mut st, idx, false);
+                self.set_dirty(&mut st, idx, false)?;
             }
         }
         result
@@ -978,7 +992,9 @@ impl PageCache {
         let pages = core::mem::take(&mut st.pages);
         for p in pages.values() {
             self.set.add_counts(shmem, p.dirty, !shmem, -1);
-            self.uncharge(&st);
+            if p.dirty {
+                self.uncharge(&st);
+            }
             self.set.0.orphans.borrow_mut().push(p.frame);
         }
         st.ndirty = 0;
