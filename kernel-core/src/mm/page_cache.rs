@@ -35,7 +35,7 @@
 //! never held across user copies or across a call into another cache,
 //! except [`CacheSet::shrink`], which skips caches already borrowed.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::rc::{Rc, Weak};
 use alloc::sync::Arc;
 use alloc::vec;
@@ -177,6 +177,8 @@ pub enum Piece {
 /// One file's pages. Reach it through `Rc`.
 pub struct PageCache {
     id: u64,
+    /// Itself, for the set's lists.
+    me: Weak<PageCache>,
     set: CacheSet,
     st: RefCell<State>,
     /// VMAs that map it (each holds a [`MapRef`]).
@@ -202,8 +204,13 @@ struct SetInner {
     clean: Cell<u64>,
     /// Dirty pages of caches with a store (to be written back).
     dirty_store: Cell<u64>,
-    /// Where the next shrink starts (cache id): shrinking goes round.
-    cursor: Cell<u64>,
+    /// Pages as they became clean, oldest first: what the shrinker evicts
+    /// (entries whose page went or got dirty since are skipped; mapped pages
+    /// get a second chance at the back). Compacted when it holds far more
+    /// entries than there are clean pages, so it stays proportional to them.
+    lru: RefCell<VecDeque<(Weak<PageCache>, u64)>>,
+    /// Caches with a store that have had dirty pages (sync, writeback).
+    dirty_caches: RefCell<BTreeMap<u64, Weak<PageCache>>>,
 }
 
 /// Every page cache of one kernel: the registry the shrinker, the invariant
@@ -244,7 +251,8 @@ impl CacheSet {
             shmem: Cell::new(0),
             clean: Cell::new(0),
             dirty_store: Cell::new(0),
-            cursor: Cell::new(0),
+            lru: RefCell::new(VecDeque::new()),
+            dirty_caches: RefCell::new(BTreeMap::new()),
         }))
     }
 
@@ -280,6 +288,62 @@ impl CacheSet {
             add(&self.0.clean);
         } else if store {
             add(&self.0.dirty_store);
+        }
+    }
+
+    /// Page `idx` of `cache` became clean: it joins the eviction queue.
+    fn note_clean(&self, cache: &Weak<PageCache>, idx: u64) {
+        let Ok(mut lru) = self.0.lru.try_borrow_mut() else { return };
+        lru.push_back((cache.clone(), idx));
+        if lru.len() as u64 > 2 * self.0.clean.get() + 4096 {
+            // Drop the stale entries (their page went, or got dirty).
+            lru.retain(|(w, i)| match w.upgrade() {
+                Some(c) => c.st.try_borrow().map_or(true, |st| st.pages.get(i).is_some_and(|p| !p.dirty)),
+                None => false,
+            });
+        }
+    }
+
+    /// `cache` (with a store) has a dirty page.
+    fn note_dirty(&self, id: u64, cache: &Weak<PageCache>) {
+        if let Ok(mut d) = self.0.dirty_caches.try_borrow_mut() {
+            d.entry(id).or_insert_with(|| cache.clone());
+        }
+    }
+
+    /// The caches with a store that may have dirty pages (a snapshot).
+    fn dirty_caches(&self) -> Vec<Rc<PageCache>> {
+        let mut v = Vec::new();
+        if let Ok(mut m) = self.0.dirty_caches.try_borrow_mut() {
+            m.retain(|_, w| match w.upgrade() {
+                Some(c) if c.st.try_borrow().map_or(true, |st| st.ndirty > 0) => {
+                    v.push(c);
+                    true
+                }
+                _ => false,
+            });
+        }
+        v
+    }
+
+    /// Evict clean pages no mapping holds, oldest first, until `want`
+    /// frames are free past `before` (or the queue went round once).
+    fn evict_lru(&self, frames: &mut Frames, before: u64, want: u64) {
+        let mut budget = self.0.lru.borrow().len();
+        while budget > 0 && frames.free_frames().saturating_sub(before) < want {
+            budget -= 1;
+            let Some((w, idx)) = self.0.lru.borrow_mut().pop_front() else { break };
+            let Some(c) = w.upgrade() else { continue };
+            let Ok(mut st) = c.st.try_borrow_mut() else {
+                self.0.lru.borrow_mut().push_back((w, idx));
+                continue;
+            };
+            match st.pages.get(&idx) {
+                Some(p) if !p.dirty && frames.refcount(p.frame) <= 1 => c.remove_page(&mut st, idx, frames),
+                // Mapped: a second chance.
+                Some(p) if !p.dirty => self.0.lru.borrow_mut().push_back((w, idx)),
+                _ => {}
+            }
         }
     }
 
@@ -329,40 +393,27 @@ impl CacheSet {
     }
 
     /// Free at least `want` frames if possible: orphans first, then clean
-    /// unmapped pages of every cache (round robin), then dirty unmapped
-    /// pages of caches with a store after writing them back. Returns how
-    /// many frames became free.
+    /// pages no mapping holds (oldest clean first), then dirty pages of
+    /// caches with a store that no mapping holds, after writing them back.
+    /// Returns how many frames became free. The work is proportional to
+    /// the pages looked at, not to the number of files.
     pub fn shrink(&self, frames: &mut Frames, phys: &impl PhysMem, want: u64) -> u64 {
         let before = frames.free_frames();
         self.reap(frames);
-        let freed = |frames: &Frames| frames.free_frames().saturating_sub(before);
-        if freed(frames) >= want {
-            return freed(frames);
-        }
-        let mut caches = self.live();
-        // Start after the cache the last shrink stopped at.
-        let cur = self.0.cursor.get();
-        caches.sort_by_key(|c| (c.id <= cur, c.id));
-        for pass in 0..2 {
-            for c in &caches {
-                if freed(frames) >= want {
-                    self.0.cursor.set(c.id);
-                    return freed(frames);
-                }
-                if pass == 1 {
-                    let _ = c.writeback_unmapped(frames, phys);
-                }
-                c.evict_clean(frames, want - freed(frames));
+        self.evict_lru(frames, before, want);
+        if frames.free_frames().saturating_sub(before) < want {
+            for c in self.dirty_caches() {
+                let _ = c.writeback_unmapped(frames, phys);
             }
+            self.evict_lru(frames, before, want);
         }
-        freed(frames)
+        frames.free_frames().saturating_sub(before)
     }
 
-    /// Write every dirty page of every cache back to its store (sync,
-    /// shutdown).
+    /// Write every dirty page back to its store (sync, umount, shutdown).
     pub fn writeback_all(&self, frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
         let mut r = Ok(());
-        for c in self.live() {
+        for c in self.dirty_caches() {
             if let Err(e) = c.writeback(0, u64::MAX, frames, phys) {
                 r = Err(e);
             }
@@ -463,8 +514,9 @@ impl PageCache {
             Source::Bytes { len, .. } => size.max(*len),
             _ => size,
         };
-        let c = Rc::new(PageCache {
+        let c = Rc::new_cyclic(|me| PageCache {
             id,
+            me: me.clone(),
             set: set.clone(),
             st: RefCell::new(State { size, pages: BTreeMap::new(), source, quota, seals: 0, ndirty: 0 }),
             maps: Cell::new(0),
@@ -570,6 +622,17 @@ impl PageCache {
         st.pages.insert(idx, Page { frame, dirty });
         st.ndirty += u64::from(dirty);
         self.set.add_counts(st.is_shmem(), dirty, !st.is_shmem(), 1);
+        self.noted(st, idx, dirty);
+    }
+
+    /// Tell the set about a page that became clean (evictable) or a store's
+    /// page that became dirty (to write back).
+    fn noted(&self, st: &State, idx: u64, dirty: bool) {
+        if !dirty {
+            self.set.note_clean(&self.me, idx);
+        } else if !st.is_shmem() {
+            self.set.note_dirty(self.id, &self.me);
+        }
     }
 
     fn remove_page(&self, st: &mut State, idx: u64, frames: &mut Frames) {
@@ -603,6 +666,7 @@ impl PageCache {
         if let Some(p) = st.pages.get_mut(&idx) {
             p.dirty = dirty;
         }
+        self.noted(st, idx, dirty);
         Ok(())
     }
 
