@@ -80,6 +80,7 @@ fn call() -> impl Strategy<Value = (u32, [u64; 6])> {
         Just(g::__NR_mincore),
         Just(g::__NR_memfd_create),
         Just(g::__NR_ftruncate),
+        Just(g::__NR_fallocate),
         400u32..600,
     ];
     (nrs, prop::array::uniform6(arg()))

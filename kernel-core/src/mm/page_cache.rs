@@ -980,6 +980,44 @@ impl PageCache {
         Ok(())
     }
 
+    /// Allocate the pages of `[start, end)` (`fallocate`): holes become
+    /// zeroed pages charged to the file system, so later writes there
+    /// cannot fail for lack of space. Memory-only caches only
+    /// (`EOPNOTSUPP`); on `ENOSPC`/`ENOMEM` what this call added is given
+    /// back. The size is not changed.
+    pub fn allocate(&self, start: u64, end: u64, frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
+        if !self.st.borrow().is_shmem() {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let mut added: Vec<u64> = Vec::new();
+        let mut r = Ok(());
+        for idx in start / PAGE..end.div_ceil(PAGE) {
+            let present = self.st.borrow().pages.contains_key(&idx);
+            if present {
+                // Archive copies and holes read through a mapping become the file's own.
+                if let Err(e) = self.mark_dirty(idx) {
+                    r = Err(e);
+                    break;
+                }
+                continue;
+            }
+            match self.page_for_write(idx * PAGE, 1, frames, phys) {
+                Ok(_) => added.push(idx),
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+        if r.is_err() {
+            let mut st = self.st.borrow_mut();
+            for idx in added {
+                self.remove_page(&mut st, idx, frames);
+            }
+        }
+        r
+    }
+
     /// Write the dirty pages of `[start, end)` back to the store (`msync`,
     /// `fsync`, unmapping, memory pressure, shutdown). A page stays dirty if
     /// a writable shared mapping may still change it. No-op without a store.

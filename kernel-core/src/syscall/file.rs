@@ -591,6 +591,52 @@ pub fn ftruncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
 }
 
+/// `fallocate(fd, mode, offset, len)` on a memory file (tmpfs, memfd): mode
+/// 0 allocates (and grows the file), `FALLOC_FL_KEEP_SIZE` allocates without
+/// growing, `FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE` deallocates (whole
+/// pages leave, partial ones are zeroed). Other modes, and host files:
+/// `EOPNOTSUPP`, as Linux's tmpfs. Seals apply (`EPERM`).
+pub fn fallocate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let f = cx.t.fds.file(a[0])?;
+    let (mode, off, len) = (a[1] as u32, a[2] as i64, a[3] as i64);
+    if a[1] > u64::from(u32::MAX) || off < 0 || len <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    if !f.writable() {
+        return Err(Errno::EBADF);
+    }
+    let keep = mode & g::FALLOC_FL_KEEP_SIZE != 0;
+    let punch = mode & g::FALLOC_FL_PUNCH_HOLE != 0;
+    if mode & !(g::FALLOC_FL_KEEP_SIZE | g::FALLOC_FL_PUNCH_HOLE) != 0 || (punch && !keep) {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let cache = match &f.inode.kind {
+        Kind::File(d) => d.cache().clone(),
+        Kind::Dir(_) => return Err(Errno::EISDIR),
+        Kind::Special(_) => return Err(Errno::ESPIPE),
+        _ => return Err(Errno::ENODEV),
+    };
+    let end = off.checked_add(len).filter(|&e| e as u64 <= MAX_FILE_SIZE).ok_or(Errno::EFBIG)? as u64;
+    let (off, size, seals) = (off as u64, cache.size(), cache.seals());
+    if seals & (g::F_SEAL_WRITE | g::F_SEAL_FUTURE_WRITE) != 0 && punch {
+        return Err(Errno::EPERM);
+    }
+    if seals & g::F_SEAL_GROW != 0 && !keep && end > size {
+        return Err(Errno::EPERM);
+    }
+    if punch {
+        super::mem::invalidate_everywhere(cx, &cache, off.div_ceil(PAGE), end / PAGE, false);
+        cache.punch_hole(off, end, &mut cx.k.frames, cx.hal.phys())?;
+    } else {
+        cache.allocate(off, end, &mut cx.k.frames, cx.hal.phys())?;
+        if !keep {
+            cache.wrote(end);
+        }
+    }
+    touch(&f.inode, cx.hal.realtime_ns());
+    Ok(0)
+}
+
 /// `umask(mask)`.
 pub fn umask<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let old = cx.t.umask;

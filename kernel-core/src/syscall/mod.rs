@@ -164,6 +164,7 @@ table! {
     __NR_unlink / 1 => fs_ops::unlink,
     __NR_unlinkat / 3 => fs_ops::unlinkat,
     __NR_ftruncate / 2 => file::ftruncate,
+    __NR_fallocate / 4 => file::fallocate,
     __NR_rmdir / 1 => fs_ops::rmdir,
     __NR_rename / 2 => fs_ops::rename,
     __NR_renameat / 4 => fs_ops::renameat,

@@ -141,6 +141,40 @@ fn sparse(dir: &str) {
     unlink(&path);
 }
 
+fn fallocate(dir: &str) {
+    let path = format!("{dir}/pc_falloc");
+    let fd = open(&path, libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC);
+    // SAFETY: plain calls on an open fd.
+    unsafe {
+        let n = libc::fallocate(fd, 0, 0, 2 * PAGE as i64);
+        t("fallocate grows the file and allocates", n == 0 && fstat(fd).st_size == 2 * PAGE as i64 && fstat(fd).st_blocks == 16, r(n));
+        let n = libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 2 * PAGE as i64, PAGE as i64);
+        t("FALLOC_FL_KEEP_SIZE allocates past the end", n == 0 && fstat(fd).st_size == 2 * PAGE as i64 && fstat(fd).st_blocks == 24, r(n));
+        pwrite(fd, b"data", 0);
+        let n = libc::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, PAGE as i64);
+        t("FALLOC_FL_PUNCH_HOLE makes a hole", n == 0 && pread(fd, 4, 0) == [0; 4] && lseek(fd, 0, libc::SEEK_HOLE) == 0 && fstat(fd).st_size == 2 * PAGE as i64, r(n));
+        let n = libc::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE, 0, PAGE as i64);
+        t("FALLOC_FL_PUNCH_HOLE without KEEP_SIZE is EOPNOTSUPP", n == -1 && errno() == libc::EOPNOTSUPP, r(n));
+        let n = libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, 0, PAGE as i64);
+        t("FALLOC_FL_ZERO_RANGE on tmpfs is EOPNOTSUPP", n == -1 && errno() == libc::EOPNOTSUPP, r(n));
+        let n = libc::fallocate(fd, 0, 0, 0);
+        t("fallocate of 0 bytes is EINVAL", n == -1 && errno() == libc::EINVAL, r(n));
+        let n = libc::fallocate(fd, 0, -1, 1);
+        t("a negative offset is EINVAL", n == -1 && errno() == libc::EINVAL, r(n));
+        let ro = open(&path, libc::O_RDONLY);
+        let n = libc::fallocate(ro, 0, 0, 1);
+        t("a read-only fd is EBADF", n == -1 && errno() == libc::EBADF, r(n));
+        let mut fds = [0; 2];
+        libc::pipe(fds.as_mut_ptr());
+        let n = libc::fallocate(fds[1], 0, 0, 1);
+        t("a pipe is ESPIPE", n == -1 && errno() == libc::ESPIPE, r(n));
+        for f in [fds[0], fds[1], ro, fd] {
+            libc::close(f);
+        }
+    }
+    unlink(&path);
+}
+
 fn shared_file(dir: &str, me: &str) {
     let path = format!("{dir}/pc_map");
     let fd = open(&path, libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC);
@@ -440,6 +474,7 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     let dir = a.get(1).cloned().unwrap_or_else(|| "/dev/shm".into());
     let me = String::from("/proc/self/exe");
     sparse(&dir);
+    fallocate(&dir);
     shared_file(&dir, &me);
     memfd();
     shared_anon();
