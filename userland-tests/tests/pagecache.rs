@@ -170,6 +170,41 @@ rm /tmp/d
     }
 }
 
+/// Programs run from files in the page cache, not in the archive: copied
+/// to tmpfs (static, and dynamic with the interpreter read from the
+/// cache), from a host directory; an 8 GiB sparse non-ELF file is refused
+/// as on Linux, without reading it.
+const EXEC_FROM_CACHE: &str = r#"
+cp /tests/hello /tmp/h && /tmp/h
+cp /bin/ls /dev/shm/ls && /dev/shm/ls -d /dev/shm
+/h/hello
+dd if=/dev/null of=/tmp/big bs=1 seek=8G 2>/dev/null; chmod +x /tmp/big
+/tmp/big 2>/dev/null; echo $?
+"#;
+
+fn exec_from_cache_on(var: &str) {
+    let _l = lock();
+    let d = HostDir::new(&format!("exec-{var}"));
+    std::fs::copy(default_root().join("tests/hello"), d.0.join("hello")).unwrap();
+    let g = guest_sh(var, &["--hostfs".into(), format!("{}:/h", d.0.display())], EXEC_FROM_CACHE);
+    assert_eq!(
+        g.stdout,
+        "Hello from a rustuml guest!\n/dev/shm\nHello from a rustuml guest!\n126\n",
+        "stderr:\n{}",
+        g.stderr
+    );
+}
+
+#[test]
+fn exec_from_cache_skas() {
+    exec_from_cache_on(SKAS);
+}
+
+#[test]
+fn exec_from_cache_tt() {
+    exec_from_cache_on(TT);
+}
+
 /// A scratch host directory, removed on drop.
 struct HostDir(PathBuf);
 impl HostDir {

@@ -141,15 +141,27 @@ pub struct ExecImage {
 
 impl ExecImage {
     /// The image of regular file `inode` (opened by `path`).
+    ///
+    /// A file still in the archive is used in place. Another file gets a
+    /// buffer of its size in which only what the ELF parser and the loader
+    /// read is filled in: the ELF header, the program headers, the
+    /// interpreter's path and the file bytes that share a page with a
+    /// segment's bss (the buffer is zero-allocated, so the rest costs no
+    /// memory on the host). Executables over [`MAX_EXEC_SIZE`]: `ENOMEM`.
     pub fn load(inode: &InodeRef, path: String, frames: &mut Frames, phys: &impl PhysMem) -> Result<Arc<ExecImage>, Errno> {
         let Kind::File(d) = &inode.kind else { return Err(Errno::EACCES) };
         let bytes = match d.shared_bytes() {
             Some((b, s, l)) => FileBytes::Shared(b, s, l),
+            // Not ELF: the parser refuses it from its first bytes (ENOEXEC).
+            None if !d.head(4, frames, phys)?.starts_with(b"\x7fELF") => FileBytes::Owned(d.head(64, frames, phys)?),
             None => {
-                let size = usize::try_from(d.size()).map_err(|_| Errno::ENOMEM)?;
-                let mut v = alloc::vec![0u8; size];
-                let n = d.read_to(0, &mut v, frames, phys)?;
-                v.truncate(n);
+                if d.size() > MAX_EXEC_SIZE {
+                    return Err(Errno::ENOMEM);
+                }
+                let mut v = alloc::vec![0u8; d.size() as usize];
+                for (start, end) in elf_ranges(d, frames, phys)? {
+                    d.read_to(start as u64, &mut v[start..end], frames, phys)?;
+                }
                 FileBytes::Owned(v)
             }
         };
@@ -170,6 +182,50 @@ impl ExecImage {
     pub fn inode(&self) -> &InodeRef {
         &self.inode
     }
+}
+
+/// The largest file exec reads (its buffer is as large as the file).
+pub const MAX_EXEC_SIZE: u64 = 1 << 30;
+
+/// The byte ranges of an ELF file the parser and the loader read, clipped
+/// to the file: the header and the first page, the program header table,
+/// each `PT_INTERP` and the tail of each `PT_LOAD` that shares a page with
+/// its bss. (Layout: `e_phoff` at 32, `e_phentsize` at 54, `e_phnum` at 56;
+/// a 64-bit program header has `p_type` at 0, `p_offset` at 8, `p_filesz`
+/// at 32, `p_memsz` at 40. Garbage only makes ranges that the parser then
+/// refuses.)
+fn elf_ranges(d: &FileData, frames: &mut Frames, phys: &impl PhysMem) -> Result<Vec<(usize, usize)>, Errno> {
+    let size = d.size() as usize;
+    let clip = |s: u64, len: u64| -> (usize, usize) {
+        let s = usize::try_from(s).unwrap_or(usize::MAX).min(size);
+        let e = usize::try_from(len).map_or(size, |l| s.saturating_add(l).min(size));
+        (s, e)
+    };
+    let mut ranges = alloc::vec![clip(0, crate::mm::PAGE)];
+    let head = d.head(64, frames, phys)?;
+    let u64_at = |b: &[u8], o: usize| b.get(o..o + 8).map_or(0, |x| u64::from_le_bytes(x.try_into().unwrap_or([0; 8])));
+    let u16_at = |b: &[u8], o: usize| b.get(o..o + 2).map_or(0, |x| u16::from_le_bytes([x[0], x[1]]));
+    let (phoff, phentsize, phnum) = (u64_at(&head, 32), u64::from(u16_at(&head, 54)), u64::from(u16_at(&head, 56)));
+    if phentsize != 56 || phnum == 0 {
+        return Ok(ranges);
+    }
+    let table = clip(phoff, phnum * 56);
+    ranges.push(table);
+    let mut t = alloc::vec![0u8; table.1 - table.0];
+    d.read_to(table.0 as u64, &mut t, frames, phys)?;
+    for ph in t.chunks_exact(56) {
+        let (ty, off, filesz, memsz) = (u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]), u64_at(ph, 8), u64_at(ph, 32), u64_at(ph, 40));
+        match ty {
+            3 => ranges.push(clip(off, filesz.min(4096))),
+            1 if memsz > filesz => {
+                let end = off.saturating_add(filesz);
+                let start = end & !(crate::mm::PAGE - 1);
+                ranges.push(clip(start, end - start));
+            }
+            _ => {}
+        }
+    }
+    Ok(ranges)
 }
 
 impl MappedFile for ExecImage {
