@@ -410,11 +410,12 @@ impl Fs {
                 None => (t.magic(), 0, 0),
             },
             _ => match self.quota(sb) {
-                Some(q) => {
+                // (An unlimited tmpfs shows no size, as Linux's size=0.)
+                Some(q) if q.limit(self.caches.total_frames()) != u64::MAX => {
                     let limit = q.limit(self.caches.total_frames());
                     (t.magic(), limit, limit.saturating_sub(q.used()))
                 }
-                None => (t.magic(), 0, 0),
+                _ => (t.magic(), 0, 0),
             },
         }
     }

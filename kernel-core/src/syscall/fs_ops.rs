@@ -1244,8 +1244,9 @@ fn tmpfs_options<H: Hal>(cx: &mut SysCtx<'_, H>, data: u64) -> Result<TmpfsOptio
         let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
         let num = |v: &str, radix: u32| u32::from_str_radix(v, radix).map_err(|_| Errno::EINVAL);
         match k {
-            "size" => o.size = Some(crate::fs::mount::parse_size(v, total)?),
-            "nr_blocks" => o.size = Some(v.parse::<u64>().map_err(|_| Errno::EINVAL)?),
+            // 0 means no limit, as on Linux.
+            "size" => o.size = Some(crate::fs::mount::parse_size(v, total)?).map(|n| if n == 0 { u64::MAX } else { n }),
+            "nr_blocks" => o.size = Some(v.parse::<u64>().map_err(|_| Errno::EINVAL)?).map(|n| if n == 0 { u64::MAX } else { n }),
             "mode" => o.mode = Some(num(v, 8)?),
             "uid" => o.uid = Some(num(v, 10)?),
             "gid" => o.gid = Some(num(v, 10)?),
