@@ -78,14 +78,26 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Bug {
     None,
-    /// A private mapping keeps reading the file after writing a page.
+    /// A private mapping keeps reading the file after writing a page (and
+    /// its fault-around neighbours follow the file too).
     PrivateFollowsFile,
+}
+
+/// What a page of the private mapping is.
+#[derive(Debug, Clone)]
+enum Priv {
+    /// Maps the cache's page (follows the file).
+    Cow,
+    /// A private copy.
+    Copy(Vec<u8>),
 }
 
 struct Model {
     file: Vec<u8>,
-    /// Private mapping's copied pages: page index -> bytes.
-    copies: BTreeMap<u64, Vec<u8>>,
+    /// File pages the page cache holds (written, or faulted by a mapping).
+    cached: std::collections::BTreeSet<u64>,
+    /// The private mapping's present pages.
+    private: BTreeMap<u64, Priv>,
     bug: Bug,
 }
 
@@ -101,35 +113,89 @@ impl Model {
     fn file_byte(&self, o: u64) -> u8 {
         self.file.get(o as usize).copied().unwrap_or(0)
     }
-    fn load(&self, w: Win, off: u64, n: usize) -> Vec<u8> {
+    fn file_page(&self, pg: u64) -> Vec<u8> {
+        (pg * P..pg * P + P).map(|x| self.file_byte(x)).collect()
+    }
+    /// The pages `[off, off + n)` touches through window `w`, in order: a
+    /// missing one faults. A fault brings the page into the cache; in the
+    /// private mapping (writable) the missing neighbours in its fault-around
+    /// window (here the whole mapping) that the cache holds become private
+    /// copies at once.
+    fn touch(&mut self, w: Win, off: u64, n: usize, store: bool) {
+        for pg in off / P..(off + n as u64).div_ceil(P) {
+            self.cached.insert(pg);
+            if w == Win::Shared || self.private.contains_key(&pg) {
+                continue;
+            }
+            self.private.insert(pg, Priv::Cow);
+            for q in 0..PAGES {
+                if q != pg && q < self.mapped_pages() && self.cached.contains(&q) && !self.private.contains_key(&q) {
+                    let copy = if self.bug == Bug::PrivateFollowsFile { Priv::Cow } else { Priv::Copy(self.file_page(q)) };
+                    self.private.insert(q, copy);
+                }
+            }
+        }
+        if store && w == Win::Private {
+            for pg in off / P..(off + n as u64).div_ceil(P) {
+                if let Some(Priv::Cow) = self.private.get(&pg) {
+                    let page = self.file_page(pg);
+                    self.private.insert(pg, if self.bug == Bug::PrivateFollowsFile { Priv::Cow } else { Priv::Copy(page) });
+                }
+            }
+        }
+    }
+    fn load(&mut self, w: Win, off: u64, n: usize) -> Vec<u8> {
+        self.touch(w, off, n, false);
         (off..off + n as u64)
-            .map(|o| match (w, self.copies.get(&(o / P))) {
-                (Win::Private, Some(c)) if self.bug != Bug::PrivateFollowsFile => c[(o % P) as usize],
+            .map(|o| match (w, self.private.get(&(o / P))) {
+                (Win::Private, Some(Priv::Copy(c))) => c[(o % P) as usize],
                 _ => self.file_byte(o),
             })
             .collect()
     }
     fn store(&mut self, w: Win, off: u64, d: &[u8]) {
+        self.touch(w, off, d.len(), true);
         for (i, &b) in d.iter().enumerate() {
             let o = off + i as u64;
-            match w {
-                Win::Shared => self.file[o as usize] = b,
-                Win::Private => {
-                    let pg = o / P;
-                    if !self.copies.contains_key(&pg) {
-                        let page: Vec<u8> = (pg * P..pg * P + P).map(|x| self.file_byte(x)).collect();
-                        self.copies.insert(pg, page);
-                    }
-                    self.copies.get_mut(&pg).unwrap()[(o % P) as usize] = b;
-                }
+            match (w, self.private.get_mut(&(o / P))) {
+                (Win::Private, Some(Priv::Copy(c))) => c[(o % P) as usize] = b,
+                (Win::Private, _) => {}
+                (Win::Shared, _) => self.file[o as usize] = b,
             }
         }
     }
+    fn pwrite(&mut self, off: u64, d: &[u8]) {
+        let end = off as usize + d.len();
+        if self.file.len() < end {
+            self.file.resize(end, 0);
+        }
+        self.file[off as usize..end].copy_from_slice(d);
+        self.cached.extend(off / P..(end as u64).div_ceil(P));
+    }
     fn truncate(&mut self, len: u64) {
         self.file.resize(len as usize, 0);
-        // Truncation unmaps even private copies wholly past the end.
+        // Truncation drops the cache's pages and unmaps even private copies
+        // wholly past the end.
         let keep = self.mapped_pages();
-        self.copies.retain(|&pg, _| pg < keep);
+        self.private.retain(|&pg, _| pg < keep);
+        self.cached.retain(|&pg| pg < keep);
+    }
+    /// `MADV_REMOVE` of pages `[s, s + n)`: whole pages inside the file leave
+    /// the cache (and the private entries that map them); a partial last
+    /// page is zeroed in place.
+    fn remove(&mut self, s: u64, n: u64) {
+        let size = self.file.len() as u64;
+        let end = ((s + n) * P).min(size);
+        for q in s..s + n {
+            if (q + 1) * P <= end {
+                self.cached.remove(&q);
+                if let Some(Priv::Cow) = self.private.get(&q) {
+                    self.private.remove(&q);
+                }
+            }
+        }
+        let a = (s * P).min(size) as usize;
+        self.file[a..end.max(a as u64) as usize].fill(0);
     }
 }
 
@@ -155,7 +221,7 @@ fn base(w: Win) -> u64 {
 
 fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
     let log = Log::default();
-    let mut m = Model { file: vec![0; (4 * P) as usize], copies: BTreeMap::new(), bug };
+    let mut m = Model { file: vec![0; (4 * P) as usize], cached: Default::default(), private: BTreeMap::new(), bug };
     let mut want: Vec<Expect> = Vec::new();
     let mut labels: Vec<usize> = Vec::new();
     let rw = (g::PROT_READ | g::PROT_WRITE) as u64;
@@ -183,11 +249,7 @@ fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
                 insns.push(store(|_| WBUF, d.clone()));
                 insns.push(sys(g::__NR_pwrite64, &[3, WBUF, d.len() as u64, *o]));
                 insns.push(record(&log, 0, 0));
-                let end = *o as usize + d.len();
-                if m.file.len() < end {
-                    m.file.resize(end, 0);
-                }
-                m.file[*o as usize..end].copy_from_slice(d);
+                m.pwrite(*o, d);
                 expect(&mut want, Expect::ret(d.len() as i64), i);
             }
             Op::Pread(o, n) => {
@@ -224,7 +286,8 @@ fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
                 let addr = base(*w) + o;
                 if m.in_file(*o, *n) {
                     insns.push(record(&log, addr, *n));
-                    expect(&mut want, Expect::any().with_mem(m.load(*w, *o, *n)), i);
+                    let bytes = m.load(*w, *o, *n);
+                    expect(&mut want, Expect::any().with_mem(bytes), i);
                 } else {
                     in_child(&log, &mut insns, vec![load(base(*w) + (*o).max(m.mapped_pages() * P))]);
                     expect(&mut want, Expect::any().with_mem(vec![g::SIGBUS as u8, 0]), i);
@@ -247,16 +310,14 @@ fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
                 insns.push(sys(g::__NR_madvise, &[base(*w), PAGES * P, g::MADV_DONTNEED as u64]));
                 insns.push(record(&log, 0, 0));
                 if *w == Win::Private {
-                    m.copies.clear();
+                    m.private.clear();
                 }
                 expect(&mut want, Expect::ret(0), i);
             }
             Op::Remove(s, n) => {
                 insns.push(sys(g::__NR_madvise, &[SH + s * P, n * P, g::MADV_REMOVE as u64]));
                 insns.push(record(&log, 0, 0));
-                let (a, b) = ((s * P) as usize, ((s + n) * P) as usize);
-                let len = m.file.len();
-                m.file[a.min(len)..b.min(len)].fill(0);
+                m.remove(*s, *n);
                 expect(&mut want, Expect::ret(0), i);
             }
         }

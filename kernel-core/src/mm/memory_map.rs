@@ -25,7 +25,12 @@
 //! object): a shared mapping maps them as they are, and every process
 //! mapping the file (or sharing the object across `fork`) and every `read`
 //! and `write` of the file see the same bytes. A private mapping maps them
-//! copy-on-write (`cow` entries): it sees the file until it writes a page.
+//! copy-on-write (`cow` entries): it sees the file until it writes a page
+//! (one exception: in a *writable* private mapping, the pages fault-around
+//! brings in next to a faulting page are private copies at once, since in
+//! practice such a mapping is a program's data segment, written soon, and a
+//! write fault costs a host round trip; POSIX leaves unspecified whether a
+//! private mapping sees later changes to the file).
 //! Entries of shared mappings that were never written through are
 //! write-protected too (`cow`), and their first write fault marks the cache
 //! page dirty without copying ("write notify"), so that only pages written
@@ -480,7 +485,11 @@ impl<S: AddressSpace> MemoryMap<S> {
                 run.push(&mut self.host, p, frame, pte.prot);
                 result = Some(pte);
             } else if present & (1 << ((p - lo) / PAGE)) == 0 {
-                match Self::new_frame(vma, p, false, false, frames, phys) {
+                // Neighbours in a writable private file mapping (a
+                // program's data segment) get their private copies now: a
+                // write fault each later would cost far more than the copy.
+                let copy = !vma.shared && vma.prot.contains(Prot::WRITE);
+                match Self::new_frame(vma, p, false, copy, frames, phys) {
                     Ok(Some((frame, cow))) => {
                         let prot = host_prot(vma.prot, cow);
                         self.pages.insert(p, Pte { frame, prot, cow });
