@@ -305,6 +305,18 @@ impl HostDir for HostExport {
             self.handles.remove(&handle);
         }
     }
+
+    fn statfs(&mut self) -> Option<(u64, u64)> {
+        let fd = self.entry(1).ok()?.fd.as_raw_fd();
+        // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is the export's open directory and `st` a valid out pointer.
+        if unsafe { libc::fstatvfs(fd, &mut st) } < 0 {
+            return None;
+        }
+        let bsize = (st.f_frsize as u64).max(1);
+        Some((st.f_blocks as u64 * bsize / 4096, st.f_bavail as u64 * bsize / 4096))
+    }
 }
 
 #[cfg(test)]

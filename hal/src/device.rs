@@ -142,4 +142,9 @@ pub trait HostDir {
     fn truncate(&mut self, handle: u64, len: u64) -> Result<(), HostError>;
     /// Forget `handle` (the kernel holds it no longer).
     fn release(&mut self, handle: u64);
+    /// Size and free space of the host file system holding the export, in
+    /// 4 KiB blocks (the guest's `statfs`/`df`); `None` if unknown.
+    fn statfs(&mut self) -> Option<(u64, u64)> {
+        None
+    }
 }

@@ -38,7 +38,8 @@ use linux_raw_sys::general as g;
 use crate::exec::{self, ExecArgs};
 use crate::fs::cpio;
 use crate::fs::path::{self, Follow};
-use crate::fs::{FdTable, Fs, InodeRef, Kind, Loc, OpenFile};
+use crate::fs::inode::ExecImage;
+use crate::fs::{FdTable, Fs, Kind, Loc, OpenFile};
 use crate::mm::{FaultError, Frames, MappedFile, MemoryMap};
 use crate::syscall::{self, Flow};
 use crate::task::sched::TIMESLICE_NS;
@@ -199,8 +200,10 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     for (at, dir) in host_dirs {
         fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))?;
     }
+    let frames = Frames::new(hal.phys().size());
+    fs.caches.set_memory(frames.total_frames());
     let mut k = Kernel {
-        frames: Frames::new(hal.phys().size()),
+        frames,
         tasks: BTreeMap::new(),
         runq: RunQueue::default(),
         fs,
@@ -255,16 +258,18 @@ impl<S: AddressSpace> Kernel<S> {
         fds.set(0, out.clone(), false);
         fds.set(1, out, false);
         fds.set(2, OpenFile::new(console_err, g::O_RDWR, String::from("/dev/console")), false);
-        let mut task = Task::new(1, 0, UserContext::default(), Some(MemoryMap::new(space)), fds, root);
+        let mm = MemoryMap::with_caches(space, self.fs.caches.clone());
+        let mut task = Task::new(1, 0, UserContext::default(), Some(mm), fds, root);
         task.mm_id = self.new_share_id();
         task.files_id = self.new_share_id();
         task.sighand_id = self.new_share_id();
         let argv: Vec<Vec<u8>> = config.args.iter().map(|s| s.as_bytes().to_vec()).collect();
         let envp: Vec<Vec<u8>> = config.env.iter().map(|s| s.as_bytes().to_vec()).collect();
         let (loc, argv) = self
-            .resolve_script(loc, p.as_bytes(), argv)
+            .resolve_script(hal.phys(), loc, p.as_bytes(), argv)
             .map_err(|e| BootError::InitNotExecutable(config.init.clone(), e))?;
-        let prepared = self.prepare_exec(&loc).map_err(|e| BootError::InitNotExecutable(config.init.clone(), e))?;
+        let prepared =
+            self.prepare_exec(hal.phys(), &loc).map_err(|e| BootError::InitNotExecutable(config.init.clone(), e))?;
         self.commit_exec(hal, &mut task, prepared, &argv, &envp, p.as_bytes()).map_err(|e| match e {
             Errno::ENOMEM | Errno::EAGAIN => BootError::OutOfMemory,
             e => BootError::InitNotExecutable(config.init.clone(), e),
@@ -293,18 +298,23 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Resolve `#!` scripts (up to 4 levels, as Linux): returns the file to
     /// load and the rewritten argv (`interp [arg] path argv[1..]`).
-    pub fn resolve_script(&mut self, loc: Loc, path: &[u8], argv: Vec<Vec<u8>>) -> Result<(Loc, Vec<Vec<u8>>), Errno> {
+    pub fn resolve_script(
+        &mut self,
+        phys: &impl PhysMem,
+        loc: Loc,
+        path: &[u8],
+        argv: Vec<Vec<u8>>,
+    ) -> Result<(Loc, Vec<Vec<u8>>), Errno> {
         let (mut loc, mut argv, mut path) = (loc, argv, path.to_vec());
         for _ in 0..5 {
             let inode = loc.inode().clone();
             let line = match &inode.kind {
                 Kind::File(d) if inode.executable() => {
-                    let d = d.borrow();
+                    let d = d.head(256, &mut self.frames, phys)?;
                     if !d.starts_with(b"#!") {
-                        drop(d);
                         return Ok((loc, argv));
                     }
-                    let head = &d[2..d.len().min(256)];
+                    let head = &d[2..];
                     let end = head.iter().position(|&c| c == b'\n').ok_or(Errno::ENOEXEC)?;
                     head[..end].to_vec()
                 }
@@ -334,33 +344,35 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Validate an executable before the point of no return: regular file,
     /// executable, a valid ELF (and interpreter).
-    pub fn prepare_exec(&mut self, loc: &Loc) -> Result<PreparedExec, Errno> {
-        let (image, inode) = Self::parse_file(loc.inode())?;
+    pub fn prepare_exec(&mut self, phys: &impl PhysMem, loc: &Loc) -> Result<PreparedExec, Errno> {
+        let (image, inode) = self.parse_file(phys, loc)?;
         let interp = match image.interpreter() {
             None => None,
             Some(ip) => {
                 let ip = core::str::from_utf8(ip).map_err(|_| Errno::ENOEXEC)?;
                 let root = Loc::root(self.fs.root.clone());
                 let iloc = path::walk(&self.fs.root, &root, ip, Follow::Yes)?;
-                let (iimage, iinode) = Self::parse_file(iloc.inode())?;
+                let (iimage, iinode) = self.parse_file(phys, &iloc)?;
                 Some((iimage, iinode))
             }
         };
         Ok(PreparedExec { image, inode, interp, path: loc.path() })
     }
 
-    fn parse_file(inode: &InodeRef) -> Result<(exec::ElfImage, InodeRef), Errno> {
-        let image = match &inode.kind {
-            Kind::File(data) => {
-                if !inode.executable() {
-                    return Err(Errno::EACCES);
-                }
-                exec::parse_elf(&data.borrow())?
+    /// Parse the executable at `loc`: its headers and its image (the bytes
+    /// the loader reads, the page cache its mappings use).
+    fn parse_file(&mut self, phys: &impl PhysMem, loc: &Loc) -> Result<(exec::ElfImage, Arc<ExecImage>), Errno> {
+        let inode = loc.inode();
+        match &inode.kind {
+            Kind::File(_) if !inode.executable() => Err(Errno::EACCES),
+            Kind::File(_) => {
+                let file = ExecImage::load(inode, loc.path(), &mut self.frames, phys)?;
+                let image = file.with_bytes(exec::parse_elf)?;
+                Ok((image, file))
             }
-            Kind::Dir(_) | Kind::Device(_) | Kind::Special(_) => return Err(Errno::EACCES),
-            Kind::Symlink(_) => return Err(Errno::ELOOP),
-        };
-        Ok((image, inode.clone()))
+            Kind::Dir(_) | Kind::Device(_) | Kind::Special(_) => Err(Errno::EACCES),
+            Kind::Symlink(_) => Err(Errno::ELOOP),
+        }
     }
 
     /// Past the point of no return: replace `task`'s image. On error the old
@@ -380,7 +392,7 @@ impl<S: AddressSpace> Kernel<S> {
         hal.random(&mut random);
         let file: Arc<dyn MappedFile> = prep.inode.clone();
         let interp: Option<(exec::ElfImage, Arc<dyn MappedFile>)> =
-            prep.interp.map(|(img, ino)| (img, ino as Arc<dyn MappedFile>));
+            prep.interp.as_ref().map(|(img, ino)| (img.clone(), ino.clone() as Arc<dyn MappedFile>));
         let minsigstksz = crate::task::frame::min_sigstack_size(&hal.fpu_layout());
         let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid, minsigstksz };
         let loaded = exec::load(
@@ -391,7 +403,13 @@ impl<S: AddressSpace> Kernel<S> {
             &args,
             &mut self.frames,
             hal.phys(),
-        )?;
+        );
+        // Loaded (or not): the mappings use the page caches from now on.
+        prep.inode.release();
+        if let Some((_, i)) = &prep.interp {
+            i.release();
+        }
+        let loaded = loaded?;
         task.ctx = UserContext::default();
         task.ctx.regs.rip = loaded.entry;
         task.ctx.regs.rsp = loaded.stack_pointer;
@@ -426,6 +444,17 @@ impl<S: AddressSpace> Kernel<S> {
                     hal.log(&format!("kernel: invariant violated: {e}"));
                     self.check_invariants = false;
                 }
+            }
+            // Frames of dropped page caches back to the allocator, host
+            // files whose shared mappings went away written back.
+            self.fs.caches.service(&mut self.frames, hal.phys());
+            // Keep some memory free for the kernel's own objects, which
+            // cannot evict cache pages themselves (their charges happen
+            // deep inside a call): clean cache pages go first, as kswapd
+            // keeps Linux above its low watermark.
+            let (low, free) = (self.frames.total_frames() / 32, self.frames.free_frames());
+            if free < low {
+                self.fs.caches.shrink(&mut self.frames, hal.phys(), 2 * low - free);
             }
             let now = hal.now_ns();
             self.check_timeouts(hal, now);
@@ -942,6 +971,12 @@ impl<S: AddressSpace> Kernel<S> {
         }
         self.tasks.clear();
         self.runq.clear();
+        // Host files get what was written through their mappings; then the
+        // page caches give their frames back.
+        if let Err(e) = self.fs.caches.writeback_all(&mut self.frames, hal.phys()) {
+            hal.log(&format!("kernel: writing host files back at shutdown failed: {}", e.name()));
+        }
+        self.fs.caches.release_all(&mut self.frames);
         // Every frame must be back: a leak here is a kernel bug worth a line.
         if let Err(e) = self.frames.check_all_free() {
             hal.log(&format!("kernel: frame leak at shutdown: {e}"));
@@ -960,8 +995,8 @@ impl<S: AddressSpace> Kernel<S> {
 /// A validated executable, ready to load.
 pub struct PreparedExec {
     image: exec::ElfImage,
-    inode: InodeRef,
-    interp: Option<(exec::ElfImage, InodeRef)>,
+    inode: Arc<ExecImage>,
+    interp: Option<(exec::ElfImage, Arc<ExecImage>)>,
     path: String,
 }
 

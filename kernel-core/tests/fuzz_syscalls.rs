@@ -75,6 +75,12 @@ fn call() -> impl Strategy<Value = (u32, [u64; 6])> {
         Just(g::__NR_nanosleep),
         Just(g::__NR_futex),
         Just(g::__NR_ppoll),
+        Just(g::__NR_mremap),
+        Just(g::__NR_msync),
+        Just(g::__NR_mincore),
+        Just(g::__NR_memfd_create),
+        Just(g::__NR_ftruncate),
+        Just(g::__NR_fallocate),
         400u32..600,
     ];
     (nrs, prop::array::uniform6(arg()))

@@ -2,15 +2,21 @@
 //!
 //! Directories are filled on demand: the path walk asks for one name at a
 //! time ([`Fs::host_lookup`]), a listing syncs the whole directory
-//! ([`Fs::host_sync_dir`]). Regular files are read whole into their inode
-//! when looked up and again at each open, so `stat`, `read` and `mmap` work
-//! as for tmpfs; writes go through to the host ([`Fs::host_write`]).
+//! ([`Fs::host_sync_dir`]). A regular file's data is a page cache whose
+//! store is the host file ([`HostStore`]): pages are read when first needed
+//! (any file size, no whole-file load), `write` goes through to the host
+//! and into the cached pages, pages dirtied through shared mappings are
+//! written back on `msync`/`fsync`/unmapping/exit/unmount and under memory
+//! pressure, and clean pages are evicted under memory pressure. At each open
+//! the cache is revalidated against the host's size and modification time
+//! ([`Fs::host_revalidate`]: close-to-open coherence).
 //! Guest paths never reach the host: `..` and symlinks are resolved by the
 //! guest's own path walk, and the backend refuses anything but single names.
 #![allow(clippy::arc_with_non_send_sync)]
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -19,13 +25,52 @@ use core::cell::RefCell;
 
 use hal::{HostDir, HostError, HostFileKind};
 
-use super::inode::{Fs, Inode, InodeRef, Kind, Meta};
+use super::inode::{FileData, Fs, Inode, InodeRef, Kind, Meta};
 use super::mount::FsType;
 use super::path::{walk, Follow, Loc};
+use crate::mm::page_cache::{Source, Store};
+use crate::mm::{Frames, PageCache};
 use crate::Errno;
 
-/// Largest host file loaded into memory.
-const MAX_HOST_FILE: u64 = 256 << 20;
+/// A host file as the store of its page cache: reaches the backend through
+/// the handle hostfs keeps for (superblock, inode number), at each call.
+pub struct HostStore {
+    host: HostCell,
+    sb: u32,
+    ino: u64,
+}
+
+impl HostStore {
+    fn with<R>(&self, f: impl FnOnce(&mut dyn HostDir, u64) -> Result<R, HostError>) -> Result<R, Errno> {
+        let mut guard = self.host.try_borrow_mut().map_err(|_| Errno::EIO)?;
+        let hs = &mut *guard;
+        let h = *hs.handles.get(&(self.sb, self.ino)).ok_or(Errno::EIO)?;
+        let d = hs.dirs.get_mut(&self.sb).ok_or(Errno::EIO)?;
+        f(&mut **d, h).map_err(errno_of)
+    }
+}
+
+impl Store for HostStore {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.with(|d, h| d.read(h, off, buf))
+    }
+    fn write(&self, off: u64, data: &[u8]) -> Result<(), Errno> {
+        self.with(|d, h| {
+            let mut done = 0;
+            while done < data.len() {
+                let n = d.write(h, off + done as u64, &data[done..])?;
+                if n == 0 {
+                    return Err(HostError::Io);
+                }
+                done += n;
+            }
+            Ok(())
+        })
+    }
+    fn truncate(&self, len: u64) -> Result<(), Errno> {
+        self.with(|d, h| d.truncate(h, len))
+    }
+}
 
 /// The host side of every hostfs mount.
 #[derive(Default)]
@@ -99,7 +144,10 @@ impl Fs {
         let attr = d.getattr(h).map_err(errno_of)?;
         let kind = match attr.kind {
             HostFileKind::Dir => Kind::Dir(RefCell::new(BTreeMap::new())),
-            HostFileKind::File => Kind::File(Default::default()),
+            HostFileKind::File => {
+                let store = HostStore { host: self.host.clone(), sb, ino: attr.ino };
+                Kind::File(FileData::new(PageCache::new(&self.caches, Source::Store(Rc::new(store)), attr.size, None)))
+            }
             HostFileKind::Symlink => {
                 let mut buf = vec![0u8; 4096];
                 let n = d.readlink(h, &mut buf).map_err(errno_of)?;
@@ -121,7 +169,6 @@ impl Fs {
             }
         }
         drop(guard);
-        self.host_load(&node)?;
         Ok(Some(node))
     }
 
@@ -177,27 +224,24 @@ impl Fs {
         Ok(())
     }
 
-    /// (Re)load a host file's contents into its inode (at lookup and open).
-    pub fn host_load(&self, node: &InodeRef) -> Result<(), Errno> {
+    /// At open: take the host's size and times, and if the file changed on
+    /// the host since its pages were cached (size or modification time),
+    /// forget the clean pages no mapping holds (close-to-open coherence).
+    pub fn host_revalidate(&self, node: &InodeRef, frames: &mut Frames) -> Result<(), Errno> {
         let Kind::File(data) = &node.kind else { return Ok(()) };
         let Some(h) = self.host_handle(node) else { return Ok(()) };
-        let mut hs = self.host.borrow_mut();
-        let d = hs.dirs.get_mut(&node.sb).ok_or(Errno::EIO)?;
-        let attr = d.getattr(h).map_err(errno_of)?;
-        if attr.size > MAX_HOST_FILE {
-            return Err(Errno::EFBIG);
+        let attr = {
+            let mut hs = self.host.borrow_mut();
+            let d = hs.dirs.get_mut(&node.sb).ok_or(Errno::EIO)?;
+            d.getattr(h).map_err(errno_of)?
+        };
+        let changed = {
+            let m = node.meta.borrow();
+            m.mtime_ns != attr.mtime_ns || data.size() != attr.size
+        };
+        if changed {
+            data.revalidate(attr.size, frames);
         }
-        let mut v = vec![0u8; attr.size as usize];
-        let mut off = 0usize;
-        while off < v.len() {
-            let n = d.read(h, off as u64, &mut v[off..]).map_err(errno_of)?;
-            if n == 0 {
-                break;
-            }
-            off += n;
-        }
-        v.truncate(off);
-        *data.borrow_mut() = v.into();
         let mut m = node.meta.borrow_mut();
         m.mtime_ns = attr.mtime_ns;
         m.perm = attr.perm;
@@ -205,28 +249,10 @@ impl Fs {
         Ok(())
     }
 
-    /// Write `bytes` at `off` of a host file through to the host.
-    pub fn host_write(&self, node: &Inode, off: u64, bytes: &[u8]) -> Result<(), Errno> {
-        let Some(h) = self.host_handle(node) else { return Ok(()) };
-        let mut hs = self.host.borrow_mut();
-        let d = hs.dirs.get_mut(&node.sb).ok_or(Errno::EIO)?;
-        let mut done = 0;
-        while done < bytes.len() {
-            let n = d.write(h, off + done as u64, &bytes[done..]).map_err(errno_of)?;
-            if n == 0 {
-                return Err(Errno::EIO);
-            }
-            done += n;
-        }
-        Ok(())
-    }
-
-    /// Set a host file's size.
-    pub fn host_truncate(&self, node: &Inode, len: u64) -> Result<(), Errno> {
-        let Some(h) = self.host_handle(node) else { return Ok(()) };
-        let mut hs = self.host.borrow_mut();
-        let d = hs.dirs.get_mut(&node.sb).ok_or(Errno::EIO)?;
-        d.truncate(h, len).map_err(errno_of)
+    /// The host file system's size and free space in pages, if known.
+    pub fn host_statfs(&self, sb: u32) -> Option<(u64, u64)> {
+        let mut hs = self.host.try_borrow_mut().ok()?;
+        hs.dirs.get_mut(&sb)?.statfs()
     }
 
     /// Create `name` (a file, or a directory when `dir_kind`) on the host
@@ -257,5 +283,6 @@ impl Fs {
     }
 }
 
-/// Keep the `HostState` type nameable from `Fs` (see [`Fs::host`]).
-pub type HostCell = RefCell<HostState>;
+/// Keep the `HostState` type nameable from `Fs` (see [`Fs::host`]); shared
+/// with the page caches' [`HostStore`]s.
+pub type HostCell = Rc<RefCell<HostState>>;

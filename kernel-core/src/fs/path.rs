@@ -215,7 +215,7 @@ mod tests {
         let mut fs = Fs::new();
         let a = fs.new_dir(0o755, 0);
         fs.root.insert("a", a.clone()).unwrap();
-        let f = fs.new_inode(Kind::File(Default::default()), 0o644, 0);
+        let f = fs.new_inode(Kind::File(fs.new_file_data(crate::fs::inode::ROOT_SB)), 0o644, 0);
         a.insert("f", f.clone()).unwrap();
         let l = fs.new_inode(Kind::Symlink("/a/f".into()), 0o777, 0);
         a.insert("l", l.clone()).unwrap();

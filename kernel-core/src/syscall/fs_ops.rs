@@ -18,8 +18,6 @@ use crate::fs::{FileRef, InodeRef, Kind, Loc, OpenFile};
 use crate::{Errno, SysResult};
 
 const AT_FDCWD: i32 = g::AT_FDCWD;
-/// Largest in-memory file.
-const MAX_FILE: u64 = 256 << 20;
 
 /// The caller's file-system credentials.
 pub fn cred<H: Hal>(cx: &SysCtx<'_, H>) -> Cred {
@@ -27,12 +25,18 @@ pub fn cred<H: Hal>(cx: &SysCtx<'_, H>) -> Cred {
 }
 
 fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H::Space> {
-    let (now_ns, realtime_ns, frames) = if with_time {
-        (cx.hal.now_ns(), cx.hal.realtime_ns(), (cx.k.frames.total_frames(), cx.k.frames.free_frames()))
-    } else {
-        (0, 0, (0, 0))
-    };
-    ProcCtx { tasks: &cx.k.tasks, cur: &*cx.t, fs: &cx.k.fs, now_ns, realtime_ns, release: &cx.k.release, frames, net: &cx.k.net.inet }
+    let (now_ns, realtime_ns) = if with_time { (cx.hal.now_ns(), cx.hal.realtime_ns()) } else { (0, 0) };
+    ProcCtx {
+        tasks: &cx.k.tasks,
+        cur: &*cx.t,
+        fs: &cx.k.fs,
+        now_ns,
+        realtime_ns,
+        release: &cx.k.release,
+        frames: &cx.k.frames,
+        slab_bytes: crate::fs::procfs::slab_bytes(&cx.k.frames),
+        net: &cx.k.net.inet,
+    }
 }
 
 /// Refill a generated (procfs) directory before it is listed.
@@ -200,7 +204,8 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
                 let node = if cx.k.fs.is_host(par.dir.inode().sb) {
                     cx.k.fs.host_create(par.dir.inode(), &par.name, perm, false)?
                 } else {
-                    let node = new_node(cx, par.dir.inode(), Kind::File(Default::default()), perm);
+                    let data = cx.k.fs.new_file_data(par.dir.inode().sb);
+                    let node = new_node(cx, par.dir.inode(), Kind::File(data), perm);
                     par.dir.inode().insert(&par.name, node.clone())?;
                     node
                 };
@@ -248,20 +253,14 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     if let Kind::File(d) = &inode.kind {
         if !path_only {
             if cx.k.fs.is_host(inode.sb) && !created {
-                // Pick up changes made on the host since the lookup.
-                cx.k.fs.host_load(&inode)?;
+                // Pick up changes made on the host since the pages were cached.
+                cx.k.fs.host_revalidate(&inode, &mut cx.k.frames)?;
             }
             if let Some(content) = proc_ctx(cx, true).generate(&inode) {
-                *d.borrow_mut() = content.into();
+                let len = content.len();
+                d.set_bytes(Arc::new(content), 0, len);
             } else if flags & g::O_TRUNC != 0 && !created {
-                if cx.k.fs.is_host(inode.sb) {
-                    cx.k.fs.host_truncate(&inode, 0)?;
-                }
-                d.borrow_mut().clear();
-                let now = cx.hal.realtime_ns();
-                let mut m = inode.meta.borrow_mut();
-                m.mtime_ns = now;
-                m.ctime_ns = now;
+                super::file::truncate_file(cx, &inode, 0)?;
             }
         }
     }
@@ -499,9 +498,10 @@ pub fn symlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, dev: u64) -> SysResult {
     let p = cx.read_path(pathp)?;
+    // `None`: a regular file (its data is made for the parent's file system).
     let kind = match mode & g::S_IFMT {
-        0 | g::S_IFREG => Kind::File(Default::default()),
-        g::S_IFCHR => {
+        0 | g::S_IFREG => None,
+        g::S_IFCHR => Some({
             if !cred(cx).is_root() {
                 return Err(Errno::EPERM);
             }
@@ -515,9 +515,9 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
                 (5, 0) | (5, 1) => D::Console,
                 _ => return Err(Errno::EPERM),
             })
-        }
+        }),
         g::S_IFDIR => return Err(Errno::EPERM),
-        g::S_IFIFO => Kind::Special(crate::fs::pipe::Pipe::charged(true, cx.k.frames.budget())?),
+        g::S_IFIFO => Some(Kind::Special(crate::fs::pipe::Pipe::charged(true, cx.k.frames.budget())?)),
         g::S_IFSOCK | g::S_IFBLK => return Err(Errno::EPERM),
         _ => return Err(Errno::EINVAL),
     };
@@ -529,6 +529,7 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
     if cx.k.fs.is_host(par.dir.inode().sb) {
         return Err(Errno::EPERM);
     }
+    let kind = kind.unwrap_or_else(|| Kind::File(cx.k.fs.new_file_data(par.dir.inode().sb)));
     let node = new_node(cx, par.dir.inode(), kind, mode & !cx.t.umask & 0o7777);
     par.dir.inode().insert(&par.name, node)?;
     touch_dir(par.dir.inode(), cx.hal.realtime_ns());
@@ -1036,25 +1037,6 @@ pub fn utime<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 // ---------------------------------------------------------------- truncate, sync
 
-/// Resize a regular file's data.
-pub fn resize(inode: &InodeRef, len: u64, now: u64) -> SysResult {
-    if (len as i64) < 0 {
-        return Err(Errno::EINVAL);
-    }
-    if len > MAX_FILE {
-        return Err(Errno::EFBIG);
-    }
-    match &inode.kind {
-        Kind::File(d) => d.borrow_mut().resize(len as usize, 0),
-        Kind::Dir(_) => return Err(Errno::EISDIR),
-        _ => return Err(Errno::EINVAL),
-    }
-    let mut m = inode.meta.borrow_mut();
-    m.mtime_ns = now;
-    m.ctime_ns = now;
-    Ok(0)
-}
-
 /// `truncate(path, len)`.
 pub fn truncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if (a[1] as i64) < 0 {
@@ -1069,33 +1051,37 @@ pub fn truncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if !matches!(inode.kind, Kind::File(_)) {
         return Err(Errno::EINVAL);
     }
-    if cx.k.fs.is_host(inode.sb) {
-        cx.k.fs.host_truncate(&inode, a[1])?;
-    }
-    let now = cx.hal.realtime_ns();
-    resize(&inode, a[1], now)
+    super::file::truncate_file(cx, &inode, a[1])
 }
 
-/// `fsync(fd)` / `fdatasync(fd)`: everything is in memory already.
+/// `fsync(fd)` / `fdatasync(fd)`: a host file's pages written through
+/// shared mappings reach the host file (`write` already went through).
 pub fn fsync<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let f = cx.t.fds.file(a[0])?;
     if f.flags.get() & g::O_PATH != 0 {
         return Err(Errno::EBADF);
     }
-    match f.inode.kind {
-        Kind::File(_) | Kind::Dir(_) | Kind::Device(_) => Ok(0),
+    match &f.inode.kind {
+        Kind::File(d) => {
+            d.writeback(0, u64::MAX, &cx.k.frames, cx.hal.phys())?;
+            Ok(0)
+        }
+        Kind::Dir(_) | Kind::Device(_) => Ok(0),
         _ => Err(Errno::EINVAL),
     }
 }
 
-/// `sync()`.
-pub fn sync<H: Hal>(_cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
+/// `sync()`: every dirty page of every host file is written back.
+pub fn sync<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
+    // sync(2) cannot fail; errors show at the next fsync of the file.
+    let _ = cx.k.fs.caches.writeback_all(&mut cx.k.frames, cx.hal.phys());
     Ok(0)
 }
 
 /// `syncfs(fd)`.
 pub fn syncfs<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     cx.t.fds.file(a[0])?;
+    cx.k.fs.caches.writeback_all(&mut cx.k.frames, cx.hal.phys())?;
     Ok(0)
 }
 
@@ -1120,18 +1106,10 @@ pub fn statfs_bytes(fs: &crate::fs::Fs, inode: &InodeRef) -> [u8; 120] {
     b
 }
 
-/// `statfs` of `inode`'s file system, sized like Linux's tmpfs (half of
-/// memory, free as the frame allocator says).
+/// `statfs` of `inode`'s file system: a memory file system's size limit and
+/// use (its files' pages), a host directory's host figures.
 fn statfs_of<H: Hal>(cx: &SysCtx<'_, H>, inode: &InodeRef) -> [u8; 120] {
-    let mut b = statfs_bytes(&cx.k.fs, inode);
-    if u64::from_le_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23]]) != 0 {
-        let total = (cx.k.frames.total_frames() / 2).max(1);
-        let free = cx.k.frames.free_frames().min(total);
-        b[16..24].copy_from_slice(&total.to_le_bytes());
-        b[24..32].copy_from_slice(&free.to_le_bytes());
-        b[32..40].copy_from_slice(&free.to_le_bytes());
-    }
-    b
+    statfs_bytes(&cx.k.fs, inode)
 }
 
 /// `statfs(path, buf)`.
@@ -1179,6 +1157,20 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let node = tloc.inode().clone();
         let m = cx.k.fs.mounts.iter().rev().find(|m| Arc::ptr_eq(&m.root, &node)).ok_or(Errno::EINVAL)?;
         let sb = m.sb;
+        let opts = match cx.k.fs.fstype(sb) {
+            FsType::Tmpfs => Some(tmpfs_options(cx, a[4])?),
+            _ => None,
+        };
+        if let Some(o) = &opts {
+            o.apply(&node);
+            if let (Some(size), Some(q)) = (o.size, cx.k.fs.quota(sb)) {
+                // Linux refuses to shrink a tmpfs below what it holds.
+                if size < q.used() {
+                    return Err(Errno::EINVAL);
+                }
+                q.set_limit(Some(size));
+            }
+        }
         if let Some(s) = cx.k.fs.sbs.get_mut(&sb) {
             s.readonly = flags & MS_RDONLY != 0;
         }
@@ -1209,10 +1201,62 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if !tloc.inode().is_dir() {
         return Err(Errno::ENOTDIR);
     }
+    let opts = if t == FsType::Tmpfs { tmpfs_options(cx, a[4])? } else { TmpfsOptions::default() };
     let now = cx.hal.realtime_ns();
     let src = if source.is_empty() { String::from(t.name()) } else { source };
-    cx.k.fs.mount_new(&tloc, t, &src, flags & MS_RDONLY != 0, now)?;
+    cx.k.fs.mount_new_sized(&tloc, t, &src, flags & MS_RDONLY != 0, now, opts.size)?;
+    opts.apply(&crate::fs::path::cross_mounts(tloc.inode().clone()));
     Ok(0)
+}
+
+/// The tmpfs mount options honoured: `size=` (bytes, k/m/g/t, or % of
+/// memory), `nr_blocks=` (pages), `mode=`, `uid=`, `gid=`; the others
+/// Linux knows are accepted and ignored, unknown ones give `EINVAL`.
+#[derive(Default)]
+struct TmpfsOptions {
+    size: Option<u64>,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+impl TmpfsOptions {
+    /// Set the root directory's mode and owner.
+    fn apply(&self, root: &InodeRef) {
+        let mut m = root.meta.borrow_mut();
+        if let Some(mode) = self.mode {
+            m.perm = mode & 0o7777;
+        }
+        if let Some(u) = self.uid {
+            m.uid = u;
+        }
+        if let Some(g) = self.gid {
+            m.gid = g;
+        }
+    }
+}
+
+fn tmpfs_options<H: Hal>(cx: &mut SysCtx<'_, H>, data: u64) -> Result<TmpfsOptions, Errno> {
+    let mut o = TmpfsOptions::default();
+    let Some(text) = read_opt_string(cx, data)? else { return Ok(o) };
+    let total = cx.k.frames.total_frames();
+    for opt in text.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+        let num = |v: &str, radix: u32| u32::from_str_radix(v, radix).map_err(|_| Errno::EINVAL);
+        match k {
+            // 0 means no limit, as on Linux.
+            "size" => o.size = Some(crate::fs::mount::parse_size(v, total)?).map(|n| if n == 0 { u64::MAX } else { n }),
+            "nr_blocks" => o.size = Some(v.parse::<u64>().map_err(|_| Errno::EINVAL)?).map(|n| if n == 0 { u64::MAX } else { n }),
+            "mode" => o.mode = Some(num(v, 8)?),
+            "uid" => o.uid = Some(num(v, 10)?),
+            "gid" => o.gid = Some(num(v, 10)?),
+            "nr_inodes" | "huge" | "mpol" | "inode32" | "inode64" | "noswap" | "quota" | "usrquota" | "grpquota"
+            | "usrquota_block_hardlimit" | "usrquota_inode_hardlimit" | "grpquota_block_hardlimit"
+            | "grpquota_inode_hardlimit" | "noatime" | "relatime" | "nosuid" | "nodev" | "noexec" | "rw" => {}
+            _ => return Err(Errno::EINVAL),
+        }
+    }
+    Ok(o)
 }
 
 const MNT_FORCE: u32 = 1;
@@ -1246,6 +1290,10 @@ pub fn umount2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         if cx.k.fs.mounts.iter().filter(|m| m.sb == sb).count() == 1 && (uses(cx.t) || cx.k.tasks.values().any(|t| uses(t))) {
             return Err(Errno::EBUSY);
         }
+    }
+    if cx.k.fs.is_host(node.sb) {
+        // What shared mappings wrote reaches the host before the mount goes.
+        cx.k.fs.caches.writeback_all(&mut cx.k.frames, cx.hal.phys())?;
     }
     cx.k.fs.umount(&loc)?;
     Ok(0)

@@ -8,6 +8,7 @@ mod file;
 mod fs_ops;
 mod info;
 mod mem;
+mod memfd;
 mod misc;
 pub mod names;
 pub mod poll;
@@ -170,6 +171,7 @@ table! {
     __NR_unlink / 1 => fs_ops::unlink,
     __NR_unlinkat / 3 => fs_ops::unlinkat,
     __NR_ftruncate / 2 => file::ftruncate,
+    __NR_fallocate / 4 => file::fallocate,
     __NR_rmdir / 1 => fs_ops::rmdir,
     __NR_rename / 2 => fs_ops::rename,
     __NR_renameat / 4 => fs_ops::renameat,
@@ -242,6 +244,9 @@ table! {
     __NR_munmap / 2 => mem::munmap,
     __NR_mprotect / 3 => mem::mprotect,
     __NR_madvise / 3 => mem::madvise,
+    __NR_mremap / 5 => mem::mremap,
+    __NR_msync / 3 => mem::msync,
+    __NR_memfd_create / 2 => memfd::memfd_create,
     __NR_arch_prctl / 2 => info::arch_prctl,
     __NR_set_tid_address / 1 => info::set_tid_address,
     __NR_set_robust_list / 2 => info::set_robust_list,
@@ -315,7 +320,7 @@ table! {
     __NR_sysinfo / 1 => misc::sysinfo,
     __NR_prctl / 5 => misc::prctl,
     __NR_fadvise64 / 4 => misc::fadvise64,
-    __NR_mincore / 3 => misc::mincore,
+    __NR_mincore / 3 => mem::mincore,
     __NR_getcpu / 3 => misc::getcpu,
     __NR_socket / 3 => socket::socket,
     __NR_socketpair / 4 => socket::socketpair,
