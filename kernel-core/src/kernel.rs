@@ -158,6 +158,8 @@ pub struct Kernel<S: AddressSpace> {
     pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
     armed: Option<u64>,
+    /// When free guest memory may next be given back to the host.
+    next_trim_ns: u64,
     /// The task that keeps the CPU while its slice lasts.
     pub(crate) current: Option<Pid>,
     /// Run [`crate::invariants::check`] before every step (tests, fuzzing).
@@ -221,6 +223,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         itimers: BTreeMap::new(),
         block_seq: 0,
         armed: None,
+        next_trim_ns: 0,
         current: None,
         check_invariants,
         net: crate::net::NetStack::default(),
@@ -460,8 +463,11 @@ impl<S: AddressSpace> Kernel<S> {
             self.check_timeouts(hal, now);
             self.check_itimers(now);
             crate::net::inet::tick(&self.net.inet, now);
-            if self.frames.wants_trim() {
+            // At most once a second: a burst's memory goes back to the host,
+            // a steady churn keeps what it reuses.
+            if now >= self.next_trim_ns && self.frames.wants_trim() {
                 self.frames.trim(hal.phys());
+                self.next_trim_ns = now.saturating_add(1_000_000_000);
             }
             self.check_waits(now);
             self.flush_group_signals();
