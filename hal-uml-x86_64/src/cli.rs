@@ -37,6 +37,11 @@ struct Cli {
     /// RUSTUML_PHYS_ADDR, RUSTUML_PHYS_SIZE and RUSTUML_KERNEL_GETPPID.
     #[arg(long)]
     debug_reveal_canary: bool,
+    /// Do not confine the kernel process after boot (no seccomp allowlist,
+    /// no private mount namespace, capabilities kept): for debugging the
+    /// kernel itself with gdb or strace on the host. Prints a warning.
+    #[arg(long)]
+    no_sandbox: bool,
     /// Mount host directory HOSTDIR at GUESTDIR in the guest (hostfs),
     /// read-only unless `:rw` is appended. May be repeated.
     #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
@@ -393,6 +398,12 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         config.env.push(format!("RUSTUML_PHYS_SIZE={phys_len:#x}"));
         config.env.push(format!("RUSTUML_KERNEL_GETPPID={getppid:#x}"));
     }
+    if cli.no_sandbox {
+        eprintln!("{name}: warning: --no-sandbox: the kernel process is not confined; a compromised kernel has all of your rights");
+    } else {
+        let nat = net_specs.iter().any(|n| matches!(n, NetSpec::User(_)));
+        confine(name, cli.mem, cli.hostfs.len(), nat).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
+    }
     let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, nets, initramfs: Some(initramfs) }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
@@ -405,6 +416,54 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         eprintln!("{name}: canary overwritten: expected {canary:#x}, found {found:#x}");
     }
     exit(status)
+}
+
+/// Confine the kernel process now that everything it opens by path is open
+/// (see [`crate::sandbox`]); each step the host does not allow is one line
+/// on stderr. `RUSTUML_SANDBOX_LOG=FILE` runs the allowlist in log mode:
+/// calls outside it run and are appended to FILE (the test that keeps the
+/// list complete uses it).
+fn confine(name: &str, mem: u64, exports: usize, host_network: bool) -> Result<(), String> {
+    let backend = if name.ends_with("-tt") { crate::sandbox::Backend::Tt } else { crate::sandbox::Backend::Skas };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if backend == crate::sandbox::Backend::Skas && !crate::spawn::prepare_confinement(pid) {
+        eprintln!("{name}: sandbox: no stub zygote, so the kernel must keep fork: not confined");
+        return Ok(());
+    }
+    let mode = match std::env::var_os("RUSTUML_SANDBOX_LOG") {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("RUSTUML_SANDBOX_LOG {}: {e}", std::path::Path::new(&path).display()))?;
+            crate::sandbox::Mode::Log(std::os::fd::IntoRawFd::into_raw_fd(f))
+        }
+        None => crate::sandbox::Mode::Enforce,
+    };
+    // Every guest process is a host stub charged 144 KiB of guest memory;
+    // besides those, this user's processes as they are now, and a margin.
+    let stubs = mem / (128 << 10);
+    let mine = user_processes();
+    let fds = 4096 + stubs + 520 * exports as u64;
+    let needs = crate::sandbox::Needs { procs: mine + stubs + 64, fds, host_network };
+    let report = crate::sandbox::confine(name, backend, mode, needs)?;
+    for s in report.skipped {
+        eprintln!("{name}: sandbox: {s}");
+    }
+    Ok(())
+}
+
+/// How many processes this user has now (RLIMIT_NPROC counts them all).
+fn user_processes() -> u64 {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| e.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid))
+        .count() as u64
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ pub mod heap;
 pub mod host;
 pub mod ops;
 pub mod phys;
+#[cfg(feature = "kernel")]
+pub mod sandbox;
 pub mod ptrace;
 pub mod seccomp;
 pub mod spawn;

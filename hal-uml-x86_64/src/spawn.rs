@@ -119,7 +119,7 @@ pub fn pid_namespaces_in_use() -> bool {
 
 /// An empty directory, already deleted, used as every stub's root: nothing
 /// can be created in it and nothing is found under it.
-fn empty_root() -> i32 {
+pub(crate) fn empty_root() -> i32 {
     static ROOT: OnceLock<i32> = OnceLock::new();
     *ROOT.get_or_init(|| {
         let mut tmpl = std::env::temp_dir().join("rustuml-stub-root-XXXXXX").into_os_string().into_encoded_bytes();
@@ -152,6 +152,10 @@ pub fn spawn(kernel_pid: i32, fds: ChildFds, traceme: bool, cpu: Option<usize>) 
     }
     if let Some(r) = zygote_spawn(kernel_pid, fds, traceme, cpu, root, shared) {
         return r;
+    }
+    if CONFINED.load(Ordering::Relaxed) {
+        // The zygote is gone and the confined kernel cannot fork.
+        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
     }
     loop {
         let pidns = shared.is_some()
@@ -342,6 +346,37 @@ thread_local! {
     // Per thread: a stub's parent (for waiting, tracing and PDEATHSIG) is
     // the thread that forked the zygote.
     static ZYGOTE: std::cell::RefCell<ZState> = const { std::cell::RefCell::new(ZState::Untried) };
+}
+
+/// Set once the kernel confined itself ([`crate::sandbox`]): from then on it
+/// may not fork, so stubs come from the zygote or not at all.
+static CONFINED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Before the kernel confines itself: create the stubs' namespaces and this
+/// thread's zygote now (they need paths and `fork`, which confinement takes
+/// away), and make every later spawn go through the zygote. False if no
+/// zygote could be started (then the kernel must not confine itself).
+pub fn prepare_confinement(kernel_pid: i32) -> bool {
+    let root = empty_root();
+    let want_ns = std::env::var_os("RUSTUML_STUB_NS").is_none_or(|v| v != "0");
+    let shared = if want_ns { shared_namespaces() } else { None };
+    if std::env::var_os("RUSTUML_STUB_ZYGOTE").is_some_and(|v| v == "0") {
+        return false;
+    }
+    let ready = ZYGOTE.with(|z| {
+        let mut z = z.borrow_mut();
+        if matches!(*z, ZState::Untried) {
+            *z = match start_zygote(kernel_pid, root, shared) {
+                Some(zy) => ZState::Ready(zy),
+                None => ZState::Failed,
+            };
+        }
+        matches!(*z, ZState::Ready(_))
+    });
+    if ready {
+        CONFINED.store(true, Ordering::Relaxed);
+    }
+    ready
 }
 
 /// Whether this thread's stubs come from a zygote (after its first spawn).

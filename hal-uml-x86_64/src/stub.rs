@@ -75,11 +75,10 @@ const FILTER_EXEC_OFF: usize = 256;
 const FILTER_GUEST_OFF: usize = 1024;
 /// Room for one filter, in instructions.
 const FILTER_MAX: usize = 96;
-/// The control page: written by the kernel only, read-only in a seccomp stub
-/// (a private zero page in ptrace stubs).
+/// The control page: written by the kernel only, read-only in the stub.
 pub const CTRL_ADDR: u64 = STUB_BASE + 2 * PAGE;
-/// The map-operation list (seccomp: read-only, right after the control page
-/// in the same shared memfd; ptrace: private, written by the tracer).
+/// The map-operation list: read-only in the stub, right after the control
+/// page in the same memfd, which the kernel writes in its own mapping.
 pub const OPS_ADDR: u64 = CTRL_ADDR + PAGE;
 /// Size of the map-operation list.
 pub const OPS_SIZE: u64 = 16 * PAGE;
@@ -98,9 +97,11 @@ pub const ALTSTACK_SIZE: u64 = 16 * PAGE;
 /// First address above the stub area.
 pub const STUB_END: u64 = ALTSTACK_ADDR + ALTSTACK_SIZE;
 
-/// Bytes of the per-stub shared memfd (seccomp): control page, operations,
-/// mailbox, signal stack.
+/// Bytes of the per-stub shared memfd: control page, operations, and
+/// (seccomp) mailbox and signal stack.
 pub const COMM_SIZE: u64 = PAGE + OPS_SIZE + PAGE + ALTSTACK_SIZE;
+/// Bytes of it a ptrace stub maps: control page and operations.
+pub const COMM_OPS_SIZE: u64 = PAGE + OPS_SIZE;
 /// Offset of the mailbox in that memfd.
 pub const COMM_MB_OFF: u64 = PAGE + OPS_SIZE;
 /// The fd number under which a seccomp stub finds the shared memfd at entry.
@@ -206,6 +207,23 @@ core::arch::global_asm!(
     "mov $11, %eax", // munmap(STUB_END, HOST_TOP - STUB_END)
     "movabs ${end}, %rdi",
     "movabs ${above}, %rsi",
+    "syscall",
+    "or %rax, %r15",
+    // The operation list, read-only, from the memfd the kernel writes it
+    // in: mmap(CTRL_ADDR, PAGE + OPS_SIZE, PROT_READ, MAP_SHARED | MAP_FIXED, 5, 0)
+    "mov $9, %eax",
+    "movabs ${ctrl}, %rdi",
+    "mov ${ctrl_len}, %esi",
+    "mov $1, %edx",
+    "mov $0x11, %r10d",
+    "mov ${comm_fd}, %r8d",
+    "xor %r9d, %r9d",
+    "syscall",
+    "movabs ${ctrl}, %rcx",
+    "sub %rcx, %rax",
+    "or %rax, %r15",
+    "mov $3, %eax", // close(5)
+    "mov ${comm_fd}, %edi",
     "syscall",
     "or %rax, %r15",
     "mov $157, %eax", // prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)

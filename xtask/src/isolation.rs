@@ -14,7 +14,7 @@
 //! The pass/fail assertions live in `userland-tests/tests/isolation.rs`;
 //! this command only reports.
 
-use super::{assemble_default_root, build_guests, build_kernel, Hal, Paths, Progress};
+use super::{assemble_default_root, build_guests, build_kernel, cargo, Hal, Paths, Progress};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
@@ -198,6 +198,46 @@ fn kill_group(pgid: u32) {
         .args(["-KILL", "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
+}
+
+/// What a compromised kernel could do once confined: row 10, from the
+/// `sandbox` test of hal-uml-x86_64 (a process set up and confined like the
+/// kernel, which then attacks; `--trap` does not change the confinement, so
+/// the skas cell stands for both trap modes).
+fn compromised_kernel_rows() -> Result<Vec<Row>, String> {
+    eprintln!("      the compromised-kernel self-test (hal-uml-x86_64's sandbox test)");
+    let out = cargo()
+        .args(["test", "--release", "-p", "hal-uml-x86_64", "--test", "sandbox"])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run the sandbox test: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines = parse_lines(&text);
+    let cell = |name: &str, tag: &str| -> Cell {
+        let key = format!("{name} [{tag}]");
+        lines.iter().find(|(n, _)| *n == key).map(|(_, c)| c.clone()).unwrap_or(Cell {
+            result: "error".into(),
+            detail: format!("no report (sandbox test exit status {})", out.status),
+        })
+    };
+    const WHAT: [(&str, &str); 9] = [
+        ("compromised_execve", "compromised kernel: execve(/bin/sh)"),
+        ("compromised_open_by_path", "compromised kernel: open /etc/shadow by path"),
+        ("compromised_host_loopback", "compromised kernel: connect to a host loopback port (no --net user)"),
+        ("compromised_ptrace_parent", "compromised kernel: ptrace its parent"),
+        ("compromised_mount", "compromised kernel: mount"),
+        ("compromised_netlink", "compromised kernel: socket(AF_NETLINK)"),
+        ("compromised_new_user_namespace", "compromised kernel: unshare(CLONE_NEWUSER)"),
+        ("compromised_write_parent_memory", "compromised kernel: process_vm_writev into its parent"),
+        ("compromised_exec_heap", "compromised kernel: mprotect(PROT_EXEC) on its heap"),
+    ];
+    Ok(WHAT
+        .iter()
+        .map(|&(name, what)| {
+            let skas = cell(name, "skas");
+            (10, "sandbox test", name, what, vec![skas.clone(), skas, cell(name, "tt")])
+        })
+        .collect())
 }
 
 fn parse_lines(stdout: &str) -> Vec<(String, Cell)> {
@@ -478,6 +518,7 @@ pub fn isolation(p: &Paths, out: Option<PathBuf>, no_build: bool) -> Result<(), 
             rows.push((*n, prog, name, what, cells));
         }
     }
+    rows.extend(compromised_kernel_rows()?);
     let width = rows.iter().map(|r| r.2.len()).max().unwrap_or(10);
     println!("{:<3} {:<width$}  {:<10} {:<19} {:<10}", "#", "attack", "skas", "skas --trap ptrace", "tt");
     for (n, _, name, _, cells) in &rows {
