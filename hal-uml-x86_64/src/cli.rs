@@ -326,8 +326,10 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     }
     // Look the entry up without following symlinks: their targets are guest
     // paths, not host ones.
+    // Init may come from a --hostfs mount: then the kernel itself says
+    // when it is missing.
     let init_host = root.join(cli.init.trim_start_matches('/'));
-    if std::fs::symlink_metadata(&init_host).is_err() {
+    if cli.hostfs.is_empty() && std::fs::symlink_metadata(&init_host).is_err() {
         fail(format_args!("init {} not found in {}", cli.init, root.display()));
     }
     // Mapped from the cache beside the root when the tree is unchanged; the

@@ -195,9 +195,18 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     let mut fs = Fs::new();
     let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
     cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
+    // A host directory as `/` comes first (the kernel's own /dev, /proc,
+    // /sys and /tmp then go on top of it), the others after them.
+    let (as_root, others): (Vec<_>, Vec<_>) = host_dirs.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));
+    let mount_host = |fs: &mut Fs, at: String, dir| {
+        fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))
+    };
+    for (at, dir) in as_root {
+        mount_host(&mut fs, at, dir)?;
+    }
     fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
-    for (at, dir) in host_dirs {
-        fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))?;
+    for (at, dir) in others {
+        mount_host(&mut fs, at, dir)?;
     }
     let mut k = Kernel {
         frames: Frames::new(hal.phys().size()),
@@ -296,6 +305,8 @@ impl<S: AddressSpace> Kernel<S> {
         let (mut loc, mut argv, mut path) = (loc, argv, path.to_vec());
         for _ in 0..5 {
             let inode = loc.inode().clone();
+            // A hostfs file's contents are read at open and exec.
+            self.fs.host_load(&inode)?;
             let line = match &inode.kind {
                 Kind::File(d) if inode.executable() => {
                     let d = d.borrow();
@@ -334,6 +345,7 @@ impl<S: AddressSpace> Kernel<S> {
     /// Validate an executable before the point of no return: regular file,
     /// executable, a valid ELF (and interpreter).
     pub fn prepare_exec(&mut self, loc: &Loc) -> Result<PreparedExec, Errno> {
+        self.fs.host_load(loc.inode())?;
         let (image, inode) = Self::parse_file(loc.inode())?;
         let interp = match image.interpreter() {
             None => None,
@@ -341,6 +353,7 @@ impl<S: AddressSpace> Kernel<S> {
                 let ip = core::str::from_utf8(ip).map_err(|_| Errno::ENOEXEC)?;
                 let root = Loc::root(self.fs.root.clone());
                 let iloc = path::walk(&self.fs.root, &root, ip, Follow::Yes)?;
+                self.fs.host_load(iloc.inode())?;
                 let (iimage, iinode) = Self::parse_file(iloc.inode())?;
                 Some((iimage, iinode))
             }

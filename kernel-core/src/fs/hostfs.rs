@@ -1,39 +1,144 @@
 //! hostfs: a host directory (a [`hal::HostDir`]) mounted into the guest.
 //!
-//! Directories are filled on demand: the path walk asks for one name at a
-//! time ([`Fs::host_lookup`]), a listing syncs the whole directory
-//! ([`Fs::host_sync_dir`]). Regular files are read whole into their inode
-//! when looked up and again at each open, so `stat`, `read` and `mmap` work
-//! as for tmpfs; writes go through to the host ([`Fs::host_write`]).
-//! Guest paths never reach the host: `..` and symlinks are resolved by the
-//! guest's own path walk, and the backend refuses anything but single names.
+//! A hostfs inode carries its backend handle ([`HostNode`], in
+//! [`Inode::fsdata`]); the handle is released when the last guest reference
+//! to the inode goes, so an unlinked file costs the host nothing once the
+//! guest closed it. A directory's children map is only a cache: every
+//! lookup of a name asks the host again (close-to-open coherence, as NFS:
+//! the cached inode is kept when the host still has the same inode number
+//! under that name, its attributes refreshed, and dropped otherwise), so
+//! files created, changed, removed or renamed on the host are seen at the
+//! next lookup or open. Listings come from the host
+//! ([`super::readdir`]) and create no inodes. Cached entries nobody uses
+//! are evicted once a mount caches more than [`MAX_CACHED_INODES`], oldest
+//! first, so walking a tree of any size takes bounded kernel memory.
+//!
+//! Regular files are read whole into their inode at open and exec; writes
+//! go through to the host ([`Fs::host_write`]). Host FIFOs, sockets and
+//! device nodes are listed and stat'ed but never opened: `ENXIO` for FIFOs
+//! and sockets, `EACCES` for devices.
+//!
+//! Names are guest strings (see [`super::path::name_to_bytes`] for how any
+//! byte string is carried); guest paths never reach the host: `..` and
+//! symlinks are resolved by the guest's own path walk, and the backend
+//! refuses anything but single names.
 #![allow(clippy::arc_with_non_send_sync)]
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::Rc;
 use alloc::string::String;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::any::Any;
+use core::cell::{Cell, RefCell, RefMut};
 
-use hal::{HostDir, HostError, HostFileKind};
+use hal::{HostAttr, HostDir, HostError, HostFileKind, HostSetAttr};
+use linux_raw_sys::general as g;
 
-use super::inode::{Fs, Inode, InodeRef, Kind, Meta};
+use super::inode::{FsData, Fs, Inode, InodeRef, Kind, Meta};
 use super::mount::FsType;
-use super::path::{walk, Follow, Loc};
+use super::path::{name_from_bytes, name_to_bytes, walk, Follow, Loc};
+use crate::wait::{FileOps, IoCtx, WaitSet};
 use crate::Errno;
 
 /// Largest host file loaded into memory.
 const MAX_HOST_FILE: u64 = 256 << 20;
 
+/// Cached hostfs inodes per mount before unused ones are evicted.
+pub const MAX_CACHED_INODES: usize = 32768;
+
+/// One hostfs mount: the backend and the caches in front of it.
+pub struct HostMount {
+    /// Superblock id.
+    pub sb: u32,
+    dir: RefCell<Box<dyn HostDir>>,
+    /// Live inodes by inode number (so a file has one inode however it is
+    /// reached: hard links, re-lookups after eviction).
+    icache: RefCell<BTreeMap<u64, Weak<Inode>>>,
+    /// Handles of inodes that died, released at the next backend call.
+    dead: RefCell<Vec<(u64, u64)>>,
+    /// Live hostfs inodes of this mount.
+    live: Cell<usize>,
+    /// Cached (directory, name) entries, oldest first, for eviction.
+    entries: RefCell<VecDeque<(Weak<Inode>, String)>>,
+    /// Eviction threshold (tests lower it).
+    max_cached: Cell<usize>,
+}
+
+/// What a hostfs inode keeps: its backend handle.
+pub struct HostNode {
+    handle: Cell<u64>,
+    mount: Rc<HostMount>,
+    /// Size on the host (what `stat` shows; the contents are loaded at open).
+    size: Cell<u64>,
+    /// 512-byte blocks on the host.
+    blocks: Cell<u64>,
+    /// The contents in the inode are the host's (loaded, or written by the guest).
+    loaded: Cell<bool>,
+}
+
+impl Drop for HostNode {
+    fn drop(&mut self) {
+        self.mount.live.set(self.mount.live.get().saturating_sub(1));
+        if let Ok(mut d) = self.mount.dead.try_borrow_mut() {
+            d.push((self.handle.get(), 0));
+        }
+    }
+}
+
+impl HostNode {
+    /// The backend handle.
+    pub fn handle(&self) -> u64 {
+        self.handle.get()
+    }
+    /// Size on the host.
+    pub fn size(&self) -> u64 {
+        self.size.get()
+    }
+    /// Blocks on the host.
+    pub fn blocks(&self) -> u64 {
+        self.blocks.get()
+    }
+}
+
+/// A host FIFO, socket or device node: visible, never opened.
+struct HostSpecial {
+    type_bits: u32,
+    rdev: (u32, u32),
+}
+
+impl FileOps for HostSpecial {
+    fn read(&self, _io: &mut IoCtx<'_>, _buf: &mut [u8]) -> Result<usize, Errno> {
+        Err(Errno::ENXIO)
+    }
+    fn write(&self, _io: &mut IoCtx<'_>, _data: &[u8]) -> Result<usize, Errno> {
+        Err(Errno::ENXIO)
+    }
+    fn poll(&self, _io: &mut IoCtx<'_>, _rw: (bool, bool), _ws: Option<&mut WaitSet>) -> u32 {
+        0
+    }
+    fn open(&self, _io: &mut IoCtx<'_>, _flags: u32) -> Result<crate::wait::Opened, Errno> {
+        // The host's object is never the guest's: a FIFO or socket has no
+        // reader or listener here (ENXIO), a device is not to be touched.
+        Err(if self.type_bits == g::S_IFCHR || self.type_bits == g::S_IFBLK { Errno::EACCES } else { Errno::ENXIO })
+    }
+    fn type_bits(&self) -> u32 {
+        self.type_bits
+    }
+    fn rdev(&self) -> (u32, u32) {
+        self.rdev
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// The host side of every hostfs mount.
 #[derive(Default)]
 pub struct HostState {
-    /// Exports by superblock id.
-    dirs: BTreeMap<u32, Box<dyn HostDir>>,
-    /// (superblock, inode number) -> backend handle.
-    handles: BTreeMap<(u32, u64), u64>,
+    mounts: BTreeMap<u32, Rc<HostMount>>,
 }
 
 /// The guest's view of a host error.
@@ -45,17 +150,257 @@ pub fn errno_of(e: HostError) -> Errno {
         HostError::Exists => Errno::EEXIST,
         HostError::NotEmpty => Errno::ENOTEMPTY,
         HostError::Access => Errno::EACCES,
+        HostError::Perm => Errno::EPERM,
         HostError::ReadOnly => Errno::EROFS,
         HostError::Invalid => Errno::EINVAL,
         HostError::NoSpace => Errno::ENOSPC,
-        HostError::Stale | HostError::Io => Errno::EIO,
+        HostError::Stale => Errno::ESTALE,
+        HostError::CrossDevice => Errno::EXDEV,
+        HostError::Busy => Errno::EBUSY,
+        HostError::NameTooLong => Errno::ENAMETOOLONG,
+        HostError::TooManyLinks => Errno::EMLINK,
+        HostError::TooBig => Errno::EFBIG,
+        HostError::NotSupported => Errno::EOPNOTSUPP,
+        HostError::TooManyFiles => Errno::ENFILE,
+        HostError::Io => Errno::EIO,
     }
 }
 
+fn ns_to_meta(ns: i64) -> u64 {
+    // Meta keeps unsigned ns; times before 1970 clamp to the epoch.
+    ns.max(0) as u64
+}
+
+impl HostMount {
+    /// The backend, after releasing the handles of inodes that died.
+    fn backend(&self) -> RefMut<'_, Box<dyn HostDir>> {
+        let dead = core::mem::take(&mut *self.dead.borrow_mut());
+        let mut d = self.dir.borrow_mut();
+        for (h, _) in dead {
+            d.release(h);
+        }
+        d
+    }
+
+    /// Host descriptors the backend holds now.
+    pub fn open_fds(&self) -> usize {
+        self.dir.borrow().open_fds()
+    }
+
+    /// Live hostfs inodes.
+    pub fn live_inodes(&self) -> usize {
+        self.live.get()
+    }
+
+    fn is_readonly(&self) -> bool {
+        self.dir.borrow().readonly()
+    }
+
+    /// The inode for `handle` with `attr`: the live one with that inode
+    /// number if there is one (then `handle` is released), else a new one.
+    fn inode_for(self: &Rc<Self>, handle: u64, attr: &HostAttr) -> Result<InodeRef, Errno> {
+        let existing = self.icache.borrow().get(&attr.ino).and_then(Weak::upgrade);
+        if let Some(node) = existing {
+            if let Some(FsData::Host(hn)) = &node.fsdata {
+                if host_kind(&node) == Some(attr.kind) {
+                    let old = hn.handle.replace(handle);
+                    self.backend().release(old);
+                    refresh(&node, attr);
+                    return Ok(node);
+                }
+            }
+        }
+        let kind = match attr.kind {
+            HostFileKind::Dir => Kind::Dir(RefCell::new(BTreeMap::new())),
+            HostFileKind::File => Kind::File(Default::default()),
+            HostFileKind::Symlink => {
+                let mut buf = vec![0u8; super::path::PATH_MAX];
+                let r = self.backend().readlink(handle, &mut buf);
+                match r {
+                    Ok(n) => Kind::Symlink(name_from_bytes(&buf[..n.min(buf.len())])),
+                    Err(e) => {
+                        self.backend().release(handle);
+                        return Err(errno_of(e));
+                    }
+                }
+            }
+            k => {
+                let type_bits = match k {
+                    HostFileKind::Fifo => g::S_IFIFO,
+                    HostFileKind::Socket => g::S_IFSOCK,
+                    HostFileKind::BlockDev => g::S_IFBLK,
+                    _ => g::S_IFCHR,
+                };
+                let r = attr.rdev;
+                let rdev = ((((r >> 8) & 0xfff) | ((r >> 32) & !0xfff)) as u32, ((r & 0xff) | ((r >> 12) & !0xff)) as u32);
+                Kind::Special(Rc::new(HostSpecial { type_bits, rdev }))
+            }
+        };
+        let mut meta = Meta::new(attr.perm, ns_to_meta(attr.mtime_ns), attr.nlink);
+        meta.atime_ns = ns_to_meta(attr.atime_ns);
+        meta.ctime_ns = ns_to_meta(attr.ctime_ns);
+        meta.uid = attr.uid;
+        meta.gid = attr.gid;
+        let hn = HostNode {
+            handle: Cell::new(handle),
+            mount: self.clone(),
+            size: Cell::new(attr.size),
+            blocks: Cell::new(attr.blocks),
+            loaded: Cell::new(false),
+        };
+        self.live.set(self.live.get() + 1);
+        // Inode numbers are the host's, so they are stable across lookups.
+        let node = Arc::new(Inode {
+            ino: attr.ino,
+            meta: RefCell::new(meta),
+            kind,
+            sb: self.sb,
+            mounted: RefCell::new(None),
+            fsdata: Some(FsData::Host(hn)),
+        });
+        self.icache.borrow_mut().insert(attr.ino, Arc::downgrade(&node));
+        Ok(node)
+    }
+
+    /// Remember that `dir` caches `name`, and evict old unused entries
+    /// while over the limit.
+    fn cached(&self, dir: &InodeRef, name: &str) {
+        let mut q = self.entries.borrow_mut();
+        q.push_back((Arc::downgrade(dir), String::from(name)));
+        let max = self.max_cached.get();
+        // Each entry is looked at a bounded number of times per insertion.
+        let mut budget = 8;
+        while self.live.get() > max && budget > 0 {
+            budget -= 1;
+            let Some((d, n)) = q.pop_front() else { break };
+            let Some(d) = d.upgrade() else { continue };
+            let Kind::Dir(children) = &d.kind else { continue };
+            let victim = children.borrow().get(&n).cloned();
+            let Some(v) = victim else { continue };
+            // In use (open, a working directory, a mount point, below one
+            // that is): keep it, look again later.
+            if Arc::strong_count(&v) > 2 || v.mounted.borrow().is_some() {
+                q.push_back((Arc::downgrade(&d), n));
+                continue;
+            }
+            drop(v);
+            children.borrow_mut().remove(&n);
+        }
+        // Entries whose directory died are dropped as they come up; keep
+        // the queue from growing past a few times the cache.
+        while q.len() > 4 * max.max(16) {
+            q.pop_front();
+        }
+    }
+}
+
+fn host_kind(node: &Inode) -> Option<HostFileKind> {
+    Some(match &node.kind {
+        Kind::Dir(_) => HostFileKind::Dir,
+        Kind::File(_) => HostFileKind::File,
+        Kind::Symlink(_) => HostFileKind::Symlink,
+        Kind::Special(s) => match s.type_bits() {
+            g::S_IFIFO => HostFileKind::Fifo,
+            g::S_IFSOCK => HostFileKind::Socket,
+            g::S_IFBLK => HostFileKind::BlockDev,
+            _ => HostFileKind::CharDev,
+        },
+        Kind::Device(_) => return None,
+    })
+}
+
+/// Bring a cached inode's attributes in line with the host's.
+fn refresh(node: &Inode, attr: &HostAttr) {
+    let mut m = node.meta.borrow_mut();
+    m.perm = attr.perm;
+    m.uid = attr.uid;
+    m.gid = attr.gid;
+    m.nlink = attr.nlink;
+    m.mtime_ns = ns_to_meta(attr.mtime_ns);
+    m.atime_ns = ns_to_meta(attr.atime_ns);
+    let changed = m.ctime_ns != ns_to_meta(attr.ctime_ns);
+    m.ctime_ns = ns_to_meta(attr.ctime_ns);
+    drop(m);
+    if let Some(FsData::Host(hn)) = &node.fsdata {
+        if changed || hn.size.get() != attr.size {
+            // Changed on the host: the next open loads the contents again.
+            hn.loaded.set(false);
+        }
+        hn.size.set(attr.size);
+        hn.blocks.set(attr.blocks);
+    }
+}
+
+fn host_of(node: &Inode) -> Option<(&HostNode, &Rc<HostMount>)> {
+    match &node.fsdata {
+        Some(FsData::Host(hn)) => Some((hn, &hn.mount)),
+        _ => None,
+    }
+}
+
+/// `Inode::lookup` of a hostfs directory: revalidate a cached entry or ask
+/// the host.
+pub(crate) fn lookup(dir: &Inode, name: &str) -> Result<Option<InodeRef>, Errno> {
+    let (Some((dh, mount)), Kind::Dir(children)) = (host_of(dir), &dir.kind) else { return Ok(None) };
+    if name == "." || name == ".." || name.is_empty() {
+        return Ok(None);
+    }
+    let bytes = name_to_bytes(name);
+    let cached = children.borrow().get(name).cloned();
+    if let Some(c) = cached {
+        // Mount points and nodes the guest put here itself stay as they are.
+        let Some((ch, _)) = host_of(&c).filter(|_| c.mounted.borrow().is_none()) else { return Ok(Some(c)) };
+        let r = mount.backend().revalidate(dh.handle(), &bytes, ch.handle());
+        match r {
+            Ok(attr) => {
+                refresh(&c, &attr);
+                return Ok(Some(c));
+            }
+            Err(HostError::Stale | HostError::NotFound) => {
+                children.borrow_mut().remove(name);
+            }
+            Err(e) => return Err(errno_of(e)),
+        }
+    }
+    let r = mount.backend().lookup(dh.handle(), &bytes);
+    let (h, attr) = match r {
+        Ok(x) => x,
+        Err(HostError::NotFound) => return Ok(None),
+        Err(e) => return Err(errno_of(e)),
+    };
+    let node = mount.inode_for(h, &attr)?;
+    children.borrow_mut().insert(String::from(name), node.clone());
+    // The directory's own reference (every hostfs inode is in the icache).
+    let me = mount.icache.borrow().get(&dir.ino).and_then(Weak::upgrade);
+    if let Some(me) = me {
+        mount.cached(&me, name);
+    }
+    Ok(Some(node))
+}
+
 impl Fs {
-    /// Mount host directory `dir` at guest path `at` (created in the root
-    /// file system if missing).
+    /// Mount host directory `dir` at guest path `at`. Missing directories
+    /// on the way are created in the root file system; `/` makes the
+    /// export the root itself (the packed root is then unreachable).
     pub fn mount_host(&mut self, at: &str, mut dir: Box<dyn HostDir>) -> Result<(), Errno> {
+        let sb = self.new_sb(FsType::Hostfs, dir.readonly());
+        let root_handle = dir.root();
+        let attr = dir.getattr(root_handle).map_err(errno_of)?;
+        let mount = Rc::new(HostMount {
+            sb,
+            dir: RefCell::new(dir),
+            icache: RefCell::new(BTreeMap::new()),
+            dead: RefCell::new(Vec::new()),
+            live: Cell::new(0),
+            entries: RefCell::new(VecDeque::new()),
+            max_cached: Cell::new(MAX_CACHED_INODES),
+        });
+        let root = mount.inode_for(root_handle, &attr)?;
+        self.host.borrow_mut().mounts.insert(sb, mount);
+        if at.split('/').all(|c| c.is_empty()) {
+            self.set_root(root, sb, "hostfs");
+            return Ok(());
+        }
         let mut cur = self.root.clone();
         for c in at.split('/').filter(|c| !c.is_empty()) {
             if c == "." || c == ".." {
@@ -64,6 +409,9 @@ impl Fs {
             cur = match cur.lookup(c)? {
                 Some(d) => super::path::cross_mounts(d),
                 None => {
+                    if self.is_readonly(cur.sb) || self.is_host(cur.sb) {
+                        return Err(Errno::ENOENT);
+                    }
                     let d = self.new_dir_in(cur.sb, 0o755, 0);
                     cur.insert(c, d.clone())?;
                     cur.meta.borrow_mut().nlink += 1;
@@ -73,124 +421,49 @@ impl Fs {
         }
         let start = Loc::root(self.root.clone());
         let target = walk(&self.root.clone(), &start, at, Follow::Yes)?;
-        let sb = self.new_sb(FsType::Hostfs, dir.readonly());
-        let root_handle = dir.root();
-        let attr = dir.getattr(root_handle).map_err(errno_of)?;
-        let root = self.new_dir_in(sb, attr.perm, attr.mtime_ns);
-        {
-            let mut hs = self.host.borrow_mut();
-            hs.dirs.insert(sb, dir);
-            hs.handles.insert((sb, root.ino), root_handle);
-        }
         self.attach(&target, root, sb, "hostfs")?;
         Ok(())
     }
 
-    fn host_handle(&self, node: &Inode) -> Option<u64> {
-        self.host.borrow().handles.get(&(node.sb, node.ino)).copied()
+    /// The hostfs mount of superblock `sb`.
+    pub fn host_mount(&self, sb: u32) -> Option<Rc<HostMount>> {
+        self.host.borrow().mounts.get(&sb).cloned()
     }
 
-    /// Make the inode for host handle `h` (`None` for kinds the guest
-    /// cannot use).
-    fn host_inode(&self, sb: u32, h: u64) -> Result<Option<InodeRef>, Errno> {
-        let mut guard = self.host.borrow_mut();
-        let hs = &mut *guard;
-        let d = hs.dirs.get_mut(&sb).ok_or(Errno::EIO)?;
-        let attr = d.getattr(h).map_err(errno_of)?;
-        let kind = match attr.kind {
-            HostFileKind::Dir => Kind::Dir(RefCell::new(BTreeMap::new())),
-            HostFileKind::File => Kind::File(Default::default()),
-            HostFileKind::Symlink => {
-                let mut buf = vec![0u8; 4096];
-                let n = d.readlink(h, &mut buf).map_err(errno_of)?;
-                Kind::Symlink(String::from_utf8_lossy(&buf[..n.min(buf.len())]).into_owned())
-            }
-            HostFileKind::Other => {
-                d.release(h);
-                return Ok(None);
-            }
-        };
-        let mut meta = Meta::new(attr.perm, attr.mtime_ns, attr.nlink);
-        meta.atime_ns = attr.atime_ns;
-        meta.ctime_ns = attr.ctime_ns;
-        // Inode numbers are the host's, so they are stable across lookups.
-        let node = Arc::new(Inode { ino: attr.ino, meta: RefCell::new(meta), kind, sb, mounted: RefCell::new(None) });
-        if let Some(old) = hs.handles.insert((sb, attr.ino), h) {
-            if old != h {
-                d.release(old);
-            }
+    /// Set the number of cached inodes past which a hostfs mount evicts.
+    pub fn set_host_cache_limit(&self, sb: u32, max: usize) {
+        if let Some(m) = self.host_mount(sb) {
+            m.max_cached.set(max.max(1));
         }
-        drop(guard);
-        self.host_load(&node)?;
-        Ok(Some(node))
     }
 
-    /// Look `name` up on the host if `dir` is a hostfs directory that does
-    /// not have it cached (the path-walk hook).
-    pub fn host_lookup(&self, dir: &InodeRef, name: &str) -> Result<(), Errno> {
-        if self.fstype(dir.sb) != FsType::Hostfs || name == ".." || dir.lookup(name)?.is_some() {
-            return Ok(());
+    /// Record that `dir` (a hostfs directory) now caches `name`.
+    pub(crate) fn host_cached(dir: &InodeRef, name: &str) {
+        if let Some((_, m)) = host_of(dir) {
+            m.cached(dir, name);
         }
-        let Some(dh) = self.host_handle(dir) else { return Ok(()) };
-        let h = {
-            let mut hs = self.host.borrow_mut();
-            let d = hs.dirs.get_mut(&dir.sb).ok_or(Errno::EIO)?;
-            match d.lookup(dh, name) {
-                Ok(h) => h,
-                Err(HostError::NotFound | HostError::Invalid) => return Ok(()),
-                Err(e) => return Err(errno_of(e)),
-            }
-        };
-        if let Some(node) = self.host_inode(dir.sb, h)? {
-            dir.insert(name, node)?;
-        }
-        Ok(())
     }
 
-    /// Bring the listing of hostfs directory `dir` in line with the host.
-    pub fn host_sync_dir(&self, dir: &InodeRef) -> Result<(), Errno> {
-        if self.fstype(dir.sb) != FsType::Hostfs {
-            return Ok(());
-        }
-        let Some(dh) = self.host_handle(dir) else { return Ok(()) };
-        let mut names = Vec::new();
-        {
-            let mut hs = self.host.borrow_mut();
-            let d = hs.dirs.get_mut(&dir.sb).ok_or(Errno::EIO)?;
-            let mut buf = [0u8; 256];
-            let mut i = 0;
-            while let Some((n, _)) = d.readdir(dh, i, &mut buf).map_err(errno_of)? {
-                if n <= buf.len() {
-                    if let Ok(s) = core::str::from_utf8(&buf[..n]) {
-                        names.push(String::from(s));
-                    }
-                }
-                i += 1;
-            }
-        }
-        if let Kind::Dir(children) = &dir.kind {
-            children.borrow_mut().retain(|k, _| names.contains(k));
-        }
-        for n in &names {
-            self.host_lookup(dir, n)?;
-        }
-        Ok(())
-    }
-
-    /// (Re)load a host file's contents into its inode (at lookup and open).
+    /// (Re)load a host file's contents into its inode (at open and exec),
+    /// unless what it holds is already the host's.
     pub fn host_load(&self, node: &InodeRef) -> Result<(), Errno> {
         let Kind::File(data) = &node.kind else { return Ok(()) };
-        let Some(h) = self.host_handle(node) else { return Ok(()) };
-        let mut hs = self.host.borrow_mut();
-        let d = hs.dirs.get_mut(&node.sb).ok_or(Errno::EIO)?;
-        let attr = d.getattr(h).map_err(errno_of)?;
+        let Some((hn, mount)) = host_of(node) else { return Ok(()) };
+        let mut d = mount.backend();
+        let attr = d.getattr(hn.handle()).map_err(errno_of)?;
+        drop(d);
+        refresh(node, &attr);
+        if hn.loaded.get() {
+            return Ok(());
+        }
         if attr.size > MAX_HOST_FILE {
             return Err(Errno::EFBIG);
         }
+        let mut d = mount.backend();
         let mut v = vec![0u8; attr.size as usize];
         let mut off = 0usize;
         while off < v.len() {
-            let n = d.read(h, off as u64, &mut v[off..]).map_err(errno_of)?;
+            let n = d.read(hn.handle(), off as u64, &mut v[off..]).map_err(errno_of)?;
             if n == 0 {
                 break;
             }
@@ -198,63 +471,185 @@ impl Fs {
         }
         v.truncate(off);
         *data.borrow_mut() = v.into();
-        let mut m = node.meta.borrow_mut();
-        m.mtime_ns = attr.mtime_ns;
-        m.perm = attr.perm;
-        m.nlink = attr.nlink;
+        hn.loaded.set(true);
         Ok(())
     }
 
     /// Write `bytes` at `off` of a host file through to the host.
     pub fn host_write(&self, node: &Inode, off: u64, bytes: &[u8]) -> Result<(), Errno> {
-        let Some(h) = self.host_handle(node) else { return Ok(()) };
-        let mut hs = self.host.borrow_mut();
-        let d = hs.dirs.get_mut(&node.sb).ok_or(Errno::EIO)?;
+        let Some((hn, mount)) = host_of(node) else { return Ok(()) };
+        let mut d = mount.backend();
         let mut done = 0;
         while done < bytes.len() {
-            let n = d.write(h, off + done as u64, &bytes[done..]).map_err(errno_of)?;
+            let n = d.write(hn.handle(), off + done as u64, &bytes[done..]).map_err(errno_of)?;
             if n == 0 {
                 return Err(Errno::EIO);
             }
             done += n;
         }
+        hn.size.set(hn.size.get().max(off + bytes.len() as u64));
         Ok(())
     }
 
     /// Set a host file's size.
     pub fn host_truncate(&self, node: &Inode, len: u64) -> Result<(), Errno> {
-        let Some(h) = self.host_handle(node) else { return Ok(()) };
-        let mut hs = self.host.borrow_mut();
-        let d = hs.dirs.get_mut(&node.sb).ok_or(Errno::EIO)?;
-        d.truncate(h, len).map_err(errno_of)
+        let Some((hn, mount)) = host_of(node) else { return Ok(()) };
+        mount.backend().truncate(hn.handle(), len).map_err(errno_of)?;
+        hn.size.set(len);
+        Ok(())
+    }
+
+    /// Flush a host file (`fsync`, `fdatasync`).
+    pub fn host_fsync(&self, node: &Inode, data_only: bool) -> Result<(), Errno> {
+        let Some((hn, mount)) = host_of(node) else { return Ok(()) };
+        mount.backend().fsync(hn.handle(), data_only).map_err(errno_of)
     }
 
     /// Create `name` (a file, or a directory when `dir_kind`) on the host
     /// in hostfs directory `dir`; the new inode (already inserted).
     pub fn host_create(&self, dir: &InodeRef, name: &str, perm: u32, dir_kind: bool) -> Result<InodeRef, Errno> {
-        let dh = self.host_handle(dir).ok_or(Errno::EIO)?;
-        let h = {
-            let mut hs = self.host.borrow_mut();
-            let d = hs.dirs.get_mut(&dir.sb).ok_or(Errno::EIO)?;
-            if dir_kind { d.mkdir(dh, name, perm) } else { d.create(dh, name, perm) }.map_err(errno_of)?
+        let (dh, mount) = host_of(dir).ok_or(Errno::EIO)?;
+        let bytes = name_to_bytes(name);
+        let r = {
+            let mut d = mount.backend();
+            if dir_kind { d.mkdir(dh.handle(), &bytes, perm) } else { d.create(dh.handle(), &bytes, perm) }
         };
-        let node = self.host_inode(dir.sb, h)?.ok_or(Errno::EIO)?;
-        dir.insert(name, node.clone())?;
+        let (h, attr) = r.map_err(errno_of)?;
+        let node = mount.inode_for(h, &attr)?;
+        if let Some((hn, _)) = host_of(&node) {
+            hn.loaded.set(true);
+        }
+        insert_child(dir, name, node.clone());
         Ok(node)
     }
 
-    /// Remove `name` from hostfs directory `dir` on the host.
-    pub fn host_unlink(&self, dir: &InodeRef, name: &str, is_dir: bool) -> Result<(), Errno> {
-        let dh = self.host_handle(dir).ok_or(Errno::EIO)?;
-        let mut hs = self.host.borrow_mut();
-        let d = hs.dirs.get_mut(&dir.sb).ok_or(Errno::EIO)?;
-        d.unlink(dh, name, is_dir).map_err(errno_of)
+    /// Create symbolic link `name` -> `target` on the host in `dir`.
+    pub fn host_symlink(&self, dir: &InodeRef, name: &str, target: &str) -> Result<InodeRef, Errno> {
+        let (dh, mount) = host_of(dir).ok_or(Errno::EIO)?;
+        let r = mount.backend().symlink(dh.handle(), &name_to_bytes(name), &name_to_bytes(target));
+        let (h, attr) = r.map_err(errno_of)?;
+        let node = mount.inode_for(h, &attr)?;
+        insert_child(dir, name, node.clone());
+        Ok(node)
+    }
+
+    /// An unnamed host file in `dir` (`O_TMPFILE`).
+    pub fn host_tmpfile(&self, dir: &InodeRef, perm: u32) -> Result<InodeRef, Errno> {
+        let (dh, mount) = host_of(dir).ok_or(Errno::EIO)?;
+        let r = mount.backend().tmpfile(dh.handle(), perm);
+        let (h, attr) = r.map_err(errno_of)?;
+        let node = mount.inode_for(h, &attr)?;
+        if let Some((hn, _)) = host_of(&node) {
+            hn.loaded.set(true);
+        }
+        Ok(node)
+    }
+
+    /// Hard link: `node` also named `name` in `dir` (same hostfs mount).
+    pub fn host_link(&self, node: &InodeRef, dir: &InodeRef, name: &str) -> Result<(), Errno> {
+        let (hn, mount) = host_of(node).ok_or(Errno::EXDEV)?;
+        let (dh, _) = host_of(dir).ok_or(Errno::EXDEV)?;
+        let r = mount.backend().link(hn.handle(), dh.handle(), &name_to_bytes(name));
+        let attr = r.map_err(errno_of)?;
+        refresh(node, &attr);
+        insert_child(dir, name, node.clone());
+        Ok(())
+    }
+
+    /// Remove `name` from hostfs directory `dir` on the host. `node` is what
+    /// it named; kept usable on the host while the guest still holds it.
+    pub fn host_unlink(&self, dir: &InodeRef, name: &str, is_dir: bool, node: &InodeRef) -> Result<(), Errno> {
+        let (dh, mount) = host_of(dir).ok_or(Errno::EIO)?;
+        // Held by more than the directory's map and this call: in use.
+        let keep = host_of(node).filter(|_| Arc::strong_count(node) > 2).map(|(h, _)| h.handle());
+        let r = mount.backend().unlink(dh.handle(), &name_to_bytes(name), is_dir, keep);
+        r.map_err(errno_of)
+    }
+
+    /// `renameat2` on the host, both directories on hostfs mount `sdir.sb`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn host_rename(
+        &self,
+        sdir: &InodeRef,
+        sname: &str,
+        ddir: &InodeRef,
+        dname: &str,
+        flags: u32,
+        moved: &InodeRef,
+        other: Option<&InodeRef>,
+    ) -> Result<(), Errno> {
+        let (sh, mount) = host_of(sdir).ok_or(Errno::EXDEV)?;
+        let (dh, _) = host_of(ddir).ok_or(Errno::EXDEV)?;
+        let mh = host_of(moved).map(|(h, _)| h.handle());
+        let oh = other.and_then(|o| host_of(o).filter(|_| flags & 2 != 0 || Arc::strong_count(o) > 2)).map(|(h, _)| h.handle());
+        let r = mount.backend().rename(sh.handle(), &name_to_bytes(sname), dh.handle(), &name_to_bytes(dname), flags, mh, oh);
+        r.map_err(errno_of)
+    }
+
+    /// chmod/chown/utimes of a hostfs inode, written through to the host;
+    /// the inode takes the host's answer.
+    pub fn host_setattr(&self, node: &InodeRef, a: &HostSetAttr) -> Result<(), Errno> {
+        let Some((hn, mount)) = host_of(node) else { return Ok(()) };
+        let r = mount.backend().setattr(hn.handle(), a);
+        let attr = r.map_err(errno_of)?;
+        let loaded = hn.loaded.get();
+        refresh(node, &attr);
+        // Only metadata changed: the contents held are still the host's.
+        hn.loaded.set(loaded);
+        Ok(())
+    }
+
+    /// `statfs` numbers of a hostfs mount: the host file system's.
+    pub fn host_statfs(&self, sb: u32) -> Option<[u64; 6]> {
+        self.host_mount(sb)?.backend().statfs().ok()
     }
 
     /// Is `sb` a hostfs mount?
     pub fn is_host(&self, sb: u32) -> bool {
         self.fstype(sb) == FsType::Hostfs
     }
+
+    /// Is `sb` mounted from a read-only export?
+    pub fn host_readonly(&self, sb: u32) -> bool {
+        self.host_mount(sb).is_some_and(|m| m.is_readonly())
+    }
+}
+
+/// Insert `name` -> `node` in hostfs directory `dir`'s cache.
+fn insert_child(dir: &InodeRef, name: &str, node: InodeRef) {
+    if let Kind::Dir(c) = &dir.kind {
+        c.borrow_mut().insert(String::from(name), node);
+        Fs::host_cached(dir, name);
+    }
+}
+
+/// The entry at `index` of hostfs directory `dir`'s listing (index 0 takes
+/// a fresh listing from the host): (name, inode number, `d_type`).
+pub(crate) fn readdir_at(dir: &Inode, index: usize) -> Result<Option<(String, u64, u8)>, Errno> {
+    let Some((dh, mount)) = host_of(dir) else { return Ok(None) };
+    let mut buf = [0u8; 256];
+    let r = mount.backend().readdir(dh.handle(), index, &mut buf);
+    let Some(e) = r.map_err(errno_of)? else { return Ok(None) };
+    let name = name_from_bytes(&buf[..e.name_len.min(buf.len())]);
+    let dtype = match e.kind {
+        HostFileKind::File => g::DT_REG,
+        HostFileKind::Dir => g::DT_DIR,
+        HostFileKind::Symlink => g::DT_LNK,
+        HostFileKind::Fifo => g::DT_FIFO,
+        HostFileKind::Socket => g::DT_SOCK,
+        HostFileKind::CharDev => g::DT_CHR,
+        HostFileKind::BlockDev => g::DT_BLK,
+    } as u8;
+    Ok(Some((name, e.ino, dtype)))
+}
+
+/// Size and blocks of a hostfs regular file as `stat` shows them.
+pub(crate) fn file_size(node: &Inode) -> Option<(u64, u64)> {
+    let (hn, _) = host_of(node)?;
+    if !matches!(node.kind, Kind::File(_)) {
+        return None;
+    }
+    Some((hn.size(), hn.blocks()))
 }
 
 /// Keep the `HostState` type nameable from `Fs` (see [`Fs::host`]).

@@ -190,6 +190,12 @@ impl Meta {
     }
 }
 
+/// What a file system that keeps its files elsewhere (the host) holds per inode.
+pub enum FsData {
+    /// A hostfs inode: its backend handle.
+    Host(super::hostfs::HostNode),
+}
+
 /// One ramfs inode.
 pub struct Inode {
     /// Inode number (unique in this fs).
@@ -204,6 +210,9 @@ pub struct Inode {
     /// The root of the file system mounted on this directory, if any (the
     /// path walk steps onto it, like Linux's `DCACHE_MOUNTED` dentries).
     pub mounted: RefCell<Option<InodeRef>>,
+    /// File-system private data (hostfs: the backend handle); `None` for
+    /// inodes that live only in memory.
+    pub fsdata: Option<FsData>,
 }
 
 impl Inode {
@@ -227,6 +236,9 @@ impl Inode {
     }
     /// Size in bytes as `stat` reports it.
     pub fn size(&self) -> u64 {
+        if let Some((size, _)) = super::hostfs::file_size(self) {
+            return size;
+        }
         match &self.kind {
             Kind::File(d) => d.borrow().len() as u64,
             Kind::Symlink(t) => t.len() as u64,
@@ -249,6 +261,8 @@ impl Inode {
     /// Look up a child of a directory.
     pub fn lookup(&self, name: &str) -> Result<Option<InodeRef>, Errno> {
         match &self.kind {
+            // A hostfs directory asks the host (its map is only a cache).
+            Kind::Dir(_) if self.fsdata.is_some() => super::hostfs::lookup(self, name),
             Kind::Dir(d) => Ok(d.borrow().get(name).cloned()),
             _ => Err(Errno::ENOTDIR),
         }
@@ -296,7 +310,8 @@ impl Inode {
         put(&mut b, 40, &rdev.to_le_bytes());
         put(&mut b, 48, &size.to_le_bytes());
         put(&mut b, 56, &4096u64.to_le_bytes()); // st_blksize
-        put(&mut b, 64, &size.div_ceil(512).to_le_bytes());
+        let blocks = super::hostfs::file_size(self).map_or(size.div_ceil(512), |(_, b)| b);
+        put(&mut b, 64, &blocks.to_le_bytes());
         for (off, t) in [(72, m.atime_ns), (88, m.mtime_ns), (104, m.ctime_ns)] {
             put(&mut b, off, &(t / 1_000_000_000).to_le_bytes());
             put(&mut b, off + 8, &(t % 1_000_000_000).to_le_bytes());
@@ -361,6 +376,7 @@ impl Fs {
             kind: Kind::Dir(RefCell::new(BTreeMap::new())),
             sb: ROOT_SB,
             mounted: RefCell::new(None),
+            fsdata: None,
         });
         let mut fs = Fs { root: root.clone(), next_ino: 2, mounts: Vec::new(), sbs: BTreeMap::new(), next_sb: ROOT_SB + 1, next_mnt: 1, host: Default::default() };
         fs.sbs.insert(ROOT_SB, super::mount::SuperBlock::new(super::mount::FsType::Rootfs, false));
@@ -393,7 +409,7 @@ impl Fs {
     pub fn new_inode_in(&mut self, sb: u32, kind: Kind, perm: u32, now: u64) -> InodeRef {
         let ino = self.alloc_ino();
         let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
-        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None) })
+        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None })
     }
 
     /// A new empty directory.

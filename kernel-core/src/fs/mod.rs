@@ -19,6 +19,7 @@ pub mod path;
 pub mod pipe;
 pub mod perm;
 pub mod procfs;
+pub mod readdir;
 
 pub use file::{FdTable, FileRef, OpenFile};
 pub use inode::{Device, Fs, Inode, InodeRef, Kind};

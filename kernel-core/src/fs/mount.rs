@@ -147,6 +147,17 @@ impl Fs {
         Ok(id)
     }
 
+    /// Make `root` (of superblock `sb`) the root file system, as a
+    /// switch_root at boot does: the old root is no longer reachable.
+    pub fn set_root(&mut self, root: InodeRef, sb: u32, source: &str) {
+        self.root = root.clone();
+        if let Some(m) = self.mounts.first_mut() {
+            m.sb = sb;
+            m.root = root;
+            m.source = String::from(source);
+        }
+    }
+
     /// Create and mount a new instance of `fstype` on `target`.
     pub fn mount_new(&mut self, target: &Loc, fstype: FsType, source: &str, readonly: bool, now: u64) -> Result<u32, Errno> {
         if fstype == FsType::Hostfs || fstype == FsType::Rootfs {

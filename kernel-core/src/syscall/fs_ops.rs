@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::cell::RefCell;
 
-use hal::Hal;
+use hal::{Hal, HostSetAttr};
 use linux_raw_sys::general as g;
 
 use super::SysCtx;
@@ -35,10 +35,11 @@ fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H
     ProcCtx { tasks: &cx.k.tasks, cur: &*cx.t, fs: &cx.k.fs, now_ns, realtime_ns, release: &cx.k.release, frames, net: &cx.k.net.inet }
 }
 
-/// Refill a generated (procfs) directory before it is listed.
+/// Refill a generated (procfs) directory before it is listed (hostfs
+/// directories are listed from the host, see `fs::readdir`).
 pub fn refresh_dir<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
     proc_ctx(cx, false).refresh(dir);
-    cx.k.fs.host_sync_dir(dir)
+    Ok(())
 }
 
 /// The starting point for `path` relative to `dirfd`.
@@ -65,8 +66,9 @@ fn walk_from<H: Hal>(cx: &SysCtx<'_, H>, start: &Loc, p: &str, follow: Follow) -
         follow,
         &mut |d, name| {
             permission(d, &c, MAY_EXEC)?;
+            let _ = name;
             pc.refresh(d);
-            pc.fs.host_lookup(d, name)
+            Ok(())
         },
         &|l| pc.magic(l),
     )
@@ -107,12 +109,12 @@ pub(crate) fn resolve_parent<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str
     if p.is_empty() {
         return Err(Errno::ENOENT);
     }
-    if p.len() >= PATH_MAX {
+    if path::raw_len(p) >= PATH_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     let start = dir_loc(cx, dirfd, p)?;
     let (d, name, slash) = split_last(p);
-    if name.len() > NAME_MAX {
+    if path::raw_len(name) > NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     let dir = if d.is_empty() { start } else { walk_from(cx, &start, d, Follow::Yes)? };
@@ -122,7 +124,6 @@ pub(crate) fn resolve_parent<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str
     let c = cred(cx);
     permission(dir.inode(), &c, MAY_EXEC)?;
     proc_ctx(cx, false).refresh(dir.inode());
-    cx.k.fs.host_lookup(dir.inode(), name)?;
     Ok(Parent { dir, name: String::from(name), slash })
 }
 
@@ -173,7 +174,7 @@ const OPEN_KEEP: u32 = !(g::O_CREAT | g::O_EXCL | g::O_NOCTTY | g::O_TRUNC | g::
 /// error exactly as Linux's `openat` reports it.
 pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32, mode: u32) -> Result<FileRef, Errno> {
     if flags & g::O_TMPFILE == g::O_TMPFILE {
-        return Err(Errno::EOPNOTSUPP);
+        return open_tmpfile(cx, dirfd, p, flags, mode);
     }
     let follow = if flags & g::O_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
     let acc = flags & g::O_ACCMODE;
@@ -275,6 +276,32 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     let via_magic = n >= 2 && cx.k.fs.fstype(loc.stack[n - 2].1.sb) == FsType::Proc && cx.k.fs.fstype(inode.sb) != FsType::Proc;
     let inode = if path_only || via_magic { inode } else { super::poll::special_open(cx, inode, flags)? };
     Ok(OpenFile::new(inode, flags & OPEN_KEEP, loc.path()))
+}
+
+/// `O_TMPFILE`: an unnamed regular file in directory `p`, which `linkat`
+/// with `AT_EMPTY_PATH` (or `/proc/self/fd/N`) may name later.
+fn open_tmpfile<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32, mode: u32) -> Result<FileRef, Errno> {
+    let acc = flags & g::O_ACCMODE;
+    if acc != g::O_WRONLY && acc != g::O_RDWR || flags & g::O_CREAT != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let loc = resolve(cx, dirfd, p, Follow::Yes)?;
+    let dir = loc.inode().clone();
+    if !dir.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    may_create(cx, &dir)?;
+    let perm = mode & !cx.t.umask & 0o7777;
+    let node = if cx.k.fs.is_host(dir.sb) {
+        cx.k.fs.host_tmpfile(&dir, perm)?
+    } else {
+        let n = new_node(cx, &dir, Kind::File(Default::default()), perm);
+        n.meta.borrow_mut().nlink = 0;
+        n
+    };
+    let mut path = loc.path();
+    path.push_str("/#tmpfile");
+    Ok(OpenFile::new(node, flags & OPEN_KEEP & !g::O_TMPFILE, path))
 }
 
 /// `openat` in full: read the path, open, install the fd.
@@ -415,8 +442,9 @@ fn do_readlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, buf: u64,
         Kind::Symlink(t) => t.clone(),
         _ => return Err(if p.is_empty() { Errno::ENOENT } else { Errno::EINVAL }),
     };
-    let n = target.len().min(size as usize);
-    cx.write_user(buf, &target.as_bytes()[..n])?;
+    let bytes = path::name_to_bytes(&target);
+    let n = bytes.len().min(size as usize);
+    cx.write_user(buf, &bytes[..n])?;
     Ok(n)
 }
 
@@ -479,7 +507,9 @@ fn do_symlink<H: Hal>(cx: &mut SysCtx<'_, H>, targetp: u64, dirfd: u64, pathp: u
     }
     may_create(cx, par.dir.inode())?;
     if cx.k.fs.is_host(par.dir.inode().sb) {
-        return Err(Errno::EPERM);
+        cx.k.fs.host_symlink(par.dir.inode(), &par.name, &target)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
     }
     let node = new_node(cx, par.dir.inode(), Kind::Symlink(target), 0o777);
     par.dir.inode().insert(&par.name, node)?;
@@ -527,7 +557,14 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
     }
     may_create(cx, par.dir.inode())?;
     if cx.k.fs.is_host(par.dir.inode().sb) {
-        return Err(Errno::EPERM);
+        // A host FIFO or device node would never be opened (see fs::hostfs),
+        // so only regular files are made on the host.
+        if !matches!(kind, Kind::File(_)) {
+            return Err(Errno::EPERM);
+        }
+        cx.k.fs.host_create(par.dir.inode(), &par.name, mode & !cx.t.umask & 0o7777, false)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
     }
     let node = new_node(cx, par.dir.inode(), kind, mode & !cx.t.umask & 0o7777);
     par.dir.inode().insert(&par.name, node)?;
@@ -600,7 +637,7 @@ fn do_unlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32)
         return Err(Errno::EACCES);
     }
     if cx.k.fs.is_host(dir.sb) {
-        cx.k.fs.host_unlink(&dir, &par.name, rmdir)?;
+        cx.k.fs.host_unlink(&dir, &par.name, rmdir, &raw)?;
     }
     remove_entry(&dir, &par.name);
     let now = cx.hal.realtime_ns();
@@ -657,9 +694,12 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     }
     may_create(cx, par.dir.inode())?;
     if cx.k.fs.is_host(old.sb) {
-        return Err(Errno::EPERM);
+        // The host counts the links; an O_TMPFILE file may get its first.
+        cx.k.fs.host_link(&old, par.dir.inode(), &par.name)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
     }
-    if old.meta.borrow().nlink == 0 {
+    if old.meta.borrow().nlink == 0 && !is_tmpfile(&old) {
         return Err(Errno::ENOENT);
     }
     par.dir.inode().insert(&par.name, old.clone())?;
@@ -671,6 +711,11 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     }
     touch_dir(par.dir.inode(), now);
     Ok(0)
+}
+
+/// An `O_TMPFILE` file not linked yet (its open descriptions name it `#tmpfile`).
+fn is_tmpfile(node: &InodeRef) -> bool {
+    matches!(node.kind, Kind::File(_)) && node.meta.borrow().nlink == 0 && Arc::strong_count(node) > 1
 }
 
 /// `link(old, new)`.
@@ -710,10 +755,10 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
     if (src.slash || dst.slash) && !node.is_dir() {
         return Err(Errno::ENOTDIR);
     }
-    // Renames on the host are not offered by the backend: mv copies instead.
-    if sdir.sb != ddir.sb || cx.k.fs.is_host(sdir.sb) {
+    if sdir.sb != ddir.sb {
         return Err(Errno::EXDEV);
     }
+    let host = cx.k.fs.is_host(sdir.sb);
     cx.k.fs.check_writable(sdir.sb)?;
     if matches!(cx.k.fs.fstype(sdir.sb), FsType::Proc | FsType::Sysfs) {
         return Err(Errno::EACCES);
@@ -736,6 +781,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
         // Neither may contain the other.
         if dst.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &node)) || src.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &t)) {
             return Err(Errno::EINVAL);
+        }
+        if host {
+            cx.k.fs.host_rename(&sdir, &src.name, &ddir, &dst.name, flags, &node, Some(&t))?;
         }
         sdir.insert(&src.name, t.clone())?;
         ddir.insert(&dst.name, node.clone())?;
@@ -775,6 +823,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
             (true, true) if !is_empty_dir(t) => return Err(Errno::ENOTEMPTY),
             _ => {}
         }
+    }
+    if host {
+        cx.k.fs.host_rename(&sdir, &src.name, &ddir, &dst.name, flags, &node, target.as_ref())?;
     }
     let now = cx.hal.realtime_ns();
     if let Some(t) = &target {
@@ -826,6 +877,10 @@ fn set_mode<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, mode: u32) -> SysR
     if !c.is_root() && !c.in_group(inode.meta.borrow().gid) {
         perm &= !0o2000;
     }
+    if cx.k.fs.is_host(inode.sb) {
+        cx.k.fs.host_setattr(inode, &HostSetAttr { perm: Some(perm), ..Default::default() })?;
+        return Ok(0);
+    }
     let now = cx.hal.realtime_ns();
     let mut m = inode.meta.borrow_mut();
     m.perm = perm;
@@ -874,6 +929,13 @@ fn set_owner<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, uid: u32, gid: u3
     let gid_change = gid != u32::MAX && gid != m0.gid;
     if !c.is_root() && (uid_change || (gid_change && (m0.uid != c.uid || !c.in_group(gid))) || (uid != u32::MAX && m0.uid != c.uid)) {
         return Err(Errno::EPERM);
+    }
+    if cx.k.fs.is_host(inode.sb) {
+        // The host applies its own rules on top (an unprivileged kernel
+        // process cannot give a file away: EPERM).
+        let a = HostSetAttr { uid: (uid != u32::MAX).then_some(uid), gid: (gid != u32::MAX).then_some(gid), ..Default::default() };
+        cx.k.fs.host_setattr(inode, &a)?;
+        return Ok(0);
     }
     let now = cx.hal.realtime_ns();
     let mut m = inode.meta.borrow_mut();
@@ -943,6 +1005,12 @@ fn set_times<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, times: Option<[Op
     }
     let now = cx.hal.realtime_ns();
     let t = times.unwrap_or([Some(None), Some(None)]);
+    if cx.k.fs.is_host(inode.sb) {
+        let pick = |x: Option<Option<u64>>| x.map(|v| v.unwrap_or(now) as i64);
+        let a = HostSetAttr { atime_ns: pick(t[0]), mtime_ns: pick(t[1]), ..Default::default() };
+        cx.k.fs.host_setattr(inode, &a)?;
+        return Ok(0);
+    }
     let mut m = inode.meta.borrow_mut();
     if let Some(a) = t[0] {
         m.atime_ns = a.unwrap_or(now);
@@ -1076,14 +1144,27 @@ pub fn truncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     resize(&inode, a[1], now)
 }
 
-/// `fsync(fd)` / `fdatasync(fd)`: everything is in memory already.
+/// `fsync(fd)`: in-memory files are done; hostfs files are flushed on the host.
 pub fn fsync<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let f = cx.t.fds.file(a[0])?;
+    do_fsync(cx, a[0], false)
+}
+
+/// `fdatasync(fd)`.
+pub fn fdatasync<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_fsync(cx, a[0], true)
+}
+
+fn do_fsync<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, data_only: bool) -> SysResult {
+    let f = cx.t.fds.file(fd)?;
     if f.flags.get() & g::O_PATH != 0 {
         return Err(Errno::EBADF);
     }
     match f.inode.kind {
-        Kind::File(_) | Kind::Dir(_) | Kind::Device(_) => Ok(0),
+        Kind::File(_) | Kind::Dir(_) => {
+            cx.k.fs.host_fsync(&f.inode, data_only)?;
+            Ok(0)
+        }
+        Kind::Device(_) => Ok(0),
         _ => Err(Errno::EINVAL),
     }
 }
@@ -1124,6 +1205,13 @@ pub fn statfs_bytes(fs: &crate::fs::Fs, inode: &InodeRef) -> [u8; 120] {
 /// memory, free as the frame allocator says).
 fn statfs_of<H: Hal>(cx: &SysCtx<'_, H>, inode: &InodeRef) -> [u8; 120] {
     let mut b = statfs_bytes(&cx.k.fs, inode);
+    if let Some([bsize, blocks, bfree, bavail, files, ffree]) = cx.k.fs.host_statfs(inode.sb) {
+        // A hostfs mount shows the host file system's numbers.
+        for (off, v) in [(8, bsize), (16, blocks), (24, bfree), (32, bavail), (40, files), (48, ffree), (72, bsize)] {
+            b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        return b;
+    }
     if u64::from_le_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23]]) != 0 {
         let total = (cx.k.frames.total_frames() / 2).max(1);
         let free = cx.k.frames.free_frames().min(total);
