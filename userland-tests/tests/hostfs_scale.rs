@@ -2,7 +2,8 @@
 //! checked against native, and a guest that creates, holds and deletes
 //! files on an rw export, while the kernel's open host descriptors (sampled
 //! from `/proc/PID/fd`) stay under the documented bound and fork/exec keep
-//! working. Run with `cargo xtask test`.
+//! working; and a host process that swaps directories and symlinks inside
+//! an export for 20 s while the guest walks it. Run with `cargo xtask test`.
 
 mod common;
 
@@ -151,5 +152,72 @@ print('churn ok')
     assert!(s.out.stdout.contains("churn ok"), "{}\n{}", s.out.stdout, s.out.stderr);
     assert!(s.max_fds <= FD_BOUND, "the kernel held {} host fds (bound {FD_BOUND})", s.max_fds);
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A host process renames and swaps a directory and symlinks pointing out
+/// of the export (relative and absolute) in a tight loop for 20 s, while the
+/// guest walks, lists, opens and stats through those names. The guest must
+/// never read the file outside the export.
+#[test]
+fn host_side_swaps_never_lead_outside_the_export() {
+    let _l = lock();
+    let d = scratch("race");
+    let e = d.join("export");
+    std::fs::create_dir_all(e.join("a/sub")).unwrap();
+    std::fs::write(e.join("a/inner"), "INSIDE").unwrap();
+    std::fs::write(e.join("a/sub/inner"), "INSIDE").unwrap();
+    std::fs::write(d.join("inner"), "TOP SECRET").unwrap();
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/inner"), "TOP SECRET").unwrap();
+    std::os::unix::fs::symlink("..", e.join("b")).unwrap();
+    std::os::unix::fs::symlink(&d, e.join("c")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let name = |n: &str| std::ffi::CString::new(e.join(n).as_os_str().as_encoded_bytes()).unwrap();
+            let (a, b, c) = (name("a"), name("b"), name("c"));
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (x, y) in [(&a, &b), (&a, &c), (&b, &c)] {
+                    // SAFETY: two NUL-terminated paths; RENAME_EXCHANGE swaps them atomically.
+                    unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, x.as_ptr(), libc::AT_FDCWD, y.as_ptr(), 2) };
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let script = r#"
+import os, time
+end = time.time() + 20
+seen, n = set(), 0
+while time.time() < end:
+    for p in ['/w/a/inner', '/w/b/inner', '/w/c/inner', '/w/a/sub/inner', '/w/b/sub/inner', '/w/c/sub/inner']:
+        n += 1
+        try:
+            with open(p) as f:
+                seen.add(f.read())
+        except OSError as e:
+            seen.add(e.__class__.__name__)
+        try:
+            seen.update(os.listdir(os.path.dirname(p)))
+            os.stat(p)
+        except OSError:
+            pass
+print('opens', n)
+print(sorted(seen))
+"#;
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    let args = kernel_args(format!("{}:/w", e.display()), &["/usr/bin/python3", "-c", script]);
+    let s = run_sampled(&kernel, &args, Duration::from_secs(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = racer.join().unwrap();
+    eprintln!("racer: {swaps} swaps; guest: {}", s.out.stdout.trim());
+    assert_eq!(s.out.code, 0, "{}\n{}", s.out.stdout, s.out.stderr);
+    assert!(s.out.stdout.contains("INSIDE"), "the guest never read the export's file: {}", s.out.stdout);
+    assert!(!s.out.stdout.contains("TOP SECRET") && !s.out.stderr.contains("TOP SECRET"), "{}", s.out.stdout);
+    assert!(swaps > 1000, "the racer made only {swaps} swaps");
     let _ = std::fs::remove_dir_all(&d);
 }

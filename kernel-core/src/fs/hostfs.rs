@@ -643,10 +643,10 @@ pub(crate) fn readdir_at(dir: &Inode, index: usize) -> Result<Option<(String, u6
     Ok(Some((name, e.ino, dtype)))
 }
 
-/// Size and blocks of a hostfs regular file as `stat` shows them.
+/// Size and blocks of a hostfs file or directory as `stat` shows them.
 pub(crate) fn file_size(node: &Inode) -> Option<(u64, u64)> {
     let (hn, _) = host_of(node)?;
-    if !matches!(node.kind, Kind::File(_)) {
+    if !matches!(node.kind, Kind::File(_) | Kind::Dir(_)) {
         return None;
     }
     Some((hn.size(), hn.blocks()))
