@@ -221,3 +221,128 @@ print(sorted(seen))
     assert!(swaps > 1000, "the racer made only {swaps} swaps");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Waits for the guest to write `step-N` into the export, runs `act` on
+/// the host, then answers with `done-N`.
+fn host_steps(e: PathBuf, acts: Vec<Box<dyn FnOnce(&Path) + Send>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for (i, act) in acts.into_iter().enumerate() {
+            let step = e.join(format!("step-{i}"));
+            let start = Instant::now();
+            while !step.exists() {
+                if start.elapsed() > Duration::from_secs(120) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            act(&e);
+            std::fs::write(e.join(format!("done-{i}")), "").unwrap();
+        }
+    })
+}
+
+/// Coherence with the host (close-to-open) and the bad input of the issue:
+/// a 100,000-entry directory, names of every byte, a 4,095-byte path,
+/// symlink loops, and a directory removed while it is being listed.
+#[test]
+fn host_changes_are_seen_and_bad_input_gets_linux_answers() {
+    let _l = lock();
+    let d = scratch("coherence");
+    let e = d.join("export");
+    std::fs::create_dir_all(e.join("big")).unwrap();
+    for i in 0..100_000 {
+        std::fs::File::create(e.join("big").join(format!("{i}"))).unwrap();
+    }
+    std::fs::create_dir_all(e.join("doomed")).unwrap();
+    for i in 0..2000 {
+        std::fs::File::create(e.join("doomed").join(format!("entry-with-a-long-name-{i:05}"))).unwrap();
+    }
+    std::fs::write(e.join("y"), "why").unwrap();
+    std::fs::write(e.join("held"), "old contents").unwrap();
+    std::os::unix::fs::symlink("loop2", e.join("loop1")).unwrap();
+    std::os::unix::fs::symlink("loop1", e.join("loop2")).unwrap();
+    let acts: Vec<Box<dyn FnOnce(&Path) + Send>> = vec![
+        Box::new(|e| std::fs::write(e.join("x"), "created on the host").unwrap()),
+        Box::new(|e| {
+            std::fs::write(e.join("x.new"), "changed, and longer than before").unwrap();
+            std::fs::rename(e.join("x.new"), e.join("x")).unwrap();
+        }),
+        Box::new(|e| std::fs::remove_file(e.join("x")).unwrap()),
+        Box::new(|e| std::fs::rename(e.join("y"), e.join("z")).unwrap()),
+        Box::new(|e| {
+            std::fs::write(e.join("held.new"), "NEW").unwrap();
+            std::fs::rename(e.join("held.new"), e.join("held")).unwrap();
+        }),
+        Box::new(|e| std::fs::remove_dir_all(e.join("doomed")).unwrap()),
+    ];
+    let host = host_steps(e.clone(), acts);
+    let script = r#"
+import os, time, errno
+os.chdir('/w')
+def step(i):
+    open('step-%d' % i, 'w').close()
+    while not os.path.exists('done-%d' % i):
+        time.sleep(0.005)
+def err(f):
+    try:
+        f(); return 'ok'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print('absent', err(lambda: os.stat('x')))
+step(0); print('created', open('x').read())
+step(1); print('changed', open('x').read(), os.stat('x').st_size)
+step(2); print('deleted', err(lambda: os.stat('x')), err(lambda: open('x')))
+step(3); print('renamed', err(lambda: os.stat('y')), open('z').read())
+f = open('held')
+step(4)
+got = f.read()
+print('held fd', got == 'old contents' or got, open('held').read())
+print('big', len(os.listdir('big')))
+it = os.scandir('doomed'); first = [next(it).name for _ in range(10)]
+step(5)
+rest = sum(1 for _ in it)
+print('doomed listing survived', len(first), rest <= 1990, err(lambda: os.listdir('doomed')))
+name = bytes(b for b in range(1, 256) if b != ord('/'))
+for n in (name[:200], name[200:]):
+    fd = os.open(n, os.O_CREAT | os.O_WRONLY, 0o644); os.write(fd, n); os.close(fd)
+print('bytes', all(open(n, 'rb').read() == n for n in (name[:200], name[200:])), name[:200] in os.listdir(b'.'))
+print('loop', err(lambda: open('loop1')))
+# A path of exactly 4,095 bytes (with its NUL, PATH_MAX) and one byte more.
+comp = 'd' * 200
+depth = 0
+p = '/w/deep'
+os.mkdir(p)
+while len(p) + 1 + 200 < 4095 - 50:
+    p += '/' + comp; os.mkdir(p)
+last = 'f' * (4095 - len(p) - 1)
+full = p + '/' + last
+open(full, 'w').write('deep')
+print('path4095', len(full), open(full).read(), err(lambda: open(full + 'x', 'w')))
+"#;
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    let args = kernel_args(format!("{}:/w:rw", e.display()), &["/usr/bin/python3", "-c", script]);
+    let s = run_sampled(&kernel, &args, Duration::from_secs(300));
+    host.join().unwrap();
+    let out = s.out.stdout.replace("\r\n", "\n");
+    assert_eq!(s.out.code, 0, "{out}\n{}", s.out.stderr);
+    let want = [
+        "absent ENOENT",
+        "created created on the host",
+        "changed changed, and longer than before 31",
+        "deleted ENOENT ENOENT",
+        "renamed ENOENT why",
+        "held fd True NEW",
+        "big 100000",
+        "doomed listing survived 10 True ENOENT",
+        "bytes True True",
+        "loop ELOOP",
+        "path4095 4095 deep ENAMETOOLONG",
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, want, "stderr: {}", s.out.stderr);
+    // The names reached the host byte for byte.
+    let name: Vec<u8> = (1u8..=255).filter(|&b| b != b'/').collect();
+    use std::os::unix::ffi::OsStrExt;
+    assert_eq!(std::fs::read(e.join(std::ffi::OsStr::from_bytes(&name[..200]))).unwrap(), &name[..200]);
+    let _ = std::fs::remove_dir_all(&d);
+}
