@@ -346,3 +346,33 @@ print('path4095', len(full), open(full).read(), err(lambda: open(full + 'x', 'w'
     assert_eq!(std::fs::read(e.join(std::ffi::OsStr::from_bytes(&name[..200]))).unwrap(), &name[..200]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Init and its dynamic loader come through mounts: the host's `/usr` over
+/// the packed one, and the host's whole `/` as the root (with the guest's
+/// own /dev, /proc, /sys, /tmp and /run on top): the host's gcc compiles
+/// and runs a program, the host's python3 and git run.
+#[test]
+fn host_usr_and_host_root_from_the_first_instruction() {
+    let _l = lock();
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    let root = default_root().to_string_lossy().into_owned();
+    let usr: Vec<String> = ["--root", &root, "--hostfs", "/usr:/usr", "--", "/bin/sh", "-c", "echo init from the host; readlink -f /bin/sh"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let o = run_kernel(&kernel, &usr);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.starts_with("init from the host\n/usr/bin/"), "{}", o.stdout);
+    let have = |p: &str| Path::new(p).exists();
+    if !(have("/usr/bin/gcc") && have("/usr/bin/python3") && have("/usr/bin/git")) {
+        eprintln!("skipped the host-root half: the host lacks gcc, python3 or git");
+        return;
+    }
+    let script = "cd /tmp && printf '#include <stdio.h>\\nint main(void){puts(\"compiled by the host gcc\");return 0;}\\n' > a.c \
+                  && gcc a.c -o a && ./a && python3 -c 'import sys; print(\"python\", sys.version_info[0])' \
+                  && git --version | cut -d' ' -f1 && grep -c ' /proc proc ' /proc/mounts && grep -c ' /run tmpfs ' /proc/mounts";
+    let args: Vec<String> = ["--mem", "1G", "--hostfs", "/:/", "--", "/bin/sh", "-c", script].iter().map(|s| s.to_string()).collect();
+    let o = run_kernel(&kernel, &args);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(o.stdout.replace("\r\n", "\n"), "compiled by the host gcc\npython 3\ngit\n1\n1\n", "{}", o.stderr);
+}

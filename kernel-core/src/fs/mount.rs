@@ -353,6 +353,11 @@ impl Fs {
             let loc = self.ensure_root_dir(dir, perm)?;
             self.mount_new(&loc, fstype, source, false, 0)?;
         }
+        // Over the host's tree (`--hostfs /:/`), `/run` is the guest's own too.
+        if self.is_host(self.root.sb) {
+            let loc = self.ensure_root_dir("run", 0o755)?;
+            self.mount_new(&loc, FsType::Tmpfs, "tmpfs", false, 0)?;
+        }
         Ok(())
     }
 
