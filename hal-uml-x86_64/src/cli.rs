@@ -61,6 +61,95 @@ struct Cli {
     args: Vec<String>,
 }
 
+/// `NAME do [OPTIONS] [--] CMD ARGS...`: CMD in a fresh guest whose root is
+/// the host's `/`, live and read-only through hostfs, under an overlay kept
+/// in guest memory (the host never sees a write), with the guest's own
+/// /proc, /sys, /dev, /tmp and /run, the caller's working directory,
+/// environment, uid and gid; the exit status is CMD's.
+#[derive(Parser, Debug)]
+struct DoCli {
+    /// Guest physical memory (the overlay's writes live in it too).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    mem: u64,
+    /// A network interface, as the kernel's --net (e.g. `user`).
+    #[arg(long, value_name = "SPEC")]
+    net: Vec<String>,
+    /// Run CMD as uid 0 inside (no host rights beyond the kernel process's own).
+    #[arg(long)]
+    root_user: bool,
+    /// Print every system call (strace style) on stderr.
+    #[arg(long)]
+    trace_syscalls: bool,
+    /// How guest system calls are trapped (skas only): seccomp or ptrace.
+    #[arg(long, value_name = "ptrace|seccomp")]
+    trap: Option<crate::TrapMode>,
+    /// The command and its arguments (found on $PATH like a shell does).
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// CMD as a host path: with a `/`, relative to `cwd`; else the first
+/// executable file of that name on `$PATH`.
+fn find_command(cmd: &str, cwd: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if cmd.contains('/') {
+        return Some(cwd.join(cmd));
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    path.split(':').filter(|d| !d.is_empty()).map(|d| std::path::Path::new(d).join(cmd)).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// `do`: see [`DoCli`].
+fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::ffi::OsString>, make: impl FnOnce(u64) -> Result<H, E>) -> ! {
+    let fail = |msg: std::fmt::Arguments| -> ! {
+        eprintln!("{name} do: {msg}");
+        exit(2)
+    };
+    let cmd = DoCli::command().name(name).bin_name(format!("{name} do"));
+    let cli = match DoCli::from_arg_matches(&cmd.get_matches_from(args)) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let net_specs: Vec<NetSpec> = cli.net.iter().map(|s| parse_net(s).unwrap_or_else(|e| fail(format_args!("{e}")))).collect();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let Some(init) = find_command(&cli.cmd[0], &cwd) else { fail(format_args!("{}: command not found", cli.cmd[0])) };
+    let root = match drivers::hostfs::HostExport::open(std::path::Path::new("/"), false) {
+        Ok(x) => x,
+        Err(e) => fail(format_args!("cannot open the host's /: {e}")),
+    };
+    if let Some(t) = cli.trap {
+        crate::set_default_trap(t);
+    }
+    // SAFETY: plain id queries.
+    let (uid, gid) = if cli.root_user { (0, 0) } else { unsafe { (libc::getuid(), libc::getgid()) } };
+    let config = kernel_core::BootConfig {
+        init: init.to_string_lossy().into_owned(),
+        args: cli.cmd.clone(),
+        env: std::env::vars_os().map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).collect(),
+        initramfs: kernel_core::fs::cpio::build(&[]),
+        uname_release: "6.1.0-rustuml".into(),
+        hostname: "rustuml".into(),
+        trace_syscalls: cli.trace_syscalls,
+        cwd: cwd.to_string_lossy().into_owned(),
+        uid,
+        gid,
+    };
+    let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut hal = match make(cli.mem) {
+        Ok(h) => h,
+        Err(e) => fail(format_args!("cannot set up the host side ({} bytes of guest memory): {e}", cli.mem)),
+    };
+    let devices = kernel_core::kernel::Devices { overlays: vec![("/".into(), Box::new(root))], nets, ..Default::default() };
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, devices) {
+        Ok(s) => s,
+        Err(e) => fail(format_args!("{e}")),
+    };
+    drop(hal);
+    exit(status)
+}
+
 /// A random value in the kernel's own memory, set at boot and checked at
 /// shutdown: the target of the isolation attacks (read and overwrite
 /// kernel memory). Only `--debug-reveal-canary` tells anyone where it is.
@@ -303,8 +392,17 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         eprintln!("{name}: {msg}");
         exit(2)
     };
-    let cmd = Cli::command().name(name).bin_name(name).about(about);
-    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "do") {
+        let mut rest = vec![argv[0].clone()];
+        rest.extend(argv[2..].iter().cloned());
+        run_do(name, rest, make);
+    }
+    let cmd = Cli::command().name(name).bin_name(name).about(about).after_help(format!(
+        "Subcommand: `{name} do [--mem SIZE] [--net SPEC] [--root-user] [--] CMD ARGS...` runs CMD over the \
+         host's own root, read-only, with its writes kept in guest memory (`{name} do --help`)."
+    ));
+    let cli = match Cli::from_arg_matches(&cmd.get_matches_from(argv)) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
@@ -353,6 +451,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         uname_release: cli.uname_release.clone(),
         hostname: cli.hostname.clone(),
         trace_syscalls: cli.trace_syscalls,
+        ..Default::default()
     };
     if let Some(t) = cli.trap {
         crate::set_default_trap(t);
@@ -395,7 +494,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         config.env.push(format!("RUSTUML_PHYS_SIZE={phys_len:#x}"));
         config.env.push(format!("RUSTUML_KERNEL_GETPPID={getppid:#x}"));
     }
-    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, nets, initramfs: Some(initramfs) }) {
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, nets, initramfs: Some(initramfs), ..Default::default() }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };

@@ -63,6 +63,12 @@ pub struct BootConfig {
     pub hostname: String,
     /// Log an strace-style line per system call via `Hal::log`.
     pub trace_syscalls: bool,
+    /// Init's working directory (empty, or not a directory: `/`).
+    pub cwd: String,
+    /// The user and group ids init runs as (0: root).
+    pub uid: u32,
+    /// See [`BootConfig::uid`].
+    pub gid: u32,
 }
 
 /// A network interface handed to the kernel at boot, with the static
@@ -84,6 +90,9 @@ pub struct Devices {
     /// Host directories mounted at guest paths (hostfs,
     /// `--hostfs HOSTDIR:GUESTDIR[:rw]`).
     pub host_dirs: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
+    /// Host directories mounted read-only under a writable overlay kept in
+    /// guest memory (`kernel-skas do`: the host's `/`).
+    pub overlays: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
     /// Network interfaces (`--net`); loopback always exists besides these.
     pub nets: Vec<NetAttach>,
     /// The root archive as shared bytes (e.g. a host file the backend
@@ -191,7 +200,7 @@ pub fn boot_checked<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, Boot
 }
 
 fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, check_invariants: bool) -> Result<i32, BootError> {
-    let Devices { host_dirs, nets, initramfs } = devices;
+    let Devices { host_dirs, overlays, nets, initramfs } = devices;
     let mut fs = Fs::new();
     let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
     cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
@@ -203,6 +212,9 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     };
     for (at, dir) in as_root {
         mount_host(&mut fs, at, dir)?;
+    }
+    for (at, dir) in overlays {
+        fs.mount_host_overlay(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount the overlay at {at}: {}", e.name())))?;
     }
     fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
     for (at, dir) in others {
@@ -263,7 +275,13 @@ impl<S: AddressSpace> Kernel<S> {
         fds.set(0, out.clone(), false);
         fds.set(1, out, false);
         fds.set(2, OpenFile::new(console_err, g::O_RDWR, String::from("/dev/console")), false);
-        let mut task = Task::new(1, 0, UserContext::default(), Some(MemoryMap::new(space)), fds, root);
+        let cwd = match config.cwd.as_str() {
+            "" => root.clone(),
+            c => path::walk(&self.fs.root, &root, c, Follow::Yes).ok().filter(|l| l.inode().is_dir()).unwrap_or_else(|| root.clone()),
+        };
+        let mut task = Task::new(1, 0, UserContext::default(), Some(MemoryMap::new(space)), fds, cwd);
+        let (u, gid) = (config.uid, config.gid);
+        task.cred = crate::task::Cred { uid: u, euid: u, suid: u, fsuid: u, gid, egid: gid, sgid: gid, fsgid: gid, groups: Vec::new() };
         task.mm_id = self.new_share_id();
         task.files_id = self.new_share_id();
         task.sighand_id = self.new_share_id();

@@ -172,6 +172,24 @@ fn ns_to_meta(ns: i64) -> u64 {
 }
 
 impl HostMount {
+    /// A mount of backend `dir` whose inodes carry superblock `sb`.
+    pub fn new(sb: u32, dir: Box<dyn HostDir>) -> Rc<HostMount> {
+        Rc::new(HostMount {
+            sb,
+            dir: RefCell::new(dir),
+            icache: RefCell::new(BTreeMap::new()),
+            dead: RefCell::new(Vec::new()),
+            live: Cell::new(0),
+            entries: RefCell::new(VecDeque::new()),
+            max_cached: Cell::new(MAX_CACHED_INODES),
+        })
+    }
+
+    /// The inode of the export's root (`handle`, with `attr`).
+    pub fn root_inode(self: &Rc<Self>, handle: u64, attr: &HostAttr) -> Result<InodeRef, Errno> {
+        self.inode_for(handle, attr)
+    }
+
     /// The backend, after releasing the handles of inodes that died.
     fn backend(&self) -> RefMut<'_, Box<dyn HostDir>> {
         let dead = core::mem::take(&mut *self.dead.borrow_mut());
@@ -386,17 +404,9 @@ impl Fs {
         let sb = self.new_sb(FsType::Hostfs, dir.readonly());
         let root_handle = dir.root();
         let attr = dir.getattr(root_handle).map_err(errno_of)?;
-        let mount = Rc::new(HostMount {
-            sb,
-            dir: RefCell::new(dir),
-            icache: RefCell::new(BTreeMap::new()),
-            dead: RefCell::new(Vec::new()),
-            live: Cell::new(0),
-            entries: RefCell::new(VecDeque::new()),
-            max_cached: Cell::new(MAX_CACHED_INODES),
-        });
-        let root = mount.inode_for(root_handle, &attr)?;
-        self.host.borrow_mut().mounts.insert(sb, mount);
+        let mount = HostMount::new(sb, dir);
+        let root = mount.root_inode(root_handle, &attr)?;
+        self.register_host(sb, mount);
         if at.split('/').all(|c| c.is_empty()) {
             self.set_root(root, sb, "hostfs");
             return Ok(());
@@ -423,6 +433,11 @@ impl Fs {
         let target = walk(&self.root.clone(), &start, at, Follow::Yes)?;
         self.attach(&target, root, sb, "hostfs")?;
         Ok(())
+    }
+
+    /// Keep `mount` as the host side of superblock `sb`.
+    pub(crate) fn register_host(&mut self, sb: u32, mount: Rc<HostMount>) {
+        self.host.borrow_mut().mounts.insert(sb, mount);
     }
 
     /// The hostfs mount of superblock `sb`.

@@ -194,6 +194,8 @@ impl Meta {
 pub enum FsData {
     /// A hostfs inode: its backend handle.
     Host(super::hostfs::HostNode),
+    /// An overlay directory: its lower directory.
+    Overlay(super::overlay::OvlDir),
 }
 
 /// One ramfs inode.
@@ -262,7 +264,9 @@ impl Inode {
     pub fn lookup(&self, name: &str) -> Result<Option<InodeRef>, Errno> {
         match &self.kind {
             // A hostfs directory asks the host (its map is only a cache).
-            Kind::Dir(_) if self.fsdata.is_some() => super::hostfs::lookup(self, name),
+            Kind::Dir(_) if matches!(self.fsdata, Some(FsData::Host(_))) => super::hostfs::lookup(self, name),
+            // An overlay directory: its upper map, then its lower directory.
+            Kind::Dir(_) if self.fsdata.is_some() => super::overlay::lookup(self, name),
             Kind::Dir(d) => Ok(d.borrow().get(name).cloned()),
             _ => Err(Errno::ENOTDIR),
         }
@@ -407,7 +411,11 @@ impl Fs {
 
     /// A new, unlinked inode of file system `sb`.
     pub fn new_inode_in(&mut self, sb: u32, kind: Kind, perm: u32, now: u64) -> InodeRef {
-        let ino = self.alloc_ino();
+        let mut ino = self.alloc_ino();
+        if self.fstype(sb) == super::mount::FsType::Overlay {
+            // Above every number the lower (host) file system hands out.
+            ino |= super::overlay::OVL_INO_BASE;
+        }
         let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
         Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None })
     }

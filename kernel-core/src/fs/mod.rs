@@ -15,6 +15,7 @@ pub mod file;
 pub mod hostfs;
 pub mod inode;
 pub mod mount;
+pub mod overlay;
 pub mod path;
 pub mod pipe;
 pub mod perm;

@@ -27,6 +27,8 @@ pub enum FsType {
     Sysfs,
     /// A host directory exported through the HAL.
     Hostfs,
+    /// A writable overlay over a read-only lower tree.
+    Overlay,
 }
 
 impl FsType {
@@ -39,6 +41,7 @@ impl FsType {
             FsType::Proc => "proc",
             FsType::Sysfs => "sysfs",
             FsType::Hostfs => "hostfs",
+            FsType::Overlay => "overlay",
         }
     }
     /// Parse a `mount -t` type.
@@ -59,11 +62,12 @@ impl FsType {
             FsType::Proc => 0x9fa0,
             FsType::Sysfs => 0x6265_6572,
             FsType::Hostfs => 0x00c0_ffee,
+            FsType::Overlay => 0x794c_7630,
         }
     }
     /// Listed in `/proc/filesystems` with `nodev`?
-    pub fn all() -> [FsType; 6] {
-        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs]
+    pub fn all() -> [FsType; 7] {
+        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs, FsType::Overlay]
     }
 }
 
@@ -160,7 +164,7 @@ impl Fs {
 
     /// Create and mount a new instance of `fstype` on `target`.
     pub fn mount_new(&mut self, target: &Loc, fstype: FsType, source: &str, readonly: bool, now: u64) -> Result<u32, Errno> {
-        if fstype == FsType::Hostfs || fstype == FsType::Rootfs {
+        if fstype == FsType::Hostfs || fstype == FsType::Rootfs || fstype == FsType::Overlay {
             return Err(Errno::ENODEV);
         }
         let sb = self.new_sb(fstype, readonly);
@@ -353,8 +357,8 @@ impl Fs {
             let loc = self.ensure_root_dir(dir, perm)?;
             self.mount_new(&loc, fstype, source, false, 0)?;
         }
-        // Over the host's tree (`--hostfs /:/`), `/run` is the guest's own too.
-        if self.is_host(self.root.sb) {
+        // Over the host's tree (`--hostfs /:/`, `do`), `/run` is the guest's own too.
+        if matches!(self.fstype(self.root.sb), FsType::Hostfs | FsType::Overlay) {
             let loc = self.ensure_root_dir("run", 0o755)?;
             self.mount_new(&loc, FsType::Tmpfs, "tmpfs", false, 0)?;
         }

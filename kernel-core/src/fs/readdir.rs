@@ -1,6 +1,7 @@
 //! Directory listings for `getdents64`: `.` and `..`, then the entries,
 //! from the directory's map or, for a hostfs directory, from the host (so
-//! listing a directory of any size creates no inodes).
+//! listing a directory of any size creates no inodes), or merged for an
+//! overlay directory.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -43,8 +44,10 @@ pub fn entries(dir: &Inode, children: &RefCell<BTreeMap<String, InodeRef>>, star
         i += 1;
     }
     if dir.fsdata.is_some() {
-        // Read by index: the host listing is kept until its end is read.
-        while let Some(e) = super::hostfs::readdir_at(dir, i - 2)? {
+        let overlay = super::overlay::is_overlay_dir(dir);
+        let at = |k: usize| if overlay { super::overlay::readdir_at(dir, k) } else { super::hostfs::readdir_at(dir, k) };
+        // Read by index: the listing is kept until its end is read.
+        while let Some(e) = at(i - 2)? {
             if !fits(&out, &e.0) {
                 break;
             }

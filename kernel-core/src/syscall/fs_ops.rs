@@ -14,7 +14,7 @@ use crate::fs::mount::{FsType, MS_RDONLY};
 use crate::fs::path::{self, Follow, NAME_MAX, PATH_MAX};
 use crate::fs::perm::{may_delete, permission, task_cred, Cred, MAY_EXEC, MAY_READ, MAY_WRITE};
 use crate::fs::procfs::ProcCtx;
-use crate::fs::{FileRef, InodeRef, Kind, Loc, OpenFile};
+use crate::fs::{overlay, FileRef, InodeRef, Kind, Loc, OpenFile};
 use crate::{Errno, SysResult};
 
 const AT_FDCWD: i32 = g::AT_FDCWD;
@@ -224,6 +224,14 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     if flags & g::O_DIRECTORY != 0 && !inode.is_dir() {
         return Err(Errno::ENOTDIR);
     }
+    let mut loc = loc;
+    let inode = if !path_only && (wants_write || flags & g::O_TRUNC != 0) && is_overlay_lower(cx, &inode) && !created {
+        // Permission is the lower file's; the write goes to its copy.
+        permission(&inode, &cred(cx), MAY_WRITE)?;
+        upper_loc(cx, &mut loc)?
+    } else {
+        inode
+    };
     // Linux adds MAY_WRITE for O_TRUNC even with O_RDONLY (and then truncates).
     let may_write = wants_write || flags & g::O_TRUNC != 0;
     if inode.is_dir() && (may_write || flags & g::O_CREAT != 0) && !path_only {
@@ -248,8 +256,9 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     }
     if let Kind::File(d) = &inode.kind {
         if !path_only {
-            if cx.k.fs.is_host(inode.sb) && !created {
-                // Pick up changes made on the host since the lookup.
+            if !created {
+                // A host file's contents (changes made on the host since
+                // the lookup included).
                 cx.k.fs.host_load(&inode)?;
             }
             if let Some(content) = proc_ctx(cx, true).generate(&inode) {
@@ -332,6 +341,55 @@ pub fn at_inode<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u
 }
 
 const STAT_FLAGS: u32 = g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH | g::AT_NO_AUTOMOUNT;
+
+/// A lower file of an overlay, not copied up (see `fs::overlay`).
+fn is_overlay_lower<H: Hal>(cx: &SysCtx<'_, H>, inode: &InodeRef) -> bool {
+    cx.k.fs.fstype(inode.sb) == FsType::Overlay && inode.fsdata.is_some() && !inode.is_dir()
+}
+
+/// The inode to change at `loc`: a lower file of an overlay is copied up
+/// into its place first.
+fn upper_loc<H: Hal>(cx: &SysCtx<'_, H>, loc: &mut Loc) -> Result<InodeRef, Errno> {
+    let n = loc.stack.len();
+    if n >= 2 && overlay::is_overlay_dir(&loc.stack[n - 2].1) {
+        let (dir, name, node) = (loc.stack[n - 2].1.clone(), loc.stack[n - 1].0.clone(), loc.stack[n - 1].1.clone());
+        let up = overlay::copy_up(&cx.k.fs, &dir, &name, &node)?;
+        loc.stack[n - 1].1 = up.clone();
+        return Ok(up);
+    }
+    Ok(loc.inode().clone())
+}
+
+/// The inode to change behind open file `f` (copied up through the path it
+/// was opened by, if it is an overlay's lower file).
+fn fd_upper<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef) -> Result<InodeRef, Errno> {
+    if !is_overlay_lower(cx, &f.inode) {
+        return Ok(f.inode.clone());
+    }
+    let root = Loc::root(cx.k.fs.root.clone());
+    let mut loc = walk_from(cx, &root, &f.path.clone(), Follow::No)?;
+    if loc.inode().ino != f.inode.ino {
+        return Err(Errno::ESTALE);
+    }
+    upper_loc(cx, &mut loc)
+}
+
+/// [`at_inode`] for calls that change the inode (chmod, chown, utimes,
+/// truncate): an overlay's lower file is copied up first.
+fn at_upper<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32, allowed: u32) -> Result<InodeRef, Errno> {
+    let inode = at_inode(cx, dirfd, pathp, flags, allowed)?;
+    if !is_overlay_lower(cx, &inode) {
+        return Ok(inode);
+    }
+    let p = if pathp == 0 { String::new() } else { cx.read_path(pathp)? };
+    if p.is_empty() {
+        let f = cx.t.fds.file(dirfd as i32 as i64 as u64)?;
+        return fd_upper(cx, &f);
+    }
+    let follow = if flags & g::AT_SYMLINK_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
+    let mut loc = resolve(cx, dirfd, &p, follow)?;
+    upper_loc(cx, &mut loc)
+}
 
 /// `newfstatat(dirfd, path, statbuf, flags)`.
 pub fn newfstatat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
@@ -584,10 +642,10 @@ pub fn mknodat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 // ---------------------------------------------------------------- unlink, rmdir
 
-fn remove_entry(dir: &InodeRef, name: &str) {
-    if let Kind::Dir(d) = &dir.kind {
-        d.borrow_mut().remove(name);
-    }
+/// Drop `name` from `dir`'s map (an overlay leaves a whiteout when its
+/// lower layer has the name).
+fn remove_entry(dir: &InodeRef, name: &str) -> Result<(), Errno> {
+    overlay::remove_name(dir, name)
 }
 
 fn drop_link(node: &InodeRef, now: u64) {
@@ -597,6 +655,9 @@ fn drop_link(node: &InodeRef, now: u64) {
 }
 
 fn is_empty_dir(node: &InodeRef) -> bool {
+    if overlay::is_overlay_dir(node) {
+        return overlay::is_empty(node).unwrap_or(false);
+    }
     matches!(&node.kind, Kind::Dir(c) if c.borrow().is_empty())
 }
 
@@ -639,7 +700,7 @@ fn do_unlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32)
     if cx.k.fs.is_host(dir.sb) {
         cx.k.fs.host_unlink(&dir, &par.name, rmdir, &raw)?;
     }
-    remove_entry(&dir, &par.name);
+    remove_entry(&dir, &par.name)?;
     let now = cx.hal.realtime_ns();
     drop_link(&raw, now);
     if rmdir {
@@ -676,7 +737,8 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     } else {
         let p = cx.read_path(oldp)?;
         let follow = if flags & g::AT_SYMLINK_FOLLOW != 0 { Follow::Yes } else { Follow::No };
-        resolve(cx, olddirfd, &p, follow)?.inode().clone()
+        let mut loc = resolve(cx, olddirfd, &p, follow)?;
+        upper_loc(cx, &mut loc)?
     };
     let p = cx.read_path(newp)?;
     let par = resolve_parent(cx, newdirfd, &p)?;
@@ -752,6 +814,12 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
     let ddir = dst.dir.inode().clone();
     let node = sdir.lookup(&src.name)?.ok_or(Errno::ENOENT)?;
     let target = ddir.lookup(&dst.name)?;
+    // An overlay's lower files move as their copies.
+    let node = if overlay::is_overlay_dir(&sdir) { overlay::copy_up(&cx.k.fs, &sdir, &src.name, &node)? } else { node };
+    let target = match target {
+        Some(t) if flags & RENAME_EXCHANGE != 0 && overlay::is_overlay_dir(&ddir) => Some(overlay::copy_up(&cx.k.fs, &ddir, &dst.name, &t)?),
+        t => t,
+    };
     if (src.slash || dst.slash) && !node.is_dir() {
         return Err(Errno::ENOTDIR);
     }
@@ -835,7 +903,7 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
             m.nlink = m.nlink.saturating_sub(1);
         }
     }
-    remove_entry(&sdir, &src.name);
+    remove_entry(&sdir, &src.name)?;
     ddir.insert(&dst.name, node.clone())?;
     if node.is_dir() && !Arc::ptr_eq(&sdir, &ddir) {
         {
@@ -890,7 +958,7 @@ fn set_mode<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, mode: u32) -> SysR
 
 /// `chmod(path, mode)`.
 pub fn chmod<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     set_mode(cx, &inode, a[1] as u32)
 }
 
@@ -900,7 +968,8 @@ pub fn fchmod<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if f.flags.get() & g::O_PATH != 0 {
         return Err(Errno::EBADF);
     }
-    set_mode(cx, &f.inode.clone(), a[1] as u32)
+    let inode = fd_upper(cx, &f)?;
+    set_mode(cx, &inode, a[1] as u32)
 }
 
 /// `fchmodat(dirfd, path, mode)`.
@@ -914,7 +983,7 @@ pub fn fchmodat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// `EOPNOTSUPP`, as Linux).
 pub fn fchmodat2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let flags = a[3] as u32;
-    let inode = at_inode(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
+    let inode = at_upper(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
     if matches!(inode.kind, Kind::Symlink(_)) {
         return Err(Errno::EOPNOTSUPP);
     }
@@ -958,13 +1027,13 @@ fn set_owner<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, uid: u32, gid: u3
 
 /// `chown(path, uid, gid)`.
 pub fn chown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     set_owner(cx, &inode, a[1] as u32, a[2] as u32)
 }
 
 /// `lchown(path, uid, gid)`.
 pub fn lchown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], g::AT_SYMLINK_NOFOLLOW, g::AT_SYMLINK_NOFOLLOW)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], g::AT_SYMLINK_NOFOLLOW, g::AT_SYMLINK_NOFOLLOW)?;
     set_owner(cx, &inode, a[1] as u32, a[2] as u32)
 }
 
@@ -974,12 +1043,13 @@ pub fn fchown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if f.flags.get() & g::O_PATH != 0 {
         return Err(Errno::EBADF);
     }
-    set_owner(cx, &f.inode.clone(), a[1] as u32, a[2] as u32)
+    let inode = fd_upper(cx, &f)?;
+    set_owner(cx, &inode, a[1] as u32, a[2] as u32)
 }
 
 /// `fchownat(dirfd, path, uid, gid, flags)`.
 pub fn fchownat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, a[0], a[1], a[4] as u32, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
+    let inode = at_upper(cx, a[0], a[1], a[4] as u32, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
     set_owner(cx, &inode, a[2] as u32, a[3] as u32)
 }
 
@@ -1068,9 +1138,10 @@ pub fn utimensat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         if a[0] as i32 == AT_FDCWD {
             return Err(Errno::EFAULT);
         }
-        cx.t.fds.file(a[0])?.inode.clone()
+        let f = cx.t.fds.file(a[0])?;
+        fd_upper(cx, &f)?
     } else {
-        at_inode(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?
+        at_upper(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?
     };
     set_times(cx, &inode, times)
 }
@@ -1078,14 +1149,14 @@ pub fn utimensat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// `utimes(path, times)`.
 pub fn utimes<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let times = read_timevals(cx, a[1])?;
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     set_times(cx, &inode, times)
 }
 
 /// `futimesat(dirfd, path, times)`.
 pub fn futimesat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let times = read_timevals(cx, a[2])?;
-    let inode = at_inode(cx, a[0], a[1], 0, 0)?;
+    let inode = at_upper(cx, a[0], a[1], 0, 0)?;
     set_times(cx, &inode, times)
 }
 
@@ -1098,7 +1169,7 @@ pub fn utime<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let mt = cx.read_u64(a[1] + 8)?;
         Some([Some(Some(at.saturating_mul(1_000_000_000))), Some(Some(mt.saturating_mul(1_000_000_000)))])
     };
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     set_times(cx, &inode, times)
 }
 
@@ -1133,6 +1204,7 @@ pub fn truncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         return Err(Errno::EISDIR);
     }
     permission(&inode, &cred(cx), MAY_WRITE)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     cx.k.fs.check_writable(inode.sb)?;
     if !matches!(inode.kind, Kind::File(_)) {
         return Err(Errno::EINVAL);

@@ -220,6 +220,7 @@ pub fn config(init: &str, args: &[&str], files: &[(&str, u32, Vec<u8>)]) -> Boot
         uname_release: "6.1.0-rustuml".into(),
         hostname: "rustuml".into(),
         trace_syscalls: false,
+        ..Default::default()
     }
 }
 
