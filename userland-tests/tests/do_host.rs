@@ -1,0 +1,114 @@
+//! `kernel-skas do`: commands over the host's own root, live and
+//! read-only, with the guest's writes in guest memory. The host's gcc
+//! compiles and runs a program in the caller's directory, `git status` of
+//! this checkout and the host's python3 give what they give natively, the
+//! exit status is the command's, and `rm -rf /` inside leaves the host as
+//! it was. Run with `cargo xtask test`.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn have(p: &str) -> bool {
+    Path::new(p).exists()
+}
+
+/// `kernel-skas do ARGS...` run in `cwd`.
+fn run_do(cwd: &Path, args: &[&str]) -> Outcome {
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    let mut cmd = Command::new(&kernel);
+    cmd.current_dir(cwd).arg("do").args(args);
+    let out = run(&mut cmd, &format!("kernel-skas do {args:?}"));
+    assert_no_leftovers(out.pid, &[], "kernel-skas do");
+    out
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A scratch directory outside /tmp (the guest's /tmp is its own).
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::current_exe().unwrap().parent().unwrap().join(format!("do-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn do_runs_host_tools_in_the_callers_directory() {
+    let _l = lock();
+    let d = scratch("tools");
+    std::fs::write(d.join("hello.c"), "#include <stdio.h>\nint main(void){puts(\"hello from the host gcc\");return 3;}\n").unwrap();
+    let o = run_do(&d, &["sh", "-c", "pwd; id -u; gcc -O2 hello.c -o hello && ./hello; echo status=$?; ls"]);
+    // SAFETY: a plain id query.
+    let uid = unsafe { libc::getuid() };
+    if have("/usr/bin/gcc") {
+        assert_eq!(o.stdout, format!("{}\n{uid}\nhello from the host gcc\nstatus=3\nhello\nhello.c\n", d.display()), "{}", o.stderr);
+    }
+    assert!(!d.join("hello").exists(), "the compiled program stayed in the guest's overlay");
+    // The exit status is the command's; a missing command is one line, 2.
+    assert_eq!(run_do(&d, &["sh", "-c", "exit 42"]).code, 42);
+    let o = run_do(&d, &["no-such-command-here"]);
+    assert_eq!((o.code, o.stderr.lines().count()), (2, 1), "{}", o.stderr);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn do_git_status_and_python_match_native() {
+    let _l = lock();
+    if !have("/usr/bin/git") || !have("/usr/bin/python3") {
+        eprintln!("skipped: the host lacks git or python3");
+        return;
+    }
+    let ws = workspace();
+    let native = Command::new("git").args(["status", "--porcelain"]).current_dir(&ws).output().unwrap();
+    let o = run_do(&ws, &["git", "status", "--porcelain"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, String::from_utf8_lossy(&native.stdout), "{}", o.stderr);
+    let prog = "import sys, os, json; print(sys.version_info[:2], os.getcwd(), len(json.dumps(list(range(100)))))";
+    let native = Command::new("python3").args(["-c", prog]).current_dir(&ws).output().unwrap();
+    let o = run_do(&ws, &["python3", "-c", prog]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, String::from_utf8_lossy(&native.stdout));
+}
+
+/// Names, sizes, modes and modification times of everything under `dirs`.
+fn snapshot(dirs: &[&Path]) -> Vec<String> {
+    let mut v = Vec::new();
+    for d in dirs {
+        let out = Command::new("find").arg(d).args(["-xdev", "-printf", "%p %s %m %T@ %l\\n"]).output().unwrap();
+        v.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
+        let sums = Command::new("sh").arg("-c").arg(format!("find {} -xdev -type f -exec cat {{}} + | sha256sum", d.display())).output().unwrap();
+        v.push(String::from_utf8_lossy(&sums.stdout).into_owned());
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn rm_rf_slash_inside_leaves_the_host_unchanged() {
+    let _l = lock();
+    let d = scratch("rmrf");
+    std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
+    std::fs::write(d.join("sub/deeper/data"), "precious").unwrap();
+    std::fs::write(d.join("top"), "also precious").unwrap();
+    std::os::unix::fs::symlink("sub", d.join("link")).unwrap();
+    let watched = [d.as_path(), Path::new("/usr/bin"), Path::new("/etc")];
+    let before = snapshot(&watched);
+    // Only the shell's builtins are left afterwards; the guest's own mounts
+    // stay (EBUSY), and so may directories other programs on the host are
+    // filling meanwhile (the lower layer is live).
+    let script = format!("rm -rf --no-preserve-root / 2>/dev/null; echo /*; for p in /usr /etc /bin /lib {}; do test -e $p && echo left $p; done; echo done", d.display());
+    let o = run_do(&d, &["sh", "-c", &script]);
+    let mut lines = o.stdout.lines();
+    let top = lines.next().unwrap_or_default();
+    assert!(top.starts_with("/dev /proc /run /sys /tmp") || top.starts_with("/dev /proc"), "{top}");
+    assert!(!top.contains("/usr") && !top.contains("/etc"), "{top}");
+    assert_eq!(lines.collect::<Vec<_>>(), ["done"], "the guest's view was not emptied: {}", o.stderr);
+    assert_eq!(snapshot(&watched), before, "the host changed");
+    assert_eq!(std::fs::read_to_string(d.join("sub/deeper/data")).unwrap(), "precious");
+    let _ = std::fs::remove_dir_all(&d);
+}
