@@ -357,6 +357,34 @@ fn run_switch(name: &str, path: &std::path::Path) -> ! {
     }
 }
 
+/// Entries and bytes up to which `--root DIR` is packed rather than served
+/// live (the default root: about 800 files, 48 MiB).
+const PACK_MAX_ENTRIES: usize = 5_000;
+const PACK_MAX_BYTES: u64 = 256 << 20;
+
+/// Is the tree at `dir` small enough to pack? A walk that stops at the
+/// first of [`PACK_MAX_ENTRIES`] entries or [`PACK_MAX_BYTES`]; a tree with
+/// unreadable directories is served live (packing could not read it).
+fn is_small_tree(dir: &std::path::Path) -> bool {
+    let (mut entries, mut bytes) = (0usize, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { return false };
+        for e in rd.flatten() {
+            entries += 1;
+            let Ok(m) = e.path().symlink_metadata() else { return false };
+            bytes += m.len();
+            if entries > PACK_MAX_ENTRIES || bytes > PACK_MAX_BYTES {
+                return false;
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    true
+}
+
 /// Parse `123`, `64K`, `256M`, `1G` (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -430,11 +458,22 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     if cli.hostfs.is_empty() && std::fs::symlink_metadata(&init_host).is_err() {
         fail(format_args!("init {} not found in {}", cli.init, root.display()));
     }
-    // Mapped from the cache beside the root when the tree is unchanged; the
-    // kernel's files point into it rather than copying.
-    let initramfs: std::sync::Arc<dyn AsRef<[u8]>> = match drivers::initramfs::load_root(root) {
-        Ok(a) => std::sync::Arc::new(a),
-        Err(e) => fail(format_args!("packing {}: {e}", root.display())),
+    // A small tree is packed (mapped from the cache beside it when
+    // unchanged; the kernel's files point into it rather than copying). A
+    // large one is served live through hostfs, read-only, under an overlay
+    // in guest memory, so boot time does not grow with the tree.
+    let mut overlays: Vec<(String, Box<dyn hal::HostDir>)> = Vec::new();
+    let initramfs: std::sync::Arc<dyn AsRef<[u8]>> = if is_small_tree(root) {
+        match drivers::initramfs::load_root(root) {
+            Ok(a) => std::sync::Arc::new(a),
+            Err(e) => fail(format_args!("packing {}: {e}", root.display())),
+        }
+    } else {
+        match drivers::hostfs::HostExport::open(root, false) {
+            Ok(x) => overlays.push(("/".into(), Box::new(x))),
+            Err(e) => fail(format_args!("--root {}: {e}", root.display())),
+        }
+        std::sync::Arc::new(kernel_core::fs::cpio::build(&[]))
     };
     let term = std::env::var("TERM").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "linux".into());
     let mut args = vec![cli.init.clone()];
@@ -494,7 +533,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         config.env.push(format!("RUSTUML_PHYS_SIZE={phys_len:#x}"));
         config.env.push(format!("RUSTUML_KERNEL_GETPPID={getppid:#x}"));
     }
-    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, nets, initramfs: Some(initramfs), ..Default::default() }) {
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs) }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };
