@@ -210,15 +210,22 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     let mount_host = |fs: &mut Fs, at: String, dir| {
         fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))
     };
+    let (ovl_root, ovl_others): (Vec<_>, Vec<_>) = overlays.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));
+    let mount_overlay = |fs: &mut Fs, at: String, dir| {
+        fs.mount_host_overlay(&at, dir).map(|_| ()).map_err(|e| BootError::BadInitramfs(format!("cannot mount the overlay at {at}: {}", e.name())))
+    };
     for (at, dir) in as_root {
         mount_host(&mut fs, at, dir)?;
     }
-    for (at, dir) in overlays {
-        fs.mount_host_overlay(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount the overlay at {at}: {}", e.name())))?;
+    for (at, dir) in ovl_root {
+        mount_overlay(&mut fs, at, dir)?;
     }
     fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
     for (at, dir) in others {
         mount_host(&mut fs, at, dir)?;
+    }
+    for (at, dir) in ovl_others {
+        mount_overlay(&mut fs, at, dir)?;
     }
     let mut k = Kernel {
         frames: Frames::new(hal.phys().size()),

@@ -77,6 +77,9 @@ pub struct HostNode {
     blocks: Cell<u64>,
     /// The contents in the inode are the host's (loaded, or written by the guest).
     loaded: Cell<bool>,
+    /// Copied up into an overlay: the inode is the guest's own from now on
+    /// (never refreshed or reloaded from the host again).
+    detached: Cell<bool>,
 }
 
 impl Drop for HostNode {
@@ -265,6 +268,7 @@ impl HostMount {
             size: Cell::new(attr.size),
             blocks: Cell::new(attr.blocks),
             loaded: Cell::new(false),
+            detached: Cell::new(false),
         };
         self.live.set(self.live.get() + 1);
         // Inode numbers are the host's, so they are stable across lookups.
@@ -329,6 +333,9 @@ fn host_kind(node: &Inode) -> Option<HostFileKind> {
 
 /// Bring a cached inode's attributes in line with the host's.
 fn refresh(node: &Inode, attr: &HostAttr) {
+    if host_of(node).is_some_and(|(hn, _)| hn.detached.get()) {
+        return;
+    }
     let mut m = node.meta.borrow_mut();
     m.perm = attr.perm;
     m.uid = attr.uid;
@@ -464,6 +471,9 @@ impl Fs {
     pub fn host_load(&self, node: &InodeRef) -> Result<(), Errno> {
         let Kind::File(data) = &node.kind else { return Ok(()) };
         let Some((hn, mount)) = host_of(node) else { return Ok(()) };
+        if hn.detached.get() {
+            return Ok(());
+        }
         let mut d = mount.backend();
         let attr = d.getattr(hn.handle()).map_err(errno_of)?;
         drop(d);
@@ -661,10 +671,20 @@ pub(crate) fn readdir_at(dir: &Inode, index: usize) -> Result<Option<(String, u6
 /// Size and blocks of a hostfs file or directory as `stat` shows them.
 pub(crate) fn file_size(node: &Inode) -> Option<(u64, u64)> {
     let (hn, _) = host_of(node)?;
-    if !matches!(node.kind, Kind::File(_) | Kind::Dir(_)) {
+    if !matches!(node.kind, Kind::File(_) | Kind::Dir(_)) || hn.detached.get() {
         return None;
     }
     Some((hn.size(), hn.blocks()))
+}
+
+/// Make hostfs inode `node` the guest's own (an overlay copied it up in
+/// place): its contents are loaded, and the host is not asked about it again.
+pub(crate) fn detach(fs: &Fs, node: &InodeRef) -> Result<(), Errno> {
+    fs.host_load(node)?;
+    if let Some((hn, _)) = host_of(node) {
+        hn.detached.set(true);
+    }
+    Ok(())
 }
 
 /// Keep the `HostState` type nameable from `Fs` (see [`Fs::host`]).

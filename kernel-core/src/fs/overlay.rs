@@ -10,8 +10,9 @@
 //! directory is opaque (made over a whiteout, or new). Lower files are
 //! handed out as they are, read-only; everything that would change one
 //! (open for writing, truncate, chmod, chown, utimes, link, rename) first
-//! copies it up ([`copy_up`]): an in-memory file with the lower file's
-//! contents, metadata and inode number, in its place in the map.
+//! copies it up ([`copy_up`]): the lower file's contents are loaded into
+//! its inode, which is cut loose from the host and put in the map, so
+//! descriptions opened before the copy-up see what is written after it.
 //!
 //! All inodes of an overlay carry its superblock, lower ones included (the
 //! lower hostfs is mounted for the overlay alone), and a copied-up file
@@ -141,12 +142,21 @@ pub fn is_lower(dir: &Inode, name: &str, node: &InodeRef) -> bool {
 
 /// Copy `node`, named `name` in overlay directory `dir`, up into the
 /// upper layer if it is a lower file; the inode to change from now on.
+///
+/// A lower hostfs inode is copied up in place: the same inode, its
+/// contents loaded and cut loose from the host, becomes the map's entry,
+/// so descriptions opened before the copy-up see the changes too (as
+/// overlayfs does since Linux 4.19). Other lower inodes are copied.
 pub fn copy_up(fs: &Fs, dir: &InodeRef, name: &str, node: &InodeRef) -> Result<InodeRef, Errno> {
     if !is_lower(dir, name, node) || node.is_dir() {
         return Ok(node.clone());
     }
     let Some(m) = map(dir) else { return Ok(node.clone()) };
-    fs.host_load(node)?;
+    if matches!(node.fsdata, Some(FsData::Host(_))) {
+        super::hostfs::detach(fs, node)?;
+        m.borrow_mut().insert(String::from(name), node.clone());
+        return Ok(node.clone());
+    }
     let kind = match &node.kind {
         Kind::File(d) => Kind::File(RefCell::new(d.borrow().to_vec().into())),
         Kind::Symlink(t) => Kind::Symlink(t.clone()),
