@@ -64,7 +64,7 @@ impl Tree {
     fn child(&self, dir: u64, name: &[u8]) -> Option<u64> {
         let d = dir as usize - 1;
         let name = std::str::from_utf8(name).ok()?;
-        self.nodes.iter().position(|(p, full, _)| *p == d && full.rsplit('/').next() == Some(name) && full != "").map(|i| i as u64 + 1)
+        self.nodes.iter().position(|(p, full, _)| *p == d && full.rsplit('/').next() == Some(name) && !full.is_empty()).map(|i| i as u64 + 1)
     }
 }
 

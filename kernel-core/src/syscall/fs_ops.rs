@@ -51,6 +51,9 @@ pub fn dir_loc<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, path: &str) -> Result
     if !f.inode.is_dir() {
         return Err(Errno::ENOTDIR);
     }
+    if let Some(l) = f.loc.borrow().as_ref() {
+        return Ok(l.clone());
+    }
     let root = Loc::root(cx.k.fs.root.clone());
     walk_from(cx, &root, &f.path.clone(), Follow::Yes)
 }
@@ -284,7 +287,12 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     let n = loc.stack.len();
     let via_magic = n >= 2 && cx.k.fs.fstype(loc.stack[n - 2].1.sb) == FsType::Proc && cx.k.fs.fstype(inode.sb) != FsType::Proc;
     let inode = if path_only || via_magic { inode } else { super::poll::special_open(cx, inode, flags)? };
-    Ok(OpenFile::new(inode, flags & OPEN_KEEP, loc.path()))
+    let is_dir = inode.is_dir() && !via_magic;
+    let f = OpenFile::new(inode, flags & OPEN_KEEP, loc.path());
+    if is_dir {
+        *f.loc.borrow_mut() = Some(loc);
+    }
+    Ok(f)
 }
 
 /// `O_TMPFILE`: an unnamed regular file in directory `p`, which `linkat`
