@@ -195,6 +195,70 @@ fn openat(dir: RawFd, name: &CStr, flags: i32, mode: u32) -> Result<OwnedFd, Hos
     own(unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC, mode) })
 }
 
+/// Set extended attribute `name` of `fd` to `y` (overlayfs' marks).
+fn set_xattr(fd: RawFd, name: &CStr) -> Result<(), HostError> {
+    // SAFETY: `name` is NUL-terminated and the value one valid byte.
+    if unsafe { libc::fsetxattr(fd, name.as_ptr(), b"y".as_ptr().cast(), 1, 0) } < 0 {
+        return Err(last_err());
+    }
+    Ok(())
+}
+
+/// Does `fd` carry extended attribute `name`?
+fn has_xattr(fd: RawFd, name: &CStr) -> bool {
+    let mut v = [0u8; 4];
+    // SAFETY: `name` is NUL-terminated and `v` valid for its length.
+    unsafe { libc::fgetxattr(fd, name.as_ptr(), v.as_mut_ptr().cast(), v.len()) >= 0 }
+}
+
+/// `rm -rf` of `name` in directory `dir`, one checked component at a time
+/// (directories opened with `O_NOFOLLOW`, so no link is followed).
+fn remove_tree_at(dir: RawFd, name: &CStr) -> Result<(), HostError> {
+    let st = match fstatat(dir, name) {
+        Ok(st) => st,
+        Err(HostError::NotFound) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let fd = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let list = openat(fd.as_raw_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        // SAFETY: fdopendir takes ownership of the descriptor on success.
+        let dp = unsafe { libc::fdopendir(list.as_raw_fd()) };
+        if dp.is_null() {
+            return Err(last_err());
+        }
+        std::mem::forget(list);
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: `dp` is a valid open directory stream.
+            let ent = unsafe { libc::readdir64(dp) };
+            if ent.is_null() {
+                break;
+            }
+            // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated.
+            let n = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }.to_owned();
+            if n.as_bytes() != b"." && n.as_bytes() != b".." {
+                names.push(n);
+            }
+        }
+        // SAFETY: `dp` is valid and closed exactly once.
+        unsafe { libc::closedir(dp) };
+        for n in names {
+            remove_tree_at(fd.as_raw_fd(), &n)?;
+        }
+        // SAFETY: `name` is NUL-terminated.
+        if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } < 0 {
+            return Err(last_err());
+        }
+        return Ok(());
+    }
+    // SAFETY: `name` is NUL-terminated.
+    if unsafe { libc::unlinkat(dir, name.as_ptr(), 0) } < 0 {
+        return Err(last_err());
+    }
+    Ok(())
+}
+
 fn proc_path(fd: RawFd) -> CString {
     // Digits only: no NUL inside.
     CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
@@ -1013,6 +1077,61 @@ impl HostDir for HostExport {
             return Err(last_err());
         }
         Ok([s.f_frsize, s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree])
+    }
+
+    fn whiteout(&mut self, dir: u64, name: &[u8]) -> Result<(), HostError> {
+        self.trim();
+        self.check_rw()?;
+        let c = component(name)?;
+        let d = self.dir_fd(dir)?;
+        // SAFETY: `c` is NUL-terminated.
+        if unsafe { libc::mknodat(d, c.as_ptr(), libc::S_IFCHR, 0) } == 0 {
+            return Ok(());
+        }
+        if errno() != libc::EPERM {
+            return Err(last_err());
+        }
+        let fd = openat(d, &c, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0)?;
+        set_xattr(fd.as_raw_fd(), c"user.overlay.whiteout")?;
+        // overlayfs looks for userxattr whiteouts only in marked directories.
+        set_xattr(d, c"user.overlay.whiteouts")
+    }
+
+    fn is_whiteout(&mut self, handle: u64) -> bool {
+        self.trim();
+        let Ok(n) = self.node(handle) else { return false };
+        match n.kind {
+            HostFileKind::CharDev => self.stat_of(handle).is_ok_and(|st| st.st_rdev == 0),
+            HostFileKind::File => {
+                if !self.stat_of(handle).is_ok_and(|st| st.st_size == 0) {
+                    return false;
+                }
+                let Ok(fd) = self.fd_of(handle, Mode::Read) else { return false };
+                has_xattr(fd, c"trusted.overlay.whiteout") || has_xattr(fd, c"user.overlay.whiteout")
+            }
+            _ => false,
+        }
+    }
+
+    fn set_opaque(&mut self, dir: u64) -> Result<(), HostError> {
+        self.trim();
+        self.check_rw()?;
+        let d = self.dir_fd(dir)?;
+        set_xattr(d, c"trusted.overlay.opaque").or_else(|_| set_xattr(d, c"user.overlay.opaque"))
+    }
+
+    fn is_opaque(&mut self, dir: u64) -> bool {
+        self.trim();
+        let Ok(d) = self.dir_fd(dir) else { return false };
+        has_xattr(d, c"trusted.overlay.opaque") || has_xattr(d, c"user.overlay.opaque")
+    }
+
+    fn remove_tree(&mut self, dir: u64, name: &[u8]) -> Result<(), HostError> {
+        self.trim();
+        self.check_rw()?;
+        let c = component(name)?;
+        let d = self.dir_fd(dir)?;
+        remove_tree_at(d, &c)
     }
 
     fn release(&mut self, handle: u64) {

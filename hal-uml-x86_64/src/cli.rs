@@ -74,6 +74,12 @@ struct DoCli {
     /// A network interface, as the kernel's --net (e.g. `user`).
     #[arg(long, value_name = "SPEC")]
     net: Vec<String>,
+    /// Keep the overlay's upper layer in host directory DIR (overlayfs'
+    /// format) instead of guest memory: read at boot, the guest's changes
+    /// written back when it powers off, so the next `do --overlay DIR`
+    /// continues from there. Locked against a concurrent run.
+    #[arg(long, value_name = "DIR")]
+    overlay: Option<PathBuf>,
     /// Run CMD as uid 0 inside (no host rights beyond the kernel process's own).
     #[arg(long)]
     root_user: bool,
@@ -84,6 +90,8 @@ struct DoCli {
     #[arg(long, value_name = "ptrace|seccomp")]
     trap: Option<crate::TrapMode>,
     /// The command and its arguments (found on $PATH like a shell does).
+    /// `DIR`'s layer is written back at power-off only: a killed kernel
+    /// leaves it as the last clean run did.
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
 }
@@ -99,6 +107,29 @@ fn find_command(cmd: &str, cwd: &std::path::Path) -> Option<PathBuf> {
     path.split(':').filter(|d| !d.is_empty()).map(|d| std::path::Path::new(d).join(cmd)).find(|p| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     })
+}
+
+/// Check and lock `do --overlay DIR`: a writable directory no other run
+/// uses. The lock (an exclusive `flock` on DIR itself) lasts as long as the
+/// returned descriptor.
+fn open_overlay_dir(dir: &std::path::Path) -> Result<(std::fs::File, drivers::hostfs::HostExport), String> {
+    use std::os::fd::AsRawFd;
+    let md = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    if !md.is_dir() {
+        return Err("not a directory".into());
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| "bad path".to_string())?;
+    // SAFETY: `c` is NUL-terminated.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(format!("not writable: {}", std::io::Error::last_os_error()));
+    }
+    let f = std::fs::File::open(dir).map_err(|e| e.to_string())?;
+    // SAFETY: a plain flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err("in use by another run (locked)".into());
+    }
+    let x = drivers::hostfs::HostExport::open(dir, true).map_err(|e| e.to_string())?;
+    Ok((f, x))
 }
 
 /// `do`: see [`DoCli`].
@@ -118,6 +149,16 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
     let root = match drivers::hostfs::HostExport::open(std::path::Path::new("/"), false) {
         Ok(x) => x,
         Err(e) => fail(format_args!("cannot open the host's /: {e}")),
+    };
+    // Held until exit: the lock on DIR.
+    let mut _lock = None;
+    let upper: Option<Box<dyn hal::HostDir>> = match &cli.overlay {
+        None => None,
+        Some(dir) => {
+            let (lock, x) = open_overlay_dir(dir).unwrap_or_else(|e| fail(format_args!("--overlay {}: {e}", dir.display())));
+            _lock = Some(lock);
+            Some(Box::new(x))
+        }
     };
     if let Some(t) = cli.trap {
         crate::set_default_trap(t);
@@ -141,7 +182,7 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
         Ok(h) => h,
         Err(e) => fail(format_args!("cannot set up the host side ({} bytes of guest memory): {e}", cli.mem)),
     };
-    let devices = kernel_core::kernel::Devices { overlays: vec![("/".into(), Box::new(root))], nets, ..Default::default() };
+    let devices = kernel_core::kernel::Devices { overlays: vec![("/".into(), Box::new(root))], overlay_upper: upper, nets, ..Default::default() };
     let status = match kernel_core::kernel::boot_with(&mut hal, config, devices) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
@@ -533,7 +574,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         config.env.push(format!("RUSTUML_PHYS_SIZE={phys_len:#x}"));
         config.env.push(format!("RUSTUML_KERNEL_GETPPID={getppid:#x}"));
     }
-    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs) }) {
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs), overlay_upper: None }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };

@@ -250,6 +250,35 @@ pub trait HostDir {
     /// `statfs` of the host file system: (block size, total blocks, free
     /// blocks, available blocks, total inodes, free inodes).
     fn statfs(&mut self) -> Result<[u64; 6], HostError>;
+    /// Create a whiteout `name` in `dir` as Linux's overlayfs stores one in
+    /// an upper directory: a character device 0/0, or where the host
+    /// refuses that (no `CAP_MKNOD`), an empty file with the
+    /// `user.overlay.whiteout` attribute (overlayfs' `userxattr` format).
+    fn whiteout(&mut self, dir: u64, name: &[u8]) -> Result<(), HostError> {
+        let _ = (dir, name);
+        Err(HostError::NotSupported)
+    }
+    /// Is `handle` an overlayfs whiteout (either format)?
+    fn is_whiteout(&mut self, handle: u64) -> bool {
+        let _ = handle;
+        false
+    }
+    /// Mark directory `dir` opaque (`trusted.overlay.opaque` or, where the
+    /// host refuses that, `user.overlay.opaque`).
+    fn set_opaque(&mut self, dir: u64) -> Result<(), HostError> {
+        let _ = dir;
+        Err(HostError::NotSupported)
+    }
+    /// Is directory `dir` marked opaque?
+    fn is_opaque(&mut self, dir: u64) -> bool {
+        let _ = dir;
+        false
+    }
+    /// Remove `name` from `dir` and, for a directory, everything below it.
+    fn remove_tree(&mut self, dir: u64, name: &[u8]) -> Result<(), HostError> {
+        let _ = (dir, name);
+        Err(HostError::NotSupported)
+    }
     /// Forget `handle` (the kernel holds it no longer).
     fn release(&mut self, handle: u64);
     /// Host descriptors held now (for tests and `/proc` diagnostics).

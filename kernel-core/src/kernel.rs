@@ -93,6 +93,9 @@ pub struct Devices {
     /// Host directories mounted read-only under a writable overlay kept in
     /// guest memory (`kernel-skas do`: the host's `/`).
     pub overlays: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
+    /// A host directory holding the upper layer of the overlay at `/`
+    /// between runs (`do --overlay DIR`): read at boot, written at shutdown.
+    pub overlay_upper: Option<alloc::boxed::Box<dyn hal::HostDir>>,
     /// Network interfaces (`--net`); loopback always exists besides these.
     pub nets: Vec<NetAttach>,
     /// The root archive as shared bytes (e.g. a host file the backend
@@ -200,7 +203,8 @@ pub fn boot_checked<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, Boot
 }
 
 fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, check_invariants: bool) -> Result<i32, BootError> {
-    let Devices { host_dirs, overlays, nets, initramfs } = devices;
+    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs } = devices;
+    let mut overlay_upper = overlay_upper;
     let mut fs = Fs::new();
     let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
     cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
@@ -211,21 +215,21 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))
     };
     let (ovl_root, ovl_others): (Vec<_>, Vec<_>) = overlays.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));
-    let mount_overlay = |fs: &mut Fs, at: String, dir| {
-        fs.mount_host_overlay(&at, dir).map(|_| ()).map_err(|e| BootError::BadInitramfs(format!("cannot mount the overlay at {at}: {}", e.name())))
+    let mount_overlay = |fs: &mut Fs, at: String, dir, upper| {
+        fs.mount_host_overlay_with(&at, dir, upper).map(|_| ()).map_err(|e| BootError::BadInitramfs(format!("cannot mount the overlay at {at}: {}", e.name())))
     };
     for (at, dir) in as_root {
         mount_host(&mut fs, at, dir)?;
     }
     for (at, dir) in ovl_root {
-        mount_overlay(&mut fs, at, dir)?;
+        mount_overlay(&mut fs, at, dir, overlay_upper.take())?;
     }
     fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
     for (at, dir) in others {
         mount_host(&mut fs, at, dir)?;
     }
     for (at, dir) in ovl_others {
-        mount_overlay(&mut fs, at, dir)?;
+        mount_overlay(&mut fs, at, dir, None)?;
     }
     let mut k = Kernel {
         frames: Frames::new(hal.phys().size()),
@@ -260,6 +264,10 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     k.tasks.insert(init.pid, init);
     let status = k.run_loop(hal);
     k.shutdown(hal);
+    // An overlay's upper layer kept on the host gets the guest's changes.
+    for e in k.fs.flush_overlays() {
+        hal.log(&format!("overlay: not kept: {e}"));
+    }
     Ok(status)
 }
 

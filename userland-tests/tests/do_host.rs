@@ -112,3 +112,43 @@ fn rm_rf_slash_inside_leaves_the_host_unchanged() {
     assert_eq!(std::fs::read_to_string(d.join("sub/deeper/data")).unwrap(), "precious");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `do --overlay DIR`: the upper layer kept in a host directory in
+/// overlayfs' format between runs, locked against a concurrent run; a bad
+/// DIR is one line on stderr and status 2.
+#[test]
+fn overlay_dir_continues_where_the_last_run_stopped() {
+    let _l = lock();
+    let d = scratch("ovl");
+    let upper = d.join("upper");
+    std::fs::create_dir(&upper).unwrap();
+    let up = upper.to_string_lossy().into_owned();
+    let before = snapshot(&[Path::new("/etc")]);
+    let o = run_do(&d, &["--overlay", &up, "sh", "-c", "echo kept > /etc/rustuml-kept; rm /etc/hostname; mkdir /etc/hostname; echo in > /etc/hostname/f; chmod 600 /etc/rustuml-kept; mv /usr/share/doc /usr/share/doc-moved; echo done"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "done\n"), "{}", o.stderr);
+    // What overlayfs would find there: the file, and an opaque directory
+    // over the deleted name (a whiteout where the lower directory was moved from).
+    assert_eq!(std::fs::read_to_string(upper.join("etc/rustuml-kept")).unwrap(), "kept\n");
+    use std::os::unix::fs::FileTypeExt;
+    let wh = std::fs::symlink_metadata(upper.join("usr/share/doc")).unwrap();
+    let xattr_whiteout = wh.file_type().is_file() && wh.len() == 0;
+    assert!(wh.file_type().is_char_device() || xattr_whiteout, "{wh:?}");
+    let o = run_do(&d, &["--overlay", &up, "sh", "-c", "cat /etc/rustuml-kept /etc/hostname/f; stat -c %a /etc/rustuml-kept; test -e /usr/share/doc; echo doc=$?; test -d /usr/share/doc-moved; echo moved=$?"]);
+    assert_eq!(o.stdout, "kept\nin\n600\ndoc=1\nmoved=0\n", "{}", o.stderr);
+    assert_eq!(snapshot(&[Path::new("/etc")]), before, "the host's /etc changed");
+    // Locked while a run uses it (the lock a run takes: flock on DIR).
+    let held = std::fs::File::open(&upper).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let o = run_do(&d, &["--overlay", &up, "true"]);
+    assert_eq!((o.code, o.stderr.lines().count()), (2, 1), "{}", o.stderr);
+    assert!(o.stderr.contains("in use"), "{}", o.stderr);
+    drop(held);
+    assert_eq!(run_do(&d, &["--overlay", &up, "true"]).code, 0);
+    for bad in ["/nonexistent-overlay-dir", "/proc/self/status"] {
+        let o = run_do(&d, &["--overlay", bad, "true"]);
+        assert_eq!((o.code, o.stderr.lines().count()), (2, 1), "{bad}: {}", o.stderr);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -142,6 +142,9 @@ impl FileOps for HostSpecial {
 #[derive(Default)]
 pub struct HostState {
     mounts: BTreeMap<u32, Rc<HostMount>>,
+    /// Overlay roots whose upper layer is written to a host directory at
+    /// shutdown (`do --overlay DIR`).
+    pub(crate) persist: Vec<InodeRef>,
 }
 
 /// The guest's view of a host error.
@@ -447,6 +450,12 @@ impl Fs {
         self.host.borrow_mut().mounts.insert(sb, mount);
     }
 
+    /// Keep `mount` as one layer of an overlay (its superblock is the
+    /// overlay's; the first layer answers `statfs`).
+    pub(crate) fn register_host_layer(&mut self, mount: Rc<HostMount>) {
+        self.host.borrow_mut().mounts.entry(mount.sb).or_insert(mount);
+    }
+
     /// The hostfs mount of superblock `sb`.
     pub fn host_mount(&self, sb: u32) -> Option<Rc<HostMount>> {
         self.host.borrow().mounts.get(&sb).cloned()
@@ -675,6 +684,56 @@ pub(crate) fn file_size(node: &Inode) -> Option<(u64, u64)> {
         return None;
     }
     Some((hn.size(), hn.blocks()))
+}
+
+/// Is hostfs inode `node` an overlayfs whiteout on the host?
+pub(crate) fn is_host_whiteout(node: &Inode) -> bool {
+    let Some((hn, m)) = host_of(node) else { return false };
+    let candidate = match &node.kind {
+        Kind::Special(s) => s.type_bits() == g::S_IFCHR,
+        Kind::File(_) => hn.size() == 0,
+        _ => false,
+    };
+    candidate && m.backend().is_whiteout(hn.handle())
+}
+
+/// Is hostfs directory `node` marked opaque (overlayfs' xattr)?
+pub(crate) fn is_host_opaque(node: &Inode) -> bool {
+    let Some((hn, m)) = host_of(node) else { return false };
+    m.backend().is_opaque(hn.handle())
+}
+
+/// Host operations an overlay's flush needs on hostfs directory `dir`.
+pub(crate) fn host_remove_tree(dir: &InodeRef, name: &str) -> Result<(), Errno> {
+    let (dh, m) = host_of(dir).ok_or(Errno::EIO)?;
+    if let Kind::Dir(c) = &dir.kind {
+        c.borrow_mut().remove(name);
+    }
+    let r = m.backend().remove_tree(dh.handle(), &name_to_bytes(name));
+    r.map_err(errno_of)
+}
+
+/// Create an overlayfs whiteout `name` in hostfs directory `dir`.
+pub(crate) fn host_whiteout(dir: &InodeRef, name: &str) -> Result<(), Errno> {
+    let (dh, m) = host_of(dir).ok_or(Errno::EIO)?;
+    let r = m.backend().whiteout(dh.handle(), &name_to_bytes(name));
+    r.map_err(errno_of)
+}
+
+/// Mark hostfs directory `dir` opaque.
+pub(crate) fn host_set_opaque(dir: &InodeRef) -> Result<(), Errno> {
+    let (dh, m) = host_of(dir).ok_or(Errno::EIO)?;
+    let r = m.backend().set_opaque(dh.handle());
+    r.map_err(errno_of)
+}
+
+/// Is `node` a hostfs inode of the mount whose superblock is... the same
+/// backend as directory `dir` (an untouched file of that layer)?
+pub(crate) fn same_mount(node: &Inode, dir: &Inode) -> bool {
+    match (host_of(node), host_of(dir)) {
+        (Some((a, _)), Some((_, m))) => Rc::ptr_eq(&a.mount, m) && !a.detached.get(),
+        _ => false,
+    }
 }
 
 /// Make hostfs inode `node` the guest's own (an overlay copied it up in

@@ -34,6 +34,7 @@ use core::any::Any;
 use core::cell::RefCell;
 
 use hal::HostDir;
+use linux_raw_sys::general as g;
 
 use super::hostfs::{errno_of, HostMount};
 use super::inode::{FsData, Fs, Inode, InodeRef, Kind};
@@ -48,6 +49,9 @@ pub const OVL_INO_BASE: u64 = 1 << 62;
 pub struct OvlDir {
     /// The lower directory merged under this one (`None`: opaque).
     lower: RefCell<Option<InodeRef>>,
+    /// With `do --overlay DIR`: this directory in DIR (the upper layer a
+    /// previous run left), between the map and the lower directory.
+    middle: RefCell<Option<InodeRef>>,
     /// The merged listing, taken when a listing starts.
     listing: RefCell<Vec<(String, u64, u8)>>,
 }
@@ -93,45 +97,75 @@ fn map(dir: &Inode) -> Option<&RefCell<BTreeMap<String, InodeRef>>> {
     }
 }
 
-/// A wrapper (an upper directory) for lower directory `lower`.
-fn wrap(sb: u32, lower: &InodeRef) -> InodeRef {
-    Arc::new(Inode {
-        ino: lower.ino,
-        meta: RefCell::new(*lower.meta.borrow()),
+/// A wrapper (an upper directory) merging `middle` and `lower`.
+fn wrap(sb: u32, middle: Option<InodeRef>, lower: Option<InodeRef>) -> Option<InodeRef> {
+    // The inode number of the lower directory where there is one (stable
+    // whether or not a previous run stored the directory); the metadata of
+    // the upper one (a chmod of a previous run).
+    let meta = *middle.as_ref().or(lower.as_ref())?.meta.borrow();
+    let ino = lower.as_ref().or(middle.as_ref())?.ino;
+    Some(Arc::new(Inode {
+        ino,
+        meta: RefCell::new(meta),
         kind: Kind::Dir(RefCell::new(BTreeMap::new())),
         sb,
         mounted: RefCell::new(None),
-        fsdata: Some(FsData::Overlay(OvlDir { lower: RefCell::new(Some(lower.clone())), listing: RefCell::new(Vec::new()) })),
-    })
+        fsdata: Some(FsData::Overlay(OvlDir { lower: RefCell::new(lower), middle: RefCell::new(middle), listing: RefCell::new(Vec::new()) })),
+    }))
+}
+
+/// What the layers below the map have at `name`: the middle layer's entry
+/// (unless a whiteout, which hides the lower one too), else the lower's.
+/// A directory of either comes back as a new wrapper.
+fn below(dir: &Inode, name: &str) -> Result<Option<InodeRef>, Errno> {
+    let Some(o) = ovl_of(dir) else { return Ok(None) };
+    let middle = o.middle.borrow().clone();
+    let lower = o.lower.borrow().clone();
+    let mut mid_dir = None;
+    if let Some(md) = middle {
+        if let Some(x) = md.lookup(name)? {
+            if super::hostfs::is_host_whiteout(&x) {
+                return Ok(None);
+            }
+            if !x.is_dir() {
+                return Ok(Some(x));
+            }
+            if super::hostfs::is_host_opaque(&x) {
+                return Ok(wrap(dir.sb, Some(x), None));
+            }
+            mid_dir = Some(x);
+        }
+    }
+    let l = match lower {
+        Some(l) => l.lookup(name)?,
+        None => None,
+    };
+    match (mid_dir, l) {
+        (Some(m), l) => Ok(wrap(dir.sb, Some(m), l.filter(|l| l.is_dir()))),
+        (None, Some(l)) if l.is_dir() => Ok(wrap(dir.sb, None, Some(l))),
+        // Lower files are not kept in the map: the lower file system
+        // caches (and evicts) them itself.
+        (None, l) => Ok(l),
+    }
 }
 
 /// `Inode::lookup` of an overlay directory: the upper map, then (unless a
-/// whiteout or opacity hides it) the lower directory.
+/// whiteout or opacity hides it) the layers below.
 pub(crate) fn lookup(dir: &Inode, name: &str) -> Result<Option<InodeRef>, Errno> {
-    let (Some(o), Some(m)) = (ovl_of(dir), map(dir)) else { return Ok(None) };
+    let Some(m) = map(dir).filter(|_| is_overlay_dir(dir)) else { return Ok(None) };
     if let Some(c) = m.borrow().get(name).cloned() {
         return Ok(if is_whiteout(&c) { None } else { Some(c) });
     }
-    let lower = o.lower.borrow().clone();
-    let Some(lower) = lower else { return Ok(None) };
-    let Some(l) = lower.lookup(name)? else { return Ok(None) };
-    if l.is_dir() {
-        let w = wrap(dir.sb, &l);
+    let found = below(dir, name)?;
+    if let Some(w) = found.as_ref().filter(|w| is_overlay_dir(w)) {
         m.borrow_mut().insert(String::from(name), w.clone());
-        return Ok(Some(w));
     }
-    // Lower files are not kept in the map: the lower file system caches
-    // (and evicts) them itself.
-    Ok(Some(l))
+    Ok(found)
 }
 
-/// Does the lower layer under overlay directory `dir` have `name`?
+/// Do the layers below overlay directory `dir`'s map have `name`?
 fn lower_has(dir: &Inode, name: &str) -> Result<bool, Errno> {
-    let lower = ovl_of(dir).and_then(|o| o.lower.borrow().clone());
-    match lower {
-        Some(l) => Ok(l.lookup(name)?.is_some()),
-        None => Ok(false),
-    }
+    Ok(below(dir, name)?.is_some())
 }
 
 /// Is `node` (named `name` in `dir`) a lower file not copied up yet?
@@ -190,45 +224,64 @@ pub fn remove_name(dir: &Inode, name: &str) -> Result<(), Errno> {
     Ok(())
 }
 
+/// All entries of `dir` (`.` and `..` excluded).
+fn all_entries(dir: &InodeRef) -> Result<Vec<(String, u64, u8)>, Errno> {
+    let Some(m) = map(dir) else { return Ok(Vec::new()) };
+    super::readdir::entries(dir, m, 2, usize::MAX)
+}
+
+/// The merged listing of overlay directory `dir`: the map's names, then
+/// the middle layer's (its whiteouts hide names), then the lower's unless
+/// something above made the directory opaque.
+fn merged(dir: &Inode) -> Result<Vec<(String, u64, u8)>, Errno> {
+    let (Some(o), Some(m)) = (ovl_of(dir), map(dir)) else { return Ok(Vec::new()) };
+    let mut v: Vec<(String, u64, u8)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (n, c) in m.borrow().iter() {
+        seen.insert(n.clone());
+        if !is_whiteout(c) {
+            v.push((n.clone(), c.ino, c.dtype()));
+        }
+    }
+    let middle = o.middle.borrow().clone();
+    if let Some(md) = middle {
+        for e in all_entries(&md)? {
+            if !seen.insert(e.0.clone()) {
+                continue;
+            }
+            // A possible whiteout (a 0/0 device, an empty marked file).
+            let white = e.2 == g::DT_CHR as u8 || e.2 == g::DT_REG as u8 && md.lookup(&e.0)?.is_some_and(|x| super::hostfs::is_host_whiteout(&x));
+            if !white {
+                v.push(e);
+            }
+        }
+    }
+    let lower = o.lower.borrow().clone();
+    if let Some(l) = lower {
+        for e in all_entries(&l)? {
+            if !seen.contains(&e.0) {
+                v.push(e);
+            }
+        }
+    }
+    Ok(v)
+}
+
 /// Is directory `node` empty as the guest sees it (whiteouts and the
 /// lower names they hide do not count)?
 pub fn is_empty(node: &Inode) -> Result<bool, Errno> {
-    let Some(m) = map(node) else { return Ok(false) };
-    if m.borrow().values().any(|c| !is_whiteout(c)) {
-        return Ok(false);
+    if !is_overlay_dir(node) {
+        return Ok(map(node).is_some_and(|m| m.borrow().is_empty()));
     }
-    let lower = ovl_of(node).and_then(|o| o.lower.borrow().clone());
-    let Some(lower) = lower else { return Ok(true) };
-    let Some(lm) = map(&lower) else { return Ok(true) };
-    let names = super::readdir::entries(&lower, lm, 2, usize::MAX)?;
-    let m = m.borrow();
-    Ok(names.iter().all(|(n, _, _)| m.contains_key(n)))
+    Ok(merged(node)?.is_empty())
 }
 
 /// The entry at `index` of overlay directory `dir`'s merged listing
-/// (index 0 takes a fresh one): the upper names, then the lower names not
-/// hidden.
+/// (index 0 takes a fresh one).
 pub(crate) fn readdir_at(dir: &Inode, index: usize) -> Result<Option<(String, u64, u8)>, Errno> {
-    let (Some(o), Some(m)) = (ovl_of(dir), map(dir)) else { return Ok(None) };
+    let Some(o) = ovl_of(dir) else { return Ok(None) };
     if index == 0 {
-        let mut v: Vec<(String, u64, u8)> = Vec::new();
-        let mut seen = BTreeSet::new();
-        for (n, c) in m.borrow().iter() {
-            seen.insert(n.clone());
-            if !is_whiteout(c) {
-                v.push((n.clone(), c.ino, c.dtype()));
-            }
-        }
-        let lower = o.lower.borrow().clone();
-        if let Some(l) = lower {
-            if let Some(lm) = map(&l) {
-                for e in super::readdir::entries(&l, lm, 2, usize::MAX)? {
-                    if !seen.contains(&e.0) {
-                        v.push(e);
-                    }
-                }
-            }
-        }
+        let v = merged(dir)?;
         *o.listing.borrow_mut() = v;
     }
     let mut l = o.listing.borrow_mut();
@@ -246,16 +299,36 @@ impl Fs {
     /// upper layer is guest memory (`/` makes it the root). The guest may
     /// change anything; the host never sees a change.
     pub fn mount_host_overlay(&mut self, at: &str, dir: Box<dyn HostDir>) -> Result<u32, Errno> {
+        self.mount_host_overlay_with(at, dir, None)
+    }
+
+    /// [`Fs::mount_host_overlay`], with the upper layer a previous run
+    /// left in host directory `upper` (overlayfs' format: whiteouts,
+    /// opaque directories) read below the guest's changes, and the guest's
+    /// changes written back to it at [`Fs::flush_overlays`].
+    pub fn mount_host_overlay_with(&mut self, at: &str, dir: Box<dyn HostDir>, upper: Option<Box<dyn HostDir>>) -> Result<u32, Errno> {
         let sb = self.new_sb(FsType::Overlay, false);
-        let mut dir = dir;
-        let root_handle = dir.root();
-        let attr = dir.getattr(root_handle).map_err(errno_of)?;
-        // The lower hostfs carries the overlay's superblock (it is mounted
+        // The host layers carry the overlay's superblock (they are mounted
         // for the overlay alone), so lower and copied-up files share st_dev.
-        let mount = HostMount::new(sb, dir);
-        let lower_root = mount.root_inode(root_handle, &attr)?;
-        self.register_host(sb, mount);
-        let root = wrap(sb, &lower_root);
+        let layer = |fs: &mut Fs, mut d: Box<dyn HostDir>| -> Result<InodeRef, Errno> {
+            let h = d.root();
+            let attr = d.getattr(h).map_err(errno_of)?;
+            let mount = HostMount::new(sb, d);
+            let root = mount.root_inode(h, &attr)?;
+            fs.register_host_layer(mount);
+            Ok(root)
+        };
+        let lower_root = layer(self, dir)?;
+        let middle_root = match upper {
+            Some(u) => Some(layer(self, u)?),
+            None => None,
+        };
+        let root = wrap(sb, middle_root.clone(), Some(lower_root.clone())).ok_or(Errno::EIO)?;
+        // The root is the lower root as it is (DIR's own mode is not the guest's `/`).
+        *root.meta.borrow_mut() = *lower_root.meta.borrow();
+        if middle_root.is_some() {
+            self.host.borrow_mut().persist.push(root.clone());
+        }
         if at.split('/').all(|c| c.is_empty()) {
             self.set_root(root, sb, "overlay");
             return Ok(sb);
@@ -265,6 +338,134 @@ impl Fs {
         self.attach(&target, root, sb, "overlay")?;
         Ok(sb)
     }
+}
+
+impl Fs {
+    /// Write the guest's changes of every overlay with a host upper
+    /// directory back to it, in overlayfs' format (whiteouts for deleted
+    /// lower names, opaque directories made over them); the problems met,
+    /// one line each.
+    pub fn flush_overlays(&self) -> Vec<String> {
+        let roots: Vec<InodeRef> = self.host.borrow().persist.clone();
+        let mut errs = Vec::new();
+        for r in roots {
+            let md = ovl_of(&r).and_then(|o| o.middle.borrow().clone());
+            if let Some(md) = md {
+                flush_dir(self, &r, &md, &mut errs);
+            }
+        }
+        errs
+    }
+}
+
+/// Write overlay directory `w`'s map into host directory `md`.
+fn flush_dir(fs: &Fs, w: &InodeRef, md: &InodeRef, errs: &mut Vec<String>) {
+    let Some(m) = map(w) else { return };
+    let entries: Vec<(String, InodeRef)> = m.borrow().iter().map(|(n, c)| (n.clone(), c.clone())).collect();
+    let real_lower = ovl_of(w).and_then(|o| o.lower.borrow().clone());
+    let lower_has = |name: &str| real_lower.as_ref().is_some_and(|l| l.lookup(name).ok().flatten().is_some());
+    for (name, node) in entries {
+        let r = flush_entry(fs, w, md, &name, &node, lower_has(&name), errs);
+        if let Err(e) = r {
+            errs.push(alloc::format!("{name}: {}", e.name()));
+        }
+    }
+}
+
+/// Write `name` -> `node` (an entry of overlay directory `_w`'s map) into
+/// host directory `md`.
+fn flush_entry(fs: &Fs, _w: &InodeRef, md: &InodeRef, name: &str, node: &InodeRef, lower_has: bool, errs: &mut Vec<String>) -> Result<(), Errno> {
+    use super::hostfs::{host_remove_tree, host_set_opaque, host_whiteout, same_mount};
+    if is_whiteout(node) {
+        host_remove_tree(md, name)?;
+        if lower_has {
+            host_whiteout(md, name)?;
+        }
+        return Ok(());
+    }
+    if let Some(o) = ovl_of(node) {
+        if !changed(node) {
+            return Ok(()); // only looked at: nothing to keep
+        }
+        // A merged directory: its own place in DIR, then its entries.
+        let existing = md.lookup(name)?;
+        let child = match (existing, o.middle.borrow().clone()) {
+            (Some(x), Some(_)) if x.is_dir() => x,
+            _ => {
+                host_remove_tree(md, name)?;
+                fs.host_create(md, name, node.meta.borrow().perm, true)?
+            }
+        };
+        set_meta(fs, &child, node);
+        flush_dir(fs, node, &child, errs);
+        return Ok(());
+    }
+    if same_mount(node, md) {
+        return Ok(()); // DIR's own file, untouched
+    }
+    host_remove_tree(md, name)?;
+    match &node.kind {
+        Kind::Dir(_) => {
+            // Made by the guest: opaque over whatever the lower has there.
+            let child = fs.host_create(md, name, node.meta.borrow().perm, true)?;
+            if lower_has {
+                host_set_opaque(&child)?;
+            }
+            set_meta(fs, &child, node);
+            if let Some(m) = map(node) {
+                let kids: Vec<(String, InodeRef)> = m.borrow().iter().map(|(n, c)| (n.clone(), c.clone())).collect();
+                for (n, c) in kids {
+                    if let Err(e) = flush_entry(fs, node, &child, &n, &c, false, errs) {
+                        errs.push(alloc::format!("{name}/{n}: {}", e.name()));
+                    }
+                }
+            }
+        }
+        Kind::File(d) => {
+            let f = fs.host_create(md, name, node.meta.borrow().perm, false)?;
+            let bytes = d.borrow().to_vec();
+            fs.host_write(&f, 0, &bytes)?;
+            set_meta(fs, &f, node);
+        }
+        Kind::Symlink(t) => {
+            fs.host_symlink(md, name, t)?;
+        }
+        // FIFOs and sockets made in the guest live only while it runs.
+        Kind::Special(_) | Kind::Device(_) => errs.push(alloc::format!("{name}: special files are not kept")),
+    }
+    Ok(())
+}
+
+/// Has anything in merged directory `w` (or below) changed since the
+/// layers below were read?
+fn changed(w: &Inode) -> bool {
+    let Some(o) = ovl_of(w) else { return true };
+    let src = o.middle.borrow().clone().or_else(|| o.lower.borrow().clone());
+    let meta_changed = src.is_some_and(|s| {
+        let (a, b) = (*s.meta.borrow(), *w.meta.borrow());
+        (a.perm, a.uid, a.gid, a.mtime_ns) != (b.perm, b.uid, b.gid, b.mtime_ns)
+    });
+    meta_changed || map(w).is_some_and(|m| m.borrow().values().any(|c| !is_overlay_dir(c) || changed(c)))
+}
+
+/// Renaming merged directory `node` gives `EXDEV` when the overlay keeps
+/// its upper layer on the host (as overlayfs without `redirect_dir`: the
+/// upper directory could not say where its lower contents are); `mv`
+/// then copies. In guest memory such a rename is complete.
+pub fn rename_is_exdev(fs: &Fs, node: &Inode) -> bool {
+    let Some(o) = ovl_of(node) else { return false };
+    if o.lower.borrow().is_none() && o.middle.borrow().is_none() {
+        return false;
+    }
+    fs.host.borrow().persist.iter().any(|r| r.sb == node.sb)
+}
+
+/// Give host inode `to` the mode, owner and times of `from` (as far as the
+/// kernel process may).
+fn set_meta(fs: &Fs, to: &InodeRef, from: &InodeRef) {
+    let m = *from.meta.borrow();
+    let _ = fs.host_setattr(to, &hal::HostSetAttr { perm: Some(m.perm), atime_ns: Some(m.atime_ns as i64), mtime_ns: Some(m.mtime_ns as i64), ..Default::default() });
+    let _ = fs.host_setattr(to, &hal::HostSetAttr { uid: Some(m.uid), gid: Some(m.gid), ..Default::default() });
 }
 
 /// Keep the lower layer of overlay directory `dir` (for tests).

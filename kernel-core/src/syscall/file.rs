@@ -167,7 +167,7 @@ fn do_write_inner<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: 
     }
 }
 
-fn write_at(data: &RefCell<crate::fs::inode::FileData>, off: u64, bytes: &[u8]) {
+pub(crate) fn write_at(data: &RefCell<crate::fs::inode::FileData>, off: u64, bytes: &[u8]) {
     let mut d = data.borrow_mut();
     let off = off as usize;
     let end = off + bytes.len();

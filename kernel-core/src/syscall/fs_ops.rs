@@ -822,6 +822,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
     let ddir = dst.dir.inode().clone();
     let node = sdir.lookup(&src.name)?.ok_or(Errno::ENOENT)?;
     let target = ddir.lookup(&dst.name)?;
+    if overlay::rename_is_exdev(&cx.k.fs, &node) || target.as_ref().is_some_and(|t| flags & RENAME_EXCHANGE != 0 && overlay::rename_is_exdev(&cx.k.fs, t)) {
+        return Err(Errno::EXDEV);
+    }
     // An overlay's lower files move as their copies.
     let node = if overlay::is_overlay_dir(&sdir) { overlay::copy_up(&cx.k.fs, &sdir, &src.name, &node)? } else { node };
     let target = match target {
@@ -1247,6 +1250,73 @@ fn do_fsync<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, data_only: bool) -> SysResu
         Kind::Device(_) => Ok(0),
         _ => Err(Errno::EINVAL),
     }
+}
+
+/// Bytes one `copy_file_range` moves at most (Linux also returns short counts).
+const COPY_CHUNK: u64 = 1 << 20;
+
+/// `copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)`: between
+/// regular files, in the kernel (on hostfs the bytes reach the host as a
+/// `write` would send them).
+pub fn copy_file_range<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    if a[5] != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let fin = cx.t.fds.file(a[0])?;
+    let fout = cx.t.fds.file(a[2])?;
+    if fin.flags.get() & g::O_PATH != 0 || fout.flags.get() & g::O_PATH != 0 || !fin.readable() || !fout.writable() || fout.flags.get() & g::O_APPEND != 0 {
+        return Err(Errno::EBADF);
+    }
+    let (Kind::File(src), Kind::File(dst)) = (&fin.inode.kind, &fout.inode.kind) else {
+        return Err(if fin.inode.is_dir() || fout.inode.is_dir() { Errno::EISDIR } else { Errno::EINVAL });
+    };
+    let read_off = |cx: &mut SysCtx<'_, H>, p: u64, f: &FileRef| -> Result<u64, Errno> {
+        if p == 0 {
+            return Ok(f.offset.get());
+        }
+        let v = cx.read_u64(p)?;
+        if (v as i64) < 0 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(v)
+    };
+    let off_in = read_off(cx, a[1], &fin)?;
+    let off_out = read_off(cx, a[3], &fout)?;
+    let len = a[4].min(COPY_CHUNK);
+    if off_out.checked_add(len).is_none_or(|e| e > MAX_FILE) {
+        return Err(Errno::EFBIG);
+    }
+    if Arc::ptr_eq(&fin.inode, &fout.inode) && off_in < off_out.saturating_add(len) && off_out < off_in.saturating_add(len) {
+        return Err(Errno::EINVAL);
+    }
+    let bytes: alloc::vec::Vec<u8> = {
+        let d = src.borrow();
+        let start = (off_in as usize).min(d.len());
+        let end = start.saturating_add(len as usize).min(d.len());
+        d[start..end].to_vec()
+    };
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    if cx.k.fs.is_host(fout.inode.sb) {
+        cx.k.fs.host_write(&fout.inode, off_out, &bytes)?;
+    }
+    super::file::write_at(dst, off_out, &bytes);
+    let now = cx.hal.realtime_ns();
+    {
+        let mut m = fout.inode.meta.borrow_mut();
+        m.mtime_ns = now;
+        m.ctime_ns = now;
+    }
+    let n = bytes.len() as u64;
+    for (p, f, o) in [(a[1], &fin, off_in), (a[3], &fout, off_out)] {
+        if p == 0 {
+            f.offset.set(o + n);
+        } else {
+            cx.write_user(p, &(o + n).to_le_bytes())?;
+        }
+    }
+    Ok(n as usize)
 }
 
 /// `sync()`.

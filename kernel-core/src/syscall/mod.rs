@@ -200,6 +200,7 @@ table! {
     __NR_utime / 2 => fs_ops::utime,
     __NR_truncate / 2 => fs_ops::truncate,
     __NR_fsync / 1 => fs_ops::fsync,
+    __NR_copy_file_range / 6 => fs_ops::copy_file_range,
     __NR_fdatasync / 1 => fs_ops::fdatasync,
     __NR_sync / 0 => fs_ops::sync,
     __NR_syncfs / 1 => fs_ops::syncfs,
