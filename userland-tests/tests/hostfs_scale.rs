@@ -222,9 +222,12 @@ print(sorted(seen))
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// One change the host makes while the guest waits.
+type HostAct = Box<dyn FnOnce(&Path) + Send>;
+
 /// Waits for the guest to write `step-N` into the export, runs `act` on
 /// the host, then answers with `done-N`.
-fn host_steps(e: PathBuf, acts: Vec<Box<dyn FnOnce(&Path) + Send>>) -> std::thread::JoinHandle<()> {
+fn host_steps(e: PathBuf, acts: Vec<HostAct>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for (i, act) in acts.into_iter().enumerate() {
             let step = e.join(format!("step-{i}"));
@@ -261,7 +264,7 @@ fn host_changes_are_seen_and_bad_input_gets_linux_answers() {
     std::fs::write(e.join("held"), "old contents").unwrap();
     std::os::unix::fs::symlink("loop2", e.join("loop1")).unwrap();
     std::os::unix::fs::symlink("loop1", e.join("loop2")).unwrap();
-    let acts: Vec<Box<dyn FnOnce(&Path) + Send>> = vec![
+    let acts: Vec<HostAct> = vec![
         Box::new(|e| std::fs::write(e.join("x"), "created on the host").unwrap()),
         Box::new(|e| {
             std::fs::write(e.join("x.new"), "changed, and longer than before").unwrap();
