@@ -225,6 +225,19 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         mount_overlay(&mut fs, at, dir, overlay_upper.take())?;
     }
     fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
+    // Over the host's own tree (`do`), a working directory under /tmp or
+    // /run must not vanish under the guest's own: that one mount goes, and
+    // the host's directory shows through the overlay (writes still private).
+    if fs.fstype(fs.root.sb) == crate::fs::FsType::Overlay {
+        for m in ["/tmp", "/run"] {
+            if config.cwd == m || config.cwd.starts_with(&format!("{m}/")) {
+                let root = Loc::root(fs.root.clone());
+                if let Ok(l) = path::walk(&fs.root.clone(), &root, m, Follow::Yes) {
+                    let _ = fs.umount(&l);
+                }
+            }
+        }
+    }
     for (at, dir) in others {
         mount_host(&mut fs, at, dir)?;
     }

@@ -54,6 +54,15 @@ fn do_runs_host_tools_in_the_callers_directory() {
     let o = run_do(&d, &["no-such-command-here"]);
     assert_eq!((o.code, o.stderr.lines().count()), (2, 1), "{}", o.stderr);
     let _ = std::fs::remove_dir_all(&d);
+    // A working directory under /tmp shows through (the guest's own /tmp
+    // would hide it), and what the guest writes there stays private.
+    let t = std::env::temp_dir().join(format!("rustuml-do-cwd-{}", std::process::id()));
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("input"), "from the host\n").unwrap();
+    let o = run_do(&t, &["sh", "-c", "pwd; cat input; echo private > output; ls"]);
+    assert_eq!(o.stdout, format!("{}\nfrom the host\ninput\noutput\n", t.display()), "{}", o.stderr);
+    assert!(!t.join("output").exists());
+    let _ = std::fs::remove_dir_all(&t);
 }
 
 #[test]
