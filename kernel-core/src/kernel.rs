@@ -244,6 +244,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     for (at, dir) in ovl_others {
         mount_overlay(&mut fs, at, dir, None)?;
     }
+    fs.size_host_caches(hal.phys().size());
     let mut k = Kernel {
         frames: Frames::new(hal.phys().size()),
         tasks: BTreeMap::new(),

@@ -94,7 +94,7 @@ fn generate_tree(d: &Path) -> usize {
 }
 
 #[test]
-fn walk_of_200k_files_matches_native_with_bounded_fds() {
+fn walks_of_200k_files_and_of_usr_match_native_with_bounded_fds() {
     let _l = lock();
     let d = scratch("walk");
     let made = generate_tree(&d);
@@ -113,6 +113,13 @@ fn walk_of_200k_files_matches_native_with_bounded_fds() {
     assert!(s.out.stderr.is_empty(), "{}", s.out.stderr);
     assert!(s.max_fds > 0 && s.max_fds <= FD_BOUND, "the kernel held {} host fds (bound {FD_BOUND})", s.max_fds);
     let _ = std::fs::remove_dir_all(&d);
+    // The host's whole /usr, likewise.
+    let native = Command::new("sh").args(["-c", "find /usr | wc -l"]).output().unwrap();
+    let args = kernel_args("/usr:/host".into(), &["/bin/sh", "-c", "cd /host && find . | wc -l"]);
+    let s = run_sampled(&kernel, &args, Duration::from_secs(600));
+    assert_eq!(s.out.code, 0, "{}", s.out.stderr);
+    assert_eq!(s.out.stdout.trim(), String::from_utf8_lossy(&native.stdout).trim(), "stderr: {}", s.out.stderr);
+    assert!(s.max_fds <= FD_BOUND, "the kernel held {} host fds (bound {FD_BOUND})", s.max_fds);
 }
 
 /// What the issue saw: deleting files kept their host fds until every fork

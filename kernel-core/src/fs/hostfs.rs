@@ -10,8 +10,9 @@
 //! files created, changed, removed or renamed on the host are seen at the
 //! next lookup or open. Listings come from the host
 //! ([`super::readdir`]) and create no inodes. Cached entries nobody uses
-//! are evicted once a mount caches more than [`MAX_CACHED_INODES`], oldest
-//! first, so walking a tree of any size takes bounded kernel memory.
+//! are evicted once a mount caches more than one inode per 16 KiB of guest
+//! memory ([`Fs::size_host_caches`]), oldest first, so walking a tree of
+//! any size takes bounded kernel memory.
 //!
 //! Regular files are read whole into their inode at open and exec; writes
 //! go through to the host ([`Fs::host_write`]). Host FIFOs, sockets and
@@ -46,7 +47,8 @@ use crate::Errno;
 /// Largest host file loaded into memory.
 const MAX_HOST_FILE: u64 = 256 << 20;
 
-/// Cached hostfs inodes per mount before unused ones are evicted.
+/// Cached hostfs inodes per mount before unused ones are evicted (until
+/// [`Fs::size_host_caches`] sizes it for the guest's memory).
 pub const MAX_CACHED_INODES: usize = 32768;
 
 /// One hostfs mount: the backend and the caches in front of it.
@@ -465,6 +467,16 @@ impl Fs {
     pub fn set_host_cache_limit(&self, sb: u32, max: usize) {
         if let Some(m) = self.host_mount(sb) {
             m.max_cached.set(max.max(1));
+        }
+    }
+
+    /// Size every hostfs mount's inode cache for a guest of `mem_bytes`:
+    /// one cached inode per 16 KiB of guest memory, at least 4,096, so a
+    /// small guest walking a huge tree evicts sooner.
+    pub fn size_host_caches(&self, mem_bytes: u64) {
+        let max = ((mem_bytes / (16 << 10)) as usize).clamp(4096, 1 << 20);
+        for m in self.host.borrow().mounts.values() {
+            m.max_cached.set(max);
         }
     }
 
