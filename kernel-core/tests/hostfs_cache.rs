@@ -3,6 +3,9 @@
 //! use are never evicted, every dropped inode's handle goes back to the
 //! host, and a name replaced on the host is looked up afresh.
 
+#[macro_use]
+mod common;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -63,9 +66,6 @@ impl HostDir for Flat {
     fn read(&mut self, _: u64, _: u64, _: &mut [u8]) -> Result<usize, HostError> {
         Ok(0)
     }
-    fn write(&mut self, _: u64, _: u64, _: &[u8]) -> Result<usize, HostError> {
-        Err(HostError::ReadOnly)
-    }
     fn readdir(&mut self, _: u64, index: usize, name: &mut [u8]) -> Result<Option<HostDirEntry>, HostError> {
         if index >= self.files {
             return Ok(None);
@@ -74,42 +74,7 @@ impl HostDir for Flat {
         name[..n.len()].copy_from_slice(n.as_bytes());
         Ok(Some(HostDirEntry { name_len: n.len(), kind: HostFileKind::File, ino: self.ino(index) }))
     }
-    fn readlink(&mut self, _: u64, _: &mut [u8]) -> Result<usize, HostError> {
-        Err(HostError::Invalid)
-    }
-    fn create(&mut self, _: u64, _: &[u8], _: u32) -> Result<(u64, HostAttr), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn mkdir(&mut self, _: u64, _: &[u8], _: u32) -> Result<(u64, HostAttr), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn symlink(&mut self, _: u64, _: &[u8], _: &[u8]) -> Result<(u64, HostAttr), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn tmpfile(&mut self, _: u64, _: u32) -> Result<(u64, HostAttr), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn link(&mut self, _: u64, _: u64, _: &[u8]) -> Result<HostAttr, HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn unlink(&mut self, _: u64, _: &[u8], _: bool, _: Option<u64>) -> Result<(), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn rename(&mut self, _: u64, _: &[u8], _: u64, _: &[u8], _: u32, _: Option<u64>, _: Option<u64>) -> Result<(), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn setattr(&mut self, _: u64, _: &HostSetAttr) -> Result<HostAttr, HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn truncate(&mut self, _: u64, _: u64) -> Result<(), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn fsync(&mut self, _: u64, _: bool) -> Result<(), HostError> {
-        Ok(())
-    }
-    fn statfs(&mut self) -> Result<[u64; 6], HostError> {
-        Ok([4096, 0, 0, 0, 0, 0])
-    }
+    read_only_host_dir!();
     fn release(&mut self, handle: u64) {
         assert!(self.held.borrow_mut().remove(&handle).is_some(), "handle {handle} released twice or never given");
     }

@@ -6,6 +6,7 @@
 //! names listed) must be the same: the overlay behaves as one writable file
 //! system, whatever was copied up, whited out or made opaque on the way.
 
+#[macro_use]
 mod common;
 
 
@@ -96,9 +97,6 @@ impl HostDir for Tree {
         buf[..n].copy_from_slice(&d[off..off + n]);
         Ok(n)
     }
-    fn write(&mut self, _: u64, _: u64, _: &[u8]) -> Result<usize, HostError> {
-        Err(HostError::ReadOnly)
-    }
     fn readdir(&mut self, dir: u64, index: usize, name: &mut [u8]) -> Result<Option<HostDirEntry>, HostError> {
         let d = dir as usize - 1;
         let kids: Vec<usize> = (1..self.nodes.len()).filter(|&i| self.nodes[i].0 == d).collect();
@@ -108,42 +106,7 @@ impl HostDir for Tree {
         let kind = if self.nodes[i].2.is_some() { HostFileKind::File } else { HostFileKind::Dir };
         Ok(Some(HostDirEntry { name_len: n.len(), kind, ino: i as u64 + 1001 }))
     }
-    fn readlink(&mut self, _: u64, _: &mut [u8]) -> Result<usize, HostError> {
-        Err(HostError::Invalid)
-    }
-    fn create(&mut self, _: u64, _: &[u8], _: u32) -> Result<(u64, HostAttr), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn mkdir(&mut self, _: u64, _: &[u8], _: u32) -> Result<(u64, HostAttr), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn symlink(&mut self, _: u64, _: &[u8], _: &[u8]) -> Result<(u64, HostAttr), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn tmpfile(&mut self, _: u64, _: u32) -> Result<(u64, HostAttr), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn link(&mut self, _: u64, _: u64, _: &[u8]) -> Result<HostAttr, HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn unlink(&mut self, _: u64, _: &[u8], _: bool, _: Option<u64>) -> Result<(), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn rename(&mut self, _: u64, _: &[u8], _: u64, _: &[u8], _: u32, _: Option<u64>, _: Option<u64>) -> Result<(), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn setattr(&mut self, _: u64, _: &HostSetAttr) -> Result<HostAttr, HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn truncate(&mut self, _: u64, _: u64) -> Result<(), HostError> {
-        Err(HostError::ReadOnly)
-    }
-    fn fsync(&mut self, _: u64, _: bool) -> Result<(), HostError> {
-        Ok(())
-    }
-    fn statfs(&mut self) -> Result<[u64; 6], HostError> {
-        Ok([4096, 0, 0, 0, 0, 0])
-    }
+    read_only_host_dir!();
     fn release(&mut self, _: u64) {}
 }
 
@@ -199,11 +162,7 @@ enum Seen {
 
 fn run_ops(ops: &[Op], overlay: bool) -> Vec<Seen> {
     let log = Log::default();
-    let mut data = vec![0u8; 32 * PATHS.len() + 32];
-    data[32 * PATHS.len()..][..2].copy_from_slice(b"/w");
-    for (i, p) in PATHS.iter().enumerate() {
-        data[32 * i..32 * i + p.len()].copy_from_slice(p.as_bytes());
-    }
+    let data = path_table(&PATHS, b"/w");
     let mut insns = Vec::new();
     let mut kinds = Vec::new();
     for op in ops {

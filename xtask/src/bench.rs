@@ -136,6 +136,19 @@ struct Op {
     macro_: bool,
 }
 
+/// A row of `bench_host.rs` (a command over the host's own tree, in ns).
+const fn host_tree_row(name: &'static str, label: &'static str) -> Op {
+    Op {
+        name,
+        label,
+        unit: "ns",
+        better: Better::Lower,
+        how: How::HostTree,
+        target: None,
+        macro_: true,
+    }
+}
+
 const OPS: &[Op] = &[
     Op {
         name: "null_syscall",
@@ -465,69 +478,13 @@ const OPS: &[Op] = &[
         target: None,
         macro_: false,
     },
-    Op {
-        name: "host_find_cold",
-        label: "host tree: find /usr -type f | wc -l, fresh guest (boot included)",
-        unit: "ns",
-        better: Better::Lower,
-        how: How::HostTree,
-        target: None,
-        macro_: true,
-    },
-    Op {
-        name: "host_find_warm",
-        label: "host tree: find /usr -type f, second walk in the same guest",
-        unit: "ns",
-        better: Better::Lower,
-        how: How::HostTree,
-        target: None,
-        macro_: true,
-    },
-    Op {
-        name: "host_cat_headers",
-        label: "host tree: cat of 3,000 headers of /usr/include (boot included)",
-        unit: "ns",
-        better: Better::Lower,
-        how: How::HostTree,
-        target: None,
-        macro_: true,
-    },
-    Op {
-        name: "host_gcc_c",
-        label: "host tree: gcc -O2 -c of a 300-line file (boot included)",
-        unit: "ns",
-        better: Better::Lower,
-        how: How::HostTree,
-        target: None,
-        macro_: true,
-    },
-    Op {
-        name: "host_git_status",
-        label: "host tree: git status of this checkout (boot included)",
-        unit: "ns",
-        better: Better::Lower,
-        how: How::HostTree,
-        target: None,
-        macro_: true,
-    },
-    Op {
-        name: "host_python_start",
-        label: "host tree: the host's python3 -c pass (boot included)",
-        unit: "ns",
-        better: Better::Lower,
-        how: How::HostTree,
-        target: None,
-        macro_: true,
-    },
-    Op {
-        name: "do_boot",
-        label: "host tree: do to the exit of the host's /bin/true",
-        unit: "ns",
-        better: Better::Lower,
-        how: How::HostTree,
-        target: None,
-        macro_: true,
-    },
+    host_tree_row("host_find_cold", "host tree: find /usr -type f | wc -l, fresh guest (boot included)"),
+    host_tree_row("host_find_warm", "host tree: find /usr -type f, second walk in the same guest"),
+    host_tree_row("host_cat_headers", "host tree: cat of 3,000 headers of /usr/include (boot included)"),
+    host_tree_row("host_gcc_c", "host tree: gcc -O2 -c of a 300-line file (boot included)"),
+    host_tree_row("host_git_status", "host tree: git status of this checkout (boot included)"),
+    host_tree_row("host_python_start", "host tree: the host's python3 -c pass (boot included)"),
+    host_tree_row("do_boot", "host tree: do to the exit of the host's /bin/true"),
     Op {
         name: "tcp_fwd_bw",
         label: "TCP bandwidth, host client to guest server via hostfwd, 64 KiB writes",

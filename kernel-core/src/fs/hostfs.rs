@@ -108,10 +108,11 @@ impl HostNode {
     }
 }
 
-/// A host FIFO, socket or device node: visible, never opened.
-struct HostSpecial {
-    type_bits: u32,
-    rdev: (u32, u32),
+/// A host FIFO, socket or device node: visible, never opened. (A 0/0
+/// character device is also what an overlay's whiteout is.)
+pub(crate) struct HostSpecial {
+    pub(crate) type_bits: u32,
+    pub(crate) rdev: (u32, u32),
 }
 
 impl FileOps for HostSpecial {

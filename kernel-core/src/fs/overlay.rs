@@ -30,16 +30,14 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::any::Any;
 use core::cell::RefCell;
 
 use hal::HostDir;
 use linux_raw_sys::general as g;
 
-use super::hostfs::{errno_of, HostMount};
+use super::hostfs::{errno_of, HostMount, HostSpecial};
 use super::inode::{FsData, Fs, Inode, InodeRef, Kind};
 use super::mount::FsType;
-use crate::wait::{FileOps, IoCtx, WaitSet};
 use crate::Errno;
 
 /// Inode numbers of files created in an overlay start here.
@@ -56,26 +54,14 @@ pub struct OvlDir {
     listing: RefCell<Vec<(String, u64, u8)>>,
 }
 
-/// A whiteout: hides a lower name (a 0/0 character device, as overlayfs).
-struct Whiteout;
-
-impl FileOps for Whiteout {
-    fn read(&self, _io: &mut IoCtx<'_>, _buf: &mut [u8]) -> Result<usize, Errno> {
-        Err(Errno::ENXIO)
-    }
-    fn write(&self, _io: &mut IoCtx<'_>, _data: &[u8]) -> Result<usize, Errno> {
-        Err(Errno::ENXIO)
-    }
-    fn poll(&self, _io: &mut IoCtx<'_>, _rw: (bool, bool), _ws: Option<&mut WaitSet>) -> u32 {
-        0
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
+/// A whiteout hides a lower name: a character device 0/0, as overlayfs
+/// stores one (never opened).
+fn whiteout() -> crate::wait::SpecialRef {
+    Rc::new(HostSpecial { type_bits: g::S_IFCHR, rdev: (0, 0) })
 }
 
 fn is_whiteout(n: &Inode) -> bool {
-    matches!(&n.kind, Kind::Special(s) if s.as_any().is::<Whiteout>())
+    matches!(&n.kind, Kind::Special(s) if s.as_any().downcast_ref::<HostSpecial>().is_some_and(|h| h.type_bits == g::S_IFCHR && h.rdev == (0, 0)))
 }
 
 fn ovl_of(dir: &Inode) -> Option<&OvlDir> {
@@ -214,7 +200,7 @@ pub fn remove_name(dir: &Inode, name: &str) -> Result<(), Errno> {
         let w = Arc::new(Inode {
             ino: 0,
             meta: RefCell::new(super::inode::Meta::new(0, 0, 1)),
-            kind: Kind::Special(Rc::new(Whiteout)),
+            kind: Kind::Special(whiteout()),
             sb: dir.sb,
             mounted: RefCell::new(None),
             fsdata: None,
