@@ -151,6 +151,20 @@ for r in range(30):
         os.close(fd)
     assert os.listdir('.') == [], os.listdir('.')
     assert subprocess.run(['/bin/true']).returncode == 0
+# Opening files until the guest's own RLIMIT_NOFILE: EMFILE, and the
+# kernel (and every other process) goes on.
+open('keep', 'w').close()
+fds = []
+try:
+    while True:
+        fds.append(os.open('keep', os.O_RDONLY))
+except OSError as e:
+    assert e.errno == 24, e
+assert len(fds) > 1000, len(fds)
+for fd in fds:
+    os.close(fd)
+os.unlink('keep')
+assert subprocess.run(['/bin/true']).returncode == 0
 print('churn ok')
 "#;
     let args = kernel_args(format!("{}:/w:rw", d.display()), &["/usr/bin/python3", "-c", script]);
