@@ -95,6 +95,9 @@ fn walking_many_files_keeps_the_cache_bounded_and_handles_balanced() {
     }
     let mount = fs.host_mount(sb).unwrap();
     assert!(mount.live_inodes() <= 1000 + 16, "{} inodes cached", mount.live_inodes());
+    // Dead inodes leave the inode-number index too (a dead Weak still
+    // holds an inode's memory).
+    assert!(mount.indexed_inodes() <= 1000 + 32, "{} index entries", mount.indexed_inodes());
     // The one in use survived eviction: the same inode comes back.
     let again = dir.lookup("7").unwrap().unwrap();
     assert!(std::sync::Arc::ptr_eq(&pinned, &again));

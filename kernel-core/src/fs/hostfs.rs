@@ -72,6 +72,8 @@ pub struct HostMount {
 /// What a hostfs inode keeps: its backend handle.
 pub struct HostNode {
     handle: Cell<u64>,
+    /// Its inode number (the icache key).
+    ino: u64,
     mount: Rc<HostMount>,
     /// Size on the host (what `stat` shows; the contents are loaded at open).
     size: Cell<u64>,
@@ -87,8 +89,19 @@ pub struct HostNode {
 impl Drop for HostNode {
     fn drop(&mut self) {
         self.mount.live.set(self.mount.live.get().saturating_sub(1));
+        // The icache's entry goes too (a dead Weak still holds the inode's
+        // allocation): now, or at the next backend call if it is borrowed.
+        let gone = match self.mount.icache.try_borrow_mut() {
+            Ok(mut ic) => {
+                if ic.get(&self.ino).is_some_and(|w| w.strong_count() == 0) {
+                    ic.remove(&self.ino);
+                }
+                true
+            }
+            Err(_) => false,
+        };
         if let Ok(mut d) = self.mount.dead.try_borrow_mut() {
-            d.push((self.handle.get(), 0));
+            d.push((self.handle.get(), if gone { u64::MAX } else { self.ino }));
         }
     }
 }
@@ -202,6 +215,14 @@ impl HostMount {
     /// The backend, after releasing the handles of inodes that died.
     fn backend(&self) -> RefMut<'_, Box<dyn HostDir>> {
         let dead = core::mem::take(&mut *self.dead.borrow_mut());
+        if dead.iter().any(|&(_, ino)| ino != u64::MAX) {
+            let mut ic = self.icache.borrow_mut();
+            for &(_, ino) in &dead {
+                if ic.get(&ino).is_some_and(|w| w.strong_count() == 0) {
+                    ic.remove(&ino);
+                }
+            }
+        }
         let mut d = self.dir.borrow_mut();
         for (h, _) in dead {
             d.release(h);
@@ -217,6 +238,12 @@ impl HostMount {
     /// Live hostfs inodes.
     pub fn live_inodes(&self) -> usize {
         self.live.get()
+    }
+
+    /// Entries of the inode-number index (live inodes, and dead ones not
+    /// yet swept).
+    pub fn indexed_inodes(&self) -> usize {
+        self.icache.borrow().len()
     }
 
     fn is_readonly(&self) -> bool {
@@ -270,6 +297,7 @@ impl HostMount {
         meta.gid = attr.gid;
         let hn = HostNode {
             handle: Cell::new(handle),
+            ino: attr.ino,
             mount: self.clone(),
             size: Cell::new(attr.size),
             blocks: Cell::new(attr.blocks),
