@@ -147,6 +147,8 @@ pub fn rules(backend: Backend) -> Vec<(i64, Rule, &'static str)> {
         (SYS_linkat, Rule::Any, "hostfs"),
         (SYS_symlinkat, Rule::Any, "hostfs"),
         (SYS_mknodat, Rule::Any, "hostfs (overlay whiteouts)"),
+        (SYS_fgetxattr, Rule::Any, "hostfs: an overlay directory's whiteout and opaque marks"),
+        (SYS_fsetxattr, Rule::Any, "hostfs: an overlay directory's whiteout and opaque marks"),
         (SYS_fchmod, Rule::Any, "hostfs"),
         (SYS_fchown, Rule::Any, "hostfs"),
         (SYS_fchownat, Rule::Any, "hostfs"),

@@ -24,7 +24,7 @@ pub mod trap;
 pub mod mock;
 
 pub use context::{FpuLayout, FpuState, UserContext, UserRegs, XSTATE_MAX};
-pub use device::{Console, ConsoleRead, ConsoleStream, HostAttr, HostDir, HostError, HostFileKind};
+pub use device::{Console, ConsoleRead, ConsoleStream, HostAttr, HostDir, HostDirEntry, HostError, HostFileKind, HostSetAttr};
 pub use mem::{AddressSpace, PhysMem, Prot, PAGE_SIZE};
 pub use net::NetDevice;
 pub use trap::{Access, CpuFaultKind, Interrupts, Trap};

@@ -64,6 +64,12 @@ pub struct BootConfig {
     pub hostname: String,
     /// Log an strace-style line per system call via `Hal::log`.
     pub trace_syscalls: bool,
+    /// Init's working directory (empty, or not a directory: `/`).
+    pub cwd: String,
+    /// The user and group ids init runs as (0: root).
+    pub uid: u32,
+    /// See [`BootConfig::uid`].
+    pub gid: u32,
 }
 
 /// A network interface handed to the kernel at boot, with the static
@@ -85,6 +91,12 @@ pub struct Devices {
     /// Host directories mounted at guest paths (hostfs,
     /// `--hostfs HOSTDIR:GUESTDIR[:rw]`).
     pub host_dirs: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
+    /// Host directories mounted read-only under a writable overlay kept in
+    /// guest memory (`kernel-skas do`: the host's `/`).
+    pub overlays: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
+    /// A host directory holding the upper layer of the overlay at `/`
+    /// between runs (`do --overlay DIR`): read at boot, written at shutdown.
+    pub overlay_upper: Option<alloc::boxed::Box<dyn hal::HostDir>>,
     /// Network interfaces (`--net`); loopback always exists besides these.
     pub nets: Vec<NetAttach>,
     /// The root archive as shared bytes (e.g. a host file the backend
@@ -194,14 +206,48 @@ pub fn boot_checked<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, Boot
 }
 
 fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, check_invariants: bool) -> Result<i32, BootError> {
-    let Devices { host_dirs, nets, initramfs } = devices;
+    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs } = devices;
+    let mut overlay_upper = overlay_upper;
     let mut fs = Fs::new();
     let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
     cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
-    fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
-    for (at, dir) in host_dirs {
-        fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))?;
+    // A host directory as `/` comes first (the kernel's own /dev, /proc,
+    // /sys and /tmp then go on top of it), the others after them.
+    let (as_root, others): (Vec<_>, Vec<_>) = host_dirs.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));
+    let mount_host = |fs: &mut Fs, at: String, dir| {
+        fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))
+    };
+    let (ovl_root, ovl_others): (Vec<_>, Vec<_>) = overlays.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));
+    let mount_overlay = |fs: &mut Fs, at: String, dir, upper| {
+        fs.mount_host_overlay_with(&at, dir, upper).map(|_| ()).map_err(|e| BootError::BadInitramfs(format!("cannot mount the overlay at {at}: {}", e.name())))
+    };
+    for (at, dir) in as_root {
+        mount_host(&mut fs, at, dir)?;
     }
+    for (at, dir) in ovl_root {
+        mount_overlay(&mut fs, at, dir, overlay_upper.take())?;
+    }
+    fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
+    // Over the host's own tree (`do`), a working directory under /tmp or
+    // /run must not vanish under the guest's own: that one mount goes, and
+    // the host's directory shows through the overlay (writes still private).
+    if fs.fstype(fs.root.sb) == crate::fs::FsType::Overlay {
+        for m in ["/tmp", "/run"] {
+            if config.cwd == m || config.cwd.starts_with(&format!("{m}/")) {
+                let root = Loc::root(fs.root.clone());
+                if let Ok(l) = path::walk(&fs.root.clone(), &root, m, Follow::Yes) {
+                    let _ = fs.umount(&l);
+                }
+            }
+        }
+    }
+    for (at, dir) in others {
+        mount_host(&mut fs, at, dir)?;
+    }
+    for (at, dir) in ovl_others {
+        mount_overlay(&mut fs, at, dir, None)?;
+    }
+    fs.size_host_caches(hal.phys().size());
     let frames = Frames::new(hal.phys().size());
     fs.caches.set_memory(frames.total_frames());
     let mut k = Kernel {
@@ -261,8 +307,14 @@ impl<S: AddressSpace> Kernel<S> {
         fds.set(0, out.clone(), false);
         fds.set(1, out, false);
         fds.set(2, OpenFile::new(console_err, g::O_RDWR, String::from("/dev/console")), false);
+        let cwd = match config.cwd.as_str() {
+            "" => root.clone(),
+            c => path::walk(&self.fs.root, &root, c, Follow::Yes).ok().filter(|l| l.inode().is_dir()).unwrap_or_else(|| root.clone()),
+        };
         let mm = MemoryMap::with_caches(space, self.fs.caches.clone());
-        let mut task = Task::new(1, 0, UserContext::default(), Some(mm), fds, root);
+        let mut task = Task::new(1, 0, UserContext::default(), Some(mm), fds, cwd);
+        let (u, gid) = (config.uid, config.gid);
+        task.cred = crate::task::Cred { uid: u, euid: u, suid: u, fsuid: u, gid, egid: gid, sgid: gid, fsgid: gid, groups: Vec::new() };
         task.mm_id = self.new_share_id();
         task.files_id = self.new_share_id();
         task.sighand_id = self.new_share_id();
@@ -311,6 +363,9 @@ impl<S: AddressSpace> Kernel<S> {
         let (mut loc, mut argv, mut path) = (loc, argv, path.to_vec());
         for _ in 0..5 {
             let inode = loc.inode().clone();
+            // A host file is opened on the host and its cached pages
+            // checked against it at exec, as at open.
+            self.fs.host_revalidate(&inode, &mut self.frames)?;
             let line = match &inode.kind {
                 Kind::File(d) if inode.executable() => {
                     let d = d.head(256, &mut self.frames, phys)?;
@@ -348,6 +403,7 @@ impl<S: AddressSpace> Kernel<S> {
     /// Validate an executable before the point of no return: regular file,
     /// executable, a valid ELF (and interpreter).
     pub fn prepare_exec(&mut self, phys: &impl PhysMem, loc: &Loc) -> Result<PreparedExec, Errno> {
+        // (resolve_script checked a host file against the host already.)
         let (image, inode) = self.parse_file(phys, loc)?;
         let interp = match image.interpreter() {
             None => None,
@@ -355,6 +411,8 @@ impl<S: AddressSpace> Kernel<S> {
                 let ip = core::str::from_utf8(ip).map_err(|_| Errno::ENOEXEC)?;
                 let root = Loc::root(self.fs.root.clone());
                 let iloc = path::walk(&self.fs.root, &root, ip, Follow::Yes)?;
+                // A host file's cached pages are checked against the host at exec.
+                self.fs.host_revalidate(iloc.inode(), &mut self.frames)?;
                 let (iimage, iinode) = self.parse_file(phys, &iloc)?;
                 Some((iimage, iinode))
             }
@@ -977,6 +1035,11 @@ impl<S: AddressSpace> Kernel<S> {
         }
         self.tasks.clear();
         self.runq.clear();
+        // An overlay's upper layer kept on the host gets the guest's changes
+        // (while the page caches still hold them).
+        for e in self.fs.flush_overlays(&mut self.frames, hal.phys()) {
+            hal.log(&format!("overlay: not kept: {e}"));
+        }
         // Host files get what was written through their mappings; then the
         // page caches give their frames back.
         if let Err(e) = self.fs.caches.writeback_all(&mut self.frames, hal.phys()) {

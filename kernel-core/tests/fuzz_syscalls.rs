@@ -81,6 +81,14 @@ fn call() -> impl Strategy<Value = (u32, [u64; 6])> {
         Just(g::__NR_memfd_create),
         Just(g::__NR_ftruncate),
         Just(g::__NR_fallocate),
+        Just(g::__NR_copy_file_range),
+        Just(g::__NR_renameat2),
+        Just(g::__NR_linkat),
+        Just(g::__NR_symlinkat),
+        Just(g::__NR_fchmodat),
+        Just(g::__NR_fchownat),
+        Just(g::__NR_utimensat),
+        Just(g::__NR_fdatasync),
         400u32..600,
     ];
     (nrs, prop::array::uniform6(arg()))

@@ -120,6 +120,10 @@ enum Cmd {
         /// `tap,ifname=NAME[,ip=..][,gw=..]`. Passed to the kernel as is.
         #[arg(long, value_name = "SPEC")]
         net: Vec<String>,
+        /// Mount host directory HOSTDIR at GUESTDIR (read-only unless `:rw`;
+        /// repeatable). Passed to the kernel as is.
+        #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
+        hostfs: Vec<String>,
         /// The init program (a path inside the guest's root) and its arguments.
         #[arg(
             value_name = "INIT ARGS",
@@ -576,14 +580,25 @@ fn main() -> ExitCode {
             uname_release,
             hostname,
             net,
+            hostfs,
             init,
         } => {
+            // A bad --root fails before anything is built.
+            if let Some(r) = &root {
+                if !r.is_dir() {
+                    eprintln!("xtask: --root {}: not a directory", r.display());
+                    std::process::exit(2);
+                }
+            }
             build(&p, hal)?;
             let root = match root {
                 Some(r) => std::path::absolute(&r).map_err(|e| format!("bad --root: {e}"))?,
                 None => p.default_root(),
             };
             let mut cmd = Command::new(p.kernel(hal));
+            for h in &hostfs {
+                cmd.arg("--hostfs").arg(h);
+            }
             if let Some(mem) = mem {
                 cmd.arg("--mem").arg(mem);
             }

@@ -277,6 +277,14 @@ impl Meta {
     }
 }
 
+/// What a file system that keeps its files elsewhere (the host) holds per inode.
+pub enum FsData {
+    /// A hostfs inode: its backend handle.
+    Host(super::hostfs::HostNode),
+    /// An overlay directory: its lower directory.
+    Overlay(super::overlay::OvlDir),
+}
+
 /// One ramfs inode.
 pub struct Inode {
     /// Inode number (unique in this fs).
@@ -291,6 +299,9 @@ pub struct Inode {
     /// The root of the file system mounted on this directory, if any (the
     /// path walk steps onto it, like Linux's `DCACHE_MOUNTED` dentries).
     pub mounted: RefCell<Option<InodeRef>>,
+    /// File-system private data (hostfs: the backend handle); `None` for
+    /// inodes that live only in memory.
+    pub fsdata: Option<FsData>,
 }
 
 impl Inode {
@@ -314,6 +325,9 @@ impl Inode {
     }
     /// Size in bytes as `stat` reports it.
     pub fn size(&self) -> u64 {
+        if let Some((size, _)) = self.host_size() {
+            return size;
+        }
         match &self.kind {
             Kind::File(d) => d.size(),
             Kind::Symlink(t) => t.len() as u64,
@@ -336,6 +350,10 @@ impl Inode {
     /// Look up a child of a directory.
     pub fn lookup(&self, name: &str) -> Result<Option<InodeRef>, Errno> {
         match &self.kind {
+            // A hostfs directory asks the host (its map is only a cache).
+            Kind::Dir(_) if matches!(self.fsdata, Some(FsData::Host(_))) => super::hostfs::lookup(self, name),
+            // An overlay directory: its upper map, then its lower directory.
+            Kind::Dir(_) if self.fsdata.is_some() => super::overlay::lookup(self, name),
             Kind::Dir(d) => Ok(d.borrow().get(name).cloned()),
             _ => Err(Errno::ENOTDIR),
         }
@@ -357,9 +375,22 @@ impl Inode {
         }
         self.meta.borrow().perm & 0o111 != 0
     }
+    /// Size and blocks as the host has them: a hostfs inode's (see
+    /// `hostfs::file_size`), or the directory an overlay directory shows.
+    fn host_size(&self) -> Option<(u64, u64)> {
+        match &self.fsdata {
+            Some(FsData::Host(_)) => super::hostfs::file_size(self),
+            Some(FsData::Overlay(_)) => super::overlay::dir_size(self),
+            None => None,
+        }
+    }
     /// `st_blocks`: for a regular file the pages that hold data (holes of a
     /// sparse file cost nothing), else the size in 512-byte units.
     pub fn blocks(&self) -> u64 {
+        // A host file or directory: what the host allocated (see there).
+        if let Some((_, blocks)) = self.host_size() {
+            return blocks;
+        }
         match &self.kind {
             Kind::File(d) => d.blocks(),
             _ => self.size().div_ceil(512),
@@ -469,6 +500,7 @@ impl Fs {
             kind: Kind::Dir(RefCell::new(BTreeMap::new())),
             sb: ROOT_SB,
             mounted: RefCell::new(None),
+            fsdata: None,
         });
         let mut fs = Fs {
             root: root.clone(),
@@ -509,9 +541,13 @@ impl Fs {
 
     /// A new, unlinked inode of file system `sb`.
     pub fn new_inode_in(&mut self, sb: u32, kind: Kind, perm: u32, now: u64) -> InodeRef {
-        let ino = self.alloc_ino();
+        let mut ino = self.alloc_ino();
+        if self.fstype(sb) == super::mount::FsType::Overlay {
+            // Above every number the lower (host) file system hands out.
+            ino |= super::overlay::OVL_INO_BASE;
+        }
         let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
-        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None) })
+        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None })
     }
 
     /// The size limit of file system `sb` (tmpfs-like ones), if any.

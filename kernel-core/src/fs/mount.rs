@@ -28,6 +28,8 @@ pub enum FsType {
     Sysfs,
     /// A host directory exported through the HAL.
     Hostfs,
+    /// A writable overlay over a read-only lower tree.
+    Overlay,
 }
 
 impl FsType {
@@ -40,6 +42,7 @@ impl FsType {
             FsType::Proc => "proc",
             FsType::Sysfs => "sysfs",
             FsType::Hostfs => "hostfs",
+            FsType::Overlay => "overlay",
         }
     }
     /// Parse a `mount -t` type.
@@ -60,11 +63,12 @@ impl FsType {
             FsType::Proc => 0x9fa0,
             FsType::Sysfs => 0x6265_6572,
             FsType::Hostfs => 0x00c0_ffee,
+            FsType::Overlay => 0x794c_7630,
         }
     }
     /// Listed in `/proc/filesystems` with `nodev`?
-    pub fn all() -> [FsType; 6] {
-        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs]
+    pub fn all() -> [FsType; 7] {
+        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs, FsType::Overlay]
     }
 }
 
@@ -85,6 +89,8 @@ impl SuperBlock {
     pub fn new(fstype: FsType, readonly: bool) -> SuperBlock {
         let quota = match fstype {
             FsType::Rootfs | FsType::Tmpfs | FsType::Devtmpfs => Some(Quota::new(None)),
+            // An overlay's upper layer is guest memory, limited as a tmpfs.
+            FsType::Overlay => Some(Quota::new(None)),
             FsType::Proc | FsType::Sysfs | FsType::Hostfs => None,
         };
         SuperBlock { fstype, readonly, quota }
@@ -176,6 +182,17 @@ impl Fs {
         Ok(id)
     }
 
+    /// Make `root` (of superblock `sb`) the root file system, as a
+    /// switch_root at boot does: the old root is no longer reachable.
+    pub fn set_root(&mut self, root: InodeRef, sb: u32, source: &str) {
+        self.root = root.clone();
+        if let Some(m) = self.mounts.first_mut() {
+            m.sb = sb;
+            m.root = root;
+            m.source = String::from(source);
+        }
+    }
+
     /// Create and mount a new instance of `fstype` on `target`.
     pub fn mount_new(&mut self, target: &Loc, fstype: FsType, source: &str, readonly: bool, now: u64) -> Result<u32, Errno> {
         self.mount_new_sized(target, fstype, source, readonly, now, None)
@@ -184,7 +201,7 @@ impl Fs {
     /// [`Fs::mount_new`] with a size limit in pages (tmpfs `size=`; `None`:
     /// the default, half of guest memory).
     pub fn mount_new_sized(&mut self, target: &Loc, fstype: FsType, source: &str, readonly: bool, now: u64, size: Option<u64>) -> Result<u32, Errno> {
-        if fstype == FsType::Hostfs || fstype == FsType::Rootfs {
+        if fstype == FsType::Hostfs || fstype == FsType::Rootfs || fstype == FsType::Overlay {
             return Err(Errno::ENODEV);
         }
         let sb = self.new_sb(fstype, readonly);
@@ -389,6 +406,11 @@ impl Fs {
         let root = self.root.clone();
         let shm = super::path::walk(&root, &Loc::root(root.clone()), "/dev/shm", super::path::Follow::Yes)?;
         self.mount_new(&shm, FsType::Tmpfs, "tmpfs", false, 0)?;
+        // Over the host's tree (`--hostfs /:/`, `do`), `/run` is the guest's own too.
+        if matches!(self.fstype(self.root.sb), FsType::Hostfs | FsType::Overlay) {
+            let loc = self.ensure_root_dir("run", 0o755)?;
+            self.mount_new(&loc, FsType::Tmpfs, "tmpfs", false, 0)?;
+        }
         Ok(())
     }
 
@@ -399,16 +421,13 @@ impl Fs {
 
     /// `statfs` numbers for file system `sb`: (type, total blocks, free
     /// blocks) in pages. A memory file system shows its size limit and the
-    /// pages its files hold; hostfs the host's figures (see
-    /// [`Fs::host_statfs`]); proc and sysfs zeros, as Linux.
+    /// pages its files hold; proc and sysfs zeros, as Linux. (hostfs and
+    /// overlays over the host show the host's own figures instead: see
+    /// [`Fs::host_statfs`].)
     pub fn statfs_numbers(&self, sb: u32) -> (u64, u64, u64) {
         let t = self.fstype(sb);
         match t {
-            FsType::Proc | FsType::Sysfs => (t.magic(), 0, 0),
-            FsType::Hostfs => match self.host_statfs(sb) {
-                Some((blocks, free)) => (t.magic(), blocks, free),
-                None => (t.magic(), 0, 0),
-            },
+            FsType::Proc | FsType::Sysfs | FsType::Hostfs => (t.magic(), 0, 0),
             _ => match self.quota(sb) {
                 // (An unlimited tmpfs shows no size, as Linux's size=0.)
                 Some(q) if q.limit(self.caches.total_frames()) != u64::MAX => {

@@ -867,6 +867,29 @@ impl PageCache {
         Ok(())
     }
 
+    /// Write `data` (a kernel buffer) at `off`: through to the store for a
+    /// cache with one, else page by page into the cache. Returns the bytes
+    /// written; an error (`ENOSPC`, `ENOMEM`, the store's) only if none were.
+    pub fn write_bytes(&self, off: u64, data: &[u8], frames: &mut Frames, phys: &impl PhysMem) -> Result<usize, Errno> {
+        if self.has_store() {
+            self.write_through(off, data, phys)?;
+            return Ok(data.len());
+        }
+        let mut done = 0usize;
+        while done < data.len() {
+            let pos = off + done as u64;
+            let n = (data.len() - done).min((PAGE - pos % PAGE) as usize);
+            match self.page_for_write(pos, n as u64, frames, phys) {
+                Ok((frame, _)) => phys.write(frame + pos % PAGE, &data[done..done + n]),
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            }
+            done += n;
+            self.wrote(pos + n as u64);
+        }
+        Ok(done)
+    }
+
     /// The frame of page `idx` for a mapping (page fault). A missing page is
     /// created from the source; a hole only when `create` (the faulting
     /// page itself, not a fault-around neighbour: `Ok(None)` then). `Bus`
@@ -1099,6 +1122,141 @@ impl PageCache {
     pub fn revalidate(&self, size: u64, frames: &mut Frames) {
         self.evict_clean(frames, u64::MAX);
         self.st.borrow_mut().size = size;
+    }
+
+    /// [`PageCache::revalidate`] where no allocator is at hand (a lookup saw
+    /// the host file change): only when nothing maps the cache and no page
+    /// is dirty, in which case every page is clean and unmapped and goes to
+    /// the orphan list. Returns whether it was done (else the caller
+    /// revalidates at the next open).
+    pub fn revalidate_unmapped(&self, size: u64) -> bool {
+        if self.maps.get() != 0 {
+            return false;
+        }
+        let Ok(mut st) = self.st.try_borrow_mut() else { return false };
+        if st.ndirty != 0 {
+            return false;
+        }
+        let shmem = st.is_shmem();
+        let pages = core::mem::take(&mut st.pages);
+        let mut orphans = self.set.0.orphans.borrow_mut();
+        for p in pages.values() {
+            self.set.add_counts(shmem, false, !shmem, -1);
+            orphans.push(p.frame);
+        }
+        st.size = size;
+        true
+    }
+
+    /// Dirty pages (not yet written back, or the only copy of the data).
+    pub fn dirty_pages(&self) -> u64 {
+        self.st.borrow().ndirty
+    }
+
+    /// Turn a cache with a store into a memory-only one charged to `quota`
+    /// (an overlay copies a lower host file up): with `keep_data`, every
+    /// page of the file that is not cached is read from the store first
+    /// (pages of zeros stay holes), and all pages become the data's only
+    /// copy (dirty); without, the file becomes empty. The store is then
+    /// forgotten. On failure (`ENOSPC` past the quota, `ENOMEM`, a store
+    /// error) the cache is as it was. No-op without a store.
+    pub fn detach_store(&self, quota: Option<Rc<Quota>>, keep_data: bool, frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
+        // The borrow is held throughout, so the shrinker (run when a frame
+        // allocation comes up short) leaves this cache alone.
+        let mut st = self.st.borrow_mut();
+        let Source::Store(store) = &st.source else { return Ok(()) };
+        let store = store.clone();
+        if !keep_data {
+            // (The caller removed the mappings of the pages first.)
+            let keys: Vec<u64> = st.pages.keys().copied().collect();
+            for idx in keys {
+                self.remove_page(&mut st, idx, frames);
+            }
+            st.size = 0;
+        }
+        let old_quota = core::mem::replace(&mut st.quota, quota);
+        let old_size = st.size;
+        // Dirty pages already there (none for a read-only lower file) are
+        // charged to the new quota first.
+        let mut charged = 0u64;
+        let mut added: Vec<u64> = Vec::new();
+        let mut dirtied: Vec<u64> = Vec::new();
+        let mut buf = vec![0u8; (READ_AHEAD * PAGE) as usize];
+        let mut result = Ok(());
+        for _ in 0..st.ndirty {
+            if let Err(e) = self.charge(&st) {
+                result = Err(e);
+                break;
+            }
+            charged += 1;
+        }
+        let last = st.last_page_end();
+        let mut idx = 0;
+        while result.is_ok() && idx < last {
+            match st.pages.get(&idx).map(|p| p.dirty) {
+                Some(true) => idx += 1,
+                Some(false) => {
+                    match self.set_dirty(&mut st, idx, true) {
+                        Ok(()) => dirtied.push(idx),
+                        Err(e) => result = Err(e),
+                    }
+                    idx += 1;
+                }
+                None => {
+                    // The run of missing pages up to the next cached one, in
+                    // reads of up to READ_AHEAD pages.
+                    let next = st.pages.range(idx..).next().map_or(last, |(&i, _)| i).min(last);
+                    let n = (next - idx).min(READ_AHEAD);
+                    let chunk = &mut buf[..(n * PAGE) as usize];
+                    chunk.fill(0);
+                    let want = st.size.saturating_sub(idx * PAGE).min(n * PAGE) as usize;
+                    if let Err(e) = read_full(&*store, idx * PAGE, &mut chunk[..want]) {
+                        result = Err(e);
+                        break;
+                    }
+                    for (i, page) in chunk.chunks(PAGE as usize).enumerate() {
+                        // Pages of zeros stay holes.
+                        if page.iter().all(|&b| b == 0) {
+                            continue;
+                        }
+                        if let Err(e) = self.charge(&st) {
+                            result = Err(e);
+                            break;
+                        }
+                        let Some(f) = self.alloc_frame(frames, phys, false) else {
+                            self.uncharge(&st);
+                            result = Err(Errno::ENOMEM);
+                            break;
+                        };
+                        phys.write(f, page);
+                        self.insert_page(&mut st, idx + i as u64, f, true);
+                        added.push(idx + i as u64);
+                    }
+                    idx += n;
+                }
+            }
+        }
+        if let Err(e) = result {
+            for idx in added {
+                self.remove_page(&mut st, idx, frames);
+            }
+            for idx in dirtied {
+                let _ = self.set_dirty(&mut st, idx, false);
+            }
+            for _ in 0..charged {
+                self.uncharge(&st);
+            }
+            st.quota = old_quota;
+            st.size = old_size;
+            return Err(e);
+        }
+        // The pages are now a memory file's (dirty ones its data): move the counts.
+        for p in st.pages.values() {
+            self.set.add_counts(false, p.dirty, true, -1);
+            self.set.add_counts(true, p.dirty, false, 1);
+        }
+        st.source = Source::Zero;
+        Ok(())
     }
 
     /// Replace the contents by `bytes[start..start + len]` (generated proc

@@ -841,6 +841,86 @@ fn store_backed_cache_reads_on_demand_writes_back_and_evicts_clean_pages() {
 }
 
 
+#[test]
+fn detaching_a_store_keeps_the_data_as_a_memory_file_or_changes_nothing() {
+    let mut e = Env::new(64 * PAGE as usize);
+    let set = CacheSet::new();
+    set.set_memory(64);
+    let store = alloc::rc::Rc::new(VecStore::default());
+    // Pages 0..4 hold their index + 1, page 4 is zeros (a hole once
+    // detached), page 5 is half a page.
+    let mut data: Vec<u8> = (0..4 * PAGE).map(|i| (i / PAGE + 1) as u8).collect();
+    data.resize(5 * PAGE as usize, 0);
+    data.extend(core::iter::repeat_n(9u8, PAGE as usize / 2));
+    let size = data.len() as u64;
+    store.data.replace(data.clone());
+    let (cache, file) = cache_file(&set, page_cache::Source::Store(store.clone()), size);
+    let mut buf = vec![0u8; PAGE as usize];
+    cache.read_to(PAGE, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    // A quota too small for the data: ENOSPC, and the cache is still the store's.
+    let small = page_cache::Quota::new(Some(3));
+    assert_eq!(cache.detach_store(Some(small.clone()), true, &mut e.frames, &e.hal.phys), Err(Errno::ENOSPC));
+    assert!(cache.has_store());
+    assert_eq!(small.used(), 0);
+    set.check().unwrap();
+    // Room enough: the data stays, every page is dirty memory-file data.
+    let q = page_cache::Quota::new(Some(16));
+    cache.detach_store(Some(q.clone()), true, &mut e.frames, &e.hal.phys).unwrap();
+    assert!(!cache.has_store());
+    assert_eq!(q.used(), 5, "four pages of data and the partial last one; the page of zeros is a hole");
+    assert_eq!(cache.frame_at(4), None);
+    set.check().unwrap();
+    // The store is never read or written again.
+    store.data.replace(Vec::new());
+    let (r0, w0) = (store.reads.get(), store.writes.get());
+    let mut all = vec![0u8; size as usize];
+    assert_eq!(cache.read_to(0, &mut all, &mut e.frames, &e.hal.phys).unwrap(), size as usize);
+    assert_eq!(all, data);
+    cache.write_bytes(0, b"up", &mut e.frames, &e.hal.phys).unwrap();
+    cache.writeback(0, u64::MAX, &e.frames, &e.hal.phys).unwrap();
+    assert_eq!((store.reads.get(), store.writes.get()), (r0, w0));
+    // Without the data: an empty memory file.
+    let other = alloc::rc::Rc::new(VecStore::default());
+    other.data.replace(vec![7u8; 3 * PAGE as usize]);
+    let (c2, f2) = cache_file(&set, page_cache::Source::Store(other), 3 * PAGE);
+    c2.read_to(0, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    c2.detach_store(Some(q.clone()), false, &mut e.frames, &e.hal.phys).unwrap();
+    assert_eq!((c2.size(), c2.resident_pages()), (0, 0));
+    set.check().unwrap();
+    drop((cache, file, c2, f2));
+    set.reap(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
+#[test]
+fn a_host_change_seen_without_an_allocator_drops_only_unmapped_clean_caches() {
+    let mut e = Env::new(64 * PAGE as usize);
+    let set = CacheSet::new();
+    let store = alloc::rc::Rc::new(VecStore::default());
+    store.data.replace(vec![1u8; 2 * PAGE as usize]);
+    let (cache, file) = cache_file(&set, page_cache::Source::Store(store.clone()), 2 * PAGE);
+    let mut buf = vec![0u8; PAGE as usize];
+    cache.read_to(0, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    assert!(cache.resident_pages() > 0);
+    // Mapped: left for the next open.
+    let mut mm = e.map();
+    let open = Backing::Open { file: file.clone(), offset: 0, writable: false, name: alloc::string::String::from("/h") };
+    mm.mmap(BASE, PAGE, Prot::READ, MapFlags::SHARED | MapFlags::FIXED, open, &mut e.frames).unwrap();
+    assert!(!cache.revalidate_unmapped(3 * PAGE));
+    assert_eq!(cache.size(), 2 * PAGE);
+    mm.clear(&mut e.frames);
+    // Unmapped and clean: the pages go (to the orphans), the size is the host's.
+    store.data.replace(vec![2u8; 3 * PAGE as usize]);
+    assert!(cache.revalidate_unmapped(3 * PAGE));
+    assert_eq!((cache.size(), cache.resident_pages()), (3 * PAGE, 0));
+    set.check().unwrap();
+    cache.read_to(0, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    assert!(buf.iter().all(|&b| b == 2));
+    drop((cache, file));
+    set.reap(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
 
 mod model {
     //! Random operations against a model: page -> (prot, shared, byte).

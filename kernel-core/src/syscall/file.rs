@@ -2,7 +2,6 @@
 //! cwd, mkdir/unlink, readlink.
 
 use alloc::rc::Rc;
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -515,29 +514,26 @@ pub fn getdents64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         super::fs_ops::refresh_dir(cx, &f.inode)?;
     }
     let count = a[2].min(MAX_RW) as usize;
-    let mut entries: Vec<(String, u64, u8)> = Vec::new();
-    entries.push((String::from("."), f.inode.ino, g::DT_DIR as u8));
-    entries.push((String::from(".."), f.inode.ino, g::DT_DIR as u8));
-    for (name, node) in children.borrow().iter() {
-        entries.push((name.clone(), node.ino, node.dtype()));
-    }
+    let start = f.offset.get() as usize;
+    let entries = crate::fs::readdir::entries(&f.inode, children, start, count)?;
     let mut out: Vec<u8> = Vec::new();
-    let mut idx = f.offset.get() as usize;
-    while let Some((name, ino, dtype)) = entries.get(idx) {
-        let reclen = (19 + name.len() + 1 + 7) & !7;
+    let mut idx = start;
+    while let Some((name, ino, dtype)) = entries.get(idx - start) {
+        let name = crate::fs::path::name_to_bytes(name);
+        let reclen = crate::fs::readdir::reclen(name.len());
         if out.len() + reclen > count {
             break;
         }
-        let start = out.len();
+        let rec_start = out.len();
         out.extend_from_slice(&ino.to_le_bytes());
         out.extend_from_slice(&((idx + 1) as i64).to_le_bytes());
         out.extend_from_slice(&(reclen as u16).to_le_bytes());
         out.push(*dtype);
-        out.extend_from_slice(name.as_bytes());
-        out.resize(start + reclen, 0);
+        out.extend_from_slice(&name);
+        out.resize(rec_start + reclen, 0);
         idx += 1;
     }
-    if out.is_empty() && idx < entries.len() {
+    if out.is_empty() && idx - start < entries.len() {
         return Err(Errno::EINVAL);
     }
     cx.write_user(a[1], &out)?;
@@ -547,7 +543,7 @@ pub fn getdents64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 /// `getcwd(buf, size)`.
 pub fn getcwd<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let mut p = cx.t.cwd.path().into_bytes();
+    let mut p = crate::fs::path::name_to_bytes(&cx.t.cwd.path()).into_owned();
     p.push(0);
     if (a[1] as usize) < p.len() {
         return Err(Errno::ERANGE);

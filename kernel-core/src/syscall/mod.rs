@@ -114,7 +114,8 @@ impl<H: Hal> SysCtx<'_, H> {
     /// Read a path argument (`ENAMETOOLONG`, `EFAULT`, `ENOENT` for empty).
     pub fn read_path(&mut self, addr: u64) -> Result<String, Errno> {
         let b = self.read_cstring(addr, PATH_MAX)?;
-        String::from_utf8(b).map_err(|_| Errno::ENOENT)
+        // Any bytes: names that are not UTF-8 are carried losslessly.
+        Ok(crate::fs::path::name_from_bytes(&b))
     }
     /// Log once per key.
     pub fn log_once(&mut self, key: &'static str, line: &str) {
@@ -208,7 +209,8 @@ table! {
     __NR_utime / 2 => fs_ops::utime,
     __NR_truncate / 2 => fs_ops::truncate,
     __NR_fsync / 1 => fs_ops::fsync,
-    __NR_fdatasync / 1 => fs_ops::fsync,
+    __NR_copy_file_range / 6 => fs_ops::copy_file_range,
+    __NR_fdatasync / 1 => fs_ops::fdatasync,
     __NR_sync / 0 => fs_ops::sync,
     __NR_syncfs / 1 => fs_ops::syncfs,
     __NR_statfs / 2 => fs_ops::statfs,
