@@ -1,108 +1,11 @@
 //! The command line and boot glue shared by `kernel-skas` and `kernel-tt`:
 //! each binary's `main` is one call to [`main`] with its name and HAL.
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use crate::cli_args::{Cli, DoCli};
+pub use crate::cli_args::parse_size;
+use clap::{CommandFactory, FromArgMatches};
 use std::path::PathBuf;
 use std::process::exit;
-
-/// The options both kernel binaries take.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Cli {
-    /// Guest physical memory, in bytes or with a K, M or G suffix.
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
-    mem: u64,
-    /// Host directory to use as the guest's root file system (packed into an
-    /// initramfs at boot, cached beside it in `.NAME.initramfs`). Default:
-    /// the root `cargo xtask build` assembles beside this binary (`<target>/rootfs/default` for
-    /// `<target>/release/kernel-skas`).
-    #[arg(long, value_name = "DIR")]
-    root: Option<PathBuf>,
-    /// Print every system call (strace style) on stderr.
-    #[arg(long)]
-    trace_syscalls: bool,
-    /// The release uname(2) reports.
-    #[arg(long, value_name = "R", default_value = "6.1.0-rustuml")]
-    uname_release: String,
-    /// The guest's host name.
-    #[arg(long, value_name = "H", default_value = "rustuml")]
-    hostname: String,
-    /// How guest system calls and faults are trapped (skas only): seccomp
-    /// (the default where the host allows it) or ptrace.
-    #[arg(long, value_name = "ptrace|seccomp")]
-    trap: Option<crate::TrapMode>,
-    /// Debugging the isolation attacks only: print the address and value of
-    /// the kernel's canary (and where the kernel maps guest physical memory)
-    /// on stderr, and hand them to init as RUSTUML_CANARY_ADDR,
-    /// RUSTUML_PHYS_ADDR, RUSTUML_PHYS_SIZE and RUSTUML_KERNEL_GETPPID.
-    #[arg(long)]
-    debug_reveal_canary: bool,
-    /// Do not confine the kernel process after boot (no seccomp allowlist,
-    /// no private mount namespace, capabilities kept): for debugging the
-    /// kernel itself with gdb or strace on the host. Prints a warning.
-    #[arg(long)]
-    no_sandbox: bool,
-    /// Mount host directory HOSTDIR at GUESTDIR in the guest (hostfs),
-    /// read-only unless `:rw` is appended. May be repeated.
-    #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
-    hostfs: Vec<String>,
-    /// Attach a network interface (eth0, eth1, ... in order; repeatable):
-    /// `user[,hostfwd=tcp:127.0.0.1:8080-:80][,restrict=off]` (user-mode NAT;
-    /// the guest is 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3),
-    /// `switch,path=SOCK[,mac=M][,ip=A.B.C.D/N][,gw=A.B.C.D]` (a virtual
-    /// switch, see --switch), `tap,ifname=NAME[,mac=M][,ip=..][,gw=..]` (a
-    /// host TAP device).
-    #[arg(long, value_name = "SPEC")]
-    net: Vec<String>,
-    /// Run a virtual switch at the Unix socket PATH instead of a kernel, until
-    /// SIGINT or SIGTERM; guests join it with `--net switch,path=PATH`.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["net", "hostfs"])]
-    switch: Option<PathBuf>,
-    /// Guest path of the first program.
-    #[arg(value_name = "INIT", default_value = "/bin/sh")]
-    init: String,
-    /// Arguments for init.
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
-}
-
-/// `NAME do [OPTIONS] [--] CMD ARGS...`: CMD in a fresh guest whose root is
-/// the host's `/`, live and read-only through hostfs, under an overlay kept
-/// in guest memory (the host never sees a write), with the guest's own
-/// /proc, /sys, /dev, /tmp and /run, the caller's working directory,
-/// environment, uid and gid; the exit status is CMD's.
-#[derive(Parser, Debug)]
-struct DoCli {
-    /// Guest physical memory (the overlay's writes live in it too).
-    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
-    mem: u64,
-    /// A network interface, as the kernel's --net (e.g. `user`).
-    #[arg(long, value_name = "SPEC")]
-    net: Vec<String>,
-    /// Keep the overlay's upper layer in host directory DIR (overlayfs'
-    /// format) instead of guest memory: read at boot, the guest's changes
-    /// written back when it powers off, so the next `do --overlay DIR`
-    /// continues from there. Locked against a concurrent run.
-    #[arg(long, value_name = "DIR")]
-    overlay: Option<PathBuf>,
-    /// Run CMD as uid 0 inside (no host rights beyond the kernel process's own).
-    #[arg(long)]
-    root_user: bool,
-    /// Print every system call (strace style) on stderr.
-    #[arg(long)]
-    trace_syscalls: bool,
-    /// How guest system calls are trapped (skas only): seccomp or ptrace.
-    #[arg(long, value_name = "ptrace|seccomp")]
-    trap: Option<crate::TrapMode>,
-    /// Do not confine the kernel process (as the kernel's --no-sandbox).
-    #[arg(long)]
-    no_sandbox: bool,
-    /// The command and its arguments (found on $PATH like a shell does).
-    /// `DIR`'s layer is written back at power-off only: a killed kernel
-    /// leaves it as the last clean run did.
-    #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    cmd: Vec<String>,
-}
 
 /// CMD as a host path: with a `/`, relative to `cwd`; else the first
 /// executable file of that name on `$PATH`.
@@ -168,8 +71,8 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
             Some(Box::new(x))
         }
     };
-    if let Some(t) = cli.trap {
-        crate::set_default_trap(t);
+    if let Some(t) = &cli.trap {
+        set_trap(name, t).unwrap_or_else(|e| fail(format_args!("{e}")));
     }
     // SAFETY: plain id queries.
     let (uid, gid) = if cli.root_user { (0, 0) } else { unsafe { (libc::getuid(), libc::getgid()) } };
@@ -204,6 +107,15 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
     };
     drop(hal);
     exit(status)
+}
+
+/// `--trap`: only the skas backend has a choice of trap mechanism.
+fn set_trap(name: &str, mode: &str) -> Result<(), String> {
+    if name.ends_with("-tt") {
+        return Err(format!("--trap {mode}: only kernel-skas has a choice of trap mechanism (kernel-tt always uses ptrace)"));
+    }
+    crate::set_default_trap(mode.parse()?);
+    Ok(())
 }
 
 /// A random value in the kernel's own memory, set at boot and checked at
@@ -441,28 +353,6 @@ fn is_small_tree(dir: &std::path::Path) -> bool {
     true
 }
 
-/// Parse `123`, `64K`, `256M`, `1G` (binary multiples).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
-        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
-        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (a number of bytes, optionally with a K, M or G suffix)"))?;
-    let bytes = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
-    if bytes < 1 << 20 {
-        return Err(format!("'{s}' is too small (at least 1M)"));
-    }
-    if bytes > 1 << 40 {
-        return Err(format!("'{s}' is too large (at most 1024G)"));
-    }
-    Ok(bytes)
-}
-
 /// Run a kernel binary: parse the command line (program name `name`, help
 /// text `about`), pack the root, create the HAL with `make(mem_bytes)`, boot
 /// init and exit with its status. Start-up errors print one line,
@@ -548,8 +438,8 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         trace_syscalls: cli.trace_syscalls,
         ..Default::default()
     };
-    if let Some(t) = cli.trap {
-        crate::set_default_trap(t);
+    if let Some(t) = &cli.trap {
+        set_trap(name, t).unwrap_or_else(|e| fail(format_args!("{e}")));
     }
     let mut host_dirs: Vec<(String, Box<dyn hal::HostDir>)> = Vec::new();
     for spec in &cli.hostfs {

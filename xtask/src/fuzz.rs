@@ -55,6 +55,8 @@ fn build(p: &Paths, target: &str) -> Result<PathBuf, String> {
     err.lines()
         .filter(|l| l.trim_start().starts_with("Executable") && l.contains(&format!("tests/{target}.rs")))
         .find_map(|l| Some(PathBuf::from(l.rsplit_once('(')?.1.trim_end().trim_end_matches(')'))))
+        // Cargo prints the path relative to the directory it ran in.
+        .map(|exe| p.workspace.join(exe))
         .ok_or_else(|| format!("cargo did not say where the {target} test binary is"))
 }
 

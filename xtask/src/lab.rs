@@ -131,7 +131,9 @@ fn check_ipv4(s: &str, cidr: bool) -> Result<(), String> {
 pub fn parse_lab(name: &str, text: &str) -> Result<Lab, String> {
     let t: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| e.to_string().trim().replace('\n', " "))?;
+        // toml's message points at the line and column over several lines:
+        // keep them, indented under the file name the caller prints.
+        .map_err(|e: toml::de::Error| e.to_string().trim().replace('\n', "\n    "))?;
     for k in t.keys() {
         if !["timeout", "hal", "switch", "machine"].contains(&k.as_str()) {
             return Err(format!(

@@ -4,11 +4,10 @@
 //! * `cargo xtask build [--hal skas|tt]` builds the kernel binary (release),
 //!   the static guest programs of `userland-tests`, and the default root
 //!   directory `target/rootfs/default` with `/tests/<program>` for each.
-//! * `cargo xtask run [--hal skas|tt] [--mem SIZE] [--root DIR]
-//!   [--trace-syscalls] [--uname-release R] [--hostname H] [--net SPEC]...
-//!   [--] [INIT ARGS...]`
-//!   builds, then replaces itself with the kernel, so the exit status is the
-//!   kernel's. With no INIT, init is the guest's `/bin/sh` (the host's own
+//! * `cargo xtask run [--hal skas|tt] [--no-build] [KERNEL ARGS...]`
+//!   checks the kernel's arguments with the kernel's own parser, builds what
+//!   they use, then replaces itself with the kernel, so the exit status is
+//!   the kernel's. With no INIT, init is the guest's `/bin/sh` (the host's own
 //!   shell, copied into the default root by `rootfs.rs`): interactive when
 //!   stdin is a terminal, and `exit` powers the guest off.
 //! * `cargo xtask lab FILE.toml [--attach NAME] [--logs DIR] [--timeout SECS]
@@ -32,6 +31,9 @@
 
 mod bench;
 mod fuzz;
+// The kernel's own option definitions, compiled here too (see that file).
+#[path = "../../hal-uml-x86_64/src/cli_args.rs"]
+mod kernel_args;
 mod isolation;
 mod lab;
 mod rootfs;
@@ -93,44 +95,20 @@ enum Cmd {
     },
     /// Build the guest programs and assemble the default root directory only (no kernel).
     Rootfs,
-    /// Build, then boot the kernel with INIT (default /bin/sh) as the first program.
+    /// Build, then boot the kernel with the given arguments: the kernel's own options (see
+    /// `cargo xtask run -- --help`), then INIT (default /bin/sh) and its arguments. A bad option
+    /// is refused, with the kernel's own message, before anything is built.
     Run {
-        /// Backend to boot.
+        /// Backend to boot (give it before the kernel's arguments).
         #[arg(long, value_enum, default_value = "skas")]
         hal: Hal,
-        /// Guest memory size, e.g. 64M, 1G (K/M/G suffixes; the kernel's default is 256M).
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        mem: Option<String>,
-        /// Host directory to use as the guest's root (default: target/rootfs/default).
-        #[arg(long, value_name = "DIR")]
-        root: Option<PathBuf>,
-        /// Print every system call (strace style) on stderr.
+        /// Boot the kernel and root directory of the last build as they are.
         #[arg(long)]
-        trace_syscalls: bool,
-        /// The release uname(2) reports in the guest (the kernel's default: 6.1.0-rustuml,
-        /// whatever the host runs).
-        #[arg(long, value_name = "R")]
-        uname_release: Option<String>,
-        /// The guest's host name (the kernel's default: rustuml).
-        #[arg(long, value_name = "H")]
-        hostname: Option<String>,
-        /// Attach a network interface (repeatable; eth0, eth1, ... in order):
-        /// `user[,hostfwd=tcp:127.0.0.1:8080-:80][,restrict=off]`,
-        /// `switch,path=SOCK[,mac=M][,ip=A.B.C.D/N][,gw=A.B.C.D]` or
-        /// `tap,ifname=NAME[,ip=..][,gw=..]`. Passed to the kernel as is.
-        #[arg(long, value_name = "SPEC")]
-        net: Vec<String>,
-        /// Mount host directory HOSTDIR at GUESTDIR (read-only unless `:rw`;
-        /// repeatable). Passed to the kernel as is.
-        #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
-        hostfs: Vec<String>,
-        /// The init program (a path inside the guest's root) and its arguments.
-        #[arg(
-            value_name = "INIT ARGS",
-            trailing_var_arg = true,
-            allow_hyphen_values = true
-        )]
-        init: Vec<OsString>,
+        no_build: bool,
+        /// The kernel's arguments, passed as they are: `[OPTIONS] [INIT [ARGS...]]`, or
+        /// `do [OPTIONS] CMD ARGS...`.
+        #[arg(value_name = "KERNEL ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+        kernel_args: Vec<OsString>,
     },
     /// Start the virtual network lab described in FILE.toml: its switches and one guest per
     /// machine; wait for the machines' scripts, stop everything and print a summary.
@@ -203,18 +181,6 @@ enum Cmd {
         #[arg(last = true)]
         cargo_test_args: Vec<OsString>,
     },
-}
-
-/// Checks a `--mem` value early so that a typo fails before the build.
-fn parse_size(s: &str) -> Result<String, String> {
-    let digits = s.trim_end_matches(['K', 'M', 'G', 'k', 'm', 'g']);
-    let suffixes = s.len() - digits.len();
-    match digits.parse::<u64>() {
-        Ok(n) if n > 0 && suffixes <= 1 => Ok(s.to_string()),
-        _ => Err(format!(
-            "`{s}` is not a size: use a number with an optional K, M or G suffix, e.g. 64M"
-        )),
-    }
 }
 
 /// Where things are.
@@ -551,6 +517,77 @@ fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
     run(tests.arg("--no-fail-fast").args(extra), what)
 }
 
+/// `cargo xtask run`: check the kernel's arguments with the kernel's own
+/// parser, build what they use, and replace this process with the kernel.
+fn run_kernel(p: &Paths, hal: Hal, no_build: bool, mut args: Vec<OsString>) -> Result<(), String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let name = hal.binary();
+    let refuse = |msg: String| -> ! {
+        eprintln!("{name}: {msg}");
+        std::process::exit(2)
+    };
+    // `do` runs over the host's own root; a --switch runs no guest at all.
+    let uses_default_root = if args.first().is_some_and(|a| a == "do") {
+        let mut argv = vec![OsString::from(name)];
+        argv.extend(args[1..].iter().cloned());
+        let cmd = kernel_args::DoCli::command().name(name).bin_name(format!("{name} do"));
+        if let Err(e) = cmd.try_get_matches_from(argv).and_then(|m| kernel_args::DoCli::from_arg_matches(&m)) {
+            e.exit()
+        }
+        false
+    } else {
+        let mut argv = vec![OsString::from(name)];
+        argv.extend(args.iter().cloned());
+        let cmd = kernel_args::Cli::command().name(name).bin_name(name);
+        let cli = match cmd.try_get_matches_from(argv).and_then(|m| kernel_args::Cli::from_arg_matches(&m)) {
+            Ok(c) => c,
+            Err(e) => e.exit(),
+        };
+        if hal == Hal::Tt && cli.trap.is_some() {
+            refuse("--trap: only kernel-skas has a choice of trap mechanism (kernel-tt always uses ptrace)".into());
+        }
+        if let Some(r) = &cli.root {
+            if let Err(e) = fs::metadata(r).and_then(|m| if m.is_dir() { Ok(()) } else { Err(std::io::Error::other("not a directory")) }) {
+                refuse(format!("--root {}: {e}", r.display()));
+            }
+        }
+        cli.root.is_none() && cli.switch.is_none()
+    };
+    if !no_build {
+        let mut progress = Progress { step: 0, total: if uses_default_root { 3 } else { 1 } };
+        progress.next(&format!("building {name} (release)"));
+        build_kernel(p, hal)?;
+        if uses_default_root {
+            progress.next("building guest programs (static)");
+            build_guests(p)?;
+            progress.next("assembling the default root directory");
+            assemble_default_root(p)?;
+        }
+    }
+    if uses_default_root {
+        args.splice(0..0, [OsString::from("--root"), p.default_root().into_os_string()]);
+    }
+    let mut cmd = Command::new(p.kernel(hal));
+    cmd.args(&args);
+    let shown: Vec<String> = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(shell_quote).collect();
+    eprintln!("booting: {}", shown.join(" "));
+    // exec only returns on failure; on success the kernel's exit status
+    // becomes ours.
+    let e = cmd.exec();
+    Err(format!("cannot start {}: {e}", p.kernel(hal).display()))
+}
+
+/// `arg` as a shell word, so that the `booting:` line can be pasted.
+fn shell_quote(arg: &std::ffi::OsStr) -> String {
+    let s = arg.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = Paths::new().and_then(|p| match cli.cmd {
@@ -580,62 +617,7 @@ fn main() -> ExitCode {
         Cmd::Lab { file, attach, logs, timeout, no_build } => {
             lab::lab(&p, &lab::Options { file, attach, logs, timeout, no_build })
         }
-        Cmd::Run {
-            hal,
-            mem,
-            root,
-            trace_syscalls,
-            uname_release,
-            hostname,
-            net,
-            hostfs,
-            init,
-        } => {
-            // A bad --root fails before anything is built.
-            if let Some(r) = &root {
-                if !r.is_dir() {
-                    eprintln!("xtask: --root {}: not a directory", r.display());
-                    std::process::exit(2);
-                }
-            }
-            build(&p, hal)?;
-            let root = match root {
-                Some(r) => std::path::absolute(&r).map_err(|e| format!("bad --root: {e}"))?,
-                None => p.default_root(),
-            };
-            let mut cmd = Command::new(p.kernel(hal));
-            for h in &hostfs {
-                cmd.arg("--hostfs").arg(h);
-            }
-            if let Some(mem) = mem {
-                cmd.arg("--mem").arg(mem);
-            }
-            cmd.arg("--root").arg(root);
-            if trace_syscalls {
-                cmd.arg("--trace-syscalls");
-            }
-            if let Some(r) = uname_release {
-                cmd.arg("--uname-release").arg(r);
-            }
-            if let Some(h) = hostname {
-                cmd.arg("--hostname").arg(h);
-            }
-            for n in &net {
-                cmd.arg("--net").arg(n);
-            }
-            if !init.is_empty() {
-                cmd.arg("--").args(init);
-            }
-            let shown: Vec<String> = std::iter::once(cmd.get_program())
-                .chain(cmd.get_args())
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
-            eprintln!("booting: {}", shown.join(" "));
-            // exec only returns on failure; on success the kernel's exit
-            // status becomes ours.
-            let e = cmd.exec();
-            Err(format!("cannot start {}: {e}", p.kernel(hal).display()))
-        }
+        Cmd::Run { hal, no_build, kernel_args } => run_kernel(&p, hal, no_build, kernel_args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,128 @@
+//! The kernel binaries' command line, and nothing else: this file depends
+//! only on clap and std so that `cargo xtask run` compiles the very same
+//! definitions (`#[path]` module) and rejects a bad option with the kernel's
+//! own message before it builds anything. One list of options, no copy.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// The options both kernel binaries take.
+#[derive(Parser, Debug)]
+#[command(version)]
+pub struct Cli {
+    /// Guest physical memory, in bytes or with a K, M or G suffix.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    pub mem: u64,
+    /// Host directory to use as the guest's root file system (packed into an
+    /// initramfs at boot, cached beside it in `.NAME.initramfs`). Default:
+    /// the root `cargo xtask build` assembles beside this binary (`<target>/rootfs/default` for
+    /// `<target>/release/kernel-skas`).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print every system call (strace style) on stderr.
+    #[arg(long)]
+    pub trace_syscalls: bool,
+    /// The release uname(2) reports.
+    #[arg(long, value_name = "R", default_value = "6.1.0-rustuml")]
+    pub uname_release: String,
+    /// The guest's host name.
+    #[arg(long, value_name = "H", default_value = "rustuml")]
+    pub hostname: String,
+    /// How guest system calls and faults are trapped (skas only): seccomp
+    /// (the default where the host allows it) or ptrace.
+    #[arg(long, value_name = "ptrace|seccomp", value_parser = ["ptrace", "seccomp"])]
+    pub trap: Option<String>,
+    /// Debugging the isolation attacks only: print the address and value of
+    /// the kernel's canary (and where the kernel maps guest physical memory)
+    /// on stderr, and hand them to init as RUSTUML_CANARY_ADDR,
+    /// RUSTUML_PHYS_ADDR, RUSTUML_PHYS_SIZE and RUSTUML_KERNEL_GETPPID.
+    #[arg(long)]
+    pub debug_reveal_canary: bool,
+    /// Do not confine the kernel process after boot (no seccomp allowlist,
+    /// no private mount namespace, capabilities kept): for debugging the
+    /// kernel itself with gdb or strace on the host. Prints a warning.
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// Mount host directory HOSTDIR at GUESTDIR in the guest (hostfs),
+    /// read-only unless `:rw` is appended. May be repeated.
+    #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
+    pub hostfs: Vec<String>,
+    /// Attach a network interface (eth0, eth1, ... in order; repeatable):
+    /// `user[,hostfwd=tcp:127.0.0.1:8080-:80][,restrict=off]` (user-mode NAT;
+    /// the guest is 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3),
+    /// `switch,path=SOCK[,mac=M][,ip=A.B.C.D/N][,gw=A.B.C.D]` (a virtual
+    /// switch, see --switch), `tap,ifname=NAME[,mac=M][,ip=..][,gw=..]` (a
+    /// host TAP device).
+    #[arg(long, value_name = "SPEC")]
+    pub net: Vec<String>,
+    /// Run a virtual switch at the Unix socket PATH instead of a kernel, until
+    /// SIGINT or SIGTERM; guests join it with `--net switch,path=PATH`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["net", "hostfs"])]
+    pub switch: Option<PathBuf>,
+    /// Guest path of the first program.
+    #[arg(value_name = "INIT", default_value = "/bin/sh")]
+    pub init: String,
+    /// Arguments for init.
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// `NAME do [OPTIONS] [--] CMD ARGS...`: CMD in a fresh guest whose root is
+/// the host's `/`, live and read-only through hostfs, under an overlay kept
+/// in guest memory (the host never sees a write), with the guest's own
+/// /proc, /sys, /dev, /tmp and /run, the caller's working directory,
+/// environment, uid and gid; the exit status is CMD's.
+#[derive(Parser, Debug)]
+pub struct DoCli {
+    /// Guest physical memory (the overlay's writes live in it too).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub mem: u64,
+    /// A network interface, as the kernel's --net (e.g. `user`).
+    #[arg(long, value_name = "SPEC")]
+    pub net: Vec<String>,
+    /// Keep the overlay's upper layer in host directory DIR (overlayfs'
+    /// format) instead of guest memory: read at boot, the guest's changes
+    /// written back when it powers off, so the next `do --overlay DIR`
+    /// continues from there. Locked against a concurrent run.
+    #[arg(long, value_name = "DIR")]
+    pub overlay: Option<PathBuf>,
+    /// Run CMD as uid 0 inside (no host rights beyond the kernel process's own).
+    #[arg(long)]
+    pub root_user: bool,
+    /// Print every system call (strace style) on stderr.
+    #[arg(long)]
+    pub trace_syscalls: bool,
+    /// How guest system calls are trapped (skas only): seccomp or ptrace.
+    #[arg(long, value_name = "ptrace|seccomp", value_parser = ["ptrace", "seccomp"])]
+    pub trap: Option<String>,
+    /// Do not confine the kernel process (as the kernel's --no-sandbox).
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// The command and its arguments (found on $PATH like a shell does).
+    /// `DIR`'s layer is written back at power-off only: a killed kernel
+    /// leaves it as the last clean run did.
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+/// Parse `123`, `64K`, `256M`, `1G` (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (a number of bytes, optionally with a K, M or G suffix)"))?;
+    let bytes = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("'{s}' is too small (at least 1M)"));
+    }
+    if bytes > 1 << 40 {
+        return Err(format!("'{s}' is too large (at most 1024G)"));
+    }
+    Ok(bytes)
+}
