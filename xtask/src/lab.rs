@@ -881,7 +881,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_labs_are_one_line_errors() {
+    fn bad_labs_are_clear_errors() {
         for (bad, want) in [
             ("", "no [[machine]]"),
             ("timeout = \"x\"\n[[machine]]\nname = \"a\"", "timeout"),
@@ -892,12 +892,15 @@ mod tests {
             ("[[machine]]\nname = \"a\"\ncolour = 1", "unknown key"),
             ("[[machine]]\nname = \"a\"\n[[machine]]\nname = \"a\"", "twice"),
             ("[[machine]]\nname = \"a\"\nwait = 3", "wait"),
-            ("machine = [", ""),
         ] {
             let e = parse_lab("t", bad).expect_err(bad);
             assert!(e.contains(want), "{bad:?}: {e}");
             assert!(!e.contains('\n'), "{e}");
         }
+        // A syntax error keeps toml's picture of where it is.
+        let e = parse_lab("t", "machine = [").expect_err("syntax");
+        assert!(e.starts_with("TOML parse error at line 1, column 12\n"), "{e}");
+        assert!(e.contains("\n    1 | machine = ["), "{e}");
     }
 
     #[test]
