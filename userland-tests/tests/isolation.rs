@@ -1,7 +1,7 @@
 //! The isolation attacks (`src/bin/attack_*.rs`), each booted as init under
 //! both kernels (RUSTUML_KERNEL_SKAS, RUSTUML_KERNEL_TT) with
 //! `--debug-reveal-canary --mem 64M`, and the expected outcome asserted per
-//! backend (the table "Isolation" in DESIGN.md):
+//! backend (as `docs/isolation.md` explains them):
 //!
 //! | attack | skas | tt |
 //! | --- | --- | --- |

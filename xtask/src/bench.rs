@@ -1674,7 +1674,7 @@ fn svg_chart(res: &Results) -> String {
     let ly = height - 24.0;
     let _ = writeln!(
         s,
-        r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{ly:.1}" stroke="black" stroke-width="3"/><text x="{:.1}" y="{ly:.1}">target (DESIGN.md), same scale</text>"#,
+        r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{ly:.1}" stroke="black" stroke-width="3"/><text x="{:.1}" y="{ly:.1}">target, same scale</text>"#,
         lx + 6.0,
         ly - 11.0,
         lx + 6.0,
@@ -1722,7 +1722,12 @@ fn report(res: &Results, dir: &Path, command: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn now_utc() -> String {
+/// The host kernel's release (`uname -r`), for reports.
+pub fn host_kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+pub fn now_utc() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

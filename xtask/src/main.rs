@@ -30,6 +30,8 @@
 //! other.
 
 mod bench;
+#[cfg(test)]
+mod freshness;
 mod fuzz;
 // The kernel's own option definitions, compiled here too (see that file).
 #[path = "../../hal-uml-x86_64/src/cli_args.rs"]
@@ -508,6 +510,8 @@ fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
         .env("RUSTUML_GUEST_BIN", p.guest_bin_dir())
         .env("RUSTUML_ROOT", p.default_root())
         .env("RUSTUML_C_ROOT", p.c_root())
+        // The README test runs `cargo xtask run` examples through this binary.
+        .env("RUSTUML_XTASK", std::env::current_exe().map_err(|e| format!("where is xtask: {e}"))?)
         .arg("test");
     if !names_packages {
         tests.arg("--workspace");
