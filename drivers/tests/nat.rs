@@ -202,6 +202,12 @@ impl Guest {
     }
 }
 
+/// The default policy plus the host's whole loopback, which the tests'
+/// servers listen on (the default reaches none of it).
+fn loopback() -> NatConfig {
+    NatConfig::parse("allow=tcp:127.0.0.1:*,allow=udp:127.0.0.1:*").unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -232,7 +238,7 @@ fn guest_tcp_to_gateway_reaches_host_loopback_both_ways() {
         s.read_to_end(&mut rest).unwrap();
         (peer, got, rest.len())
     });
-    let mut g = Guest::new(NatConfig::default());
+    let mut g = Guest::new(loopback());
     let h = g.connect(GW, port, 40000);
     assert_eq!(g.connect_outcome(h), Some(true));
     g.write_all(h, &pattern(N, 1));
@@ -260,29 +266,38 @@ fn guest_tcp_to_gateway_reaches_host_loopback_both_ways() {
 #[test]
 fn connection_to_closed_host_port_is_refused() {
     let port = free_port();
-    let mut g = Guest::new(NatConfig::default());
+    let mut g = Guest::new(loopback());
     let h = g.connect(GW, port, 40001);
     assert_eq!(g.connect_outcome(h), Some(false));
     assert_eq!(g.nat.stats().tcp_refused, 1);
 }
 
 #[test]
-fn restrict_blocks_destinations_beyond_gateway() {
+fn restrict_blocks_everything_not_named() {
+    // By default not even the host's loopback is reachable: databases and
+    // admin ports listen there.
+    let gw_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_port = gw_listener.local_addr().unwrap().port();
+    let named = TcpListener::bind("127.0.0.1:0").unwrap();
+    let named_port = named.local_addr().unwrap().port();
     // 127.0.0.2 is a host address that is not reached through 10.0.2.2.
     let listener = TcpListener::bind("127.0.0.2:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let other = IpAddress::v4(127, 0, 0, 2);
 
-    let mut g = Guest::new(NatConfig::default());
+    let mut g = Guest::new(NatConfig::parse(&format!("allow=tcp:127.0.0.1:{named_port}")).unwrap());
+    let h = g.connect(GW, gw_port, 40004);
+    assert_eq!(g.connect_outcome(h), Some(false), "an unnamed loopback port must be refused");
     let h = g.connect(other, port, 40002);
     assert_eq!(g.connect_outcome(h), Some(false), "restrict=on must refuse");
     let h = g.connect(IpAddress::v4(192, 0, 2, 1), 80, 40003);
     assert_eq!(g.connect_outcome(h), Some(false), "restrict=on must refuse");
-    assert!(g.nat.stats().dropped_policy >= 2);
-    // The gateway still works.
-    let gw_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let h = g.connect(GW, gw_listener.local_addr().unwrap().port(), 40004);
+    assert!(g.nat.stats().dropped_policy >= 3);
+    // The named port works, through the gateway address.
+    let h = g.connect(GW, named_port, 40006);
     assert_eq!(g.connect_outcome(h), Some(true));
+    gw_listener.set_nonblocking(true).unwrap();
+    assert!(gw_listener.accept().is_err(), "the unnamed port saw a connection");
     drop(g);
 
     let mut g = Guest::new(NatConfig::parse("restrict=off").unwrap());
@@ -302,7 +317,7 @@ fn connection_limit_refuses_extra_connections() {
     let port = listener.local_addr().unwrap().port();
     let mut g = Guest::new(NatConfig {
         max_tcp: 2,
-        ..NatConfig::default()
+        ..loopback()
     });
     let a = g.connect(GW, port, 41000);
     assert_eq!(g.connect_outcome(a), Some(true));
@@ -409,7 +424,7 @@ fn udp_echo_through_the_gateway() {
     let host = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = host.local_addr().unwrap().port();
     let echo = spawn_udp_echo(host, b"echo:");
-    let mut g = Guest::new(NatConfig::default());
+    let mut g = Guest::new(loopback());
     let h = udp_socket(&mut g, 5000);
     g.sockets
         .get_mut::<udp::Socket>(h)
@@ -449,7 +464,7 @@ fn dns_is_forwarded_to_the_configured_resolver() {
 fn udp_times_out_and_restrict_drops_udp() {
     let host = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = host.local_addr().unwrap().port();
-    let mut g = Guest::new(NatConfig::parse("udp_timeout=1").unwrap());
+    let mut g = Guest::new(NatConfig::parse("udp_timeout=1,allow=udp:127.0.0.1:*").unwrap());
     let h = udp_socket(&mut g, 5001);
     g.sockets
         .get_mut::<udp::Socket>(h)
@@ -789,7 +804,7 @@ fn guest_flood_is_bounded() {
 fn dropping_the_nat_closes_host_sockets() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut g = Guest::new(NatConfig::parse("hostfwd=tcp::0-:8080").unwrap());
+    let mut g = Guest::new(NatConfig::parse(&format!("hostfwd=tcp::0-:8080,allow=tcp:127.0.0.1:{port}")).unwrap());
     let fwd = g.nat.hostfwd_addrs()[0].1;
     let h = g.connect(GW, port, 42000);
     assert_eq!(g.connect_outcome(h), Some(true));

@@ -494,3 +494,52 @@ fn the_kernel_binary_runs_a_switch() {
     );
     assert!(!path.exists(), "the socket file is removed");
 }
+
+/// `--net user` reaches nothing of the host's loopback unless named: a host
+/// server on an `allow=tcp:127.0.0.1:PORT` port answers the guest, one on
+/// another loopback port is refused and never sees a connection.
+#[test]
+fn user_mode_reaches_only_named_loopback_ports() {
+    use std::io::Write;
+    let _g = lock();
+    let root = default_root();
+    let named = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unnamed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (np, up) = (named.local_addr().unwrap().port(), unnamed.local_addr().unwrap().port());
+    unnamed.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        // Answer every connection (one per backend) with a greeting.
+        for c in named.incoming().take(2).flatten() {
+            let _ = (&c).write_all(b"named-ok\n");
+        }
+    });
+    let script = format!(
+        "import socket\n\
+         for port in ({np}, {up}):\n\
+         \x20   try:\n\
+         \x20       s = socket.create_connection(('10.0.2.2', port), timeout=10)\n\
+         \x20       print(port, s.recv(16).decode().strip())\n\
+         \x20   except OSError as e:\n\
+         \x20       print(port, type(e).__name__)\n"
+    );
+    for (hal, kernel) in kernels() {
+        let out = run_kernel(
+            &kernel,
+            &[
+                "--root",
+                &root.display().to_string(),
+                "--net",
+                &format!("user,allow=tcp:127.0.0.1:{np}"),
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                &script,
+            ],
+        );
+        assert_eq!(out.code, 0, "{hal}: {out:?}");
+        assert!(out.stdout.contains(&format!("{np} named-ok")), "{hal}: {}", out.stdout);
+        assert!(out.stdout.contains(&format!("{up} ConnectionRefusedError")), "{hal}: {}", out.stdout);
+        assert!(unnamed.accept().is_err(), "{hal}: the unnamed port saw a connection");
+    }
+    server.join().unwrap();
+}

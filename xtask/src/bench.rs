@@ -829,12 +829,13 @@ enum HostRun {
 /// full root holds at the same path. UML boots a script instead: see
 /// [`host_command`] and [`peers::uml_batch`].
 fn command(b: &Backend, root: &Path, argv: &[String]) -> Command {
-    command_net(b, root, argv, false)
+    command_net(b, root, argv, None)
 }
 
-/// [`command`], with the kernels given a user-mode NAT interface when
-/// `nat` (natively the program reaches the host's loopback directly).
-fn command_net(b: &Backend, root: &Path, argv: &[String], nat: bool) -> Command {
+/// [`command`], with the kernels given a user-mode NAT interface that may
+/// reach the host server's loopback port `nat` (natively the program
+/// reaches it directly).
+fn command_net(b: &Backend, root: &Path, argv: &[String], nat: Option<u16>) -> Command {
     let host_path = |a: &str| match a.strip_prefix("/tests/") {
         Some(rest) => root.join("tests").join(rest),
         None => PathBuf::from(a),
@@ -843,8 +844,8 @@ fn command_net(b: &Backend, root: &Path, argv: &[String], nat: bool) -> Command 
         Kind::Kernel(k) => {
             let mut c = Command::new(k);
             c.arg("--root").arg(root);
-            if nat {
-                c.args(["--net", "user"]);
+            if let Some(port) = nat {
+                c.arg("--net").arg(format!("user,allow=tcp:127.0.0.1:{port}"));
             }
             c.arg("--").args(argv);
             c
@@ -981,7 +982,7 @@ fn measure_guest(b: &Backend, roots: &Roots, op: &Op, quick: bool, timeout: Dura
     } else {
         &roots.full
     };
-    let r = run_timed(command_net(b, root, &argv, needs_nat(op)), timeout)?;
+    let r = run_timed(command_net(b, root, &argv, needs_nat(op).then_some(roots.server_port)), timeout)?;
     match parse_sample(&r.stdout, op.name) {
         Some(Ok(v)) if r.code == Some(0) => Ok(v),
         Some(Err(why)) if !why.is_empty() => Err(why),
@@ -2307,7 +2308,7 @@ mod tests {
         );
         assert!(guest_argv(&native, &roots, op("boot_shell"), false).is_none());
         // The NAT rows: natively the host server directly, from a guest via
-        // the NAT's gateway, which the kernel gets with `--net user`.
+        // the NAT's gateway, with the server's port named (`allow=`).
         let nat = op("tcp_nat_rr");
         assert_eq!(
             guest_argv(&native, &roots, nat, true).unwrap(),
@@ -2318,12 +2319,12 @@ mod tests {
             argv,
             ["/tests/bench_net", "tcp_nat_rr", "5000", "10.0.2.2:4242"]
         );
-        let c = command_net(&skas, &roots.main, &argv, needs_nat(nat));
+        let c = command_net(&skas, &roots.main, &argv, needs_nat(nat).then_some(roots.server_port));
         let args: Vec<_> = c
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(args[..4], ["--root", "/r/main", "--net", "user"]);
+        assert_eq!(args[..4], ["--root", "/r/main", "--net", "user,allow=tcp:127.0.0.1:4242"]);
         assert!(!needs_nat(op("tcp_lo_rr")) && is_net(op("tcp_lo_rr")));
         assert!(!is_net(open));
         // Natively `/tests/PROG` is the host copy in the root; host programs stay.

@@ -29,6 +29,19 @@ pub struct HostFwd {
     pub guest_port: u16,
 }
 
+/// One `allow` rule: a host destination the guest may reach although
+/// [`NatConfig::restrict`] is on. The host's loopback is reached from the
+/// guest as 10.0.2.2, so `allow=tcp:127.0.0.1:5432` opens 10.0.2.2:5432.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allow {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The host address (127.0.0.1 for the host's loopback).
+    pub addr: Ipv4Addr,
+    /// The port; `None` (written `*`) is every port.
+    pub port: Option<u16>,
+}
+
 /// Configuration of a [`super::UserNat`].
 ///
 /// Build it by hand or with [`NatConfig::parse`]; [`NatConfig::default`] is a
@@ -37,10 +50,14 @@ pub struct HostFwd {
 pub struct NatConfig {
     /// Host ports forwarded into the guest.
     pub hostfwd: Vec<HostFwd>,
-    /// When true (the default) the guest reaches only the host's loopback
-    /// (as 10.0.2.2) and the DNS forwarder (10.0.2.3:53); when false any
-    /// IPv4 destination is reachable through host sockets.
+    /// When true (the default) the guest reaches only the DNS forwarder
+    /// (10.0.2.3:53) and what [`NatConfig::allow`] names: not even the
+    /// host's loopback, where databases and admin ports listen. When false
+    /// any IPv4 destination is reachable through host sockets, the host's
+    /// loopback as 10.0.2.2.
     pub restrict: bool,
+    /// Destinations reachable although `restrict` is on.
+    pub allow: Vec<Allow>,
     /// Where DNS queries to 10.0.2.3:53 go. `None`: the first IPv4
     /// `nameserver` of the host's `/etc/resolv.conf`, or 127.0.0.1:53.
     pub dns_server: Option<SocketAddr>,
@@ -61,6 +78,7 @@ impl Default for NatConfig {
         NatConfig {
             hostfwd: Vec::new(),
             restrict: true,
+            allow: Vec::new(),
             dns_server: None,
             guest_mac: GUEST_MAC,
             udp_timeout: Duration::from_secs(60),
@@ -96,7 +114,10 @@ impl NatConfig {
     ///   means 127.0.0.1 (unlike QEMU, a forward is exposed beyond the host
     ///   only when asked, e.g. `0.0.0.0`). GUESTADDR may be empty or 10.0.2.15.
     /// - `restrict=on|off` (also yes/no, true/false, 1/0): whether only the
-    ///   host's loopback and the DNS forwarder are reachable (default on).
+    ///   DNS forwarder and the `allow` rules are reachable (default on).
+    /// - `allow=[tcp|udp:]ADDR:PORT`, any number of times: a host
+    ///   destination reachable under `restrict` (PORT `*`: every port). The
+    ///   host's loopback, `127.0.0.1`, is 10.0.2.2 for the guest.
     /// - `dns=IP[:PORT]`: the resolver DNS queries to 10.0.2.3 are forwarded
     ///   to (default: from /etc/resolv.conf).
     /// - `mac=XX:XX:XX:XX:XX:XX`: the guest interface's MAC address.
@@ -125,6 +146,7 @@ impl NatConfig {
             };
             match key {
                 "hostfwd" => cfg.hostfwd.push(parse_hostfwd(value)?),
+                "allow" => cfg.allow.push(parse_allow(value)?),
                 "restrict" => {
                     cfg.restrict = match value {
                         "on" | "yes" | "true" | "1" => true,
@@ -154,7 +176,7 @@ impl NatConfig {
                 "max_udp" => cfg.max_udp = parse_num(key, value)?,
                 _ => {
                     return err(format!(
-                        "net user: unknown option `{key}` (known: hostfwd, restrict, dns, mac, \
+                        "net user: unknown option `{key}` (known: hostfwd, allow, restrict, dns, mac, \
                          udp_timeout, max_tcp, max_udp)"
                     ))
                 }
@@ -192,6 +214,39 @@ fn parse_mac(value: &str) -> Result<[u8; 6], ParseError> {
         return err(format!("net user: mac={value}: not a unicast address"));
     }
     Ok(mac)
+}
+
+impl NatConfig {
+    /// Whether a flow to the host's `addr:port` is allowed.
+    pub fn allows(&self, proto: Proto, addr: Ipv4Addr, port: u16) -> bool {
+        !self.restrict
+            || self
+                .allow
+                .iter()
+                .any(|a| a.proto == proto && a.addr == addr && a.port.is_none_or(|p| p == port))
+    }
+}
+
+fn parse_allow(value: &str) -> Result<Allow, ParseError> {
+    let usage = "expected [tcp|udp:]ADDR:PORT, e.g. tcp:127.0.0.1:5432 (PORT * for every port)";
+    let (proto, rest) = match value.split_once(':') {
+        Some(("tcp", rest)) => (Proto::Tcp, rest),
+        Some(("udp", rest)) => (Proto::Udp, rest),
+        _ => (Proto::Tcp, value),
+    };
+    let Some((addr, port)) = rest.rsplit_once(':') else {
+        return err(format!("net user: allow={value}: {usage}"));
+    };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .or_else(|_| err(format!("net user: allow={value}: `{addr}` is not an IPv4 address; {usage}")))?;
+    let port = match port {
+        "*" => None,
+        p => Some(p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+            ParseError(format!("net user: allow={value}: `{p}` is not a port number; {usage}"))
+        })?),
+    };
+    Ok(Allow { proto, addr, port })
 }
 
 fn parse_hostfwd(value: &str) -> Result<HostFwd, ParseError> {

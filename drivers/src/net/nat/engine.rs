@@ -674,20 +674,21 @@ impl Engine {
     }
 
     /// Where a guest flow to `dst:port` goes on the host, or `None` if policy forbids it.
-    fn nat_target(&self, dst: Ipv4Addr, port: u16) -> Option<SocketAddr> {
+    fn nat_target(&self, proto: Proto, dst: Ipv4Addr, port: u16) -> Option<SocketAddr> {
         if port == 0 {
             return None;
-        }
-        if dst == GATEWAY_IP {
-            return Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)));
         }
         if dst == DNS_IP {
             return (port == 53).then_some(self.dns);
         }
-        if in_nat_net(dst) || self.cfg.restrict || !is_unicast(dst) {
+        let host = if dst == GATEWAY_IP {
+            Ipv4Addr::LOCALHOST
+        } else if in_nat_net(dst) || !is_unicast(dst) {
             return None;
-        }
-        Some(SocketAddr::V4(SocketAddrV4::new(dst, port)))
+        } else {
+            dst
+        };
+        self.cfg.allows(proto, host, port).then_some(SocketAddr::V4(SocketAddrV4::new(host, port)))
     }
 
     fn guest_syn(&mut self, key: Key, syn: Vec<u8>) {
@@ -711,7 +712,7 @@ impl Engine {
         let target = if self.conns.len() >= self.cfg.max_tcp {
             None
         } else {
-            self.nat_target(key.1, key.2)
+            self.nat_target(Proto::Tcp, key.1, key.2)
         };
         let Some(SocketAddr::V4(target)) = target else {
             self.drop_frame(Stat::Policy);
@@ -985,7 +986,7 @@ impl Engine {
             let _ = f.sock.send(payload);
             return;
         }
-        let Some(target) = self.nat_target(dst, dport) else {
+        let Some(target) = self.nat_target(Proto::Udp, dst, dport) else {
             return self.drop_frame(Stat::Policy);
         };
         if self.udp_count() >= self.cfg.max_udp {

@@ -14,8 +14,9 @@
 //! itself; a refused or failed host connect is a RST to the guest. UDP is
 //! relayed through host UDP sockets, one per flow, closed after an idle
 //! timeout. `hostfwd` rules listen on the host and connect into the guest.
-//! With [`NatConfig::restrict`] (the default) only 10.0.2.2 (host loopback)
-//! and the DNS forwarder are reachable.
+//! With [`NatConfig::restrict`] (the default) only the DNS forwarder and
+//! the destinations [`NatConfig::allow`] names are reachable; the host's
+//! loopback (10.0.2.2 to the guest) is not, unless named.
 //!
 //! All of it runs on one host thread per [`UserNat`], which exchanges frames
 //! with the [`hal::NetDevice`] side through two bounded queues; an eventfd
@@ -41,7 +42,7 @@ mod config;
 mod engine;
 mod sys;
 
-pub use config::{HostFwd, NatConfig, ParseError, Proto};
+pub use config::{Allow, HostFwd, NatConfig, ParseError, Proto};
 
 use std::collections::VecDeque;
 use std::io;
