@@ -96,9 +96,8 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
     if cli.no_sandbox {
         eprintln!("{name} do: warning: --no-sandbox: the kernel process is not confined; a compromised kernel has all of your rights");
     } else {
-        let nat = net_specs.iter().any(|n| matches!(n, NetSpec::User(_)));
         let exports = 1 + upper.is_some() as usize;
-        confine(name, cli.mem, exports, nat).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
+        confine(name, cli.mem, exports).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
     }
     let devices = kernel_core::kernel::Devices { overlays: vec![("/".into(), Box::new(root))], overlay_upper: upper, nets, ..Default::default() };
     let status = match kernel_core::kernel::boot_with(&mut hal, config, devices) {
@@ -286,7 +285,10 @@ fn open_nets(specs: &[NetSpec]) -> Result<Vec<kernel_core::NetAttach>, String> {
 /// The user-mode NAT for `--net user,...`.
 fn open_user(opts: &str) -> Result<Box<dyn drivers::net::HostLink>, String> {
     let cfg = drivers::net::nat::NatConfig::parse(opts).map_err(|e| format!("--net {opts}: {e}"))?;
-    let nat = drivers::net::nat::UserNat::new(cfg).map_err(|e| format!("--net {opts}: {e}"))?;
+    // The host sockets of guest flows come from a broker process, so that
+    // the kernel itself can live in an empty network namespace.
+    let broker = crate::nat_broker::spawn(opts).map_err(|e| format!("--net {opts}: cannot start the NAT's socket broker: {e}"))?;
+    let nat = drivers::net::nat::UserNat::with_broker(cfg, broker).map_err(|e| format!("--net {opts}: {e}"))?;
     Ok(Box::new(nat))
 }
 
@@ -367,6 +369,9 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         exit(2)
     };
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == crate::nat_broker::ARG) {
+        crate::nat_broker::main(name, &argv.get(2).map(|a| a.to_string_lossy().into_owned()).unwrap_or_default());
+    }
     if argv.get(1).is_some_and(|a| a == "do") {
         let mut rest = vec![argv[0].clone()];
         rest.extend(argv[2..].iter().cloned());
@@ -482,8 +487,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     if cli.no_sandbox {
         eprintln!("{name}: warning: --no-sandbox: the kernel process is not confined; a compromised kernel has all of your rights");
     } else {
-        let nat = net_specs.iter().any(|n| matches!(n, NetSpec::User(_)));
-        confine(name, cli.mem, host_dirs.len() + overlays.len(), nat).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
+        confine(name, cli.mem, host_dirs.len() + overlays.len()).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
     }
     let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs), overlay_upper: None }) {
         Ok(s) => s,
@@ -504,7 +508,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
 /// on stderr. `RUSTUML_SANDBOX_LOG=FILE` runs the allowlist in log mode:
 /// calls outside it run and are appended to FILE (the test that keeps the
 /// list complete uses it).
-fn confine(name: &str, mem: u64, exports: usize, host_network: bool) -> Result<(), String> {
+fn confine(name: &str, mem: u64, exports: usize) -> Result<(), String> {
     let backend = if name.ends_with("-tt") { crate::sandbox::Backend::Tt } else { crate::sandbox::Backend::Skas };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
@@ -512,23 +516,14 @@ fn confine(name: &str, mem: u64, exports: usize, host_network: bool) -> Result<(
         eprintln!("{name}: sandbox: no stub zygote, so the kernel must keep fork: not confined");
         return Ok(());
     }
-    let mode = match std::env::var_os("RUSTUML_SANDBOX_LOG") {
-        Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("RUSTUML_SANDBOX_LOG {}: {e}", std::path::Path::new(&path).display()))?;
-            crate::sandbox::Mode::Log(std::os::fd::IntoRawFd::into_raw_fd(f))
-        }
-        None => crate::sandbox::Mode::Enforce,
-    };
+    let mode = crate::sandbox::Mode::from_env()?;
     // Every guest process is a host stub charged 144 KiB of guest memory;
     // besides those, this user's processes as they are now, and a margin.
     let stubs = mem / (128 << 10);
     let mine = user_processes();
     let fds = 4096 + stubs + 520 * exports as u64;
-    let needs = crate::sandbox::Needs { procs: mine + stubs + 64, fds, host_network };
+    // No host network: the NAT's sockets come from its broker.
+    let needs = crate::sandbox::Needs { procs: mine + stubs + 64, fds, host_network: false };
     let report = crate::sandbox::confine(name, backend, mode, needs)?;
     for s in report.skipped {
         eprintln!("{name}: sandbox: {s}");

@@ -49,6 +49,8 @@ pub mod cli_args;
 pub mod filter;
 pub mod heap;
 pub mod host;
+#[cfg(feature = "kernel")]
+pub mod nat_broker;
 pub mod ops;
 pub mod phys;
 #[cfg(feature = "kernel")]

@@ -39,6 +39,21 @@ pub enum Mode {
     Log(RawFd),
 }
 
+impl Mode {
+    /// Enforce, or log mode when `RUSTUML_SANDBOX_LOG=FILE` is set: calls
+    /// outside the list run and are appended to FILE (for finding what a
+    /// change of the kernel needs).
+    pub fn from_env() -> Result<Mode, String> {
+        let Some(path) = std::env::var_os("RUSTUML_SANDBOX_LOG") else { return Ok(Mode::Enforce) };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("RUSTUML_SANDBOX_LOG {}: {e}", std::path::Path::new(&path).display()))?;
+        Ok(Mode::Log(std::os::fd::IntoRawFd::into_raw_fd(f)))
+    }
+}
+
 /// Which kernel is confining itself (they make different host calls).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -46,6 +61,9 @@ pub enum Backend {
     Skas,
     /// tt: guest code in `CLONE_VM` children traced with ptrace.
     Tt,
+    /// The user-mode NAT's socket broker ([`crate::nat_broker`]): makes
+    /// host sockets the NAT's policy allows, nothing else.
+    NatBroker,
 }
 
 /// What [`confine`] did and what it had to leave out (one line each).
@@ -90,6 +108,9 @@ const THREAD: u32 = (libc::CLONE_VM
 /// few filter instructions.
 pub fn rules(backend: Backend) -> Vec<(i64, Rule, &'static str)> {
     use libc::*;
+    if backend == Backend::NatBroker {
+        return broker_rules();
+    }
     let mut r: Vec<(i64, Rule, &'static str)> = vec![
         (SYS_futex, Rule::Any, "hand-off with the stubs, locks"),
         (SYS_clock_gettime, Rule::Any, "time (when the vDSO falls back)"),
@@ -158,9 +179,9 @@ pub fn rules(backend: Backend) -> Vec<(i64, Rule, &'static str)> {
         (SYS_copy_file_range, Rule::Any, "hostfs"),
         (SYS_fstatfs, Rule::Any, "hostfs statfs"),
         (SYS_flock, Rule::Any, "the overlay directory's lock"),
-        (SYS_socket, Rule::ArgIn(0, &[AF_INET as u32, AF_INET6 as u32, AF_UNIX as u32]), "the NAT's host sockets, switch links; no netlink, no packet sockets"),
-        (SYS_connect, Rule::Any, "the NAT, switch links"),
-        (SYS_bind, Rule::Any, "the NAT, hostfwd"),
+        (SYS_socket, Rule::ArgIn(0, &[AF_UNIX as u32]), "switch links; the NAT's host sockets come from its broker"),
+        (SYS_connect, Rule::Any, "switch links"),
+        (SYS_bind, Rule::Any, "switch links"),
         (SYS_listen, Rule::Any, "hostfwd"),
         (SYS_accept4, Rule::Any, "hostfwd"),
         (SYS_accept, Rule::Any, "hostfwd"),
@@ -217,6 +238,36 @@ pub fn rules(backend: Backend) -> Vec<(i64, Rule, &'static str)> {
         r.push((SYS_setsid, Rule::Any, "tt: guest processes leave the kernel's session"));
     }
     r
+}
+
+/// The socket broker's calls: requests in, sockets made and handed out,
+/// and what Rust's runtime needs to allocate and exit.
+fn broker_rules() -> Vec<(i64, Rule, &'static str)> {
+    use libc::*;
+    vec![
+        (SYS_recvfrom, Rule::Any, "requests"),
+        (SYS_sendmsg, Rule::Any, "answers with the descriptor"),
+        (SYS_socket, Rule::ArgIn(0, &[AF_INET as u32, AF_INET6 as u32]), "the NAT's host sockets: IP only"),
+        (SYS_connect, Rule::Any, "connect them (the policy is checked first)"),
+        (SYS_bind, Rule::Any, "UDP sockets bound to the loopback or any address"),
+        (SYS_ioctl, Rule::ArgIn(1, &[FIONBIO as u32]), "non-blocking sockets"),
+        (SYS_poll, Rule::Any, "a connect with a timeout (IPv6 DNS server)"),
+        (SYS_getsockopt, Rule::Any, "the connect's outcome"),
+        (SYS_getsockname, Rule::Any, "std"),
+        (SYS_close, Rule::Any, "a socket once handed out"),
+        (SYS_write, Rule::Any, "an error line on stderr"),
+        (SYS_futex, Rule::Any, "std's locks"),
+        (SYS_mmap, Rule::ArgClear(2, EXEC_BIT), "heap; never executable"),
+        (SYS_munmap, Rule::Any, "heap"),
+        (SYS_mremap, Rule::Any, "heap"),
+        (SYS_madvise, Rule::Any, "heap"),
+        (SYS_brk, Rule::Any, "heap"),
+        (SYS_rt_sigreturn, Rule::Any, "return from its signal handlers"),
+        (SYS_rt_sigprocmask, Rule::Any, "std"),
+        (SYS_sigaltstack, Rule::Any, "std's stack-overflow handler"),
+        (SYS_exit_group, Rule::Any, "the NAT closed its end"),
+        (SYS_exit, Rule::Any, "exit"),
+    ]
 }
 
 /// The ptrace requests that could take a process the kernel did not make.
@@ -407,8 +458,8 @@ pub struct Needs {
     pub procs: u64,
     /// Descriptors.
     pub fds: u64,
-    /// The host's network (the user-mode NAT makes host sockets); without
-    /// it the kernel moves into an empty network namespace.
+    /// The host's network (only the NAT's socket broker needs it); without
+    /// it the process moves into an empty network namespace.
     pub host_network: bool,
 }
 
@@ -463,12 +514,13 @@ pub fn confine(name: &str, backend: Backend, mode: Mode, needs: Needs) -> Result
     if !needs.host_network {
         // SAFETY: unshare with a flag; no pointers.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
-            report.applied.push("an empty network namespace (no user-mode NAT: no host network needed)");
+            report.applied.push("an empty network namespace (the NAT's host sockets come from its broker)");
         } else {
             report.skipped.push(format!("network namespace: {}", io::Error::last_os_error()));
         }
     }
-    match drop_capabilities() {
+    match drop_capabilities(if backend == Backend::NatBroker { 0 } else { HOSTFS_CAPS }) {
+        Ok(true) if backend == Backend::NatBroker => report.applied.push("every capability dropped (bounding set too)"),
         Ok(true) => report.applied.push("capabilities dropped (bounding set too) but CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID"),
         Ok(false) => {}
         Err(e) => report.skipped.push(format!("capabilities: {e}")),
@@ -529,12 +581,14 @@ fn private_root() -> Result<(), String> {
     Ok(())
 }
 
-/// Keep only what hostfs needs to act on files as the user who started the
-/// kernel would; drop the rest from the effective, permitted, inheritable
-/// and bounding sets. `Ok(false)`: it had none to drop.
-fn drop_capabilities() -> Result<bool, String> {
-    // CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID.
-    const KEEP: u64 = 0b1_1111;
+/// What hostfs needs to act on files as the user who started the kernel
+/// would: CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER,
+/// CAP_FSETID.
+const HOSTFS_CAPS: u64 = 0b1_1111;
+
+/// Keep only the capabilities in `keep`; drop the rest from the effective,
+/// permitted, inheritable and bounding sets. `Ok(false)`: it had none to drop.
+fn drop_capabilities(keep: u64) -> Result<bool, String> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -560,12 +614,12 @@ fn drop_capabilities() -> Result<bool, String> {
     }
     // The bounding set first, while CAP_SETPCAP is still effective.
     for cap in 0..64 {
-        if KEEP & (1 << cap) == 0 {
+        if keep & (1 << cap) == 0 {
             // SAFETY: prctl with integer arguments; EINVAL past the last capability is fine.
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
         }
     }
-    let keep = permitted & KEEP;
+    let keep = permitted & keep;
     for (i, w) in d.iter_mut().enumerate() {
         let k = (keep >> (32 * i)) as u32;
         *w = Data { effective: k, permitted: k, inheritable: 0 };

@@ -223,7 +223,7 @@ fn compromised_kernel_rows() -> Result<Vec<Row>, String> {
     const WHAT: [(&str, &str); 9] = [
         ("compromised_execve", "compromised kernel: execve(/bin/sh)"),
         ("compromised_open_by_path", "compromised kernel: open /etc/shadow by path"),
-        ("compromised_host_loopback", "compromised kernel: connect to a host loopback port (no --net user)"),
+        ("compromised_host_loopback", "compromised kernel: connect to a host loopback port (also with --net user: the NAT's sockets come from its broker)"),
         ("compromised_ptrace_parent", "compromised kernel: ptrace its parent"),
         ("compromised_mount", "compromised kernel: mount"),
         ("compromised_netlink", "compromised kernel: socket(AF_NETLINK)"),

@@ -263,7 +263,9 @@ fn forgers(n: usize) -> (Vec<libc::pid_t>, &'static [AtomicU64], c_int) {
                 close(w);
                 let buf = [0u8; 8];
                 COUNTER.store(&counts[i] as *const _ as u64, Relaxed);
-                counts[i].store(0, Relaxed); // fault the shared page in (for writing) now
+                // Faults the shared page in (for writing) now, and tells the
+                // parent this forger is about to forge.
+                counts[i].store(1, Relaxed);
                 forge_syscall(0, r as u64, buf.as_ptr() as u64, 1, count_on);
             })
         })
@@ -292,10 +294,17 @@ fn reap_forgers(pids: Vec<libc::pid_t>, w: c_int) -> usize {
     pids.into_iter().map(status_of).filter(|&s| killed_by_sigkill(s)).count()
 }
 
-/// Counts progress between two samples 300 ms apart, starting 200 ms after
+/// Counts progress between two samples 300 ms apart, starting 500 ms after
 /// the forgeries: a forger the kernel believes asleep must make none.
 fn progress_while_asleep(counts: &[AtomicU64], n: usize) -> usize {
-    sleep_ms(200);
+    // Measure from when every forger has forged plus several times the
+    // kernel's grace for parking, so that a slow start on a loaded host is
+    // not taken for running while asleep.
+    let give_up = now_ms() + 10_000;
+    while (0..n).any(|i| counts[i].load(Relaxed) == 0) && now_ms() < give_up {
+        sleep_ms(10);
+    }
+    sleep_ms(500);
     let a: Vec<u64> = (0..n).map(|i| counts[i].load(Relaxed)).collect();
     sleep_ms(300);
     (0..n).filter(|&i| counts[i].load(Relaxed) != a[i]).count()

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{
-    IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
+    Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
 };
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use smoltcp::wire::{
     UdpPacket, UdpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
 };
 
-use super::config::resolv_conf_nameserver;
+use super::broker::Opener;
 use super::sys;
 use super::{
     NatConfig, Proto, Shared, Stat, DNS_IP, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, PREFIX_LEN,
@@ -95,6 +95,8 @@ struct UdpForward {
 
 pub(crate) struct Engine {
     cfg: NatConfig,
+    /// Makes the host sockets of guest flows (here, or by the broker).
+    opener: Opener,
     shared: Arc<Shared>,
     start: Instant,
     iface: Interface,
@@ -224,7 +226,7 @@ fn in_nat_net(ip: Ipv4Addr) -> bool {
 }
 
 impl Engine {
-    pub(crate) fn new(cfg: NatConfig, shared: Arc<Shared>) -> io::Result<Engine> {
+    pub(crate) fn new(cfg: NatConfig, shared: Arc<Shared>, opener: Opener) -> io::Result<Engine> {
         let mut tcp_fwds = Vec::new();
         let mut udp_fwds = Vec::new();
         let mut hostfwd_addrs = Vec::new();
@@ -252,13 +254,7 @@ impl Engine {
                 }
             }
         }
-        let dns = cfg.dns_server.unwrap_or_else(|| {
-            let ns = std::fs::read_to_string("/etc/resolv.conf")
-                .ok()
-                .and_then(|t| resolv_conf_nameserver(&t))
-                .unwrap_or(Ipv4Addr::LOCALHOST);
-            SocketAddr::V4(SocketAddrV4::new(ns, 53))
-        });
+        let dns = super::broker::dns_target(&cfg);
         let start = Instant::now();
         let mut ingress = VecDeque::new();
         let mut tx_blocked = false;
@@ -287,6 +283,7 @@ impl Engine {
         iface.set_any_ip(true);
         Ok(Engine {
             cfg,
+            opener,
             shared,
             start,
             iface,
@@ -718,7 +715,7 @@ impl Engine {
             self.drop_frame(Stat::Policy);
             return self.refuse(syn);
         };
-        match sys::connect_nonblocking(target) {
+        match self.opener.tcp(SocketAddr::V4(target)) {
             Ok(host) => {
                 let id = self.next_id;
                 self.next_id += 1;
@@ -992,17 +989,9 @@ impl Engine {
         if self.udp_count() >= self.cfg.max_udp {
             return self.drop_frame(Stat::Policy);
         }
-        let bind: SocketAddr = match target.ip() {
-            IpAddr::V4(ip) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, 0).into(),
-            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-        };
-        let Ok(sock) = UdpSocket::bind(bind) else {
+        let Ok(sock) = self.opener.udp(target) else {
             return self.drop_frame(Stat::Policy);
         };
-        if sock.set_nonblocking(true).is_err() || sock.connect(target).is_err() {
-            return self.drop_frame(Stat::Policy);
-        }
         let _ = sock.send(payload);
         self.flows.insert(key, UdpFlow { sock, last: now });
         self.shared.stats.bump(Stat::UdpFlow);

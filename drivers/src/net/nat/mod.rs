@@ -38,6 +38,7 @@
 //! # drop(nat);
 //! ```
 
+pub mod broker;
 mod config;
 mod engine;
 mod sys;
@@ -47,7 +48,7 @@ pub use config::{Allow, HostFwd, NatConfig, ParseError, Proto};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -236,6 +237,18 @@ impl UserNat {
     /// Fails if a forwarded host port cannot be bound or the host is out of
     /// descriptors or threads.
     pub fn new(cfg: NatConfig) -> io::Result<UserNat> {
+        Self::start(cfg, broker::Opener::Direct)
+    }
+
+    /// As [`UserNat::new`], but the host sockets of guest flows come from
+    /// the socket broker at the other end of `broker` ([`broker::serve`]),
+    /// so this process needs no host network of its own: its `hostfwd`
+    /// listeners are bound here, now, and everything else is asked for.
+    pub fn with_broker(cfg: NatConfig, broker: OwnedFd) -> io::Result<UserNat> {
+        Self::start(cfg, broker::Opener::Broker(Mutex::new(broker)))
+    }
+
+    fn start(cfg: NatConfig, opener: broker::Opener) -> io::Result<UserNat> {
         let shared = Arc::new(Shared {
             to_guest: Mutex::new(VecDeque::new()),
             from_guest: Mutex::new(VecDeque::new()),
@@ -245,7 +258,7 @@ impl UserNat {
             stats: Counters::default(),
         });
         let guest_mac = cfg.guest_mac;
-        let engine = engine::Engine::new(cfg, shared.clone())?;
+        let engine = engine::Engine::new(cfg, shared.clone(), opener)?;
         let hostfwd_addrs = engine.hostfwd_addrs();
         let thread = std::thread::Builder::new()
             .name("net-user-nat".into())
