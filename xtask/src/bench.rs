@@ -59,6 +59,8 @@ pub struct Options {
     pub peers: bool,
     /// Measure only the operations whose name contains this (`--only tcp`).
     pub only: Option<String>,
+    /// Also run kernel-skas with `--no-sandbox`: what self-confinement costs.
+    pub sandbox_cost: bool,
 }
 
 /// Which number is better.
@@ -532,8 +534,9 @@ pub fn op_names() -> Vec<&'static str> {
 enum Kind {
     /// The host itself.
     Native,
-    /// One of our kernels (`kernel-skas`, `kernel-tt`).
-    Kernel(PathBuf),
+    /// One of our kernels (`kernel-skas`, `kernel-tt`), with options put
+    /// before the others (`--no-sandbox` for `--sandbox-cost`).
+    Kernel(PathBuf, &'static [&'static str]),
     /// User-mode Linux (the `linux` binary), booting the full root over hostfs.
     Uml(PathBuf),
     /// gVisor (`runsc`), running the native command lines in a sandbox.
@@ -555,7 +558,7 @@ impl Backend {
     }
     /// One of ours: the DESIGN.md targets apply.
     fn ours(&self) -> bool {
-        matches!(self.kind, Kind::Kernel(_))
+        matches!(self.kind, Kind::Kernel(..))
     }
     /// A peer: runs the `quick` iteration counts.
     fn peer(&self) -> bool {
@@ -841,8 +844,9 @@ fn command_net(b: &Backend, root: &Path, argv: &[String], nat: Option<u16>) -> C
         None => PathBuf::from(a),
     };
     match &b.kind {
-        Kind::Kernel(k) => {
+        Kind::Kernel(k, extra) => {
             let mut c = Command::new(k);
+            c.args(*extra);
             c.arg("--root").arg(root);
             if let Some(port) = nat {
                 c.arg("--net").arg(format!("user,allow=tcp:127.0.0.1:{port}"));
@@ -1059,9 +1063,10 @@ fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, timeout: Durati
             let argv = ["/tests/bench_net", "serve", "0", "127.0.0.1"].map(String::from);
             (command(b, &roots.main, &argv), None)
         }
-        Kind::Kernel(k) => {
+        Kind::Kernel(k, extra) => {
             let hp = free_port()?;
             let mut c = Command::new(k);
+            c.args(*extra);
             c.arg("--root")
                 .arg(&roots.main)
                 .arg("--net")
@@ -1752,9 +1757,13 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
             .map(|e| format!("build failed: {e}"));
         backends.push(Backend {
             name,
-            kind: Kind::Kernel(p.kernel(hal)),
+            kind: Kind::Kernel(p.kernel(hal), &[]),
             skipped,
         });
+    }
+    if opt.sandbox_cost {
+        let skipped = backends.iter().find(|b| b.name == "skas").and_then(|b| b.skipped.clone());
+        backends.push(Backend { name: "skas --no-sandbox", kind: Kind::Kernel(p.kernel(Hal::Skas), &["--no-sandbox"]), skipped });
     }
     build_guests(p)?;
     eprintln!("[2/4] assembling the benchmark roots");
@@ -1767,7 +1776,7 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
     for b in backends.iter_mut() {
         if b.skipped.is_none() {
             let probed = match &b.kind {
-                Kind::Kernel(k) => probe(k, &roots),
+                Kind::Kernel(k, _) => probe(k, &roots),
                 Kind::Uml(_) | Kind::Gvisor(_) => peers::probe(b, &roots),
                 Kind::Native => Ok(()),
             };
@@ -2174,12 +2183,12 @@ mod tests {
             },
             Backend {
                 name: "skas",
-                kind: Kind::Kernel("k".into()),
+                kind: Kind::Kernel("k".into(), &[]),
                 skipped: None,
             },
             Backend {
                 name: "tt",
-                kind: Kind::Kernel("t".into()),
+                kind: Kind::Kernel("t".into(), &[]),
                 skipped: Some("not implemented".into()),
             },
         ];
@@ -2274,7 +2283,7 @@ mod tests {
             skipped: None,
         };
         let native = b("native", Kind::Native);
-        let skas = b("skas", Kind::Kernel("k".into()));
+        let skas = b("skas", Kind::Kernel("k".into(), &[]));
         let uml = b("uml", Kind::Uml("linux".into()));
         let gvisor = b("gvisor", Kind::Gvisor("runsc".into()));
         let op = |n: &str| OPS.iter().find(|o| o.name == n).unwrap();

@@ -78,9 +78,9 @@ fn script(name: &str, ctx: &HostCtx) -> Option<(String, PathBuf)> {
 fn command(b: &Backend, sh: &str, dir: &Path) -> Result<Command, String> {
     let mut c = match &b.kind {
         Kind::Native => Command::new("/bin/sh"),
-        Kind::Kernel(k) => {
+        Kind::Kernel(k, extra) => {
             let mut c = Command::new(k);
-            c.args(["do", "--", "/bin/sh"]);
+            c.arg("do").args(*extra).args(["--", "/bin/sh"]);
             c
         }
         Kind::Gvisor(runsc) => {

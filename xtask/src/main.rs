@@ -152,6 +152,9 @@ enum Cmd {
         /// Measure only the operations whose name contains TEXT (e.g. `tcp`).
         #[arg(long, value_name = "TEXT")]
         only: Option<String>,
+        /// Also run kernel-skas with --no-sandbox, to show what its self-confinement costs.
+        #[arg(long)]
+        sandbox_cost: bool,
     },
     /// Run the isolation attacks under skas and tt and print the matrix (also written as
     /// Markdown and JSON).
@@ -607,17 +610,8 @@ fn main() -> ExitCode {
             report,
             peers,
             only,
-        } => bench::bench(
-            &p,
-            &bench::Options {
-                quick,
-                reps,
-                json,
-                report,
-                peers,
-                only,
-            },
-        ),
+            sandbox_cost,
+        } => bench::bench(&p, &bench::Options { quick, reps, json, report, peers, only, sandbox_cost }),
         Cmd::Lab { file, attach, logs, timeout, no_build } => {
             lab::lab(&p, &lab::Options { file, attach, logs, timeout, no_build })
         }
