@@ -541,6 +541,8 @@ enum Kind {
     Uml(PathBuf),
     /// gVisor (`runsc`), running the native command lines in a sandbox.
     Gvisor(PathBuf),
+    /// proot, running the native command lines under ptrace (no isolation).
+    Proot(PathBuf),
 }
 
 /// Something the programs run under: the host, a kernel binary or a peer.
@@ -562,7 +564,7 @@ impl Backend {
     }
     /// A peer: runs the `quick` iteration counts.
     fn peer(&self) -> bool {
-        matches!(self.kind, Kind::Uml(_) | Kind::Gvisor(_))
+        matches!(self.kind, Kind::Uml(_) | Kind::Gvisor(_) | Kind::Proot(_))
     }
 }
 
@@ -854,8 +856,8 @@ fn command_net(b: &Backend, root: &Path, argv: &[String], nat: Option<u16>) -> C
             c.arg("--").args(argv);
             c
         }
-        Kind::Gvisor(runsc) => {
-            let mut c = peers::gvisor_command(runsc);
+        Kind::Gvisor(_) | Kind::Proot(_) => {
+            let mut c = peers::wrapper_command(&b.kind).expect("a wrapping peer");
             c.arg(host_path(&argv[0])).args(&argv[1..]);
             c
         }
@@ -932,7 +934,7 @@ fn guest_argv(b: &Backend, roots: &Roots, op: &Op, quick: bool) -> Option<Vec<St
         iters.to_string(),
     ];
     let (host, root) = match b.kind {
-        Kind::Native | Kind::Gvisor(_) => (
+        Kind::Native | Kind::Gvisor(_) | Kind::Proot(_) => (
             true,
             if prog == "bench_ops" || prog == "bench_net" {
                 &roots.main
@@ -1777,7 +1779,7 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
         if b.skipped.is_none() {
             let probed = match &b.kind {
                 Kind::Kernel(k, _) => probe(k, &roots),
-                Kind::Uml(_) | Kind::Gvisor(_) => peers::probe(b, &roots),
+                Kind::Uml(_) | Kind::Gvisor(_) | Kind::Proot(_) => peers::probe(b, &roots),
                 Kind::Native => Ok(()),
             };
             if let Err(e) = probed {

@@ -83,8 +83,8 @@ fn command(b: &Backend, sh: &str, dir: &Path) -> Result<Command, String> {
             c.arg("do").args(*extra).args(["--", "/bin/sh"]);
             c
         }
-        Kind::Gvisor(runsc) => {
-            let mut c = super::peers::gvisor_command(runsc);
+        Kind::Gvisor(_) | Kind::Proot(_) => {
+            let mut c = super::peers::wrapper_command(&b.kind).expect("a wrapping peer");
             c.arg("/bin/sh");
             c
         }

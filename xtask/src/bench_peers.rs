@@ -18,10 +18,16 @@
 //!   in the sandbox). `ptrace` is the platform that needs no `/dev/kvm`;
 //!   Debian's runsc (2022) has no `systrap`.
 //!
-//! Both run the `quick` iteration count of each guest operation: their
+//! * proot (Debian's `proot`) runs the native
+//!   command line of every row under `proot -R /`: ptrace interception of
+//!   every system call with path translation, and no isolation at all —
+//!   the floor a sandbox of this kind has to beat on process creation.
+//!
+//! All three run the `quick` iteration count of each guest operation: their
 //! system calls cost tens of µs, and the count only sets the precision.
-//! A peer that is not installed, or does not run here, is skipped with a
-//! note, never an error.
+//! Each is installed from Debian's packages when missing (apt-get, as root
+//! or through sudo); a peer that still is not there, or does not run here,
+//! is skipped with a note, never an error.
 
 use super::{
     failure, guest_argv, parse_sample, run_marked, run_timed, Backend, Kind, Op, Roots, Sample,
@@ -35,6 +41,10 @@ use std::time::Duration;
 
 /// How runsc is started (before `do`).
 const RUNSC_FLAGS: &[&str] = &["--rootless", "--network=none", "--platform=ptrace"];
+
+/// How proot is started: the host's own root, as `kernel-skas do` and
+/// `runsc do` see it.
+const PROOT_FLAGS: [&str; 2] = ["-R", "/"];
 
 /// UML's memory: the same as our kernels' default.
 const UML_MEM: &str = "mem=256M";
@@ -50,6 +60,14 @@ fn which(bin: &str) -> Option<PathBuf> {
 
 /// The peers, installed or not (then skipped with the reason).
 pub(super) fn find(roots: &Roots) -> Vec<Backend> {
+    for (bin, package) in [("linux", "user-mode-linux"), ("runsc", "runsc"), ("proot", "proot")] {
+        if which(bin).is_none() {
+            eprintln!("      {bin} is missing: installing Debian's {package}");
+            if let Err(e) = crate::apt_install(package) {
+                eprintln!("      {e}");
+            }
+        }
+    }
     let uml = match which("linux") {
         Some(l) => Backend {
             name: "uml",
@@ -77,14 +95,34 @@ pub(super) fn find(roots: &Roots) -> Vec<Backend> {
             skipped: Some("gVisor is not installed (Debian's runsc)".into()),
         },
     };
-    vec![uml, gvisor]
+    let proot = match which("proot") {
+        Some(r) => Backend { name: "proot", kind: Kind::Proot(r), skipped: None },
+        None => Backend {
+            name: "proot",
+            kind: Kind::Proot(PathBuf::new()),
+            skipped: Some("proot is not installed (Debian's proot)".into()),
+        },
+    };
+    vec![uml, gvisor, proot]
 }
 
-/// `runsc FLAGS do`: append the program and its arguments.
-pub(super) fn gvisor_command(runsc: &Path) -> Command {
-    let mut c = Command::new(runsc);
-    c.args(RUNSC_FLAGS).arg("do");
-    c
+/// The command a peer that wraps a native command line starts it with
+/// (`runsc FLAGS do`, `proot -R /`); append the program and its arguments.
+/// `None` for the others.
+pub(super) fn wrapper_command(kind: &Kind) -> Option<Command> {
+    match kind {
+        Kind::Gvisor(runsc) => {
+            let mut c = Command::new(runsc);
+            c.args(RUNSC_FLAGS).arg("do");
+            Some(c)
+        }
+        Kind::Proot(proot) => {
+            let mut c = Command::new(proot);
+            c.args(PROOT_FLAGS);
+            Some(c)
+        }
+        _ => None,
+    }
 }
 
 /// Boots UML with `/bench-uml/SCRIPT.sh` of `root` as init.
@@ -132,8 +170,8 @@ fn write_uml_scripts(root: &Path) -> Result<(), String> {
 pub(super) fn probe(b: &Backend, roots: &Roots) -> Result<(), String> {
     let cmd = match &b.kind {
         Kind::Uml(linux) => uml_command(linux, &roots.full, "hello"),
-        Kind::Gvisor(runsc) => {
-            let mut c = gvisor_command(runsc);
+        Kind::Gvisor(_) | Kind::Proot(_) => {
+            let Some(mut c) = wrapper_command(&b.kind) else { return Ok(()) };
             c.arg(roots.tiny.join("tests/hello"));
             c
         }
@@ -213,6 +251,23 @@ pub(super) fn notes(backends: &[Backend]) -> Vec<String> {
                 version(r, "--version"),
                 r.display(),
                 RUNSC_FLAGS.join(" ")
+            )),
+            Kind::Proot(r) => v.push(format!(
+                "proot: proot {} ({}), `proot {}` + the native command line, at the --quick count",
+                // Its --version is a banner: the version is the number in it.
+                Command::new(r)
+                    .arg("--version")
+                    .output()
+                    .ok()
+                    .and_then(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .split_whitespace()
+                            .find(|w| w.starts_with(|c: char| c.is_ascii_digit()) && w.contains('.'))
+                            .map(String::from)
+                    })
+                    .unwrap_or_default(),
+                r.display(),
+                PROOT_FLAGS.join(" ")
             )),
             _ => {}
         }
