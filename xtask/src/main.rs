@@ -428,11 +428,18 @@ fn install_musl_tools() -> Result<(), String> {
 /// the host's busybox: install Debian's when the host has none. A failure
 /// only leaves the root without busybox (the labs then fail to start it).
 fn ensure_busybox() {
-    if Path::new("/bin/busybox").exists() || Path::new("/usr/bin/busybox").exists() {
+    let have_it = Path::new("/bin/busybox").exists() || Path::new("/usr/bin/busybox").exists();
+    ensure_package(have_it, "busybox");
+}
+
+/// Install Debian's `package` unless `have_it`; a failure is one line (the
+/// test that needs it then says what is missing).
+fn ensure_package(have_it: bool, package: &str) {
+    if have_it {
         return;
     }
-    eprintln!("      busybox is missing: installing Debian's busybox");
-    if let Err(e) = apt_install("busybox") {
+    eprintln!("      {package} is missing: installing Debian's {package}");
+    if let Err(e) = apt_install(package) {
         eprintln!("      {e}");
     }
 }
@@ -488,6 +495,8 @@ fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
     assemble_default_root(p)?;
     progress.next("building the static C programs (gcc, musl-gcc)");
     build_c_programs(p)?;
+    // The test of debugging the kernel drives gdb.
+    ensure_package(have("gdb"), "gdb");
     // Benchmarks are never pass/fail on time: this only produces the JSON
     // that the xtask test `quick_bench_json_from_xtask_test` checks for form.
     let bench_json = p.target.join("bench-quick.json");
