@@ -56,12 +56,14 @@ pub enum Kind {
     Task,
     /// Netlink sockets' queued replies.
     Netlink,
+    /// Memory maps: VMAs and the software page table's entries.
+    PageTables,
     /// Other kernel objects.
     Other,
 }
 
 /// How many [`Kind`]s there are.
-pub const KINDS: usize = 11;
+pub const KINDS: usize = 12;
 
 /// A cache that can give memory back when the budget runs out.
 pub trait Shrinker {

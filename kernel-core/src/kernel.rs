@@ -311,7 +311,9 @@ impl<S: AddressSpace> Kernel<S> {
             "" => root.clone(),
             c => path::walk(&self.fs.root, &root, c, Follow::Yes).ok().filter(|l| l.inode().is_dir()).unwrap_or_else(|| root.clone()),
         };
-        let mm = MemoryMap::with_caches(space, self.fs.caches.clone());
+        let mut mm = MemoryMap::with_caches(space, self.fs.caches.clone());
+        // Nothing mapped yet: charging nothing cannot fail.
+        let _ = mm.charge_tables_to(self.frames.budget());
         let mut task = Task::new(1, 0, UserContext::default(), Some(mm), fds, cwd);
         let (u, gid) = (config.uid, config.gid);
         task.cred = crate::task::Cred { uid: u, euid: u, suid: u, fsuid: u, gid, egid: gid, sgid: gid, fsgid: gid, groups: Vec::new() };

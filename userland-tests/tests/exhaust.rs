@@ -159,3 +159,10 @@ fn exhaust_threads() {
 fn exhaust_one_page_mmaps() {
     case("mmaps", 50_000);
 }
+
+/// Mappings never touched grow only the kernel's tables: charged, and
+/// refused at Linux's `vm.max_map_count` (65,530) with ENOMEM.
+#[test]
+fn exhaust_untouched_mappings() {
+    case("vmas", 100_000);
+}

@@ -51,6 +51,7 @@ use super::frames::Frames;
 use super::page_cache::{CacheSet, MapRef, PageCache, Source};
 use super::vma::{Backing, FaultError, MapFlags, Vma, VmaBacking, VmaInfo, VmaKind};
 use super::{page_ceil, page_floor, PAGE};
+use crate::budget::{BudgetRef, Charge, Kind};
 use crate::Errno;
 
 /// How far below a `GROWSDOWN` VMA (the stack) a fault may land and still
@@ -169,7 +170,30 @@ pub struct MemoryMap<S: AddressSpace> {
     user_end: u64,
     /// Where the caches of `MAP_SHARED|MAP_ANONYMOUS` objects are registered.
     shm: CacheSet,
+    /// The guest's charge for `vmas` and `pages` themselves: a guest can
+    /// multiply both without new frames (many small mappings, forks that
+    /// share every page copy-on-write).
+    tables: Charge,
 }
+
+/// Kernel memory one VMA and one page-table entry cost, charged to the
+/// guest (B-tree nodes included, rounded up).
+const VMA_COST: usize = 192;
+const PTE_COST: usize = 48;
+/// The tables' charge moves in steps of this, so that a fault seldom
+/// touches the budget.
+const TABLE_STEP: usize = 4 << 10;
+fn step_up(bytes: usize) -> usize {
+    bytes.div_ceil(TABLE_STEP) * TABLE_STEP
+}
+
+/// Linux's default `vm.max_map_count`: more mappings in one process are
+/// refused with `ENOMEM`.
+const MAX_MAP_COUNT: usize = 65_530;
+
+/// New VMAs one map operation can make (a mapping, and the two pieces of
+/// the one it lands inside).
+const VMAS_PER_OP: usize = 3;
 
 impl<S: AddressSpace> MemoryMap<S> {
     /// An empty memory map over a fresh hal address space, with a cache set
@@ -183,7 +207,53 @@ impl<S: AddressSpace> MemoryMap<S> {
     /// `shm` (the kernel's set: `/proc/meminfo`, shrinking, checks).
     pub fn with_caches(host: S, shm: CacheSet) -> Self {
         let user_end = page_floor(host.user_end());
-        MemoryMap { host, vmas: BTreeMap::new(), pages: BTreeMap::new(), brk_base: 0, brk: 0, user_end, shm }
+        MemoryMap {
+            host,
+            vmas: BTreeMap::new(),
+            pages: BTreeMap::new(),
+            brk_base: 0,
+            brk: 0,
+            user_end,
+            shm,
+            tables: Charge::none(Kind::PageTables),
+        }
+    }
+
+    /// Charge this map's VMAs and page-table entries to `budget` from now on.
+    pub fn charge_tables_to(&mut self, budget: &BudgetRef) -> Result<(), Errno> {
+        let mut c = Charge::empty(Some(budget), Kind::PageTables);
+        c.resize(step_up(self.table_bytes(0)))?;
+        self.tables = c;
+        Ok(())
+    }
+
+    fn table_bytes(&self, extra_vmas: usize) -> usize {
+        (self.vmas.len() + extra_vmas) * VMA_COST + self.pages.len() * PTE_COST
+    }
+
+    /// Make sure the charge covers the tables plus `extra_vmas` more VMAs:
+    /// `ENOMEM` (as Linux past `vm.max_map_count`) when the guest's memory
+    /// is spent.
+    fn reserve_tables(&mut self, extra_vmas: usize) -> Result<(), Errno> {
+        if self.vmas.len() + extra_vmas > MAX_MAP_COUNT {
+            return Err(Errno::ENOMEM);
+        }
+        let need = self.table_bytes(extra_vmas);
+        if need > self.tables.bytes() {
+            self.tables.resize(step_up(need))?;
+        }
+        Ok(())
+    }
+
+    /// Bring the charge to what the tables hold now (after a change): grow
+    /// when they grew past it, give back when they shrank well below it.
+    pub(crate) fn settle_tables(&mut self) -> Result<(), Errno> {
+        let need = self.table_bytes(0);
+        let held = self.tables.bytes();
+        if need > held || need + 2 * TABLE_STEP < held {
+            self.tables.resize(step_up(need))?;
+        }
+        Ok(())
     }
 
     /// The hal space, to ask about.
@@ -236,7 +306,11 @@ impl<S: AddressSpace> MemoryMap<S> {
     /// (one batch of merged `protect`s queued on this space, one batch of
     /// merged `map`s on the child's); shared anonymous pages stay shared.
     pub fn fork(&mut self, child_host: S, frames: &mut Frames) -> Result<MemoryMap<S>, Errno> {
+        // The child's tables are charged first: a fork bomb whose children
+        // share every page would otherwise multiply them for free.
+        let tables = Charge::new(frames.budget(), Kind::PageTables, step_up(self.table_bytes(0)))?;
         let mut child = MemoryMap::with_caches(child_host, self.shm.clone());
+        child.tables = tables;
         child.vmas = self.vmas.clone();
         child.brk_base = self.brk_base;
         child.brk = self.brk;
@@ -293,7 +367,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         if !changed {
             self.host.map(page_floor(addr), PAGE, pte.frame, pte.prot);
         }
-        Ok(())
+        self.settle_tables().map_err(|_| FaultError::OutOfMemory)
     }
 
     /// Make the page at `addr` present and usable for `access`. `force`
@@ -717,6 +791,21 @@ impl<S: AddressSpace> MemoryMap<S> {
         backing: Backing,
         frames: &mut Frames,
     ) -> Result<u64, Errno> {
+        self.reserve_tables(VMAS_PER_OP)?;
+        let r = self.mmap_unreserved(addr, len, prot, flags, backing, frames);
+        let _ = self.settle_tables();
+        r
+    }
+
+    fn mmap_unreserved(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        backing: Backing,
+        frames: &mut Frames,
+    ) -> Result<u64, Errno> {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
@@ -845,7 +934,9 @@ impl<S: AddressSpace> MemoryMap<S> {
         }
         let len = page_ceil(len).ok_or(Errno::EINVAL)?;
         let end = addr.checked_add(len).filter(|&e| e <= self.user_end).ok_or(Errno::EINVAL)?;
+        self.reserve_tables(1)?;
         self.remove_range(addr, end, frames);
+        let _ = self.settle_tables();
         Ok(())
     }
 
@@ -864,6 +955,13 @@ impl<S: AddressSpace> MemoryMap<S> {
         }
         let len = page_ceil(len).ok_or(Errno::ENOMEM)?;
         let end = addr.checked_add(len).filter(|&e| e <= self.user_end).ok_or(Errno::ENOMEM)?;
+        self.reserve_tables(2)?;
+        let r = self.mprotect_reserved(addr, end, prot);
+        let _ = self.settle_tables();
+        r
+    }
+
+    fn mprotect_reserved(&mut self, addr: u64, end: u64, prot: Prot) -> Result<(), Errno> {
         // Walk the range: the covered prefix is changed, the first hole or
         // refused VMA ends it with the error (Linux's mprotect_fixup loop).
         let mut p = addr;
@@ -957,7 +1055,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         if new_end > old_end {
             // Keep a page of gap to whatever lies above (like Linux's guard).
             let guard_end = new_end.saturating_add(PAGE).min(self.user_end);
-            if self.overlaps(old_end, guard_end) {
+            if self.overlaps(old_end, guard_end) || self.reserve_tables(1).is_err() {
                 return self.brk;
             }
             self.insert_vma(Vma {
@@ -974,6 +1072,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         } else if new_end < old_end {
             self.remove_range(new_end, old_end, frames);
         }
+        let _ = self.settle_tables();
         self.brk = new;
         new
     }
@@ -994,6 +1093,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         self.shm.reap(frames);
         self.brk_base = 0;
         self.brk = 0;
+        let _ = self.settle_tables();
     }
 
     /// The VMAs, in address order (for `/proc/pid/maps`).

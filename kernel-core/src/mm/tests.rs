@@ -576,10 +576,8 @@ fn out_of_memory() {
     }
     assert_eq!(e.gwrite(&mut mm, a + 4 * PAGE, b"x"), Err(FaultError::OutOfMemory));
     assert_eq!(mm.copy_to_user(a + 5 * PAGE, b"x", &mut e.frames, &e.hal.phys), Err(Errno::EFAULT));
-    // COW break without a frame.
-    let mut child = mm.fork(e.hal.new_space().unwrap(), &mut e.frames).unwrap();
-    assert_eq!(e.gwrite(&mut child, a, b"y"), Err(FaultError::OutOfMemory));
-    child.clear(&mut e.frames);
+    // A child's page tables are charged too: no room, no fork.
+    assert!(matches!(mm.fork(e.hal.new_space().unwrap(), &mut e.frames), Err(Errno::ENOMEM)));
     mm.munmap(a, 2 * PAGE, &mut e.frames).unwrap();
     // MAP_POPULATE that does not fit undoes itself.
     let before: Vec<VmaInfo> = mm.vmas().collect();
@@ -590,6 +588,55 @@ fn out_of_memory() {
     assert!(r.is_ok());
     assert_eq!(e.frames.free_frames(), 0);
     e.check(&[&mm]);
+    mm.clear(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
+#[test]
+fn cow_break_without_a_frame() {
+    let mut e = Env::new(64 * PAGE as usize);
+    let mut mm = e.map();
+    let a = mm.mmap(BASE, 4 * PAGE, RW, fixed(), Backing::Anonymous, &mut e.frames).unwrap();
+    e.gwrite(&mut mm, a, b"x").unwrap();
+    let mut child = mm.fork(e.hal.new_space().unwrap(), &mut e.frames).unwrap();
+    // Spend every frame left.
+    let b = mm.mmap(BASE + 0x100_0000, 64 * PAGE, RW, fixed(), Backing::Anonymous, &mut e.frames).unwrap();
+    let mut i = 0;
+    while e.gwrite(&mut mm, b + i * PAGE, b"z").is_ok() {
+        i += 1;
+    }
+    assert_eq!(e.gwrite(&mut child, a, b"y"), Err(FaultError::OutOfMemory));
+    child.clear(&mut e.frames);
+    drop(child);
+    mm.clear(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
+/// A guest that multiplies mappings (never touching them) or forks a map
+/// of many pages is refused once the tables would pass its memory, and
+/// the charge goes back when they go.
+#[test]
+fn page_tables_are_charged() {
+    let mut e = Env::new(256 * PAGE as usize);
+    let budget = e.frames.budget().clone();
+    let mut mm = e.map();
+    mm.charge_tables_to(&budget).unwrap();
+    let base_kernel = budget.kind_bytes(crate::budget::Kind::PageTables);
+    let mut n = 0u64;
+    // Alternate protections so that the mappings cannot merge.
+    let refused = loop {
+        let prot = if n % 2 == 0 { RW } else { Prot::READ };
+        match mm.mmap(BASE + n * PAGE, PAGE, prot, fixed(), Backing::Anonymous, &mut e.frames) {
+            Ok(_) => n += 1,
+            Err(err) => break err,
+        }
+        assert!(n < 100_000, "mappings were never refused");
+    };
+    assert_eq!(refused, Errno::ENOMEM);
+    assert!(n > 100, "only {n} mappings fit");
+    assert!(budget.kind_bytes(crate::budget::Kind::PageTables) > base_kernel);
+    mm.munmap(BASE, n * PAGE, &mut e.frames).unwrap();
+    assert!(budget.kind_bytes(crate::budget::Kind::PageTables) <= 4096, "the charge stays after munmap");
     mm.clear(&mut e.frames);
     e.frames.check_all_free().unwrap();
 }

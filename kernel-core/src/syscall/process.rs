@@ -206,7 +206,9 @@ fn unshare_for_exec<H: Hal>(cx: &mut SysCtx<'_, H>) -> Result<(), Errno> {
     }
     if cx.k.mm_shared(cx.t) {
         let space = cx.hal.new_space().map_err(|_| Errno::ENOMEM)?;
-        let old = cx.t.mm.replace(crate::mm::MemoryMap::with_caches(space, cx.k.fs.caches.clone()));
+        let mut fresh = crate::mm::MemoryMap::with_caches(space, cx.k.fs.caches.clone());
+        fresh.charge_tables_to(cx.k.frames.budget())?;
+        let old = cx.t.mm.replace(fresh);
         let id = cx.t.mm_id;
         if let Some(o) = cx.k.tasks.values_mut().find(|o| o.mm_id == id && o.pid != me && !o.is_zombie()) {
             o.mm = old;

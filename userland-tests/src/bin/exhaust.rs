@@ -99,6 +99,11 @@ fn grow(kind: &str, st: &mut State) -> Result<(), i32> {
                     let _ = p.read_volatile();
                 }
             }
+            "vmas" => {
+                // Mappings never touched: only the kernel's tables grow.
+                let prot = if st.n % 2 == 0 { libc::PROT_READ } else { libc::PROT_NONE };
+                mmap_anon(PAGE, prot, libc::MAP_PRIVATE)?;
+            }
             _ => return Err(-1),
         }
     }
@@ -193,7 +198,7 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     let args = unsafe { args(argc, argv) };
     let kind = args.get(1).cloned().unwrap_or_default();
     let max: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
-    let known = ["listeners", "conns", "closed", "udp", "pipes", "epoll", "timers", "threads", "mmaps"];
+    let known = ["listeners", "conns", "closed", "udp", "pipes", "epoll", "timers", "threads", "mmaps", "vmas"];
     if !known.contains(&kind.as_str()) {
         say!("usage: exhaust {{{}}} [MAX]", known.join("|"));
         return 2;
