@@ -172,6 +172,9 @@ pub struct Kernel<S: AddressSpace> {
     armed: Option<u64>,
     /// When free guest memory may next be given back to the host.
     next_trim_ns: u64,
+    /// The process the OOM killer last chose (tgid), and how many faults
+    /// have waited for it to die since.
+    oom_victim: Option<(Pid, u32)>,
     /// The task that keeps the CPU while its slice lasts.
     pub(crate) current: Option<Pid>,
     /// Run [`crate::invariants::check`] before every step (tests, fuzzing).
@@ -182,6 +185,9 @@ pub struct Kernel<S: AddressSpace> {
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
 pub const MAX_DEADLINE: u64 = 1 << 62;
+
+/// Faults that wait for an OOM victim to die before the killer chooses again.
+const OOM_PATIENCE: u32 = 1000;
 
 /// The shell status of a deadlocked guest (as if init was killed by SIGKILL).
 pub const DEADLOCK_STATUS: i32 = 128 + 9;
@@ -270,6 +276,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         block_seq: 0,
         armed: None,
         next_trim_ns: 0,
+        oom_victim: None,
         current: None,
         check_invariants,
         net: crate::net::NetStack::default(),
@@ -756,6 +763,46 @@ impl<S: AddressSpace> Kernel<S> {
         }
     }
 
+    /// The guest's OOM killer, for a fault of `task` that found no frame:
+    /// kill the process holding the most memory (Linux's choice, minus
+    /// its tunables), init last. True when that is another process, whose
+    /// death the faulting task waits for; false when `task`'s own process is
+    /// the one to die (the caller kills it). A victim that does not die
+    /// within [`OOM_PATIENCE`] faults is given up on.
+    fn oom_kill_other<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &Task<S>) -> bool {
+        if let Some((v, waited)) = self.oom_victim {
+            if v != task.tgid && waited < OOM_PATIENCE && !self.group_pids(Some(task), v).is_empty() {
+                self.oom_victim = Some((v, waited + 1));
+                return true;
+            }
+        }
+        self.oom_victim = None;
+        // Resident pages per process (a process's map is held by one of its threads).
+        let mut rss: BTreeMap<Pid, (usize, &str, u32)> = BTreeMap::new();
+        let mine = task.mm.as_ref().map_or(0, |m| m.resident_pages());
+        rss.insert(task.tgid, (mine, task.comm.as_str(), task.cred.uid));
+        for t in self.tasks.values().filter(|t| !t.is_zombie() && t.group_exit.is_none()) {
+            let e = rss.entry(t.tgid).or_insert((0, t.comm.as_str(), t.cred.uid));
+            e.0 += t.mm.as_ref().map_or(0, |m| m.resident_pages());
+        }
+        let Some((&victim, &(pages, comm, uid))) =
+            rss.iter().filter(|(&p, _)| p != 1 || rss.len() == 1).max_by_key(|(&p, &(n, _, _))| (n, p))
+        else {
+            return false;
+        };
+        hal.log(&format!(
+            "Out of memory: Killed process {victim} ({comm}) anon-rss:{}kB, UID:{uid}",
+            pages * (crate::mm::PAGE as usize) / 1024
+        ));
+        if victim == task.tgid {
+            return false;
+        }
+        let group = self.group_pids(Some(task), victim);
+        self.group_kill(&mut None, &group, ExitStatus::Signal(g::SIGKILL));
+        self.oom_victim = Some((victim, 0));
+        true
+    }
+
     /// Complete blocked calls whose deadline passed.
     fn check_timeouts<H: Hal>(&mut self, hal: &mut H, now: u64) {
         let due: Vec<(Pid, SysResult)> = self
@@ -804,6 +851,11 @@ impl<S: AddressSpace> Kernel<S> {
                 let Some(mm) = task.mm.as_mut() else { return };
                 match mm.handle_fault(addr, access, &mut self.frames, hal.phys()) {
                     Ok(()) => {}
+                    Err(FaultError::OutOfMemory) if self.oom_kill_other(hal, task) => {
+                        // The fault is taken again when the task next runs:
+                        // it yields, so that the victim dies first.
+                        task.slice_end = 0;
+                    }
                     Err(e) => {
                         let (sig, code) = match e {
                             FaultError::Segv { maperr: true } => (g::SIGSEGV, g::SEGV_MAPERR as i32),

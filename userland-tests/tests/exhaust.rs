@@ -49,7 +49,9 @@ fn small_root() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("rustuml-exhaust-root-{}", std::process::id()));
     let tests = dir.join("tests");
     std::fs::create_dir_all(&tests).expect("create the small root");
-    std::fs::copy(default_root().join("tests/exhaust"), tests.join("exhaust")).expect("copy /tests/exhaust");
+    for prog in ["exhaust", "oom_victim"] {
+        std::fs::copy(default_root().join("tests").join(prog), tests.join(prog)).expect("copy the test program");
+    }
     dir
 }
 
@@ -165,4 +167,22 @@ fn exhaust_one_page_mmaps() {
 #[test]
 fn exhaust_untouched_mappings() {
     case("vmas", 100_000);
+}
+
+/// The OOM killer picks the process holding the most memory: a child that
+/// filled half the guest dies of SIGKILL when its smaller parent asks for as
+/// much, and the parent gets it (on the faulting process, as before, it
+/// would have been the parent that died).
+#[test]
+fn oom_killer_picks_the_biggest_process() {
+    let _l = lock();
+    for (hal, var) in [("skas", "RUSTUML_KERNEL_SKAS"), ("tt", "RUSTUML_KERNEL_TT")] {
+        let kernel = kernel_from(var);
+        let root = small_root();
+        let out = run_kernel(&kernel, &["--mem", "96M", "--root", &root.to_string_lossy(), "--", "/tests/oom_victim", "48"]);
+        assert_eq!(out.code, 0, "{hal}: {out:?}");
+        assert!(out.stdout.contains("child: killed by signal 9"), "{hal}: {out:?}");
+        assert!(out.stdout.contains("parent: got 48 MiB"), "{hal}: {out:?}");
+        assert!(out.stderr.contains("Out of memory: Killed process 2 (oom_victim)"), "{hal}: {out:?}");
+    }
 }
