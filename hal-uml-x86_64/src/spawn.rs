@@ -780,6 +780,11 @@ extern "C" fn zygote_child(arg: *mut libc::c_void) -> libc::c_int {
             die(a);
         }
         libc::fcntl(IMAGE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        // The zygote execs whatever image a request brings; a kernel taken
+        // over could bring a setuid program's fd: it gains nothing by exec.
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            die(a);
+        }
         let last = if a.comm { COMM_FD } else { IMAGE_FD };
         libc::close_range(last as u32 + 1, u32::MAX, 0);
         for fd in 0..PHYS_FD {
