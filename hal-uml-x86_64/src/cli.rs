@@ -105,6 +105,20 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
         Err(e) => fail(format_args!("{e}")),
     };
     drop(hal);
+    power_off(status)
+}
+
+/// Exit with init's status. A status of 130 is a shell whose job ^C killed:
+/// on a terminal, end the line the echoed `^C` is on, as the host's shell
+/// does for a program that dies of SIGINT (it does not for an exit status,
+/// so its prompt would land after the `^C`).
+fn power_off(status: i32) -> ! {
+    // SAFETY: isatty and write of a static byte on stdout.
+    unsafe {
+        if status == 128 + libc::SIGINT && libc::isatty(1) == 1 {
+            libc::write(1, b"\n".as_ptr().cast(), 1);
+        }
+    }
     exit(status)
 }
 
@@ -500,7 +514,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     if found != canary {
         eprintln!("{name}: canary overwritten: expected {canary:#x}, found {found:#x}");
     }
-    exit(status)
+    power_off(status)
 }
 
 /// Confine the kernel process now that everything it opens by path is open

@@ -23,6 +23,7 @@ fn fill(mib: usize) -> bool {
     true
 }
 
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     // SAFETY: argc/argv come from the C runtime.
