@@ -757,7 +757,10 @@ impl<S: AddressSpace> MemoryMap<S> {
         backing: Backing,
         frames: &mut Frames,
     ) -> Result<u64, Errno> {
-        self.mmap_inner(addr, len, prot, flags, backing, frames)
+        self.reserve_tables(VMAS_PER_OP)?;
+        let r = self.mmap_inner(addr, len, prot, flags, backing, frames);
+        let _ = self.settle_tables();
+        r
     }
 
     /// [`MemoryMap::mmap`] that also honours `MAP_POPULATE`: the pages are
@@ -774,7 +777,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         frames: &mut Frames,
         phys: &impl PhysMem,
     ) -> Result<u64, Errno> {
-        let start = self.mmap_inner(addr, len, prot, flags, backing, frames)?;
+        let start = self.mmap(addr, len, prot, flags, backing, frames)?;
         if flags.contains(MapFlags::POPULATE) {
             let end = start + page_ceil(len).ok_or(Errno::ENOMEM)?;
             self.populate(start, end, frames, phys)?;
@@ -783,21 +786,6 @@ impl<S: AddressSpace> MemoryMap<S> {
     }
 
     fn mmap_inner(
-        &mut self,
-        addr: u64,
-        len: u64,
-        prot: Prot,
-        flags: MapFlags,
-        backing: Backing,
-        frames: &mut Frames,
-    ) -> Result<u64, Errno> {
-        self.reserve_tables(VMAS_PER_OP)?;
-        let r = self.mmap_unreserved(addr, len, prot, flags, backing, frames);
-        let _ = self.settle_tables();
-        r
-    }
-
-    fn mmap_unreserved(
         &mut self,
         addr: u64,
         len: u64,

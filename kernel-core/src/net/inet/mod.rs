@@ -586,10 +586,24 @@ impl Stack {
     /// Stop listening: returns the listen queue's sockets (for [`Stack::release`]).
     pub fn unlisten(&mut self, owner: u64) -> Handles {
         let Some(l) = self.listeners.remove(&owner) else { return Vec::new() };
-        self.listen_index.retain(|_, v| {
-            v.retain(|&o| o != owner);
-            !v.is_empty()
-        });
+        // Its own entries (a scan of the whole index made closing many
+        // listeners quadratic); the scan only when an address moved since.
+        let mut found = false;
+        for k in self.ifaces_for(l.lep.addr).unwrap_or_default() {
+            if let Some(v) = self.listen_index.get_mut(&(k, l.lep.port)) {
+                found |= v.contains(&owner);
+                v.retain(|&o| o != owner);
+                if v.is_empty() {
+                    self.listen_index.remove(&(k, l.lep.port));
+                }
+            }
+        }
+        if !found {
+            self.listen_index.retain(|_, v| {
+                v.retain(|&o| o != owner);
+                !v.is_empty()
+            });
+        }
         l.pool
     }
 
@@ -621,6 +635,13 @@ impl Stack {
                 _ => true,
             }
         });
+        if pool.is_empty() {
+            // The empty queue's digest: the next connection is news even
+            // if smoltcp reuses a handle for it.
+            if let Some(w) = self.watches.get_mut(&owner) {
+                w.digest = 0;
+            }
+        }
         if let Some(l) = self.listeners.get_mut(&owner) {
             l.pool = pool;
         }
@@ -803,7 +824,17 @@ impl Stack {
             self.unbind(owner);
         }
         // Notify sockets whose state changed.
-        let owners: Vec<u64> = self.watches.keys().copied().collect();
+        // Sockets with smoltcp sockets, and listeners with something in
+        // their queue: a listener with nothing pending has nothing to
+        // report, and looking at each (by key) made every poll, and so
+        // every bind and listen, cost a scan of them all.
+        let owners: Vec<u64> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| !w.handles.is_empty())
+            .map(|(&o, _)| o)
+            .chain(self.listeners.iter().filter(|(_, l)| !l.pool.is_empty()).map(|(&o, _)| o))
+            .collect();
         for o in owners {
             let handles = match (self.listeners.get(&o), self.watches.get(&o)) {
                 (Some(l), _) => l.pool.clone(),
