@@ -178,6 +178,8 @@ pub struct Kernel<S: AddressSpace> {
     pub check_invariants: bool,
     /// Sockets' kernel-wide state (abstract AF_UNIX names, the IP stack).
     pub net: crate::net::NetStack,
+    /// System V IPC objects (shared memory, semaphores, message queues).
+    pub ipc: crate::ipc::Ipc,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -273,6 +275,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         current: None,
         check_invariants,
         net: crate::net::NetStack::default(),
+        ipc: crate::ipc::Ipc::default(),
     };
     let mut seed = [0u8; 8];
     hal.random(&mut seed);
@@ -913,6 +916,7 @@ impl<S: AddressSpace> Kernel<S> {
             task.fds.clear();
         }
         self.waits.remove(&task.pid);
+        self.ipc.task_exit(task.pid);
         task.state = TaskState::Zombie(st);
         task.redo_syscall = false;
         task.stopped = false;
@@ -928,6 +932,7 @@ impl<S: AddressSpace> Kernel<S> {
         // Orphans go to init; init reaps them. (Only when the whole process is gone.)
         let tgid = task.tgid;
         if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
+            self.ipc.process_exit(tgid);
             let mut orphan_zombies = Vec::new();
             for t in self.tasks.values_mut() {
                 if t.ppid == tgid && t.tgid != tgid {

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod fs;
 #[doc(hidden)]
 pub mod invariants;
+pub mod ipc;
 pub mod kernel;
 pub mod mm;
 pub mod net;

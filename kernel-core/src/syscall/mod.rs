@@ -7,6 +7,7 @@ mod fd;
 mod file;
 mod fs_ops;
 mod info;
+mod ipc_sysv;
 mod mem;
 mod memfd;
 mod misc;
@@ -342,6 +343,18 @@ table! {
     __NR_shutdown / 2 => socket::shutdown,
     __NR_getsockopt / 5 => socket::getsockopt,
     __NR_setsockopt / 5 => socket::setsockopt,
+    __NR_shmget / 3 => ipc_sysv::shmget,
+    __NR_shmat / 3 => ipc_sysv::shmat,
+    __NR_shmdt / 1 => ipc_sysv::shmdt,
+    __NR_shmctl / 3 => ipc_sysv::shmctl,
+    __NR_semget / 3 => ipc_sysv::semget,
+    __NR_semop / 3 => ipc_sysv::semop,
+    __NR_semtimedop / 4 => ipc_sysv::semtimedop,
+    __NR_semctl / 4 => ipc_sysv::semctl,
+    __NR_msgget / 2 => ipc_sysv::msgget,
+    __NR_msgsnd / 4 => ipc_sysv::msgsnd,
+    __NR_msgrcv / 5 => ipc_sysv::msgrcv,
+    __NR_msgctl / 3 => ipc_sysv::msgctl,
 }
 
 /// Run system call `n` for `t`.
