@@ -12,6 +12,7 @@
 //! The state here is plain data with no guest memory access: the system
 //! calls (`syscall::ipc_sysv`) copy structures in and out and block.
 
+pub mod mqueue;
 pub mod msg;
 pub mod sem;
 pub mod shm;
@@ -291,6 +292,8 @@ pub struct Ipc {
     /// Shared segments by the id of their page cache (how `shmdt`
     /// recognises a mapping of one).
     pub shm_by_cache: BTreeMap<u64, i32>,
+    /// POSIX message queues by name.
+    pub mq: mqueue::MqNames,
 }
 
 /// A task blocked on an IPC object.
@@ -315,6 +318,7 @@ impl Default for Ipc {
             undo: sem::UndoLists::default(),
             waiters: BTreeMap::new(),
             shm_by_cache: BTreeMap::new(),
+            mq: mqueue::MqNames::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod ipc_sysv;
 mod mem;
 mod memfd;
 mod misc;
+mod mqueue;
 pub mod names;
 pub mod poll;
 mod process;
@@ -355,6 +356,12 @@ table! {
     __NR_msgsnd / 4 => ipc_sysv::msgsnd,
     __NR_msgrcv / 5 => ipc_sysv::msgrcv,
     __NR_msgctl / 3 => ipc_sysv::msgctl,
+    __NR_mq_open / 4 => mqueue::mq_open,
+    __NR_mq_unlink / 1 => mqueue::mq_unlink,
+    __NR_mq_timedsend / 5 => mqueue::mq_timedsend,
+    __NR_mq_timedreceive / 5 => mqueue::mq_timedreceive,
+    __NR_mq_notify / 2 => mqueue::mq_notify,
+    __NR_mq_getsetattr / 3 => mqueue::mq_getsetattr,
 }
 
 /// Run system call `n` for `t`.

@@ -319,11 +319,143 @@ fn msg_tests() {
     }
 }
 
+static NOTIFIED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_usr1(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo.
+    let code = unsafe { (*info).si_code };
+    NOTIFIED.store(if code == libc::SI_MESGQ { 1 } else { 2 }, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn mq_attr(maxmsg: i64, msgsize: i64) -> libc::mq_attr {
+    // SAFETY: an all-zero mq_attr is valid.
+    let mut a: libc::mq_attr = unsafe { std::mem::zeroed() };
+    a.mq_maxmsg = maxmsg;
+    a.mq_msgsize = msgsize;
+    a
+}
+
+fn mq_tests() {
+    // SAFETY (whole block): POSIX queue calls with valid names, buffers
+    // and attribute structures.
+    unsafe {
+        let name = c(&format!("/rustuml_conf_{}", libc::getpid()));
+        let mut at = mq_attr(4, 64);
+        let q = libc::mq_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600, &mut at as *mut libc::mq_attr);
+        t("mq_open O_CREAT", q >= 0, r(q));
+        let again = libc::mq_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600, &mut at as *mut libc::mq_attr);
+        t("mq_open O_EXCL EEXIST", again == -1 && e() == libc::EEXIST, r(again));
+        let mut got = mq_attr(0, 0);
+        libc::mq_getattr(q, &mut got);
+        t("mq_getattr", got.mq_maxmsg == 4 && got.mq_msgsize == 64 && got.mq_curmsgs == 0, format!("{} {}", got.mq_maxmsg, got.mq_msgsize));
+        for (m, p) in [(&b"a"[..], 1u32), (b"b", 5), (b"c", 1)] {
+            libc::mq_send(q, m.as_ptr().cast(), m.len(), p);
+        }
+        let mut pfd = libc::pollfd { fd: q, events: libc::POLLIN | libc::POLLOUT, revents: 0 };
+        libc::poll(&mut pfd, 1, 0);
+        t("poll: readable and writable", pfd.revents == libc::POLLIN | libc::POLLOUT, format!("{:#x}", pfd.revents));
+        let q2 = libc::mq_open(name.as_ptr(), libc::O_RDONLY);
+        t("mq_open existing", q2 >= 0, r(q2));
+        let mut buf = [0u8; 64];
+        let mut prio = 0u32;
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let n = libc::mq_receive(q2, buf.as_mut_ptr().cast(), 64, &mut prio);
+            order.push(format!("{}{}", String::from_utf8_lossy(&buf[..n.max(0) as usize]), prio));
+        }
+        t("priority order", order == ["b5", "a1", "c1"], format!("{order:?}"));
+        let small = libc::mq_receive(q, buf.as_mut_ptr().cast(), 10, &mut prio);
+        t("mq_receive small buffer EMSGSIZE", small == -1 && e() == libc::EMSGSIZE, r(small));
+        let big = [0u8; 65];
+        let tb = libc::mq_send(q, big.as_ptr().cast(), 65, 0);
+        t("mq_send too long EMSGSIZE", tb == -1 && e() == libc::EMSGSIZE, r(tb));
+        let wr = libc::mq_send(q2, big.as_ptr().cast(), 1, 0);
+        t("mq_send on O_RDONLY EBADF", wr == -1 && e() == libc::EBADF, r(wr));
+        let bp = libc::mq_send(q, big.as_ptr().cast(), 1, 40000);
+        t("mq_send prio >= MQ_PRIO_MAX EINVAL", bp == -1 && e() == libc::EINVAL, r(bp));
+        let mut now: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+        now.tv_nsec = (now.tv_nsec + 30_000_000) % 1_000_000_000;
+        now.tv_sec += 1 - (now.tv_nsec >= 30_000_000) as i64;
+        // (a deadline at most ~1 s away)
+        let te = libc::mq_timedreceive(q, buf.as_mut_ptr().cast(), 64, &mut prio, &now);
+        t("mq_timedreceive empty ETIMEDOUT", te == -1 && e() == libc::ETIMEDOUT, r(te));
+        for _ in 0..4 {
+            libc::mq_send(q, b"x".as_ptr().cast(), 1, 0);
+        }
+        let past = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+        let tf = libc::mq_timedsend(q, b"x".as_ptr().cast(), 1, 0, &past);
+        t("mq_timedsend full ETIMEDOUT", tf == -1 && e() == libc::ETIMEDOUT, r(tf));
+        let nb = mq_attr(0, 0);
+        let mut nbat = nb;
+        nbat.mq_flags = libc::O_NONBLOCK as i64;
+        libc::mq_setattr(q, &nbat, std::ptr::null_mut());
+        let ea = libc::mq_send(q, b"x".as_ptr().cast(), 1, 0);
+        t("O_NONBLOCK full EAGAIN", ea == -1 && e() == libc::EAGAIN, r(ea));
+        let mut cur = mq_attr(0, 0);
+        libc::mq_getattr(q, &mut cur);
+        t("mq_getattr flags and count", cur.mq_flags == libc::O_NONBLOCK as i64 && cur.mq_curmsgs == 4, format!("{} {}", cur.mq_flags, cur.mq_curmsgs));
+        for _ in 0..4 {
+            libc::mq_receive(q, buf.as_mut_ptr().cast(), 64, &mut prio);
+        }
+        let ee = libc::mq_receive(q, buf.as_mut_ptr().cast(), 64, &mut prio);
+        t("O_NONBLOCK empty EAGAIN", ee == -1 && e() == libc::EAGAIN, r(ee));
+        // mq_notify with a signal, once.
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_SIGNAL;
+        sev.sigev_signo = libc::SIGUSR1;
+        t("mq_notify", libc::mq_notify(q, &sev) == 0, r(-1));
+        let busy = libc::mq_notify(q, &sev);
+        t("mq_notify twice EBUSY", busy == -1 && e() == libc::EBUSY, r(busy));
+        libc::mq_send(q, b"n".as_ptr().cast(), 1, 0);
+        t("notified with SI_MESGQ", NOTIFIED.load(std::sync::atomic::Ordering::SeqCst) == 1, format!("{}", NOTIFIED.load(std::sync::atomic::Ordering::SeqCst)));
+        t("registration dropped after firing", libc::mq_notify(q, &sev) == 0, r(-1));
+        libc::mq_notify(q, std::ptr::null());
+        libc::mq_receive(q, buf.as_mut_ptr().cast(), 64, &mut prio);
+        // A blocked receive is woken by another process's send.
+        let pid = fork();
+        if pid == 0 {
+            sleep_ms(50);
+            let w = libc::mq_open(name.as_ptr(), libc::O_WRONLY);
+            libc::mq_send(w, b"late".as_ptr().cast(), 4, 3);
+            exit_now(0);
+        }
+        let n = libc::mq_receive(q2, buf.as_mut_ptr().cast(), 64, &mut prio);
+        t("blocked mq_receive woken", n == 4 && prio == 3, r(n));
+        let _ = wait_for(pid);
+        // Unprivileged limits.
+        let st = in_child(|| {
+            as_nobody();
+            let mut big = mq_attr(11, 64);
+            let nm = c(&format!("/rustuml_conf_u{}", libc::getpid()));
+            let r = libc::mq_open(nm.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o600, &mut big as *mut libc::mq_attr);
+            (r != -1 || errno() != libc::EINVAL) as i32
+        });
+        t("unprivileged maxmsg > 10 EINVAL", st == 0, format!("{st:#x}"));
+        let bad = c("/a/b");
+        let sl = libc::mq_open(bad.as_ptr(), libc::O_RDONLY);
+        t("name with a slash EACCES", sl == -1 && e() == libc::EACCES, r(sl));
+        t("mq_unlink", libc::mq_unlink(name.as_ptr()) == 0, r(-1));
+        let gone = libc::mq_open(name.as_ptr(), libc::O_RDONLY);
+        t("unlinked: ENOENT", gone == -1 && e() == libc::ENOENT, r(gone));
+        t("still usable while open", libc::mq_send(q, b"z".as_ptr().cast(), 1, 0) == 0, r(-1));
+        let un = libc::mq_unlink(name.as_ptr());
+        t("mq_unlink again ENOENT", un == -1 && e() == libc::ENOENT, r(un));
+        libc::mq_close(q);
+        libc::mq_close(q2);
+    }
+}
+
 #[no_mangle]
 extern "C" fn main(_argc: i32, _argv: *const *const c_char) -> i32 {
     shm_tests();
     sem_tests();
     msg_tests();
+    mq_tests();
     // SAFETY: single-threaded.
     let failed = unsafe { FAILED };
     let _ = fork;
