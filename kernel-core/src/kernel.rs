@@ -180,6 +180,8 @@ pub struct Kernel<S: AddressSpace> {
     pub net: crate::net::NetStack,
     /// System V IPC objects (shared memory, semaphores, message queues).
     pub ipc: crate::ipc::Ipc,
+    /// Advisory file locks (`flock`, POSIX and OFD record locks).
+    pub locks: crate::filelock::LockTable,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -276,6 +278,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         check_invariants,
         net: crate::net::NetStack::default(),
         ipc: crate::ipc::Ipc::default(),
+        locks: crate::filelock::LockTable::default(),
     };
     let mut seed = [0u8; 8];
     hal.random(&mut seed);
@@ -933,6 +936,7 @@ impl<S: AddressSpace> Kernel<S> {
         let tgid = task.tgid;
         if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
             self.ipc.process_exit(tgid);
+            self.locks.process_exit(tgid);
             let mut orphan_zombies = Vec::new();
             for t in self.tasks.values_mut() {
                 if t.ppid == tgid && t.tgid != tgid {

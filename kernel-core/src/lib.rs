@@ -13,6 +13,7 @@ extern crate std;
 pub mod budget;
 pub mod errno;
 pub mod exec;
+pub mod filelock;
 pub mod fs;
 #[doc(hidden)]
 pub mod invariants;

@@ -1,6 +1,8 @@
-//! System V IPC under both backends: `conf_ipc` (shared memory, semaphores,
-//! message queues, with permissions for another user) compared line by line
-//! with a native run. Run with `cargo xtask test`.
+//! IPC and file locks under both backends, each compared line by line with
+//! a native run: `conf_ipc` (System V shared memory, semaphores, message
+//! queues, POSIX message queues, with permissions for another user) and
+//! `conf_locks` (`flock`, POSIX and OFD record locks). Run with
+//! `cargo xtask test`.
 
 mod common;
 
@@ -29,4 +31,29 @@ fn conf_ipc_skas() {
 #[test]
 fn conf_ipc_tt() {
     conf_ipc_on(TT);
+}
+
+fn conf_locks_on(var: &str) {
+    let _l = lock();
+    let kernel = kernel_from(var);
+    let root = default_root();
+    let dir = std::env::temp_dir().join(format!("rustuml-locks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let n = native(&root, "conf_locks", &[dir.to_str().unwrap_or("/tmp")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(n.code, 0, "native conf_locks failed:\n{}\n{}", n.stdout, n.stderr);
+    // In the guest: on its tmpfs /tmp.
+    let args: Vec<String> = vec!["--root".into(), root.to_string_lossy().into_owned(), "--".into(), "/tests/conf_locks".into(), "/tmp".into()];
+    let g = run_kernel(&kernel, &args);
+    assert_same("conf_locks", &n, &g);
+}
+
+#[test]
+fn conf_locks_skas() {
+    conf_locks_on(SKAS);
+}
+
+#[test]
+fn conf_locks_tt() {
+    conf_locks_on(TT);
 }

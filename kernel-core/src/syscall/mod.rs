@@ -7,6 +7,7 @@ mod fd;
 mod file;
 mod fs_ops;
 mod info;
+mod locks;
 mod ipc_sysv;
 mod mem;
 mod memfd;
@@ -220,7 +221,8 @@ table! {
     __NR_statx / 5 => fs_ops::statx,
     __NR_mount / 5 => fs_ops::mount,
     __NR_umount2 / 2 => fs_ops::umount2,
-    __NR_fcntl / 3 => fd::fcntl,
+    __NR_fcntl / 3 => locks::fcntl,
+    __NR_flock / 2 => locks::flock,
     __NR_dup / 1 => fd::dup,
     __NR_dup2 / 2 => fd::dup2,
     __NR_dup3 / 3 => fd::dup3,
