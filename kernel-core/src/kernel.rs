@@ -182,6 +182,8 @@ pub struct Kernel<S: AddressSpace> {
     pub ipc: crate::ipc::Ipc,
     /// Advisory file locks (`flock`, POSIX and OFD record locks).
     pub locks: crate::filelock::LockTable,
+    /// Open pidfds by process (readable once it exits).
+    pub pidfds: crate::syscall::pidfd::PidFdWatch,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -279,6 +281,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         net: crate::net::NetStack::default(),
         ipc: crate::ipc::Ipc::default(),
         locks: crate::filelock::LockTable::default(),
+        pidfds: Default::default(),
     };
     let mut seed = [0u8; 8];
     hal.random(&mut seed);
@@ -937,25 +940,51 @@ impl<S: AddressSpace> Kernel<S> {
         if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
             self.ipc.process_exit(tgid);
             self.locks.process_exit(tgid);
+            self.pidfds.exited(tgid);
             let mut orphan_zombies = Vec::new();
+            let reaper = self.reaper_for(task.ppid);
+            let mut death_signals = Vec::new();
             for t in self.tasks.values_mut() {
                 if t.ppid == tgid && t.tgid != tgid {
-                    t.ppid = 1;
+                    t.ppid = reaper;
                     if t.is_zombie() && t.is_leader() {
                         orphan_zombies.push(t.pid);
+                    } else if t.pdeathsig != 0 {
+                        death_signals.push((t.pid, t.pdeathsig));
                     }
                 }
+            }
+            for (p, sig) in death_signals {
+                self.post_signal(None, p, SigInfo::kernel(sig), true);
             }
             // Init hears of orphans already dead as if they died now (Linux's
             // forget_original_parent): SIGCHLD, or reaped at once if it ignores it.
             if pid != 1 {
                 for z in orphan_zombies {
                     if !self.tasks.values().any(|o| o.tgid == z && o.pid != z && !o.is_zombie()) {
-                        self.notify_parent(hal, z, 1);
+                        self.notify_parent(hal, z, reaper);
                     }
                 }
             }
         }
+    }
+
+    /// Who adopts the orphans of a process whose parent is `ppid`: the
+    /// nearest live ancestor that is a child subreaper
+    /// (`PR_SET_CHILD_SUBREAPER`), else init.
+    fn reaper_for(&self, mut ppid: Pid) -> Pid {
+        // Bounded walk up the tree (a chain never exceeds the task count).
+        for _ in 0..=self.tasks.len() {
+            if ppid <= 1 {
+                break;
+            }
+            match self.tasks.get(&ppid) {
+                Some(t) if t.subreaper && !t.is_zombie() => return ppid,
+                Some(t) => ppid = t.ppid,
+                None => break,
+            }
+        }
+        1
     }
 
     /// After `pid` became a zombie (and is back in the table): a thread

@@ -1,8 +1,9 @@
 //! IPC and file locks under both backends, each compared line by line with
 //! a native run: `conf_ipc` (System V shared memory, semaphores, message
-//! queues, POSIX message queues, with permissions for another user) and
-//! `conf_locks` (`flock`, POSIX and OFD record locks). Run with
-//! `cargo xtask test`.
+//! queues, POSIX message queues, with permissions for another user),
+//! `conf_locks` (`flock`, POSIX and OFD record locks) and `conf_share`
+//! (`CLONE_FS`, `unshare`, `close_range`, pidfds, capabilities, `prctl`).
+//! Run with `cargo xtask test`.
 
 mod common;
 
@@ -56,4 +57,28 @@ fn conf_locks_skas() {
 #[test]
 fn conf_locks_tt() {
     conf_locks_on(TT);
+}
+
+fn conf_share_on(var: &str) {
+    let _l = lock();
+    let kernel = kernel_from(var);
+    let root = default_root();
+    let dir = std::env::temp_dir().join(format!("rustuml-share-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let n = native(&root, "conf_share", &[dir.to_str().unwrap_or("/tmp")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(n.code, 0, "native conf_share failed:\n{}\n{}", n.stdout, n.stderr);
+    let args: Vec<String> = vec!["--root".into(), root.to_string_lossy().into_owned(), "--".into(), "/tests/conf_share".into(), "/tmp".into()];
+    let g = run_kernel(&kernel, &args);
+    assert_same("conf_share", &n, &g);
+}
+
+#[test]
+fn conf_share_skas() {
+    conf_share_on(SKAS);
+}
+
+#[test]
+fn conf_share_tt() {
+    conf_share_on(TT);
 }

@@ -560,6 +560,7 @@ pub fn chdir<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         return Err(Errno::ENOTDIR);
     }
     cx.t.cwd = l;
+    super::share::sync_fs(cx);
     Ok(0)
 }
 
@@ -571,6 +572,7 @@ pub fn fchdir<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     let root = Loc::root(cx.k.fs.root.clone());
     cx.t.cwd = path::walk(&cx.k.fs.root, &root, &f.path, Follow::Yes)?;
+    super::share::sync_fs(cx);
     Ok(0)
 }
 
@@ -637,5 +639,6 @@ pub fn fallocate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 pub fn umask<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let old = cx.t.umask;
     cx.t.umask = (a[0] as u32) & 0o777;
+    super::share::sync_fs(cx);
     Ok(old as usize)
 }

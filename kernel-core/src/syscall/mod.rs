@@ -14,10 +14,13 @@ mod memfd;
 mod misc;
 mod mqueue;
 pub mod names;
+pub mod pidfd;
 pub mod poll;
 mod process;
+mod caps;
 mod cred;
 pub mod futex;
+mod share;
 mod signal;
 mod socket;
 mod time;
@@ -358,6 +361,13 @@ table! {
     __NR_msgsnd / 4 => ipc_sysv::msgsnd,
     __NR_msgrcv / 5 => ipc_sysv::msgrcv,
     __NR_msgctl / 3 => ipc_sysv::msgctl,
+    __NR_unshare / 1 => share::unshare,
+    __NR_capget / 2 => caps::capget,
+    __NR_capset / 2 => caps::capset,
+    __NR_pidfd_open / 2 => pidfd::pidfd_open,
+    __NR_pidfd_send_signal / 4 => pidfd::pidfd_send_signal,
+    __NR_pidfd_getfd / 3 => pidfd::pidfd_getfd,
+    __NR_close_range / 3 => share::close_range,
     __NR_mq_open / 4 => mqueue::mq_open,
     __NR_mq_unlink / 1 => mqueue::mq_unlink,
     __NR_mq_timedsend / 5 => mqueue::mq_timedsend,
