@@ -184,6 +184,8 @@ pub struct Kernel<S: AddressSpace> {
     pub locks: crate::filelock::LockTable,
     /// Open pidfds by process (readable once it exits).
     pub pidfds: crate::syscall::pidfd::PidFdWatch,
+    /// inotify watches by file.
+    pub inotify: crate::syscall::inotify::Watches,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -282,6 +284,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         ipc: crate::ipc::Ipc::default(),
         locks: crate::filelock::LockTable::default(),
         pidfds: Default::default(),
+        inotify: Default::default(),
     };
     let mut seed = [0u8; 8];
     hal.random(&mut seed);

@@ -1,8 +1,9 @@
 //! IPC and file locks under both backends, each compared line by line with
 //! a native run: `conf_ipc` (System V shared memory, semaphores, message
 //! queues, POSIX message queues, with permissions for another user),
-//! `conf_locks` (`flock`, POSIX and OFD record locks) and `conf_share`
-//! (`CLONE_FS`, `unshare`, `close_range`, pidfds, capabilities, `prctl`).
+//! `conf_locks` (`flock`, POSIX and OFD record locks), `conf_share`
+//! (`CLONE_FS`, `unshare`, `close_range`, pidfds, capabilities, `prctl`)
+//! and `conf_inotify` (every event as a line).
 //! Run with `cargo xtask test`.
 
 mod common;
@@ -81,4 +82,28 @@ fn conf_share_skas() {
 #[test]
 fn conf_share_tt() {
     conf_share_on(TT);
+}
+
+fn conf_inotify_on(var: &str) {
+    let _l = lock();
+    let kernel = kernel_from(var);
+    let root = default_root();
+    let dir = std::env::temp_dir().join(format!("rustuml-inotify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let n = native(&root, "conf_inotify", &[dir.to_str().unwrap_or("/tmp")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(n.code, 0, "native conf_inotify failed:\n{}\n{}", n.stdout, n.stderr);
+    let args: Vec<String> = vec!["--root".into(), root.to_string_lossy().into_owned(), "--".into(), "/tests/conf_inotify".into(), "/tmp".into()];
+    let g = run_kernel(&kernel, &args);
+    assert_same("conf_inotify", &n, &g);
+}
+
+#[test]
+fn conf_inotify_skas() {
+    conf_inotify_on(SKAS);
+}
+
+#[test]
+fn conf_inotify_tt() {
+    conf_inotify_on(TT);
 }

@@ -7,6 +7,7 @@ mod fd;
 mod file;
 mod fs_ops;
 mod info;
+pub mod inotify;
 mod locks;
 mod ipc_sysv;
 mod mem;
@@ -362,6 +363,10 @@ table! {
     __NR_msgrcv / 5 => ipc_sysv::msgrcv,
     __NR_msgctl / 3 => ipc_sysv::msgctl,
     __NR_unshare / 1 => share::unshare,
+    __NR_inotify_init / 0 => inotify::inotify_init,
+    __NR_inotify_init1 / 1 => inotify::inotify_init1,
+    __NR_inotify_add_watch / 3 => inotify::inotify_add_watch,
+    __NR_inotify_rm_watch / 2 => inotify::inotify_rm_watch,
     __NR_capget / 2 => caps::capget,
     __NR_capset / 2 => caps::capset,
     __NR_pidfd_open / 2 => pidfd::pidfd_open,
@@ -379,7 +384,9 @@ table! {
 /// Run system call `n` for `t`.
 pub fn dispatch<H: Hal>(hal: &mut H, k: &mut Kernel<H::Space>, t: &mut Task<H::Space>, n: u64, a: [u64; 6]) -> Flow {
     let mut cx = SysCtx { hal, k, t };
-    match call(&mut cx, n, a) {
+    // inotify events come from the calls that succeed (nothing to do without watches).
+    let pending = if cx.k.inotify.active() { inotify::before(&mut cx, n, &a) } else { None };
+    let flow = match call(&mut cx, n, a) {
         // A handler that must wait but returns a plain result (a FIFO open)
         // records its wait set and says EAGAIN: block on the set instead.
         Some(Flow::Ret(Err(Errno::EAGAIN))) if cx.k.block_request.is_some() => {
@@ -394,7 +401,11 @@ pub fn dispatch<H: Hal>(hal: &mut H, k: &mut Kernel<H::Space>, t: &mut Task<H::S
             *cx.k.unknown.entry(n).or_insert(0) += 1;
             Flow::Ret(Err(Errno::ENOSYS))
         }
+    };
+    if let Some(p) = pending {
+        inotify::after(&mut cx, p, &flow);
     }
+    flow
 }
 
 /// The name of call `n` (or `syscall_NNN`).
