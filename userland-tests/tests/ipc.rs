@@ -107,3 +107,55 @@ fn conf_inotify_skas() {
 fn conf_inotify_tt() {
     conf_inotify_on(TT);
 }
+
+/// `sendfile`, `splice` and `vmsplice` (through `writev` on a pipe) as
+/// python's `os` module and `shutil.copyfile` use them.
+const SPLICE_PY: &str = r#"import os, sys
+d = sys.argv[1]
+p = os.path.join(d, "sp_src"); q = os.path.join(d, "sp_dst")
+with open(p, "wb") as f: f.write(b"hello world " * 1000)
+fi = os.open(p, os.O_RDONLY); fo = os.open(q, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+print("sendfile file->file", os.sendfile(fo, fi, None, 5000), os.lseek(fi, 0, 1))
+print("sendfile with offset", os.sendfile(fo, fi, 100, 50), os.lseek(fi, 0, 1))
+r, w = os.pipe()
+print("sendfile file->pipe", os.sendfile(w, fi, None, 100))
+print("splice pipe->file", os.splice(r, fo, 60))
+print("splice file->pipe", os.splice(fi, w, 30, offset_src=10))
+print("read pipe", os.read(r, 1000))
+os.close(fo)
+print("dst size", os.path.getsize(q))
+try: os.splice(fi, fo, 10)
+except OSError as e: print("splice bad", e.errno)
+try: os.splice(fi, os.open(q, os.O_WRONLY), 10)
+except OSError as e: print("splice no pipe", e.errno)
+print("vmsplice", os.writev(w, [b"ab", b"cd"]), os.read(r, 10))
+import shutil
+shutil.copyfile(p, q)
+print("copyfile same", open(p,"rb").read() == open(q,"rb").read())
+os.unlink(p); os.unlink(q)
+"#;
+
+fn splice_python_on(var: &str) {
+    let _l = lock();
+    let kernel = kernel_from(var);
+    let root = default_root();
+    let dir = std::env::temp_dir().join(format!("rustuml-splice-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = std::process::Command::new("python3").args(["-c", SPLICE_PY, dir.to_str().unwrap_or("/tmp")]).output().expect("python3 runs natively");
+    let _ = std::fs::remove_dir_all(&dir);
+    let native = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && native.contains("copyfile same True"), "native: {native}");
+    let args: Vec<String> = vec!["--root".into(), root.to_string_lossy().into_owned(), "--".into(), "/usr/bin/python3".into(), "-c".into(), SPLICE_PY.into(), "/tmp".into()];
+    let g = run_kernel(&kernel, &args);
+    assert_eq!(g.stdout, native, "guest stderr: {}", g.stderr);
+}
+
+#[test]
+fn splice_python_skas() {
+    splice_python_on(SKAS);
+}
+
+#[test]
+fn splice_python_tt() {
+    splice_python_on(TT);
+}

@@ -23,6 +23,7 @@ mod cred;
 pub mod futex;
 mod share;
 mod signal;
+mod splice;
 mod socket;
 mod time;
 mod timerfd;
@@ -363,6 +364,9 @@ table! {
     __NR_msgrcv / 5 => ipc_sysv::msgrcv,
     __NR_msgctl / 3 => ipc_sysv::msgctl,
     __NR_unshare / 1 => share::unshare,
+    __NR_sendfile / 4 => splice::sendfile,
+    __NR_splice / 6 => splice::splice,
+    __NR_vmsplice / 4 => splice::vmsplice,
     __NR_inotify_init / 0 => inotify::inotify_init,
     __NR_inotify_init1 / 1 => inotify::inotify_init1,
     __NR_inotify_add_watch / 3 => inotify::inotify_add_watch,
