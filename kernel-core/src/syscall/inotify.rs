@@ -167,15 +167,60 @@ pub struct Watches {
     instances: Vec<Weak<Inotify>>,
     /// Last rename cookie.
     cookie: u32,
+    /// `fcntl(F_NOTIFY)` registrations (dnotify).
+    dnotify: Vec<DnReg>,
+    /// Signals dnotify owes, sent once the call is done.
+    dn_signals: Vec<crate::task::Pid>,
+}
+
+/// A directory's dnotify registration: who gets `SIGIO` for what.
+struct DnReg {
+    dir: Key,
+    file: Weak<crate::fs::OpenFile>,
+    pid: crate::task::Pid,
+    mask: u32,
+}
+
+/// The `DN_*` bits an inotify event of a directory's child stands for.
+fn dn_bits(mask: u32) -> u32 {
+    let mut b = 0;
+    for (i, d) in [
+        (g::IN_ACCESS, g::DN_ACCESS),
+        (g::IN_MODIFY, g::DN_MODIFY),
+        (g::IN_CREATE, g::DN_CREATE),
+        (g::IN_DELETE, g::DN_DELETE),
+        (g::IN_MOVED_FROM | g::IN_MOVED_TO, g::DN_RENAME),
+        (g::IN_ATTRIB, g::DN_ATTRIB),
+    ] {
+        if mask & i != 0 {
+            b |= d;
+        }
+    }
+    b
 }
 
 impl Watches {
     /// Is any watch set (the dispatcher's fast path)?
     pub fn active(&self) -> bool {
-        !self.by_file.is_empty()
+        !self.by_file.is_empty() || !self.dnotify.is_empty()
     }
     /// Deliver `mask` for file `k` (with `name` for a directory's child).
     fn deliver(&mut self, k: Key, mask: u32, cookie: u32, name: &str) {
+        if !name.is_empty() && !self.dnotify.is_empty() {
+            let bits = dn_bits(mask);
+            self.dnotify.retain(|r| r.file.strong_count() > 0);
+            let mut fired = false;
+            for r in self.dnotify.iter_mut().filter(|r| r.dir == k && r.mask & bits != 0) {
+                self.dn_signals.push(r.pid);
+                if r.mask & g::DN_MULTISHOT == 0 {
+                    r.mask = 0;
+                    fired = true;
+                }
+            }
+            if fired {
+                self.dnotify.retain(|r| r.mask != 0);
+            }
+        }
         let Some(list) = self.by_file.get_mut(&k) else { return };
         list.retain(|(w, wd)| w.upgrade().is_some_and(|i| i.watches.borrow().contains_key(wd)));
         let targets: Vec<(Rc<Inotify>, i32)> = list.iter().filter_map(|(w, wd)| w.upgrade().map(|i| (i, *wd))).collect();
@@ -402,8 +447,39 @@ fn emit_file<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, mask: u32) {
     }
 }
 
+/// `fcntl(fd, F_NOTIFY, mask)` (dnotify): `SIGIO` to the caller's process
+/// when an entry of directory `fd` is accessed, modified, created,
+/// deleted, renamed or changes attributes (`DN_*`); once, or every time
+/// with `DN_MULTISHOT`; mask 0 removes the registration. `ENOTDIR` for
+/// anything but a directory.
+pub fn dnotify<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, arg: u64) -> SysResult {
+    let f = cx.t.fds.file(fd)?;
+    if !f.inode.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    let mask = arg as u32;
+    let w = &mut cx.k.inotify;
+    w.dnotify.retain(|r| r.file.strong_count() > 0 && !core::ptr::eq(r.file.as_ptr(), Rc::as_ptr(&f)));
+    if mask & !g::DN_MULTISHOT == 0 {
+        return Ok(0);
+    }
+    if w.dnotify.len() >= MAX_WATCHES {
+        return Err(Errno::ENOSPC);
+    }
+    w.dnotify.push(DnReg { dir: key(&f.inode), file: Rc::downgrade(&f), pid: cx.t.tgid, mask });
+    Ok(0)
+}
+
 /// After call `p.n` returned `flow`: queue its events.
 pub fn after<H: Hal>(cx: &mut SysCtx<'_, H>, p: Pending, flow: &Flow) {
+    after_inner(cx, p, flow);
+    for pid in core::mem::take(&mut cx.k.inotify.dn_signals) {
+        let info = crate::task::signal::SigInfo::kernel(g::SIGIO);
+        cx.k.post_signal(Some(&mut *cx.t), pid, info, false);
+    }
+}
+
+fn after_inner<H: Hal>(cx: &mut SysCtx<'_, H>, p: Pending, flow: &Flow) {
     use super::nr::*;
     let Flow::Ret(Ok(ret)) = flow else { return };
     let (n, a) = (p.n, p.a);

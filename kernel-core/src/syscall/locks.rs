@@ -195,11 +195,12 @@ pub fn closed<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef) {
     cx.k.locks.closed(key_of(f), tgid);
 }
 
-/// `fcntl(fd, cmd, arg)`: the lock commands here (they may block), the rest
-/// in [`super::fd::fcntl`].
+/// `fcntl(fd, cmd, arg)`: the lock commands here (they may block), dnotify
+/// in [`super::inotify::dnotify`], the rest in [`super::fd::fcntl`].
 pub fn fcntl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     match a[1] as u32 {
         c @ (g::F_GETLK | g::F_SETLK | g::F_SETLKW | g::F_OFD_GETLK | g::F_OFD_SETLK | g::F_OFD_SETLKW) => fcntl_lock(cx, a[0], c, a[2]),
+        g::F_NOTIFY => ret(super::inotify::dnotify(cx, a[0], a[2])),
         _ => ret(super::fd::fcntl(cx, a)),
     }
 }
