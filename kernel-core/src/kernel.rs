@@ -186,6 +186,8 @@ pub struct Kernel<S: AddressSpace> {
     pub pidfds: crate::syscall::pidfd::PidFdWatch,
     /// inotify watches by file.
     pub inotify: crate::syscall::inotify::Watches,
+    /// signalfds by process (readiness when a blocked signal is queued).
+    pub signalfds: crate::syscall::signalfd::SignalFds,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -285,6 +287,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         locks: crate::filelock::LockTable::default(),
         pidfds: Default::default(),
         inotify: Default::default(),
+        signalfds: Default::default(),
     };
     let mut seed = [0u8; 8];
     hal.random(&mut seed);

@@ -23,6 +23,7 @@ mod cred;
 pub mod futex;
 mod share;
 mod signal;
+pub mod signalfd;
 mod splice;
 mod socket;
 mod time;
@@ -151,7 +152,7 @@ macro_rules! table {
 }
 
 table! {
-    __NR_read / 3 => file::read,
+    __NR_read / 3 => signalfd::read,
     __NR_write / 3 => file::write,
     __NR_readv / 3 => file::readv,
     __NR_writev / 3 => file::writev,
@@ -364,6 +365,8 @@ table! {
     __NR_msgrcv / 5 => ipc_sysv::msgrcv,
     __NR_msgctl / 3 => ipc_sysv::msgctl,
     __NR_unshare / 1 => share::unshare,
+    __NR_signalfd / 3 => signalfd::signalfd,
+    __NR_signalfd4 / 4 => signalfd::signalfd4,
     __NR_sendfile / 4 => splice::sendfile,
     __NR_splice / 6 => splice::splice,
     __NR_vmsplice / 4 => splice::vmsplice,

@@ -106,6 +106,14 @@ pub fn pidfd_open<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// the process is reaped.
 pub fn pid_of<H: Hal>(cx: &SysCtx<'_, H>, fd: u64) -> Result<Pid, Errno> {
     let f = cx.t.fds.file(fd)?;
+    // A `/proc/PID` directory works as a pidfd too, as on Linux.
+    if f.inode.is_dir() && cx.k.fs.fstype(f.inode.sb) == crate::fs::mount::FsType::Proc {
+        let last = f.path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let pid = if last == "self" { Some(cx.t.tgid) } else { last.parse::<Pid>().ok() };
+        let pid = pid.ok_or(Errno::EBADF)?;
+        let alive = pid == cx.t.tgid || cx.k.tasks.get(&pid).is_some_and(|t| t.is_leader());
+        return if alive { Ok(pid) } else { Err(Errno::ESRCH) };
+    }
     let Kind::Special(s) = &f.inode.kind else { return Err(Errno::EBADF) };
     let p = s.as_any().downcast_ref::<PidFd>().ok_or(Errno::EBADF)?;
     let alive = if p.pid == cx.t.tgid && cx.t.is_leader() {

@@ -3,7 +3,8 @@
 //! `close_range` (with `CLOSE_RANGE_CLOEXEC`), pidfds (`pidfd_open`, poll on
 //! exit, `waitid(P_PIDFD)`, `pidfd_send_signal`, `pidfd_getfd`),
 //! `capget`/`capset` for root and another user, and `prctl` (name, death
-//! signal, child subreaper, no-new-privs, dumpable). Scratch directories go
+//! signal, child subreaper, no-new-privs, dumpable) and `signalfd` (read,
+//! poll, epoll, blocking). Scratch directories go
 //! under `argv[1]`. One line per check; exits 1 on a failure.
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code, unused_imports))]
@@ -279,6 +280,73 @@ fn prctl_tests() {
     }
 }
 
+fn signalfd_tests() {
+    // SAFETY (whole block): signal-set and signalfd calls with valid buffers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut one: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut one);
+        libc::sigaddset(&mut one, libc::SIGUSR1);
+        let sfd = libc::signalfd(-1, &one, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        t("signalfd", sfd >= 0, r(sfd));
+        let mut si: libc::signalfd_siginfo = std::mem::zeroed();
+        let sz = std::mem::size_of::<libc::signalfd_siginfo>();
+        let n = libc::read(sfd, (&mut si as *mut libc::signalfd_siginfo).cast(), sz);
+        t("nothing pending: EAGAIN", n == -1 && e() == libc::EAGAIN, r(n));
+        let me = libc::getpid();
+        libc::kill(me, libc::SIGUSR1);
+        let mut pl = libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 };
+        t("poll: readable", libc::poll(&mut pl, 1, 0) == 1, String::new());
+        let n = libc::read(sfd, (&mut si as *mut libc::signalfd_siginfo).cast(), sz);
+        t("read one record", n == sz as isize && si.ssi_signo == libc::SIGUSR1 as u32 && si.ssi_pid == me as u32 && si.ssi_code == 0, format!("{n} {} {}", si.ssi_signo, si.ssi_pid));
+        let n = libc::read(sfd, (&mut si as *mut libc::signalfd_siginfo).cast(), sz);
+        t("taken: EAGAIN", n == -1 && e() == libc::EAGAIN, r(n));
+        pl.revents = 0;
+        t("poll: not readable", libc::poll(&mut pl, 1, 0) == 0, String::new());
+        libc::kill(me, libc::SIGUSR2);
+        t("a signal outside the mask: not readable", libc::poll(&mut pl, 1, 0) == 0, String::new());
+        t("new mask", libc::signalfd(sfd, &set, 0) == sfd, r(-1));
+        let n = libc::read(sfd, (&mut si as *mut libc::signalfd_siginfo).cast(), sz);
+        t("then it reads", n == sz as isize && si.ssi_signo == libc::SIGUSR2 as u32, format!("{n} {}", si.ssi_signo));
+        let small = libc::read(sfd, (&mut si as *mut libc::signalfd_siginfo).cast(), 100);
+        t("short buffer EINVAL", small == -1 && e() == libc::EINVAL, r(small));
+        // epoll sees it.
+        let ep = libc::epoll_create1(0);
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 7 };
+        libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, sfd, &mut ev);
+        libc::kill(me, libc::SIGUSR1);
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let k = libc::epoll_wait(ep, out.as_mut_ptr(), 2, 1000);
+        t("epoll: readable", k == 1 && { out[0].u64 } == 7, r(k));
+        libc::read(sfd, (&mut si as *mut libc::signalfd_siginfo).cast(), sz);
+        libc::close(ep);
+        // A blocking read woken by another process's signal.
+        let bfd = libc::signalfd(-1, &one, 0);
+        let pid = fork();
+        if pid == 0 {
+            userland_tests::sleep_ms(50);
+            libc::kill(libc::getppid(), libc::SIGUSR1);
+            exit_now(0);
+        }
+        let n = libc::read(bfd, (&mut si as *mut libc::signalfd_siginfo).cast(), sz);
+        t("blocking read woken", n == sz as isize && si.ssi_signo == libc::SIGUSR1 as u32 && si.ssi_pid == pid as u32, format!("{n}"));
+        let _ = wait_for(pid);
+        let bf = libc::signalfd(-1, &one, 0x10);
+        t("bad flags EINVAL", bf == -1 && e() == libc::EINVAL, r(bf));
+        let bs = libc::syscall(libc::SYS_signalfd4, -1, &one as *const libc::sigset_t, 4, 0);
+        t("sizemask 4 EINVAL", bs == -1 && e() == libc::EINVAL, r(bs as i32));
+        let nf = libc::signalfd(0, &one, 0);
+        t("not a signalfd EINVAL", nf == -1 && e() == libc::EINVAL, r(nf));
+        libc::close(sfd);
+        libc::close(bfd);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 #[no_mangle]
 extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     // SAFETY: argc/argv come from the C runtime.
@@ -289,6 +357,7 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     pidfd_tests();
     caps_tests();
     prctl_tests();
+    signalfd_tests();
     // SAFETY: the threads are joined; no other thread writes it.
     if unsafe { FAILED } {
         1
