@@ -21,6 +21,7 @@ mod process;
 mod caps;
 mod cred;
 pub mod futex;
+mod sched;
 mod share;
 mod signal;
 pub mod signalfd;
@@ -156,6 +157,10 @@ table! {
     __NR_write / 3 => file::write,
     __NR_readv / 3 => file::readv,
     __NR_writev / 3 => file::writev,
+    __NR_preadv / 5 => file::preadv,
+    __NR_pwritev / 5 => file::pwritev,
+    __NR_preadv2 / 6 => file::preadv2,
+    __NR_pwritev2 / 6 => file::pwritev2,
     __NR_pread64 / 4 => file::pread64,
     __NR_pwrite64 / 4 => file::pwrite64,
     __NR_open / 3 => file::open,
@@ -271,6 +276,15 @@ table! {
     __NR_sched_yield / 0 => info::sched_yield,
     __NR_sched_getaffinity / 3 => info::sched_getaffinity,
     __NR_sched_setaffinity / 3 => info::sched_setaffinity,
+    __NR_getpriority / 2 => sched::getpriority,
+    __NR_setpriority / 3 => sched::setpriority,
+    __NR_sched_getscheduler / 1 => sched::sched_getscheduler,
+    __NR_sched_setscheduler / 3 => sched::sched_setscheduler,
+    __NR_sched_getparam / 2 => sched::sched_getparam,
+    __NR_sched_setparam / 2 => sched::sched_setparam,
+    __NR_sched_get_priority_max / 1 => sched::sched_get_priority_max,
+    __NR_sched_get_priority_min / 1 => sched::sched_get_priority_min,
+    __NR_sched_rr_get_interval / 2 => sched::sched_rr_get_interval,
     __NR_getpid / 0 => cred::getpid,
     __NR_getppid / 0 => cred::getppid,
     __NR_gettid / 0 => cred::gettid,

@@ -108,6 +108,7 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.environ = cx.t.environ.clone();
     child.comm = cx.t.comm.clone();
     child.dumpable = cx.t.dumpable;
+    child.nice = cx.t.nice;
     child.no_new_privs = cx.t.no_new_privs;
     child.cred = cx.t.cred.clone();
     child.start_ns = cx.hal.now_ns();

@@ -174,6 +174,8 @@ pub struct Task<S: AddressSpace> {
     pub fs_id: u64,
     /// See [`Task::fs_id`].
     pub fs_shared: bool,
+    /// The nice value (`setpriority`), -20..19; inherited.
+    pub nice: i32,
     /// `PR_SET_PDEATHSIG`: the signal it gets when its parent exits (0: none).
     pub pdeathsig: u32,
     /// `PR_SET_DUMPABLE`.
@@ -303,6 +305,7 @@ impl<S: AddressSpace> Task<S> {
             sighand_id: 0,
             fs_id: 0,
             fs_shared: false,
+            nice: 0,
             pdeathsig: 0,
             dumpable: true,
             no_new_privs: false,
