@@ -264,6 +264,23 @@ fn id_of(idx: u32, seq: u16) -> i32 {
     (u32::from(seq) * SEQ_MULTIPLIER + idx) as i32
 }
 
+/// An object whose state `*ctl(IPC_STAT)` copies out (`struct *id64_ds`).
+pub trait Described {
+    /// The `*id64_ds` bytes, with `perm` at their start.
+    fn ds_bytes(&self, perm: &Perm) -> alloc::vec::Vec<u8>;
+}
+
+/// `IPC_STAT` (`by_id`) or `*_STAT`/`*_STAT_ANY` (an index): the bytes to
+/// copy out and the call's result (0, or the object's id). `EACCES` without
+/// read permission unless `any`.
+pub fn stat<T: Described>(reg: &Registry<T>, by_id: bool, any: bool, id: i32, c: &Cred) -> Result<(usize, alloc::vec::Vec<u8>), Errno> {
+    let (rid, (p, o)) = if by_id { (id, reg.get(id)?) } else { reg.by_index(id as u32)? };
+    if !any && !p.allows(c, MAY_READ) {
+        return Err(Errno::EACCES);
+    }
+    Ok((if by_id { 0 } else { rid as usize }, o.ds_bytes(p)))
+}
+
 /// Bytes every IPC object charges the budget besides its contents.
 pub const OBJECT_COST: usize = 256;
 

@@ -153,3 +153,9 @@ pub fn info_bytes(usage: Option<(u32, u32, u32)>) -> [u8; 32] {
     }
     out
 }
+
+impl super::Described for MsgQueue {
+    fn ds_bytes(&self, perm: &super::Perm) -> alloc::vec::Vec<u8> {
+        self.ds(perm).to_vec()
+    }
+}

@@ -109,3 +109,9 @@ pub fn info_bytes(shmall_pages: u64) -> [u8; 72] {
     }
     b
 }
+
+impl super::Described for Segment {
+    fn ds_bytes(&self, perm: &super::Perm) -> alloc::vec::Vec<u8> {
+        self.ds(perm).to_vec()
+    }
+}

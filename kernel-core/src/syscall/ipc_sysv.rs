@@ -208,13 +208,9 @@ pub fn shmctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             Ok(cx.k.ipc.shm.max_index() as usize)
         }
         IPC_STAT | shm::SHM_STAT | shm::SHM_STAT_ANY => {
-            let (rid, (p, s)) = if cmd == IPC_STAT { (id, cx.k.ipc.shm.get(id)?) } else { cx.k.ipc.shm.by_index(id as u32)? };
-            if cmd != shm::SHM_STAT_ANY && !p.allows(&c, MAY_READ) {
-                return Err(Errno::EACCES);
-            }
-            let ds = s.ds(p);
+            let (r, ds) = ipc::stat(&cx.k.ipc.shm, cmd == IPC_STAT, cmd == shm::SHM_STAT_ANY, id, &c)?;
             cx.write_user(buf, &ds)?;
-            Ok(if cmd == IPC_STAT { 0 } else { rid as usize })
+            Ok(r)
         }
         IPC_SET => {
             let mut b = [0u8; PERM_SIZE];
@@ -396,13 +392,9 @@ pub fn semctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             Ok(cx.k.ipc.sem.max_index() as usize)
         }
         IPC_STAT | sem::SEM_STAT | sem::SEM_STAT_ANY => {
-            let (rid, (p, s)) = if cmd == IPC_STAT { (id, cx.k.ipc.sem.get(id)?) } else { cx.k.ipc.sem.by_index(id as u32)? };
-            if cmd != sem::SEM_STAT_ANY && !p.allows(&c, MAY_READ) {
-                return Err(Errno::EACCES);
-            }
-            let ds = s.ds(p);
+            let (r, ds) = ipc::stat(&cx.k.ipc.sem, cmd == IPC_STAT, cmd == sem::SEM_STAT_ANY, id, &c)?;
             cx.write_user(arg, &ds)?;
-            Ok(if cmd == IPC_STAT { 0 } else { rid as usize })
+            Ok(r)
         }
         IPC_SET => {
             let mut b = [0u8; PERM_SIZE];
@@ -626,13 +618,9 @@ pub fn msgctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             Ok(cx.k.ipc.msg.max_index() as usize)
         }
         IPC_STAT | msg::MSG_STAT | msg::MSG_STAT_ANY => {
-            let (rid, (p, q)) = if cmd == IPC_STAT { (id, cx.k.ipc.msg.get(id)?) } else { cx.k.ipc.msg.by_index(id as u32)? };
-            if cmd != msg::MSG_STAT_ANY && !p.allows(&c, MAY_READ) {
-                return Err(Errno::EACCES);
-            }
-            let ds = q.ds(p);
+            let (r, ds) = ipc::stat(&cx.k.ipc.msg, cmd == IPC_STAT, cmd == msg::MSG_STAT_ANY, id, &c)?;
             cx.write_user(buf, &ds)?;
-            Ok(if cmd == IPC_STAT { 0 } else { rid as usize })
+            Ok(r)
         }
         IPC_SET => {
             let mut b = [0u8; msg::MSQID_DS_SIZE];
