@@ -17,6 +17,8 @@ use crate::{build_kernel, Hal, Paths};
 
 /// Modules that exercise the kernel (files, locks, memory, signals,
 /// processes, sockets, terminals) and finish in seconds natively.
+/// `test_socket` is not in the list: natively on a host without network
+/// (a sandbox) it waits for minutes and then fails.
 pub const FULL: &[&str] = &[
     "test_fcntl",
     "test_mmap",
@@ -33,14 +35,14 @@ pub const FULL: &[&str] = &[
     "test_poll",
     "test_epoll",
     "test_selectors",
-    "test_socket",
     "test_subprocess",
     "test_threading",
     "test_pty",
     "test_resource",
     "test_time",
     "test_mailbox",
-    "test_multiprocessing_forkserver",
+    "test_socketserver",
+    "test_asyncio.test_events",
 ];
 
 /// The short run (`--quick`, and the smoke test in the suite).
