@@ -85,6 +85,7 @@ fn path(dir: &str, n: &str) -> std::ffi::CString {
     c(&format!("{dir}/{n}"))
 }
 
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     // SAFETY: argc/argv come from the C runtime.

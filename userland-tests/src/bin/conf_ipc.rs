@@ -450,6 +450,7 @@ fn mq_tests() {
     }
 }
 
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(_argc: i32, _argv: *const *const c_char) -> i32 {
     shm_tests();

@@ -271,6 +271,7 @@ fn say_detail(s: &str) {
     userland_tests::err(&format!("detail: {s}\n"));
 }
 
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     // SAFETY: argc/argv come from the C runtime.

@@ -347,6 +347,7 @@ fn signalfd_tests() {
     }
 }
 
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     // SAFETY: argc/argv come from the C runtime.
