@@ -15,7 +15,8 @@
 //!   runnable task is queued or current (no lost wake-up), every task waiting
 //!   on a wait set has one;
 //! - the process tree: every task's parent exists (dead parents' children
-//!   were reparented to init).
+//!   were reparented to init or a subreaper);
+//! - System V IPC: keys point to live objects holding them, within limits.
 //!
 //! The loop runs it before every step when booted with
 //! [`crate::kernel::boot_checked`]; the first violation is logged as
@@ -39,6 +40,7 @@ pub fn check<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
     check_tasks(k)?;
     check_scheduler(k)?;
     check_fds(k)?;
+    k.ipc.check().map_err(|e| format!("ipc: {e}"))?;
     let maps: Vec<&MemoryMap<S>> = k.tasks.values().filter_map(|t| t.mm.as_ref()).collect();
     check_refcounts_with(&maps, &[&k.fs.caches], &k.frames).map_err(|e| format!("frames: {e}"))
 }

@@ -181,6 +181,16 @@ pub struct Kernel<S: AddressSpace> {
     pub check_invariants: bool,
     /// Sockets' kernel-wide state (abstract AF_UNIX names, the IP stack).
     pub net: crate::net::NetStack,
+    /// System V IPC objects (shared memory, semaphores, message queues).
+    pub ipc: crate::ipc::Ipc,
+    /// Advisory file locks (`flock`, POSIX and OFD record locks).
+    pub locks: crate::filelock::LockTable,
+    /// Open pidfds by process (readable once it exits).
+    pub pidfds: crate::syscall::pidfd::PidFdWatch,
+    /// inotify watches by file.
+    pub inotify: crate::syscall::inotify::Watches,
+    /// signalfds by process (readiness when a blocked signal is queued).
+    pub signalfds: crate::syscall::signalfd::SignalFds,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -280,6 +290,11 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         current: None,
         check_invariants,
         net: crate::net::NetStack::default(),
+        ipc: crate::ipc::Ipc::default(),
+        locks: crate::filelock::LockTable::default(),
+        pidfds: Default::default(),
+        inotify: Default::default(),
+        signalfds: Default::default(),
     };
     let mut seed = [0u8; 8];
     hal.random(&mut seed);
@@ -967,6 +982,7 @@ impl<S: AddressSpace> Kernel<S> {
             task.fds.clear();
         }
         self.waits.remove(&task.pid);
+        self.ipc.task_exit(task.pid);
         task.state = TaskState::Zombie(st);
         task.redo_syscall = false;
         task.stopped = false;
@@ -982,25 +998,53 @@ impl<S: AddressSpace> Kernel<S> {
         // Orphans go to init; init reaps them. (Only when the whole process is gone.)
         let tgid = task.tgid;
         if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
+            self.ipc.process_exit(tgid);
+            self.locks.process_exit(tgid);
+            self.pidfds.exited(tgid);
             let mut orphan_zombies = Vec::new();
+            let reaper = self.reaper_for(task.ppid);
+            let mut death_signals = Vec::new();
             for t in self.tasks.values_mut() {
                 if t.ppid == tgid && t.tgid != tgid {
-                    t.ppid = 1;
+                    t.ppid = reaper;
                     if t.is_zombie() && t.is_leader() {
                         orphan_zombies.push(t.pid);
+                    } else if t.pdeathsig != 0 {
+                        death_signals.push((t.pid, t.pdeathsig));
                     }
                 }
+            }
+            for (p, sig) in death_signals {
+                self.post_signal(None, p, SigInfo::kernel(sig), true);
             }
             // Init hears of orphans already dead as if they died now (Linux's
             // forget_original_parent): SIGCHLD, or reaped at once if it ignores it.
             if pid != 1 {
                 for z in orphan_zombies {
                     if !self.tasks.values().any(|o| o.tgid == z && o.pid != z && !o.is_zombie()) {
-                        self.notify_parent(hal, z, 1);
+                        self.notify_parent(hal, z, reaper);
                     }
                 }
             }
         }
+    }
+
+    /// Who adopts the orphans of a process whose parent is `ppid`: the
+    /// nearest live ancestor that is a child subreaper
+    /// (`PR_SET_CHILD_SUBREAPER`), else init.
+    fn reaper_for(&self, mut ppid: Pid) -> Pid {
+        // Bounded walk up the tree (a chain never exceeds the task count).
+        for _ in 0..=self.tasks.len() {
+            if ppid <= 1 {
+                break;
+            }
+            match self.tasks.get(&ppid) {
+                Some(t) if t.subreaper && !t.is_zombie() => return ppid,
+                Some(t) => ppid = t.ppid,
+                None => break,
+            }
+        }
+        1
     }
 
     /// After `pid` became a zombie (and is back in the table): a thread

@@ -13,9 +13,11 @@ extern crate std;
 pub mod budget;
 pub mod errno;
 pub mod exec;
+pub mod filelock;
 pub mod fs;
 #[doc(hidden)]
 pub mod invariants;
+pub mod ipc;
 pub mod kernel;
 pub mod mm;
 pub mod net;

@@ -195,6 +195,15 @@ fn task_nr() -> impl Strategy<Value = u32> {
             g::__NR_timerfd_settime, g::__NR_fcntl, g::__NR_openat, g::__NR_ppoll, g::__NR_select,
             g::__NR_set_tid_address, g::__NR_prlimit64, g::__NR_getpid, g::__NR_getppid,
         ]),
+        // IPC, locks, inotify and process handles, shared between the tasks.
+        3 => prop::sample::select(vec![
+            g::__NR_shmget, g::__NR_shmat, g::__NR_shmdt, g::__NR_shmctl, g::__NR_semget, g::__NR_semop,
+            g::__NR_semtimedop, g::__NR_semctl, g::__NR_msgget, g::__NR_msgsnd, g::__NR_msgrcv, g::__NR_msgctl,
+            g::__NR_mq_open, g::__NR_mq_timedsend, g::__NR_mq_timedreceive, g::__NR_mq_notify, g::__NR_mq_unlink,
+            g::__NR_flock, g::__NR_inotify_init1, g::__NR_inotify_add_watch, g::__NR_inotify_rm_watch,
+            g::__NR_pidfd_open, g::__NR_pidfd_getfd, g::__NR_close_range, g::__NR_unshare, g::__NR_splice,
+            g::__NR_sendfile, g::__NR_vmsplice, g::__NR_prctl, g::__NR_capget,
+        ]),
         // Anything at all.
         3 => (0u32..460).prop_filter("excluded", |n| !excluded(*n)),
         1 => prop_oneof![Just(u32::MAX), Just(1000u32), 512u32..548],

@@ -30,6 +30,7 @@
 //! other.
 
 mod bench;
+mod conformance;
 #[cfg(test)]
 mod freshness;
 mod fuzz;
@@ -179,6 +180,25 @@ enum Cmd {
         /// Only the properties whose test or name contains this.
         #[arg(long, value_name = "NAME")]
         only: Option<String>,
+    },
+    /// Run CPython's own regression tests (`python3 -m test MODULE`) natively and in the
+    /// guest under skas and tt, module by module, and print a pass table.
+    Conformance {
+        /// Only a few short modules (what the test suite's smoke check runs).
+        #[arg(long)]
+        quick: bool,
+        /// Only the modules whose name contains TEXT.
+        #[arg(long, value_name = "TEXT")]
+        only: Option<String>,
+        /// Write the Markdown table to FILE (default: target/conformance/conformance.md).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Use the kernels of the last build as they are.
+        #[arg(long)]
+        no_build: bool,
+        /// Time limit per module and run.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        limit: u64,
     },
     /// What CI runs: build everything, then `cargo test --workspace` with the test environment.
     Test {
@@ -610,6 +630,9 @@ fn main() -> ExitCode {
         Cmd::Build { hal } => build(&p, hal),
         Cmd::Rootfs => build_guests(&p).and_then(|()| assemble_default_root(&p)),
         Cmd::Test { cargo_test_args } => test(&p, &cargo_test_args),
+        Cmd::Conformance { quick, only, out, no_build, limit } => {
+            conformance::conformance(&p, &conformance::Options { quick, only, out, no_build, limit })
+        }
         Cmd::Isolation { out, no_build } => isolation::isolation(&p, out, no_build),
         Cmd::Fuzz { minutes, batch, only } => fuzz::fuzz(&p, &fuzz::Options { minutes, batch, only }),
         Cmd::Bench {

@@ -24,7 +24,10 @@ const F_GETPIPE_SZ: u32 = 1032;
 
 /// `close(fd)`.
 pub fn close<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let f = cx.t.fds.file(a[0])?;
     cx.t.fds.close(a[0])?;
+    // POSIX record locks go with any close of the file by the process.
+    super::locks::closed(cx, &f);
     Ok(0)
 }
 
@@ -89,17 +92,6 @@ pub fn fcntl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             let changeable = g::O_APPEND | g::O_NONBLOCK | g::FASYNC | g::O_DIRECT | g::O_NOATIME;
             let new = (f.flags.get() & !changeable) | (arg as u32 & changeable);
             f.flags.set(new);
-            Ok(0)
-        }
-        // No locks between processes yet: advisory locks always succeed.
-        g::F_GETLK => {
-            cx.t.fds.get(fd)?;
-            // l_type = F_UNLCK
-            cx.write_user(arg, &(g::F_UNLCK as u16).to_le_bytes())?;
-            Ok(0)
-        }
-        g::F_SETLK | g::F_SETLKW | g::F_OFD_SETLK | g::F_OFD_SETLKW => {
-            cx.t.fds.get(fd)?;
             Ok(0)
         }
         g::F_ADD_SEALS => super::memfd::add_seals(cx, fd, arg),

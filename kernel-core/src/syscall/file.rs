@@ -392,15 +392,30 @@ fn vectored<H: Hal>(
     open: fn(&mut SysCtx<'_, H>, u64) -> Result<FileRef, Errno>,
     transfer: Transfer<H>,
 ) -> Flow {
+    vectored_at(cx, a, open, transfer, None)
+}
+
+/// [`vectored`] at file position `pos` (`preadv`/`pwritev`), or at the
+/// file's offset with `None`.
+fn vectored_at<H: Hal>(
+    cx: &mut SysCtx<'_, H>,
+    a: [u64; 6],
+    open: fn(&mut SysCtx<'_, H>, u64) -> Result<FileRef, Errno>,
+    transfer: Transfer<H>,
+    pos: Option<u64>,
+) -> Flow {
     let r = (|| -> Result<Option<usize>, Errno> {
         let f = open(cx, a[0])?;
+        if let Some(p) = pos {
+            positional(&f, p)?;
+        }
         let v = iovecs(cx, a[1], a[2])?;
         let mut total = 0usize;
         for (base, len) in v {
             if len == 0 {
                 continue;
             }
-            match transfer(cx, &f, base, len, None) {
+            match transfer(cx, &f, base, len, pos.map(|p| p + total as u64)) {
                 Ok(Some(n)) => {
                     total += n;
                     if (n as u64) < len {
@@ -433,6 +448,39 @@ pub fn readv<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
 /// `writev(fd, iov, iovcnt)`.
 pub fn writev<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     vectored(cx, a, writable_file, do_write)
+}
+
+/// `RWF_HIPRI | RWF_DSYNC | RWF_SYNC | RWF_NOWAIT | RWF_APPEND`: hints
+/// accepted (data is written through the page cache either way).
+const RWF_KNOWN: u64 = 0x1f;
+
+/// `preadv(fd, iov, iovcnt, pos_lo, pos_hi)`.
+pub fn preadv<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    vectored_at(cx, a, readable_file, do_read, Some(a[3]))
+}
+
+/// `pwritev(fd, iov, iovcnt, pos_lo, pos_hi)`.
+pub fn pwritev<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    vectored_at(cx, a, writable_file, do_write, Some(a[3]))
+}
+
+/// `preadv2(fd, iov, iovcnt, pos_lo, pos_hi, flags)`: position -1 is the
+/// file's offset; unknown flags `EOPNOTSUPP`.
+pub fn preadv2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    if a[5] & !RWF_KNOWN != 0 {
+        return Flow::Ret(Err(Errno::EOPNOTSUPP));
+    }
+    let pos = if a[3] as i64 == -1 { None } else { Some(a[3]) };
+    vectored_at(cx, a, readable_file, do_read, pos)
+}
+
+/// `pwritev2(fd, iov, iovcnt, pos_lo, pos_hi, flags)`.
+pub fn pwritev2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    if a[5] & !RWF_KNOWN != 0 {
+        return Flow::Ret(Err(Errno::EOPNOTSUPP));
+    }
+    let pos = if a[3] as i64 == -1 { None } else { Some(a[3]) };
+    vectored_at(cx, a, writable_file, do_write, pos)
 }
 
 /// `lseek(fd, off, whence)`.
@@ -560,6 +608,7 @@ pub fn chdir<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         return Err(Errno::ENOTDIR);
     }
     cx.t.cwd = l;
+    super::share::sync_fs(cx);
     Ok(0)
 }
 
@@ -571,6 +620,7 @@ pub fn fchdir<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     let root = Loc::root(cx.k.fs.root.clone());
     cx.t.cwd = path::walk(&cx.k.fs.root, &root, &f.path, Follow::Yes)?;
+    super::share::sync_fs(cx);
     Ok(0)
 }
 
@@ -637,5 +687,6 @@ pub fn fallocate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 pub fn umask<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let old = cx.t.umask;
     cx.t.umask = (a[0] as u32) & 0o777;
+    super::share::sync_fs(cx);
     Ok(old as usize)
 }

@@ -51,30 +51,42 @@ const PR_SET_NO_NEW_PRIVS: u64 = 38;
 const PR_GET_NO_NEW_PRIVS: u64 = 39;
 const PR_SET_VMA: u64 = 0x53564d41;
 
-/// `prctl(option, ...)`: the options programs ask about at start-up. Setting
-/// a name, a death signal, dumpability or "no new privileges" is accepted
-/// and not kept (nothing in the kernel acts on them yet); the getters answer
-/// what a fresh process has.
+/// `prctl(option, ...)`: the options runtimes set. The name, death
+/// signal, dumpability, "no new privileges" and child-subreaper flag are
+/// kept per task and act as on Linux (the death signal is sent when the
+/// parent process exits; orphans go to the nearest subreaper ancestor).
 pub fn prctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     match a[0] {
         PR_SET_PDEATHSIG => {
             if a[1] > 64 {
                 return Err(Errno::EINVAL);
             }
+            cx.t.pdeathsig = a[1] as u32;
             Ok(0)
         }
-        PR_GET_PDEATHSIG | PR_GET_CHILD_SUBREAPER => {
-            cx.write_user(a[1], &0u32.to_le_bytes())?;
+        PR_GET_PDEATHSIG => {
+            cx.write_user(a[1], &cx.t.pdeathsig.to_le_bytes())?;
             Ok(0)
         }
-        PR_GET_DUMPABLE => Ok(1),
+        PR_GET_CHILD_SUBREAPER => {
+            cx.write_user(a[1], &u32::from(cx.t.subreaper).to_le_bytes())?;
+            Ok(0)
+        }
+        PR_GET_DUMPABLE => Ok(usize::from(cx.t.dumpable)),
         PR_SET_DUMPABLE => {
             if a[1] > 1 {
                 return Err(Errno::EINVAL);
             }
+            cx.t.dumpable = a[1] == 1;
             Ok(0)
         }
-        PR_GET_KEEPCAPS | PR_GET_NO_NEW_PRIVS => Ok(0),
+        PR_GET_KEEPCAPS => Ok(0),
+        PR_GET_NO_NEW_PRIVS => {
+            if a[1] != 0 || a[2] != 0 || a[3] != 0 || a[4] != 0 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(usize::from(cx.t.no_new_privs))
+        }
         PR_SET_KEEPCAPS => {
             if a[1] > 1 {
                 return Err(Errno::EINVAL);
@@ -82,15 +94,23 @@ pub fn prctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             Ok(0)
         }
         PR_SET_NAME => {
-            // Validates the pointer as Linux does (it copies 16 bytes).
-            cx.read_cstring(a[1], 16).map(|_| 0)
+            // Linux copies 16 bytes and keeps 15 and a NUL: a longer name is cut.
+            let name = match cx.read_cstring(a[1], 15) {
+                Err(Errno::ENAMETOOLONG) => {
+                    let mut b = [0u8; 15];
+                    cx.read_user(a[1], &mut b)?;
+                    b.to_vec()
+                }
+                r => r?,
+            };
+            cx.t.comm = alloc::string::String::from_utf8_lossy(&name[..name.len().min(15)]).into_owned();
+            Ok(0)
         }
         PR_GET_NAME => {
-            // The command name: the executable's base name, 15 bytes at most.
-            let base = cx.t.exe.rsplit('/').next().unwrap_or("");
             let mut name = [0u8; 16];
-            let n = base.len().min(15);
-            name[..n].copy_from_slice(&base.as_bytes()[..n]);
+            let c = cx.t.comm.as_bytes();
+            let n = c.len().min(15);
+            name[..n].copy_from_slice(&c[..n]);
             cx.write_user(a[1], &name)?;
             Ok(0)
         }
@@ -101,11 +121,15 @@ pub fn prctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             }
             Ok(1)
         }
-        PR_SET_CHILD_SUBREAPER => Ok(0),
+        PR_SET_CHILD_SUBREAPER => {
+            cx.t.subreaper = a[1] != 0;
+            Ok(0)
+        }
         PR_SET_NO_NEW_PRIVS => {
             if a[1] != 1 || a[2] != 0 || a[3] != 0 || a[4] != 0 {
                 return Err(Errno::EINVAL);
             }
+            cx.t.no_new_privs = true;
             Ok(0)
         }
         PR_SET_VMA => Ok(0),

@@ -7,15 +7,25 @@ mod fd;
 mod file;
 mod fs_ops;
 mod info;
+pub mod inotify;
+mod locks;
+mod ipc_sysv;
 mod mem;
 mod memfd;
 mod misc;
+mod mqueue;
 pub mod names;
+pub mod pidfd;
 pub mod poll;
 mod process;
+mod caps;
 mod cred;
 pub mod futex;
+mod sched;
+mod share;
 mod signal;
+pub mod signalfd;
+mod splice;
 mod socket;
 mod time;
 mod timerfd;
@@ -143,10 +153,14 @@ macro_rules! table {
 }
 
 table! {
-    __NR_read / 3 => file::read,
+    __NR_read / 3 => signalfd::read,
     __NR_write / 3 => file::write,
     __NR_readv / 3 => file::readv,
     __NR_writev / 3 => file::writev,
+    __NR_preadv / 5 => file::preadv,
+    __NR_pwritev / 5 => file::pwritev,
+    __NR_preadv2 / 6 => file::preadv2,
+    __NR_pwritev2 / 6 => file::pwritev2,
     __NR_pread64 / 4 => file::pread64,
     __NR_pwrite64 / 4 => file::pwrite64,
     __NR_open / 3 => file::open,
@@ -218,7 +232,8 @@ table! {
     __NR_statx / 5 => fs_ops::statx,
     __NR_mount / 5 => fs_ops::mount,
     __NR_umount2 / 2 => fs_ops::umount2,
-    __NR_fcntl / 3 => fd::fcntl,
+    __NR_fcntl / 3 => locks::fcntl,
+    __NR_flock / 2 => locks::flock,
     __NR_dup / 1 => fd::dup,
     __NR_dup2 / 2 => fd::dup2,
     __NR_dup3 / 3 => fd::dup3,
@@ -261,6 +276,15 @@ table! {
     __NR_sched_yield / 0 => info::sched_yield,
     __NR_sched_getaffinity / 3 => info::sched_getaffinity,
     __NR_sched_setaffinity / 3 => info::sched_setaffinity,
+    __NR_getpriority / 2 => sched::getpriority,
+    __NR_setpriority / 3 => sched::setpriority,
+    __NR_sched_getscheduler / 1 => sched::sched_getscheduler,
+    __NR_sched_setscheduler / 3 => sched::sched_setscheduler,
+    __NR_sched_getparam / 2 => sched::sched_getparam,
+    __NR_sched_setparam / 2 => sched::sched_setparam,
+    __NR_sched_get_priority_max / 1 => sched::sched_get_priority_max,
+    __NR_sched_get_priority_min / 1 => sched::sched_get_priority_min,
+    __NR_sched_rr_get_interval / 2 => sched::sched_rr_get_interval,
     __NR_getpid / 0 => cred::getpid,
     __NR_getppid / 0 => cred::getppid,
     __NR_gettid / 0 => cred::gettid,
@@ -342,12 +366,48 @@ table! {
     __NR_shutdown / 2 => socket::shutdown,
     __NR_getsockopt / 5 => socket::getsockopt,
     __NR_setsockopt / 5 => socket::setsockopt,
+    __NR_shmget / 3 => ipc_sysv::shmget,
+    __NR_shmat / 3 => ipc_sysv::shmat,
+    __NR_shmdt / 1 => ipc_sysv::shmdt,
+    __NR_shmctl / 3 => ipc_sysv::shmctl,
+    __NR_semget / 3 => ipc_sysv::semget,
+    __NR_semop / 3 => ipc_sysv::semop,
+    __NR_semtimedop / 4 => ipc_sysv::semtimedop,
+    __NR_semctl / 4 => ipc_sysv::semctl,
+    __NR_msgget / 2 => ipc_sysv::msgget,
+    __NR_msgsnd / 4 => ipc_sysv::msgsnd,
+    __NR_msgrcv / 5 => ipc_sysv::msgrcv,
+    __NR_msgctl / 3 => ipc_sysv::msgctl,
+    __NR_unshare / 1 => share::unshare,
+    __NR_signalfd / 3 => signalfd::signalfd,
+    __NR_signalfd4 / 4 => signalfd::signalfd4,
+    __NR_sendfile / 4 => splice::sendfile,
+    __NR_splice / 6 => splice::splice,
+    __NR_vmsplice / 4 => splice::vmsplice,
+    __NR_inotify_init / 0 => inotify::inotify_init,
+    __NR_inotify_init1 / 1 => inotify::inotify_init1,
+    __NR_inotify_add_watch / 3 => inotify::inotify_add_watch,
+    __NR_inotify_rm_watch / 2 => inotify::inotify_rm_watch,
+    __NR_capget / 2 => caps::capget,
+    __NR_capset / 2 => caps::capset,
+    __NR_pidfd_open / 2 => pidfd::pidfd_open,
+    __NR_pidfd_send_signal / 4 => pidfd::pidfd_send_signal,
+    __NR_pidfd_getfd / 3 => pidfd::pidfd_getfd,
+    __NR_close_range / 3 => share::close_range,
+    __NR_mq_open / 4 => mqueue::mq_open,
+    __NR_mq_unlink / 1 => mqueue::mq_unlink,
+    __NR_mq_timedsend / 5 => mqueue::mq_timedsend,
+    __NR_mq_timedreceive / 5 => mqueue::mq_timedreceive,
+    __NR_mq_notify / 2 => mqueue::mq_notify,
+    __NR_mq_getsetattr / 3 => mqueue::mq_getsetattr,
 }
 
 /// Run system call `n` for `t`.
 pub fn dispatch<H: Hal>(hal: &mut H, k: &mut Kernel<H::Space>, t: &mut Task<H::Space>, n: u64, a: [u64; 6]) -> Flow {
     let mut cx = SysCtx { hal, k, t };
-    match call(&mut cx, n, a) {
+    // inotify events come from the calls that succeed (nothing to do without watches).
+    let pending = if cx.k.inotify.active() { inotify::before(&mut cx, n, &a) } else { None };
+    let flow = match call(&mut cx, n, a) {
         // A handler that must wait but returns a plain result (a FIFO open)
         // records its wait set and says EAGAIN: block on the set instead.
         Some(Flow::Ret(Err(Errno::EAGAIN))) if cx.k.block_request.is_some() => {
@@ -362,7 +422,11 @@ pub fn dispatch<H: Hal>(hal: &mut H, k: &mut Kernel<H::Space>, t: &mut Task<H::S
             *cx.k.unknown.entry(n).or_insert(0) += 1;
             Flow::Ret(Err(Errno::ENOSYS))
         }
+    };
+    if let Some(p) = pending {
+        inotify::after(&mut cx, p, &flow);
     }
+    flow
 }
 
 /// The name of call `n` (or `syscall_NNN`).

@@ -74,6 +74,16 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
         child.files_id = cx.k.new_share_id();
     }
     child.sighand_id = if f & g::CLONE_SIGHAND != 0 { cx.t.sighand_id } else { cx.k.new_share_id() };
+    if f & g::CLONE_FS != 0 {
+        if cx.t.fs_id == 0 {
+            cx.t.fs_id = cx.k.new_share_id();
+        }
+        cx.t.fs_shared = true;
+        child.fs_id = cx.t.fs_id;
+        child.fs_shared = true;
+    } else {
+        child.fs_id = cx.k.new_share_id();
+    }
     child.signals = SignalState { pending: 0, ..cx.t.signals.clone() };
     if f & g::CLONE_VM != 0 && f & g::CLONE_VFORK == 0 {
         // A new thread of execution must not share the alternate stack.
@@ -97,6 +107,9 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.cmdline = cx.t.cmdline.clone();
     child.environ = cx.t.environ.clone();
     child.comm = cx.t.comm.clone();
+    child.dumpable = cx.t.dumpable;
+    child.nice = cx.t.nice;
+    child.no_new_privs = cx.t.no_new_privs;
     child.cred = cx.t.cred.clone();
     child.start_ns = cx.hal.now_ns();
     child.charge = Some(charge);
@@ -217,6 +230,18 @@ fn unshare_for_exec<H: Hal>(cx: &mut SysCtx<'_, H>) -> Result<(), Errno> {
         }
         cx.t.mm_id = cx.k.new_share_id();
     }
+    unshare_files(cx);
+    let sid = cx.t.sighand_id;
+    if cx.k.tasks.values().any(|o| o.sighand_id == sid && o.pid != me) {
+        cx.t.sighand_id = cx.k.new_share_id();
+    }
+    Ok(())
+}
+
+/// Give the caller its own copy of an fd table it shares (`CLONE_FILES`)
+/// with other tasks; the others keep the shared one.
+pub(super) fn unshare_files<H: Hal>(cx: &mut SysCtx<'_, H>) {
+    let me = cx.t.pid;
     let fid = cx.t.files_id;
     if cx.k.tasks.values().any(|o| o.files_id == fid && o.pid != me && !o.is_zombie()) {
         let copy = cx.t.fds.clone();
@@ -227,11 +252,6 @@ fn unshare_for_exec<H: Hal>(cx: &mut SysCtx<'_, H>) -> Result<(), Errno> {
         cx.t.files_id = cx.k.new_share_id();
         cx.t.fds_held = true;
     }
-    let sid = cx.t.sighand_id;
-    if cx.k.tasks.values().any(|o| o.sighand_id == sid && o.pid != me) {
-        cx.t.sighand_id = cx.k.new_share_id();
-    }
-    Ok(())
 }
 
 /// Read a NULL-terminated array of string pointers (argv/envp).
@@ -457,6 +477,10 @@ pub fn waitid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
         g::P_ALL => Sel::Any,
         g::P_PID => Sel::Pid(id),
         g::P_PGID => Sel::Pgid(if id == 0 { cx.t.pgid } else { id }),
+        g::P_PIDFD => match super::pidfd::pid_of(cx, u64::from(id)) {
+            Ok(p) => Sel::Pid(p),
+            Err(e) => return Flow::Ret(Err(e)),
+        },
         _ => return Flow::Ret(Err(Errno::EINVAL)),
     };
     let found = find_child(cx, sel, options & g::WEXITED != 0, options & g::WSTOPPED != 0, options & g::WCONTINUED != 0);

@@ -213,6 +213,7 @@ impl<S: AddressSpace> Kernel<S> {
             if b.on == WaitOn::Signal && b.restart && t.wait_set & sigbit(sig) != 0 {
                 t.signals.post(info);
                 let p = t.pid;
+                self.signalfds.posted(tgid, sig);
                 if cur.as_ref().is_some_and(|c| c.pid == p) {
                     return;
                 }
@@ -227,6 +228,8 @@ impl<S: AddressSpace> Kernel<S> {
         // A waiter in rt_sigtimedwait for this signal: wake it to re-check.
         if blocked {
             t.signals.post(info);
+            // A signalfd of the process becomes readable.
+            self.signalfds.posted(tgid, sig);
             return;
         }
         if act.handler == SIG_DFL {

@@ -168,6 +168,23 @@ pub struct Task<S: AddressSpace> {
     /// Which signal-handler table it uses (`CLONE_SIGHAND`): `rt_sigaction`
     /// updates every task with the same id.
     pub sighand_id: u64,
+    /// Which working directory and umask it uses (`CLONE_FS`): `chdir`,
+    /// `fchdir` and `umask` update every task with the same id while
+    /// `fs_shared` says another task may have it.
+    pub fs_id: u64,
+    /// See [`Task::fs_id`].
+    pub fs_shared: bool,
+    /// The nice value (`setpriority`), -20..19; inherited.
+    pub nice: i32,
+    /// `PR_SET_PDEATHSIG`: the signal it gets when its parent exits (0: none).
+    pub pdeathsig: u32,
+    /// `PR_SET_DUMPABLE`.
+    pub dumpable: bool,
+    /// `PR_SET_NO_NEW_PRIVS` (inherited, never cleared).
+    pub no_new_privs: bool,
+    /// `PR_SET_CHILD_SUBREAPER`: orphaned descendants are re-parented here
+    /// rather than to init.
+    pub subreaper: bool,
     /// Stopped by a stop signal (orthogonal to `state`: a stopped task runs
     /// no user code until `SIGCONT`).
     pub stopped: bool,
@@ -286,6 +303,13 @@ impl<S: AddressSpace> Task<S> {
             mm_id: 0,
             files_id: 0,
             sighand_id: 0,
+            fs_id: 0,
+            fs_shared: false,
+            nice: 0,
+            pdeathsig: 0,
+            dumpable: true,
+            no_new_privs: false,
+            subreaper: false,
             stopped: false,
             stop_event: None,
             cont_event: false,
