@@ -463,7 +463,9 @@ impl TtHal {
     /// the timer. Fails if a host mapping lies in the guest window.
     pub fn new(mem_bytes: u64) -> io::Result<TtHal> {
         check_window(&window())?;
-        host::pin_to_current_cpu();
+        if let Some(cpu) = host::current_cpu() {
+            host::pin_to(cpu);
+        }
         let phys = MemfdPhys::new(mem_bytes)?;
         // SAFETY: getpid has no preconditions.
         let kernel_pid = unsafe { libc::getpid() };

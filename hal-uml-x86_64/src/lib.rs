@@ -282,13 +282,24 @@ impl SkasHal {
         }
         spawn::prepare();
         let phys = SkasPhys::new(mem_bytes)?;
-        let mech = match config.trap {
-            TrapMode::Ptrace => Mech::Ptrace(PtraceMechanism::new(phys.fd())?),
-            TrapMode::Seccomp => Mech::Seccomp(SeccompMechanism::new(phys.fd(), config.placement)?),
+        // Where stubs run once set up (they pin themselves at the end of
+        // their set-up, which runs wherever the host puts it).
+        host::allowed_cpus();
+        let here = host::current_cpu();
+        let stub_cpu = match config.placement {
+            Placement::SameCpu => here,
+            Placement::SplitCpus => host::other_cpu(),
+            Placement::Free => None,
         };
         if config.placement != Placement::Free {
-            host::pin_to_current_cpu();
+            if let Some(cpu) = here {
+                host::pin_to(cpu);
+            }
         }
+        let mech = match config.trap {
+            TrapMode::Ptrace => Mech::Ptrace(PtraceMechanism::new(phys.fd(), stub_cpu, config.placement == Placement::SameCpu)?),
+            TrapMode::Seccomp => Mech::Seccomp(SeccompMechanism::new(phys.fd(), config.placement, stub_cpu)?),
+        };
         if config.placement == Placement::SameCpu {
             host::batch_policy();
         }
