@@ -58,10 +58,12 @@ pub enum Kind {
     Netlink,
     /// Other kernel objects.
     Other,
+    /// Disk metadata blocks (the buffer caches of block devices).
+    Buffers,
 }
 
 /// How many [`Kind`]s there are.
-pub const KINDS: usize = 11;
+pub const KINDS: usize = 12;
 
 /// A cache that can give memory back when the budget runs out.
 pub trait Shrinker {
