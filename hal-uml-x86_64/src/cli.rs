@@ -54,6 +54,13 @@ struct Cli {
     /// host TAP device).
     #[arg(long, value_name = "SPEC")]
     net: Vec<String>,
+    /// Attach a disk as /dev/ubda (N=0), /dev/ubdb (N=1), ... (repeatable):
+    /// `N=IMAGE` (a plain image file), `N=COW,BACKING` (a UML-format
+    /// copy-on-write file over a read-only backing image; created when
+    /// missing), `Nr=IMAGE` read-only, `Ns=...` synchronous writes. UML's
+    /// `ubdN=...` word is the same.
+    #[arg(long, value_name = "N[r][s]=FILE[,BACKING]")]
+    ubd: Vec<String>,
     /// Run a virtual switch at the Unix socket PATH instead of a kernel, until
     /// SIGINT or SIGTERM; guests join it with `--net switch,path=PATH`.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["net", "hostfs"])]
@@ -484,8 +491,11 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     }
     let cmd = Cli::command().name(name).bin_name(name).about(about).after_help(format!(
         "Subcommand: `{name} do [--mem SIZE] [--net SPEC] [--root-user] [--] CMD ARGS...` runs CMD over the \
-         host's own root, read-only, with its writes kept in guest memory (`{name} do --help`)."
+         host's own root, read-only, with its writes kept in guest memory (`{name} do --help`).\n\n\
+         UML's boot words are accepted before INIT: mem=SIZE (--mem), ubdN=FILE[,BACKING] (--ubd N=...), \
+         ethN=SPEC (--net, in the order of N), init=PATH (INIT)."
     ));
+    let argv = crate::cli_uml::translate(argv, &cmd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let cli = match Cli::from_arg_matches(&cmd.get_matches_from(argv)) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -569,6 +579,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         }
     }
     let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let disks = crate::cli_uml::open_disks(&cli.ubd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,
         Err(e) => fail(format_args!("cannot set up the host side ({} bytes of guest memory): {e}", cli.mem)),
@@ -595,7 +606,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         let nat = net_specs.iter().any(|n| matches!(n, NetSpec::User(_)));
         confine(name, cli.mem, host_dirs.len() + overlays.len(), nat).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
     }
-    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs), overlay_upper: None }) {
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs), overlay_upper: None, disks }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };

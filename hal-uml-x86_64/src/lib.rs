@@ -44,6 +44,8 @@
 
 #[cfg(feature = "kernel")]
 pub mod cli;
+#[cfg(feature = "kernel")]
+pub mod cli_uml;
 pub mod filter;
 pub mod heap;
 pub mod host;

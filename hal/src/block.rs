@@ -94,7 +94,7 @@ pub trait BlockDevice {
 /// Check a request against a device of `size` bytes: sector-aligned and
 /// inside the device (for backends and the mock).
 pub fn check_range(offset: u64, len: u64, size: u64) -> Result<(), BlockError> {
-    let aligned = offset % SECTOR_SIZE == 0 && len % SECTOR_SIZE == 0;
+    let aligned = offset.is_multiple_of(SECTOR_SIZE) && len.is_multiple_of(SECTOR_SIZE);
     match offset.checked_add(len) {
         Some(end) if aligned && end <= size => Ok(()),
         _ => Err(BlockError::OutOfRange),

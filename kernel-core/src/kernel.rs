@@ -103,6 +103,9 @@ pub struct Devices {
     /// mapped), used instead of [`BootConfig::initramfs`] when set. Either
     /// way the unpacked files point into the archive rather than copying it.
     pub initramfs: Option<crate::fs::inode::SharedBytes>,
+    /// Disks (`--ubd N=FILE`, UML's `ubdN=`): `(N, device)`, seen by the
+    /// guest as `/dev/ubda`, `/dev/ubdb`, ...
+    pub disks: Vec<(u32, alloc::boxed::Box<dyn hal::BlockDevice>)>,
 }
 
 /// Why the kernel could not start init.
@@ -206,9 +209,12 @@ pub fn boot_checked<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, Boot
 }
 
 fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, check_invariants: bool) -> Result<i32, BootError> {
-    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs } = devices;
+    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs, disks } = devices;
     let mut overlay_upper = overlay_upper;
     let mut fs = Fs::new();
+    for (index, dev) in disks {
+        fs.disks.add(crate::block::Disk::new(index, dev));
+    }
     let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
     cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
     // A host directory as `/` comes first (the kernel's own /dev, /proc,
@@ -278,6 +284,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     hal.random(&mut seed);
     crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
     k.net.inet.borrow_mut().set_budget(k.frames.budget().clone());
+    k.fs.disks.set_budget(k.frames.budget(), k.frames.total_frames());
     k.console_setup(hal);
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
@@ -1044,6 +1051,10 @@ impl<S: AddressSpace> Kernel<S> {
         // page caches give their frames back.
         if let Err(e) = self.fs.caches.writeback_all(&mut self.frames, hal.phys()) {
             hal.log(&format!("kernel: writing host files back at shutdown failed: {}", e.name()));
+        }
+        // Disks: their metadata written back and flushed to the host.
+        if let Err(e) = self.fs.disks.sync_all() {
+            hal.log(&format!("kernel: flushing disks at shutdown failed: {}", e.name()));
         }
         self.fs.caches.release_all(&mut self.frames);
         // Every frame must be back: a leak here is a kernel bug worth a line.

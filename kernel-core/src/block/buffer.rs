@@ -267,7 +267,7 @@ impl BufferCache {
             while b * bs < base + UNIT {
                 let (bo, be) = (b * bs, b * bs + bs);
                 let dirty = (0..SECTORS).any(|s| u.dirty & (1 << s) != 0 && bo <= base + s * 512 && base + s * 512 < be);
-                if dirty && !out.last().is_some_and(|(x, _)| *x == b) {
+                if dirty && out.last().is_none_or(|(x, _)| *x != b) {
                     // A block larger than a unit spans several units.
                     let mut bytes = vec![0u8; bs as usize];
                     for (k, chunk) in bytes.chunks_mut(UNIT.min(bs) as usize).enumerate() {

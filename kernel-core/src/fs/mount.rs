@@ -8,7 +8,11 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::inode::{Device, Fs, InodeRef, Kind};
+use super::inode::{Device, Fs, Inode, InodeRef, Kind};
+use linux_raw_sys::general as g;
+
+/// The `disk` group of Debian and most distributions (owner of `/dev/ubdX`).
+const DISK_GID: u32 = 6;
 use crate::mm::page_cache::Quota;
 use super::path::Loc;
 use crate::Errno;
@@ -329,6 +333,67 @@ impl Fs {
             root.insert(d, node)?;
             root.meta.borrow_mut().nlink += 1;
         }
+        for disk in self.disks.all().to_vec() {
+            let node = self.block_node(sb, &disk);
+            root.insert(&disk.name, node)?;
+        }
+        Ok(())
+    }
+
+    /// A block device node of file system `sb` for `disk` (`brw-rw---- root
+    /// disk`): its data is the disk's page cache, which never grows or
+    /// shrinks.
+    pub fn block_node(&mut self, sb: u32, disk: &crate::block::DiskRef) -> InodeRef {
+        let cache = disk.node_cache(&self.caches);
+        cache.set_seals(g::F_SEAL_SEAL | g::F_SEAL_GROW | g::F_SEAL_SHRINK);
+        let mut meta = super::inode::Meta::new(0o660, 0, 1);
+        meta.gid = DISK_GID;
+        Arc::new(Inode {
+            ino: self.alloc_ino(),
+            meta: core::cell::RefCell::new(meta),
+            kind: Kind::File(super::inode::FileData::new(cache)),
+            sb,
+            mounted: core::cell::RefCell::new(None),
+            fsdata: Some(super::inode::FsData::Block(disk.clone())),
+        })
+    }
+
+    /// `/sys/block/ubdX/...` and `/sys/dev/block/MAJ:MIN` for each disk
+    /// (what `lsblk` and `udev`-less tools read).
+    fn fill_sysfs_disks(&mut self, root: &InodeRef, sb: u32) -> Result<(), Errno> {
+        let block = root.lookup("block")?.ok_or(Errno::ENOENT)?;
+        let dev = root.lookup("dev")?.ok_or(Errno::ENOENT)?;
+        let devblock = self.new_dir_in(sb, 0o755, 0);
+        dev.insert("block", devblock.clone())?;
+        dev.meta.borrow_mut().nlink += 1;
+        for disk in self.disks.all().to_vec() {
+            let (maj, min) = disk.rdev();
+            let d = self.new_dir_in(sb, 0o755, 0);
+            block.insert(&disk.name, d.clone())?;
+            block.meta.borrow_mut().nlink += 1;
+            let q = self.new_dir_in(sb, 0o755, 0);
+            d.insert("queue", q.clone())?;
+            d.meta.borrow_mut().nlink += 1;
+            let files = [
+                (&d, "dev", format!("{maj}:{min}\n")),
+                (&d, "size", format!("{}\n", disk.size() / 512)),
+                (&d, "ro", format!("{}\n", disk.read_only() as u8)),
+                (&d, "removable", String::from("0\n")),
+                (&d, "uevent", format!("MAJOR={maj}\nMINOR={min}\nDEVNAME={}\nDEVTYPE=disk\n", disk.name)),
+                (&q, "logical_block_size", String::from("512\n")),
+                (&q, "physical_block_size", String::from("512\n")),
+                (&q, "rotational", String::from("0\n")),
+            ];
+            for (dir, name, text) in files {
+                let bytes = text.into_bytes();
+                let len = bytes.len();
+                let data = self.bytes_file_data(sb, Arc::new(bytes), 0, len);
+                let node = self.new_inode_in(sb, Kind::File(data), 0o444, 0);
+                dir.insert(name, node)?;
+            }
+            let link = self.new_inode_in(sb, Kind::Symlink(format!("../../block/{}", disk.name)), 0o777, 0);
+            devblock.insert(&format!("{maj}:{min}"), link)?;
+        }
         Ok(())
     }
 
@@ -370,7 +435,7 @@ impl Fs {
             root.insert(d, x)?;
             root.meta.borrow_mut().nlink += 1;
         }
-        Ok(())
+        self.fill_sysfs_disks(root, sb)
     }
 
     /// Make sure `/<name>` is a directory of the root file system.

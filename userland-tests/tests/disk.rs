@@ -1,0 +1,126 @@
+//! Disks (`--ubd`, UML's `ubdN=`): the guest sees `/dev/ubdX` block
+//! devices with UML's major 98, sizes through `BLKGETSIZE64`, and
+//! `/proc/partitions` and `/sys/block`; the host's own `mkfs.ext4` run
+//! inside the guest makes an image the host's `e2fsck -fn` finds clean; a
+//! read-only disk refuses writes; a COW file keeps its backing file
+//! unchanged. Run with `cargo xtask test`.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::current_exe().unwrap().parent().unwrap().join(format!("disk-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn blank(path: &Path, size: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+}
+
+fn host_tool(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists())
+}
+
+/// The kernel over the host's root (its tools) with `args` before the shell command.
+fn guest(args: &[&str], script: &str) -> Outcome {
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    let mut a: Vec<&str> = vec!["--root", "/"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["/bin/sh", "-c", script]);
+    run_kernel(&kernel, &a)
+}
+
+#[test]
+fn guest_mkfs_makes_an_image_the_host_fsck_finds_clean() {
+    let _l = lock();
+    let (Some(_), Some(fsck)) = (host_tool("mkfs.ext4"), host_tool("e2fsck")) else { return };
+    let d = scratch("mkfs");
+    let img = d.join("blank.img");
+    blank(&img, 64 << 20);
+    let spec = format!("ubd0={}", img.display());
+    let o = guest(
+        &[&spec],
+        "stat -c '%F %t:%T %s' /dev/ubda; blockdev --getsize64 --getss /dev/ubda; \
+         grep ubda /proc/partitions; cat /sys/block/ubda/dev /sys/block/ubda/size; \
+         mkfs.ext4 -q -F -L guestfs /dev/ubda && echo mkfs=ok; \
+         head -c 1082 /dev/ubda | tail -c 2 | od -An -tx1",
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        o.stdout,
+        "block special file 62:0 0\n67108864\n512\n  98        0      65536 ubda\n98:0\n131072\nmkfs=ok\n 53 ef\n",
+        "{}",
+        o.stderr
+    );
+    let st = std::process::Command::new(fsck).args(["-fn"]).arg(&img).output().unwrap();
+    assert!(st.status.success(), "e2fsck -fn: {}{}", String::from_utf8_lossy(&st.stdout), String::from_utf8_lossy(&st.stderr));
+    let label = std::process::Command::new(host_tool("e2label").unwrap_or_else(|| "e2label".into())).arg(&img).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "guestfs");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn node_writes_reach_the_image_and_read_only_disks_refuse() {
+    let _l = lock();
+    let d = scratch("rw");
+    let img = d.join("a.img");
+    blank(&img, 1 << 20);
+    let ro = d.join("b.img");
+    std::fs::write(&ro, vec![7u8; 4096]).unwrap();
+    let (s0, s1) = (format!("ubd0={}", img.display()), format!("ubd1r={}", ro.display()));
+    // Unaligned writes, a write at the end (ENOSPC), reads back after
+    // BLKFLSBUF, and the read-only disk: opened for writing is EACCES.
+    let o = guest(
+        &[&s0, &s1],
+        "printf hello | dd of=/dev/ubda bs=1 seek=1000 conv=notrunc 2>/dev/null; \
+         dd if=/dev/zero of=/dev/ubda bs=512 seek=2048 count=1 2>&1 | grep -c 'No space'; \
+         blockdev --flushbufs /dev/ubda; dd if=/dev/ubda bs=1 skip=1000 count=5 2>/dev/null; echo; \
+         blockdev --getro /dev/ubdb; head -c 3 /dev/ubdb | od -An -tu1; \
+         (echo x > /dev/ubdb) 2>/dev/null || echo refused; sync",
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "1\nhello\n1\n   7   7   7\nrefused\n", "{}", o.stderr);
+    let bytes = std::fs::read(&img).unwrap();
+    assert_eq!(&bytes[1000..1005], b"hello");
+    assert_eq!(std::fs::read(&ro).unwrap(), vec![7u8; 4096]);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn cow_files_keep_the_backing_image_and_bad_disks_are_one_line() {
+    let _l = lock();
+    let d = scratch("cow");
+    let base = d.join("base.img");
+    let mut data = vec![0u8; 1 << 20];
+    data[4096..4101].copy_from_slice(b"base!");
+    std::fs::write(&base, &data).unwrap();
+    let cow = d.join("guest.cow");
+    // UML's words, as a UML user types them.
+    let w = format!("ubd0={},{}", cow.display(), base.display());
+    let o = guest(&["mem=128M", &w], "dd if=/dev/ubda bs=1 skip=4096 count=5 2>/dev/null; echo; printf COW! | dd of=/dev/ubda bs=1 seek=8192 conv=notrunc 2>/dev/null; sync");
+    assert_eq!((o.code, o.stdout.as_str()), (0, "base!\n"), "{}", o.stderr);
+    assert_eq!(std::fs::read(&base).unwrap(), data, "the backing file changed");
+    // The COW file (found by its header) shows both.
+    let w = format!("ubd0={}", cow.display());
+    let o = guest(&[&w], "dd if=/dev/ubda bs=1 skip=4096 count=5 2>/dev/null; dd if=/dev/ubda bs=1 skip=8192 count=4 2>/dev/null");
+    assert_eq!(o.stdout, "base!COW!", "{}", o.stderr);
+    // Bad disks: one line, status 2.
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    for args in [
+        vec!["--ubd".to_string(), format!("0={}", d.join("missing.img").display())],
+        vec!["--ubd".to_string(), format!("0={},{}", d.join("x.cow").display(), d.join("missing.img").display())],
+        vec!["ubd99=x".to_string()],
+        vec!["umid=web1".to_string()],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--root", "/", "/bin/true"].map(String::from));
+        let o = run_kernel(&kernel, &a);
+        assert_eq!((o.code, o.stderr.lines().count()), (2, 1), "{args:?}: {}", o.stderr);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
