@@ -516,6 +516,9 @@ impl<S: AddressSpace> Kernel<S> {
             // Frames of dropped page caches back to the allocator, host
             // files whose shared mappings went away written back.
             self.fs.caches.service(&mut self.frames, hal.phys());
+            for line in self.fs.disks.take_log() {
+                hal.log(&line);
+            }
             // Keep some memory free for the kernel's own objects, which
             // cannot evict cache pages themselves (their charges happen
             // deep inside a call): clean cache pages go first, as kswapd

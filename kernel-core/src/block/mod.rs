@@ -85,6 +85,8 @@ pub struct Disk {
     /// The device node's page cache (made at boot).
     node: RefCell<Option<Rc<PageCache>>>,
     stats: Cell<DiskStats>,
+    /// Lines for the kernel log (errors found on the disk), taken by the kernel loop.
+    log: RefCell<Vec<String>>,
 }
 
 /// A shared disk.
@@ -106,7 +108,16 @@ impl Disk {
             node_generation: Cell::new(0),
             node: RefCell::new(None),
             stats: Cell::new(DiskStats::default()),
+            log: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Queue a line for the kernel log (at most 64 wait; more are dropped).
+    pub fn report(&self, line: &str) {
+        let mut l = self.log.borrow_mut();
+        if l.len() < 64 {
+            l.push(String::from(line));
+        }
     }
 
     /// Size in bytes.
@@ -492,6 +503,10 @@ impl Disks {
     pub fn add(&mut self, disk: DiskRef) {
         self.list.push(disk);
         self.list.sort_by_key(|d| d.index);
+    }
+    /// The kernel log lines every disk queued (taken).
+    pub fn take_log(&self) -> Vec<String> {
+        self.list.iter().flat_map(|d| core::mem::take(&mut *d.log.borrow_mut())).collect()
     }
     /// Every disk.
     pub fn all(&self) -> &[DiskRef] {

@@ -286,6 +286,8 @@ pub enum FsData {
     /// A block device node (`/dev/ubdX`): its disk. The node's data is the
     /// disk's page cache (see [`crate::block`]).
     Block(crate::block::DiskRef),
+    /// An inode of an ext2/3/4 file system on a disk.
+    Ext4(super::ext4::Node),
 }
 
 /// One ramfs inode.
@@ -364,6 +366,7 @@ impl Inode {
         match &self.kind {
             // A hostfs directory asks the host (its map is only a cache).
             Kind::Dir(_) if matches!(self.fsdata, Some(FsData::Host(_))) => super::hostfs::lookup(self, name),
+            Kind::Dir(_) if matches!(self.fsdata, Some(FsData::Ext4(_))) => super::ext4::lookup(self, name),
             // An overlay directory: its upper map, then its lower directory.
             Kind::Dir(_) if self.fsdata.is_some() => super::overlay::lookup(self, name),
             Kind::Dir(d) => Ok(d.borrow().get(name).cloned()),
@@ -395,6 +398,7 @@ impl Inode {
             Some(FsData::Overlay(_)) => super::overlay::dir_size(self),
             // `stat` of a block device shows no size (BLKGETSIZE64 does).
             Some(FsData::Block(_)) => None,
+            Some(FsData::Ext4(_)) => super::ext4::file_size(self),
             None => None,
         }
     }

@@ -34,6 +34,8 @@ pub enum FsType {
     Hostfs,
     /// A writable overlay over a read-only lower tree.
     Overlay,
+    /// ext2/3/4 on a disk (`/dev/ubdX`).
+    Ext4,
 }
 
 impl FsType {
@@ -47,6 +49,7 @@ impl FsType {
             FsType::Sysfs => "sysfs",
             FsType::Hostfs => "hostfs",
             FsType::Overlay => "overlay",
+            FsType::Ext4 => "ext4",
         }
     }
     /// Parse a `mount -t` type.
@@ -57,6 +60,7 @@ impl FsType {
             "proc" => FsType::Proc,
             "sysfs" => FsType::Sysfs,
             "hostfs" => FsType::Hostfs,
+            "ext4" | "ext3" | "ext2" => FsType::Ext4,
             _ => return None,
         })
     }
@@ -68,11 +72,16 @@ impl FsType {
             FsType::Sysfs => 0x6265_6572,
             FsType::Hostfs => 0x00c0_ffee,
             FsType::Overlay => 0x794c_7630,
+            FsType::Ext4 => super::ext4::EXT4_MAGIC,
         }
     }
     /// Listed in `/proc/filesystems` with `nodev`?
-    pub fn all() -> [FsType; 7] {
-        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs, FsType::Overlay]
+    pub fn all() -> [FsType; 8] {
+        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs, FsType::Overlay, FsType::Ext4]
+    }
+    /// Needs a block device (listed without `nodev`).
+    pub fn needs_device(self) -> bool {
+        self == FsType::Ext4
     }
 }
 
@@ -86,6 +95,8 @@ pub struct SuperBlock {
     /// its files' pages are charged to it (`ENOSPC` when full). Default:
     /// half of guest memory, as Linux's tmpfs.
     pub quota: Option<Rc<Quota>>,
+    /// The disk a disk file system is mounted from (released at unmount).
+    pub disk: Option<crate::block::DiskRef>,
 }
 
 impl SuperBlock {
@@ -95,9 +106,9 @@ impl SuperBlock {
             FsType::Rootfs | FsType::Tmpfs | FsType::Devtmpfs => Some(Quota::new(None)),
             // An overlay's upper layer is guest memory, limited as a tmpfs.
             FsType::Overlay => Some(Quota::new(None)),
-            FsType::Proc | FsType::Sysfs | FsType::Hostfs => None,
+            FsType::Proc | FsType::Sysfs | FsType::Hostfs | FsType::Ext4 => None,
         };
-        SuperBlock { fstype, readonly, quota }
+        SuperBlock { fstype, readonly, quota, disk: None }
     }
 }
 
@@ -205,7 +216,7 @@ impl Fs {
     /// [`Fs::mount_new`] with a size limit in pages (tmpfs `size=`; `None`:
     /// the default, half of guest memory).
     pub fn mount_new_sized(&mut self, target: &Loc, fstype: FsType, source: &str, readonly: bool, now: u64, size: Option<u64>) -> Result<u32, Errno> {
-        if fstype == FsType::Hostfs || fstype == FsType::Rootfs || fstype == FsType::Overlay {
+        if matches!(fstype, FsType::Hostfs | FsType::Rootfs | FsType::Overlay | FsType::Ext4) {
             return Err(Errno::ENODEV);
         }
         let sb = self.new_sb(fstype, readonly);
@@ -242,7 +253,9 @@ impl Fs {
         *covered.mounted.borrow_mut() = None;
         self.mounts.remove(idx);
         if !self.mounts.iter().any(|o| o.sb == sb) {
-            self.sbs.remove(&sb);
+            if let Some(disk) = self.sbs.remove(&sb).and_then(|s| s.disk) {
+                disk.release();
+            }
         }
         Ok(())
     }
@@ -492,7 +505,7 @@ impl Fs {
     pub fn statfs_numbers(&self, sb: u32) -> (u64, u64, u64) {
         let t = self.fstype(sb);
         match t {
-            FsType::Proc | FsType::Sysfs | FsType::Hostfs => (t.magic(), 0, 0),
+            FsType::Proc | FsType::Sysfs | FsType::Hostfs | FsType::Ext4 => (t.magic(), 0, 0),
             _ => match self.quota(sb) {
                 // (An unlimited tmpfs shows no size, as Linux's size=0.)
                 Some(q) if q.limit(self.caches.total_frames()) != u64::MAX => {

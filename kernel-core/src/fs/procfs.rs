@@ -329,7 +329,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
             }
             "filesystems" => {
                 for t in FsType::all() {
-                    let _ = writeln!(s, "nodev\t{}", t.name());
+                    let _ = writeln!(s, "{}\t{}", if t.needs_device() { "" } else { "nodev" }, t.name());
                 }
             }
             "version" => {

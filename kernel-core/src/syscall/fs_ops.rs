@@ -1375,6 +1375,13 @@ pub fn statfs_bytes(fs: &crate::fs::Fs, inode: &InodeRef) -> [u8; 120] {
             put(off, v);
         }
     }
+    if let Some(vol) = crate::fs::ext4::volume_of(inode) {
+        // A disk file system: its superblock's figures.
+        let [bsize, blocks, bfree, bavail, files, ffree] = vol.statfs();
+        for (off, v) in [(8, bsize), (16, blocks), (24, bfree), (32, bavail), (40, files), (48, ffree), (72, bsize)] {
+            put(off, v);
+        }
+    }
     b
 }
 
@@ -1431,6 +1438,8 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let sb = m.sb;
         let opts = match cx.k.fs.fstype(sb) {
             FsType::Tmpfs => Some(tmpfs_options(cx, a[4])?),
+            // The ext4 driver only reads.
+            FsType::Ext4 if flags & MS_RDONLY == 0 => return Err(Errno::EROFS),
             _ => None,
         };
         if let Some(o) = &opts {
@@ -1472,6 +1481,13 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let t = FsType::parse(&fstype).ok_or(Errno::ENODEV)?;
     if !tloc.inode().is_dir() {
         return Err(Errno::ENOTDIR);
+    }
+    if t.needs_device() {
+        // The source names a block device node: its disk.
+        let sloc = resolve(cx, AT_FDCWD as u64, &source, Follow::Yes)?;
+        let disk = sloc.inode().block_disk().cloned().ok_or(Errno::ENOTBLK)?;
+        cx.k.fs.mount_ext4(&tloc, disk, &source, flags & MS_RDONLY != 0)?;
+        return Ok(0);
     }
     let opts = if t == FsType::Tmpfs { tmpfs_options(cx, a[4])? } else { TmpfsOptions::default() };
     let now = cx.hal.realtime_ns();
