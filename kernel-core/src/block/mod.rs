@@ -120,6 +120,12 @@ impl Disk {
         }
     }
 
+    /// The queued log lines (tests).
+    #[cfg(test)]
+    pub fn take_log_for_test(&self) -> Vec<String> {
+        core::mem::take(&mut *self.log.borrow_mut())
+    }
+
     /// Size in bytes.
     pub fn size(&self) -> u64 {
         self.size
@@ -608,7 +614,7 @@ mod tests {
         s.write(100, &[1, 2, 3]).unwrap();
         let mut b = [0u8; 5];
         s.read(99, &mut b).unwrap();
-        assert_eq!(b, [99 as u8, 1, 2, 3, 103 as u8]);
+        assert_eq!(b, [99u8, 1, 2, 3, 103]);
         d.claim().unwrap();
         assert_eq!(d.claim(), Err(Errno::EBUSY));
         assert_eq!(s.write(0, &[0]), Err(Errno::EBUSY));

@@ -356,6 +356,7 @@ impl Fs {
     /// A block device node of file system `sb` for `disk` (`brw-rw---- root
     /// disk`): its data is the disk's page cache, which never grows or
     /// shrinks.
+    #[allow(clippy::arc_with_non_send_sync)] // single-threaded kernel; Arc only because the MM wants Arc<dyn MappedFile>
     pub fn block_node(&mut self, sb: u32, disk: &crate::block::DiskRef) -> InodeRef {
         let cache = disk.node_cache(&self.caches);
         cache.set_seals(g::F_SEAL_SEAL | g::F_SEAL_GROW | g::F_SEAL_SHRINK);

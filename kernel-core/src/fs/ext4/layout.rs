@@ -215,9 +215,11 @@ pub struct Extent {
     pub unwritten: bool,
 }
 
-/// Parse an extent node (`i_block` or an extent block): its header and
-/// entries, leaf extents or index children `(first logical, child block)`.
-pub fn parse_extent_node(b: &[u8]) -> Option<(ExtentHeader, Vec<Extent>, Vec<(u32, u64)>)> {
+/// A parsed extent node: header, leaf extents, index children `(first logical, child block)`.
+pub type ExtentNode = (ExtentHeader, Vec<Extent>, Vec<(u32, u64)>);
+
+/// Parse an extent node (`i_block` or an extent block).
+pub fn parse_extent_node(b: &[u8]) -> Option<ExtentNode> {
     if u16_at(b, 0)? != EXTENT_MAGIC {
         return None;
     }

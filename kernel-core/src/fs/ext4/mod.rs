@@ -19,6 +19,8 @@
 //! log line (`EXT4-fs error (device ubdX): ...`), never a panic; walks of
 //! extent trees and block maps are bounded in depth and size.
 
+#![allow(clippy::arc_with_non_send_sync)] // single-threaded kernel; Arc only because the MM wants Arc<dyn MappedFile>
+
 pub mod layout;
 
 use alloc::collections::BTreeMap;
@@ -396,7 +398,8 @@ impl Volume {
             }
             g::S_IFLNK => {
                 let n = raw.size.min(MAX_SYMLINK) as usize;
-                let fast = raw.flags & layout::EXTENTS_FL == 0 && raw.blocks == 0 || raw.size < 60 && raw.flags & layout::EXTENTS_FL == 0;
+                // A target under 60 bytes lives in i_block itself.
+                let fast = raw.size < 60 && raw.flags & (layout::EXTENTS_FL | layout::INLINE_DATA_FL) == 0;
                 let target = if fast && n <= 60 {
                     raw.block[..n].to_vec()
                 } else {
@@ -459,7 +462,7 @@ pub struct FileStore {
 impl Store for FileStore {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         let bs = self.vol.sb.block_size;
-        if off % bs != 0 {
+        if !off.is_multiple_of(bs) {
             // The page cache reads whole pages; keep the contract anyway.
             let a = off - off % bs;
             let mut tmp = vec![0u8; (off - a) as usize + buf.len()];
@@ -582,3 +585,6 @@ impl Fs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
