@@ -20,6 +20,8 @@
 //!   both backends and prints the matrix (see `isolation.rs`).
 //! * `cargo xtask fuzz [--minutes N] [--batch CASES] [--only NAME]` runs the
 //!   model-based properties long (see `fuzz.rs`).
+//! * `cargo xtask image from-dir DIR --out IMG` / `image merge COW OUT`
+//!   make disk images (see `image.rs`).
 //! * `cargo xtask test [-- CARGO TEST ARGS]` is what CI runs: builds
 //!   everything (both kernels, guests, root directories, the C programs that
 //!   need gcc and musl-gcc), then `cargo test --workspace` with the variables
@@ -32,6 +34,7 @@
 
 mod bench;
 mod fuzz;
+mod image;
 mod isolation;
 mod lab;
 mod rootfs;
@@ -196,6 +199,11 @@ enum Cmd {
         /// Only the properties whose test or name contains this.
         #[arg(long, value_name = "NAME")]
         only: Option<String>,
+    },
+    /// Disk images: `from-dir DIR --out IMG` (ext4 via the host's mke2fs -d), `merge COW OUT`.
+    Image {
+        #[command(subcommand)]
+        what: image::ImageCmd,
     },
     /// What CI runs: build everything, then `cargo test --workspace` with the test environment.
     Test {
@@ -557,6 +565,7 @@ fn main() -> ExitCode {
         Cmd::Build { hal } => build(&p, hal),
         Cmd::Rootfs => build_guests(&p).and_then(|()| assemble_default_root(&p)),
         Cmd::Test { cargo_test_args } => test(&p, &cargo_test_args),
+        Cmd::Image { what } => image::image(what),
         Cmd::Isolation { out, no_build } => isolation::isolation(&p, out, no_build),
         Cmd::Fuzz { minutes, batch, only } => fuzz::fuzz(&p, &fuzz::Options { minutes, batch, only }),
         Cmd::Bench {
