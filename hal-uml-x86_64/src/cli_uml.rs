@@ -10,6 +10,7 @@
 //! | `mem=SIZE` | `--mem SIZE` |
 //! | `ubdN[r][s]=FILE` / `ubdN=COW,BACKING` | `--ubd N[r][s]=FILE[,BACKING]` |
 //! | `ethN=SPEC` | `--net SPEC` (in the order of N) |
+//! | `root=/dev/ubdX` | `--root-dev ubdX` (ext4, read-only) |
 //! | `init=PATH` | INIT |
 //!
 //! Any other `word=value` before INIT is refused with one line (it would
@@ -69,6 +70,9 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
         } else if key == "mem" {
             out.push("--mem".into());
             out.push(value.into());
+        } else if key == "root" {
+            out.push("--root-dev".into());
+            out.push(value.into());
         } else if key == "init" {
             if init.replace(value.into()).is_some() {
                 return Err("init= given twice".into());
@@ -80,7 +84,7 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
             nets.push((n, value.to_string()));
         } else {
             return Err(format!(
-                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, init=; see --help)"
+                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=; see --help)"
             ));
         }
     }
@@ -102,6 +106,21 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
         }
     }
     Ok(out)
+}
+
+/// The disk number of `--root-dev DEV` (`ubda`, `/dev/ubda`), which one of
+/// `ubd` (the `--ubd` specs) must attach.
+pub fn root_disk_index(dev: &str, ubd: &[String]) -> Result<u32, String> {
+    let name = dev.strip_prefix("/dev/").unwrap_or(dev);
+    let index = match name.strip_prefix("ubd").map(str::as_bytes) {
+        Some([c]) if c.is_ascii_lowercase() && c - b'a' < 16 => u32::from(c - b'a'),
+        _ => return Err(format!("root={dev}: expected a disk name, /dev/ubda to /dev/ubdp")),
+    };
+    let attached = ubd.iter().filter_map(|s| s.split_once('=')).any(|(k, _)| k.trim_end_matches(['r', 's', 'd', 'c']).parse() == Ok(index));
+    if !attached {
+        return Err(format!("root={dev}: no disk {index} attached (give ubd{index}=IMAGE or --ubd {index}=IMAGE)"));
+    }
+    Ok(index)
 }
 
 /// Open every `--ubd` disk (before the kernel confines itself: at run time
@@ -149,6 +168,10 @@ mod tests {
         assert_eq!(tr(&["--hostname", "mem=x", "/bin/echo", "ubd0=a"]).unwrap(), ["k", "--hostname", "mem=x", "/bin/echo", "ubd0=a"]);
         assert_eq!(tr(&["ubd1r=img", "init=/bin/echo", "--", "hi"]).unwrap(), ["k", "--ubd", "1r=img", "--", "/bin/echo", "hi"]);
         assert!(tr(&["umid=x"]).unwrap_err().contains("umid=x"));
+        assert_eq!(tr(&["root=/dev/ubda", "ubd0=img"]).unwrap(), ["k", "--root-dev", "/dev/ubda", "--ubd", "0=img"]);
+        let ubd = ["0r=a".to_string(), "1=b,c".to_string()];
+        assert_eq!((root_disk_index("/dev/ubda", &ubd), root_disk_index("ubdb", &ubd)), (Ok(0), Ok(1)));
+        assert!(root_disk_index("ubdc", &ubd).is_err() && root_disk_index("/dev/sda", &ubd).is_err());
         assert!(tr(&["eth1=user"]).is_err());
         assert_eq!(tr(&["eth1=tap,ifname=t", "eth0=user", "/bin/sh"]).unwrap(), ["k", "--net", "user", "--net", "tap,ifname=t", "/bin/sh"]);
         assert!(tr(&["init=/a", "init=/b"]).is_err());

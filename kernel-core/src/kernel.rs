@@ -106,6 +106,10 @@ pub struct Devices {
     /// Disks (`--ubd N=FILE`, UML's `ubdN=`): `(N, device)`, seen by the
     /// guest as `/dev/ubda`, `/dev/ubdb`, ...
     pub disks: Vec<(u32, alloc::boxed::Box<dyn hal::BlockDevice>)>,
+    /// The disk (index into [`Devices::disks`]' numbers) whose ext4 file
+    /// system is the root (`root=/dev/ubdX`), mounted read-only; the
+    /// initramfs is then not used.
+    pub root_disk: Option<u32>,
 }
 
 /// Why the kernel could not start init.
@@ -119,6 +123,8 @@ pub enum BootError {
     InitNotExecutable(String, Errno),
     /// Not enough guest memory (or host resources) to start init.
     OutOfMemory,
+    /// The root file system on a disk (`root=/dev/ubdX`) cannot be mounted.
+    BadRootDisk(String),
 }
 
 impl fmt::Display for BootError {
@@ -128,6 +134,7 @@ impl fmt::Display for BootError {
             BootError::InitNotFound(p) => write!(f, "init {p} not found in the root file system"),
             BootError::InitNotExecutable(p, e) => write!(f, "cannot execute init {p}: {}", e.name()),
             BootError::OutOfMemory => write!(f, "out of memory while starting init"),
+            BootError::BadRootDisk(why) => write!(f, "{why}"),
         }
     }
 }
@@ -209,7 +216,7 @@ pub fn boot_checked<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, Boot
 }
 
 fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, check_invariants: bool) -> Result<i32, BootError> {
-    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs, disks } = devices;
+    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs, disks, root_disk } = devices;
     let mut overlay_upper = overlay_upper;
     let mut fs = Fs::new();
     for (index, dev) in disks {
@@ -217,6 +224,14 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     }
     let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
     cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
+    if let Some(index) = root_disk {
+        let name = crate::block::disk_name(index);
+        let disk = fs.disks.by_name(&name).ok_or_else(|| BootError::BadRootDisk(format!("root=/dev/{name}: no such disk (attach it with ubd{index}=IMAGE)")))?;
+        if let Err(e) = fs.mount_ext4_root(disk.clone()) {
+            let why: Vec<String> = disk.take_log();
+            return Err(BootError::BadRootDisk(format!("cannot mount root=/dev/{name} (ext4): {}{}{}", e.name(), if why.is_empty() { "" } else { ": " }, why.join("; "))));
+        }
+    }
     // A host directory as `/` comes first (the kernel's own /dev, /proc,
     // /sys and /tmp then go on top of it), the others after them.
     let (as_root, others): (Vec<_>, Vec<_>) = host_dirs.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));

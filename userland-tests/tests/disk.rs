@@ -178,3 +178,32 @@ fn ext4_images_mount_and_read_as_native() {
     assert!(o.stderr.contains("EXT4-fs (ubdb): VFS: Can't find ext4 filesystem"), "{}", o.stderr);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `root=/dev/ubda`: the default root packed into an ext4 image by the
+/// host's `mke2fs -d`, booted from the disk (read-only) with UML's words.
+#[test]
+fn boots_from_an_ext4_root_disk() {
+    let _l = lock();
+    let Some(mk) = host_tool("mke2fs") else { return };
+    let d = scratch("rootdisk");
+    let img = d.join("root.img");
+    let st = std::process::Command::new(mk)
+        .args(["-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d"])
+        .arg(default_root())
+        .arg(&img)
+        .arg("256M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    let ubd = format!("ubd0={}", img.display());
+    let o = run_kernel(&kernel, &[ubd.as_str(), "root=/dev/ubda", "mem=128M", "/bin/sh", "-c", "head -1 /proc/mounts; /tests/hello; touch /x 2>/dev/null || echo read-only; echo ok > /tmp/t && cat /tmp/t"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "/dev/ubda / ext4 ro,relatime 0 0\nHello from a rustuml guest!\nread-only\nok\n"), "{}", o.stderr);
+    // Not ext4, or no such disk: one line, status 2.
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    for args in [[ubd.as_str(), "root=/dev/ubda", "/bin/true"], [ubd.as_str(), "root=/dev/ubdc", "/bin/true"]] {
+        let o = run_kernel(&kernel, &args);
+        assert_eq!((o.code, o.stderr.lines().count()), (2, 1), "{args:?}: {}", o.stderr);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

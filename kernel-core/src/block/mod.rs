@@ -120,9 +120,8 @@ impl Disk {
         }
     }
 
-    /// The queued log lines (tests).
-    #[cfg(test)]
-    pub fn take_log_for_test(&self) -> Vec<String> {
+    /// The queued log lines (taken).
+    pub fn take_log(&self) -> Vec<String> {
         core::mem::take(&mut *self.log.borrow_mut())
     }
 

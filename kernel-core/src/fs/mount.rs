@@ -485,8 +485,8 @@ impl Fs {
         let root = self.root.clone();
         let shm = super::path::walk(&root, &Loc::root(root.clone()), "/dev/shm", super::path::Follow::Yes)?;
         self.mount_new(&shm, FsType::Tmpfs, "tmpfs", false, 0)?;
-        // Over the host's tree (`--hostfs /:/`, `do`), `/run` is the guest's own too.
-        if matches!(self.fstype(self.root.sb), FsType::Hostfs | FsType::Overlay) {
+        // Over the host's tree (`--hostfs /:/`, `do`) or a read-only disk, `/run` is the guest's own too.
+        if matches!(self.fstype(self.root.sb), FsType::Hostfs | FsType::Overlay | FsType::Ext4) {
             let loc = self.ensure_root_dir("run", 0o755)?;
             self.mount_new(&loc, FsType::Tmpfs, "tmpfs", false, 0)?;
         }

@@ -554,6 +554,24 @@ pub fn file_size(inode: &Inode) -> Option<(u64, u64)> {
 }
 
 impl Fs {
+    /// Make the ext2/3/4 file system on `disk` the root (read-only), as
+    /// `root=/dev/ubdX` does at boot.
+    pub fn mount_ext4_root(&mut self, disk: DiskRef) -> Result<VolumeRef, Errno> {
+        disk.claim()?;
+        let sb = self.new_sb(FsType::Ext4, true);
+        let vol = Volume::open(disk.clone(), sb, self.caches.clone())?;
+        let root = vol.vfs_inode(2)?;
+        if !root.is_dir() {
+            return Err(vol.corrupt("the root inode is not a directory"));
+        }
+        let source = format!("/dev/{}", disk.name);
+        if let Some(s) = self.sbs.get_mut(&sb) {
+            s.disk = Some(disk);
+        }
+        self.set_root(root, sb, &source);
+        Ok(vol)
+    }
+
     /// Mount the ext2/3/4 file system on `disk` at `target`, read-only
     /// (`EROFS` if `readonly` is false: `mount` then retries read-only).
     pub fn mount_ext4(&mut self, target: &Loc, disk: DiskRef, source: &str, readonly: bool) -> Result<VolumeRef, Errno> {

@@ -132,7 +132,7 @@ fn a_tree_made_by_mke2fs_reads_back() {
         let [bsize, blocks, free, _, files, ffree] = vol.statfs();
         assert_eq!((bsize * blocks, files), (2 << 20, 256));
         assert!(free > 0 && free < blocks && ffree < files);
-        assert!(vol.disk().take_log_for_test().is_empty());
+        assert!(vol.disk().take_log().is_empty());
     }
 }
 
@@ -146,7 +146,7 @@ fn garbage_is_not_a_file_system() {
     let disk = Disk::new(0, Box::new(MemDisk::new(bad)));
     let vol = Volume::open(disk.clone(), 7, CacheSet::new()).unwrap();
     assert_eq!(vol.vfs_inode(2).err(), Some(Errno::EUCLEAN));
-    let log = disk.take_log_for_test();
+    let log = disk.take_log();
     assert!(log.len() == 1 && log[0].starts_with("EXT4-fs error (device ubda): group 0"), "{log:?}");
 }
 
