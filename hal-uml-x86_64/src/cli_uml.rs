@@ -123,11 +123,14 @@ pub fn root_disk_index(dev: &str, ubd: &[String]) -> Result<u32, String> {
     Ok(index)
 }
 
+/// An attached disk: its number and device.
+pub type Disk = (u32, Box<dyn hal::BlockDevice>);
+
 /// Open every `--ubd` disk (before the kernel confines itself: at run time
 /// it only reads and writes the descriptors opened here). The error is one
 /// line naming the disk.
-pub fn open_disks(specs: &[String]) -> Result<Vec<(u32, Box<dyn hal::BlockDevice>)>, String> {
-    let mut disks: Vec<(u32, Box<dyn hal::BlockDevice>)> = Vec::new();
+pub fn open_disks(specs: &[String]) -> Result<Vec<Disk>, String> {
+    let mut disks: Vec<Disk> = Vec::new();
     for spec in specs {
         let Some((key, value)) = spec.split_once('=') else {
             return Err(format!("--ubd {spec}: expected N=FILE or N=COW,BACKING (N from 0 to 15)"));
