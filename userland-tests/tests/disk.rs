@@ -207,3 +207,32 @@ fn boots_from_an_ext4_root_disk() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// What the guest wrote and `sync`ed is in the image even when the kernel
+/// is killed with SIGKILL right after `sync` returned (plain image and COW
+/// file alike).
+#[test]
+fn synced_writes_survive_sigkill() {
+    let _l = lock();
+    let d = scratch("kill");
+    let plain = d.join("plain.img");
+    blank(&plain, 4 << 20);
+    let base = d.join("base.img");
+    blank(&base, 4 << 20);
+    let cow = d.join("over.cow");
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    let (a, b) = (format!("ubd0={}", plain.display()), format!("ubd1={},{}", cow.display(), base.display()));
+    let script = "printf PLAIN | dd of=/dev/ubda bs=1 seek=4096 conv=notrunc 2>/dev/null; \
+                  printf COWED | dd of=/dev/ubdb bs=1 seek=8192 conv=notrunc 2>/dev/null; sync; echo synced; sleep 100";
+    let (mut child, lines, _err) = spawn_kernel_lines(&kernel, &["--root", "/", &a, &b, "/bin/sh", "-c", script]);
+    let line = lines.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_default();
+    assert_eq!(line, "synced");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(&std::fs::read(&plain).unwrap()[4096..4101], b"PLAIN");
+    let w = format!("ubd0={}", cow.display());
+    let o = guest(&[&w], "dd if=/dev/ubda bs=1 skip=8192 count=5 2>/dev/null");
+    assert_eq!(o.stdout, "COWED", "{}", o.stderr);
+    assert!(std::fs::read(&base).unwrap().iter().all(|&x| x == 0), "the backing file changed");
+    let _ = std::fs::remove_dir_all(&d);
+}
