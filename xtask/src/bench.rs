@@ -2292,6 +2292,7 @@ mod tests {
             full: "/r/full".into(),
             native_tmp: "/r/tmp".into(),
             server_port: 4242,
+            disk_img: "/r/disk.img".into(),
         };
         let b = |name, kind| Backend {
             name,
@@ -2332,6 +2333,10 @@ mod tests {
             ["/tests/bench_macro", "tar_gz", "1", "/tmp"]
         );
         assert!(guest_argv(&native, &roots, op("boot_shell"), false).is_none());
+        // The disk rows: the image natively, /dev/ubda in the guest.
+        let disk = op("disk_randread_4k");
+        assert_eq!(guest_argv(&native, &roots, disk, true).unwrap(), ["/tests/bench_disk", "disk_randread_4k", "2000", "/r/disk.img"]);
+        assert_eq!(guest_argv(&skas, &roots, disk, false).unwrap(), ["/tests/bench_disk", "disk_randread_4k", "20000", "/dev/ubda"]);
         // The NAT rows: natively the host server directly, from a guest via
         // the NAT's gateway, which the kernel gets with `--net user`.
         let nat = op("tcp_nat_rr");
