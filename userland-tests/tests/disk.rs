@@ -236,3 +236,43 @@ fn synced_writes_survive_sigkill() {
     assert!(std::fs::read(&base).unwrap().iter().all(|&x| x == 0), "the backing file changed");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Ten guests at once from one backing image, each with its own COW file:
+/// each sees the shared tree and its own writes only, and the backing
+/// file's bytes are unchanged afterwards.
+#[test]
+fn ten_guests_share_one_backing_image() {
+    let _l = lock();
+    let Some(mk) = host_tool("mke2fs") else { return };
+    let d = scratch("ten");
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("shared"), "from the backing image\n").unwrap();
+    let base = d.join("base.img");
+    assert!(std::process::Command::new(mk).args(["-q", "-F", "-t", "ext4", "-d"]).arg(&src).arg(&base).arg("16M").status().unwrap().success());
+    let before = std::fs::read(&base).unwrap();
+    let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
+    let guests: Vec<_> = (0..10)
+        .map(|i| {
+            let spec = format!("ubd0={},{}", d.join(format!("g{i}.cow")).display(), base.display());
+            // Write the raw disk past the file system's used blocks, then read the file.
+            let script = format!(
+                "printf guest{i} | dd of=/dev/ubda bs=1 seek=12000000 conv=notrunc 2>/dev/null; sync; \
+                 dd if=/dev/ubda bs=1 skip=12000000 count=6 2>/dev/null; echo; \
+                 mkdir -p /tmp/m && mount -o ro /dev/ubda /tmp/m && cat /tmp/m/shared"
+            );
+            let mut cmd = std::process::Command::new(&kernel);
+            cmd.args(["--root", "/", "--mem", "96M", &spec, "/bin/sh", "-c", &script]);
+            spawn(&mut cmd)
+        })
+        .collect();
+    for (i, mut g) in guests.into_iter().enumerate() {
+        let mut out = String::new();
+        std::io::Read::read_to_string(g.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let st = wait_timeout(&mut g, std::time::Duration::from_secs(120), "guest");
+        assert!(st.success(), "guest {i}");
+        assert_eq!(out, format!("guest{i}\nfrom the backing image\n"));
+    }
+    assert!(std::fs::read(&base).unwrap() == before, "the backing file changed");
+    let _ = std::fs::remove_dir_all(&d);
+}
