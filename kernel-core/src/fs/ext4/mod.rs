@@ -488,6 +488,19 @@ fn node(dir: &Inode) -> Option<&Node> {
     }
 }
 
+/// The first `max` bytes of regular file `inode` straight from the disk
+/// (not through its page cache): for tools, tests and fuzzing.
+pub fn file_bytes(inode: &Inode, max: u64) -> Result<Vec<u8>, Errno> {
+    let n = node(inode).ok_or(Errno::EINVAL)?;
+    if !matches!(inode.kind, Kind::File(_)) {
+        return Err(Errno::EISDIR);
+    }
+    let map = n.vol.block_map(n.ino, &n.raw)?;
+    let mut buf = vec![0u8; n.raw.size.min(max) as usize];
+    n.vol.read_file(&map, 0, &mut buf, false)?;
+    Ok(buf)
+}
+
 /// The volume an inode belongs to, if it is on ext4.
 pub fn volume_of(inode: &Inode) -> Option<&VolumeRef> {
     node(inode).map(|n| &n.vol)
@@ -603,6 +616,3 @@ impl Fs {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
