@@ -276,3 +276,38 @@ fn ten_guests_share_one_backing_image() {
     assert!(std::fs::read(&base).unwrap() == before, "the backing file changed");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Block-device ioctls with garbage: bad pointers are EFAULT, unknown
+/// requests ENOTTY, BLKFLSBUF without privilege EACCES (as Linux).
+#[test]
+fn block_ioctls_refuse_garbage() {
+    let _l = lock();
+    if host_tool("python3").is_none() {
+        return;
+    }
+    let d = scratch("ioctl");
+    let img = d.join("g.img");
+    blank(&img, 1 << 20);
+    let py = d.join("ioctl.py");
+    std::fs::write(
+        &py,
+        r#"import ctypes, os, errno
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/dev/ubda", os.O_RDWR)
+def call(req, arg):
+    r = libc.ioctl(fd, ctypes.c_ulong(req), ctypes.c_void_p(arg))
+    return "ok" if r == 0 else errno.errorcode[ctypes.get_errno()]
+size = ctypes.c_uint64()
+print(call(0x80081272, ctypes.addressof(size)), size.value)
+print(call(0x80081272, 1), call(0x80081272, 0xfffffffffffff000))
+print(call(0x1268, 0), call(0x12ff, 0), call(0x5401, 0))
+os.setuid(1000)
+print(call(0x1261, 0))
+"#,
+    )
+    .unwrap();
+    let spec = format!("ubd0={}", img.display());
+    let o = guest(&[&spec], &format!("python3 {}", py.display()));
+    assert_eq!(o.stdout, "ok 1048576\nEFAULT EFAULT\nEFAULT ENOTTY ENOTTY\nEACCES\n", "{}", o.stderr);
+    let _ = std::fs::remove_dir_all(&d);
+}
