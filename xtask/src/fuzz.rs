@@ -26,6 +26,7 @@ const PROPERTIES: &[(&str, &str, &str)] = &[
     ("fuzz_syscalls", "many_tasks_keep_the_invariants", "tests/fuzz_syscalls.proptest-regressions"),
     ("fuzz_elf", "malformed_executables_never_panic", "tests/fuzz_elf.proptest-regressions"),
     ("fuzz_ext4", "mutated_images_never_panic", "proptest-regressions/fuzz_ext4.txt"),
+    ("prop_block", "block_layer_matches_the_model", "proptest-regressions/prop_block.txt"),
 ];
 
 /// Wall time a batch aims at.
