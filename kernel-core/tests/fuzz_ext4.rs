@@ -170,3 +170,55 @@ proptest! {
         }
     }
 }
+
+/// A hostile extent tree whose index entries all point at one block of the
+/// level below (five levels of 340 entries: 10^10 paths) is refused after
+/// a bounded walk, as are overlapping extents.
+#[test]
+fn hostile_extent_trees_are_bounded() {
+    let Some(img) = image("4096", "") else { return };
+    let (_, root) = mounted(img.clone()).unwrap();
+    let d = lookup(&root, "d").unwrap().unwrap();
+    let ino = lookup(&d, "big").unwrap().unwrap().ino;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
+    let (ipg, isz) = (u32_at(&img, 1024 + 0x28), usize::from(u16::from_le_bytes([img[1024 + 0x58], img[1024 + 0x59]])));
+    let table = u32_at(&img, 4096 + 8);
+    let at = table * 4096 + (ino as usize - 1) % ipg * isz + 0x28;
+    let node = |depth: u16, entries: u16, child: u32| {
+        let mut b = vec![0u8; 12 + 12 * usize::from(entries)];
+        b[0..2].copy_from_slice(&0xf30au16.to_le_bytes());
+        b[2..4].copy_from_slice(&entries.to_le_bytes());
+        b[4..6].copy_from_slice(&entries.max(4).to_le_bytes());
+        b[6..8].copy_from_slice(&depth.to_le_bytes());
+        for i in 0..usize::from(entries) {
+            b[12 + 12 * i..16 + 12 * i].copy_from_slice(&(i as u32).to_le_bytes());
+            b[16 + 12 * i..20 + 12 * i].copy_from_slice(&child.to_le_bytes());
+        }
+        b
+    };
+    let mut bad = img.clone();
+    // Blocks 500..504 (the image's last, free): depth 4 down to an empty leaf.
+    for (k, depth) in (0u32..5).zip((0u16..5).rev()) {
+        let b = if depth == 0 { node(0, 0, 0) } else { node(depth, 340, 501 + k) };
+        let off = (500 + k as usize) * 4096;
+        bad[off..off + b.len()].copy_from_slice(&b);
+    }
+    bad[at..at + 60].fill(0);
+    bad[at..at + 60].copy_from_slice(&node(5, 4, 500)[..60]);
+    let (_, root) = mounted(bad).unwrap();
+    let d = lookup(&root, "d").unwrap().unwrap();
+    assert_eq!(lookup(&d, "big").err(), Some(Errno::EUCLEAN));
+    // Two extents mapping the same logical block.
+    let mut bad = img.clone();
+    let mut leaf = node(0, 2, 0);
+    for i in 0..2 {
+        leaf[12 + 12 * i..16 + 12 * i].copy_from_slice(&0u32.to_le_bytes());
+        leaf[16 + 12 * i..18 + 12 * i].copy_from_slice(&4u16.to_le_bytes());
+        leaf[20 + 12 * i..24 + 12 * i].copy_from_slice(&(300 + 10 * i as u32).to_le_bytes());
+    }
+    bad[at..at + 60].fill(0);
+    bad[at..at + leaf.len()].copy_from_slice(&leaf);
+    let (_, root) = mounted(bad).unwrap();
+    let d = lookup(&root, "d").unwrap().unwrap();
+    assert_eq!(lookup(&d, "big").err(), Some(Errno::EUCLEAN));
+}

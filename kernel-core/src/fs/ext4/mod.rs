@@ -51,6 +51,14 @@ const MAX_SYMLINK: u64 = 4096;
 const MAX_EXTENTS: usize = 1 << 20;
 /// Largest directory read (bounds a hostile directory's memory).
 const MAX_DIR_BYTES: u64 = 256 << 20;
+/// Most extent-tree blocks read for one file (a hostile tree can point
+/// many index entries at one child: the walk must stay bounded).
+const MAX_TREE_BLOCKS: u32 = 1 << 16;
+/// Work bound of an ext2/3 map walk: each pointer followed counts 1, each
+/// indirect block read counts its pointers (a file of 128 GiB with 4 KiB
+/// blocks fits; a hostile map that points everywhere at one block does not
+/// run for ever).
+const MAX_POINTERS: u64 = 1 << 26;
 
 /// One mounted ext2/3/4 file system.
 pub struct Volume {
@@ -193,11 +201,20 @@ impl Volume {
             return Err(self.corrupt(&format!("inode {ino}: inline data is not supported")));
         }
         if raw.flags & layout::EXTENTS_FL != 0 {
-            self.walk_extents(ino, &raw.block, 6, &mut out)?;
+            let mut visits = 0u32;
+            self.walk_extents(ino, &raw.block, 6, &mut out, &mut visits)?;
         } else {
             self.walk_pointers(ino, &raw.block, nblocks, &mut out)?;
         }
         out.sort_by_key(|e| e.lblk);
+        // Overlapping extents would map one logical block twice.
+        let mut end = 0u64;
+        for e in &out {
+            if u64::from(e.lblk) < end {
+                return Err(self.corrupt(&format!("inode {ino}: extents overlap at logical block {}", e.lblk)));
+            }
+            end = u64::from(e.lblk) + u64::from(e.len);
+        }
         for e in &out {
             if e.pblk == 0 || e.pblk.checked_add(u64::from(e.len)).is_none_or(|end| end > self.sb.blocks_count) {
                 return Err(self.corrupt(&format!("inode {ino}: extent at logical block {} points outside the file system", e.lblk)));
@@ -206,7 +223,7 @@ impl Volume {
         Ok(out)
     }
 
-    fn walk_extents(&self, ino: u32, node: &[u8], max_depth: u16, out: &mut BlockMap) -> Result<(), Errno> {
+    fn walk_extents(&self, ino: u32, node: &[u8], max_depth: u16, out: &mut BlockMap, visits: &mut u32) -> Result<(), Errno> {
         let Some((h, leaves, index)) = layout::parse_extent_node(node) else {
             return Err(self.corrupt(&format!("inode {ino}: bad extent node")));
         };
@@ -219,6 +236,10 @@ impl Volume {
             return Err(self.corrupt(&format!("inode {ino}: too many extents")));
         }
         for (_, child) in index {
+            *visits += 1;
+            if *visits > MAX_TREE_BLOCKS {
+                return Err(self.corrupt(&format!("inode {ino}: extent tree too large")));
+            }
             let mut b = vec![0u8; self.sb.block_size as usize];
             self.read_block_meta(child, &mut b)?;
             let Some((ch, _, _)) = layout::parse_extent_node(&b) else {
@@ -227,7 +248,7 @@ impl Volume {
             if ch.depth + 1 != h.depth {
                 return Err(self.corrupt(&format!("inode {ino}: extent block {child} at the wrong depth")));
             }
-            self.walk_extents(ino, &b, h.depth, out)?;
+            self.walk_extents(ino, &b, h.depth, out, visits)?;
         }
         Ok(())
     }
@@ -250,6 +271,7 @@ impl Volume {
             push(out, i, ptr(iblock, i as usize));
         }
         let mut base = 12u64;
+        let mut visits = 0u64;
         for (level, slot) in [(1u32, 12usize), (2, 13), (3, 14)] {
             if base >= nblocks {
                 break;
@@ -257,7 +279,7 @@ impl Volume {
             let span = per.pow(level);
             let root = ptr(iblock, slot);
             if root != 0 {
-                self.walk_indirect(ino, root, level, base, nblocks, out, &mut push)?;
+                self.walk_indirect(ino, root, level, base, nblocks, out, &mut push, &mut visits)?;
             }
             base += span;
         }
@@ -274,8 +296,13 @@ impl Volume {
         nblocks: u64,
         out: &mut BlockMap,
         push: &mut impl FnMut(&mut BlockMap, u64, u64),
+        visits: &mut u64,
     ) -> Result<(), Errno> {
         let per = self.sb.block_size / 4;
+        *visits += per;
+        if *visits > MAX_POINTERS {
+            return Err(self.corrupt(&format!("inode {ino}: too many block pointers")));
+        }
         let mut b = vec![0u8; self.sb.block_size as usize];
         self.read_block_meta(blk, &mut b)?;
         let span = per.pow(level - 1);
@@ -288,10 +315,14 @@ impl Volume {
             if p == 0 {
                 continue;
             }
+            *visits += 1;
+            if *visits > MAX_POINTERS {
+                return Err(self.corrupt(&format!("inode {ino}: too many block pointers")));
+            }
             if level == 1 {
                 push(out, l, p);
             } else {
-                self.walk_indirect(ino, p, level - 1, l, nblocks, out, push)?;
+                self.walk_indirect(ino, p, level - 1, l, nblocks, out, push, visits)?;
             }
             if out.len() > MAX_EXTENTS {
                 return Err(self.corrupt(&format!("inode {ino}: too many blocks")));
