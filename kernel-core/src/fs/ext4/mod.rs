@@ -12,7 +12,10 @@
 //! caches what lookups found (the disk cannot change under a read-only
 //! mount), and listings are read from the directory blocks without making
 //! inodes. Directories with an htree index are read linearly (the index
-//! blocks look like empty entries to a linear reader, by ext4's design).
+//! blocks look like empty entries to a linear reader, by ext4's design);
+//! a directory's names are read whole at its first lookup and kept in a
+//! map, so later lookups do not scan it (the hashed htree lookup itself is
+//! not implemented).
 //!
 //! Everything read from the disk is checked before use: a corrupt or
 //! hostile image gives `EUCLEAN` (Linux's `EFSCORRUPTED`) and one kernel
@@ -79,6 +82,10 @@ pub struct Node {
     raw: RawInode,
     /// A directory listing being read by `getdents` (kept until its end).
     listing: RefCell<Option<Vec<(String, u64, u8)>>>,
+    /// A directory's names and inode numbers, read whole at its first
+    /// lookup (the mount is read-only, so it cannot go stale): each later
+    /// lookup costs a map search, not a scan of the directory's blocks.
+    index: RefCell<Option<BTreeMap<Vec<u8>, u32>>>,
 }
 
 /// How a file's logical blocks map to the disk: extents (sorted by logical
@@ -465,7 +472,7 @@ impl Volume {
             kind,
             sb: self.vfs_sb,
             mounted: RefCell::new(None),
-            fsdata: Some(FsData::Ext4(Node { vol: self.clone(), ino, raw, listing: RefCell::new(None) })),
+            fsdata: Some(FsData::Ext4(Node { vol: self.clone(), ino, raw, listing: RefCell::new(None), index: RefCell::new(None) })),
         }))
     }
 }
@@ -545,8 +552,11 @@ pub fn lookup(dir: &Inode, name: &str) -> Result<Option<InodeRef>, Errno> {
     }
     let Some(n) = node(dir) else { return Ok(None) };
     let want = super::path::name_to_bytes(name);
-    let entries = n.vol.read_dir(n.ino, &n.raw)?;
-    let Some((ino, _, _)) = entries.into_iter().find(|(_, nm, _)| nm.as_slice() == &*want) else { return Ok(None) };
+    if n.index.borrow().is_none() {
+        let entries = n.vol.read_dir(n.ino, &n.raw)?;
+        *n.index.borrow_mut() = Some(entries.into_iter().map(|(ino, nm, _)| (nm, ino)).collect());
+    }
+    let Some(ino) = n.index.borrow().as_ref().and_then(|m| m.get(&*want).copied()) else { return Ok(None) };
     let child = n.vol.vfs_inode(ino)?;
     children.borrow_mut().insert(String::from(name), child.clone());
     Ok(Some(child))
