@@ -393,8 +393,11 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     }
     let cmd = Cli::command().name(name).bin_name(name).about(about).after_help(format!(
         "Subcommand: `{name} do [--mem SIZE] [--net SPEC] [--root-user] [--] CMD ARGS...` runs CMD over the \
-         host's own root, read-only, with its writes kept in guest memory (`{name} do --help`)."
+         host's own root, read-only, with its writes kept in guest memory (`{name} do --help`).\n\n\
+         UML's boot words are accepted before INIT: mem=SIZE (--mem), ubdN=FILE[,BACKING] (--ubd N=...), \
+         ethN=SPEC (--net, in the order of N), root=/dev/ubdX (--root-dev), init=PATH (INIT)."
     ));
+    let argv = crate::cli_args::translate(argv, &cmd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let cli = match Cli::from_arg_matches(&cmd.get_matches_from(argv)) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -403,42 +406,14 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         run_switch(name, path);
     }
     let net_specs: Vec<NetSpec> = cli.net.iter().map(|s| parse_net(s).unwrap_or_else(|e| fail(format_args!("{e}")))).collect();
-    let root = match cli.root.clone().or_else(default_root) {
-        Some(r) => r,
-        None => fail(format_args!(
-            "no --root DIR given, and no default root beside the binary (build one with `cargo xtask build`)"
-        )),
-    };
-    let root = &root;
-    match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => fail(format_args!("--root {}: not a directory", root.display())),
-        Err(e) => fail(format_args!("--root {}: {e}", root.display())),
-    }
-    // Look the entry up without following symlinks: their targets are guest
-    // paths, not host ones.
-    // Init may come from a --hostfs mount: then the kernel itself says
-    // when it is missing.
-    let init_host = root.join(cli.init.trim_start_matches('/'));
-    if cli.hostfs.is_empty() && std::fs::symlink_metadata(&init_host).is_err() {
-        fail(format_args!("init {} not found in {}", cli.init, root.display()));
-    }
-    // A small tree is packed (mapped from the cache beside it when
-    // unchanged; the kernel's files point into it rather than copying). A
-    // large one is served live through hostfs, read-only, under an overlay
-    // in guest memory, so boot time does not grow with the tree.
+    // Root on a disk (`--root-dev ubda`, UML's `root=/dev/ubda`): no root
+    // directory and no initramfs; the kernel mounts the disk's ext4.
+    let root_disk = cli.root_dev.as_deref().map(|d| crate::cli_uml::root_disk_index(d, &cli.ubd).unwrap_or_else(|e| fail(format_args!("{e}"))));
     let mut overlays: Vec<(String, Box<dyn hal::HostDir>)> = Vec::new();
-    let initramfs: std::sync::Arc<dyn AsRef<[u8]>> = if is_small_tree(root) {
-        match drivers::initramfs::load_root(root) {
-            Ok(a) => std::sync::Arc::new(a),
-            Err(e) => fail(format_args!("packing {}: {e}", root.display())),
-        }
-    } else {
-        match drivers::hostfs::HostExport::open(root, false) {
-            Ok(x) => overlays.push(("/".into(), Box::new(x))),
-            Err(e) => fail(format_args!("--root {}: {e}", root.display())),
-        }
+    let initramfs: std::sync::Arc<dyn AsRef<[u8]>> = if root_disk.is_some() {
         std::sync::Arc::new(kernel_core::fs::cpio::build(&[]))
+    } else {
+        root_initramfs(name, &cli, &mut overlays)
     };
     let term = std::env::var("TERM").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "linux".into());
     let mut args = vec![cli.init.clone()];
@@ -478,6 +453,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         }
     }
     let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let disks = crate::cli_uml::open_disks(&cli.ubd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,
         Err(e) => fail(format_args!("cannot set up the host side ({} bytes of guest memory): {e}", cli.mem)),
@@ -503,7 +479,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     } else {
         confine(name, cli.mem, host_dirs.len() + overlays.len()).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
     }
-    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs), overlay_upper: None }) {
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs), overlay_upper: None, disks, root_disk }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };
@@ -515,6 +491,51 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         eprintln!("{name}: canary overwritten: expected {canary:#x}, found {found:#x}");
     }
     power_off(status)
+}
+
+/// The root directory (`--root DIR` or the default) packed as the
+/// initramfs, or (a large tree) pushed onto `overlays` to be served live.
+fn root_initramfs(name: &str, cli: &Cli, overlays: &mut Vec<(String, Box<dyn hal::HostDir>)>) -> std::sync::Arc<dyn AsRef<[u8]>> {
+    let fail = |msg: std::fmt::Arguments| -> ! {
+        eprintln!("{name}: {msg}");
+        exit(2)
+    };
+    let root = match cli.root.clone().or_else(default_root) {
+        Some(r) => r,
+        None => fail(format_args!(
+            "no --root DIR given, and no default root beside the binary (build one with `cargo xtask build`)"
+        )),
+    };
+    let root = &root;
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => fail(format_args!("--root {}: not a directory", root.display())),
+        Err(e) => fail(format_args!("--root {}: {e}", root.display())),
+    }
+    // Look the entry up without following symlinks: their targets are guest
+    // paths, not host ones.
+    // Init may come from a --hostfs mount: then the kernel itself says
+    // when it is missing.
+    let init_host = root.join(cli.init.trim_start_matches('/'));
+    if cli.hostfs.is_empty() && std::fs::symlink_metadata(&init_host).is_err() {
+        fail(format_args!("init {} not found in {}", cli.init, root.display()));
+    }
+    // A small tree is packed (mapped from the cache beside it when
+    // unchanged; the kernel's files point into it rather than copying). A
+    // large one is served live through hostfs, read-only, under an overlay
+    // in guest memory, so boot time does not grow with the tree.
+    if is_small_tree(root) {
+        match drivers::initramfs::load_root(root) {
+            Ok(a) => std::sync::Arc::new(a),
+            Err(e) => fail(format_args!("packing {}: {e}", root.display())),
+        }
+    } else {
+        match drivers::hostfs::HostExport::open(root, false) {
+            Ok(x) => overlays.push(("/".into(), Box::new(x))),
+            Err(e) => fail(format_args!("--root {}: {e}", root.display())),
+        }
+        std::sync::Arc::new(kernel_core::fs::cpio::build(&[]))
+    }
 }
 
 /// Confine the kernel process now that everything it opens by path is open

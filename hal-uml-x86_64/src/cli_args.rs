@@ -4,6 +4,7 @@
 //! own message before it builds anything. One list of options, no copy.
 
 use clap::Parser;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// The options both kernel binaries take.
@@ -55,6 +56,18 @@ pub struct Cli {
     /// host TAP device).
     #[arg(long, value_name = "SPEC")]
     pub net: Vec<String>,
+    /// Attach a disk as /dev/ubda (N=0), /dev/ubdb (N=1), ... (repeatable):
+    /// `N=IMAGE` (a plain image file), `N=COW,BACKING` (a UML-format
+    /// copy-on-write file over a read-only backing image; created when
+    /// missing), `Nr=IMAGE` read-only, `Ns=...` synchronous writes. UML's
+    /// `ubdN=...` word is the same.
+    #[arg(long, value_name = "N[r][s]=FILE[,BACKING]")]
+    pub ubd: Vec<String>,
+    /// Boot from the ext4 file system on disk DEV (`ubda` or `/dev/ubda`,
+    /// attached with --ubd), mounted read-only as `/`, instead of a root
+    /// directory. UML's `root=/dev/ubda` is the same.
+    #[arg(long, value_name = "DEV", conflicts_with = "root")]
+    pub root_dev: Option<String>,
     /// Run a virtual switch at the Unix socket PATH instead of a kernel, until
     /// SIGINT or SIGTERM; guests join it with `--net switch,path=PATH`.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["net", "hostfs"])]
@@ -125,4 +138,94 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("'{s}' is too large (at most 1024G)"));
     }
     Ok(bytes)
+}
+
+/// Turn UML words in `argv` (which starts with the program name) into flags.
+/// `cmd` is the parser, asked which `--long` options take a value (so that
+/// `--hostname mem=x` is left alone).
+pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsString>, String> {
+    let takes_value = |long: &str| {
+        cmd.get_arguments().any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+    };
+    let mut it = argv.into_iter();
+    let mut out: Vec<OsString> = it.next().into_iter().collect();
+    let mut init: Option<OsString> = None;
+    let mut nets: Vec<(u32, String)> = Vec::new();
+    // Where the first positional argument (INIT) went, once one is seen.
+    let mut positional: Option<usize> = None;
+    while let Some(arg) = it.next() {
+        if positional.is_some() {
+            out.push(arg);
+            continue;
+        }
+        let Some(s) = arg.to_str().map(str::to_owned) else {
+            positional = Some(out.len());
+            out.push(arg);
+            continue;
+        };
+        if s == "--" {
+            positional = Some(out.len() + 1);
+            out.push(arg);
+            continue;
+        }
+        if let Some(long) = s.strip_prefix("--") {
+            out.push(arg);
+            if !long.contains('=') && takes_value(long) {
+                if let Some(v) = it.next() {
+                    out.push(v);
+                }
+            }
+            continue;
+        }
+        if s.starts_with('-') {
+            out.push(arg);
+            continue;
+        }
+        let Some((key, value)) = s.split_once('=') else {
+            positional = Some(out.len());
+            out.push(arg);
+            continue;
+        };
+        if let Some(rest) = key.strip_prefix("ubd").filter(|r| r.starts_with(|c: char| c.is_ascii_digit())) {
+            out.push("--ubd".into());
+            out.push(format!("{rest}={value}").into());
+        } else if key == "mem" {
+            out.push("--mem".into());
+            out.push(value.into());
+        } else if key == "root" {
+            out.push("--root-dev".into());
+            out.push(value.into());
+        } else if key == "init" {
+            if init.replace(value.into()).is_some() {
+                return Err("init= given twice".into());
+            }
+        } else if let Some(n) = key.strip_prefix("eth").and_then(|n| n.parse::<u32>().ok()) {
+            if nets.iter().any(|(m, _)| *m == n) {
+                return Err(format!("{key}= given twice"));
+            }
+            nets.push((n, value.to_string()));
+        } else {
+            return Err(format!(
+                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=; see --help)"
+            ));
+        }
+    }
+    nets.sort();
+    // Flags go right after the program name, before any `--` or INIT.
+    for (i, (n, spec)) in nets.into_iter().enumerate().rev() {
+        if n as usize != i {
+            return Err(format!("eth{n}= given without eth{i}= (interfaces are numbered from eth0 in order)"));
+        }
+        out.splice(1..1, [OsString::from("--net"), spec.into()]);
+        positional = positional.map(|p| p + 2);
+    }
+    if let Some(init) = init {
+        match positional {
+            // `init=PATH ARGS...` (ARGS after `--` or words that are not
+            // options): PATH runs with them.
+            Some(p) => out.insert(p.min(out.len()), init),
+            None => out.push(init),
+        }
+    }
+    Ok(out)
 }

@@ -46,6 +46,8 @@
 pub mod cli;
 #[cfg(feature = "kernel")]
 pub mod cli_args;
+#[cfg(feature = "kernel")]
+pub mod cli_uml;
 pub mod filter;
 pub mod heap;
 pub mod host;

@@ -123,6 +123,8 @@ pub fn rules(backend: Backend) -> Vec<(i64, Rule, &'static str)> {
         (SYS_waitid, Rule::Any, "stub deaths"),
         (SYS_pread64, Rule::Any, "hostfs reads"),
         (SYS_pwrite64, Rule::Any, "hostfs writes, stub images"),
+        (SYS_preadv, Rule::Any, "disk reads (one vectored call per run of blocks)"),
+        (SYS_pwritev, Rule::Any, "disk writes (one vectored call per run of blocks)"),
         (SYS_readv, Rule::Any, "std I/O"),
         (SYS_writev, Rule::Any, "std I/O"),
         (SYS_lseek, Rule::Any, "std I/O"),
@@ -175,7 +177,7 @@ pub fn rules(backend: Backend) -> Vec<(i64, Rule, &'static str)> {
         (SYS_fchownat, Rule::Any, "hostfs"),
         (SYS_utimensat, Rule::Any, "hostfs"),
         (SYS_fsync, Rule::Any, "hostfs"),
-        (SYS_fdatasync, Rule::Any, "hostfs"),
+        (SYS_fdatasync, Rule::Any, "hostfs, disk flushes"),
         (SYS_copy_file_range, Rule::Any, "hostfs"),
         (SYS_fstatfs, Rule::Any, "hostfs statfs"),
         (SYS_flock, Rule::Any, "the overlay directory's lock"),
@@ -271,7 +273,7 @@ fn broker_rules() -> Vec<(i64, Rule, &'static str)> {
 }
 
 /// The ptrace requests that could take a process the kernel did not make.
-const PTRACE_REFUSED: [u32; 3] = [libc::PTRACE_ATTACH, libc::PTRACE_SEIZE as u32, libc::PTRACE_TRACEME];
+const PTRACE_REFUSED: [u32; 3] = [libc::PTRACE_ATTACH, libc::PTRACE_SEIZE, libc::PTRACE_TRACEME];
 
 const LD_W: u16 = 0x20;
 const JEQ: u16 = 0x15;

@@ -144,6 +144,9 @@ pub enum HostError {
     TooManyFiles,
     /// Any other host failure (`EIO`).
     Io,
+    /// The backend's on-disk structures are inconsistent (a disk file
+    /// system found corruption: `EUCLEAN`, Linux's `EFSCORRUPTED`).
+    Corrupted,
 }
 
 /// What [`HostDir::setattr`] changes; `None` leaves a field as it is.
@@ -280,6 +283,25 @@ pub trait HostDir {
     fn is_opaque(&mut self, dir: u64) -> bool {
         let _ = dir;
         false
+    }
+    /// Create a FIFO, socket or device node `name` in `dir` (`kind` is one
+    /// of the special kinds; `rdev` the device number in Linux's encoding).
+    /// Backends that cannot hold special files refuse.
+    fn mknod(&mut self, dir: u64, name: &[u8], kind: HostFileKind, perm: u32, rdev: u64) -> Result<(u64, HostAttr), HostError> {
+        let _ = (dir, name, kind, perm, rdev);
+        Err(HostError::NotSupported)
+    }
+    /// Is this tree the guest's own storage (a disk file system) rather than
+    /// a host directory? Then nothing but the kernel changes it (no
+    /// coherence checks are needed), new files are owned by their creator,
+    /// and special files are the guest's objects (a FIFO is a pipe).
+    fn is_guest_owned(&self) -> bool {
+        false
+    }
+    /// Write everything the backend keeps for later to stable storage
+    /// (`sync`, `syncfs`, unmount). The default has nothing kept.
+    fn sync(&mut self) -> Result<(), HostError> {
+        Ok(())
     }
     /// Remove `name` from `dir` and, for a directory, everything below it.
     fn remove_tree(&mut self, dir: u64, name: &[u8]) -> Result<(), HostError> {

@@ -14,6 +14,7 @@
 
 extern crate alloc;
 
+pub mod block;
 pub mod context;
 pub mod device;
 pub mod mem;
@@ -23,6 +24,7 @@ pub mod trap;
 #[cfg(feature = "mock")]
 pub mod mock;
 
+pub use block::{BlockDevice, BlockError, BlockInfo, BlockRequest, MemDisk, SECTOR_SIZE};
 pub use context::{FpuLayout, FpuState, UserContext, UserRegs, XSTATE_MAX};
 pub use device::{Console, ConsoleRead, ConsoleStream, HostAttr, HostDir, HostDirEntry, HostError, HostFileKind, HostSetAttr};
 pub use mem::{AddressSpace, PhysMem, Prot, PAGE_SIZE};

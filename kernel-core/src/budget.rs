@@ -60,10 +60,12 @@ pub enum Kind {
     PageTables,
     /// Other kernel objects.
     Other,
+    /// Disk metadata blocks (the buffer caches of block devices).
+    Buffers,
 }
 
 /// How many [`Kind`]s there are.
-pub const KINDS: usize = 12;
+pub const KINDS: usize = 13;
 
 /// A cache that can give memory back when the budget runs out.
 pub trait Shrinker {

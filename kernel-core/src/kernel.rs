@@ -103,6 +103,13 @@ pub struct Devices {
     /// mapped), used instead of [`BootConfig::initramfs`] when set. Either
     /// way the unpacked files point into the archive rather than copying it.
     pub initramfs: Option<crate::fs::inode::SharedBytes>,
+    /// Disks (`--ubd N=FILE`, UML's `ubdN=`): `(N, device)`, seen by the
+    /// guest as `/dev/ubda`, `/dev/ubdb`, ...
+    pub disks: Vec<(u32, alloc::boxed::Box<dyn hal::BlockDevice>)>,
+    /// The disk (index into [`Devices::disks`]' numbers) whose ext4 file
+    /// system is the root (`root=/dev/ubdX`), mounted read-only; the
+    /// initramfs is then not used.
+    pub root_disk: Option<u32>,
 }
 
 /// Why the kernel could not start init.
@@ -116,6 +123,8 @@ pub enum BootError {
     InitNotExecutable(String, Errno),
     /// Not enough guest memory (or host resources) to start init.
     OutOfMemory,
+    /// The root file system on a disk (`root=/dev/ubdX`) cannot be mounted.
+    BadRootDisk(String),
 }
 
 impl fmt::Display for BootError {
@@ -125,6 +134,7 @@ impl fmt::Display for BootError {
             BootError::InitNotFound(p) => write!(f, "init {p} not found in the root file system"),
             BootError::InitNotExecutable(p, e) => write!(f, "cannot execute init {p}: {}", e.name()),
             BootError::OutOfMemory => write!(f, "out of memory while starting init"),
+            BootError::BadRootDisk(why) => write!(f, "{why}"),
         }
     }
 }
@@ -222,11 +232,22 @@ pub fn boot_checked<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, Boot
 }
 
 fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, check_invariants: bool) -> Result<i32, BootError> {
-    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs } = devices;
+    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs, disks, root_disk } = devices;
     let mut overlay_upper = overlay_upper;
     let mut fs = Fs::new();
+    for (index, dev) in disks {
+        fs.disks.add(crate::block::Disk::new(index, dev));
+    }
     let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
     cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
+    if let Some(index) = root_disk {
+        let name = crate::block::disk_name(index);
+        let disk = fs.disks.by_name(&name).ok_or_else(|| BootError::BadRootDisk(format!("root=/dev/{name}: no such disk (attach it with ubd{index}=IMAGE)")))?;
+        if let Err(e) = fs.mount_ext4_root(disk.clone()) {
+            let why: Vec<String> = disk.take_log();
+            return Err(BootError::BadRootDisk(format!("cannot mount root=/dev/{name} (ext4): {}{}{}", e.name(), if why.is_empty() { "" } else { ": " }, why.join("; "))));
+        }
+    }
     // A host directory as `/` comes first (the kernel's own /dev, /proc,
     // /sys and /tmp then go on top of it), the others after them.
     let (as_root, others): (Vec<_>, Vec<_>) = host_dirs.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));
@@ -300,6 +321,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     hal.random(&mut seed);
     crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
     k.net.inet.borrow_mut().set_budget(k.frames.budget().clone());
+    k.fs.disks.set_budget(k.frames.budget(), k.frames.total_frames());
     k.console_setup(hal);
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
@@ -533,6 +555,9 @@ impl<S: AddressSpace> Kernel<S> {
             // Frames of dropped page caches back to the allocator, host
             // files whose shared mappings went away written back.
             self.fs.caches.service(&mut self.frames, hal.phys());
+            for line in self.fs.disks.take_log() {
+                hal.log(&line);
+            }
             // Keep some memory free for the kernel's own objects, which
             // cannot evict cache pages themselves (their charges happen
             // deep inside a call): clean cache pages go first, as kswapd
@@ -1142,6 +1167,10 @@ impl<S: AddressSpace> Kernel<S> {
         // page caches give their frames back.
         if let Err(e) = self.fs.caches.writeback_all(&mut self.frames, hal.phys()) {
             hal.log(&format!("kernel: writing host files back at shutdown failed: {}", e.name()));
+        }
+        // Disks: their metadata written back and flushed to the host.
+        if let Err(e) = self.fs.disks.sync_all() {
+            hal.log(&format!("kernel: flushing disks at shutdown failed: {}", e.name()));
         }
         self.fs.caches.release_all(&mut self.frames);
         // Every frame must be back: a leak here is a kernel bug worth a line.

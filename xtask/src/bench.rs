@@ -115,6 +115,9 @@ enum PathArg {
     /// A writable directory in memory: the guest's `/tmp`, natively
     /// `/dev/shm` (tmpfs) when there is one.
     Tmpfs,
+    /// A 64 MiB disk: the guest's `/dev/ubda` (attached with `--ubd`),
+    /// natively the same image file on the host (see `bench_disk`).
+    Disk,
     /// `IP:PORT` of the TCP server this process runs on the host's
     /// 127.0.0.1 ([`host_server`]): natively `127.0.0.1:PORT`, from our
     /// kernels `10.0.2.2:PORT` through the user-mode NAT (`--net user`).
@@ -151,7 +154,16 @@ const fn host_tree_row(name: &'static str, label: &'static str) -> Op {
     }
 }
 
+/// A disk row of `bench_disk` (`/dev/ubda` in the guest, the image file natively).
+const fn disk_row(name: &'static str, label: &'static str, unit: &'static str, better: Better, full: usize, quick: usize) -> Op {
+    Op { name, label, unit, better, how: How::Guest { prog: "bench_disk", full, quick, path: PathArg::Disk }, target: None, macro_: false }
+}
+
 const OPS: &[Op] = &[
+    disk_row("disk_randread_4k", "disk: 4 KiB random read (/dev/ubda)", "ns", Better::Lower, 20_000, 2_000),
+    disk_row("disk_randwrite_4k", "disk: 4 KiB random write + fdatasync (/dev/ubda)", "ns", Better::Lower, 20_000, 2_000),
+    disk_row("disk_seqread_1m", "disk: sequential 1 MiB reads (/dev/ubda)", "MB/s", Better::Higher, 8, 2),
+    disk_row("disk_seqwrite_1m", "disk: sequential 1 MiB writes + fdatasync (/dev/ubda)", "MB/s", Better::Higher, 4, 1),
     Op {
         name: "null_syscall",
         label: "null system call (getppid)",
@@ -725,6 +737,8 @@ struct Roots {
     native_tmp: PathBuf,
     /// Port of the host's TCP server on 127.0.0.1 (the NAT rows).
     server_port: u16,
+    /// The 64 MiB image of the disk rows.
+    disk_img: PathBuf,
 }
 
 fn copy_prog(p: &Paths, name: &str, root: &Path) -> Result<(), String> {
@@ -762,9 +776,14 @@ fn make_roots(p: &Paths) -> Result<Roots, String> {
     for prog in ["hello", "sleeper"] {
         copy_prog(p, prog, &tiny)?;
     }
-    for prog in ["bench_ops", "bench_macro", "bench_true", "hello", "sleeper"] {
+    for prog in ["bench_ops", "bench_macro", "bench_true", "hello", "sleeper", "bench_disk"] {
         copy_prog(p, prog, &full)?;
     }
+    // Written in full (no holes), so that reads natively and in the guest
+    // both come from data.
+    let disk_img = base.join("bench-disk.img");
+    let pattern: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    fs::write(&disk_img, pattern).map_err(|e| format!("write {}: {e}", disk_img.display()))?;
     crate::rootfs::add_host_userland(&full)?;
     Ok(Roots {
         main,
@@ -772,6 +791,7 @@ fn make_roots(p: &Paths) -> Result<Roots, String> {
         full,
         native_tmp,
         server_port: host_server()?,
+        disk_img,
     })
 }
 
@@ -958,6 +978,8 @@ fn guest_argv(b: &Backend, roots: &Roots, op: &Op, quick: bool) -> Option<Vec<St
         PathArg::Tmpfs if matches!(b.kind, Kind::Native) => {
             argv.push(roots.native_tmp.display().to_string())
         }
+        PathArg::Disk if host => argv.push(roots.disk_img.display().to_string()),
+        PathArg::Disk => argv.push("/dev/ubda".into()),
         PathArg::HostServer if host => argv.push(format!("127.0.0.1:{}", roots.server_port)),
         PathArg::HostServer => argv.push(format!("10.0.2.2:{}", roots.server_port)),
         PathArg::File => argv.push("/tests/hello".into()),
@@ -988,7 +1010,16 @@ fn measure_guest(b: &Backend, roots: &Roots, op: &Op, quick: bool, timeout: Dura
     } else {
         &roots.full
     };
-    let r = run_timed(command_net(b, root, &argv, needs_nat(op).then_some(roots.server_port)), timeout)?;
+    let cmd = match (&b.kind, op.how) {
+        // The disk rows: the image attached as /dev/ubda.
+        (Kind::Kernel(k, extra), How::Guest { path: PathArg::Disk, .. }) => {
+            let mut c = Command::new(k);
+            c.args(*extra).arg("--root").arg(root).arg("--ubd").arg(format!("0={}", roots.disk_img.display())).arg("--").args(&argv);
+            c
+        }
+        _ => command_net(b, root, &argv, needs_nat(op).then_some(roots.server_port)),
+    };
+    let r = run_timed(cmd, timeout)?;
     match parse_sample(&r.stdout, op.name) {
         Some(Ok(v)) if r.code == Some(0) => Ok(v),
         Some(Err(why)) if !why.is_empty() => Err(why),
@@ -2278,6 +2309,7 @@ mod tests {
             full: "/r/full".into(),
             native_tmp: "/r/tmp".into(),
             server_port: 4242,
+            disk_img: "/r/disk.img".into(),
         };
         let b = |name, kind| Backend {
             name,
@@ -2318,6 +2350,10 @@ mod tests {
             ["/tests/bench_macro", "tar_gz", "1", "/tmp"]
         );
         assert!(guest_argv(&native, &roots, op("boot_shell"), false).is_none());
+        // The disk rows: the image natively, /dev/ubda in the guest.
+        let disk = op("disk_randread_4k");
+        assert_eq!(guest_argv(&native, &roots, disk, true).unwrap(), ["/tests/bench_disk", "disk_randread_4k", "2000", "/r/disk.img"]);
+        assert_eq!(guest_argv(&skas, &roots, disk, false).unwrap(), ["/tests/bench_disk", "disk_randread_4k", "20000", "/dev/ubda"]);
         // The NAT rows: natively the host server directly, from a guest via
         // the NAT's gateway, with the server's port named (`allow=`).
         let nat = op("tcp_nat_rr");

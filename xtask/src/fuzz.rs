@@ -1,7 +1,7 @@
 //! `cargo xtask fuzz --minutes N [--batch CASES] [--only NAME]`: runs kernel-core's
 //! properties (the model-based `kernel-core/tests/prop_*.rs` and the "never
 //! panics, invariants hold" properties of `fuzz_syscalls.rs` and
-//! `fuzz_elf.rs`) for N minutes,
+//! `fuzz_elf.rs`, mutated ext4 images in `fuzz_ext4.rs`) for N minutes,
 //! round robin, each batch with `PROPTEST_CASES` cases (fresh random seeds
 //! every batch), printing cases run and the rate as it goes. A batch takes
 //! about half a minute: its size follows each property's measured rate, up
@@ -25,6 +25,8 @@ const PROPERTIES: &[(&str, &str, &str)] = &[
     ("fuzz_syscalls", "random_syscalls_never_panic", "tests/fuzz_syscalls.proptest-regressions"),
     ("fuzz_syscalls", "many_tasks_keep_the_invariants", "tests/fuzz_syscalls.proptest-regressions"),
     ("fuzz_elf", "malformed_executables_never_panic", "tests/fuzz_elf.proptest-regressions"),
+    ("fuzz_ext4", "mutated_images_never_panic", "proptest-regressions/fuzz_ext4.txt"),
+    ("prop_block", "block_layer_matches_the_model", "proptest-regressions/prop_block.txt"),
 ];
 
 /// Wall time a batch aims at.

@@ -19,6 +19,8 @@
 //!   both backends and prints the matrix (see `isolation.rs`).
 //! * `cargo xtask fuzz [--minutes N] [--batch CASES] [--only NAME]` runs the
 //!   model-based properties long (see `fuzz.rs`).
+//! * `cargo xtask image from-dir DIR --out IMG` / `image merge COW OUT`
+//!   make disk images (see `image.rs`).
 //! * `cargo xtask test [-- CARGO TEST ARGS]` is what CI runs: builds
 //!   everything (both kernels, guests, root directories, the C programs that
 //!   need gcc and musl-gcc), then `cargo test --workspace` with the variables
@@ -37,6 +39,7 @@ mod fuzz;
 // The kernel's own option definitions, compiled here too (see that file).
 #[path = "../../hal-uml-x86_64/src/cli_args.rs"]
 mod kernel_args;
+mod image;
 mod isolation;
 mod lab;
 mod rootfs;
@@ -199,6 +202,11 @@ enum Cmd {
         /// Time limit per module and run.
         #[arg(long, value_name = "SECS", default_value_t = 600)]
         limit: u64,
+    },
+    /// Disk images: `from-dir DIR --out IMG` (ext4 via the host's mke2fs -d), `merge COW OUT`.
+    Image {
+        #[command(subcommand)]
+        what: image::ImageCmd,
     },
     /// What CI runs: build everything, then `cargo test --workspace` with the test environment.
     Test {
@@ -575,6 +583,8 @@ fn run_kernel(p: &Paths, hal: Hal, no_build: bool, mut args: Vec<OsString>) -> R
         let mut argv = vec![OsString::from(name)];
         argv.extend(args.iter().cloned());
         let cmd = kernel_args::Cli::command().name(name).bin_name(name);
+        // UML's words (mem=, ubd0=, root=...) as the kernel reads them.
+        let argv = kernel_args::translate(argv, &cmd).unwrap_or_else(|e| refuse(e));
         let cli = match cmd.try_get_matches_from(argv).and_then(|m| kernel_args::Cli::from_arg_matches(&m)) {
             Ok(c) => c,
             Err(e) => e.exit(),
@@ -587,7 +597,7 @@ fn run_kernel(p: &Paths, hal: Hal, no_build: bool, mut args: Vec<OsString>) -> R
                 refuse(format!("--root {}: {e}", r.display()));
             }
         }
-        cli.root.is_none() && cli.switch.is_none()
+        cli.root.is_none() && cli.root_dev.is_none() && cli.switch.is_none()
     };
     if !no_build {
         let mut progress = Progress { step: 0, total: if uses_default_root { 3 } else { 1 } };
@@ -633,6 +643,7 @@ fn main() -> ExitCode {
         Cmd::Conformance { quick, only, out, no_build, limit } => {
             conformance::conformance(&p, &conformance::Options { quick, only, out, no_build, limit })
         }
+        Cmd::Image { what } => image::image(what),
         Cmd::Isolation { out, no_build } => isolation::isolation(&p, out, no_build),
         Cmd::Fuzz { minutes, batch, only } => fuzz::fuzz(&p, &fuzz::Options { minutes, batch, only }),
         Cmd::Bench {

@@ -246,6 +246,7 @@ pub fn errno_of(e: HostError) -> Errno {
         HostError::NotSupported => Errno::EOPNOTSUPP,
         HostError::TooManyFiles => Errno::ENFILE,
         HostError::Io => Errno::EIO,
+        HostError::Corrupted => Errno::EUCLEAN,
     }
 }
 

@@ -283,6 +283,11 @@ pub enum FsData {
     Host(super::hostfs::HostNode),
     /// An overlay directory: its lower directory.
     Overlay(super::overlay::OvlDir),
+    /// A block device node (`/dev/ubdX`): its disk. The node's data is the
+    /// disk's page cache (see [`crate::block`]).
+    Block(crate::block::DiskRef),
+    /// An inode of an ext2/3/4 file system on a disk.
+    Ext4(super::ext4::Node),
 }
 
 /// One ramfs inode.
@@ -305,9 +310,17 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// The disk of a block device node.
+    pub fn block_disk(&self) -> Option<&crate::block::DiskRef> {
+        match &self.fsdata {
+            Some(FsData::Block(d)) => Some(d),
+            _ => None,
+        }
+    }
     /// The `S_IF*` type bits.
     pub fn type_bits(&self) -> u32 {
         match self.kind {
+            Kind::File(_) if self.block_disk().is_some() => g::S_IFBLK,
             Kind::Dir(_) => g::S_IFDIR,
             Kind::File(_) => g::S_IFREG,
             Kind::Symlink(_) => g::S_IFLNK,
@@ -338,6 +351,7 @@ impl Inode {
     /// `d_type` for getdents.
     pub fn dtype(&self) -> u8 {
         (match self.kind {
+            Kind::File(_) if self.block_disk().is_some() => g::DT_BLK,
             Kind::Dir(_) => g::DT_DIR,
             Kind::File(_) => g::DT_REG,
             Kind::Symlink(_) => g::DT_LNK,
@@ -352,6 +366,7 @@ impl Inode {
         match &self.kind {
             // A hostfs directory asks the host (its map is only a cache).
             Kind::Dir(_) if matches!(self.fsdata, Some(FsData::Host(_))) => super::hostfs::lookup(self, name),
+            Kind::Dir(_) if matches!(self.fsdata, Some(FsData::Ext4(_))) => super::ext4::lookup(self, name),
             // An overlay directory: its upper map, then its lower directory.
             Kind::Dir(_) if self.fsdata.is_some() => super::overlay::lookup(self, name),
             Kind::Dir(d) => Ok(d.borrow().get(name).cloned()),
@@ -381,6 +396,9 @@ impl Inode {
         match &self.fsdata {
             Some(FsData::Host(_)) => super::hostfs::file_size(self),
             Some(FsData::Overlay(_)) => super::overlay::dir_size(self),
+            // `stat` of a block device shows no size (BLKGETSIZE64 does).
+            Some(FsData::Block(_)) => None,
+            Some(FsData::Ext4(_)) => super::ext4::file_size(self),
             None => None,
         }
     }
@@ -416,9 +434,16 @@ impl Inode {
                 let (maj, min) = s.rdev();
                 ((maj as u64) << 8) | min as u64
             }
-            _ => 0,
+            _ => match self.block_disk() {
+                Some(d) => {
+                    let (maj, min) = d.rdev();
+                    ((maj as u64) << 8) | min as u64
+                }
+                None => 0,
+            },
         };
-        let size = self.size();
+        // A block device node has no size of its own in `stat`.
+        let size = if self.block_disk().is_some() { 0 } else { self.size() };
         let put = |b: &mut [u8; 144], off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
         put(&mut b, 0, &(self.sb as u64).to_le_bytes()); // st_dev
         put(&mut b, 8, &self.ino.to_le_bytes());
@@ -429,7 +454,7 @@ impl Inode {
         put(&mut b, 40, &rdev.to_le_bytes());
         put(&mut b, 48, &size.to_le_bytes());
         put(&mut b, 56, &4096u64.to_le_bytes()); // st_blksize
-        put(&mut b, 64, &self.blocks().to_le_bytes());
+        put(&mut b, 64, &(if self.block_disk().is_some() { 0 } else { self.blocks() }).to_le_bytes());
         for (off, t) in [(72, m.atime_ns), (88, m.mtime_ns), (104, m.ctime_ns)] {
             put(&mut b, off, &(t / 1_000_000_000).to_le_bytes());
             put(&mut b, off + 8, &(t % 1_000_000_000).to_le_bytes());
@@ -479,6 +504,8 @@ pub struct Fs {
     pub caches: CacheSet,
     /// The internal file system of `memfd_create` files (never mounted).
     memfd: Option<u32>,
+    /// The guest's disks (`/dev/ubdX`).
+    pub disks: crate::block::Disks,
 }
 
 impl Default for Fs {
@@ -512,6 +539,7 @@ impl Fs {
             host: Default::default(),
             caches: CacheSet::new(),
             memfd: None,
+            disks: Default::default(),
         };
         fs.sbs.insert(ROOT_SB, super::mount::SuperBlock::new(super::mount::FsType::Rootfs, false));
         fs.mounts.push(super::mount::Mount {

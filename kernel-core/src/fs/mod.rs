@@ -11,6 +11,7 @@
 //! `Arc<dyn MappedFile>`.
 
 pub mod cpio;
+pub mod ext4;
 pub mod file;
 pub mod hostfs;
 pub mod inode;

@@ -8,7 +8,11 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::inode::{Device, Fs, InodeRef, Kind};
+use super::inode::{Device, Fs, Inode, InodeRef, Kind};
+use linux_raw_sys::general as g;
+
+/// The `disk` group of Debian and most distributions (owner of `/dev/ubdX`).
+const DISK_GID: u32 = 6;
 use crate::mm::page_cache::Quota;
 use super::path::Loc;
 use crate::Errno;
@@ -30,6 +34,8 @@ pub enum FsType {
     Hostfs,
     /// A writable overlay over a read-only lower tree.
     Overlay,
+    /// ext2/3/4 on a disk (`/dev/ubdX`).
+    Ext4,
 }
 
 impl FsType {
@@ -43,6 +49,7 @@ impl FsType {
             FsType::Sysfs => "sysfs",
             FsType::Hostfs => "hostfs",
             FsType::Overlay => "overlay",
+            FsType::Ext4 => "ext4",
         }
     }
     /// Parse a `mount -t` type.
@@ -53,6 +60,7 @@ impl FsType {
             "proc" => FsType::Proc,
             "sysfs" => FsType::Sysfs,
             "hostfs" => FsType::Hostfs,
+            "ext4" | "ext3" | "ext2" => FsType::Ext4,
             _ => return None,
         })
     }
@@ -64,11 +72,16 @@ impl FsType {
             FsType::Sysfs => 0x6265_6572,
             FsType::Hostfs => 0x00c0_ffee,
             FsType::Overlay => 0x794c_7630,
+            FsType::Ext4 => super::ext4::EXT4_MAGIC,
         }
     }
     /// Listed in `/proc/filesystems` with `nodev`?
-    pub fn all() -> [FsType; 7] {
-        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs, FsType::Overlay]
+    pub fn all() -> [FsType; 8] {
+        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs, FsType::Overlay, FsType::Ext4]
+    }
+    /// Needs a block device (listed without `nodev`).
+    pub fn needs_device(self) -> bool {
+        self == FsType::Ext4
     }
 }
 
@@ -82,6 +95,8 @@ pub struct SuperBlock {
     /// its files' pages are charged to it (`ENOSPC` when full). Default:
     /// half of guest memory, as Linux's tmpfs.
     pub quota: Option<Rc<Quota>>,
+    /// The disk a disk file system is mounted from (released at unmount).
+    pub disk: Option<crate::block::DiskRef>,
 }
 
 impl SuperBlock {
@@ -91,9 +106,9 @@ impl SuperBlock {
             FsType::Rootfs | FsType::Tmpfs | FsType::Devtmpfs => Some(Quota::new(None)),
             // An overlay's upper layer is guest memory, limited as a tmpfs.
             FsType::Overlay => Some(Quota::new(None)),
-            FsType::Proc | FsType::Sysfs | FsType::Hostfs => None,
+            FsType::Proc | FsType::Sysfs | FsType::Hostfs | FsType::Ext4 => None,
         };
-        SuperBlock { fstype, readonly, quota }
+        SuperBlock { fstype, readonly, quota, disk: None }
     }
 }
 
@@ -201,7 +216,7 @@ impl Fs {
     /// [`Fs::mount_new`] with a size limit in pages (tmpfs `size=`; `None`:
     /// the default, half of guest memory).
     pub fn mount_new_sized(&mut self, target: &Loc, fstype: FsType, source: &str, readonly: bool, now: u64, size: Option<u64>) -> Result<u32, Errno> {
-        if fstype == FsType::Hostfs || fstype == FsType::Rootfs || fstype == FsType::Overlay {
+        if matches!(fstype, FsType::Hostfs | FsType::Rootfs | FsType::Overlay | FsType::Ext4) {
             return Err(Errno::ENODEV);
         }
         let sb = self.new_sb(fstype, readonly);
@@ -238,7 +253,9 @@ impl Fs {
         *covered.mounted.borrow_mut() = None;
         self.mounts.remove(idx);
         if !self.mounts.iter().any(|o| o.sb == sb) {
-            self.sbs.remove(&sb);
+            if let Some(disk) = self.sbs.remove(&sb).and_then(|s| s.disk) {
+                disk.release();
+            }
         }
         Ok(())
     }
@@ -329,6 +346,68 @@ impl Fs {
             root.insert(d, node)?;
             root.meta.borrow_mut().nlink += 1;
         }
+        for disk in self.disks.all().to_vec() {
+            let node = self.block_node(sb, &disk);
+            root.insert(&disk.name, node)?;
+        }
+        Ok(())
+    }
+
+    /// A block device node of file system `sb` for `disk` (`brw-rw---- root
+    /// disk`): its data is the disk's page cache, which never grows or
+    /// shrinks.
+    #[allow(clippy::arc_with_non_send_sync)] // single-threaded kernel; Arc only because the MM wants Arc<dyn MappedFile>
+    pub fn block_node(&mut self, sb: u32, disk: &crate::block::DiskRef) -> InodeRef {
+        let cache = disk.node_cache(&self.caches);
+        cache.set_seals(g::F_SEAL_SEAL | g::F_SEAL_GROW | g::F_SEAL_SHRINK);
+        let mut meta = super::inode::Meta::new(0o660, 0, 1);
+        meta.gid = DISK_GID;
+        Arc::new(Inode {
+            ino: self.alloc_ino(),
+            meta: core::cell::RefCell::new(meta),
+            kind: Kind::File(super::inode::FileData::new(cache)),
+            sb,
+            mounted: core::cell::RefCell::new(None),
+            fsdata: Some(super::inode::FsData::Block(disk.clone())),
+        })
+    }
+
+    /// `/sys/block/ubdX/...` and `/sys/dev/block/MAJ:MIN` for each disk
+    /// (what `lsblk` and `udev`-less tools read).
+    fn fill_sysfs_disks(&mut self, root: &InodeRef, sb: u32) -> Result<(), Errno> {
+        let block = root.lookup("block")?.ok_or(Errno::ENOENT)?;
+        let dev = root.lookup("dev")?.ok_or(Errno::ENOENT)?;
+        let devblock = self.new_dir_in(sb, 0o755, 0);
+        dev.insert("block", devblock.clone())?;
+        dev.meta.borrow_mut().nlink += 1;
+        for disk in self.disks.all().to_vec() {
+            let (maj, min) = disk.rdev();
+            let d = self.new_dir_in(sb, 0o755, 0);
+            block.insert(&disk.name, d.clone())?;
+            block.meta.borrow_mut().nlink += 1;
+            let q = self.new_dir_in(sb, 0o755, 0);
+            d.insert("queue", q.clone())?;
+            d.meta.borrow_mut().nlink += 1;
+            let files = [
+                (&d, "dev", format!("{maj}:{min}\n")),
+                (&d, "size", format!("{}\n", disk.size() / 512)),
+                (&d, "ro", format!("{}\n", disk.read_only() as u8)),
+                (&d, "removable", String::from("0\n")),
+                (&d, "uevent", format!("MAJOR={maj}\nMINOR={min}\nDEVNAME={}\nDEVTYPE=disk\n", disk.name)),
+                (&q, "logical_block_size", String::from("512\n")),
+                (&q, "physical_block_size", String::from("512\n")),
+                (&q, "rotational", String::from("0\n")),
+            ];
+            for (dir, name, text) in files {
+                let bytes = text.into_bytes();
+                let len = bytes.len();
+                let data = self.bytes_file_data(sb, Arc::new(bytes), 0, len);
+                let node = self.new_inode_in(sb, Kind::File(data), 0o444, 0);
+                dir.insert(name, node)?;
+            }
+            let link = self.new_inode_in(sb, Kind::Symlink(format!("../../block/{}", disk.name)), 0o777, 0);
+            devblock.insert(&format!("{maj}:{min}"), link)?;
+        }
         Ok(())
     }
 
@@ -370,7 +449,7 @@ impl Fs {
             root.insert(d, x)?;
             root.meta.borrow_mut().nlink += 1;
         }
-        Ok(())
+        self.fill_sysfs_disks(root, sb)
     }
 
     /// Make sure `/<name>` is a directory of the root file system.
@@ -406,8 +485,8 @@ impl Fs {
         let root = self.root.clone();
         let shm = super::path::walk(&root, &Loc::root(root.clone()), "/dev/shm", super::path::Follow::Yes)?;
         self.mount_new(&shm, FsType::Tmpfs, "tmpfs", false, 0)?;
-        // Over the host's tree (`--hostfs /:/`, `do`), `/run` is the guest's own too.
-        if matches!(self.fstype(self.root.sb), FsType::Hostfs | FsType::Overlay) {
+        // Over the host's tree (`--hostfs /:/`, `do`) or a read-only disk, `/run` is the guest's own too.
+        if matches!(self.fstype(self.root.sb), FsType::Hostfs | FsType::Overlay | FsType::Ext4) {
             let loc = self.ensure_root_dir("run", 0o755)?;
             self.mount_new(&loc, FsType::Tmpfs, "tmpfs", false, 0)?;
         }
@@ -427,7 +506,7 @@ impl Fs {
     pub fn statfs_numbers(&self, sb: u32) -> (u64, u64, u64) {
         let t = self.fstype(sb);
         match t {
-            FsType::Proc | FsType::Sysfs | FsType::Hostfs => (t.magic(), 0, 0),
+            FsType::Proc | FsType::Sysfs | FsType::Hostfs | FsType::Ext4 => (t.magic(), 0, 0),
             _ => match self.quota(sb) {
                 // (An unlimited tmpfs shows no size, as Linux's size=0.)
                 Some(q) if q.limit(self.caches.total_frames()) != u64::MAX => {

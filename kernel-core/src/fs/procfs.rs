@@ -29,7 +29,8 @@ pub const PROC_BASE: u64 = 1 << 40;
 const FD_BASE: u64 = 1 << 48;
 
 /// Files directly in `/proc`.
-const STATIC: [&str; 9] = ["meminfo", "cpuinfo", "uptime", "loadavg", "filesystems", "version", "stat", "cmdline", "swaps"];
+const STATIC: [&str; 11] =
+    ["meminfo", "cpuinfo", "uptime", "loadavg", "filesystems", "version", "stat", "cmdline", "swaps", "partitions", "diskstats"];
 /// Entries of `/proc/<pid>/` (index + 1 is the low bits of the inode number).
 const PID_FILES: [&str; 15] = [
     "stat", "status", "cmdline", "environ", "maps", "statm", "comm", "mounts", "mountinfo", "exe", "cwd", "root", "fd",
@@ -328,7 +329,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
             }
             "filesystems" => {
                 for t in FsType::all() {
-                    let _ = writeln!(s, "nodev\t{}", t.name());
+                    let _ = writeln!(s, "{}\t{}", if t.needs_device() { "" } else { "nodev" }, t.name());
                 }
             }
             "version" => {
@@ -345,6 +346,8 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
             }
             "cmdline" => s.push_str("rustuml\n"),
             "swaps" => s.push_str("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"),
+            "partitions" => s = self.fs.disks.partitions_text(),
+            "diskstats" => s = self.fs.disks.diskstats_text(),
             _ => {}
         }
         s

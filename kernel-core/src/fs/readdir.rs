@@ -45,7 +45,16 @@ pub fn entries(dir: &Inode, children: &RefCell<BTreeMap<String, InodeRef>>, star
     }
     if dir.fsdata.is_some() {
         let overlay = super::overlay::is_overlay_dir(dir);
-        let at = |k: usize| if overlay { super::overlay::readdir_at(dir, k) } else { super::hostfs::readdir_at(dir, k) };
+        let ext4 = super::ext4::volume_of(dir).is_some();
+        let at = |k: usize| {
+            if overlay {
+                super::overlay::readdir_at(dir, k)
+            } else if ext4 {
+                super::ext4::readdir_at(dir, k)
+            } else {
+                super::hostfs::readdir_at(dir, k)
+            }
+        };
         // Read by index: the listing is kept until its end is read.
         while let Some(e) = at(i - 2)? {
             if !fits(&out, &e.0) {

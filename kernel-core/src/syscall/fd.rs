@@ -132,6 +132,9 @@ pub fn ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         }
         _ => {}
     }
+    if let Some(disk) = f.inode.block_disk().cloned() {
+        return super::blockdev::ioctl(cx, &f, &disk, req, arg);
+    }
     let Some(sp) = special_of(cx, &f) else { return Err(Errno::ENOTTY) };
     if sp.as_socket().is_some() {
         return super::socket::ioctl(cx, &sp, req, arg);

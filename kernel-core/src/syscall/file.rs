@@ -136,7 +136,8 @@ fn do_write_inner<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: 
                 // Linux writes up to the end and refuses to grow.
                 count = cache.size().saturating_sub(off);
                 if count == 0 {
-                    return Err(Errno::EPERM);
+                    // At the end of a disk there is no more room.
+                    return Err(if f.inode.block_disk().is_some() { Errno::ENOSPC } else { Errno::EPERM });
                 }
             }
             let done = if cache.has_store() {

@@ -256,6 +256,10 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
             mask |= MAY_WRITE;
         }
         permission(&inode, &c, mask)?;
+        if may_write && inode.block_disk().is_some_and(|d| d.read_only()) {
+            // Linux's bdev_permission: a read-only disk is not opened for writing.
+            return Err(Errno::EACCES);
+        }
         if may_write && !matches!(inode.kind, Kind::Device(_) | Kind::Special(_)) {
             cx.k.fs.check_writable(inode.sb)?;
             if matches!(cx.k.fs.fstype(inode.sb), FsType::Proc | FsType::Sysfs) && !crate::fs::procfs::is_writable(&cx.k.fs, &inode) {
@@ -271,10 +275,14 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
                 // were read: close-to-open coherence).
                 cx.k.fs.host_revalidate(&inode, &mut cx.k.frames)?;
             }
+            if let Some(disk) = inode.block_disk() {
+                // A file system wrote the disk since the node's pages were read.
+                disk.node_revalidate(&mut cx.k.frames);
+            }
             if let Some(content) = proc_ctx(cx, true).generate(&inode) {
                 let len = content.len();
                 d.set_bytes(Arc::new(content), 0, len);
-            } else if flags & g::O_TRUNC != 0 && !created {
+            } else if flags & g::O_TRUNC != 0 && !created && inode.block_disk().is_none() {
                 super::file::truncate_file(cx, &inode, 0)?;
             }
         }
@@ -1239,6 +1247,10 @@ fn do_fsync<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, data_only: bool) -> SysResu
         Kind::File(d) => {
             d.writeback(0, u64::MAX, &cx.k.frames, cx.hal.phys())?;
             cx.k.fs.host_fsync(&f.inode, data_only)?;
+            if let Some(disk) = f.inode.block_disk() {
+                // The node's writes went through: the disk flushes them.
+                disk.flush()?;
+            }
             Ok(0)
         }
         Kind::Dir(_) => {
@@ -1326,6 +1338,7 @@ pub fn copy_file_range<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult
 pub fn sync<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
     // sync(2) cannot fail; errors show at the next fsync of the file.
     let _ = cx.k.fs.caches.writeback_all(&mut cx.k.frames, cx.hal.phys());
+    let _ = cx.k.fs.disks.sync_all();
     Ok(0)
 }
 
@@ -1333,6 +1346,7 @@ pub fn sync<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
 pub fn syncfs<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     cx.t.fds.file(a[0])?;
     cx.k.fs.caches.writeback_all(&mut cx.k.frames, cx.hal.phys())?;
+    cx.k.fs.disks.sync_all()?;
     Ok(0)
 }
 
@@ -1357,6 +1371,13 @@ pub fn statfs_bytes(fs: &crate::fs::Fs, inode: &InodeRef) -> [u8; 120] {
     if let Some([bsize, blocks, bfree, bavail, files, ffree]) = fs.host_statfs(inode.sb) {
         // A hostfs mount (and an overlay over the host) shows the host
         // file system's numbers.
+        for (off, v) in [(8, bsize), (16, blocks), (24, bfree), (32, bavail), (40, files), (48, ffree), (72, bsize)] {
+            put(off, v);
+        }
+    }
+    if let Some(vol) = crate::fs::ext4::volume_of(inode) {
+        // A disk file system: its superblock's figures.
+        let [bsize, blocks, bfree, bavail, files, ffree] = vol.statfs();
         for (off, v) in [(8, bsize), (16, blocks), (24, bfree), (32, bavail), (40, files), (48, ffree), (72, bsize)] {
             put(off, v);
         }
@@ -1417,6 +1438,8 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let sb = m.sb;
         let opts = match cx.k.fs.fstype(sb) {
             FsType::Tmpfs => Some(tmpfs_options(cx, a[4])?),
+            // The ext4 driver only reads.
+            FsType::Ext4 if flags & MS_RDONLY == 0 => return Err(Errno::EROFS),
             _ => None,
         };
         if let Some(o) = &opts {
@@ -1458,6 +1481,13 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let t = FsType::parse(&fstype).ok_or(Errno::ENODEV)?;
     if !tloc.inode().is_dir() {
         return Err(Errno::ENOTDIR);
+    }
+    if t.needs_device() {
+        // The source names a block device node: its disk.
+        let sloc = resolve(cx, AT_FDCWD as u64, &source, Follow::Yes)?;
+        let disk = sloc.inode().block_disk().cloned().ok_or(Errno::ENOTBLK)?;
+        cx.k.fs.mount_ext4(&tloc, disk, &source, flags & MS_RDONLY != 0)?;
+        return Ok(0);
     }
     let opts = if t == FsType::Tmpfs { tmpfs_options(cx, a[4])? } else { TmpfsOptions::default() };
     let now = cx.hal.realtime_ns();

@@ -1,6 +1,7 @@
 //! System call dispatch: the table by number (numbers from `linux-raw-sys`),
 //! names for traces, ENOSYS counting.
 
+mod blockdev;
 mod epoll;
 mod eventfd;
 mod fd;
