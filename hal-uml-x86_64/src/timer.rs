@@ -8,8 +8,15 @@
 //! by that check or kicks the stub: never lost. A kick that reaches a stub
 //! which had already stopped stays pending and stops it right after its next
 //! resume: a spurious wake-up, which the tracer absorbs.
+//!
+//! Device interrupts (console, window size, network: see `host`'s event
+//! watcher) take the same path. The watcher thread never signals a stub: it
+//! records the interrupt in [`TimerShared::raise`] and sends the timer's
+//! signal to the kernel thread, whose handler kicks the running stub exactly
+//! as an expiry does. So only the kernel thread ever kicks a stub, and only
+//! the one it published as running.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 use std::sync::Once;
 
 /// The signal the timer sends to the kernel thread and the kernel sends to a
@@ -21,6 +28,43 @@ pub const TIMER_SIGNAL: i32 = libc::SIGALRM;
 pub struct TimerShared {
     fired: AtomicBool,
     current: AtomicI32,
+    /// Device interrupts (`hal::Interrupts` bits) raised and not yet taken.
+    pending: AtomicU32,
+    /// The kernel thread the timer (and the watcher's notices) signal.
+    owner: AtomicI32,
+    /// Sources (`hal::Interrupts` bits) to re-arm before the next check.
+    rearm: AtomicU32,
+    /// The event hub's epoll descriptor (-1: none yet).
+    epfd: AtomicI32,
+}
+
+/// The live timers' shared states, so that the handler can tell a notice
+/// meant for its thread from a stray signal (and never follows a pointer a
+/// signal's sender chose). A slot is cleared when its timer is dropped; the
+/// state itself is never freed.
+const SLOTS: usize = 256;
+static LIVE: [AtomicPtr<TimerShared>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+
+fn register(shared: &'static TimerShared) {
+    let p = shared as *const TimerShared as *mut TimerShared;
+    for slot in &LIVE {
+        if slot.compare_exchange(std::ptr::null_mut(), p, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return;
+        }
+    }
+    // Full (hundreds of HALs alive in one process: only tests): device
+    // interrupts then reach this kernel at its next trap or idle wait.
+}
+
+fn unregister(shared: &'static TimerShared) {
+    let p = shared as *const TimerShared as *mut TimerShared;
+    for slot in &LIVE {
+        let _ = slot.compare_exchange(p, std::ptr::null_mut(), Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+fn is_live(p: *const TimerShared) -> bool {
+    !p.is_null() && LIVE.iter().any(|s| s.load(Ordering::SeqCst) as *const TimerShared == p)
 }
 
 impl TimerShared {
@@ -36,27 +80,88 @@ impl TimerShared {
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
-    /// The stub running guest code now (0: none), for other interrupt
-    /// sources that kick it the same way (`host`'s network watcher).
+    /// The stub running guest code now (0: none).
     pub fn current(&self) -> i32 {
         self.current.load(Ordering::SeqCst)
+    }
+    /// Record device interrupts `bits` and have the kernel thread notice
+    /// them: its handler kicks the running stub, or its idle wait ends.
+    /// Called from the event watcher's thread.
+    pub fn raise(&self, bits: u32) {
+        self.pending.fetch_or(bits, Ordering::SeqCst);
+        let tid = self.owner.load(Ordering::SeqCst);
+        if tid > 0 {
+            // SAFETY: getpid has no preconditions; tgkill signals our own kernel thread, whose handler only reads atomics and kicks the stub it published.
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, TIMER_SIGNAL) };
+        }
+    }
+    /// Record device interrupts `bits` from the kernel thread itself (no
+    /// signal: its next check sees them).
+    pub fn post(&self, bits: u32) {
+        self.pending.fetch_or(bits, Ordering::SeqCst);
+    }
+    /// Ask for the sources `bits` to be re-armed at the next check.
+    pub fn want_rearm(&self, bits: u32) {
+        self.rearm.fetch_or(bits, Ordering::Relaxed);
+    }
+    /// Take the sources to re-arm.
+    pub fn take_rearm(&self) -> u32 {
+        if self.rearm.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.rearm.swap(0, Ordering::Relaxed)
+    }
+    /// The event hub's epoll descriptor (-1: none).
+    pub fn epfd(&self) -> i32 {
+        self.epfd.load(Ordering::Relaxed)
+    }
+    /// Record the event hub's epoll descriptor.
+    pub fn set_epfd(&self, fd: i32) {
+        self.epfd.store(fd, Ordering::Relaxed);
+    }
+    /// Take the device interrupts raised so far.
+    pub fn take_pending(&self) -> u32 {
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            return 0;
+        }
+        self.pending.swap(0, Ordering::SeqCst)
+    }
+    /// Whether device interrupts wait to be taken.
+    pub fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) != 0
+    }
+    /// Kick the running stub, if any, when something is pending.
+    fn kick(&self) {
+        if !self.fired() && !self.has_pending() {
+            return;
+        }
+        let pid = self.current.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill(2) is async-signal-safe; `pid` is the stub the kernel thread published as running, and this handler runs on that same thread, so it cannot have moved on.
+            unsafe { libc::kill(pid, TIMER_SIGNAL) };
+        }
     }
 }
 
 extern "C" fn on_timer(_sig: i32, info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; si_value is only read for SI_TIMER signals, whose value is a leaked `TimerShared` (see `Timer::new`), valid for the life of the process.
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler. A pointer is followed only when it is one of the registered states (`LIVE`), which are leaked and valid for the life of the process.
     unsafe {
-        if (*info).si_code != libc::SI_TIMER {
+        if (*info).si_code == libc::SI_TIMER {
+            let shared = (*info).si_value().sival_ptr as *const TimerShared;
+            if is_live(shared) {
+                (*shared).fired.store(true, Ordering::SeqCst);
+                (*shared).kick();
+            }
             return;
         }
-        let shared = (*info).si_value().sival_ptr as *const TimerShared;
-        if shared.is_null() {
-            return;
-        }
-        (*shared).fired.store(true, Ordering::SeqCst);
-        let pid = (*shared).current.load(Ordering::SeqCst);
-        if pid > 0 {
-            libc::kill(pid, TIMER_SIGNAL);
+        // A notice from the event watcher (or a stray signal): kick for
+        // whatever the kernels of this thread have pending.
+        let tid = libc::gettid();
+        for slot in &LIVE {
+            let p = slot.load(Ordering::SeqCst);
+            if !p.is_null() && (*p).owner.load(Ordering::SeqCst) == tid {
+                (*p).kick();
+            }
         }
     }
 }
@@ -85,6 +190,9 @@ impl Timer {
         // Leaked on purpose: a signal already queued when the timer is
         // deleted may still carry this pointer. A few bytes per HAL instance.
         let shared: &'static TimerShared = Box::leak(Box::default());
+        // SAFETY: gettid has no preconditions.
+        shared.owner.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+        shared.epfd.store(-1, Ordering::Relaxed);
         // SAFETY: a zeroed sigevent is valid; the fields set are the ones SIGEV_THREAD_ID reads. timer_create writes `id`.
         let id = unsafe {
             let mut sev: libc::sigevent = std::mem::zeroed();
@@ -98,6 +206,7 @@ impl Timer {
             }
             id
         };
+        register(shared);
         Ok(Timer { id, shared })
     }
 
@@ -124,6 +233,8 @@ impl Timer {
 
 impl Drop for Timer {
     fn drop(&mut self) {
+        self.shared.owner.store(0, Ordering::SeqCst);
+        unregister(self.shared);
         // SAFETY: `self.id` was created by timer_create and is deleted once.
         unsafe { libc::timer_delete(self.id) };
     }

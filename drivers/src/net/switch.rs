@@ -619,13 +619,80 @@ pub struct LinkStats {
     pub received: u64,
     /// Received datagrams dropped: too short, or longer than the buffer.
     pub recv_dropped: u64,
+    /// Times the switch went away and the link started looking for it.
+    pub reconnects: u64,
 }
 
+/// The first wait before a link whose switch went away says hello again;
+/// it doubles after each unanswered hello, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// The longest wait between two hellos of a link looking for its switch:
+/// once the switch is back, traffic resumes within this (plus a round trip).
+pub const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// Where a link stands with its switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkState {
+    /// Connected to our port.
+    Up,
+    /// The switch went away: hellos go out with back-off until a port
+    /// answers. The last [`DOWN_QUEUE`] frames sent meanwhile are held and
+    /// go out on reconnection (as a NIC's ring would hold them), so a TCP
+    /// retransmission made during the outage does not wait for the next one.
+    Down { next: Instant, wait: Duration },
+}
+
+/// Frames a link holds while its switch is away (older ones are dropped).
+const DOWN_QUEUE: usize = 64;
+
 /// A guest's network link plugged into a [`Switch`].
+///
+/// When the switch goes away (a send finds our port gone), the link keeps
+/// its socket, says hello to the switch's path again with back-off
+/// ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]), and reconnects to the port a
+/// restarted switch answers from. Its readiness descriptor (an epoll set of
+/// the socket and a retry timer) stays the same throughout.
 pub struct SwitchLink {
     sock: OwnedFd,
+    /// Expires when the next hello is due (disarmed while up).
+    timer: OwnedFd,
+    /// The socket and the timer: the readiness descriptor.
+    ready: OwnedFd,
+    path: UnixAddr,
+    state: LinkState,
+    /// Frames sent while down, oldest first.
+    held: VecDeque<Vec<u8>>,
     mac: [u8; 6],
     stats: LinkStats,
+}
+
+fn say_hello(fd: RawFd, to: &UnixAddr) -> io::Result<()> {
+    // SAFETY: `to` is a valid sockaddr_un of length to.len; empty datagram.
+    let n = unsafe { libc::sendto(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, to.as_ptr(), to.len) };
+    if n < 0 {
+        Err(last_err())
+    } else {
+        Ok(())
+    }
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    cvt(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arm (or with `None` disarm) a timerfd, relative.
+fn arm_timer(fd: RawFd, after: Option<Duration>) {
+    let d = after.map(|d| d.max(Duration::from_micros(1)));
+    let its = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec {
+            tv_sec: d.map_or(0, |d| d.as_secs() as i64),
+            tv_nsec: d.map_or(0, |d| d.subsec_nanos() as i64),
+        },
+    };
+    // SAFETY: `its` is a valid itimerspec; a failure leaves the timer as it was.
+    unsafe { libc::timerfd_settime(fd, 0, &its, std::ptr::null_mut()) };
 }
 
 impl SwitchLink {
@@ -637,23 +704,8 @@ impl SwitchLink {
         let fd = sock.as_raw_fd();
         set_bufsize(fd, libc::SO_RCVBUF, 1 << 20);
         set_bufsize(fd, libc::SO_SNDBUF, 1 << 20);
-        // SAFETY: `to` is a valid sockaddr_un of length to.len; empty datagram.
-        let n = unsafe {
-            libc::sendto(
-                fd,
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                to.as_ptr(),
-                to.len,
-            )
-        };
-        if n < 0 {
-            let e = last_err();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("no switch at {}: {e}", path.display()),
-            ));
+        if let Err(e) = say_hello(fd, &to) {
+            return Err(io::Error::new(e.kind(), format!("no switch at {}: {e}", path.display())));
         }
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut b = [0u8; 16];
@@ -672,20 +724,74 @@ impl SwitchLink {
                 if !from.key().is_empty() {
                     // SAFETY: `from` is the port's address as recvfrom filled it.
                     cvt(unsafe { libc::connect(fd, from.as_ptr(), from.len) })?;
-                    return Ok(SwitchLink {
-                        sock,
-                        mac,
-                        stats: LinkStats::default(),
-                    });
+                    break;
                 }
             }
         }
+        // SAFETY: plain timerfd_create/epoll_create1 calls; results checked by `owned`.
+        let timer = owned(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) })?;
+        // SAFETY: as above.
+        let ready = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        for f in [fd, timer.as_raw_fd()] {
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: f as u64 };
+            // SAFETY: valid epoll_event; both descriptors are ours.
+            cvt(unsafe { libc::epoll_ctl(ready.as_raw_fd(), libc::EPOLL_CTL_ADD, f, &mut ev) })?;
+        }
+        Ok(SwitchLink { sock, timer, ready, path: to, state: LinkState::Up, held: VecDeque::new(), mac, stats: LinkStats::default() })
     }
 
     /// The link's counters.
     pub fn stats(&self) -> LinkStats {
         self.stats
     }
+
+    /// Whether the link is connected to a switch now.
+    pub fn is_up(&self) -> bool {
+        self.state == LinkState::Up
+    }
+
+    /// Our port is gone (the switch died): forget it and start looking for
+    /// the switch again.
+    fn lost_switch(&mut self) {
+        if self.state != LinkState::Up {
+            return;
+        }
+        let fd = self.sock.as_raw_fd();
+        // Dissolve the association: AF_UNSPEC "connects" to nobody.
+        let mut a = UnixAddr::empty();
+        a.sa.sun_family = libc::AF_UNSPEC as libc::sa_family_t;
+        // SAFETY: a valid sockaddr of family AF_UNSPEC.
+        unsafe { libc::connect(fd, a.as_ptr(), std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t) };
+        self.stats.reconnects += 1;
+        self.state = LinkState::Down { next: Instant::now(), wait: RETRY_FIRST };
+        self.retry();
+    }
+
+    /// Say hello again if it is time, and arm the timer for the next try.
+    fn retry(&mut self) {
+        let LinkState::Down { next, wait } = self.state else { return };
+        let now = Instant::now();
+        if now < next {
+            arm_timer(self.timer.as_raw_fd(), Some(next - now));
+            return;
+        }
+        let _ = say_hello(self.sock.as_raw_fd(), &self.path);
+        self.state = LinkState::Down { next: now + wait, wait: (wait * 2).min(RETRY_MAX) };
+        arm_timer(self.timer.as_raw_fd(), Some(wait));
+    }
+
+    fn drain_timer(&self) {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a valid u64; EAGAIN when not expired.
+        unsafe { libc::read(self.timer.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::ENOTCONN | libc::ECONNRESET | libc::EPIPE | libc::EDESTADDRREQ)
+    )
 }
 
 impl NetDevice for SwitchLink {
@@ -697,6 +803,15 @@ impl NetDevice for SwitchLink {
         if frame.is_empty() || frame.len() > MAX_FRAME {
             // Empty means goodbye to the switch; oversize it would drop.
             self.stats.send_dropped += 1;
+            return;
+        }
+        if self.state != LinkState::Up {
+            self.retry();
+            if self.held.len() >= DOWN_QUEUE {
+                self.held.pop_front();
+                self.stats.send_dropped += 1;
+            }
+            self.held.push_back(frame.to_vec());
             return;
         }
         let fd = self.sock.as_raw_fd();
@@ -711,6 +826,10 @@ impl NetDevice for SwitchLink {
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && attempt == 0 => {
                     poll_one(fd, libc::POLLOUT, 5);
                 }
+                Err(e) if gone(&e) => {
+                    self.lost_switch();
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -718,13 +837,35 @@ impl NetDevice for SwitchLink {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.state != LinkState::Up {
+            self.drain_timer();
+            self.retry();
+        }
         loop {
             match recv_from(self.sock.as_raw_fd(), buf) {
+                Ok(Some((0, from))) if self.state != LinkState::Up && !from.key().is_empty() => {
+                    // A (restarted) switch answered our hello from a new port.
+                    // SAFETY: `from` is the port's address as recvfrom filled it.
+                    if unsafe { libc::connect(self.sock.as_raw_fd(), from.as_ptr(), from.len) } == 0 {
+                        self.state = LinkState::Up;
+                        arm_timer(self.timer.as_raw_fd(), None);
+                        self.drain_timer();
+                        for f in std::mem::take(&mut self.held) {
+                            self.send(&f);
+                        }
+                    }
+                }
+                // Frames from a port we no longer use are stale.
+                Ok(Some(_)) if self.state != LinkState::Up => self.stats.recv_dropped += 1,
                 Ok(Some((n, _))) if n >= 14 && n <= buf.len() => {
                     self.stats.received += 1;
                     return Some(n);
                 }
                 Ok(Some(_)) => self.stats.recv_dropped += 1,
+                Err(e) if gone(&e) => {
+                    self.lost_switch();
+                    return None;
+                }
                 _ => return None,
             }
         }
@@ -733,14 +874,16 @@ impl NetDevice for SwitchLink {
 
 impl HostLink for SwitchLink {
     fn readiness_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.ready.as_raw_fd()
     }
 }
 
 impl Drop for SwitchLink {
     fn drop(&mut self) {
         // Goodbye: the switch frees the port at once.
-        let _ = send_now(self.sock.as_raw_fd(), &[]);
+        if self.state == LinkState::Up {
+            let _ = send_now(self.sock.as_raw_fd(), &[]);
+        }
     }
 }
 
@@ -820,6 +963,44 @@ mod tests {
     const BCAST: [u8; 6] = [0xff; 6];
 
     #[test]
+    fn links_reconnect_to_a_restarted_switch() {
+        let path = tmp_sock("restart");
+        let sw = SwitchThread::spawn(&path).unwrap();
+        let mut a = SwitchLink::connect(&path, A).unwrap();
+        let mut b = SwitchLink::connect(&path, B).unwrap();
+        let f = frame(BCAST, A, 1, 60);
+        a.send(&f);
+        assert_eq!(recv_wait(&mut b).as_deref(), Some(&f[..]));
+        sw.stop().unwrap();
+        // Both notice when they next send (their port is gone) and look for
+        // the switch with back-off: nothing answers yet.
+        a.send(&f);
+        b.send(&frame(BCAST, B, 2, 60));
+        assert!(!a.is_up() && !b.is_up());
+        std::thread::sleep(Duration::from_millis(300));
+        let mut buf = vec![0u8; MAX_FRAME];
+        assert_eq!(a.recv(&mut buf), None);
+        let sw = SwitchThread::spawn(&path).unwrap();
+        // Each link's retry timer makes its readiness descriptor readable;
+        // the kernel then calls recv, which says hello and takes the answer.
+        let t0 = Instant::now();
+        while !(a.is_up() && b.is_up()) && t0.elapsed() < Duration::from_secs(3) {
+            for l in [&mut a, &mut b] {
+                poll_one(l.readiness_fd(), libc::POLLIN, 20);
+                let _ = l.recv(&mut buf);
+            }
+        }
+        assert!(a.is_up() && b.is_up(), "links did not reconnect");
+        assert!(t0.elapsed() < RETRY_MAX * 2 + Duration::from_millis(500), "took {:?}", t0.elapsed());
+        let g = frame(BCAST, A, 3, 100);
+        a.send(&g);
+        assert_eq!(recv_wait(&mut b).as_deref(), Some(&g[..]));
+        assert_eq!(a.stats().reconnects, 1);
+        assert_eq!(sw.stats().ports, 2);
+        sw.stop().unwrap();
+    }
+
+    #[test]
     fn floods_learns_and_forwards() {
         let path = tmp_sock("learn");
         let sw = SwitchThread::spawn(&path).unwrap();
@@ -861,7 +1042,7 @@ mod tests {
         let a = SwitchLink::connect(&path, A).unwrap();
         let mut b = SwitchLink::connect(&path, B).unwrap();
         // Write raw datagrams on A's socket, bypassing SwitchLink::send's checks.
-        let fd = a.readiness_fd();
+        let fd = a.sock.as_raw_fd();
         send_wait(fd, &[1, 2, 3]); // shorter than a header
         send_wait(fd, &frame(BCAST, BCAST, 5, 60)); // multicast source
         send_wait(fd, &vec![0xffu8; MAX_FRAME + 100]); // oversize

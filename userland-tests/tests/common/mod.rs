@@ -170,6 +170,12 @@ pub fn spawn(cmd: &mut Command) -> Child {
     child
 }
 
+/// Has the lock's guard kill process group `pgid` at the end of the test
+/// (for processes started another way than [`spawn`], e.g. on a pty).
+pub fn track_group(pgid: i32) {
+    GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(pgid);
+}
+
 /// Waits for `child` up to `timeout`; on timeout kills its process group and
 /// panics with `what`.
 pub fn wait_timeout(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
