@@ -226,15 +226,19 @@ fn switch_restart_mid_transfer_completes() {
     std::thread::sleep(Duration::from_millis(300));
     let mut client = spawn(Command::new(&kernel).args([
         "--root", &root, "--net", &nb, "--", "/bin/sh", "-c",
-        "dd if=/dev/zero bs=64k count=480 2>/dev/null | busybox nc 10.6.0.1 5000; echo sent=$?",
+        // nc returns once the data is queued: stay up while TCP delivers it.
+        "dd if=/dev/zero bs=64k count=480 2>/dev/null | busybox nc 10.6.0.1 5000; echo sent=$?; sleep 5",
     ]));
     std::thread::sleep(Duration::from_millis(700));
     sw.stop().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
     let sw = SwitchThread::spawn(&path).unwrap();
+    let out = reader(client.stdout.take().expect("piped stdout"));
+    let err = reader(client.stderr.take().expect("piped stderr"));
     let st = wait_timeout(&mut client, Duration::from_secs(60), "the client");
-    assert!(st.success(), "client: {st:?}");
+    let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    assert!(st.success() && out.contains("sent=0"), "client: {st:?}\n{out}\n{err}");
     let got = lines.recv_timeout(Duration::from_secs(20)).expect("the server's count");
     assert_eq!(got.trim(), (480 * 65536).to_string(), "bytes received");
     eprintln!("transfer finished {:?} after the switch came back", t0.elapsed());

@@ -391,9 +391,15 @@ impl Switch {
                 self.bump(|s| s.malformed += 1);
                 continue;
             }
-            if let Some(old) = self.by_addr.remove(&key) {
-                // The same guest socket says hello again: start afresh.
-                self.remove_port(old);
+            if let Some(&id) = self.by_addr.get(&key) {
+                // The same guest socket says hello again (a retry crossed
+                // our answer): answer again from the port it already has.
+                if let Some(p) = self.ports.get(&id) {
+                    if send_now(p.sock.as_raw_fd(), &[]).is_err() {
+                        self.remove_port(id);
+                    }
+                }
+                continue;
             }
             if self.ports.len() >= MAX_PORTS {
                 self.bump(|s| s.refused += 1);
@@ -454,6 +460,10 @@ impl Switch {
             if n == 0 {
                 self.remove_port(id);
                 return;
+            }
+            if n == 1 && buf[0] == KEEPALIVE {
+                // A link making sure its port is still there.
+                continue;
             }
             self.bump(|s| s.frames_in += 1);
             if n > MAX_FRAME {
@@ -623,6 +633,14 @@ pub struct LinkStats {
     pub reconnects: u64,
 }
 
+/// A one-byte datagram a quiet link sends its port, to learn whether the
+/// switch is still there (the send fails when the port is gone). The switch
+/// ignores it.
+pub const KEEPALIVE: u8 = 0x4b;
+/// How long a link may hear nothing and send nothing before it checks on
+/// its port with a [`KEEPALIVE`].
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
+
 /// The first wait before a link whose switch went away says hello again;
 /// it doubles after each unanswered hello, up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_millis(20);
@@ -647,7 +665,9 @@ const DOWN_QUEUE: usize = 64;
 
 /// A guest's network link plugged into a [`Switch`].
 ///
-/// When the switch goes away (a send finds our port gone), the link keeps
+/// When the switch goes away (a send finds our port gone; a link that has
+/// had nothing to send for [`KEEPALIVE_AFTER`] sends a [`KEEPALIVE`] to
+/// find out), the link keeps
 /// its socket, says hello to the switch's path again with back-off
 /// ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]), and reconnects to the port a
 /// restarted switch answers from. Its readiness descriptor (an epoll set of
@@ -662,6 +682,8 @@ pub struct SwitchLink {
     state: LinkState,
     /// Frames sent while down, oldest first.
     held: VecDeque<Vec<u8>>,
+    /// When the port was last known alive (a frame in or out).
+    alive_at: Instant,
     mac: [u8; 6],
     stats: LinkStats,
 }
@@ -737,7 +759,18 @@ impl SwitchLink {
             // SAFETY: valid epoll_event; both descriptors are ours.
             cvt(unsafe { libc::epoll_ctl(ready.as_raw_fd(), libc::EPOLL_CTL_ADD, f, &mut ev) })?;
         }
-        Ok(SwitchLink { sock, timer, ready, path: to, state: LinkState::Up, held: VecDeque::new(), mac, stats: LinkStats::default() })
+        arm_timer(timer.as_raw_fd(), Some(KEEPALIVE_AFTER));
+        Ok(SwitchLink {
+            sock,
+            timer,
+            ready,
+            path: to,
+            state: LinkState::Up,
+            held: VecDeque::new(),
+            alive_at: Instant::now(),
+            mac,
+            stats: LinkStats::default(),
+        })
     }
 
     /// The link's counters.
@@ -780,10 +813,27 @@ impl SwitchLink {
         arm_timer(self.timer.as_raw_fd(), Some(wait));
     }
 
-    fn drain_timer(&self) {
+    /// Read the timer; whether it had expired.
+    fn drain_timer(&self) -> bool {
         let mut v = 0u64;
         // SAFETY: reads 8 bytes into a valid u64; EAGAIN when not expired.
-        unsafe { libc::read(self.timer.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        unsafe { libc::read(self.timer.as_raw_fd(), (&mut v as *mut u64).cast(), 8) == 8 }
+    }
+
+    /// Up and quiet for a while: check that the port is still there (a send
+    /// to a port whose switch died fails), and look again later.
+    fn keepalive(&mut self) {
+        if self.alive_at.elapsed() >= KEEPALIVE_AFTER {
+            match send_now(self.sock.as_raw_fd(), &[KEEPALIVE]) {
+                Err(e) if gone(&e) => {
+                    self.lost_switch();
+                    return;
+                }
+                _ => self.alive_at = Instant::now(),
+            }
+        }
+        let next = KEEPALIVE_AFTER.saturating_sub(self.alive_at.elapsed());
+        arm_timer(self.timer.as_raw_fd(), Some(next));
     }
 }
 
@@ -819,6 +869,7 @@ impl NetDevice for SwitchLink {
             match send_now(fd, frame) {
                 Ok(()) => {
                     self.stats.sent += 1;
+                    self.alive_at = Instant::now();
                     return;
                 }
                 // The port's queue is full: give the switch a moment to
@@ -837,9 +888,8 @@ impl NetDevice for SwitchLink {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
-        if self.state != LinkState::Up {
-            self.drain_timer();
-            self.retry();
+        if self.state == LinkState::Up && self.drain_timer() {
+            self.keepalive();
         }
         loop {
             match recv_from(self.sock.as_raw_fd(), buf) {
@@ -848,8 +898,9 @@ impl NetDevice for SwitchLink {
                     // SAFETY: `from` is the port's address as recvfrom filled it.
                     if unsafe { libc::connect(self.sock.as_raw_fd(), from.as_ptr(), from.len) } == 0 {
                         self.state = LinkState::Up;
-                        arm_timer(self.timer.as_raw_fd(), None);
                         self.drain_timer();
+                        self.alive_at = Instant::now();
+                        arm_timer(self.timer.as_raw_fd(), Some(KEEPALIVE_AFTER));
                         for f in std::mem::take(&mut self.held) {
                             self.send(&f);
                         }
@@ -859,6 +910,7 @@ impl NetDevice for SwitchLink {
                 Ok(Some(_)) if self.state != LinkState::Up => self.stats.recv_dropped += 1,
                 Ok(Some((n, _))) if n >= 14 && n <= buf.len() => {
                     self.stats.received += 1;
+                    self.alive_at = Instant::now();
                     return Some(n);
                 }
                 Ok(Some(_)) => self.stats.recv_dropped += 1,
@@ -866,7 +918,15 @@ impl NetDevice for SwitchLink {
                     self.lost_switch();
                     return None;
                 }
-                _ => return None,
+                _ => {
+                    // Still looking for the switch, and no answer waiting:
+                    // say hello again when it is time.
+                    if self.state != LinkState::Up {
+                        self.drain_timer();
+                        self.retry();
+                    }
+                    return None;
+                }
             }
         }
     }
@@ -972,29 +1032,31 @@ mod tests {
         a.send(&f);
         assert_eq!(recv_wait(&mut b).as_deref(), Some(&f[..]));
         sw.stop().unwrap();
-        // Both notice when they next send (their port is gone) and look for
-        // the switch with back-off: nothing answers yet.
+        // A notices when it next sends (its port is gone) and looks for the
+        // switch with back-off: nothing answers yet.
         a.send(&f);
-        b.send(&frame(BCAST, B, 2, 60));
-        assert!(!a.is_up() && !b.is_up());
+        assert!(!a.is_up());
         std::thread::sleep(Duration::from_millis(300));
         let mut buf = vec![0u8; MAX_FRAME];
         assert_eq!(a.recv(&mut buf), None);
         let sw = SwitchThread::spawn(&path).unwrap();
+        // B sends nothing: its keepalive finds the port gone.
         // Each link's retry timer makes its readiness descriptor readable;
         // the kernel then calls recv, which says hello and takes the answer.
         let t0 = Instant::now();
-        while !(a.is_up() && b.is_up()) && t0.elapsed() < Duration::from_secs(3) {
+        while !(a.is_up() && b.is_up() && b.stats().reconnects == 1) && t0.elapsed() < Duration::from_secs(4) {
             for l in [&mut a, &mut b] {
                 poll_one(l.readiness_fd(), libc::POLLIN, 20);
                 let _ = l.recv(&mut buf);
             }
         }
         assert!(a.is_up() && b.is_up(), "links did not reconnect");
-        assert!(t0.elapsed() < RETRY_MAX * 2 + Duration::from_millis(500), "took {:?}", t0.elapsed());
+        assert!(t0.elapsed() < KEEPALIVE_AFTER + RETRY_MAX * 2, "took {:?}", t0.elapsed());
+        assert_eq!(b.stats().reconnects, 1);
         let g = frame(BCAST, A, 3, 100);
         a.send(&g);
-        assert_eq!(recv_wait(&mut b).as_deref(), Some(&g[..]));
+        let got = recv_wait(&mut b);
+        assert_eq!(got.as_deref(), Some(&g[..]), "{:?} {:?} {:?}", sw.stats(), a.stats(), b.stats());
         assert_eq!(a.stats().reconnects, 1);
         assert_eq!(sw.stats().ports, 2);
         sw.stop().unwrap();
