@@ -52,6 +52,33 @@ pub fn other_cpu() -> Option<usize> {
     }
 }
 
+/// User-mode CPU time (ns) host process `pid` has used, as the host
+/// accounts it: what a stub ran of guest code. The host knows the precise
+/// run time (`CPUCLOCK_SCHED`) and samples user against system mode at its
+/// ticks (`CPUCLOCK_VIRT`, `CPUCLOCK_PROF`); like the host's own
+/// `/proc/PID/stat`, the user time is the run time split by the samples.
+pub fn process_user_cpu_ns(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let read = |which: i32| {
+        // Linux's MAKE_PROCESS_CPUCLOCK(pid, which).
+        let clock = (!pid << 3) | which;
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid out-parameter; the clock id names one of the process's CPU clocks.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+            return None;
+        }
+        Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    };
+    let (prof, virt, sched) = (read(0)?, read(1)?, read(2)?);
+    if prof == 0 {
+        // No sample yet: all of it, as the host's cputime_adjust does.
+        return Some(sched);
+    }
+    Some((sched as u128 * virt.min(prof) as u128 / prof as u128) as u64)
+}
+
 /// The readiness descriptors of the network links attached to this kernel
 /// (`--net`). Process-wide: the links are made by the command line before
 /// the HAL exists; every [`EventHub`] alive watches all of them (one in the

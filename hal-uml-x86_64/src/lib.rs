@@ -237,6 +237,10 @@ impl AddressSpace for SkasSpace {
     fn user_end(&self) -> u64 {
         stub::STUB_BASE
     }
+
+    fn user_cpu_ns(&self) -> Option<u64> {
+        host::process_user_cpu_ns(self.stub_pid())
+    }
 }
 
 /// Mappings up to this size are made with `MAP_POPULATE`.

@@ -14,7 +14,9 @@
 //!   runnable task is queued or current (no lost wake-up), every task waiting
 //!   on a wait set has one;
 //! - the process tree: every task's parent exists (dead parents' children
-//!   were reparented to init).
+//!   were reparented to init);
+//! - timers: every armed clock timer's deadline is queued, nothing else is
+//!   ([`crate::time::timers::Timers::check`]).
 //!
 //! The loop runs it before every step when booted with
 //! [`crate::kernel::boot_checked`]; the first violation is logged as
@@ -37,6 +39,7 @@ use crate::task::{Pid, TaskState, WaitOn};
 pub fn check<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
     check_tasks(k)?;
     check_scheduler(k)?;
+    k.clock.timers.check().map_err(|e| format!("timers: {e}"))?;
     check_fds(k)?;
     let maps: Vec<&MemoryMap<S>> = k.tasks.values().filter_map(|t| t.mm.as_ref()).collect();
     check_refcounts(&maps, &k.frames).map_err(|e| format!("frames: {e}"))

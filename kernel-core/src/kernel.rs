@@ -151,8 +151,8 @@ pub struct Kernel<S: AddressSpace> {
     next_pid: Pid,
     /// Last id handed out for shared memory maps / fd tables / handler tables.
     pub next_share_id: u64,
-    /// ITIMER_REAL (and alarm) per process: tgid -> (deadline, interval).
-    pub itimers: BTreeMap<Pid, (u64, u64)>,
+    /// CPU-time accounting and every process's timers.
+    pub clock: crate::time::account::KernelClock,
     /// Counter ordering blocked tasks (FIFO futex wake-ups).
     pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
@@ -215,7 +215,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         block_request: None,
         next_pid: 2,
         next_share_id: 1,
-        itimers: BTreeMap::new(),
+        clock: Default::default(),
         block_seq: 0,
         armed: None,
         current: None,
@@ -400,6 +400,7 @@ impl<S: AddressSpace> Kernel<S> {
         task.ctx.regs.eflags = 0x202;
         task.fds.close_on_exec();
         task.signals.exec_reset();
+        self.clock.timers.exec(task.tgid);
         task.execed = true;
         task.exe = prep.path;
         task.cmdline = nul_joined(argv);
@@ -450,6 +451,7 @@ impl<S: AddressSpace> Kernel<S> {
                 task.slice_end = now.saturating_add(TIMESLICE_NS);
             }
             self.current = Some(pid);
+            self.stint_begin(&mut task, now);
             // Threads share one memory map and fd table: bring them here.
             self.adopt_shared(&mut task);
             if task.group_exit.is_none() {
@@ -460,20 +462,24 @@ impl<S: AddressSpace> Kernel<S> {
             if task.group_exit.is_none() && task.state == TaskState::Runnable && !task.stopped {
                 if task.redo_syscall {
                     task.redo_syscall = false;
-                    let t0 = hal.now_ns();
                     self.handle_syscall(hal, &mut task);
-                    task.stime_ns += hal.now_ns().saturating_sub(t0);
+                    // The loop's own work for the task (timers, signals) is
+                    // its system time too: charge from the top of the loop.
+                    let t1 = hal.now_ns();
+                    self.charge(hal, &mut task, 0, t1.saturating_sub(now));
                 } else {
-                    self.arm_timer(hal, task.slice_end);
+                    let cpu = self.cpu_deadline(&task, now);
+                    self.arm_timer(hal, task.slice_end, cpu);
                     let t0 = hal.now_ns();
                     let trap = match task.mm.as_mut() {
                         Some(mm) => hal.run(&mut task.ctx, mm.host()),
                         None => Trap::Lost { signal: Some(g::SIGKILL) },
                     };
                     let t1 = hal.now_ns();
-                    task.utime_ns += t1.saturating_sub(t0);
                     self.handle_trap(hal, &mut task, trap);
-                    task.stime_ns += hal.now_ns().saturating_sub(t1);
+                    let t2 = hal.now_ns();
+                    let kernel = t2.saturating_sub(t1) + t0.saturating_sub(now);
+                    self.charge(hal, &mut task, t1.saturating_sub(t0), kernel);
                 }
                 if let Some(sig) = task.kill_pending.take() {
                     if !task.is_zombie() {
@@ -494,16 +500,23 @@ impl<S: AddressSpace> Kernel<S> {
                 }
             }
             let runnable = task.state == TaskState::Runnable && !task.stopped;
-            let expired = hal.now_ns() >= task.slice_end;
+            let end = hal.now_ns();
+            let expired = end >= task.slice_end;
             let ppid = task.ppid;
             let zombie = task.is_zombie();
+            // A woken task that has had less than its share goes first.
+            let preempted = core::mem::take(&mut self.clock.preempt);
+            let leaves = zombie || !runnable || ((expired || preempted) && !self.runq.is_empty());
+            if leaves {
+                self.stint_end(&mut task, end);
+            }
             self.tasks.insert(pid, task);
             if zombie {
                 self.current = None;
                 self.reap_or_notify(hal, pid, ppid);
             } else if !runnable {
                 self.current = None;
-            } else if expired && !self.runq.is_empty() {
+            } else if leaves {
                 self.current = None;
                 self.runq.push(pid);
             }
@@ -513,6 +526,12 @@ impl<S: AddressSpace> Kernel<S> {
     /// The next task to run: the current one while its slice lasts, else the
     /// head of the run queue.
     fn pick(&mut self) -> Option<Pid> {
+        if core::mem::take(&mut self.clock.preempt) {
+            // A task woken at the top of the loop goes before the current one.
+            if let Some(c) = self.current.take() {
+                self.runq.push(c);
+            }
+        }
         if let Some(c) = self.current {
             if self.tasks.get(&c).is_some_and(|t| t.state == TaskState::Runnable && (!t.stopped || t.group_exit.is_some())) {
                 return Some(c);
@@ -544,8 +563,8 @@ impl<S: AddressSpace> Kernel<S> {
                 earliest = Some(earliest.map_or(d, |e| e.min(d)));
             }
         }
-        for (d, _) in self.itimers.values() {
-            earliest = Some(earliest.map_or(*d, |e| e.min(*d)));
+        if let Some(d) = self.clock.timers.next_deadline() {
+            earliest = Some(earliest.map_or(d, |e| e.min(d)));
         }
         // The IP stack's protocol timers; frames from outside can wake a waiter like console input.
         if let Some(d) = crate::net::inet::deadline(&self.net.inet) {
@@ -557,11 +576,15 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Arm the HAL timer for what the running task and the sleepers need; the
     /// timer runs only if something needs it (an idle guest costs nothing).
-    fn arm_timer<H: Hal>(&mut self, hal: &mut H, slice_end: u64) {
+    /// `cpu` is when the running task's CPU-time timers or limit expire.
+    fn arm_timer<H: Hal>(&mut self, hal: &mut H, slice_end: u64, cpu: Option<u64>) {
         let (earliest, console) = self.waiters();
         let mut want = earliest;
         if !self.runq.is_empty() || console {
             want = Some(want.map_or(slice_end, |e| e.min(slice_end)));
+        }
+        if let Some(c) = cpu {
+            want = Some(want.map_or(c, |e| e.min(c)));
         }
         if want != self.armed {
             hal.set_timer(want);
@@ -648,6 +671,7 @@ impl<S: AddressSpace> Kernel<S> {
                 t.state = TaskState::Runnable;
                 complete(hal, self.trace, t, r);
                 self.runq.push(pid);
+                self.wakeup_preempt(pid);
             }
         }
     }
@@ -670,6 +694,7 @@ impl<S: AddressSpace> Kernel<S> {
             Some(r) => t.ctx.regs.rax = encode(r),
         }
         self.runq.push(pid);
+        self.wakeup_preempt(pid);
     }
 
     fn handle_trap<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, trap: Trap) {
@@ -766,6 +791,8 @@ impl<S: AddressSpace> Kernel<S> {
     /// caller re-inserts it and calls [`Kernel::reap_or_notify`]. Shared
     /// memory maps and fd tables pass to another task of their group.
     pub fn exit_task<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, st: ExitStatus) {
+        // Its last CPU time, split while its address space is still there.
+        self.stint_end(task, hal.now_ns());
         let shared = self.mm_shared(task);
         // CLONE_CHILD_CLEARTID: zero the tid word and wake a joiner.
         if task.clear_child_tid != 0 && shared {
@@ -799,12 +826,11 @@ impl<S: AddressSpace> Kernel<S> {
             self.wake(pp, Some(Ok(task.pid as usize)));
         }
         let pid = task.pid;
-        if task.is_leader() {
-            self.itimers.remove(&pid);
-        }
         // Orphans go to init; init reaps them. (Only when the whole process is gone.)
         let tgid = task.tgid;
+        self.clock.timers.thread_exit(tgid, pid);
         if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
+            self.clock.timers.process_exit(tgid);
             let mut orphan_zombies = Vec::new();
             for t in self.tasks.values_mut() {
                 if t.ppid == tgid && t.tgid != tgid {

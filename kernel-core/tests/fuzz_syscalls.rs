@@ -75,6 +75,18 @@ fn call() -> impl Strategy<Value = (u32, [u64; 6])> {
         Just(g::__NR_nanosleep),
         Just(g::__NR_futex),
         Just(g::__NR_ppoll),
+        // Timers: POSIX, interval, timerfd (issue 23).
+        Just(g::__NR_timer_create),
+        Just(g::__NR_timer_settime),
+        Just(g::__NR_timer_gettime),
+        Just(g::__NR_timer_getoverrun),
+        Just(g::__NR_timer_delete),
+        Just(g::__NR_setitimer),
+        Just(g::__NR_getitimer),
+        Just(g::__NR_timerfd_create),
+        Just(g::__NR_timerfd_settime),
+        Just(g::__NR_timerfd_gettime),
+        Just(g::__NR_clock_getres),
         400u32..600,
     ];
     (nrs, prop::array::uniform6(arg()))

@@ -175,7 +175,10 @@ fn switch_ping_answers_every_request_before_the_next() {
     for var in [SKAS, TT] {
         let kernel = kernel_from(var);
         let (na, nb) = (net("10.5.0.1/24"), net("10.5.0.2/24"));
-        let mut a = spawn(Command::new(&kernel).args(["--root", &root, "--net", &na, "--", "/bin/sleep", "30"]));
+        // A must be on the switch before B's first ARP request floods it.
+        let (mut a, up, _err) =
+            spawn_kernel_lines(&kernel, &["--root", &root, "--net", &na, "--", "/bin/sh", "-c", "echo up; exec sleep 30"]);
+        assert_eq!(up.recv_timeout(Duration::from_secs(10)).as_deref(), Ok("up"), "{var}: A did not boot");
         // Not run_kernel: its left-over check would count `a`.
         let b = run(
             Command::new(&kernel).args(["--root", &root, "--net", &nb, "--", "/bin/busybox", "ping", "-c", "5", "-i", "0.3", "10.5.0.1"]),

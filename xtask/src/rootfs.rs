@@ -42,7 +42,7 @@ const PROGRAMS: &[&str] = &[
     "grep", "egrep", "fgrep", "sed", "awk", "mawk", "find", "tar", "gzip", "gunzip", "zcat",
     "less", "more", "which",
     // procps, mount, util-linux
-    "ps", "top", "free", "uptime", "pgrep", "pkill", "mount", "umount", "df", "lsblk", "dmesg",
+    "ps", "top", "free", "uptime", "vmstat", "pgrep", "pkill", "mount", "umount", "df", "lsblk", "dmesg",
     "setsid", "clear", "tput", "reset",
     // python, busybox
     "python3", "busybox",

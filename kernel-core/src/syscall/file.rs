@@ -358,6 +358,9 @@ pub fn lseek<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if new < 0 {
         return Err(Errno::EINVAL);
     }
+    if new == 0 && cx.k.fs.fstype(f.inode.sb) == crate::fs::mount::FsType::Proc {
+        super::fs_ops::proc_regenerate(cx, &f.inode);
+    }
     f.offset.set(new as u64);
     Ok(new as usize)
 }

@@ -32,7 +32,17 @@ fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H
     } else {
         (0, 0, (0, 0))
     };
-    ProcCtx { tasks: &cx.k.tasks, cur: &*cx.t, fs: &cx.k.fs, now_ns, realtime_ns, release: &cx.k.release, frames, net: &cx.k.net.inet }
+    ProcCtx { tasks: &cx.k.tasks, cur: &*cx.t, fs: &cx.k.fs, now_ns, realtime_ns, release: &cx.k.release, frames, net: &cx.k.net.inet, clock: &cx.k.clock }
+}
+
+/// Generate a procfs file's contents afresh (at open, and when a reader
+/// seeks back to the start, as `top` and `vmstat` do with `/proc/stat`).
+pub fn proc_regenerate<H: Hal>(cx: &SysCtx<'_, H>, inode: &crate::fs::Inode) {
+    if let Kind::File(d) = &inode.kind {
+        if let Some(content) = proc_ctx(cx, true).generate(inode) {
+            *d.borrow_mut() = content.into();
+        }
+    }
 }
 
 /// Refill a generated (procfs) directory before it is listed.

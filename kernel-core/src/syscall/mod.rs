@@ -17,6 +17,7 @@ pub mod futex;
 mod signal;
 mod socket;
 mod time;
+mod timer;
 mod timerfd;
 
 use alloc::format;
@@ -232,6 +233,11 @@ table! {
     __NR_timerfd_create / 2 => timerfd::timerfd_create,
     __NR_timerfd_settime / 4 => timerfd::timerfd_settime,
     __NR_timerfd_gettime / 2 => timerfd::timerfd_gettime,
+    __NR_timer_create / 3 => timer::timer_create,
+    __NR_timer_settime / 4 => timer::timer_settime,
+    __NR_timer_gettime / 2 => timer::timer_gettime,
+    __NR_timer_getoverrun / 1 => timer::timer_getoverrun,
+    __NR_timer_delete / 1 => timer::timer_delete,
     __NR_pipe / 1 => fd::pipe,
     __NR_pipe2 / 2 => fd::pipe2,
     __NR_pause / 0 => signal::pause,
