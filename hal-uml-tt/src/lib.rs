@@ -467,7 +467,9 @@ impl TtHal {
     /// the timer. Fails if a host mapping lies in the guest window.
     pub fn new(mem_bytes: u64) -> io::Result<TtHal> {
         check_window(&window())?;
-        host::pin_to_current_cpu();
+        if let Some(cpu) = host::current_cpu() {
+            host::pin_to(cpu);
+        }
         let phys = MemfdPhys::new(mem_bytes)?;
         // SAFETY: getpid has no preconditions.
         let kernel_pid = unsafe { libc::getpid() };
@@ -560,10 +562,6 @@ impl hal::Hal for TtHal {
         // The window stays locked while the guest runs: another HAL of this
         // process must not switch it under us.
         self.tracer.run_guest(&mut space.proc.tracee, ctx, self.host.timer(), segv_done())
-    }
-
-    fn wait_for_interrupt(&mut self) -> hal::Interrupts {
-        self.host.wait_for_interrupt()
     }
 
     hal_uml_x86_64::host_hal_methods!();

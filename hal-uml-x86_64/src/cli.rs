@@ -37,6 +37,11 @@ struct Cli {
     /// RUSTUML_PHYS_ADDR, RUSTUML_PHYS_SIZE and RUSTUML_KERNEL_GETPPID.
     #[arg(long)]
     debug_reveal_canary: bool,
+    /// Do not confine the kernel process after boot (no seccomp allowlist,
+    /// no private mount namespace, capabilities kept): for debugging the
+    /// kernel itself with gdb or strace on the host. Prints a warning.
+    #[arg(long)]
+    no_sandbox: bool,
     /// Mount host directory HOSTDIR at GUESTDIR in the guest (hostfs),
     /// read-only unless `:rw` is appended. May be repeated.
     #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
@@ -59,6 +64,146 @@ struct Cli {
     /// Arguments for init.
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+/// `NAME do [OPTIONS] [--] CMD ARGS...`: CMD in a fresh guest whose root is
+/// the host's `/`, live and read-only through hostfs, under an overlay kept
+/// in guest memory (the host never sees a write), with the guest's own
+/// /proc, /sys, /dev, /tmp and /run, the caller's working directory,
+/// environment, uid and gid; the exit status is CMD's.
+#[derive(Parser, Debug)]
+struct DoCli {
+    /// Guest physical memory (the overlay's writes live in it too).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    mem: u64,
+    /// A network interface, as the kernel's --net (e.g. `user`).
+    #[arg(long, value_name = "SPEC")]
+    net: Vec<String>,
+    /// Keep the overlay's upper layer in host directory DIR (overlayfs'
+    /// format) instead of guest memory: read at boot, the guest's changes
+    /// written back when it powers off, so the next `do --overlay DIR`
+    /// continues from there. Locked against a concurrent run.
+    #[arg(long, value_name = "DIR")]
+    overlay: Option<PathBuf>,
+    /// Run CMD as uid 0 inside (no host rights beyond the kernel process's own).
+    #[arg(long)]
+    root_user: bool,
+    /// Print every system call (strace style) on stderr.
+    #[arg(long)]
+    trace_syscalls: bool,
+    /// How guest system calls are trapped (skas only): seccomp or ptrace.
+    #[arg(long, value_name = "ptrace|seccomp")]
+    trap: Option<crate::TrapMode>,
+    /// Do not confine the kernel process (as the kernel's --no-sandbox).
+    #[arg(long)]
+    no_sandbox: bool,
+    /// The command and its arguments (found on $PATH like a shell does).
+    /// `DIR`'s layer is written back at power-off only: a killed kernel
+    /// leaves it as the last clean run did.
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// CMD as a host path: with a `/`, relative to `cwd`; else the first
+/// executable file of that name on `$PATH`.
+fn find_command(cmd: &str, cwd: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if cmd.contains('/') {
+        return Some(cwd.join(cmd));
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    path.split(':').filter(|d| !d.is_empty()).map(|d| std::path::Path::new(d).join(cmd)).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Check and lock `do --overlay DIR`: a writable directory no other run
+/// uses. The lock (an exclusive `flock` on DIR itself) lasts as long as the
+/// returned descriptor.
+fn open_overlay_dir(dir: &std::path::Path) -> Result<(std::fs::File, drivers::hostfs::HostExport), String> {
+    use std::os::fd::AsRawFd;
+    let md = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    if !md.is_dir() {
+        return Err("not a directory".into());
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| "bad path".to_string())?;
+    // SAFETY: `c` is NUL-terminated.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(format!("not writable: {}", std::io::Error::last_os_error()));
+    }
+    let f = std::fs::File::open(dir).map_err(|e| e.to_string())?;
+    // SAFETY: a plain flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err("in use by another run (locked)".into());
+    }
+    let x = drivers::hostfs::HostExport::open(dir, true).map_err(|e| e.to_string())?;
+    Ok((f, x))
+}
+
+/// `do`: see [`DoCli`].
+fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::ffi::OsString>, make: impl FnOnce(u64) -> Result<H, E>) -> ! {
+    let fail = |msg: std::fmt::Arguments| -> ! {
+        eprintln!("{name} do: {msg}");
+        exit(2)
+    };
+    let cmd = DoCli::command().name(name).bin_name(format!("{name} do"));
+    let cli = match DoCli::from_arg_matches(&cmd.get_matches_from(args)) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let net_specs: Vec<NetSpec> = cli.net.iter().map(|s| parse_net(s).unwrap_or_else(|e| fail(format_args!("{e}")))).collect();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let Some(init) = find_command(&cli.cmd[0], &cwd) else { fail(format_args!("{}: command not found", cli.cmd[0])) };
+    let root = match drivers::hostfs::HostExport::open(std::path::Path::new("/"), false) {
+        Ok(x) => x,
+        Err(e) => fail(format_args!("cannot open the host's /: {e}")),
+    };
+    // Held until exit: the lock on DIR.
+    let mut _lock = None;
+    let upper: Option<Box<dyn hal::HostDir>> = match &cli.overlay {
+        None => None,
+        Some(dir) => {
+            let (lock, x) = open_overlay_dir(dir).unwrap_or_else(|e| fail(format_args!("--overlay {}: {e}", dir.display())));
+            _lock = Some(lock);
+            Some(Box::new(x))
+        }
+    };
+    if let Some(t) = cli.trap {
+        crate::set_default_trap(t);
+    }
+    // SAFETY: plain id queries.
+    let (uid, gid) = if cli.root_user { (0, 0) } else { unsafe { (libc::getuid(), libc::getgid()) } };
+    let config = kernel_core::BootConfig {
+        init: init.to_string_lossy().into_owned(),
+        args: cli.cmd.clone(),
+        env: std::env::vars_os().map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).collect(),
+        initramfs: kernel_core::fs::cpio::build(&[]),
+        uname_release: "6.1.0-rustuml".into(),
+        hostname: "rustuml".into(),
+        trace_syscalls: cli.trace_syscalls,
+        cwd: cwd.to_string_lossy().into_owned(),
+        uid,
+        gid,
+    };
+    let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut hal = match make(cli.mem) {
+        Ok(h) => h,
+        Err(e) => fail(format_args!("cannot set up the host side ({} bytes of guest memory): {e}", cli.mem)),
+    };
+    if cli.no_sandbox {
+        eprintln!("{name} do: warning: --no-sandbox: the kernel process is not confined; a compromised kernel has all of your rights");
+    } else {
+        let nat = net_specs.iter().any(|n| matches!(n, NetSpec::User(_)));
+        let exports = 1 + upper.is_some() as usize;
+        confine(name, cli.mem, exports, nat).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
+    }
+    let devices = kernel_core::kernel::Devices { overlays: vec![("/".into(), Box::new(root))], overlay_upper: upper, nets, ..Default::default() };
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, devices) {
+        Ok(s) => s,
+        Err(e) => fail(format_args!("{e}")),
+    };
+    drop(hal);
+    exit(status)
 }
 
 /// A random value in the kernel's own memory, set at boot and checked at
@@ -268,6 +413,34 @@ fn run_switch(name: &str, path: &std::path::Path) -> ! {
     }
 }
 
+/// Entries and bytes up to which `--root DIR` is packed rather than served
+/// live (the default root: about 800 files, 48 MiB).
+const PACK_MAX_ENTRIES: usize = 5_000;
+const PACK_MAX_BYTES: u64 = 256 << 20;
+
+/// Is the tree at `dir` small enough to pack? A walk that stops at the
+/// first of [`PACK_MAX_ENTRIES`] entries or [`PACK_MAX_BYTES`]; a tree with
+/// unreadable directories is served live (packing could not read it).
+fn is_small_tree(dir: &std::path::Path) -> bool {
+    let (mut entries, mut bytes) = (0usize, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { return false };
+        for e in rd.flatten() {
+            entries += 1;
+            let Ok(m) = e.path().symlink_metadata() else { return false };
+            bytes += m.len();
+            if entries > PACK_MAX_ENTRIES || bytes > PACK_MAX_BYTES {
+                return false;
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    true
+}
+
 /// Parse `123`, `64K`, `256M`, `1G` (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -303,8 +476,17 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         eprintln!("{name}: {msg}");
         exit(2)
     };
-    let cmd = Cli::command().name(name).bin_name(name).about(about);
-    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "do") {
+        let mut rest = vec![argv[0].clone()];
+        rest.extend(argv[2..].iter().cloned());
+        run_do(name, rest, make);
+    }
+    let cmd = Cli::command().name(name).bin_name(name).about(about).after_help(format!(
+        "Subcommand: `{name} do [--mem SIZE] [--net SPEC] [--root-user] [--] CMD ARGS...` runs CMD over the \
+         host's own root, read-only, with its writes kept in guest memory (`{name} do --help`)."
+    ));
+    let cli = match Cli::from_arg_matches(&cmd.get_matches_from(argv)) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
@@ -326,15 +508,28 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     }
     // Look the entry up without following symlinks: their targets are guest
     // paths, not host ones.
+    // Init may come from a --hostfs mount: then the kernel itself says
+    // when it is missing.
     let init_host = root.join(cli.init.trim_start_matches('/'));
-    if std::fs::symlink_metadata(&init_host).is_err() {
+    if cli.hostfs.is_empty() && std::fs::symlink_metadata(&init_host).is_err() {
         fail(format_args!("init {} not found in {}", cli.init, root.display()));
     }
-    // Mapped from the cache beside the root when the tree is unchanged; the
-    // kernel's files point into it rather than copying.
-    let initramfs: std::sync::Arc<dyn AsRef<[u8]>> = match drivers::initramfs::load_root(root) {
-        Ok(a) => std::sync::Arc::new(a),
-        Err(e) => fail(format_args!("packing {}: {e}", root.display())),
+    // A small tree is packed (mapped from the cache beside it when
+    // unchanged; the kernel's files point into it rather than copying). A
+    // large one is served live through hostfs, read-only, under an overlay
+    // in guest memory, so boot time does not grow with the tree.
+    let mut overlays: Vec<(String, Box<dyn hal::HostDir>)> = Vec::new();
+    let initramfs: std::sync::Arc<dyn AsRef<[u8]>> = if is_small_tree(root) {
+        match drivers::initramfs::load_root(root) {
+            Ok(a) => std::sync::Arc::new(a),
+            Err(e) => fail(format_args!("packing {}: {e}", root.display())),
+        }
+    } else {
+        match drivers::hostfs::HostExport::open(root, false) {
+            Ok(x) => overlays.push(("/".into(), Box::new(x))),
+            Err(e) => fail(format_args!("--root {}: {e}", root.display())),
+        }
+        std::sync::Arc::new(kernel_core::fs::cpio::build(&[]))
     };
     let term = std::env::var("TERM").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "linux".into());
     let mut args = vec![cli.init.clone()];
@@ -351,6 +546,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         uname_release: cli.uname_release.clone(),
         hostname: cli.hostname.clone(),
         trace_syscalls: cli.trace_syscalls,
+        ..Default::default()
     };
     if let Some(t) = cli.trap {
         crate::set_default_trap(t);
@@ -393,7 +589,13 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         config.env.push(format!("RUSTUML_PHYS_SIZE={phys_len:#x}"));
         config.env.push(format!("RUSTUML_KERNEL_GETPPID={getppid:#x}"));
     }
-    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, nets, initramfs: Some(initramfs) }) {
+    if cli.no_sandbox {
+        eprintln!("{name}: warning: --no-sandbox: the kernel process is not confined; a compromised kernel has all of your rights");
+    } else {
+        let nat = net_specs.iter().any(|n| matches!(n, NetSpec::User(_)));
+        confine(name, cli.mem, host_dirs.len() + overlays.len(), nat).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
+    }
+    let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs), overlay_upper: None }) {
         Ok(s) => s,
         Err(e) => fail(format_args!("{e}")),
     };
@@ -405,6 +607,54 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         eprintln!("{name}: canary overwritten: expected {canary:#x}, found {found:#x}");
     }
     exit(status)
+}
+
+/// Confine the kernel process now that everything it opens by path is open
+/// (see [`crate::sandbox`]); each step the host does not allow is one line
+/// on stderr. `RUSTUML_SANDBOX_LOG=FILE` runs the allowlist in log mode:
+/// calls outside it run and are appended to FILE (the test that keeps the
+/// list complete uses it).
+fn confine(name: &str, mem: u64, exports: usize, host_network: bool) -> Result<(), String> {
+    let backend = if name.ends_with("-tt") { crate::sandbox::Backend::Tt } else { crate::sandbox::Backend::Skas };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if backend == crate::sandbox::Backend::Skas && !crate::spawn::prepare_confinement(pid) {
+        eprintln!("{name}: sandbox: no stub zygote, so the kernel must keep fork: not confined");
+        return Ok(());
+    }
+    let mode = match std::env::var_os("RUSTUML_SANDBOX_LOG") {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("RUSTUML_SANDBOX_LOG {}: {e}", std::path::Path::new(&path).display()))?;
+            crate::sandbox::Mode::Log(std::os::fd::IntoRawFd::into_raw_fd(f))
+        }
+        None => crate::sandbox::Mode::Enforce,
+    };
+    // Every guest process is a host stub charged 144 KiB of guest memory;
+    // besides those, this user's processes as they are now, and a margin.
+    let stubs = mem / (128 << 10);
+    let mine = user_processes();
+    let fds = 4096 + stubs + 520 * exports as u64;
+    let needs = crate::sandbox::Needs { procs: mine + stubs + 64, fds, host_network };
+    let report = crate::sandbox::confine(name, backend, mode, needs)?;
+    for s in report.skipped {
+        eprintln!("{name}: sandbox: {s}");
+    }
+    Ok(())
+}
+
+/// How many processes this user has now (RLIMIT_NPROC counts them all).
+fn user_processes() -> u64 {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| e.metadata().is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid))
+        .count() as u64
 }
 
 #[cfg(test)]

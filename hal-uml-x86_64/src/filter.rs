@@ -16,6 +16,7 @@
 //!   process.
 
 /// One classic BPF instruction (`struct sock_filter`).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Insn {
     /// Opcode.
@@ -39,7 +40,8 @@ pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
 pub const RET_TRAP: u32 = 0x0003_0000;
 /// `SECCOMP_RET_ALLOW`.
 pub const RET_ALLOW: u32 = 0x7fff_0000;
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// `AUDIT_ARCH_X86_64`, the architecture word of a 64-bit call.
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 use crate::stub::{self, CTRL_ADDR, MB_ADDR};
 
 const NR: u32 = 0;

@@ -10,17 +10,44 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Pin the calling thread (and so the processes it creates) to the CPU it
-/// runs on: a ptrace round trip across CPUs costs about six times more.
-pub fn pin_to_current_cpu() {
-    // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is zeroed before use and passed with its size.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        if cpu < 0 {
-            return;
+/// The CPUs the kernel may use, as they were before it pinned itself: the
+/// stubs' zygote works on all of them (see [`crate::spawn`]).
+static ALLOWED: std::sync::OnceLock<libc::cpu_set_t> = std::sync::OnceLock::new();
+
+/// The CPUs the process was allowed before pinning (or now).
+pub fn allowed_cpus() -> libc::cpu_set_t {
+    *ALLOWED.get_or_init(|| {
+        // SAFETY: the cpu_set_t is zeroed, then filled by sched_getaffinity with its size.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            set
         }
+    })
+}
+
+/// How many CPUs the process was allowed before pinning.
+pub fn cpu_count() -> usize {
+    let set = allowed_cpus();
+    // SAFETY: CPU_COUNT reads the set it is given.
+    (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize
+}
+
+/// The CPU the calling thread runs on now.
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
+/// Pin the calling thread (and so the processes it creates) to `cpu`: a
+/// ptrace round trip across CPUs costs about six times more.
+pub fn pin_to(cpu: usize) {
+    allowed_cpus();
+    // SAFETY: the cpu_set_t is zeroed before use and passed with its size.
+    unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
@@ -38,18 +65,13 @@ pub fn batch_policy() {
 }
 
 /// A CPU the calling thread may use other than the one it runs on (the
-/// next one in its affinity mask), if any.
+/// next one in the affinity mask it had before pinning), if any.
 pub fn other_cpu() -> Option<usize> {
-    // SAFETY: the cpu_set_t is zeroed, then filled by sched_getaffinity with its size.
-    unsafe {
-        let cur = libc::sched_getcpu();
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cur < 0 || libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return None;
-        }
-        let n = libc::CPU_SETSIZE as usize;
-        (1..n).map(|i| (cur as usize + i) % n).find(|&c| libc::CPU_ISSET(c, &set))
-    }
+    let cur = current_cpu()?;
+    let set = allowed_cpus();
+    let n = libc::CPU_SETSIZE as usize;
+    // SAFETY: CPU_ISSET reads the set it is given, at an index below CPU_SETSIZE.
+    (1..n).map(|i| (cur + i) % n).find(|&c| unsafe { libc::CPU_ISSET(c, &set) })
 }
 
 /// User-mode CPU time (ns) host process `pid` has used, as the host
@@ -237,10 +259,8 @@ impl EventHub {
     fn watch(&self) {
         // The kernel thread may run SCHED_BATCH (see `batch_policy`), and a
         // woken batch thread never preempts: the watcher must, so that an
-        // event interrupts a guest busy on this CPU at once.
-        let p = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain system call on the calling thread with a valid sched_param.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+        // event interrupts a guest busy on this CPU at once. It is made
+        // before the kernel thread turns batch, and so is SCHED_OTHER.
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 32];
         loop {
             // SAFETY: `evs` has room for `evs.len()` events.
@@ -534,6 +554,9 @@ macro_rules! host_hal_methods {
         }
         fn now_ns(&self) -> u64 {
             self.host.now_ns()
+        }
+        fn wait_for_interrupt(&mut self) -> hal::Interrupts {
+            self.host.wait_for_interrupt()
         }
         fn realtime_ns(&self) -> u64 {
             self.host.realtime_ns()

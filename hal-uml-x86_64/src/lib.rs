@@ -49,6 +49,8 @@ pub mod heap;
 pub mod host;
 pub mod ops;
 pub mod phys;
+#[cfg(feature = "kernel")]
+pub mod sandbox;
 pub mod ptrace;
 pub mod seccomp;
 pub mod spawn;
@@ -56,7 +58,7 @@ pub mod stub;
 pub mod timer;
 pub mod xstate;
 
-use hal::{AddressSpace, HalError, Prot, Trap, UserContext};
+use hal::{AddressSpace, HalError, Interrupts, Prot, Trap, UserContext};
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -82,9 +84,12 @@ pub trait Mechanism {
     fn apply(&mut self, stub: &mut Self::Stub, ops: &[Op]) -> Result<(), Trap>;
     /// Run `ctx` until the next trap; stops promptly when the timer fires.
     fn run(&mut self, stub: &mut Self::Stub, ctx: &mut UserContext, timer: &timer::TimerShared) -> Trap;
-    /// The kernel is about to sleep with no guest running: a mechanism
-    /// whose stubs could run unsupervised makes sure the last one cannot.
-    fn idle(&mut self) {}
+    /// The kernel is about to run `next` (or, with `None`, nothing): a
+    /// mechanism whose stubs could run unsupervised makes sure the one that
+    /// ran last cannot. True if it had to kill one for it.
+    fn leave(&mut self, _next: Option<&Self::Stub>) -> bool {
+        false
+    }
 }
 
 /// How guest code is trapped (`--trap`).
@@ -241,6 +246,13 @@ impl AddressSpace for SkasSpace {
     fn user_cpu_ns(&self) -> Option<u64> {
         host::process_user_cpu_ns(self.stub_pid())
     }
+
+    fn is_lost(&self) -> bool {
+        match &self.stub {
+            AnyStub::Ptrace(s) => s.is_dead(),
+            AnyStub::Seccomp(s) => s.is_dead(),
+        }
+    }
 }
 
 /// Mappings up to this size are made with `MAP_POPULATE`.
@@ -274,17 +286,32 @@ impl SkasHal {
         }
         spawn::prepare();
         let phys = SkasPhys::new(mem_bytes)?;
-        let mech = match config.trap {
-            TrapMode::Ptrace => Mech::Ptrace(PtraceMechanism::new(phys.fd())?),
-            TrapMode::Seccomp => Mech::Seccomp(SeccompMechanism::new(phys.fd(), config.placement)?),
+        // Where stubs run once set up (they pin themselves at the end of
+        // their set-up, which runs wherever the host puts it).
+        host::allowed_cpus();
+        let here = host::current_cpu();
+        let stub_cpu = match config.placement {
+            Placement::SameCpu => here,
+            Placement::SplitCpus => host::other_cpu(),
+            Placement::Free => None,
         };
         if config.placement != Placement::Free {
-            host::pin_to_current_cpu();
+            if let Some(cpu) = here {
+                host::pin_to(cpu);
+            }
         }
+        let mech = match config.trap {
+            TrapMode::Ptrace => Mech::Ptrace(PtraceMechanism::new(phys.fd(), stub_cpu, config.placement == Placement::SameCpu)?),
+            TrapMode::Seccomp => Mech::Seccomp(SeccompMechanism::new(phys.fd(), config.placement, stub_cpu)?),
+        };
+        // The event watcher thread starts first, so it keeps the ordinary
+        // policy (a woken batch thread would not preempt the guest it must
+        // interrupt) without changing it itself, a call the sandbox refuses.
+        let host = host::HostMachine::new()?;
         if config.placement == Placement::SameCpu {
             host::batch_policy();
         }
-        Ok(SkasHal { phys, mech, host: host::HostMachine::new()?, config })
+        Ok(SkasHal { phys, mech, host, config })
     }
 
     /// The configuration in use (after any fallback).
@@ -336,6 +363,13 @@ impl hal::Hal for SkasHal {
 
     fn run(&mut self, ctx: &mut UserContext, space: &mut SkasSpace) -> Trap {
         let timer = self.host.timer();
+        if let (Mech::Seccomp(m), AnyStub::Seccomp(s)) = (&mut self.mech, &space.stub) {
+            if m.leave(Some(s)) {
+                // The stub that ran last had to be killed: the kernel learns
+                // it first (this space's operations wait in its queue).
+                return Trap::Interrupt(Interrupts::LOST);
+            }
+        }
         let mut ops = if space.ops.is_empty() { Vec::new() } else { space.ops.take() };
         // Small mappings (a fault's worth) are populated in the same host
         // call: the guest's first touch then takes no host fault.
@@ -362,11 +396,17 @@ impl hal::Hal for SkasHal {
         }
     }
 
-    fn wait_for_interrupt(&mut self) -> hal::Interrupts {
-        if let Mech::Seccomp(m) = &mut self.mech {
-            m.idle();
+    fn stop_guests(&mut self) -> Interrupts {
+        match &mut self.mech {
+            Mech::Seccomp(m) => {
+                if m.leave(None) {
+                    Interrupts::LOST
+                } else {
+                    Interrupts::empty()
+                }
+            }
+            Mech::Ptrace(_) => Interrupts::empty(),
         }
-        self.host.wait_for_interrupt()
     }
 
     crate::host_hal_methods!();

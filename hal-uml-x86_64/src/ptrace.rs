@@ -64,6 +64,58 @@ pub struct Tracee {
     /// The FPU state the stub holds now, if known: `PTRACE_SETREGSET` is
     /// skipped when the context to run carries exactly this state.
     fpu: crate::xstate::Held,
+    /// skas: the memfd the stub maps its operation list from (read-only).
+    ops: Option<OpsPage>,
+}
+
+/// The memory a ptrace stub reads its operation list from: written here,
+/// read-only there, so no host call reaches into another process to pass it.
+#[derive(Debug)]
+struct OpsPage {
+    memfd: i32,
+    map: *mut u8,
+}
+
+impl OpsPage {
+    fn new() -> io::Result<OpsPage> {
+        let len = stub::COMM_OPS_SIZE as usize;
+        // SAFETY: a valid C string; the results are checked.
+        unsafe {
+            let memfd = libc::memfd_create(c"rustuml-skas-ops".as_ptr(), libc::MFD_CLOEXEC);
+            if memfd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let map = if libc::ftruncate(memfd, len as i64) == 0 {
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, memfd, 0)
+            } else {
+                libc::MAP_FAILED
+            };
+            if map == libc::MAP_FAILED {
+                let e = io::Error::last_os_error();
+                libc::close(memfd);
+                return Err(e);
+            }
+            Ok(OpsPage { memfd, map: map.cast() })
+        }
+    }
+
+    /// Put `ops` where the stub's executor reads them.
+    fn write(&self, ops: &[Op]) {
+        let bytes = std::mem::size_of_val(ops);
+        assert!(bytes <= stub::OPS_SIZE as usize);
+        // SAFETY: the list follows the control page in our mapping and holds OPS_SIZE bytes (checked); the stub only reads it while stopped.
+        unsafe { std::ptr::copy_nonoverlapping(ops.as_ptr().cast::<u8>(), self.map.add(4096), bytes) };
+    }
+}
+
+impl Drop for OpsPage {
+    fn drop(&mut self) {
+        // SAFETY: unmapping and closing what `new` made.
+        unsafe {
+            libc::munmap(self.map.cast(), stub::COMM_OPS_SIZE as usize);
+            libc::close(self.memfd);
+        }
+    }
 }
 
 /// The skas name of a [`Tracee`].
@@ -74,7 +126,7 @@ impl Tracee {
     /// registers become the template (segment selectors, flags) for running
     /// guest code in it.
     pub fn new_stopped(pid: i32) -> io::Result<Tracee> {
-        let mut t = Tracee { pid, template: UserRegs::default(), dead: None, fpu: Default::default() };
+        let mut t = Tracee { pid, template: UserRegs::default(), dead: None, fpu: Default::default(), ops: None };
         let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD;
         let r = ptrace(libc::PTRACE_SETOPTIONS, pid, 0, opts as u64).and_then(|_| get_regs(pid, &mut t.template));
         match r {
@@ -255,8 +307,10 @@ fn si_addr(si: &libc::siginfo_t) -> u64 {
 
 impl PtraceMechanism {
     /// Prepare the mechanism: write the stub image to a memfd.
-    pub fn new(phys_fd: i32) -> io::Result<Self> {
-        let (image, layout) = stub::build_image();
+    /// Stubs pin themselves to `stub_cpu` once set up, and take the
+    /// kernel's batch policy if `batch` ([`crate::host::batch_policy`]).
+    pub fn new(phys_fd: i32, stub_cpu: Option<usize>, batch: bool) -> io::Result<Self> {
+        let (image, layout) = stub::build_image_with(false, stub_cpu, batch);
         let image_fd = image_memfd(&image)?;
         // SAFETY: getpid has no preconditions.
         let kernel_pid = unsafe { libc::getpid() };
@@ -478,9 +532,10 @@ impl Mechanism for PtraceMechanism {
     type Stub = PtraceStub;
 
     fn spawn(&mut self) -> Result<PtraceStub, HalError> {
-        let fds = crate::spawn::ChildFds { phys: self.phys_fd, image: self.image_fd, comm: None };
+        let ops = OpsPage::new().map_err(|_| HalError::OutOfResources)?;
+        let fds = crate::spawn::ChildFds { phys: self.phys_fd, image: self.image_fd, comm: Some(ops.memfd) };
         let pid = crate::spawn::spawn(self.kernel_pid, fds, true, None).map_err(|_| HalError::OutOfResources)?;
-        let mut stub = PtraceStub { pid, template: UserRegs::default(), dead: None, fpu: Default::default() };
+        let mut stub = PtraceStub { pid, template: UserRegs::default(), dead: None, fpu: Default::default(), ops: Some(ops) };
         // The exec stop.
         match wait(pid) {
             Ok(Wait::Stopped(libc::SIGTRAP, 0)) => {}
@@ -513,13 +568,9 @@ impl Mechanism for PtraceMechanism {
             return Err(Trap::Lost { signal: stub.dead.flatten() });
         }
         for chunk in ops.chunks(OPS_PER_BATCH) {
-            let bytes = std::mem::size_of_val(chunk);
-            let local = libc::iovec { iov_base: chunk.as_ptr() as *mut libc::c_void, iov_len: bytes };
-            let remote = libc::iovec { iov_base: OPS_ADDR as *mut libc::c_void, iov_len: bytes };
-            // SAFETY: `local` describes `chunk`; the remote range is the stub's own op list, which it does not read until we resume it.
-            let n = unsafe { libc::process_vm_writev(stub.pid, &local, 1, &remote, 1, 0) };
-            if n != bytes as isize {
-                return Err(stub.lost(None));
+            match &stub.ops {
+                Some(page) => page.write(chunk),
+                None => return Err(stub.lost(None)),
             }
             let mut regs = stub.template;
             regs.rip = self.layout.exec;

@@ -332,9 +332,17 @@ impl Comm {
 
     /// The kernel leaves this stub (for another, or to sleep): make sure
     /// its batches are applied and its guest thread is parked, or kill it.
-    fn park(&self) {
-        if self.settle().is_err() || self.parked.get() {
-            return;
+    /// True if it had to be killed (or died meanwhile): news for the
+    /// kernel, unlike a death it was already told of by `run`.
+    fn park(&self) -> bool {
+        if self.dead.get().is_some() {
+            return false;
+        }
+        if self.settle().is_err() {
+            return true;
+        }
+        if self.parked.get() {
+            return false;
         }
         let state = self.mb_u32(mb::STATE);
         let start = Instant::now();
@@ -342,16 +350,16 @@ impl Comm {
         loop {
             if futex_waiters(state) > 0 {
                 self.parked.set(true);
-                return;
+                return false;
             }
             if self.reap_if_dead().is_some() {
-                return;
+                return true;
             }
             if start.elapsed() > PARK_GRACE {
                 // Its trap was forged, or it blocks its own handler: its
                 // code runs while the kernel would think it asleep.
                 self.overdue("did not park its guest thread");
-                return;
+                return true;
             }
             // A spinning handler sleeps at once on PARK (only while the
             // mailbox is the kernel's: never overwrite a RUN or EXEC).
@@ -405,6 +413,11 @@ impl SeccompStub {
         self.comm.pid
     }
 
+    /// Whether the process is gone (it was killed or it died and was reaped).
+    pub fn is_dead(&self) -> bool {
+        self.comm.dead.get().is_some()
+    }
+
     fn get(&self, off: usize) -> u64 {
         self.comm.get(off)
     }
@@ -450,13 +463,15 @@ pub struct SeccompMechanism {
     fsgsbase: bool,
     /// Spinning allowed at all (more than one CPU, not all pinned to one).
     spin: bool,
-    /// The CPU stubs are pinned to, if any.
-    stub_cpu: Option<usize>,
     max_spin: u64,
     /// The guests' run times between traps (stamped by the stubs).
     running: Ewma,
     /// The stub that ran last: parked before any other runs.
     last: Weak<Comm>,
+    /// Make each fork's stub ahead of it (more than one CPU).
+    prespawn: bool,
+    /// The stub made ahead for the next fork.
+    next: Option<Prespawned>,
     /// Counters.
     pub stats: Stats,
 }
@@ -466,18 +481,18 @@ fn canonical_user(v: u64) -> bool {
 }
 
 impl SeccompMechanism {
-    /// Prepare the mechanism: write the stub image to a memfd. Called
-    /// before the kernel thread pins itself (`placement`).
-    pub fn new(phys_fd: i32, placement: crate::Placement) -> io::Result<Self> {
-        let (image, layout) = stub::build_image_for(true);
+    /// Prepare the mechanism: write the stub image to a memfd. Stubs pin
+    /// themselves to `stub_cpu` once set up, and take the kernel's batch
+    /// policy when they share its CPU ([`crate::host::batch_policy`]).
+    pub fn new(phys_fd: i32, placement: crate::Placement, stub_cpu: Option<usize>) -> io::Result<Self> {
+        let batch = placement == crate::Placement::SameCpu;
+        let (image, layout) = stub::build_image_with(true, stub_cpu, batch);
         let image_fd = crate::ptrace::image_memfd(&image)?;
         // SAFETY: getpid has no preconditions.
         let kernel_pid = unsafe { libc::getpid() };
-        let stub_cpu = match placement {
-            crate::Placement::SplitCpus => crate::host::other_cpu(),
-            _ => None,
-        };
-        let spin = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1
+        // Counted before the kernel pinned itself.
+        let cpus = crate::host::cpu_count();
+        let spin = cpus > 1
             && match placement {
                 crate::Placement::SameCpu => false,
                 crate::Placement::SplitCpus => stub_cpu.is_some(),
@@ -490,10 +505,11 @@ impl SeccompMechanism {
             kernel_pid,
             fsgsbase: host_has_fsgsbase(),
             spin,
-            stub_cpu,
             max_spin: MAX_SPIN_NS * tsc_per_us() / 1000,
             running: Ewma::default(),
             last: Weak::new(),
+            prespawn: cpus > 1 && std::env::var_os("RUSTUML_STUB_PRESPAWN").is_none_or(|v| v != "0"),
+            next: None,
             stats: Stats::default(),
         })
     }
@@ -503,16 +519,6 @@ impl SeccompMechanism {
         &self.layout
     }
 
-    /// The kernel is about to run `next` (or nothing): park the stub that
-    /// ran last if it is another one.
-    fn leave_last(&mut self, next: Option<&Rc<Comm>>) {
-        if let Some(last) = self.last.upgrade() {
-            if next.is_none_or(|n| !Rc::ptr_eq(n, &last)) {
-                last.park();
-                self.last = Weak::new();
-            }
-        }
-    }
 
     /// Wait until the stub hands the mailbox back (`state == KERNEL`),
     /// kicking it when the timer fires (`timer`).
@@ -670,6 +676,97 @@ fn load_fpu(s: &SeccompStub, fpu: &hal::FpuState) {
     }
 }
 
+impl SeccompMechanism {
+    /// Begin a stub: its shared memfd, and the request to the zygote.
+    fn start_spawn(&mut self) -> Result<Prespawned, HalError> {
+        let t0 = Instant::now();
+        // SAFETY: valid C string; result checked.
+        let memfd = unsafe { libc::memfd_create(c"rustuml-skas-mailbox".as_ptr(), libc::MFD_CLOEXEC) };
+        if memfd < 0 {
+            return Err(HalError::OutOfResources);
+        }
+        // SAFETY: sizing and mapping our own memfd; results checked.
+        let map = unsafe {
+            if libc::ftruncate(memfd, stub::COMM_SIZE as i64) != 0 {
+                libc::close(memfd);
+                return Err(HalError::OutOfResources);
+            }
+            libc::mmap(
+                std::ptr::null_mut(),
+                stub::COMM_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            // SAFETY: closing our own fd.
+            unsafe { libc::close(memfd) };
+            return Err(HalError::OutOfResources);
+        }
+        let comm = Comm {
+            pid: 0,
+            memfd,
+            map: map.cast(),
+            dead: Default::default(),
+            unconfirmed: Default::default(),
+            parked: Default::default(),
+        };
+        comm.ctrl_u64(ctrl::FSGSBASE).store(self.fsgsbase as u64, Ordering::Relaxed);
+        comm.mb_u32(mb::STATE).store(mb::EXEC, Ordering::SeqCst);
+        let fds = crate::spawn::ChildFds { phys: self.phys_fd, image: self.image_fd, comm: Some(memfd) };
+        let spawning = crate::spawn::start(self.kernel_pid, fds, false, None);
+        Ok(Prespawned { comm, spawning, t0 })
+    }
+
+    /// The stub's pid, then wait until it parks itself (`ud2`) set up.
+    fn finish_spawn(&mut self, p: Prespawned) -> Result<SeccompStub, HalError> {
+        let Prespawned { mut comm, spawning, t0 } = p;
+        let t1 = Instant::now();
+        match spawning.finish() {
+            Ok(pid) => comm.pid = pid,
+            Err(_) => {
+                comm.dead.set(Some(None));
+                return Err(HalError::OutOfResources);
+            }
+        };
+        let t2 = Instant::now();
+        let mut s = SeccompStub {
+            comm: Rc::new(comm),
+            seq: 0,
+            pending: Vec::new(),
+            frame_fpu: None,
+            fs_base: None,
+            gs_base: None,
+            handling: Ewma::default(),
+            noticed: 0,
+            last_trap_tsc: 0,
+        };
+        if self.wait(&mut s, None).is_err() {
+            return Err(HalError::OutOfResources);
+        }
+        if profiling() {
+            eprintln!("spawn: begun {:?} before, pid {:?} setup {:?}", t1 - t0, t2 - t1, t2.elapsed());
+        }
+        s.frame_fpu = frame_fpu(&s.comm);
+        if s.get(mb::SIGNO) != libc::SIGILL as u64 || s.frame_fpu.is_none() {
+            s.comm.lost(None);
+            return Err(HalError::OutOfResources);
+        }
+        s.noticed = rdtsc();
+        self.stats.stubs += 1;
+        Ok(s)
+    }
+}
+
+/// A stub begun ahead of its fork ([`SeccompMechanism::start_spawn`]).
+struct Prespawned {
+    comm: Comm,
+    spawning: crate::spawn::Spawning,
+    t0: Instant,
+}
+
 impl Drop for SeccompMechanism {
     fn drop(&mut self) {
         // SAFETY: closing the memfd this mechanism owns.
@@ -724,78 +821,21 @@ impl Mechanism for SeccompMechanism {
     type Stub = SeccompStub;
 
     fn spawn(&mut self) -> Result<SeccompStub, HalError> {
-        let t0 = Instant::now();
-        // SAFETY: valid C string; result checked.
-        let memfd = unsafe { libc::memfd_create(c"rustuml-skas-mailbox".as_ptr(), libc::MFD_CLOEXEC) };
-        if memfd < 0 {
-            return Err(HalError::OutOfResources);
-        }
-        // SAFETY: sizing and mapping our own memfd; results checked.
-        let map = unsafe {
-            if libc::ftruncate(memfd, stub::COMM_SIZE as i64) != 0 {
-                libc::close(memfd);
-                return Err(HalError::OutOfResources);
-            }
-            libc::mmap(
-                std::ptr::null_mut(),
-                stub::COMM_SIZE as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                memfd,
-                0,
-            )
+        let started = match self.next.take() {
+            Some(p) => self.finish_spawn(p),
+            None => Err(HalError::OutOfResources),
         };
-        if map == libc::MAP_FAILED {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(memfd) };
-            return Err(HalError::OutOfResources);
-        }
-        let mut comm = Comm {
-            pid: 0,
-            memfd,
-            map: map.cast(),
-            dead: Default::default(),
-            unconfirmed: Default::default(),
-            parked: Default::default(),
+        // The one made in advance may have died meanwhile: a fresh one then.
+        let stub = match started {
+            Ok(s) => Ok(s),
+            Err(_) => self.start_spawn().and_then(|p| self.finish_spawn(p)),
         };
-        comm.ctrl_u64(ctrl::FSGSBASE).store(self.fsgsbase as u64, Ordering::Relaxed);
-        comm.mb_u32(mb::STATE).store(mb::EXEC, Ordering::SeqCst);
-        let fds = crate::spawn::ChildFds { phys: self.phys_fd, image: self.image_fd, comm: Some(memfd) };
-        let t1 = Instant::now();
-        match crate::spawn::spawn(self.kernel_pid, fds, false, self.stub_cpu) {
-            Ok(p) => comm.pid = p,
-            Err(_) => {
-                comm.dead.set(Some(None));
-                return Err(HalError::OutOfResources);
-            }
-        };
-        let t2 = Instant::now();
-        let mut s = SeccompStub {
-            comm: Rc::new(comm),
-            seq: 0,
-            pending: Vec::new(),
-            frame_fpu: None,
-            fs_base: None,
-            gs_base: None,
-            handling: Ewma::default(),
-            noticed: 0,
-            last_trap_tsc: 0,
-        };
-        // The stub parks itself with `ud2` once set up.
-        if self.wait(&mut s, None).is_err() {
-            return Err(HalError::OutOfResources);
+        if stub.is_ok() && self.prespawn {
+            // The next fork's stub forks, execs and sets itself up while
+            // this one's guest runs (on another CPU where there is one).
+            self.next = self.start_spawn().ok();
         }
-        if profiling() {
-            eprintln!("spawn: memfd {:?} clone {:?} setup {:?}", t1 - t0, t2 - t1, t2.elapsed());
-        }
-        s.frame_fpu = frame_fpu(&s.comm);
-        if s.get(mb::SIGNO) != libc::SIGILL as u64 || s.frame_fpu.is_none() {
-            s.comm.lost(None);
-            return Err(HalError::OutOfResources);
-        }
-        s.noticed = rdtsc();
-        self.stats.stubs += 1;
-        Ok(s)
+        stub
     }
 
     fn apply(&mut self, s: &mut SeccompStub, ops: &[Op]) -> Result<(), Trap> {
@@ -803,7 +843,6 @@ impl Mechanism for SeccompMechanism {
         if let Some(d) = c.dead.get() {
             return Err(Trap::Lost { signal: d });
         }
-        self.leave_last(Some(&c));
         let mut chunks = ops.chunks(OPS_PER_BATCH).peekable();
         while let Some(chunk) = chunks.next() {
             if chunks.peek().is_none() {
@@ -826,7 +865,6 @@ impl Mechanism for SeccompMechanism {
         if let Some(d) = c.dead.get() {
             return Trap::Lost { signal: d };
         }
-        self.leave_last(Some(&c));
         self.last = Rc::downgrade(&c);
         let regs = &ctx.regs;
         if !canonical_user(regs.fs_base) || !canonical_user(regs.gs_base) || ctx.fpu.mxcsr() & 0xffff_0000 != 0 {
@@ -923,7 +961,12 @@ impl Mechanism for SeccompMechanism {
         }
     }
 
-    fn idle(&mut self) {
-        self.leave_last(None);
+    fn leave(&mut self, next: Option<&SeccompStub>) -> bool {
+        let Some(last) = self.last.upgrade() else { return false };
+        if next.is_some_and(|n| Rc::ptr_eq(&n.comm, &last)) {
+            return false;
+        }
+        self.last = Weak::new();
+        last.park()
     }
 }

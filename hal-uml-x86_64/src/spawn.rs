@@ -119,7 +119,7 @@ pub fn pid_namespaces_in_use() -> bool {
 
 /// An empty directory, already deleted, used as every stub's root: nothing
 /// can be created in it and nothing is found under it.
-fn empty_root() -> i32 {
+pub(crate) fn empty_root() -> i32 {
     static ROOT: OnceLock<i32> = OnceLock::new();
     *ROOT.get_or_init(|| {
         let mut tmpl = std::env::temp_dir().join("rustuml-stub-root-XXXXXX").into_os_string().into_encoded_bytes();
@@ -144,27 +144,88 @@ fn empty_root() -> i32 {
 /// Stubs come from this thread's zygote (see the module docs) where it can be started
 /// (`RUSTUML_STUB_ZYGOTE=0` disables it), else straight from the kernel.
 pub fn spawn(kernel_pid: i32, fds: ChildFds, traceme: bool, cpu: Option<usize>) -> io::Result<i32> {
+    start(kernel_pid, fds, traceme, cpu).finish()
+}
+
+/// Begin [`spawn`]: through the zygote the request is sent now and its
+/// answer read by [`Spawning::finish`], so the caller goes on while the
+/// zygote forks and the stub execs. One spawn at a time per thread.
+pub fn start(kernel_pid: i32, fds: ChildFds, traceme: bool, cpu: Option<usize>) -> Spawning {
     let root = empty_root();
     let want_ns = std::env::var_os("RUSTUML_STUB_NS").is_none_or(|v| v != "0");
     let shared = if want_ns && NS_STATE.load(Ordering::Relaxed) != 2 { shared_namespaces() } else { None };
     if want_ns && shared.is_none() && NS_STATE.swap(2, Ordering::Relaxed) != 2 {
         eprintln!("skas: stubs run without their own namespaces (the host refused them)");
     }
-    if let Some(r) = zygote_spawn(kernel_pid, fds, traceme, cpu, root, shared) {
-        return r;
+    let req = Request { kernel_pid, fds, traceme, cpu, root, shared };
+    Spawning { asked: zygote_ask(&req), req }
+}
+
+/// What one stub is made from.
+#[derive(Clone, Copy)]
+struct Request {
+    kernel_pid: i32,
+    fds: ChildFds,
+    traceme: bool,
+    cpu: Option<usize>,
+    root: i32,
+    shared: Option<[i32; 5]>,
+}
+
+/// A stub under way (see [`start`]).
+pub struct Spawning {
+    req: Request,
+    /// Asked the zygote (request token, and with a PID namespace of its
+    /// own?); its answer is still to be read.
+    asked: Option<(u64, bool)>,
+}
+
+impl Spawning {
+    /// The stub's pid once it has exec'd.
+    pub fn finish(mut self) -> io::Result<i32> {
+        if let Some((token, pidns)) = self.asked.take() {
+            if let Some(r) = zygote_answer(&self.req, token, pidns) {
+                return r;
+            }
+        }
+        direct_spawn(&self.req)
+    }
+}
+
+impl Drop for Spawning {
+    fn drop(&mut self) {
+        // Abandoned: read the answer (the next request must not get this
+        // one's) and end the stub.
+        if let Some((token, pidns)) = self.asked.take() {
+            if let Some(Ok(pid)) = zygote_answer(&self.req, token, pidns) {
+                // SAFETY: killing and reaping our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+                }
+            }
+        }
+    }
+}
+
+/// Fork the stub from the kernel itself (no zygote).
+fn direct_spawn(r: &Request) -> io::Result<i32> {
+    if CONFINED.load(Ordering::Relaxed) {
+        // The zygote is gone and the confined kernel cannot fork.
+        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
     }
     loop {
-        let pidns = shared.is_some()
+        let pidns = r.shared.is_some()
             && PIDNS_STATE.load(Ordering::Relaxed) != 2
             && std::env::var_os("RUSTUML_STUB_PIDNS").is_none_or(|v| v != "0");
         let flags = if pidns { libc::CLONE_NEWPID } else { 0 } | libc::SIGCHLD;
         // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child only runs `child`, which makes raw system calls.
         let pid = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
         if pid == 0 {
-            child(kernel_pid, fds, traceme, root, shared, pidns, cpu);
+            child(r.kernel_pid, r.fds, r.traceme, r.root, r.shared, pidns, r.cpu);
         }
         if pid > 0 {
-            if shared.is_some() {
+            if r.shared.is_some() {
                 NS_STATE.store(1, Ordering::Relaxed);
             }
             if pidns {
@@ -303,6 +364,9 @@ impl Drop for Zygote {
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ZReq {
+    /// Echoed in the answer: requests can be outstanding for several
+    /// spawns of one thread (see [`Spawning`]).
+    token: u64,
     traceme: u8,
     pidns: u8,
     comm: u8,
@@ -314,6 +378,7 @@ struct ZReq {
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 struct ZRep {
+    token: u64,
     pid: i32,
     err: i32,
     pidns: u8,
@@ -342,6 +407,41 @@ thread_local! {
     // Per thread: a stub's parent (for waiting, tracing and PDEATHSIG) is
     // the thread that forked the zygote.
     static ZYGOTE: std::cell::RefCell<ZState> = const { std::cell::RefCell::new(ZState::Untried) };
+    /// The last request's token, and answers read for other requests than
+    /// the reader's (the zygote answers in order).
+    static TOKENS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static ANSWERS: std::cell::RefCell<Vec<ZRep>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Set once the kernel confined itself ([`crate::sandbox`]): from then on it
+/// may not fork, so stubs come from the zygote or not at all.
+static CONFINED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Before the kernel confines itself: create the stubs' namespaces and this
+/// thread's zygote now (they need paths and `fork`, which confinement takes
+/// away), and make every later spawn go through the zygote. False if no
+/// zygote could be started (then the kernel must not confine itself).
+pub fn prepare_confinement(kernel_pid: i32) -> bool {
+    let root = empty_root();
+    let want_ns = std::env::var_os("RUSTUML_STUB_NS").is_none_or(|v| v != "0");
+    let shared = if want_ns { shared_namespaces() } else { None };
+    if std::env::var_os("RUSTUML_STUB_ZYGOTE").is_some_and(|v| v == "0") {
+        return false;
+    }
+    let ready = ZYGOTE.with(|z| {
+        let mut z = z.borrow_mut();
+        if matches!(*z, ZState::Untried) {
+            *z = match start_zygote(kernel_pid, root, shared) {
+                Some(zy) => ZState::Ready(zy),
+                None => ZState::Failed,
+            };
+        }
+        matches!(*z, ZState::Ready(_))
+    });
+    if ready {
+        CONFINED.store(true, Ordering::Relaxed);
+    }
+    ready
 }
 
 /// Whether this thread's stubs come from a zygote (after its first spawn).
@@ -352,36 +452,63 @@ pub fn zygote_in_use() -> bool {
 /// Size of the zygote's stack for its vfork children.
 const ZSTACK: usize = 64 * 1024;
 
-/// Spawn through this thread's zygote (started on first use). `None`: no
-/// zygote (disabled, or it could not be started): use the direct path.
-fn zygote_spawn(
-    kernel_pid: i32,
-    fds: ChildFds,
-    traceme: bool,
-    cpu: Option<usize>,
-    root: i32,
-    shared: Option<[i32; 5]>,
-) -> Option<io::Result<i32>> {
+/// Send a spawn request to this thread's zygote (started on first use).
+/// `None`: no zygote (disabled, or it could not be started): use the direct
+/// path; else the request's token and whether the stub was asked for its own
+/// PID namespace.
+fn zygote_ask(r: &Request) -> Option<(u64, bool)> {
     if std::env::var_os("RUSTUML_STUB_ZYGOTE").is_some_and(|v| v == "0") {
         return None;
     }
     ZYGOTE.with(|z| {
         let mut z = z.borrow_mut();
         if matches!(*z, ZState::Untried) {
-            *z = match start_zygote(kernel_pid, root, shared) {
+            *z = match start_zygote(r.kernel_pid, r.root, r.shared) {
                 Some(zy) => ZState::Ready(zy),
                 None => ZState::Failed,
             };
         }
         let ZState::Ready(zy) = &*z else { return None };
-        let pidns = shared.is_some()
+        let pidns = r.shared.is_some()
             && PIDNS_STATE.load(Ordering::Relaxed) != 2
             && std::env::var_os("RUSTUML_STUB_PIDNS").is_none_or(|v| v != "0");
-        let req = ZReq { traceme: traceme as u8, pidns: pidns as u8, comm: fds.comm.is_some() as u8, cpu: cpu.map_or(-1, |c| c as i32) };
+        let fds = r.fds;
+        let token = TOKENS.with(|t| {
+            t.set(t.get() + 1);
+            t.get()
+        });
+        let req = ZReq { token, traceme: r.traceme as u8, pidns: pidns as u8, comm: fds.comm.is_some() as u8, cpu: r.cpu.map_or(-1, |c| c as i32) };
         let sent = [fds.phys, fds.image, fds.comm.unwrap_or(fds.image)];
-        match zygote_call(zy.sock, &req, &sent[..if fds.comm.is_some() { 3 } else { 2 }]) {
+        if zygote_send(zy.sock, &req, &sent[..if fds.comm.is_some() { 3 } else { 2 }]) {
+            Some((token, pidns))
+        } else {
+            // The zygote is gone: the direct path from now on.
+            *z = ZState::Failed;
+            None
+        }
+    })
+}
+
+/// Read the zygote's answer to [`zygote_ask`]. `None`: use the direct path.
+fn zygote_answer(r: &Request, token: u64, pidns: bool) -> Option<io::Result<i32>> {
+    ZYGOTE.with(|z| {
+        let mut z = z.borrow_mut();
+        let ZState::Ready(zy) = &*z else { return None };
+        let stashed = ANSWERS.with(|a| {
+            let mut a = a.borrow_mut();
+            let i = a.iter().position(|rep| rep.token == token)?;
+            Some(a.swap_remove(i))
+        });
+        let answer = stashed.or_else(|| loop {
+            let rep = zygote_recv(zy.sock)?;
+            if rep.token == token {
+                break Some(rep);
+            }
+            ANSWERS.with(|a| a.borrow_mut().push(rep));
+        });
+        match answer {
             Some(rep) => {
-                if shared.is_some() {
+                if r.shared.is_some() {
                     NS_STATE.store(1, Ordering::Relaxed);
                 }
                 if pidns {
@@ -411,8 +538,8 @@ fn zygote_spawn(
     })
 }
 
-/// One request/answer exchange; `None` if the zygote does not answer.
-fn zygote_call(sock: i32, req: &ZReq, fds: &[i32]) -> Option<ZRep> {
+/// Send one request with its fds; false if the zygote is gone.
+fn zygote_send(sock: i32, req: &ZReq, fds: &[i32]) -> bool {
     let mut cbuf = [0u64; 8];
     let clen = std::mem::size_of_val(fds);
     let mut iov = libc::iovec { iov_base: (req as *const ZReq).cast_mut().cast(), iov_len: std::mem::size_of::<ZReq>() };
@@ -432,9 +559,11 @@ fn zygote_call(sock: i32, req: &ZReq, fds: &[i32]) -> Option<ZRep> {
         std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<i32>(), fds.len());
     }
     // SAFETY: `msg` describes valid buffers.
-    if unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } < 0 {
-        return None;
-    }
+    unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) >= 0 }
+}
+
+/// Read one answer; `None` if the zygote does not answer.
+fn zygote_recv(sock: i32) -> Option<ZRep> {
     let mut rep = ZRep::default();
     loop {
         // SAFETY: receiving into a local of the answer's size.
@@ -456,10 +585,11 @@ fn start_zygote(kernel_pid: i32, root: i32, shared: Option<[i32; 5]>) -> Option<
     if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } != 0 {
         return None;
     }
+    let cpus = crate::host::allowed_cpus();
     // SAFETY: a fork-like clone; the child only runs `zygote_main` (raw system calls, no allocation, no locks).
     let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
     if pid == 0 {
-        zygote_main(kernel_pid, sv[1], root, shared);
+        zygote_main(kernel_pid, sv[1], root, shared, &cpus);
     }
     // SAFETY: closing the zygote's end in the kernel.
     unsafe { libc::close(sv[1]) };
@@ -482,7 +612,7 @@ fn start_zygote(kernel_pid: i32, root: i32, shared: Option<[i32; 5]>) -> Option<
 }
 
 /// The zygote: set up once, then serve requests until the socket closes.
-fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>) -> ! {
+fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, cpus: &libc::cpu_set_t) -> ! {
     // SAFETY: raw system calls and libc wrappers that are async-signal-safe; every pointer is to a live local.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
@@ -490,6 +620,14 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>) 
             libc::_exit(1);
         }
         libc::setsid();
+        // Neither pinned with the kernel nor of its batch policy: a stub's
+        // set-up (its exec, above all) runs on whichever CPU is free, and
+        // preempts what runs there when woken (a batch task would wait out
+        // the other task's slice); the stub pins itself and takes the
+        // kernel's policy at its end (see `stub::build_image_with`).
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), cpus);
+        let normal = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal);
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
@@ -530,7 +668,7 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>) 
         let ready = 0u8;
         libc::send(sock, (&ready as *const u8).cast(), 1, libc::MSG_NOSIGNAL);
         loop {
-            let mut req = ZReq { traceme: 0, pidns: 0, comm: 0, cpu: -1 };
+            let mut req = ZReq { token: 0, traceme: 0, pidns: 0, comm: 0, cpu: -1 };
             let mut cbuf = [0u64; 8];
             let mut iov = libc::iovec { iov_base: (&mut req as *mut ZReq).cast(), iov_len: std::mem::size_of::<ZReq>() };
             let mut msg: libc::msghdr = std::mem::zeroed();
@@ -556,7 +694,7 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>) 
                 }
             }
             let want = if req.comm != 0 { 3 } else { 2 };
-            let mut rep = ZRep::default();
+            let mut rep = ZRep { token: req.token, ..ZRep::default() };
             if n as usize != std::mem::size_of::<ZReq>() || ngot != want {
                 rep.err = libc::EINVAL;
             } else {

@@ -69,17 +69,22 @@ const ALLMASK_ADDR: u64 = DATA + 128;
 const FPROG_EXEC_ADDR: u64 = DATA + 144;
 /// `struct sock_fprog` of the guest thread's filter.
 const FPROG_GUEST_ADDR: u64 = DATA + 160;
+/// The CPU mask the stub pins itself to once set up (0: stay unpinned).
+const CPUMASK_ADDR: u64 = DATA + 176;
+/// The scheduling policy the stub takes once set up (0: keep the
+/// zygote's), and its zeroed `sched_param`.
+const POLICY_ADDR: u64 = DATA + 184;
+const SCHED_PARAM_ADDR: u64 = DATA + 192;
 /// The executor filter's instructions.
 const FILTER_EXEC_OFF: usize = 256;
 /// The guest thread filter's instructions.
 const FILTER_GUEST_OFF: usize = 1024;
 /// Room for one filter, in instructions.
 const FILTER_MAX: usize = 96;
-/// The control page: written by the kernel only, read-only in a seccomp stub
-/// (a private zero page in ptrace stubs).
+/// The control page: written by the kernel only, read-only in the stub.
 pub const CTRL_ADDR: u64 = STUB_BASE + 2 * PAGE;
-/// The map-operation list (seccomp: read-only, right after the control page
-/// in the same shared memfd; ptrace: private, written by the tracer).
+/// The map-operation list: read-only in the stub, right after the control
+/// page in the same memfd, which the kernel writes in its own mapping.
 pub const OPS_ADDR: u64 = CTRL_ADDR + PAGE;
 /// Size of the map-operation list.
 pub const OPS_SIZE: u64 = 16 * PAGE;
@@ -98,9 +103,11 @@ pub const ALTSTACK_SIZE: u64 = 16 * PAGE;
 /// First address above the stub area.
 pub const STUB_END: u64 = ALTSTACK_ADDR + ALTSTACK_SIZE;
 
-/// Bytes of the per-stub shared memfd (seccomp): control page, operations,
-/// mailbox, signal stack.
+/// Bytes of the per-stub shared memfd: control page, operations, and
+/// (seccomp) mailbox and signal stack.
 pub const COMM_SIZE: u64 = PAGE + OPS_SIZE + PAGE + ALTSTACK_SIZE;
+/// Bytes of it a ptrace stub maps: control page and operations.
+pub const COMM_OPS_SIZE: u64 = PAGE + OPS_SIZE;
 /// Offset of the mailbox in that memfd.
 pub const COMM_MB_OFF: u64 = PAGE + OPS_SIZE;
 /// The fd number under which a seccomp stub finds the shared memfd at entry.
@@ -208,6 +215,23 @@ core::arch::global_asm!(
     "movabs ${above}, %rsi",
     "syscall",
     "or %rax, %r15",
+    // The operation list, read-only, from the memfd the kernel writes it
+    // in: mmap(CTRL_ADDR, PAGE + OPS_SIZE, PROT_READ, MAP_SHARED | MAP_FIXED, 5, 0)
+    "mov $9, %eax",
+    "movabs ${ctrl}, %rdi",
+    "mov ${ctrl_len}, %esi",
+    "mov $1, %edx",
+    "mov $0x11, %r10d",
+    "mov ${comm_fd}, %r8d",
+    "xor %r9d, %r9d",
+    "syscall",
+    "movabs ${ctrl}, %rcx",
+    "sub %rcx, %rax",
+    "or %rax, %r15",
+    "mov $3, %eax", // close(5)
+    "mov ${comm_fd}, %edi",
+    "syscall",
+    "or %rax, %r15",
     "mov $157, %eax", // prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     "mov $38, %edi",
     "mov $1, %esi",
@@ -216,6 +240,25 @@ core::arch::global_asm!(
     "xor %r8d, %r8d",
     "syscall",
     "or %rax, %r15",
+    "movabs ${cpumask}, %rdx", // sched_setaffinity(0, 8, &mask) when a CPU is given
+    "cmpq $0, (%rdx)",
+    "je 8f",
+    "mov $203, %eax",
+    "xor %edi, %edi",
+    "mov $8, %esi",
+    "syscall",
+    "or %rax, %r15",
+    "8:",
+    "movabs ${policy}, %rdx", // sched_setscheduler(0, policy, &param) when one is given
+    "mov (%rdx), %rsi",
+    "test %rsi, %rsi",
+    "je 7f",
+    "mov $144, %eax",
+    "xor %edi, %edi",
+    "movabs ${sched_param}, %rdx",
+    "syscall",
+    "or %rax, %r15",
+    "7:",
     "mov $317, %eax", // seccomp(SECCOMP_SET_MODE_FILTER, 0, &executor filter)
     "mov $1, %edi",
     "xor %esi, %esi",
@@ -353,6 +396,27 @@ core::arch::global_asm!(
     "or %rax, %r15",
     "test %r15, %r15",
     "jnz 19f",
+    "movabs ${cpumask}, %rdx", // sched_setaffinity(0, 8, &mask) when a CPU is given
+    "cmpq $0, (%rdx)",
+    "je 8f",
+    "mov $203, %eax",
+    "xor %edi, %edi",
+    "mov $8, %esi",
+    "syscall",
+    "test %rax, %rax",
+    "jnz 19f",
+    "8:",
+    "movabs ${policy}, %rdx", // sched_setscheduler(0, policy, &param) when one is given
+    "mov (%rdx), %rsi",
+    "test %rsi, %rsi",
+    "je 7f",
+    "mov $144, %eax",
+    "xor %edi, %edi",
+    "movabs ${sched_param}, %rdx",
+    "syscall",
+    "test %rax, %rax",
+    "jnz 19f",
+    "7:",
     // Block every signal before the executor thread exists: it inherits the
     // mask, so no signal can ever be delivered to it (it has no stack).
     "mov $14, %eax", // rt_sigprocmask(SIG_BLOCK, &all, NULL, 8)
@@ -613,6 +677,9 @@ core::arch::global_asm!(
     allmask = const ALLMASK_ADDR,
     fp_exec = const FPROG_EXEC_ADDR,
     fp_guest = const FPROG_GUEST_ADDR,
+    cpumask = const CPUMASK_ADDR,
+    policy = const POLICY_ADDR,
+    sched_param = const SCHED_PARAM_ADDR,
     handled = const HANDLED,
     thread_flags = const THREAD_FLAGS,
     base = const STUB_BASE,
@@ -706,6 +773,13 @@ pub fn build_image() -> (Vec<u8>, Layout) {
 
 /// Build the stub image; `seccomp` selects the entry point.
 pub fn build_image_for(seccomp: bool) -> (Vec<u8>, Layout) {
+    build_image_with(seccomp, None, false)
+}
+
+/// Build the stub image; `seccomp` selects the entry point, and the stub
+/// pins itself to `cpu` (below 64) and takes `SCHED_BATCH` if `batch` at
+/// the end of its set-up, which is free to run on another CPU.
+pub fn build_image_with(seccomp: bool, cpu: Option<usize>, batch: bool) -> (Vec<u8>, Layout) {
     let (code, layout) = code();
     assert!(CODE_OFF as usize + code.len() <= PAGE as usize, "stub code outgrew its page");
     let mut img = vec![0u8; 2 * PAGE as usize];
@@ -772,6 +846,9 @@ pub fn build_image_for(seccomp: bool) -> (Vec<u8>, Layout) {
     put64(&mut img, i + 8, SA_RESTORER);
     put64(&mut img, i + 16, layout.restorer);
     put64(&mut img, (ALLMASK_ADDR - STUB_BASE) as usize, u64::MAX);
+    let mask = cpu.filter(|&c| c < 64).map_or(0, |c| 1u64 << c);
+    put64(&mut img, (CPUMASK_ADDR - STUB_BASE) as usize, mask);
+    put64(&mut img, (POLICY_ADDR - STUB_BASE) as usize, if batch { libc::SCHED_BATCH as u64 } else { 0 });
     // The filters and their sock_fprogs.
     let code_range = (STUB_BASE, layout.code_end);
     for (prog, off, fprog) in [

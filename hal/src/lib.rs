@@ -24,7 +24,7 @@ pub mod trap;
 pub mod mock;
 
 pub use context::{FpuLayout, FpuState, UserContext, UserRegs, XSTATE_MAX};
-pub use device::{Console, ConsoleRead, ConsoleStream, HostAttr, HostDir, HostError, HostFileKind};
+pub use device::{Console, ConsoleRead, ConsoleStream, HostAttr, HostDir, HostDirEntry, HostError, HostFileKind, HostSetAttr};
 pub use mem::{AddressSpace, PhysMem, Prot, PAGE_SIZE};
 pub use net::NetDevice;
 pub use trap::{Access, CpuFaultKind, Interrupts, Trap};
@@ -77,6 +77,14 @@ pub trait Hal {
     /// disarm it with `None`. Expiry is reported as [`Interrupts::TIMER`],
     /// interrupting [`Hal::run`] or [`Hal::wait_for_interrupt`].
     fn set_timer(&mut self, deadline_ns: Option<u64>);
+
+    /// From now until the next [`Hal::run`] no guest code may run: a backend
+    /// whose host contexts could run unsupervised makes sure they cannot.
+    /// The kernel calls it before it idles or decides that nothing can run.
+    /// Returns [`Interrupts::LOST`] if a context had to be killed for it.
+    fn stop_guests(&mut self) -> Interrupts {
+        Interrupts::empty()
+    }
 
     /// Sleep on the host, using no CPU, until an interrupt is pending (timer
     /// expiry or device readiness), and return the pending set. Returns at

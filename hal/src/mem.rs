@@ -57,6 +57,14 @@ pub trait PhysMem {
 pub trait AddressSpace {
     /// Map `len` bytes of physical memory starting at `paddr` at user address
     /// `vaddr` with protection `prot`, replacing whatever was mapped there.
+    ///
+    /// Frames stop being reachable from a host space only once its queued
+    /// operations are applied. A backend confirms that before its next
+    /// [`crate::Hal::run`] returns for operations that take access away
+    /// ([`AddressSpace::unmap`], [`AddressSpace::protect`]), and before it
+    /// runs another space for the rest; so a frame whose mapping `map`
+    /// replaced must stay allocated until the kernel runs another space (a
+    /// copy-on-write break keeps it: another process still holds it).
     fn map(&mut self, vaddr: u64, len: u64, paddr: u64, prot: Prot);
     /// Remove any mapping in `[vaddr, vaddr + len)`.
     fn unmap(&mut self, vaddr: u64, len: u64);
@@ -71,5 +79,11 @@ pub trait AddressSpace {
     /// the kernel asks at most once per task switch or tick.
     fn user_cpu_ns(&self) -> Option<u64> {
         None
+    }
+    /// Whether the backend has lost the host context of this space (see
+    /// [`crate::Interrupts::LOST`]); the next [`crate::Hal::run`] would
+    /// return [`crate::Trap::Lost`].
+    fn is_lost(&self) -> bool {
+        false
     }
 }

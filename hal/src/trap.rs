@@ -38,6 +38,11 @@ bitflags::bitflags! {
         const CONSOLE = 2;
         /// A network device has received frames.
         const NET = 4;
+        /// The backend killed the host context of a space it was not
+        /// running (it broke the backend's rules, e.g. ran guest code while
+        /// the kernel believed it stopped): the kernel finds it with
+        /// [`crate::AddressSpace::is_lost`] and kills its process.
+        const LOST = 8;
     }
 }
 

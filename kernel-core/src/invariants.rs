@@ -3,9 +3,10 @@
 //!
 //! [`check`] verifies
 //! - frames: every frame's reference count equals the references held by the
-//!   live memory maps (page-table entries, shared objects), every other
-//!   frame is free, and every map is internally consistent
-//!   ([`crate::mm::check_refcounts`]);
+//!   live memory maps (page-table entries) and the page caches (their pages,
+//!   and the frames of dropped caches not yet given back), every other frame
+//!   is free, and every map is internally consistent
+//!   ([`crate::mm::check_refcounts_with`]);
 //! - ownership of shared state: each memory map / fd table is held by
 //!   exactly one task of the tasks that use it, zombies hold none;
 //! - fd tables: tasks not holding their table have no fds, and a pipe never
@@ -32,7 +33,7 @@ use hal::AddressSpace;
 use crate::fs::pipe::Pipe;
 use crate::fs::Kind;
 use crate::kernel::Kernel;
-use crate::mm::{check_refcounts, MemoryMap};
+use crate::mm::{check_refcounts_with, MemoryMap};
 use crate::task::{Pid, TaskState, WaitOn};
 
 /// Check every invariant of `k` (all tasks in the table, none being handled).
@@ -42,7 +43,7 @@ pub fn check<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
     k.clock.timers.check().map_err(|e| format!("timers: {e}"))?;
     check_fds(k)?;
     let maps: Vec<&MemoryMap<S>> = k.tasks.values().filter_map(|t| t.mm.as_ref()).collect();
-    check_refcounts(&maps, &k.frames).map_err(|e| format!("frames: {e}"))
+    check_refcounts_with(&maps, &[&k.fs.caches], &k.frames).map_err(|e| format!("frames: {e}"))
 }
 
 /// Ownership of maps and fd tables, zombies, the process tree.

@@ -38,7 +38,8 @@ use linux_raw_sys::general as g;
 use crate::exec::{self, ExecArgs};
 use crate::fs::cpio;
 use crate::fs::path::{self, Follow};
-use crate::fs::{FdTable, Fs, InodeRef, Kind, Loc, OpenFile};
+use crate::fs::inode::ExecImage;
+use crate::fs::{FdTable, Fs, Kind, Loc, OpenFile};
 use crate::mm::{FaultError, Frames, MappedFile, MemoryMap};
 use crate::syscall::{self, Flow};
 use crate::task::sched::TIMESLICE_NS;
@@ -63,6 +64,12 @@ pub struct BootConfig {
     pub hostname: String,
     /// Log an strace-style line per system call via `Hal::log`.
     pub trace_syscalls: bool,
+    /// Init's working directory (empty, or not a directory: `/`).
+    pub cwd: String,
+    /// The user and group ids init runs as (0: root).
+    pub uid: u32,
+    /// See [`BootConfig::uid`].
+    pub gid: u32,
 }
 
 /// A network interface handed to the kernel at boot, with the static
@@ -84,6 +91,12 @@ pub struct Devices {
     /// Host directories mounted at guest paths (hostfs,
     /// `--hostfs HOSTDIR:GUESTDIR[:rw]`).
     pub host_dirs: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
+    /// Host directories mounted read-only under a writable overlay kept in
+    /// guest memory (`kernel-skas do`: the host's `/`).
+    pub overlays: Vec<(String, alloc::boxed::Box<dyn hal::HostDir>)>,
+    /// A host directory holding the upper layer of the overlay at `/`
+    /// between runs (`do --overlay DIR`): read at boot, written at shutdown.
+    pub overlay_upper: Option<alloc::boxed::Box<dyn hal::HostDir>>,
     /// Network interfaces (`--net`); loopback always exists besides these.
     pub nets: Vec<NetAttach>,
     /// The root archive as shared bytes (e.g. a host file the backend
@@ -122,7 +135,7 @@ pub struct Kernel<S: AddressSpace> {
     /// The frame allocator.
     pub frames: Frames,
     /// Every task, zombies included (minus the one being handled).
-    pub tasks: BTreeMap<Pid, Task<S>>,
+    pub tasks: crate::task::TaskTable<S>,
     /// Runnable tasks waiting for the CPU.
     pub runq: RunQueue,
     /// The file system.
@@ -157,6 +170,8 @@ pub struct Kernel<S: AddressSpace> {
     pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
     armed: Option<u64>,
+    /// When free guest memory may next be given back to the host.
+    next_trim_ns: u64,
     /// The task that keeps the CPU while its slice lasts.
     pub(crate) current: Option<Pid>,
     /// Run [`crate::invariants::check`] before every step (tests, fuzzing).
@@ -191,16 +206,52 @@ pub fn boot_checked<H: Hal>(hal: &mut H, config: BootConfig) -> Result<i32, Boot
 }
 
 fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, check_invariants: bool) -> Result<i32, BootError> {
-    let Devices { host_dirs, nets, initramfs } = devices;
+    let Devices { host_dirs, overlays, overlay_upper, nets, initramfs } = devices;
+    let mut overlay_upper = overlay_upper;
     let mut fs = Fs::new();
     let archive = initramfs.unwrap_or_else(|| alloc::sync::Arc::new(core::mem::take(&mut config.initramfs)));
     cpio::unpack_shared(&mut fs, archive).map_err(|e| BootError::BadInitramfs(e.0))?;
-    fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
-    for (at, dir) in host_dirs {
-        fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))?;
+    // A host directory as `/` comes first (the kernel's own /dev, /proc,
+    // /sys and /tmp then go on top of it), the others after them.
+    let (as_root, others): (Vec<_>, Vec<_>) = host_dirs.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));
+    let mount_host = |fs: &mut Fs, at: String, dir| {
+        fs.mount_host(&at, dir).map_err(|e| BootError::BadInitramfs(format!("cannot mount hostfs at {at}: {}", e.name())))
+    };
+    let (ovl_root, ovl_others): (Vec<_>, Vec<_>) = overlays.into_iter().partition(|(at, _)| at.split('/').all(|c| c.is_empty()));
+    let mount_overlay = |fs: &mut Fs, at: String, dir, upper| {
+        fs.mount_host_overlay_with(&at, dir, upper).map(|_| ()).map_err(|e| BootError::BadInitramfs(format!("cannot mount the overlay at {at}: {}", e.name())))
+    };
+    for (at, dir) in as_root {
+        mount_host(&mut fs, at, dir)?;
     }
+    for (at, dir) in ovl_root {
+        mount_overlay(&mut fs, at, dir, overlay_upper.take())?;
+    }
+    fs.mount_devfs().map_err(|e| BootError::BadInitramfs(format!("cannot mount /dev: {}", e.name())))?;
+    // Over the host's own tree (`do`), a working directory under /tmp or
+    // /run must not vanish under the guest's own: that one mount goes, and
+    // the host's directory shows through the overlay (writes still private).
+    if fs.fstype(fs.root.sb) == crate::fs::FsType::Overlay {
+        for m in ["/tmp", "/run"] {
+            if config.cwd == m || config.cwd.starts_with(&format!("{m}/")) {
+                let root = Loc::root(fs.root.clone());
+                if let Ok(l) = path::walk(&fs.root.clone(), &root, m, Follow::Yes) {
+                    let _ = fs.umount(&l);
+                }
+            }
+        }
+    }
+    for (at, dir) in others {
+        mount_host(&mut fs, at, dir)?;
+    }
+    for (at, dir) in ovl_others {
+        mount_overlay(&mut fs, at, dir, None)?;
+    }
+    fs.size_host_caches(hal.phys().size());
+    let frames = Frames::new(hal.phys().size());
+    fs.caches.set_memory(frames.total_frames());
     let mut k = Kernel {
-        frames: Frames::new(hal.phys().size()),
+        frames,
         tasks: BTreeMap::new(),
         runq: RunQueue::default(),
         fs,
@@ -218,6 +269,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         clock: Default::default(),
         block_seq: 0,
         armed: None,
+        next_trim_ns: 0,
         current: None,
         check_invariants,
         net: crate::net::NetStack::default(),
@@ -230,7 +282,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
     k.runq.push(init.pid);
-    k.tasks.insert(init.pid, init);
+    k.tasks.insert(init.pid, alloc::boxed::Box::new(init));
     let status = k.run_loop(hal);
     k.shutdown(hal);
     Ok(status)
@@ -255,16 +307,24 @@ impl<S: AddressSpace> Kernel<S> {
         fds.set(0, out.clone(), false);
         fds.set(1, out, false);
         fds.set(2, OpenFile::new(console_err, g::O_RDWR, String::from("/dev/console")), false);
-        let mut task = Task::new(1, 0, UserContext::default(), Some(MemoryMap::new(space)), fds, root);
+        let cwd = match config.cwd.as_str() {
+            "" => root.clone(),
+            c => path::walk(&self.fs.root, &root, c, Follow::Yes).ok().filter(|l| l.inode().is_dir()).unwrap_or_else(|| root.clone()),
+        };
+        let mm = MemoryMap::with_caches(space, self.fs.caches.clone());
+        let mut task = Task::new(1, 0, UserContext::default(), Some(mm), fds, cwd);
+        let (u, gid) = (config.uid, config.gid);
+        task.cred = crate::task::Cred { uid: u, euid: u, suid: u, fsuid: u, gid, egid: gid, sgid: gid, fsgid: gid, groups: Vec::new() };
         task.mm_id = self.new_share_id();
         task.files_id = self.new_share_id();
         task.sighand_id = self.new_share_id();
         let argv: Vec<Vec<u8>> = config.args.iter().map(|s| s.as_bytes().to_vec()).collect();
         let envp: Vec<Vec<u8>> = config.env.iter().map(|s| s.as_bytes().to_vec()).collect();
         let (loc, argv) = self
-            .resolve_script(loc, p.as_bytes(), argv)
+            .resolve_script(hal.phys(), loc, p.as_bytes(), argv)
             .map_err(|e| BootError::InitNotExecutable(config.init.clone(), e))?;
-        let prepared = self.prepare_exec(&loc).map_err(|e| BootError::InitNotExecutable(config.init.clone(), e))?;
+        let prepared =
+            self.prepare_exec(hal.phys(), &loc).map_err(|e| BootError::InitNotExecutable(config.init.clone(), e))?;
         self.commit_exec(hal, &mut task, prepared, &argv, &envp, p.as_bytes()).map_err(|e| match e {
             Errno::ENOMEM | Errno::EAGAIN => BootError::OutOfMemory,
             e => BootError::InitNotExecutable(config.init.clone(), e),
@@ -293,18 +353,26 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Resolve `#!` scripts (up to 4 levels, as Linux): returns the file to
     /// load and the rewritten argv (`interp [arg] path argv[1..]`).
-    pub fn resolve_script(&mut self, loc: Loc, path: &[u8], argv: Vec<Vec<u8>>) -> Result<(Loc, Vec<Vec<u8>>), Errno> {
+    pub fn resolve_script(
+        &mut self,
+        phys: &impl PhysMem,
+        loc: Loc,
+        path: &[u8],
+        argv: Vec<Vec<u8>>,
+    ) -> Result<(Loc, Vec<Vec<u8>>), Errno> {
         let (mut loc, mut argv, mut path) = (loc, argv, path.to_vec());
         for _ in 0..5 {
             let inode = loc.inode().clone();
+            // A host file is opened on the host and its cached pages
+            // checked against it at exec, as at open.
+            self.fs.host_revalidate(&inode, &mut self.frames)?;
             let line = match &inode.kind {
                 Kind::File(d) if inode.executable() => {
-                    let d = d.borrow();
+                    let d = d.head(256, &mut self.frames, phys)?;
                     if !d.starts_with(b"#!") {
-                        drop(d);
                         return Ok((loc, argv));
                     }
-                    let head = &d[2..d.len().min(256)];
+                    let head = &d[2..];
                     let end = head.iter().position(|&c| c == b'\n').ok_or(Errno::ENOEXEC)?;
                     head[..end].to_vec()
                 }
@@ -334,33 +402,38 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Validate an executable before the point of no return: regular file,
     /// executable, a valid ELF (and interpreter).
-    pub fn prepare_exec(&mut self, loc: &Loc) -> Result<PreparedExec, Errno> {
-        let (image, inode) = Self::parse_file(loc.inode())?;
+    pub fn prepare_exec(&mut self, phys: &impl PhysMem, loc: &Loc) -> Result<PreparedExec, Errno> {
+        // (resolve_script checked a host file against the host already.)
+        let (image, inode) = self.parse_file(phys, loc)?;
         let interp = match image.interpreter() {
             None => None,
             Some(ip) => {
                 let ip = core::str::from_utf8(ip).map_err(|_| Errno::ENOEXEC)?;
                 let root = Loc::root(self.fs.root.clone());
                 let iloc = path::walk(&self.fs.root, &root, ip, Follow::Yes)?;
-                let (iimage, iinode) = Self::parse_file(iloc.inode())?;
+                // A host file's cached pages are checked against the host at exec.
+                self.fs.host_revalidate(iloc.inode(), &mut self.frames)?;
+                let (iimage, iinode) = self.parse_file(phys, &iloc)?;
                 Some((iimage, iinode))
             }
         };
         Ok(PreparedExec { image, inode, interp, path: loc.path() })
     }
 
-    fn parse_file(inode: &InodeRef) -> Result<(exec::ElfImage, InodeRef), Errno> {
-        let image = match &inode.kind {
-            Kind::File(data) => {
-                if !inode.executable() {
-                    return Err(Errno::EACCES);
-                }
-                exec::parse_elf(&data.borrow())?
+    /// Parse the executable at `loc`: its headers and its image (the bytes
+    /// the loader reads, the page cache its mappings use).
+    fn parse_file(&mut self, phys: &impl PhysMem, loc: &Loc) -> Result<(exec::ElfImage, Arc<ExecImage>), Errno> {
+        let inode = loc.inode();
+        match &inode.kind {
+            Kind::File(_) if !inode.executable() => Err(Errno::EACCES),
+            Kind::File(_) => {
+                let file = ExecImage::load(inode, loc.path(), &mut self.frames, phys)?;
+                let image = file.with_bytes(exec::parse_elf)?;
+                Ok((image, file))
             }
-            Kind::Dir(_) | Kind::Device(_) | Kind::Special(_) => return Err(Errno::EACCES),
-            Kind::Symlink(_) => return Err(Errno::ELOOP),
-        };
-        Ok((image, inode.clone()))
+            Kind::Dir(_) | Kind::Device(_) | Kind::Special(_) => Err(Errno::EACCES),
+            Kind::Symlink(_) => Err(Errno::ELOOP),
+        }
     }
 
     /// Past the point of no return: replace `task`'s image. On error the old
@@ -380,7 +453,7 @@ impl<S: AddressSpace> Kernel<S> {
         hal.random(&mut random);
         let file: Arc<dyn MappedFile> = prep.inode.clone();
         let interp: Option<(exec::ElfImage, Arc<dyn MappedFile>)> =
-            prep.interp.map(|(img, ino)| (img, ino as Arc<dyn MappedFile>));
+            prep.interp.as_ref().map(|(img, ino)| (img.clone(), ino.clone() as Arc<dyn MappedFile>));
         let minsigstksz = crate::task::frame::min_sigstack_size(&hal.fpu_layout());
         let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid, minsigstksz };
         let loaded = exec::load(
@@ -391,7 +464,13 @@ impl<S: AddressSpace> Kernel<S> {
             &args,
             &mut self.frames,
             hal.phys(),
-        )?;
+        );
+        // Loaded (or not): the mappings use the page caches from now on.
+        prep.inode.release();
+        if let Some((_, i)) = &prep.interp {
+            i.release();
+        }
+        let loaded = loaded?;
         task.ctx = UserContext::default();
         task.ctx.regs.rip = loaded.entry;
         task.ctx.regs.rsp = loaded.stack_pointer;
@@ -428,12 +507,26 @@ impl<S: AddressSpace> Kernel<S> {
                     self.check_invariants = false;
                 }
             }
+            // Frames of dropped page caches back to the allocator, host
+            // files whose shared mappings went away written back.
+            self.fs.caches.service(&mut self.frames, hal.phys());
+            // Keep some memory free for the kernel's own objects, which
+            // cannot evict cache pages themselves (their charges happen
+            // deep inside a call): clean cache pages go first, as kswapd
+            // keeps Linux above its low watermark.
+            let (low, free) = (self.frames.total_frames() / 32, self.frames.free_frames());
+            if free < low {
+                self.fs.caches.shrink(&mut self.frames, hal.phys(), 2 * low - free);
+            }
             let now = hal.now_ns();
             self.check_timeouts(hal, now);
             self.check_itimers(now);
             crate::net::inet::tick(&self.net.inet, now);
-            if self.frames.wants_trim() {
+            // At most once a second: a burst's memory goes back to the host,
+            // a steady churn keeps what it reuses.
+            if now >= self.next_trim_ns && self.frames.wants_trim() {
                 self.frames.trim(hal.phys());
+                self.next_trim_ns = now.saturating_add(1_000_000_000);
             }
             self.check_waits(now);
             self.flush_group_signals();
@@ -595,6 +688,12 @@ impl<S: AddressSpace> Kernel<S> {
     /// Nothing runnable: sleep on the host until something can happen.
     /// Returns a status if nothing ever can (deadlock).
     fn idle<H: Hal<Space = S>>(&mut self, hal: &mut H) -> Option<i32> {
+        let lost = hal.stop_guests();
+        if !lost.is_empty() {
+            // A process was lost: its end may wake others.
+            self.handle_interrupts(hal, lost);
+            return None;
+        }
         let (earliest, console) = self.waiters();
         if earliest.is_none() && !console {
             return Some(self.deadlock(hal));
@@ -625,6 +724,9 @@ impl<S: AddressSpace> Kernel<S> {
     }
 
     fn handle_interrupts<H: Hal<Space = S>>(&mut self, hal: &mut H, irq: Interrupts) {
+        if irq.contains(Interrupts::LOST) {
+            self.kill_lost(hal);
+        }
         if irq.contains(Interrupts::TIMER) {
             // One-shot: it is disarmed now.
             self.armed = None;
@@ -651,6 +753,27 @@ impl<S: AddressSpace> Kernel<S> {
             .collect();
         for p in waiting {
             self.wake(p, None);
+        }
+    }
+
+    /// Kill every process whose host context the backend lost while the
+    /// kernel was not running it (a scan of the task table: only on
+    /// [`Interrupts::LOST`], which a misbehaving guest causes).
+    fn kill_lost<H: Hal<Space = S>>(&mut self, hal: &mut H) {
+        let lost: Vec<Pid> = self
+            .tasks
+            .values()
+            .filter(|t| !t.is_zombie() && t.group_exit.is_none())
+            .filter(|t| t.mm.as_ref().is_some_and(|mm| mm.host_ref().is_lost()))
+            .map(|t| t.tgid)
+            .collect();
+        for tgid in lost {
+            let group = self.group_pids(None, tgid);
+            if group.is_empty() {
+                continue;
+            }
+            hal.log(&format!("[{tgid}] host context lost: killing the process"));
+            self.group_kill(&mut None, &group, ExitStatus::Signal(g::SIGKILL));
         }
     }
 
@@ -938,6 +1061,17 @@ impl<S: AddressSpace> Kernel<S> {
         }
         self.tasks.clear();
         self.runq.clear();
+        // An overlay's upper layer kept on the host gets the guest's changes
+        // (while the page caches still hold them).
+        for e in self.fs.flush_overlays(&mut self.frames, hal.phys()) {
+            hal.log(&format!("overlay: not kept: {e}"));
+        }
+        // Host files get what was written through their mappings; then the
+        // page caches give their frames back.
+        if let Err(e) = self.fs.caches.writeback_all(&mut self.frames, hal.phys()) {
+            hal.log(&format!("kernel: writing host files back at shutdown failed: {}", e.name()));
+        }
+        self.fs.caches.release_all(&mut self.frames);
         // Every frame must be back: a leak here is a kernel bug worth a line.
         if let Err(e) = self.frames.check_all_free() {
             hal.log(&format!("kernel: frame leak at shutdown: {e}"));
@@ -956,8 +1090,8 @@ impl<S: AddressSpace> Kernel<S> {
 /// A validated executable, ready to load.
 pub struct PreparedExec {
     image: exec::ElfImage,
-    inode: InodeRef,
-    interp: Option<(exec::ElfImage, InodeRef)>,
+    inode: Arc<ExecImage>,
+    interp: Option<(exec::ElfImage, Arc<ExecImage>)>,
     path: String,
 }
 

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::OnceLock;
 
 use common::model::*;
@@ -181,19 +180,6 @@ fn touch_insns(log: &Log, addr: u64, t: &Touch) -> Vec<Insn> {
     }
 }
 
-fn record_wstatus(log: &Log) -> Insn {
-    let log = log.clone();
-    Rc::new(move |ctx, space, phys| {
-        let mut b = [0u8; 4];
-        if let Err(t) = space.user_read(phys, SCRATCH, &mut b) {
-            return Some(t);
-        }
-        let st = u32::from_le_bytes(b);
-        log.borrow_mut().push(Rec { space: space.id, ret: ctx.regs.rax as i64, mem: vec![(st & 0x7f) as u8, (st >> 8) as u8] });
-        None
-    })
-}
-
 fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
     check_with(ops, bug, true)
 }
@@ -310,7 +296,7 @@ fn check_with(ops: &[Op], bug: Bug, linux_mprotect: bool) -> Result<(), String> 
                 insns.push(jump_if(BASE, after, |c| c.regs.rax != 0));
                 insns.extend(child);
                 insns.push(sys(g::__NR_wait4, &[u64::MAX, SCRATCH, 0, 0]));
-                insns.push(record_wstatus(&log));
+                insns.push(record_wstatus(&log, SCRATCH));
                 let st = if child_died { vec![11, 0] } else { vec![0, 0] };
                 want.push((0, Expect::any().with_mem(st), i));
             }

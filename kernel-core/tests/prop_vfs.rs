@@ -508,11 +508,7 @@ fn check(ops: &[Op], bug: Bug) -> Result<(), String> {
 
 fn check_with(ops: &[Op], bug: Bug, tolerate_known: bool) -> Result<(), String> {
     let log = Log::default();
-    let mut data = vec![0u8; 32 * PATHS.len() + 32];
-    data[32 * PATHS.len()..][..4].copy_from_slice(b"/tmp");
-    for (i, p) in PATHS.iter().enumerate() {
-        data[32 * i..32 * i + p.len()].copy_from_slice(p.as_bytes());
-    }
+    let data = path_table(&PATHS, b"/tmp");
     let mut insns = Vec::new();
     let mut want = Vec::new();
     let mut labels = Vec::new();

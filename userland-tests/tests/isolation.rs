@@ -13,6 +13,8 @@
 //! | 5 the stub's own `syscall` instruction | emulated (SYSEMU) or refused (seccomp SIGSYS), no host effect | no stub; the kernel's own `syscall` instruction is emulated too |
 //! | 6 ptrace, /proc/pid/mem, kill(1) | guest semantics only | same |
 //! | 7 fork bomb, memory hog | contained, kernel up | same |
+//! | 9 forged traps on the seccomp stub's mailbox (also run with `--trap ptrace`) | blocked: forgers that run while "asleep" are killed, no stale mapping, no freeze | n/a (no mailbox) |
+//! | 9 uretprobe/uprobe (exempt from host seccomp) | SIGILL / ENXIO as Linux | same |
 //!
 //! Host-side checks: files the guest tried to create do not exist, the host
 //! TCP listener the guest tried to reach accepted nothing, the host process
@@ -102,8 +104,14 @@ fn parse(out: Outcome) -> Run {
 
 /// Boots `prog` as init under `b` with the canary revealed and 64 MiB.
 fn attack(b: Backend, prog: &str, args: &[String]) -> Run {
+    attack_with(b, &[], prog, args)
+}
+
+/// [`attack`] with extra kernel flags first.
+fn attack_with(b: Backend, flags: &[&str], prog: &str, args: &[String]) -> Run {
     let kernel = kernel_from(b.var());
-    let mut kargs = vec![
+    let mut kargs: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    kargs.extend([
         "--mem".to_string(),
         "64M".into(),
         "--debug-reveal-canary".into(),
@@ -111,7 +119,7 @@ fn attack(b: Backend, prog: &str, args: &[String]) -> Run {
         default_root().to_string_lossy().into_owned(),
         "--".into(),
         format!("/tests/{prog}"),
-    ];
+    ]);
     kargs.extend(args.iter().cloned());
     let out = run_kernel(&kernel, &kargs);
     assert!(
@@ -345,6 +353,28 @@ fn resources(b: Backend) {
     assert!(start.elapsed() < TIMEOUT, "took {:?}", start.elapsed());
 }
 
+/// The attacks on the seccomp trap path that a mailbox makes possible.
+const MAILBOX_ATTACKS: [&str; 5] = ["forged_sleep", "sleepers_run", "stale_mapping", "frozen_executor", "forgery_fuzz"];
+
+/// Attack 9: forged traps. 20 tries of each race, 10,000 forgeries.
+fn trap_path(b: Backend) {
+    let _l = lock();
+    let args = ["20".to_string(), "10000".into()];
+    let runs = match b {
+        Backend::Skas => vec![("seccomp", attack(b, "attack_trap_path", &args)), ("ptrace", attack_with(b, &["--trap", "ptrace"], "attack_trap_path", &args))],
+        Backend::Tt => vec![("tt", attack(b, "attack_trap_path", &args))],
+    };
+    for (mode, r) in runs {
+        for name in MAILBOX_ATTACKS {
+            // Only the seccomp stub has a mailbox the kernel reads.
+            r.expect(name, if mode == "seccomp" { "blocked" } else { "n/a" });
+        }
+        let d = r.expect("probe_calls", "blocked");
+        assert!(d.contains("SIGILL") && d.contains("ENXIO"), "{mode}: {d}");
+        assert_eq!(r.out.code, 0, "{mode}: {}", r.out.stderr);
+    }
+}
+
 macro_rules! both {
     ($($f:ident),*) => {
         mod skas {
@@ -363,5 +393,6 @@ both!(
     host_syscall,
     stub_syscall,
     guest_semantics,
-    resources
+    resources,
+    trap_path
 );

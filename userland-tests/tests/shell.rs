@@ -155,6 +155,28 @@ print(json.dumps({"squares": sorted(out), "cwd": os.getcwd(), "argv": sys.argv[1
 python3 -c 'import subprocess; print(subprocess.run(["echo", "child"], capture_output=True, text=True).stdout.strip())'
 "#;
 
+/// Threads doing string work (glibc's AVX2/AVX-512 string functions, which
+/// keep data in vector registers across the threads' switches): the digests
+/// must be the native ones.
+const PYTHON_STRING_THREADS: &str = r#"
+python3 -c '
+import hashlib, json, threading
+text = "".join(chr(97 + (i * 7919) % 26) for i in range(1 << 20))
+res = {}
+def work(k):
+    h = hashlib.sha256()
+    for r in range(40):
+        s = text[k * 1000 + r:] + str(r)
+        h.update(s.encode())
+        h.update(json.dumps({"i": k, "pos": s.find("zzq" + chr(97 + r % 26)), "n": s.count("ab")}).encode())
+    res[k] = h.hexdigest()[:16]
+ts = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(sorted(res.items()))
+'
+"#;
+
 const TEXT: &str = r#"
 printf '3 c\n1 a\n2 b\n' > $T/n
 sort -n $T/n | cut -d' ' -f2 | tr '\n' ,; echo
@@ -198,6 +220,7 @@ compared! {
     find_sort_head: FIND;
     tar_gzip_roundtrip: TAR_GZIP;
     python_json_threads: PYTHON;
+    python_string_threads: PYTHON_STRING_THREADS;
     text_tools: TEXT;
     traps_timeout_wait: JOBS_SIGNALS;
     ls_long: LS;

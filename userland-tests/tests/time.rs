@@ -119,9 +119,10 @@ fn sleepers_wake_on_time(var: &str) {
     let g = run_kernel(&kernel_from(var), &["--root", &r, "--", "/bin/sh", "-c", SLEEPER]);
     let o = &g.stdout;
     // Loose bounds: on Linux these are ~1.1 ms and ~10.1 ms; before the
-    // wake-up preemption they were 10 ms and 19 ms here.
-    assert!(field(o, "sleep-0.001") < 5_000, "{var}: {o}");
-    assert!(field(o, "sleep-0.01") < 15_000, "{var}: {o}");
+    // wake-up preemption they were 10 ms and 19 ms here (a machine busy
+    // with other builds has shown 5.4 ms under tt).
+    assert!(field(o, "sleep-0.001") < 8_000, "{var}: {o}");
+    assert!(field(o, "sleep-0.01") < 18_000, "{var}: {o}");
     let line = o.lines().find(|l| l.starts_with("timeout ")).unwrap_or_else(|| panic!("{var}: {o}"));
     let v: Vec<i64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     assert!(v.len() == 2 && v[1] == 124 && (250..900).contains(&v[0]), "{var}: {line}");

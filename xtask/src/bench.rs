@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 #[path = "bench_peers.rs"]
 mod peers;
 
+#[path = "bench_host.rs"]
+mod host_tree;
+
 /// Options of `cargo xtask bench`.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -93,6 +96,9 @@ enum How {
     /// natively the same server on the host's 127.0.0.1. `full`/`quick`
     /// as for [`How::Guest`].
     Forwarded { full: usize, quick: usize },
+    /// A command over the host's own tree (`bench_host.rs`): natively, and
+    /// under `KERNEL do` / `runsc do`.
+    HostTree,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -128,6 +134,19 @@ struct Op {
     /// A macro benchmark: with `--quick`, measured in the first repetition
     /// only, so that the smoke check stays under a minute.
     macro_: bool,
+}
+
+/// A row of `bench_host.rs` (a command over the host's own tree, in ns).
+const fn host_tree_row(name: &'static str, label: &'static str) -> Op {
+    Op {
+        name,
+        label,
+        unit: "ns",
+        better: Better::Lower,
+        how: How::HostTree,
+        target: None,
+        macro_: true,
+    }
 }
 
 const OPS: &[Op] = &[
@@ -459,6 +478,13 @@ const OPS: &[Op] = &[
         target: None,
         macro_: false,
     },
+    host_tree_row("host_find_cold", "host tree: find /usr -type f | wc -l, fresh guest (boot included)"),
+    host_tree_row("host_find_warm", "host tree: find /usr -type f, second walk in the same guest"),
+    host_tree_row("host_cat_headers", "host tree: cat of 3,000 headers of /usr/include (boot included)"),
+    host_tree_row("host_gcc_c", "host tree: gcc -O2 -c of a 300-line file (boot included)"),
+    host_tree_row("host_git_status", "host tree: git status of this checkout (boot included)"),
+    host_tree_row("host_python_start", "host tree: the host's python3 -c pass (boot included)"),
+    host_tree_row("do_boot", "host tree: do to the exit of the host's /bin/true"),
     Op {
         name: "tcp_fwd_bw",
         label: "TCP bandwidth, host client to guest server via hostfwd, 64 KiB writes",
@@ -1787,6 +1813,7 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
                 .into(),
         );
     }
+    let host_ctx = host_tree::HostCtx::new(&p.workspace, &p.target)?;
     let started = Instant::now();
     for rep in 0..reps {
         let mut hello_cpu: BTreeMap<&str, Option<Duration>> = BTreeMap::new();
@@ -1845,6 +1872,7 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
                     How::BootToExit => continue,
                     How::BootShell => measure_shell(b, &roots, timeout),
                     How::Forwarded { .. } => measure_fwd(b, &roots, op, opt.quick, timeout),
+                    How::HostTree => host_tree::measure(b, op.name, &host_ctx, timeout),
                     How::IdleCpu => {
                         measure_idle(b, &roots, hello_cpu.get(b.name).copied().flatten(), timeout)
                     }
@@ -1862,6 +1890,12 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
             rep + 1,
             started.elapsed().as_secs_f64()
         );
+    }
+    if opt.peers {
+        let names: Vec<&str> = OPS.iter().filter(|o| matches!(o.how, How::HostTree) && selected(o)).map(|o| o.name).collect();
+        if !names.is_empty() {
+            res.notes.extend(host_tree::proot_notes(&names, &host_ctx, reps, timeout));
+        }
     }
     println!("\n{}", table(&res, false));
     for n in &res.notes {

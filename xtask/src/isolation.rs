@@ -14,7 +14,7 @@
 //! The pass/fail assertions live in `userland-tests/tests/isolation.rs`;
 //! this command only reports.
 
-use super::{assemble_default_root, build_guests, build_kernel, Hal, Paths, Progress};
+use super::{assemble_default_root, build_guests, build_kernel, cargo, Hal, Paths, Progress};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
@@ -100,16 +100,33 @@ const ATTACKS: &[(u8, &str, Lines)] = &[
             ("mem_hog", "memory hog (up to 1 GiB with --mem 64M)"),
         ],
     ),
+    (
+        9,
+        "attack_trap_path",
+        &[
+            ("forged_sleep", "forge a blocking read in the seccomp mailbox and keep running"),
+            ("sleepers_run", "8 forged sleepers that keep running beside a CPU-bound loop"),
+            ("stale_mapping", "forge munmap, then read the freed frames a victim reuses (20 tries)"),
+            ("frozen_executor", "race the mailbox state against the executor, then a multi-batch madvise (20 tries)"),
+            ("forgery_fuzz", "10,000 random mailbox forgeries beside a victim and a heartbeat"),
+            ("probe_calls", "uretprobe / uprobe, which host kernels exempt from seccomp"),
+        ],
+    ),
 ];
 
-const BACKENDS: [Hal; 2] = [Hal::Skas, Hal::Tt];
-
-fn backend_name(h: Hal) -> &'static str {
-    match h {
-        Hal::Skas => "skas",
-        Hal::Tt => "tt",
-    }
+/// A column of the matrix: a kernel and the flags it runs with.
+struct Column {
+    name: &'static str,
+    hal: Hal,
+    flags: &'static [&'static str],
 }
+
+/// skas with each trap mechanism (seccomp is its default), and tt.
+const COLUMNS: [Column; 3] = [
+    Column { name: "skas", hal: Hal::Skas, flags: &[] },
+    Column { name: "skas --trap ptrace", hal: Hal::Skas, flags: &["--trap", "ptrace"] },
+    Column { name: "tt", hal: Hal::Tt, flags: &[] },
+];
 
 /// One cell of the matrix.
 #[derive(Clone, Debug)]
@@ -183,6 +200,46 @@ fn kill_group(pgid: u32) {
         .status();
 }
 
+/// What a compromised kernel could do once confined: row 10, from the
+/// `sandbox` test of hal-uml-x86_64 (a process set up and confined like the
+/// kernel, which then attacks; `--trap` does not change the confinement, so
+/// the skas cell stands for both trap modes).
+fn compromised_kernel_rows() -> Result<Vec<Row>, String> {
+    eprintln!("      the compromised-kernel self-test (hal-uml-x86_64's sandbox test)");
+    let out = cargo()
+        .args(["test", "--release", "-p", "hal-uml-x86_64", "--test", "sandbox"])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run the sandbox test: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines = parse_lines(&text);
+    let cell = |name: &str, tag: &str| -> Cell {
+        let key = format!("{name} [{tag}]");
+        lines.iter().find(|(n, _)| *n == key).map(|(_, c)| c.clone()).unwrap_or(Cell {
+            result: "error".into(),
+            detail: format!("no report (sandbox test exit status {})", out.status),
+        })
+    };
+    const WHAT: [(&str, &str); 9] = [
+        ("compromised_execve", "compromised kernel: execve(/bin/sh)"),
+        ("compromised_open_by_path", "compromised kernel: open /etc/shadow by path"),
+        ("compromised_host_loopback", "compromised kernel: connect to a host loopback port (no --net user)"),
+        ("compromised_ptrace_parent", "compromised kernel: ptrace its parent"),
+        ("compromised_mount", "compromised kernel: mount"),
+        ("compromised_netlink", "compromised kernel: socket(AF_NETLINK)"),
+        ("compromised_new_user_namespace", "compromised kernel: unshare(CLONE_NEWUSER)"),
+        ("compromised_write_parent_memory", "compromised kernel: process_vm_writev into its parent"),
+        ("compromised_exec_heap", "compromised kernel: mprotect(PROT_EXEC) on its heap"),
+    ];
+    Ok(WHAT
+        .iter()
+        .map(|&(name, what)| {
+            let skas = cell(name, "skas");
+            (10, "sandbox test", name, what, vec![skas.clone(), skas, cell(name, "tt")])
+        })
+        .collect())
+}
+
 fn parse_lines(stdout: &str) -> Vec<(String, Cell)> {
     stdout
         .lines()
@@ -226,7 +283,7 @@ fn status_text(r: &RunOut) -> String {
 /// the host-side checks applied.
 fn run_attack(
     p: &Paths,
-    hal: Hal,
+    col: &Column,
     prog: &str,
     names: &[(&str, &str)],
     bait: &Path,
@@ -251,9 +308,11 @@ fn run_attack(
         }
         "attack_stub_syscall" => vec![s(bait.join("created-via-stub")), me],
         "attack_resources" => vec!["2000".into(), "1024".into()],
+        "attack_trap_path" => vec!["20".into(), "10000".into()],
         _ => vec![],
     };
-    let mut kargs: Vec<String> = vec![
+    let mut kargs: Vec<String> = col.flags.iter().map(|f| f.to_string()).collect();
+    kargs.extend([
         "--mem".into(),
         "64M".into(),
         "--debug-reveal-canary".into(),
@@ -261,9 +320,9 @@ fn run_attack(
         s(p.default_root()),
         "--".into(),
         format!("/tests/{prog}"),
-    ];
+    ]);
     kargs.extend(args);
-    let r = run_kernel(&p.kernel(hal), &kargs)?;
+    let r = run_kernel(&p.kernel(col.hal), &kargs)?;
     let lines = parse_lines(&r.stdout);
     let created: Vec<String> = ["created-by-guest", "created-via-stub"]
         .iter()
@@ -367,7 +426,7 @@ fn markdown(rows: &[Row]) -> String {
     let mut m = String::from(
         "# Isolation matrix\n\nEach attack runs as init (`--debug-reveal-canary --mem 64M`) under each backend; \
          the result is the guest's own verdict, overridden by host-side checks.\n\n\
-         | # | attack | skas | tt |\n| --- | --- | --- | --- |\n",
+         | # | attack | skas | skas --trap ptrace | tt |\n| --- | --- | --- | --- | --- |\n",
     );
     for (n, _, name, what, cells) in rows {
         let _ = write!(m, "| {n} | {what} (`{name}`) |");
@@ -379,11 +438,11 @@ fn markdown(rows: &[Row]) -> String {
     m.push_str("\n## What each attack observed\n\n");
     for (n, prog, name, what, cells) in rows {
         let _ = writeln!(m, "### {n}. {what} (`{name}`, program `{prog}`)\n");
-        for (h, c) in BACKENDS.iter().zip(cells) {
+        for (col, c) in COLUMNS.iter().zip(cells) {
             let _ = writeln!(
                 m,
                 "- **{}**: {} — {}",
-                backend_name(*h),
+                col.name,
                 c.result,
                 c.detail.replace('|', "\\|")
             );
@@ -394,7 +453,7 @@ fn markdown(rows: &[Row]) -> String {
 }
 
 fn json(rows: &[Row]) -> String {
-    let mut j = String::from("{\n  \"backends\": [\"skas\", \"tt\"],\n  \"attacks\": [\n");
+    let mut j = String::from("{\n  \"backends\": [\"skas\", \"skas --trap ptrace\", \"tt\"],\n  \"attacks\": [\n");
     for (i, (n, prog, name, what, cells)) in rows.iter().enumerate() {
         let _ = write!(
             j,
@@ -403,11 +462,11 @@ fn json(rows: &[Row]) -> String {
             json_str(name),
             json_str(what)
         );
-        for (h, c) in BACKENDS.iter().zip(cells) {
+        for (col, c) in COLUMNS.iter().zip(cells) {
             let _ = write!(
                 j,
                 ", {}: {{\"result\": {}, \"detail\": {}}}",
-                json_str(backend_name(*h)),
+                json_str(col.name),
                 json_str(&c.result),
                 json_str(&c.detail)
             );
@@ -445,37 +504,32 @@ pub fn isolation(p: &Paths, out: Option<PathBuf>, no_build: bool) -> Result<(), 
         progress.next("assembling the default root directory");
         assemble_default_root(p)?;
     }
-    progress.next("running the attacks under skas and tt");
+    progress.next("running the attacks under skas (seccomp, ptrace) and tt");
     let bait = std::env::temp_dir().join(format!("rustuml-isolation-{}", std::process::id()));
     let mut rows: Vec<Row> = Vec::new();
     for (n, prog, names) in ATTACKS {
         let mut per_backend = Vec::new();
-        for hal in BACKENDS {
-            eprintln!("      {prog} under {}", backend_name(hal));
-            per_backend.push(run_attack(p, hal, prog, names, &bait)?);
+        for col in &COLUMNS {
+            eprintln!("      {prog} under {}", col.name);
+            per_backend.push(run_attack(p, col, prog, names, &bait)?);
         }
         for (i, (name, what)) in names.iter().enumerate() {
             let cells = per_backend.iter().map(|c| c[i].clone()).collect();
             rows.push((*n, prog, name, what, cells));
         }
     }
+    rows.extend(compromised_kernel_rows()?);
     let width = rows.iter().map(|r| r.2.len()).max().unwrap_or(10);
-    println!(
-        "{:<3} {:<width$}  {:<10} {:<10}",
-        "#", "attack", "skas", "tt"
-    );
+    println!("{:<3} {:<width$}  {:<10} {:<19} {:<10}", "#", "attack", "skas", "skas --trap ptrace", "tt");
     for (n, _, name, _, cells) in &rows {
-        println!(
-            "{n:<3} {name:<width$}  {:<10} {:<10}",
-            cells[0].result, cells[1].result
-        );
+        println!("{n:<3} {name:<width$}  {:<10} {:<19} {:<10}", cells[0].result, cells[1].result, cells[2].result);
     }
     println!();
     for (n, _, name, _, cells) in &rows {
-        for (h, c) in BACKENDS.iter().zip(cells) {
+        for (col, c) in COLUMNS.iter().zip(cells) {
             println!(
                 "{n} {name} [{}] {}: {}",
-                backend_name(*h),
+                col.name,
                 c.result,
                 c.detail
             );

@@ -120,6 +120,10 @@ enum Cmd {
         /// `tap,ifname=NAME[,ip=..][,gw=..]`. Passed to the kernel as is.
         #[arg(long, value_name = "SPEC")]
         net: Vec<String>,
+        /// Mount host directory HOSTDIR at GUESTDIR (read-only unless `:rw`;
+        /// repeatable). Passed to the kernel as is.
+        #[arg(long, value_name = "HOSTDIR:GUESTDIR[:rw]")]
+        hostfs: Vec<String>,
         /// The init program (a path inside the guest's root) and its arguments.
         #[arg(
             value_name = "INIT ARGS",
@@ -498,7 +502,11 @@ fn build(p: &Paths, hal: Hal) -> Result<(), String> {
 }
 
 fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
-    let mut progress = Progress { step: 0, total: 7 };
+    // Arguments after `--` choose a part of the suite: then no benchmark
+    // smoke run, and no `--workspace` when they name packages.
+    let whole = extra.is_empty();
+    let names_packages = extra.iter().any(|a| a == "-p" || a == "--package" || a.to_string_lossy().starts_with("--package="));
+    let mut progress = Progress { step: 0, total: if whole { 7 } else { 6 } };
     progress.next("building kernel-skas (release)");
     build_kernel(p, Hal::Skas)?;
     progress.next("building kernel-tt (release)");
@@ -511,32 +519,36 @@ fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
     build_c_programs(p)?;
     // Benchmarks are never pass/fail on time: this only produces the JSON
     // that the xtask test `quick_bench_json_from_xtask_test` checks for form.
-    progress.next("cargo xtask bench --quick (smoke check of the benchmark harness)");
     let bench_json = p.target.join("bench-quick.json");
-    let _ = fs::remove_file(&bench_json);
-    let bench_opt = bench::Options {
-        quick: true,
-        json: Some(bench_json.clone()),
-        ..Default::default()
-    };
-    if let Err(e) = bench::bench(p, &bench_opt) {
-        eprintln!("      bench failed: {e} (the xtask test will report it)");
+    let mut tests = cargo();
+    if whole {
+        progress.next("cargo xtask bench --quick (smoke check of the benchmark harness)");
+        let _ = fs::remove_file(&bench_json);
+        let bench_opt = bench::Options {
+            quick: true,
+            json: Some(bench_json.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = bench::bench(p, &bench_opt) {
+            eprintln!("      bench failed: {e} (the xtask test will report it)");
+        }
+        tests.env("RUSTUML_BENCH_JSON", &bench_json);
     }
-    progress.next("running cargo test --workspace");
-    run(
-        cargo()
-            .current_dir(&p.workspace)
-            .env("CARGO_TARGET_DIR", &p.target)
-            .env("RUSTUML_KERNEL_SKAS", p.kernel(Hal::Skas))
-            .env("RUSTUML_KERNEL_TT", p.kernel(Hal::Tt))
-            .env("RUSTUML_GUEST_BIN", p.guest_bin_dir())
-            .env("RUSTUML_ROOT", p.default_root())
-            .env("RUSTUML_C_ROOT", p.c_root())
-            .env("RUSTUML_BENCH_JSON", &bench_json)
-            .args(["test", "--workspace", "--no-fail-fast"])
-            .args(extra),
-        "cargo test --workspace",
-    )
+    tests
+        .current_dir(&p.workspace)
+        .env("CARGO_TARGET_DIR", &p.target)
+        .env("RUSTUML_KERNEL_SKAS", p.kernel(Hal::Skas))
+        .env("RUSTUML_KERNEL_TT", p.kernel(Hal::Tt))
+        .env("RUSTUML_GUEST_BIN", p.guest_bin_dir())
+        .env("RUSTUML_ROOT", p.default_root())
+        .env("RUSTUML_C_ROOT", p.c_root())
+        .arg("test");
+    if !names_packages {
+        tests.arg("--workspace");
+    }
+    let what = if names_packages { "cargo test" } else { "cargo test --workspace" };
+    progress.next(&format!("running {what}"));
+    run(tests.arg("--no-fail-fast").args(extra), what)
 }
 
 fn main() -> ExitCode {
@@ -576,14 +588,25 @@ fn main() -> ExitCode {
             uname_release,
             hostname,
             net,
+            hostfs,
             init,
         } => {
+            // A bad --root fails before anything is built.
+            if let Some(r) = &root {
+                if !r.is_dir() {
+                    eprintln!("xtask: --root {}: not a directory", r.display());
+                    std::process::exit(2);
+                }
+            }
             build(&p, hal)?;
             let root = match root {
                 Some(r) => std::path::absolute(&r).map_err(|e| format!("bad --root: {e}"))?,
                 None => p.default_root(),
             };
             let mut cmd = Command::new(p.kernel(hal));
+            for h in &hostfs {
+                cmd.arg("--hostfs").arg(h);
+            }
             if let Some(mem) = mem {
                 cmd.arg("--mem").arg(mem);
             }

@@ -679,6 +679,11 @@ pub struct SwitchLink {
     /// The socket and the timer: the readiness descriptor.
     ready: OwnedFd,
     path: UnixAddr,
+    /// The switch's directory, opened when the link was made, and the
+    /// switch's address through it (`/proc/self/fd/N/NAME`): a kernel
+    /// confined to an empty root (see the skas backend's sandbox) can no
+    /// longer name `path`, but still reaches a restarted switch this way.
+    via_dir: Option<(OwnedFd, UnixAddr)>,
     state: LinkState,
     /// Frames sent while down, oldest first.
     held: VecDeque<Vec<u8>>,
@@ -717,7 +722,35 @@ fn arm_timer(fd: RawFd, after: Option<Duration>) {
     unsafe { libc::timerfd_settime(fd, 0, &its, std::ptr::null_mut()) };
 }
 
+/// The switch's directory (opened `O_PATH`) and its address relative to
+/// that descriptor, if the address fits in a `sockaddr_un`.
+fn dir_address(path: &Path) -> Option<(OwnedFd, UnixAddr)> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path; the result is checked by `owned`.
+    let fd = owned(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) }).ok()?;
+    let mut rel = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    rel.push(name);
+    let addr = UnixAddr::path(&rel).ok()?;
+    Some((fd, addr))
+}
+
 impl SwitchLink {
+    /// Say hello to the switch: through its directory first (which still
+    /// works once the kernel has left the host's tree), by path otherwise.
+    fn hello(&self) -> io::Result<()> {
+        let fd = self.sock.as_raw_fd();
+        match &self.via_dir {
+            Some((_, rel)) => say_hello(fd, rel).or_else(|_| say_hello(fd, &self.path)),
+            None => say_hello(fd, &self.path),
+        }
+    }
+
     /// Join the switch at `path` with hardware address `mac`. Fails when no
     /// switch answers there within a second.
     pub fn connect(path: &Path, mac: [u8; 6]) -> io::Result<SwitchLink> {
@@ -765,6 +798,7 @@ impl SwitchLink {
             timer,
             ready,
             path: to,
+            via_dir: dir_address(path),
             state: LinkState::Up,
             held: VecDeque::new(),
             alive_at: Instant::now(),
@@ -808,7 +842,7 @@ impl SwitchLink {
             arm_timer(self.timer.as_raw_fd(), Some(next - now));
             return;
         }
-        let _ = say_hello(self.sock.as_raw_fd(), &self.path);
+        let _ = self.hello();
         self.state = LinkState::Down { next: now + wait, wait: (wait * 2).min(RETRY_MAX) };
         arm_timer(self.timer.as_raw_fd(), Some(wait));
     }

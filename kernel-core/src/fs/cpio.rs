@@ -10,11 +10,9 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::RefCell;
-
 use linux_raw_sys::general as g;
 
-use super::inode::{FileData, Fs, InodeRef, Kind, SharedBytes};
+use super::inode::{FileData, Fs, InodeRef, Kind, SharedBytes, ROOT_SB};
 
 /// Why an archive was rejected (one line, for `BootError::BadInitramfs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +42,8 @@ pub fn unpack(fs: &mut Fs, data: &[u8]) -> Result<(), CpioError> {
 }
 
 /// [`unpack`] without copying: regular files point into `archive` until
-/// they are first written (see [`FileData`]); `archive` stays alive as long
-/// as one of them does.
+/// a page of them is first written or mapped (see [`FileData`]); `archive`
+/// stays alive as long as one of them does.
 pub fn unpack_shared(fs: &mut Fs, archive: SharedBytes) -> Result<(), CpioError> {
     let bytes = archive.clone();
     unpack_from(fs, (*bytes).as_ref(), Some(&archive))
@@ -87,12 +85,11 @@ fn unpack_from(fs: &mut Fs, data: &[u8], shared: Option<&SharedBytes>) -> Result
         if name == "TRAILER!!!" {
             return Ok(());
         }
-        let content = || match shared {
+        let content = |fs: &Fs| match shared {
             // Empty files own their (empty) data: no reason to pin the archive.
-            Some(a) if filesize != 0 => {
-                FileData::shared(a.clone(), data_start, filesize).unwrap_or_else(|| FileData::from(body.to_vec()))
-            }
-            _ => FileData::from(body.to_vec()),
+            Some(a) if filesize != 0 => fs.bytes_file_data(ROOT_SB, a.clone(), data_start, filesize),
+            _ if filesize == 0 => fs.new_file_data(ROOT_SB),
+            _ => fs.bytes_file_data(ROOT_SB, alloc::sync::Arc::new(body.to_vec()), 0, filesize),
         };
         add_entry(fs, &mut links, name, Entry { ino, mode, uid, gid, mtime, devmajor, devminor, body, content: &content })?;
     }
@@ -108,7 +105,7 @@ struct Entry<'a> {
     devminor: u32,
     body: &'a [u8],
     /// The regular file's contents, shared or copied.
-    content: &'a dyn Fn() -> FileData,
+    content: &'a dyn Fn(&Fs) -> FileData,
 }
 
 fn add_entry(
@@ -177,14 +174,17 @@ fn add_entry(
                 Some(existing) => {
                     if !e.body.is_empty() {
                         if let Kind::File(d) = &existing.kind {
-                            *d.borrow_mut() = (e.content)();
+                            if let Some((b, s, l)) = (e.content)(fs).shared_bytes() {
+                                d.set_bytes(b, s, l);
+                            }
                         }
                     }
                     existing.meta.borrow_mut().nlink += 1;
                     existing.clone()
                 }
                 None => {
-                    let n = fs.new_inode(Kind::File(RefCell::new((e.content)())), e.mode, mtime_ns);
+                    let data = (e.content)(fs);
+                    let n = fs.new_inode(Kind::File(data), e.mode, mtime_ns);
                     if e.ino != 0 {
                         links.insert(key, n.clone());
                     }
@@ -273,15 +273,25 @@ mod tests {
         assert!(unpack(&mut Fs::new(), &bad_type).is_err());
     }
 
-    fn file_data(n: &InodeRef) -> &RefCell<FileData> {
+    fn file_data(n: &InodeRef) -> &FileData {
         match &n.kind {
             Kind::File(d) => d,
             _ => panic!("not a file"),
         }
     }
 
+    fn contents(d: &FileData, frames: &mut crate::mm::Frames, phys: &hal::mock::MockPhys) -> Vec<u8> {
+        let mut v = alloc::vec![0u8; d.size() as usize];
+        let n = d.read_to(0, &mut v, frames, phys).unwrap();
+        v.truncate(n);
+        v
+    }
+
     #[test]
     fn shared_unpack_points_into_the_archive_and_copies_on_write() {
+        use hal::PhysMem;
+        let phys = hal::mock::MockPhys::new(1 << 20);
+        let mut frames = crate::mm::Frames::new(phys.size());
         let a = build(&[
             ("bin", g::S_IFDIR | 0o755, b""),
             ("bin/prog", g::S_IFREG | 0o755, b"\x7fELF program"),
@@ -298,34 +308,40 @@ mod tests {
         for path in [["bin", "prog"], ["etc", "motd"]] {
             let f = fs.root.lookup(path[0]).unwrap().unwrap().lookup(path[1]).unwrap().unwrap();
             let c = copied.root.lookup(path[0]).unwrap().unwrap().lookup(path[1]).unwrap().unwrap();
-            assert_eq!(&**file_data(&f).borrow(), &**file_data(&c).borrow());
+            assert_eq!(contents(file_data(&f), &mut frames, &phys), contents(file_data(&c), &mut frames, &phys));
             assert_eq!(f.mode(), c.mode());
-            assert!(file_data(&f).borrow().is_shared());
+            assert!(file_data(&f).is_shared());
         }
         let empty = fs.root.lookup("empty").unwrap().unwrap();
-        assert!(!file_data(&empty).borrow().is_shared());
+        assert!(!file_data(&empty).is_shared());
         assert!(matches!(&fs.root.lookup("link").unwrap().unwrap().kind, Kind::Symlink(t) if t == "bin/prog"));
 
-        // A write copies the file first: the archive is unchanged, the file
-        // reads back the new bytes, its neighbours still share.
+        // A write copies the page into the cache first: the archive is
+        // unchanged, the file reads back the new bytes, its neighbours still share.
         let motd = fs.root.lookup("etc").unwrap().unwrap().lookup("motd").unwrap().unwrap();
         let prog = fs.root.lookup("bin").unwrap().unwrap().lookup("prog").unwrap().unwrap();
-        file_data(&motd).borrow_mut()[..5].copy_from_slice(b"HELLO");
-        assert_eq!(&**file_data(&motd).borrow(), b"HELLO world");
-        assert!(!file_data(&motd).borrow().is_shared());
+        let (frame, fresh) = file_data(&motd).page_for_write(0, 5, &mut frames, &phys).unwrap();
+        assert!(!fresh);
+        phys.write(frame, b"HELLO");
+        file_data(&motd).wrote(5);
+        assert_eq!(contents(file_data(&motd), &mut frames, &phys), b"HELLO world");
+        assert!(!file_data(&motd).is_shared());
         assert_eq!((*archive).as_ref(), &a[..]);
-        assert!(file_data(&prog).borrow().is_shared());
-        // Shrinking shares still; growing copies.
-        file_data(&prog).borrow_mut().resize(4, 0);
-        assert!(file_data(&prog).borrow().is_shared());
-        assert_eq!(&**file_data(&prog).borrow(), b"\x7fELF");
-        file_data(&prog).borrow_mut().resize(6, b'!');
-        assert_eq!(&**file_data(&prog).borrow(), b"\x7fELF!!");
-        assert!(!file_data(&prog).borrow().is_shared());
+        assert!(file_data(&prog).is_shared());
+        // Shrinking shares still; growing shows zeros past the old end.
+        file_data(&prog).truncate(4, &mut frames, &phys).unwrap();
+        assert!(file_data(&prog).is_shared());
+        assert_eq!(contents(file_data(&prog), &mut frames, &phys), b"\x7fELF");
+        file_data(&prog).truncate(6, &mut frames, &phys).unwrap();
+        assert_eq!(contents(file_data(&prog), &mut frames, &phys), b"\x7fELF\0\0");
+        assert!(!file_data(&prog).is_shared());
         assert_eq!((*archive).as_ref(), &a[..]);
-        // Dropping the tree releases the archive.
+        // Dropping the tree releases the archive, and the page's frame.
+        let caches = fs.caches.clone();
         drop((fs, motd, prog, empty));
         assert_eq!(alloc::sync::Arc::strong_count(&archive), 1);
+        caches.reap(&mut frames);
+        frames.check_all_free().unwrap();
 
         // Every truncation is still rejected.
         for cut in 0..a.len() - 1 {

@@ -3,7 +3,7 @@
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 
 use super::inode::{InodeRef, Kind};
 use crate::Errno;
@@ -18,6 +18,10 @@ pub struct OpenFile {
     pub flags: Cell<u32>,
     /// The path it was opened by (for traces and `/proc`-like uses).
     pub path: String,
+    /// For a directory: where it is, so `*at` calls relative to it start
+    /// from the directory itself (not a new walk of `path`, which costs a
+    /// host lookup per component on hostfs and is wrong once it moved).
+    pub loc: RefCell<Option<super::path::Loc>>,
 }
 
 impl Drop for OpenFile {
@@ -35,7 +39,7 @@ pub type FileRef = Rc<OpenFile>;
 impl OpenFile {
     /// A new description at offset 0.
     pub fn new(inode: InodeRef, flags: u32, path: String) -> FileRef {
-        let f = OpenFile { inode, offset: Cell::new(0), flags: Cell::new(flags), path };
+        let f = OpenFile { inode, offset: Cell::new(0), flags: Cell::new(flags), path, loc: RefCell::new(None) };
         if let Kind::Special(s) = &f.inode.kind {
             s.opened(f.readable(), f.writable());
         }

@@ -1,15 +1,19 @@
-//! The ramfs: directories, regular files, symlinks and device nodes in memory.
+//! Inodes: directories, regular files (whose data is a page cache in guest
+//! frames), symlinks and device nodes; and the VFS root ([`Fs`]).
 #![allow(clippy::arc_with_non_send_sync)] // single-threaded kernel; Arc only because the MM wants Arc<dyn MappedFile>
 
 use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
+use hal::PhysMem;
 use linux_raw_sys::general as g;
 
-use crate::mm::MappedFile;
+use crate::mm::page_cache::{Quota, Source};
+use crate::mm::{CacheSet, Frames, MappedFile, PageCache};
 use crate::Errno;
 
 /// A shared reference to an inode.
@@ -50,7 +54,7 @@ pub enum Kind {
     /// A directory: name -> child.
     Dir(RefCell<BTreeMap<String, InodeRef>>),
     /// A regular file's contents.
-    File(RefCell<FileData>),
+    File(FileData),
     /// A symbolic link's target.
     Symlink(String),
     /// A character device.
@@ -62,105 +66,188 @@ pub enum Kind {
 
 pub use super::pipe::{PIPE_BUF, PIPE_CAPACITY};
 
-/// Read-only bytes that many files can share: the initramfs archive (a
-/// `Vec<u8>`, or a host file the backend mapped), which the files unpacked
-/// from it point into instead of holding copies.
-pub type SharedBytes = Arc<dyn AsRef<[u8]>>;
+pub use crate::mm::page_cache::SharedBytes;
 
-/// A regular file's contents: its own bytes, or a range of [`SharedBytes`]
-/// until the first write (copy on write). Reads see a `[u8]` through
-/// `Deref`; `DerefMut` and the growing methods copy a shared range first,
-/// so a write never reaches the shared bytes.
-#[derive(Default)]
-pub struct FileData(Repr);
-
-enum Repr {
-    Owned(Vec<u8>),
-    Shared { bytes: SharedBytes, start: usize, len: usize },
-}
-
-impl Default for Repr {
-    fn default() -> Repr {
-        Repr::Owned(Vec::new())
-    }
-}
+/// A regular file's contents: its page cache (see [`crate::mm::page_cache`]).
+/// Files unpacked from the initramfs point into the archive until a page is
+/// written or mapped; generated files (procfs, sysfs) hold their text the
+/// same way; tmpfs files are sparse; hostfs files read the host file.
+pub struct FileData(Rc<PageCache>);
 
 impl FileData {
-    /// Empty contents.
-    pub fn new() -> FileData {
-        FileData(Repr::Owned(Vec::new()))
+    /// The contents of `cache`.
+    pub fn new(cache: Rc<PageCache>) -> FileData {
+        FileData(cache)
     }
-    /// `bytes[start..start + len]`, shared; `None` if out of range.
-    pub fn shared(bytes: SharedBytes, start: usize, len: usize) -> Option<FileData> {
-        let end = start.checked_add(len)?;
-        if end > (*bytes).as_ref().len() {
-            return None;
-        }
-        Some(FileData(Repr::Shared { bytes, start, len }))
+    /// The page cache.
+    pub fn cache(&self) -> &Rc<PageCache> {
+        &self.0
     }
-    /// Still pointing into shared bytes (never written since unpacking)?
+    /// Still pointing into shared bytes (never written or mapped since unpacking)?
     pub fn is_shared(&self) -> bool {
-        matches!(self.0, Repr::Shared { .. })
+        self.0.is_shared_bytes()
     }
-    /// The contents as an owned vector, copying shared bytes first.
-    pub fn to_mut(&mut self) -> &mut Vec<u8> {
-        if let Repr::Shared { .. } = self.0 {
-            let v = self.as_slice().to_vec();
-            self.0 = Repr::Owned(v);
-        }
-        match &mut self.0 {
-            Repr::Owned(v) => v,
-            // Made owned just above.
-            Repr::Shared { .. } => unreachable!(),
-        }
-    }
-    /// The contents.
-    pub fn as_slice(&self) -> &[u8] {
-        match &self.0 {
-            Repr::Owned(v) => v,
-            // Range checked by `shared`; an AsRef that changes length
-            // would read as empty rather than panic.
-            Repr::Shared { bytes, start, len } => (**bytes).as_ref().get(*start..*start + *len).unwrap_or(&[]),
-        }
-    }
-    /// Empty the contents (`O_TRUNC`): a shared range is dropped, not copied.
-    pub fn clear(&mut self) {
-        self.0 = Repr::Owned(Vec::new());
-    }
-    /// `Vec::resize`; shrinking shared contents copies nothing.
-    pub fn resize(&mut self, new_len: usize, value: u8) {
-        if let Repr::Shared { len, .. } = &mut self.0 {
-            if new_len <= *len {
-                *len = new_len;
-                return;
-            }
-        }
-        self.to_mut().resize(new_len, value);
+    /// The first `max` bytes (fewer at end of file).
+    pub fn head(&self, max: usize, frames: &mut Frames, phys: &impl PhysMem) -> Result<Vec<u8>, Errno> {
+        let n = usize::try_from(self.0.size()).unwrap_or(usize::MAX).min(max);
+        let mut v = alloc::vec![0u8; n];
+        let got = self.0.read_to(0, &mut v, frames, phys)?;
+        v.truncate(got);
+        Ok(v)
     }
 }
 
 impl core::ops::Deref for FileData {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl core::ops::DerefMut for FileData {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.to_mut()
-    }
-}
-
-impl From<Vec<u8>> for FileData {
-    fn from(v: Vec<u8>) -> FileData {
-        FileData(Repr::Owned(v))
+    type Target = PageCache;
+    fn deref(&self) -> &PageCache {
+        &self.0
     }
 }
 
 impl core::fmt::Debug for FileData {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "FileData({} bytes{})", self.len(), if self.is_shared() { ", shared" } else { "" })
+        write!(f, "FileData({} bytes{})", self.0.size(), if self.is_shared() { ", shared" } else { "" })
+    }
+}
+
+/// The bytes of a whole file, for the ELF parser: the archive's bytes
+/// themselves when the file is still those, else a copy.
+pub enum FileBytes {
+    /// `bytes[start..start + len]`.
+    Shared(SharedBytes, usize, usize),
+    /// A copy.
+    Owned(Vec<u8>),
+}
+
+impl FileBytes {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            FileBytes::Shared(b, s, l) => (**b).as_ref().get(*s..*s + *l).unwrap_or(&[]),
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A file as exec loads it: the inode (whose page cache the program's
+/// mappings share with every other process running it) and its bytes for
+/// the ELF parser and the loader, given up once the image is loaded
+/// ([`ExecImage::release`]) so that a running program pins no copy.
+pub struct ExecImage {
+    inode: InodeRef,
+    path: String,
+    bytes: RefCell<Option<FileBytes>>,
+}
+
+impl ExecImage {
+    /// The image of regular file `inode` (opened by `path`).
+    ///
+    /// A file still in the archive is used in place. Another file gets a
+    /// buffer of its size in which only what the ELF parser and the loader
+    /// read is filled in: the ELF header, the program headers, the
+    /// interpreter's path and the file bytes that share a page with a
+    /// segment's bss (the buffer is zero-allocated, so the rest costs no
+    /// memory on the host). Executables over [`MAX_EXEC_SIZE`]: `ENOMEM`.
+    pub fn load(inode: &InodeRef, path: String, frames: &mut Frames, phys: &impl PhysMem) -> Result<Arc<ExecImage>, Errno> {
+        let Kind::File(d) = &inode.kind else { return Err(Errno::EACCES) };
+        let bytes = match d.shared_bytes() {
+            Some((b, s, l)) => FileBytes::Shared(b, s, l),
+            // Not ELF: the parser refuses it from its first bytes (ENOEXEC).
+            None if !d.head(4, frames, phys)?.starts_with(b"\x7fELF") => FileBytes::Owned(d.head(64, frames, phys)?),
+            None => {
+                if d.size() > MAX_EXEC_SIZE {
+                    return Err(Errno::ENOMEM);
+                }
+                let mut v = alloc::vec![0u8; d.size() as usize];
+                for (start, end) in elf_ranges(d, frames, phys)? {
+                    d.read_to(start as u64, &mut v[start..end], frames, phys)?;
+                }
+                FileBytes::Owned(v)
+            }
+        };
+        Ok(Arc::new(ExecImage { inode: inode.clone(), path, bytes: RefCell::new(Some(bytes)) }))
+    }
+    /// Run `f` on the file's bytes (empty once released).
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match &*self.bytes.borrow() {
+            Some(b) => f(b.as_slice()),
+            None => f(&[]),
+        }
+    }
+    /// Give the bytes up (the image is loaded; mappings use the page cache).
+    pub fn release(&self) {
+        self.bytes.borrow_mut().take();
+    }
+    /// The inode.
+    pub fn inode(&self) -> &InodeRef {
+        &self.inode
+    }
+}
+
+/// The largest file exec reads (its buffer is as large as the file).
+pub const MAX_EXEC_SIZE: u64 = 1 << 30;
+
+/// The byte ranges of an ELF file the parser and the loader read, clipped
+/// to the file: the header and the first page, the program header table,
+/// each `PT_INTERP` and the tail of each `PT_LOAD` that shares a page with
+/// its bss. (Layout: `e_phoff` at 32, `e_phentsize` at 54, `e_phnum` at 56;
+/// a 64-bit program header has `p_type` at 0, `p_offset` at 8, `p_filesz`
+/// at 32, `p_memsz` at 40. Garbage only makes ranges that the parser then
+/// refuses.)
+fn elf_ranges(d: &FileData, frames: &mut Frames, phys: &impl PhysMem) -> Result<Vec<(usize, usize)>, Errno> {
+    let size = d.size() as usize;
+    let clip = |s: u64, len: u64| -> (usize, usize) {
+        let s = usize::try_from(s).unwrap_or(usize::MAX).min(size);
+        let e = usize::try_from(len).map_or(size, |l| s.saturating_add(l).min(size));
+        (s, e)
+    };
+    let mut ranges = alloc::vec![clip(0, crate::mm::PAGE)];
+    let head = d.head(64, frames, phys)?;
+    let u64_at = |b: &[u8], o: usize| b.get(o..o + 8).map_or(0, |x| u64::from_le_bytes(x.try_into().unwrap_or([0; 8])));
+    let u16_at = |b: &[u8], o: usize| b.get(o..o + 2).map_or(0, |x| u16::from_le_bytes([x[0], x[1]]));
+    let (phoff, phentsize, phnum) = (u64_at(&head, 32), u64::from(u16_at(&head, 54)), u64::from(u16_at(&head, 56)));
+    if phentsize != 56 || phnum == 0 {
+        return Ok(ranges);
+    }
+    let table = clip(phoff, phnum * 56);
+    ranges.push(table);
+    let mut t = alloc::vec![0u8; table.1 - table.0];
+    d.read_to(table.0 as u64, &mut t, frames, phys)?;
+    for ph in t.chunks_exact(56) {
+        let (ty, off, filesz, memsz) = (u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]), u64_at(ph, 8), u64_at(ph, 32), u64_at(ph, 40));
+        match ty {
+            3 => ranges.push(clip(off, filesz.min(4096))),
+            1 if memsz > filesz => {
+                let end = off.saturating_add(filesz);
+                let start = end & !(crate::mm::PAGE - 1);
+                ranges.push(clip(start, end - start));
+            }
+            _ => {}
+        }
+    }
+    Ok(ranges)
+}
+
+impl MappedFile for ExecImage {
+    fn size(&self) -> u64 {
+        self.inode.size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        self.with_bytes(|b| {
+            let Some(src) = usize::try_from(off).ok().and_then(|o| b.get(o..)) else { return 0 };
+            let n = src.len().min(buf.len());
+            buf[..n].copy_from_slice(&src[..n]);
+            n
+        })
+    }
+    fn page_cache(&self) -> Option<Rc<PageCache>> {
+        self.inode.page_cache()
+    }
+    fn path(&self) -> Option<String> {
+        Some(self.path.clone())
+    }
+    fn ident(&self) -> (u64, u64) {
+        self.inode.ident()
     }
 }
 
@@ -190,6 +277,14 @@ impl Meta {
     }
 }
 
+/// What a file system that keeps its files elsewhere (the host) holds per inode.
+pub enum FsData {
+    /// A hostfs inode: its backend handle.
+    Host(super::hostfs::HostNode),
+    /// An overlay directory: its lower directory.
+    Overlay(super::overlay::OvlDir),
+}
+
 /// One ramfs inode.
 pub struct Inode {
     /// Inode number (unique in this fs).
@@ -204,6 +299,9 @@ pub struct Inode {
     /// The root of the file system mounted on this directory, if any (the
     /// path walk steps onto it, like Linux's `DCACHE_MOUNTED` dentries).
     pub mounted: RefCell<Option<InodeRef>>,
+    /// File-system private data (hostfs: the backend handle); `None` for
+    /// inodes that live only in memory.
+    pub fsdata: Option<FsData>,
 }
 
 impl Inode {
@@ -227,8 +325,11 @@ impl Inode {
     }
     /// Size in bytes as `stat` reports it.
     pub fn size(&self) -> u64 {
+        if let Some((size, _)) = self.host_size() {
+            return size;
+        }
         match &self.kind {
-            Kind::File(d) => d.borrow().len() as u64,
+            Kind::File(d) => d.size(),
             Kind::Symlink(t) => t.len() as u64,
             Kind::Special(s) => s.size(),
             Kind::Dir(_) | Kind::Device(_) => 0,
@@ -249,6 +350,10 @@ impl Inode {
     /// Look up a child of a directory.
     pub fn lookup(&self, name: &str) -> Result<Option<InodeRef>, Errno> {
         match &self.kind {
+            // A hostfs directory asks the host (its map is only a cache).
+            Kind::Dir(_) if matches!(self.fsdata, Some(FsData::Host(_))) => super::hostfs::lookup(self, name),
+            // An overlay directory: its upper map, then its lower directory.
+            Kind::Dir(_) if self.fsdata.is_some() => super::overlay::lookup(self, name),
             Kind::Dir(d) => Ok(d.borrow().get(name).cloned()),
             _ => Err(Errno::ENOTDIR),
         }
@@ -269,6 +374,34 @@ impl Inode {
             return false;
         }
         self.meta.borrow().perm & 0o111 != 0
+    }
+    /// Size and blocks as the host has them: a hostfs inode's (see
+    /// `hostfs::file_size`), or the directory an overlay directory shows.
+    fn host_size(&self) -> Option<(u64, u64)> {
+        match &self.fsdata {
+            Some(FsData::Host(_)) => super::hostfs::file_size(self),
+            Some(FsData::Overlay(_)) => super::overlay::dir_size(self),
+            None => None,
+        }
+    }
+    /// `st_blocks`: for a regular file the pages that hold data (holes of a
+    /// sparse file cost nothing), else the size in 512-byte units.
+    pub fn blocks(&self) -> u64 {
+        // A host file or directory: what the host allocated (see there).
+        if let Some((_, blocks)) = self.host_size() {
+            return blocks;
+        }
+        match &self.kind {
+            Kind::File(d) => d.blocks(),
+            _ => self.size().div_ceil(512),
+        }
+    }
+    /// The file's page cache, if it is a regular file.
+    pub fn file_data(&self) -> Option<&FileData> {
+        match &self.kind {
+            Kind::File(d) => Some(d),
+            _ => None,
+        }
     }
     /// The `stat` structure, serialized (144 bytes, x86_64 layout).
     pub fn stat_bytes(&self) -> [u8; 144] {
@@ -296,7 +429,7 @@ impl Inode {
         put(&mut b, 40, &rdev.to_le_bytes());
         put(&mut b, 48, &size.to_le_bytes());
         put(&mut b, 56, &4096u64.to_le_bytes()); // st_blksize
-        put(&mut b, 64, &size.div_ceil(512).to_le_bytes());
+        put(&mut b, 64, &self.blocks().to_le_bytes());
         for (off, t) in [(72, m.atime_ns), (88, m.mtime_ns), (104, m.ctime_ns)] {
             put(&mut b, off, &(t / 1_000_000_000).to_le_bytes());
             put(&mut b, off + 8, &(t % 1_000_000_000).to_le_bytes());
@@ -309,20 +442,22 @@ impl MappedFile for Inode {
     fn size(&self) -> u64 {
         Inode::size(self)
     }
+    /// Only what the source holds (no frames at hand); mappings use the
+    /// page cache instead.
     fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
         match &self.kind {
-            Kind::File(d) => {
-                let d = d.borrow();
-                let Ok(off) = usize::try_from(off) else { return 0 };
-                if off >= d.len() {
-                    return 0;
-                }
-                let n = buf.len().min(d.len() - off);
-                buf[..n].copy_from_slice(&d[off..off + n]);
-                n
-            }
+            Kind::File(d) => d.read_source(off, buf),
             _ => 0,
         }
+    }
+    fn page_cache(&self) -> Option<Rc<PageCache>> {
+        match &self.kind {
+            Kind::File(d) => Some(d.cache().clone()),
+            _ => None,
+        }
+    }
+    fn ident(&self) -> (u64, u64) {
+        (u64::from(self.sb), self.ino)
     }
 }
 
@@ -340,6 +475,10 @@ pub struct Fs {
     pub(crate) next_mnt: u32,
     /// The host directories behind hostfs mounts.
     pub host: super::hostfs::HostCell,
+    /// Every page cache (file data in guest frames).
+    pub caches: CacheSet,
+    /// The internal file system of `memfd_create` files (never mounted).
+    memfd: Option<u32>,
 }
 
 impl Default for Fs {
@@ -361,8 +500,19 @@ impl Fs {
             kind: Kind::Dir(RefCell::new(BTreeMap::new())),
             sb: ROOT_SB,
             mounted: RefCell::new(None),
+            fsdata: None,
         });
-        let mut fs = Fs { root: root.clone(), next_ino: 2, mounts: Vec::new(), sbs: BTreeMap::new(), next_sb: ROOT_SB + 1, next_mnt: 1, host: Default::default() };
+        let mut fs = Fs {
+            root: root.clone(),
+            next_ino: 2,
+            mounts: Vec::new(),
+            sbs: BTreeMap::new(),
+            next_sb: ROOT_SB + 1,
+            next_mnt: 1,
+            host: Default::default(),
+            caches: CacheSet::new(),
+            memfd: None,
+        };
         fs.sbs.insert(ROOT_SB, super::mount::SuperBlock::new(super::mount::FsType::Rootfs, false));
         fs.mounts.push(super::mount::Mount {
             id: 1,
@@ -391,9 +541,56 @@ impl Fs {
 
     /// A new, unlinked inode of file system `sb`.
     pub fn new_inode_in(&mut self, sb: u32, kind: Kind, perm: u32, now: u64) -> InodeRef {
-        let ino = self.alloc_ino();
+        let mut ino = self.alloc_ino();
+        if self.fstype(sb) == super::mount::FsType::Overlay {
+            // Above every number the lower (host) file system hands out.
+            ino |= super::overlay::OVL_INO_BASE;
+        }
         let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
-        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None) })
+        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None })
+    }
+
+    /// The size limit of file system `sb` (tmpfs-like ones), if any.
+    pub fn quota(&self, sb: u32) -> Option<Rc<Quota>> {
+        self.sbs.get(&sb).and_then(|s| s.quota.clone())
+    }
+
+    /// The superblock of `memfd_create` files (made on first use): a
+    /// tmpfs that is never mounted and has no size limit but memory.
+    pub fn memfd_sb(&mut self) -> u32 {
+        if let Some(sb) = self.memfd {
+            return sb;
+        }
+        let sb = self.new_sb(super::mount::FsType::Tmpfs, false);
+        if let Some(s) = self.sbs.get_mut(&sb) {
+            s.quota = None;
+        }
+        self.memfd = Some(sb);
+        sb
+    }
+
+    /// Is `sb` the file system of `memfd_create` files?
+    pub fn is_memfd(&self, sb: u32) -> bool {
+        self.memfd == Some(sb)
+    }
+
+    /// Empty contents for a new regular file of file system `sb` (sparse,
+    /// charged to its size limit). Memory files carry `F_SEAL_SEAL`, as
+    /// Linux's tmpfs files (only `memfd_create` makes sealable ones).
+    pub fn new_file_data(&self, sb: u32) -> FileData {
+        let d = FileData::new(PageCache::new(&self.caches, Source::Zero, 0, self.quota(sb)));
+        d.set_seals(g::F_SEAL_SEAL);
+        d
+    }
+
+    /// Contents that are `bytes[start..start + len]` until written (the
+    /// initramfs, generated text), for a file of file system `sb`.
+    pub fn bytes_file_data(&self, sb: u32, bytes: SharedBytes, start: usize, len: usize) -> FileData {
+        let len = len.min((*bytes).as_ref().len().saturating_sub(start));
+        let source = Source::Bytes { bytes, start, len: len as u64 };
+        let d = FileData::new(PageCache::new(&self.caches, source, 0, self.quota(sb)));
+        d.set_seals(g::F_SEAL_SEAL);
+        d
     }
 
     /// A new empty directory.

@@ -15,10 +15,12 @@ pub mod file;
 pub mod hostfs;
 pub mod inode;
 pub mod mount;
+pub mod overlay;
 pub mod path;
 pub mod pipe;
 pub mod perm;
 pub mod procfs;
+pub mod readdir;
 
 pub use file::{FdTable, FileRef, OpenFile};
 pub use inode::{Device, Fs, Inode, InodeRef, Kind};

@@ -3,12 +3,13 @@
 //! systems the kernel mounts itself at boot (`/dev`, `/proc`, `/sys`, `/tmp`).
 
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 
 use super::inode::{Device, Fs, InodeRef, Kind};
+use crate::mm::page_cache::Quota;
 use super::path::Loc;
 use crate::Errno;
 
@@ -27,6 +28,8 @@ pub enum FsType {
     Sysfs,
     /// A host directory exported through the HAL.
     Hostfs,
+    /// A writable overlay over a read-only lower tree.
+    Overlay,
 }
 
 impl FsType {
@@ -39,6 +42,7 @@ impl FsType {
             FsType::Proc => "proc",
             FsType::Sysfs => "sysfs",
             FsType::Hostfs => "hostfs",
+            FsType::Overlay => "overlay",
         }
     }
     /// Parse a `mount -t` type.
@@ -59,11 +63,12 @@ impl FsType {
             FsType::Proc => 0x9fa0,
             FsType::Sysfs => 0x6265_6572,
             FsType::Hostfs => 0x00c0_ffee,
+            FsType::Overlay => 0x794c_7630,
         }
     }
     /// Listed in `/proc/filesystems` with `nodev`?
-    pub fn all() -> [FsType; 6] {
-        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs]
+    pub fn all() -> [FsType; 7] {
+        [FsType::Sysfs, FsType::Rootfs, FsType::Tmpfs, FsType::Devtmpfs, FsType::Proc, FsType::Hostfs, FsType::Overlay]
     }
 }
 
@@ -73,13 +78,43 @@ pub struct SuperBlock {
     pub fstype: FsType,
     /// Mounted read-only (`MS_RDONLY`): every change fails with `EROFS`.
     pub readonly: bool,
+    /// The size limit of a memory file system (rootfs, tmpfs, devtmpfs):
+    /// its files' pages are charged to it (`ENOSPC` when full). Default:
+    /// half of guest memory, as Linux's tmpfs.
+    pub quota: Option<Rc<Quota>>,
 }
 
 impl SuperBlock {
     /// A superblock of type `fstype`.
     pub fn new(fstype: FsType, readonly: bool) -> SuperBlock {
-        SuperBlock { fstype, readonly }
+        let quota = match fstype {
+            FsType::Rootfs | FsType::Tmpfs | FsType::Devtmpfs => Some(Quota::new(None)),
+            // An overlay's upper layer is guest memory, limited as a tmpfs.
+            FsType::Overlay => Some(Quota::new(None)),
+            FsType::Proc | FsType::Sysfs | FsType::Hostfs => None,
+        };
+        SuperBlock { fstype, readonly, quota }
     }
+}
+
+/// Parse a tmpfs `size=` value: bytes with an optional `k`/`m`/`g`/`t`
+/// suffix, or a percentage of guest memory (`50%`). Returns pages
+/// (rounded up); `EINVAL` for anything else.
+pub fn parse_size(v: &str, total_frames: u64) -> Result<u64, Errno> {
+    let v = v.trim();
+    if let Some(pct) = v.strip_suffix('%') {
+        let p: u64 = pct.parse().map_err(|_| Errno::EINVAL)?;
+        return Ok(total_frames.saturating_mul(p) / 100);
+    }
+    let (num, mul) = match v.as_bytes().last() {
+        Some(b'k' | b'K') => (&v[..v.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&v[..v.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&v[..v.len() - 1], 1 << 30),
+        Some(b't' | b'T') => (&v[..v.len() - 1], 1 << 40),
+        _ => (v, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| Errno::EINVAL)?;
+    Ok(n.checked_mul(mul).ok_or(Errno::EINVAL)?.div_ceil(crate::mm::PAGE))
 }
 
 /// One entry of the mount table.
@@ -147,12 +182,32 @@ impl Fs {
         Ok(id)
     }
 
+    /// Make `root` (of superblock `sb`) the root file system, as a
+    /// switch_root at boot does: the old root is no longer reachable.
+    pub fn set_root(&mut self, root: InodeRef, sb: u32, source: &str) {
+        self.root = root.clone();
+        if let Some(m) = self.mounts.first_mut() {
+            m.sb = sb;
+            m.root = root;
+            m.source = String::from(source);
+        }
+    }
+
     /// Create and mount a new instance of `fstype` on `target`.
     pub fn mount_new(&mut self, target: &Loc, fstype: FsType, source: &str, readonly: bool, now: u64) -> Result<u32, Errno> {
-        if fstype == FsType::Hostfs || fstype == FsType::Rootfs {
+        self.mount_new_sized(target, fstype, source, readonly, now, None)
+    }
+
+    /// [`Fs::mount_new`] with a size limit in pages (tmpfs `size=`; `None`:
+    /// the default, half of guest memory).
+    pub fn mount_new_sized(&mut self, target: &Loc, fstype: FsType, source: &str, readonly: bool, now: u64, size: Option<u64>) -> Result<u32, Errno> {
+        if fstype == FsType::Hostfs || fstype == FsType::Rootfs || fstype == FsType::Overlay {
             return Err(Errno::ENODEV);
         }
         let sb = self.new_sb(fstype, readonly);
+        if let (Some(q), Some(_)) = (self.quota(sb), size) {
+            q.set_limit(size);
+        }
         let perm = if fstype == FsType::Tmpfs { 0o1777 } else if fstype == FsType::Proc { 0o555 } else { 0o755 };
         let root = self.new_dir_in(sb, perm, now);
         match fstype {
@@ -304,7 +359,10 @@ impl Fs {
             if last.starts_with('.') || path == "kernel/hostname" {
                 continue;
             }
-            let node = self.new_inode_in(sb, Kind::File(RefCell::new(content.as_bytes().to_vec().into())), 0o444, 0);
+            let bytes = content.as_bytes().to_vec();
+            let len = bytes.len();
+            let data = self.bytes_file_data(sb, Arc::new(bytes), 0, len);
+            let node = self.new_inode_in(sb, Kind::File(data), 0o444, 0);
             dir.insert(last, node)?;
         }
         for d in ["class", "block", "bus", "dev", "firmware", "module", "power"] {
@@ -331,7 +389,8 @@ impl Fs {
     }
 
     /// Mount what an init would: devtmpfs on `/dev`, proc on `/proc`, sysfs
-    /// on `/sys`, tmpfs on `/tmp` (creating the directories if missing).
+    /// on `/sys`, tmpfs on `/tmp` and on `/dev/shm` (creating the
+    /// directories if missing).
     pub fn mount_boot_filesystems(&mut self) -> Result<(), Errno> {
         for (dir, perm, fstype, source) in [
             ("dev", 0o755, FsType::Devtmpfs, "devtmpfs"),
@@ -342,6 +401,16 @@ impl Fs {
             let loc = self.ensure_root_dir(dir, perm)?;
             self.mount_new(&loc, fstype, source, false, 0)?;
         }
+        // POSIX shared memory (shm_open, sem_open, multiprocessing) lives in
+        // a tmpfs of its own at /dev/shm, as on Linux.
+        let root = self.root.clone();
+        let shm = super::path::walk(&root, &Loc::root(root.clone()), "/dev/shm", super::path::Follow::Yes)?;
+        self.mount_new(&shm, FsType::Tmpfs, "tmpfs", false, 0)?;
+        // Over the host's tree (`--hostfs /:/`, `do`), `/run` is the guest's own too.
+        if matches!(self.fstype(self.root.sb), FsType::Hostfs | FsType::Overlay) {
+            let loc = self.ensure_root_dir("run", 0o755)?;
+            self.mount_new(&loc, FsType::Tmpfs, "tmpfs", false, 0)?;
+        }
         Ok(())
     }
 
@@ -350,12 +419,23 @@ impl Fs {
         self.mount_boot_filesystems()
     }
 
-    /// `statfs` numbers for file system `sb`: (type, total blocks, free blocks).
+    /// `statfs` numbers for file system `sb`: (type, total blocks, free
+    /// blocks) in pages. A memory file system shows its size limit and the
+    /// pages its files hold; proc and sysfs zeros, as Linux. (hostfs and
+    /// overlays over the host show the host's own figures instead: see
+    /// [`Fs::host_statfs`].)
     pub fn statfs_numbers(&self, sb: u32) -> (u64, u64, u64) {
         let t = self.fstype(sb);
         match t {
-            FsType::Proc | FsType::Sysfs => (t.magic(), 0, 0),
-            _ => (t.magic(), 65536, 32768),
+            FsType::Proc | FsType::Sysfs | FsType::Hostfs => (t.magic(), 0, 0),
+            _ => match self.quota(sb) {
+                // (An unlimited tmpfs shows no size, as Linux's size=0.)
+                Some(q) if q.limit(self.caches.total_frames()) != u64::MAX => {
+                    let limit = q.limit(self.caches.total_frames());
+                    (t.magic(), limit, limit.saturating_sub(q.used()))
+                }
+                _ => (t.magic(), 0, 0),
+            },
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Path walking: `.`, `..`, symlinks (ELOOP after 40), canonical locations.
+//! Path walking: `.`, `..`, symlinks (ELOOP after 40), canonical locations;
+//! and how names that are not UTF-8 are carried in the kernel's strings.
 
+use alloc::borrow::Cow;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -13,6 +15,63 @@ pub const PATH_MAX: usize = 4096;
 pub const NAME_MAX: usize = 255;
 /// Symlinks followed in one walk before `ELOOP`.
 const MAX_SYMLINKS: u32 = 40;
+
+/// First of the 256 code points (U+10FF00..=U+10FFFF, private use) that
+/// stand for single raw bytes in kernel strings.
+const RAW_BASE: u32 = 0x10_FF00;
+
+/// A guest name or path (any bytes but NUL) as a kernel string, losslessly:
+/// valid UTF-8 stays as it is, and every byte that is not part of valid
+/// UTF-8 (or that encodes one of the 256 escape code points themselves)
+/// becomes the code point `U+10FF00 + byte`. [`name_to_bytes`] undoes it,
+/// so two different byte strings never meet as one kernel string.
+pub fn name_from_bytes(b: &[u8]) -> String {
+    if let Ok(s) = core::str::from_utf8(b) {
+        if !s.chars().any(|c| c as u32 >= RAW_BASE) {
+            return String::from(s);
+        }
+    }
+    let mut out = String::with_capacity(b.len());
+    let raw = |out: &mut String, byte: u8| out.push(char::from_u32(RAW_BASE + byte as u32).unwrap_or('?'));
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c as u32 >= RAW_BASE {
+                let mut tmp = [0u8; 4];
+                for &x in c.encode_utf8(&mut tmp).as_bytes() {
+                    raw(&mut out, x);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for &x in chunk.invalid() {
+            raw(&mut out, x);
+        }
+    }
+    out
+}
+
+/// The guest bytes a kernel string stands for (see [`name_from_bytes`]).
+pub fn name_to_bytes(s: &str) -> Cow<'_, [u8]> {
+    if !s.chars().any(|c| c as u32 >= RAW_BASE) {
+        return Cow::Borrowed(s.as_bytes());
+    }
+    let mut out = alloc::vec::Vec::with_capacity(s.len());
+    for c in s.chars() {
+        if c as u32 >= RAW_BASE {
+            out.push((c as u32 - RAW_BASE) as u8);
+        } else {
+            let mut tmp = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Length in guest bytes of a kernel string (escapes count as one byte).
+pub fn raw_len(s: &str) -> usize {
+    s.len() - 3 * s.chars().filter(|&c| c as u32 >= RAW_BASE).count()
+}
 
 /// A resolved location: the chain of directories from the root, so `..` and
 /// `getcwd` need no parent pointers. `stack[0]` is the root (empty name).
@@ -61,7 +120,7 @@ fn components(path: &str) -> Result<VecDeque<String>, Errno> {
         if c.is_empty() || c == "." {
             continue;
         }
-        if c.len() > NAME_MAX {
+        if raw_len(c) > NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
         q.push_back(String::from(c));
@@ -112,7 +171,7 @@ pub fn walk_magic(
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
-    if path.len() >= PATH_MAX {
+    if raw_len(path) >= PATH_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     let mut loc = if path.starts_with('/') { Loc::root(root.clone()) } else { start.clone() };
@@ -181,7 +240,7 @@ pub fn walk_parent_with(
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
-    if path.len() >= PATH_MAX {
+    if raw_len(path) >= PATH_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     let trimmed = path.trim_end_matches('/');
@@ -193,7 +252,7 @@ pub fn walk_parent_with(
         // "/" or "x/.": the caller sees an existing directory.
         return Err(Errno::EEXIST);
     }
-    if name.len() > NAME_MAX {
+    if raw_len(name) > NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     let parent = if dir.is_empty() { start.clone() } else { walk_with(root, start, dir, Follow::Yes, enter)? };
@@ -215,7 +274,7 @@ mod tests {
         let mut fs = Fs::new();
         let a = fs.new_dir(0o755, 0);
         fs.root.insert("a", a.clone()).unwrap();
-        let f = fs.new_inode(Kind::File(Default::default()), 0o644, 0);
+        let f = fs.new_inode(Kind::File(fs.new_file_data(crate::fs::inode::ROOT_SB)), 0o644, 0);
         a.insert("f", f.clone()).unwrap();
         let l = fs.new_inode(Kind::Symlink("/a/f".into()), 0o777, 0);
         a.insert("l", l.clone()).unwrap();
@@ -240,5 +299,19 @@ mod tests {
         assert_eq!(walk(&root, &r, "a/f/.", Follow::Yes).err(), Some(Errno::ENOTDIR));
         let (p, n) = walk_parent(&root, &r, "/a/new").unwrap();
         assert_eq!((p.path().as_str(), n.as_str()), ("/a", "new"));
+    }
+
+    #[test]
+    fn any_bytes_survive_the_string_round_trip() {
+        let all: alloc::vec::Vec<u8> = (1u8..=255).collect();
+        for b in [&all[..], b"plain", b"\xff\xfe", "caf\u{e9}".as_bytes(), "\u{10ff41}".as_bytes(), b"\xf4\x8f\xbd"] {
+            let s = name_from_bytes(b);
+            assert_eq!(&*name_to_bytes(&s), b, "{s:?}");
+            assert_eq!(raw_len(&s), b.len());
+        }
+        // An escape code point in valid UTF-8 is itself escaped: no collision.
+        assert_ne!(name_from_bytes("\u{10ff41}".as_bytes()), name_from_bytes(b"A"));
+        assert_ne!(name_from_bytes("\u{10ff41}".as_bytes()), name_from_bytes(b"\x41"));
+        assert_eq!(name_from_bytes(b"\x41"), "A");
     }
 }

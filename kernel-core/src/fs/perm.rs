@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn owner_group_other_and_root() {
         let mut fs = Fs::new();
-        let f = fs.new_inode(Kind::File(Default::default()), 0o640, 0);
+        let f = fs.new_inode(Kind::File(fs.new_file_data(crate::fs::inode::ROOT_SB)), 0o640, 0);
         {
             let mut m = f.meta.borrow_mut();
             m.uid = 1000;

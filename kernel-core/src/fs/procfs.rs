@@ -31,14 +31,15 @@ const FD_BASE: u64 = 1 << 48;
 /// Files directly in `/proc`.
 const STATIC: [&str; 10] = ["meminfo", "cpuinfo", "uptime", "loadavg", "filesystems", "version", "stat", "cmdline", "swaps", "vmstat"];
 /// Entries of `/proc/<pid>/` (index + 1 is the low bits of the inode number).
-const PID_FILES: [&str; 13] = [
+const PID_FILES: [&str; 15] = [
     "stat", "status", "cmdline", "environ", "maps", "statm", "comm", "mounts", "mountinfo", "exe", "cwd", "root", "fd",
+    "smaps", "smaps_rollup",
 ];
 
 /// What kernel state procfs reads from.
 pub struct ProcCtx<'a, S: AddressSpace> {
     /// All tasks but the caller.
-    pub tasks: &'a BTreeMap<Pid, Task<S>>,
+    pub tasks: &'a crate::task::TaskTable<S>,
     /// The caller (out of the task table while its call runs).
     pub cur: &'a Task<S>,
     /// The VFS (mount table).
@@ -49,8 +50,11 @@ pub struct ProcCtx<'a, S: AddressSpace> {
     pub realtime_ns: u64,
     /// `uname -r`.
     pub release: &'a str,
-    /// Total and free physical frames.
-    pub frames: (u64, u64),
+    /// The frame allocator (`/proc/meminfo`, `smaps`).
+    pub frames: &'a crate::mm::Frames,
+    /// Bytes of kernel objects charged to guest memory (`Slab` in
+    /// `/proc/meminfo`): see [`slab_bytes`].
+    pub slab_bytes: u64,
     /// The IP stack (`/proc/net/*`).
     pub net: &'a crate::net::inet::StackRef,
     /// CPU-time accounting (`/proc/stat`).
@@ -110,15 +114,15 @@ fn pid_ino(pid: Pid, what: u64) -> u64 {
 
 fn node(ino: u64, sb: u32, kind: Kind, perm: u32) -> InodeRef {
     let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
-    Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, 0, nlink)), kind, sb, mounted: RefCell::new(None) })
+    Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, 0, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None })
 }
 
 fn empty_dir() -> Kind {
     Kind::Dir(RefCell::new(BTreeMap::new()))
 }
 
-fn empty_file() -> Kind {
-    Kind::File(Default::default())
+fn empty_file(fs: &Fs, sb: u32) -> Kind {
+    Kind::File(fs.new_file_data(sb))
 }
 
 impl<S: AddressSpace> ProcCtx<'_, S> {
@@ -126,7 +130,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
         if self.cur.pid == pid {
             Some(self.cur)
         } else {
-            self.tasks.get(&pid)
+            self.tasks.get(&pid).map(|t| &**t)
         }
     }
 
@@ -147,7 +151,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
 
     /// Every task, the caller included, in pid order.
     fn all(&self) -> Vec<&Task<S>> {
-        let mut v: Vec<&Task<S>> = self.tasks.values().collect();
+        let mut v: Vec<&Task<S>> = self.tasks.values().map(|t| &**t).collect();
         v.push(self.cur);
         v.sort_by_key(|t| t.pid);
         v
@@ -164,7 +168,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
         match decode(dir.ino) {
             Node::Root => {
                 for (i, name) in STATIC.iter().enumerate() {
-                    map.insert(String::from(*name), node(PROC_BASE + i as u64, sb, empty_file(), 0o444));
+                    map.insert(String::from(*name), node(PROC_BASE + i as u64, sb, empty_file(self.fs, sb), 0o444));
                 }
                 map.insert(String::from("self"), node(PROC_BASE + 100, sb, Kind::Symlink(format!("{}", self.cur.pid)), 0o777));
                 map.insert(String::from("mounts"), node(PROC_BASE + 101, sb, Kind::Symlink(String::from("self/mounts")), 0o777));
@@ -191,11 +195,11 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                 map.insert(String::from("ipv4"), node(PROC_SYS[2], sb, empty_dir(), 0o555));
             }
             Node::Static(_) if dir.ino == PROC_SYS[2] => {
-                map.insert(String::from("ip_forward"), node(PROC_IP_FORWARD, sb, empty_file(), 0o644));
+                map.insert(String::from("ip_forward"), node(PROC_IP_FORWARD, sb, empty_file(self.fs, sb), 0o644));
             }
             Node::Static(_) if dir.ino == PROC_NET => {
                 for (j, name) in crate::net::inet::procnet::FILES.iter().enumerate() {
-                    map.insert(String::from(*name), node(PROC_NET + 1 + j as u64, sb, empty_file(), 0o444));
+                    map.insert(String::from(*name), node(PROC_NET + 1 + j as u64, sb, empty_file(self.fs, sb), 0o444));
                 }
             }
             Node::PidDir(pid) => {
@@ -211,8 +215,8 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                         "cwd" => node(ino, sb, Kind::Symlink(t.cwd.path()), 0o777),
                         "root" => node(ino, sb, Kind::Symlink(String::from("/")), 0o777),
                         "fd" => node(ino, sb, empty_dir(), 0o500),
-                        "environ" => node(ino, sb, empty_file(), 0o400),
-                        _ => node(ino, sb, empty_file(), 0o444),
+                        "environ" => node(ino, sb, empty_file(self.fs, sb), 0o400),
+                        _ => node(ino, sb, empty_file(self.fs, sb), 0o444),
                     };
                     {
                         let mut m = n.meta.borrow_mut();
@@ -276,32 +280,65 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
 
     fn static_file(&self, name: &str) -> String {
         let mut s = String::new();
-        let (total, free) = self.frames;
+        let (total, free) = (self.frames.total_frames(), self.frames.free_frames());
         let kb = |pages: u64| pages * 4;
         let secs = self.now_ns / 1_000_000_000;
         let cs = (self.now_ns / 10_000_000) % 100;
         match name {
             "meminfo" => {
+                // Guest frames: free, page cache (file data, tmpfs and
+                // shared memory: `Cached`, of which `Shmem`), the rest
+                // anonymous memory. Clean cache pages can be evicted, so
+                // they count as available.
+                let c = self.fs.caches.stats();
+                // Kernel objects stand for frames too (the budget): they are
+                // `Slab`, not anonymous memory.
+                let slab_pages = self.slab_bytes.div_ceil(4096);
+                let used = total.saturating_sub(free);
+                let cached = c.pages.min(used);
+                let anon = (used - cached).saturating_sub(slab_pages);
+                let available = (free + c.clean).min(total);
+                let slab_kb = self.slab_bytes / 1024;
                 for (k, v) in [
                     ("MemTotal", kb(total)),
                     ("MemFree", kb(free)),
-                    ("MemAvailable", kb(free)),
+                    ("MemAvailable", kb(available)),
                     ("Buffers", 0),
-                    ("Cached", 0),
+                    ("Cached", kb(cached)),
                     ("SwapCached", 0),
-                    ("Active", kb(total - free.min(total))),
-                    ("Inactive", 0),
-                    ("Shmem", 0),
-                    ("SReclaimable", 0),
+                    ("Active", kb(anon + c.shmem)),
+                    ("Inactive", kb(cached.saturating_sub(c.shmem))),
+                    ("Active(anon)", kb(anon + c.shmem)),
+                    ("Inactive(anon)", 0),
+                    ("Active(file)", 0),
+                    ("Inactive(file)", kb(cached.saturating_sub(c.shmem))),
+                    ("Unevictable", 0),
+                    ("Mlocked", 0),
                     ("SwapTotal", 0),
                     ("SwapFree", 0),
-                    ("Dirty", 0),
-                    ("Mapped", 0),
-                    ("Slab", 0),
-                    ("CommitLimit", kb(total)),
+                    ("Dirty", kb(c.dirty)),
+                    ("Writeback", 0),
+                    ("AnonPages", kb(anon)),
+                    ("Shmem", kb(c.shmem)),
+                    ("KReclaimable", 0),
+                    ("Slab", slab_kb),
+                    ("SReclaimable", 0),
+                    ("SUnreclaim", slab_kb),
+                    ("CommitLimit", kb(total / 2)),
                     ("VmallocTotal", 0),
+                    ("VmallocUsed", 0),
+                    ("VmallocChunk", 0),
+                    ("AnonHugePages", 0),
+                    ("ShmemHugePages", 0),
+                    ("HugePages_Total", 0),
+                    ("HugePages_Free", 0),
+                    ("Hugepagesize", 2048),
                 ] {
-                    let _ = writeln!(s, "{:<16}{:>8} kB", format!("{k}:"), v);
+                    if k.starts_with("HugePages_") {
+                        let _ = writeln!(s, "{:<16}{:>8}", format!("{k}:"), v);
+                    } else {
+                        let _ = writeln!(s, "{:<16}{:>8} kB", format!("{k}:"), v);
+                    }
                 }
             }
             "cpuinfo" => {
@@ -445,24 +482,33 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
             "statm" => {
                 let _ = writeln!(s, "{} {} 0 0 0 {} 0", vsize / 4096, rss, vsize / 4096);
             }
-            "maps" => {
+            "maps" | "smaps" => {
                 if let Some(mm) = t.mm.as_ref() {
                     for v in mm.vmas() {
-                        let r = if v.prot.contains(Prot::READ) { 'r' } else { '-' };
-                        let w = if v.prot.contains(Prot::WRITE) { 'w' } else { '-' };
-                        let x = if v.prot.contains(Prot::EXEC) { 'x' } else { '-' };
-                        let p = if v.shared { 's' } else { 'p' };
-                        let name = match v.kind {
-                            VmaKind::Heap => "[heap]",
-                            VmaKind::Stack => "[stack]",
-                            _ => "",
-                        };
-                        let line = format!("{:08x}-{:08x} {r}{w}{x}{p} {:08x} 00:00 0", v.start, v.end, v.offset);
-                        if name.is_empty() {
-                            let _ = writeln!(s, "{line}");
-                        } else {
-                            let _ = writeln!(s, "{line:<73}{name}");
+                        map_line(&mut s, &v);
+                        if name == "smaps" {
+                            smaps_entry(&mut s, &v, &mm.vma_stats(v.start, v.end, self.frames));
                         }
+                    }
+                }
+            }
+            "smaps_rollup" => {
+                if let Some(mm) = t.mm.as_ref() {
+                    let (lo, hi) = mm.vmas().fold((u64::MAX, 0), |(lo, hi), v| (lo.min(v.start), hi.max(v.end)));
+                    let mut sum = crate::mm::VmaStats::default();
+                    for v in mm.vmas() {
+                        let st = mm.vma_stats(v.start, v.end, self.frames);
+                        sum.rss += st.rss;
+                        sum.pss += st.pss;
+                        sum.shared_clean += st.shared_clean;
+                        sum.shared_dirty += st.shared_dirty;
+                        sum.private_clean += st.private_clean;
+                        sum.private_dirty += st.private_dirty;
+                        sum.anonymous += st.anonymous;
+                    }
+                    if lo < hi {
+                        let _ = writeln!(s, "{:<73}[rollup]", format!("{lo:08x}-{hi:08x} ---p 00000000 00:00 0"));
+                        smaps_figures(&mut s, &sum);
                     }
                 }
             }
@@ -489,6 +535,88 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
         }
         Some(s)
     }
+}
+
+/// Bytes of kernel objects (socket buffers, pipes, tasks...) charged to
+/// guest memory (`crate::budget`): `Slab` and `SUnreclaim` of `/proc/meminfo`.
+pub fn slab_bytes(frames: &crate::mm::Frames) -> u64 {
+    frames.budget().kernel_bytes()
+}
+
+/// One line of `/proc/<pid>/maps` (and the head of an `smaps` entry).
+fn map_line(s: &mut String, v: &crate::mm::VmaInfo) {
+    let r = if v.prot.contains(Prot::READ) { 'r' } else { '-' };
+    let w = if v.prot.contains(Prot::WRITE) { 'w' } else { '-' };
+    let x = if v.prot.contains(Prot::EXEC) { 'x' } else { '-' };
+    let p = if v.shared { 's' } else { 'p' };
+    let (dev, ino) = v.file.as_ref().map_or((0, 0), |f| f.ident());
+    let name: String = match (v.kind, &v.name) {
+        (VmaKind::Heap, _) => String::from("[heap]"),
+        (VmaKind::Stack, _) => String::from("[stack]"),
+        (_, Some(n)) => String::from(&**n),
+        (VmaKind::Anonymous, None) if v.shared => String::from("/dev/zero (deleted)"),
+        _ => String::new(),
+    };
+    let line = format!("{:08x}-{:08x} {r}{w}{x}{p} {:08x} 00:{:02x} {ino}", v.start, v.end, v.offset, dev);
+    if name.is_empty() {
+        let _ = writeln!(s, "{line}");
+    } else {
+        let _ = writeln!(s, "{line:<73}{name}");
+    }
+}
+
+/// The figures of an `smaps` entry.
+fn smaps_figures(s: &mut String, st: &crate::mm::VmaStats) {
+    for (k, v) in [
+        ("Rss", st.rss),
+        ("Pss", st.pss),
+        ("Pss_Dirty", st.shared_dirty.min(st.pss) + st.private_dirty),
+        ("Shared_Clean", st.shared_clean),
+        ("Shared_Dirty", st.shared_dirty),
+        ("Private_Clean", st.private_clean),
+        ("Private_Dirty", st.private_dirty),
+        ("Referenced", st.rss),
+        ("Anonymous", st.anonymous),
+        ("KSM", 0),
+        ("LazyFree", 0),
+        ("AnonHugePages", 0),
+        ("ShmemPmdMapped", 0),
+        ("FilePmdMapped", 0),
+        ("Shared_Hugetlb", 0),
+        ("Private_Hugetlb", 0),
+        ("Swap", 0),
+        ("SwapPss", 0),
+        ("Locked", 0),
+    ] {
+        let _ = writeln!(s, "{:<16}{:>8} kB", format!("{k}:"), v / 1024);
+    }
+}
+
+/// The body of one `smaps` entry (after its maps line).
+fn smaps_entry(s: &mut String, v: &crate::mm::VmaInfo, st: &crate::mm::VmaStats) {
+    let size = (v.end - v.start) / 1024;
+    let _ = writeln!(s, "{:<16}{:>8} kB\n{:<16}{:>8} kB\n{:<16}{:>8} kB", "Size:", size, "KernelPageSize:", 4, "MMUPageSize:", 4);
+    smaps_figures(s, st);
+    let _ = writeln!(s, "THPeligible:    0");
+    let mut flags = String::new();
+    for (on, f) in [
+        (v.prot.contains(Prot::READ), "rd"),
+        (v.prot.contains(Prot::WRITE), "wr"),
+        (v.prot.contains(Prot::EXEC), "ex"),
+        (v.shared, "sh"),
+        (true, "mr"),
+        (v.may_write, "mw"),
+        (true, "me"),
+        (v.shared && v.may_write, "ms"),
+        (v.growsdown, "gd"),
+        (!v.shared && v.prot.contains(Prot::WRITE), "ac"),
+    ] {
+        if on {
+            flags.push_str(f);
+            flags.push(' ');
+        }
+    }
+    let _ = writeln!(s, "VmFlags: {flags}");
 }
 
 /// The command name (`comm`): set at exec; before any exec (the kernel's own

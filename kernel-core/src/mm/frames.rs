@@ -58,7 +58,9 @@ impl Frames {
         }
         let words = free_bits.len();
         // Keep 1/64 of memory (at least 1 MiB) of freed frames backed for reuse.
-        let low_water = (n as u64 / 64).max(256);
+        // Enough free memory stays backed that a fork/exit or mmap/munmap
+        // churn reuses it instead of faulting it in again from the host.
+        let low_water = (n as u64 / 16).max(256);
         Frames {
             budget: Budget::new(n as u64),
             refs: vec![0; n],

@@ -10,8 +10,8 @@
 //! - A page-table entry means "mapped in the host" (queued or applied), and
 //!   nothing else is mapped in the host: removing a VMA without entries
 //!   costs no host operation. Every
-//!   entry holds one frame reference; a [`SharedAnon`] object holds one more
-//!   per page it owns.
+//!   entry holds one frame reference; a page cache holds one more per page
+//!   it owns.
 //!
 //! # Stack
 //! exec reserves an 8 MiB `[stack]` VMA up front (`RLIMIT_STACK`'s default;
@@ -19,12 +19,26 @@
 //! grows when a fault lands at most [`STACK_GROW_GAP`] below it, as long as one
 //! page of gap to the mapping below remains. There is no `RLIMIT_STACK` check.
 //!
-//! # Shared file mappings
-//! There is no page cache yet: a read-only `MAP_SHARED` file mapping is
-//! handled like a private one (the pages are copies of the file, taken at
-//! fault time, so later writes to the file are not seen), and a writable
-//! `MAP_SHARED` file mapping is refused with `ENODEV` (`mprotect` adding
-//! `PROT_WRITE` to one gives `EACCES`).
+//! # File and shared mappings
+//! A file mapping maps the frames of the file's [`PageCache`], and so does
+//! `MAP_SHARED|MAP_ANONYMOUS` (an anonymous cache, like Linux's shmem
+//! object): a shared mapping maps them as they are, and every process
+//! mapping the file (or sharing the object across `fork`) and every `read`
+//! and `write` of the file see the same bytes. A private mapping maps them
+//! copy-on-write (`cow` entries): it sees the file until it writes a page
+//! (one exception: in a *writable* private mapping, the pages fault-around
+//! brings in next to a faulting page are private copies at once, since in
+//! practice such a mapping is a program's data segment, written soon, and a
+//! write fault costs a host round trip; POSIX leaves unspecified whether a
+//! private mapping sees later changes to the file).
+//! Entries of shared mappings that were never written through are
+//! write-protected too (`cow`), and their first write fault marks the cache
+//! page dirty without copying ("write notify"), so that only pages written
+//! through a mapping are written back to a host file.
+//!
+//! Removing pages from a cache (truncation, hole punching) first removes the
+//! entries that map them, in every map ([`MemoryMap::invalidate_cache`]):
+//! an access past the new end of the file then gives `SIGBUS`.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -34,7 +48,8 @@ use alloc::vec::Vec;
 use hal::{Access, AddressSpace, PhysMem, Prot};
 
 use super::frames::Frames;
-use super::vma::{Backing, FaultError, MapFlags, SharedAnon, Vma, VmaBacking, VmaInfo, VmaKind};
+use super::page_cache::{CacheSet, MapRef, PageCache, Source};
+use super::vma::{Backing, FaultError, MapFlags, Vma, VmaBacking, VmaInfo, VmaKind};
 use super::{page_ceil, page_floor, PAGE};
 use crate::Errno;
 
@@ -95,12 +110,12 @@ fn allows(prot: Prot, access: Access) -> bool {
 /// Accumulates host map operations, merging runs that are contiguous both in
 /// user addresses and in frames with one protection.
 #[derive(Default)]
-struct MapRun {
+pub(super) struct MapRun {
     run: Option<(u64, u64, u64, Prot)>, // vaddr, len, paddr, prot
 }
 
 impl MapRun {
-    fn push<S: AddressSpace>(&mut self, host: &mut S, vaddr: u64, paddr: u64, prot: Prot) {
+    pub(super) fn push<S: AddressSpace>(&mut self, host: &mut S, vaddr: u64, paddr: u64, prot: Prot) {
         if let Some((v, l, p, pr)) = &mut self.run {
             if *v + *l == vaddr && *p + *l == paddr && *pr == prot {
                 *l += PAGE;
@@ -110,7 +125,7 @@ impl MapRun {
         self.flush(host);
         self.run = Some((vaddr, PAGE, paddr, prot));
     }
-    fn flush<S: AddressSpace>(&mut self, host: &mut S) {
+    pub(super) fn flush<S: AddressSpace>(&mut self, host: &mut S) {
         if let Some((v, l, p, pr)) = self.run.take() {
             host.map(v, l, p, pr);
         }
@@ -146,19 +161,34 @@ impl ProtectRun {
 ///
 /// Call [`MemoryMap::clear`] before dropping a map: it holds frame references.
 pub struct MemoryMap<S: AddressSpace> {
-    host: S,
+    pub(super) host: S,
     pub(crate) vmas: BTreeMap<u64, Vma>,
     pub(crate) pages: BTreeMap<u64, Pte>,
     brk_base: u64,
     brk: u64,
     user_end: u64,
+    /// Where the caches of `MAP_SHARED|MAP_ANONYMOUS` objects are registered.
+    shm: CacheSet,
 }
 
 impl<S: AddressSpace> MemoryMap<S> {
-    /// An empty memory map over a fresh hal address space.
+    /// An empty memory map over a fresh hal address space, with a cache set
+    /// of its own for shared anonymous memory (tests; the kernel uses
+    /// [`MemoryMap::with_caches`]).
     pub fn new(host: S) -> Self {
+        Self::with_caches(host, CacheSet::new())
+    }
+
+    /// An empty memory map whose shared anonymous memory is registered in
+    /// `shm` (the kernel's set: `/proc/meminfo`, shrinking, checks).
+    pub fn with_caches(host: S, shm: CacheSet) -> Self {
         let user_end = page_floor(host.user_end());
-        MemoryMap { host, vmas: BTreeMap::new(), pages: BTreeMap::new(), brk_base: 0, brk: 0, user_end }
+        MemoryMap { host, vmas: BTreeMap::new(), pages: BTreeMap::new(), brk_base: 0, brk: 0, user_end, shm }
+    }
+
+    /// The hal space, to ask about.
+    pub fn host_ref(&self) -> &S {
+        &self.host
     }
 
     /// The hal space, for `Hal::run`.
@@ -206,7 +236,7 @@ impl<S: AddressSpace> MemoryMap<S> {
     /// (one batch of merged `protect`s queued on this space, one batch of
     /// merged `map`s on the child's); shared anonymous pages stay shared.
     pub fn fork(&mut self, child_host: S, frames: &mut Frames) -> Result<MemoryMap<S>, Errno> {
-        let mut child = MemoryMap::new(child_host);
+        let mut child = MemoryMap::with_caches(child_host, self.shm.clone());
         child.vmas = self.vmas.clone();
         child.brk_base = self.brk_base;
         child.brk = self.brk;
@@ -225,7 +255,9 @@ impl<S: AddressSpace> MemoryMap<S> {
                 continue;
             };
             frames.get(pte.frame);
-            if !matches!(vma.backing, VmaBacking::Shared { .. }) {
+            // Shared pages stay as they are in both maps (a writable entry
+            // of a shared mapping is already marked dirty in its cache).
+            if !(vma.shared && matches!(vma.backing, VmaBacking::Cache { .. })) {
                 pte.cow = true;
                 let prot = host_prot(vma.prot, true);
                 if pte.prot != prot {
@@ -291,13 +323,26 @@ impl<S: AddressSpace> MemoryMap<S> {
             if access != Access::Write || !pte.cow {
                 return Ok((*pte, false));
             }
+            if let (true, VmaBacking::Cache { map, offset, .. }) = (vma.shared, &vma.backing) {
+                // Write notify: the page of a shared mapping is written
+                // through it from now on.
+                map.cache.mark_dirty((offset + (page - vma.start)) / PAGE).map_err(|_| FaultError::Bus)?;
+                pte.cow = false;
+                pte.prot = host_prot(vma.prot, false);
+                self.host.protect(page, PAGE, pte.prot);
+                return Ok((*pte, true));
+            }
             // Copy-on-write.
             if frames.refcount(pte.frame) == 1 {
                 pte.cow = false;
                 pte.prot = host_prot(vma.prot, false);
                 self.host.protect(page, PAGE, pte.prot);
             } else {
-                let new = frames.alloc().ok_or(FaultError::OutOfMemory)?;
+                let new = match frames.alloc() {
+                    Some(f) => f,
+                    None if self.shm.shrink(frames, phys, 64) > 0 => frames.alloc().ok_or(FaultError::OutOfMemory)?,
+                    None => return Err(FaultError::OutOfMemory),
+                };
                 phys.copy(pte.frame, new, PAGE);
                 frames.put(pte.frame);
                 pte.frame = new;
@@ -311,7 +356,14 @@ impl<S: AddressSpace> MemoryMap<S> {
             }
             return Ok((pte, true));
         }
-        self.fault_in(&vma, page, around, frames, phys).map(|pte| (pte, true))
+        match self.fault_in(&vma, page, around, access == Access::Write, frames, phys) {
+            // Clean page-cache pages make room before a fault fails (the
+            // shrink keeps pages this map's entries hold).
+            Err(FaultError::OutOfMemory) if self.shm.shrink(frames, phys, 64) > 0 => {
+                self.fault_in(&vma, page, false, access == Access::Write, frames, phys).map(|pte| (pte, true))
+            }
+            r => r.map(|pte| (pte, true)),
+        }
     }
 
     /// After a copy-on-write fault at `page`: the copy-on-write pages of its
@@ -335,34 +387,37 @@ impl<S: AddressSpace> MemoryMap<S> {
         run.flush(&mut self.host);
     }
 
-    /// A frame for the missing page `p` of `vma`: zeroed (private anonymous),
-    /// the shared object's (created zeroed if it has none and `create`), or
-    /// a copy of the file page. `Ok(None)`: nothing to map (`create` false
-    /// and the shared object has no page). `Bus`: wholly beyond end of file.
+    /// A frame for the missing page `p` of `vma` and whether to map it
+    /// copy-on-write: zeroed (private anonymous); the cache's page (created
+    /// from its source, a hole only if `create`), write-protected unless
+    /// `write` (a shared mapping's first write marks it dirty, a private
+    /// mapping's gets a copy); or a copy of the file page (a file without a
+    /// cache). `Ok(None)`: nothing to map (a hole and not `create`). `Bus`:
+    /// wholly beyond end of file.
     fn new_frame(
         vma: &Vma,
         p: u64,
         create: bool,
+        write: bool,
         frames: &mut Frames,
         phys: &impl PhysMem,
-    ) -> Result<Option<u64>, FaultError> {
+    ) -> Result<Option<(u64, bool)>, FaultError> {
         Ok(Some(match &vma.backing {
-            VmaBacking::Anon => frames.alloc_zeroed(phys).ok_or(FaultError::OutOfMemory)?,
-            VmaBacking::Shared { obj, pgoff } => {
-                let idx = pgoff + (p - vma.start) / PAGE;
-                let mut objf = obj.frames.borrow_mut();
-                match objf.get(&idx) {
-                    Some(&f) => {
-                        frames.get(f);
-                        f
-                    }
-                    None if !create => return Ok(None),
-                    None => {
-                        let f = frames.alloc_zeroed(phys).ok_or(FaultError::OutOfMemory)?;
-                        frames.get(f); // one for the object, one for this entry
-                        objf.insert(idx, f);
-                        f
-                    }
+            VmaBacking::Anon => (frames.alloc_zeroed(phys).ok_or(FaultError::OutOfMemory)?, false),
+            VmaBacking::Cache { map, offset, .. } => {
+                let idx = offset.checked_add(p - vma.start).ok_or(FaultError::Bus)? / PAGE;
+                let Some(f) = map.cache.fault_page(idx, create, frames, phys)? else { return Ok(None) };
+                if !write {
+                    frames.get(f);
+                    (f, true)
+                } else if vma.shared {
+                    map.cache.mark_dirty(idx).map_err(|_| FaultError::Bus)?;
+                    frames.get(f);
+                    (f, false)
+                } else {
+                    let new = frames.alloc().ok_or(FaultError::OutOfMemory)?;
+                    phys.copy(f, new, PAGE);
+                    (new, false)
                 }
             }
             VmaBacking::File { file, offset } => {
@@ -372,7 +427,7 @@ impl<S: AddressSpace> MemoryMap<S> {
                 }
                 let f = frames.alloc().ok_or(FaultError::OutOfMemory)?;
                 fill_from_file(&**file, off, f, phys);
-                f
+                (f, false)
             }
         }))
     }
@@ -394,10 +449,10 @@ impl<S: AddressSpace> MemoryMap<S> {
         vma: &Vma,
         page: u64,
         around: bool,
+        write: bool,
         frames: &mut Frames,
         phys: &impl PhysMem,
     ) -> Result<Pte, FaultError> {
-        let prot = host_prot(vma.prot, false);
         let (mut lo, mut hi) = (page, page + PAGE);
         // Present pages of the window, one bit per page from `lo`.
         let mut present = 0u64;
@@ -422,7 +477,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         let mut p = lo;
         while p < hi {
             if p == page {
-                let frame = match Self::new_frame(vma, p, true, frames, phys) {
+                let (frame, cow) = match Self::new_frame(vma, p, true, write, frames, phys) {
                     Ok(Some(f)) => f,
                     // (`None` cannot happen with `create`.)
                     r => {
@@ -430,14 +485,19 @@ impl<S: AddressSpace> MemoryMap<S> {
                         return Err(r.err().unwrap_or(FaultError::OutOfMemory));
                     }
                 };
-                let pte = Pte { frame, prot, cow: false };
+                let pte = Pte { frame, prot: host_prot(vma.prot, cow), cow };
                 self.pages.insert(p, pte);
-                run.push(&mut self.host, p, frame, prot);
+                run.push(&mut self.host, p, frame, pte.prot);
                 result = Some(pte);
             } else if present & (1 << ((p - lo) / PAGE)) == 0 {
-                match Self::new_frame(vma, p, false, frames, phys) {
-                    Ok(Some(frame)) => {
-                        self.pages.insert(p, Pte { frame, prot, cow: false });
+                // Neighbours in a writable private file mapping (a
+                // program's data segment) get their private copies now: a
+                // write fault each later would cost far more than the copy.
+                let copy = !vma.shared && vma.prot.contains(Prot::WRITE);
+                match Self::new_frame(vma, p, false, copy, frames, phys) {
+                    Ok(Some((frame, cow))) => {
+                        let prot = host_prot(vma.prot, cow);
+                        self.pages.insert(p, Pte { frame, prot, cow });
                         run.push(&mut self.host, p, frame, prot);
                     }
                     Ok(None) => {}
@@ -481,7 +541,7 @@ impl<S: AddressSpace> MemoryMap<S> {
     // ---------------------------------------------------------------- VMA surgery
 
     /// Split the VMA containing `at` (if `at` is strictly inside one).
-    fn split_at(&mut self, at: u64) {
+    pub(super) fn split_at(&mut self, at: u64) {
         let Some((&start, vma)) = self.vmas.range_mut(..at).next_back() else { return };
         if vma.end <= at || start == at {
             return;
@@ -492,7 +552,7 @@ impl<S: AddressSpace> MemoryMap<S> {
 
     /// Merge neighbouring VMAs that continue each other, from the VMA
     /// ending at or containing `from` through `to`.
-    fn merge_range(&mut self, from: u64, to: u64) {
+    pub(super) fn merge_range(&mut self, from: u64, to: u64) {
         let mut cur = match self.vmas.range(..from).next_back() {
             Some((&s, _)) => s,
             None => match self.vmas.range(from..).next() {
@@ -528,19 +588,8 @@ impl<S: AddressSpace> MemoryMap<S> {
         }
     }
 
-    /// Drop a VMA; the last VMA of a shared object releases its frames.
-    fn release_vma(vma: Vma, frames: &mut Frames) {
-        if let VmaBacking::Shared { obj, .. } = &vma.backing {
-            if Rc::strong_count(obj) == 1 {
-                for &f in obj.frames.borrow().values() {
-                    frames.put(f);
-                }
-            }
-        }
-    }
-
     /// Remove every mapping in `[start, end)` (page-aligned, `start < end`).
-    fn remove_range(&mut self, start: u64, end: u64, frames: &mut Frames) {
+    pub(super) fn remove_range(&mut self, start: u64, end: u64, frames: &mut Frames) {
         if !self.overlaps(start, end) {
             return;
         }
@@ -559,9 +608,10 @@ impl<S: AddressSpace> MemoryMap<S> {
                 if any_in(&doomed, vma.start, vma.end) {
                     self.host.unmap(vma.start, vma.end - vma.start);
                 }
-                Self::release_vma(vma, frames);
             }
         }
+        // A shared anonymous object whose last mapping went gives its frames back now.
+        self.shm.reap(frames);
     }
 
     /// Find a free range of `len` bytes, top-down below `hi`, above `lo`.
@@ -618,8 +668,9 @@ impl<S: AddressSpace> MemoryMap<S> {
     /// offset, no or both of shared/private, `MAP_HUGETLB`), `ENOMEM` (no room,
     /// beyond the user end, or `MAP_POPULATE` out of frames), `EEXIST`
     /// (`MAP_FIXED_NOREPLACE` over a mapping), `EPERM` (fixed below
-    /// [`MMAP_MIN_ADDR`]), `EOVERFLOW` (offset + length overflows), `ENODEV`
-    /// (writable `MAP_SHARED` file mapping: not supported yet).
+    /// [`MMAP_MIN_ADDR`]), `EOVERFLOW` (offset + length overflows), `EACCES`
+    /// (writable `MAP_SHARED` mapping of a file that may not be written),
+    /// `ENODEV` (writable `MAP_SHARED` mapping of a file without a page cache).
     ///
     /// `MAP_POPULATE` is ignored here (no physical memory at hand): use
     /// [`MemoryMap::mmap_with_phys`] to honour it.
@@ -678,22 +729,19 @@ impl<S: AddressSpace> MemoryMap<S> {
         if flags.contains(MapFlags::HUGETLB) {
             return Err(Errno::EINVAL);
         }
-        let (vbacking, kind) = match backing {
+        let writable = shared && prot.contains(Prot::WRITE);
+        let (vbacking, kind, may_write, name) = match backing {
             Backing::Anonymous if shared => {
-                (VmaBacking::Shared { obj: Rc::new(SharedAnon::default()), pgoff: 0 }, VmaKind::Anonymous)
+                let cache = PageCache::new(&self.shm, Source::Zero, len, None);
+                (VmaBacking::Cache { map: MapRef::new(cache, writable), offset: 0, file: None }, VmaKind::Anonymous, true, None)
             }
-            Backing::Anonymous => (VmaBacking::Anon, VmaKind::Anonymous),
+            Backing::Anonymous => (VmaBacking::Anon, VmaKind::Anonymous, true, None),
             Backing::File(file, offset) => {
-                if !offset.is_multiple_of(PAGE) {
-                    return Err(Errno::EINVAL);
-                }
-                if offset.checked_add(len).is_none() {
-                    return Err(Errno::EOVERFLOW);
-                }
-                if shared && prot.contains(Prot::WRITE) {
-                    return Err(Errno::ENODEV);
-                }
-                (VmaBacking::File { file, offset }, VmaKind::File)
+                let name = file.path().map(Rc::from);
+                Self::file_backing(file, offset, len, shared, false, writable, name)?
+            }
+            Backing::Open { file, offset, writable: may, name } => {
+                Self::file_backing(file, offset, len, shared, may, writable, Some(Rc::from(name)))?
             }
         };
         let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
@@ -726,12 +774,47 @@ impl<S: AddressSpace> MemoryMap<S> {
             end: start + len,
             prot,
             shared,
+            may_write,
+            name,
             kind,
             growsdown: flags.contains(MapFlags::GROWSDOWN),
             backing: vbacking,
         };
         self.insert_vma(vma);
         Ok(start)
+    }
+
+    /// The backing of a file mapping: through the file's page cache if it
+    /// has one. `EACCES` for a writable shared mapping of a file that may
+    /// not be written (`may_write`), `ENODEV` if it has no cache.
+    #[allow(clippy::type_complexity)]
+    fn file_backing(
+        file: alloc::sync::Arc<dyn super::MappedFile>,
+        offset: u64,
+        len: u64,
+        shared: bool,
+        may_write: bool,
+        writable: bool,
+        name: Option<Rc<str>>,
+    ) -> Result<(VmaBacking, VmaKind, bool, Option<Rc<str>>), Errno> {
+        if !offset.is_multiple_of(PAGE) {
+            return Err(Errno::EINVAL);
+        }
+        if offset.checked_add(len).is_none() {
+            return Err(Errno::EOVERFLOW);
+        }
+        let may_write = !shared || may_write;
+        let backing = match file.page_cache() {
+            Some(cache) => {
+                if writable && !may_write {
+                    return Err(Errno::EACCES);
+                }
+                VmaBacking::Cache { map: MapRef::new(cache, writable), offset, file: Some(file) }
+            }
+            None if writable => return Err(Errno::ENODEV),
+            None => VmaBacking::File { file, offset },
+        };
+        Ok((backing, VmaKind::File, may_write, name))
     }
 
     /// Fault in `[start, end)`; out of frames undoes the mapping (`ENOMEM`).
@@ -767,7 +850,8 @@ impl<S: AddressSpace> MemoryMap<S> {
     }
 
     /// `mprotect`: `EINVAL` for an unaligned address, `ENOMEM` if part of the
-    /// range is unmapped, `EACCES` for `PROT_WRITE` on a shared file mapping.
+    /// range is unmapped, `EACCES` for `PROT_WRITE` on a shared mapping of a
+    /// file not opened for writing.
     /// As on Linux, the VMAs before the first hole (or refused VMA) are
     /// changed even when the call then fails. Present pages get their host
     /// protection changed (copy-on-write pages stay read-only).
@@ -789,7 +873,7 @@ impl<S: AddressSpace> MemoryMap<S> {
                 result = Err(Errno::ENOMEM);
                 break;
             };
-            if prot.contains(Prot::WRITE) && vma.shared && matches!(vma.backing, VmaBacking::File { .. }) {
+            if prot.contains(Prot::WRITE) && vma.shared && !vma.may_write {
                 result = Err(Errno::EACCES);
                 break;
             }
@@ -808,6 +892,9 @@ impl<S: AddressSpace> MemoryMap<S> {
         self.split_at(end);
         for (_, v) in self.vmas.range_mut(addr..end) {
             v.prot = prot;
+            if let (true, VmaBacking::Cache { map, .. }) = (v.shared, &mut v.backing) {
+                map.set_writable(prot.contains(Prot::WRITE));
+            }
         }
         let mut run = ProtectRun::default();
         for (&va, pte) in self.pages.range_mut(addr..end) {
@@ -838,24 +925,7 @@ impl<S: AddressSpace> MemoryMap<S> {
         let len = page_ceil(len).ok_or(Errno::EINVAL)?;
         let end = addr.checked_add(len).filter(|&e| e <= self.user_end).ok_or(Errno::EINVAL)?;
         let doomed: Vec<u64> = self.pages.range(addr..end).map(|(&va, _)| va).collect();
-        let mut run: Option<(u64, u64)> = None;
-        for va in doomed {
-            if let Some(pte) = self.pages.remove(&va) {
-                frames.put(pte.frame);
-            }
-            match &mut run {
-                Some((_, e)) if *e == va => *e += PAGE,
-                _ => {
-                    if let Some((s, e)) = run.take() {
-                        self.host.unmap(s, e - s);
-                    }
-                    run = Some((va, va + PAGE));
-                }
-            }
-        }
-        if let Some((s, e)) = run {
-            self.host.unmap(s, e - s);
-        }
+        self.drop_entries(&doomed, frames);
         let mut p = addr;
         while p < end {
             match self.find_vma(p) {
@@ -895,6 +965,8 @@ impl<S: AddressSpace> MemoryMap<S> {
                 end: new_end,
                 prot: Prot::READ | Prot::WRITE,
                 shared: false,
+                may_write: true,
+                name: None,
                 kind: VmaKind::Heap,
                 growsdown: false,
                 backing: VmaBacking::Anon,
@@ -918,8 +990,8 @@ impl<S: AddressSpace> MemoryMap<S> {
             if any_in(&present, vma.start, vma.end) {
                 self.host.unmap(vma.start, vma.end - vma.start);
             }
-            Self::release_vma(vma, frames);
         }
+        self.shm.reap(frames);
         self.brk_base = 0;
         self.brk = 0;
     }
@@ -963,11 +1035,23 @@ impl<S: AddressSpace> MemoryMap<S> {
             if rc == 0 {
                 return Err(format!("pte {va:#x}: frame {:#x} is free", pte.frame));
             }
+            let cache_frame = match &vma.backing {
+                VmaBacking::Cache { map, offset, .. } => map.cache.frame_at((offset + (va - vma.start)) / PAGE),
+                _ => None,
+            };
             match &vma.backing {
-                VmaBacking::Shared { obj, pgoff } => {
-                    let idx = pgoff + (va - vma.start) / PAGE;
-                    if pte.cow || obj.frames.borrow().get(&idx) != Some(&pte.frame) {
-                        return Err(format!("pte {va:#x}: not the shared object's frame"));
+                VmaBacking::Cache { map, offset, .. } if vma.shared => {
+                    if cache_frame != Some(pte.frame) {
+                        return Err(format!("pte {va:#x}: not the shared cache's frame"));
+                    }
+                    let idx = (offset + (va - vma.start)) / PAGE;
+                    if !pte.cow && vma.prot.contains(Prot::WRITE) && !map.cache.is_dirty(idx) {
+                        return Err(format!("pte {va:#x}: writable shared page not marked dirty"));
+                    }
+                }
+                _ if cache_frame == Some(pte.frame) => {
+                    if !pte.cow {
+                        return Err(format!("pte {va:#x}: a cache page mapped writable by a private mapping"));
                     }
                 }
                 _ => {
@@ -1006,23 +1090,52 @@ fn fill_from_file(file: &dyn super::MappedFile, off: u64, frame: u64, phys: &imp
 }
 
 /// Check that every frame's reference count equals the references held by
-/// `maps` (page-table entries plus shared objects) and every other frame is
-/// free. `maps` must be every live map.
+/// `maps` (page-table entries), by the page caches they map or that are
+/// registered in their cache sets (pages and orphans), and every other frame
+/// is free. `maps` must be every live map.
 pub fn check_refcounts<S: AddressSpace>(maps: &[&MemoryMap<S>], frames: &Frames) -> Result<(), String> {
+    check_refcounts_with(maps, &[], frames)
+}
+
+/// [`check_refcounts`], also counting the caches of `sets` (the file
+/// systems' caches, which no map may reach).
+pub fn check_refcounts_with<S: AddressSpace>(maps: &[&MemoryMap<S>], sets: &[&CacheSet], frames: &Frames) -> Result<(), String> {
     frames.check_consistent()?;
     let mut want: BTreeMap<u64, u32> = BTreeMap::new();
-    let mut objs: Vec<*const SharedAnon> = Vec::new();
+    let mut all_sets: Vec<&CacheSet> = sets.to_vec();
     for m in maps {
         m.check_invariants(frames)?;
         for pte in m.pages.values() {
             *want.entry(pte.frame).or_default() += 1;
         }
+        all_sets.push(&m.shm);
+    }
+    // Each set once (maps usually share the kernel's), each cache once.
+    let mut seen_sets: Vec<*const ()> = Vec::new();
+    let mut seen_caches: alloc::collections::BTreeSet<*const PageCache> = alloc::collections::BTreeSet::new();
+    for set in all_sets {
+        let p = set.identity();
+        if seen_sets.contains(&p) {
+            continue;
+        }
+        seen_sets.push(p);
+        set.check()?;
+        for f in set.orphans() {
+            *want.entry(f).or_default() += 1;
+        }
+        for c in set.caches() {
+            if seen_caches.insert(Rc::as_ptr(&c)) {
+                for (_, f, _) in c.pages() {
+                    *want.entry(f).or_default() += 1;
+                }
+            }
+        }
+    }
+    for m in maps {
         for v in m.vmas.values() {
-            if let VmaBacking::Shared { obj, .. } = &v.backing {
-                let p = Rc::as_ptr(obj);
-                if !objs.contains(&p) {
-                    objs.push(p);
-                    for &f in obj.frames.borrow().values() {
+            if let Some(c) = v.backing.cache() {
+                if seen_caches.insert(Rc::as_ptr(c)) {
+                    for (_, f, _) in c.pages() {
                         *want.entry(f).or_default() += 1;
                     }
                 }

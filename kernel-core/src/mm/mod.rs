@@ -1,5 +1,6 @@
 //! Memory management: physical frames, per-process memory maps (VMAs and the
-//! software page table), demand paging, copy-on-write, user copies.
+//! software page table), demand paging, copy-on-write, user copies, and the
+//! page cache that holds file data (and shared anonymous memory) in frames.
 //!
 //! kernel-core is the MMU: [`MemoryMap`] keeps the VMAs and a software page
 //! table and decides every mapping; the hal [`AddressSpace`](hal::AddressSpace)
@@ -11,12 +12,16 @@
 //! reach the [`Frames`] allocator from `Drop`).
 
 mod frames;
+mod map_ops;
 mod memory_map;
+pub mod page_cache;
 mod user_copy;
 mod vma;
 
 pub use frames::Frames;
-pub use memory_map::{check_refcounts, MemoryMap, MMAP_MIN_ADDR, STACK_GROW_GAP, STACK_RESERVE};
+pub use memory_map::{check_refcounts, check_refcounts_with, MemoryMap, MMAP_MIN_ADDR, STACK_GROW_GAP, STACK_RESERVE};
+pub use map_ops::VmaStats;
+pub use page_cache::{CacheSet, PageCache};
 pub use vma::{Backing, FaultError, MapFlags, MappedFile, VecFile, VmaInfo, VmaKind};
 
 /// Page size as a `u64`.

@@ -11,6 +11,7 @@ use hal::mock::{MapOp, MockHal, MockSpace};
 use hal::{Access, Hal, Prot, Trap, UserContext};
 
 use super::*;
+use crate::mm::page_cache;
 use crate::Errno;
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
@@ -659,6 +660,267 @@ fn clear_releases_everything_and_unmaps() {
     child.clear(&mut e.frames);
     e.frames.check_all_free().unwrap();
 }
+
+/// A file whose data is a page cache (what the VFS hands the MM).
+struct CacheFile(alloc::rc::Rc<PageCache>);
+
+impl MappedFile for CacheFile {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> usize {
+        self.0.read_source(off, buf)
+    }
+    fn page_cache(&self) -> Option<alloc::rc::Rc<PageCache>> {
+        Some(self.0.clone())
+    }
+}
+
+#[allow(clippy::arc_with_non_send_sync)] // the MM takes Arc<dyn MappedFile>; single-threaded
+fn cache_file(set: &CacheSet, source: page_cache::Source, size: u64) -> (alloc::rc::Rc<PageCache>, Arc<dyn MappedFile>) {
+    let c = PageCache::new(set, source, size, None);
+    (c.clone(), Arc::new(CacheFile(c)))
+}
+
+#[test]
+fn mremap_moves_frames_and_dontunmap_leaves_an_empty_range() {
+    let mut e = Env::new(64 * PAGE as usize);
+    let mut mm = e.map();
+    let a = mm.mmap(BASE, 3 * PAGE, RW, fixed(), Backing::Anonymous, &mut e.frames).unwrap();
+    e.gwrite(&mut mm, a, b"one").unwrap();
+    e.gwrite(&mut mm, a + 2 * PAGE, b"three").unwrap();
+    let frames_before: Vec<u64> = mm.ptes().map(|p| p.1).collect();
+    let flags = linux_raw_sys::general::MREMAP_MAYMOVE | linux_raw_sys::general::MREMAP_DONTUNMAP;
+    let d = mm.mremap(a, 3 * PAGE, 3 * PAGE, flags, 0, &mut e.frames).unwrap();
+    assert_ne!(d, a);
+    let frames_after: Vec<u64> = mm.ptes().map(|p| p.1).collect();
+    assert_eq!(frames_before, frames_after, "the pages moved with their frames, no copy");
+    assert_eq!(e.gread(&mut mm, d, 3).unwrap(), b"one");
+    assert_eq!(e.gread(&mut mm, d + 2 * PAGE, 5).unwrap(), b"three");
+    assert_eq!(e.gread(&mut mm, a, 3).unwrap(), [0, 0, 0], "the old range stays mapped, empty");
+    e.check_mirror(&mut mm);
+    e.check(&[&mm]);
+    // Grow in place, shrink, errors.
+    assert_eq!(mm.mremap(d, 3 * PAGE, 4 * PAGE, 0, 0, &mut e.frames), Ok(d));
+    assert_eq!(mm.mremap(d, 4 * PAGE, PAGE, 0, 0, &mut e.frames), Ok(d));
+    assert_eq!(e.gread(&mut mm, d + PAGE, 1), Err(FaultError::Segv { maperr: true }));
+    assert_eq!(mm.mremap(d, PAGE, 2 * PAGE, flags, 0, &mut e.frames), Err(Errno::EINVAL), "DONTUNMAP may not resize");
+    assert_eq!(mm.mremap(d, PAGE, PAGE, linux_raw_sys::general::MREMAP_FIXED, a, &mut e.frames), Err(Errno::EINVAL));
+    assert_eq!(mm.mremap(d + 1, PAGE, PAGE, 0, 0, &mut e.frames), Err(Errno::EINVAL));
+    assert_eq!(mm.mremap(d, PAGE, 0, 0, 0, &mut e.frames), Err(Errno::EINVAL));
+    assert_eq!(mm.mremap(BASE + 40 * PAGE, PAGE, PAGE, 0, 0, &mut e.frames), Err(Errno::EFAULT));
+    assert_eq!(mm.mremap(d, 0, PAGE, linux_raw_sys::general::MREMAP_MAYMOVE, 0, &mut e.frames), Err(Errno::EINVAL), "old_len 0 of a private mapping");
+    e.check_mirror(&mut mm);
+    e.check(&[&mm]);
+    mm.clear(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
+#[test]
+fn shared_file_mapping_is_the_page_cache() {
+    let mut e = Env::new(128 * PAGE as usize);
+    let set = CacheSet::new();
+    let (cache, file) = cache_file(&set, page_cache::Source::Zero, 3 * PAGE);
+    let mut mm = e.map();
+    let open = |writable| Backing::Open { file: file.clone(), offset: 0, writable, name: alloc::string::String::from("/f") };
+    let s = mm.mmap(BASE, 3 * PAGE, RW, MapFlags::SHARED | MapFlags::FIXED, open(true), &mut e.frames).unwrap();
+    let p = mm.mmap(BASE + 8 * PAGE, 3 * PAGE, RW, MapFlags::PRIVATE | MapFlags::FIXED, open(true), &mut e.frames).unwrap();
+    assert_eq!(mm.mmap(0, PAGE, RW, MapFlags::SHARED, open(false), &mut e.frames), Err(Errno::EACCES));
+    assert_eq!(cache.writable_mappings(), 1);
+    // A store through the shared mapping is the file's data.
+    e.gwrite(&mut mm, s + 5, b"shared").unwrap();
+    let mut buf = [0u8; 6];
+    cache.read_to(5, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    assert_eq!(&buf, b"shared");
+    assert!(cache.is_dirty(0));
+    // The private mapping sees it until it writes.
+    assert_eq!(e.gread(&mut mm, p + 5, 6).unwrap(), b"shared");
+    e.gwrite(&mut mm, p + 5, b"P").unwrap();
+    assert_eq!(e.gread(&mut mm, s + 5, 1).unwrap(), b"s");
+    // A write into the cache shows through the shared mapping.
+    let (f, _) = cache.page_for_write(PAGE, 4, &mut e.frames, &e.hal.phys).unwrap();
+    hal::PhysMem::write(&e.hal.phys, f, b"file");
+    assert_eq!(e.gread(&mut mm, s + PAGE, 4).unwrap(), b"file");
+    // A forked child's store is seen by the parent.
+    let mut child = mm.fork(e.hal.new_space().unwrap(), &mut e.frames).unwrap();
+    e.gwrite(&mut child, s + 2 * PAGE, b"child").unwrap();
+    assert_eq!(e.gread(&mut mm, s + 2 * PAGE, 5).unwrap(), b"child");
+    e.check_mirror(&mut mm);
+    e.check_mirror(&mut child);
+    check_refcounts_with(&[&mm, &child], &[&set], &e.frames).unwrap();
+    // Truncation: the entries past the end go from every map first; an
+    // access there is SIGBUS; the private copy of page 0 survives.
+    for m in [&mut mm, &mut child] {
+        m.invalidate_cache(&cache, 1, u64::MAX, true, &mut e.frames);
+    }
+    cache.truncate(PAGE, &mut e.frames, &e.hal.phys).unwrap();
+    assert_eq!(e.gread(&mut mm, s + PAGE, 1), Err(FaultError::Bus));
+    assert_eq!(e.gread(&mut child, p + 2 * PAGE, 1), Err(FaultError::Bus));
+    assert_eq!(e.gread(&mut mm, p + 5, 1).unwrap(), b"P");
+    check_refcounts_with(&[&mm, &child], &[&set], &e.frames).unwrap();
+    // Unmapping the last writable mapping leaves nothing behind.
+    child.clear(&mut e.frames);
+    mm.clear(&mut e.frames);
+    assert_eq!((cache.mappings(), cache.writable_mappings()), (0, 0));
+    drop((cache, file));
+    set.reap(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
+/// A store over a vector, counting reads and writes.
+#[derive(Default)]
+struct VecStore {
+    data: core::cell::RefCell<Vec<u8>>,
+    reads: core::cell::Cell<u32>,
+    writes: core::cell::Cell<u32>,
+}
+
+impl page_cache::Store for VecStore {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.reads.set(self.reads.get() + 1);
+        let d = self.data.borrow();
+        let off = (off as usize).min(d.len());
+        let n = buf.len().min(d.len() - off);
+        buf[..n].copy_from_slice(&d[off..off + n]);
+        Ok(n)
+    }
+    fn write(&self, off: u64, data: &[u8]) -> Result<(), Errno> {
+        self.writes.set(self.writes.get() + 1);
+        let mut d = self.data.borrow_mut();
+        let end = off as usize + data.len();
+        if d.len() < end {
+            d.resize(end, 0);
+        }
+        d[off as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+    fn truncate(&self, len: u64) -> Result<(), Errno> {
+        self.data.borrow_mut().resize(len as usize, 0);
+        Ok(())
+    }
+}
+
+#[test]
+fn store_backed_cache_reads_on_demand_writes_back_and_evicts_clean_pages() {
+    let mut e = Env::new(64 * PAGE as usize);
+    let set = CacheSet::new();
+    let store = alloc::rc::Rc::new(VecStore::default());
+    store.data.replace((0..40 * PAGE).map(|i| (i / PAGE) as u8).collect());
+    let (cache, file) = cache_file(&set, page_cache::Source::Store(store.clone()), 40 * PAGE);
+    // Reading the whole file (more than memory) works: clean pages go.
+    let mut buf = vec![0u8; PAGE as usize];
+    for pg in 0..40 {
+        cache.read_to(pg * PAGE, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+        assert!(buf.iter().all(|&b| b == pg as u8), "page {pg}");
+    }
+    assert!(cache.resident_pages() < 64);
+    // A dirty page written through a shared mapping goes back on writeback.
+    let mut mm = e.map();
+    let open = Backing::Open { file: file.clone(), offset: 0, writable: true, name: alloc::string::String::from("/h") };
+    let s = mm.mmap(BASE, 2 * PAGE, RW, MapFlags::SHARED | MapFlags::FIXED, open, &mut e.frames).unwrap();
+    e.gwrite(&mut mm, s + 1, b"dirty").unwrap();
+    assert_eq!(set.stats().dirty, 1);
+    let w0 = store.writes.get();
+    cache.writeback(0, u64::MAX, &e.frames, &e.hal.phys).unwrap();
+    assert_eq!(&store.data.borrow()[1..6], b"dirty");
+    assert!(store.writes.get() > w0);
+    assert!(cache.is_dirty(0), "still dirty: a writable mapping may change it");
+    // Mapped pages are never evicted; after unmapping, the writeback at
+    // unmap (the set's service) cleans it and it can go.
+    let freed = set.shrink(&mut e.frames, &e.hal.phys, u64::MAX);
+    assert!(freed > 0);
+    assert!(cache.frame_at(0).is_some(), "a mapped page stays");
+    mm.clear(&mut e.frames);
+    set.service(&mut e.frames, &e.hal.phys);
+    assert!(!cache.is_dirty(0));
+    set.shrink(&mut e.frames, &e.hal.phys, u64::MAX);
+    assert_eq!(cache.resident_pages(), 0);
+    drop((cache, file));
+    set.reap(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
+
+#[test]
+fn detaching_a_store_keeps_the_data_as_a_memory_file_or_changes_nothing() {
+    let mut e = Env::new(64 * PAGE as usize);
+    let set = CacheSet::new();
+    set.set_memory(64);
+    let store = alloc::rc::Rc::new(VecStore::default());
+    // Pages 0..4 hold their index + 1, page 4 is zeros (a hole once
+    // detached), page 5 is half a page.
+    let mut data: Vec<u8> = (0..4 * PAGE).map(|i| (i / PAGE + 1) as u8).collect();
+    data.resize(5 * PAGE as usize, 0);
+    data.extend(core::iter::repeat_n(9u8, PAGE as usize / 2));
+    let size = data.len() as u64;
+    store.data.replace(data.clone());
+    let (cache, file) = cache_file(&set, page_cache::Source::Store(store.clone()), size);
+    let mut buf = vec![0u8; PAGE as usize];
+    cache.read_to(PAGE, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    // A quota too small for the data: ENOSPC, and the cache is still the store's.
+    let small = page_cache::Quota::new(Some(3));
+    assert_eq!(cache.detach_store(Some(small.clone()), true, &mut e.frames, &e.hal.phys), Err(Errno::ENOSPC));
+    assert!(cache.has_store());
+    assert_eq!(small.used(), 0);
+    set.check().unwrap();
+    // Room enough: the data stays, every page is dirty memory-file data.
+    let q = page_cache::Quota::new(Some(16));
+    cache.detach_store(Some(q.clone()), true, &mut e.frames, &e.hal.phys).unwrap();
+    assert!(!cache.has_store());
+    assert_eq!(q.used(), 5, "four pages of data and the partial last one; the page of zeros is a hole");
+    assert_eq!(cache.frame_at(4), None);
+    set.check().unwrap();
+    // The store is never read or written again.
+    store.data.replace(Vec::new());
+    let (r0, w0) = (store.reads.get(), store.writes.get());
+    let mut all = vec![0u8; size as usize];
+    assert_eq!(cache.read_to(0, &mut all, &mut e.frames, &e.hal.phys).unwrap(), size as usize);
+    assert_eq!(all, data);
+    cache.write_bytes(0, b"up", &mut e.frames, &e.hal.phys).unwrap();
+    cache.writeback(0, u64::MAX, &e.frames, &e.hal.phys).unwrap();
+    assert_eq!((store.reads.get(), store.writes.get()), (r0, w0));
+    // Without the data: an empty memory file.
+    let other = alloc::rc::Rc::new(VecStore::default());
+    other.data.replace(vec![7u8; 3 * PAGE as usize]);
+    let (c2, f2) = cache_file(&set, page_cache::Source::Store(other), 3 * PAGE);
+    c2.read_to(0, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    c2.detach_store(Some(q.clone()), false, &mut e.frames, &e.hal.phys).unwrap();
+    assert_eq!((c2.size(), c2.resident_pages()), (0, 0));
+    set.check().unwrap();
+    drop((cache, file, c2, f2));
+    set.reap(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
+#[test]
+fn a_host_change_seen_without_an_allocator_drops_only_unmapped_clean_caches() {
+    let mut e = Env::new(64 * PAGE as usize);
+    let set = CacheSet::new();
+    let store = alloc::rc::Rc::new(VecStore::default());
+    store.data.replace(vec![1u8; 2 * PAGE as usize]);
+    let (cache, file) = cache_file(&set, page_cache::Source::Store(store.clone()), 2 * PAGE);
+    let mut buf = vec![0u8; PAGE as usize];
+    cache.read_to(0, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    assert!(cache.resident_pages() > 0);
+    // Mapped: left for the next open.
+    let mut mm = e.map();
+    let open = Backing::Open { file: file.clone(), offset: 0, writable: false, name: alloc::string::String::from("/h") };
+    mm.mmap(BASE, PAGE, Prot::READ, MapFlags::SHARED | MapFlags::FIXED, open, &mut e.frames).unwrap();
+    assert!(!cache.revalidate_unmapped(3 * PAGE));
+    assert_eq!(cache.size(), 2 * PAGE);
+    mm.clear(&mut e.frames);
+    // Unmapped and clean: the pages go (to the orphans), the size is the host's.
+    store.data.replace(vec![2u8; 3 * PAGE as usize]);
+    assert!(cache.revalidate_unmapped(3 * PAGE));
+    assert_eq!((cache.size(), cache.resident_pages()), (3 * PAGE, 0));
+    set.check().unwrap();
+    cache.read_to(0, &mut buf, &mut e.frames, &e.hal.phys).unwrap();
+    assert!(buf.iter().all(|&b| b == 2));
+    drop((cache, file));
+    set.reap(&mut e.frames);
+    e.frames.check_all_free().unwrap();
+}
+
 
 mod model {
     //! Random operations against a model: page -> (prot, shared, byte).

@@ -90,6 +90,51 @@ impl<S: AddressSpace> MemoryMap<S> {
         Ok(())
     }
 
+    /// Copy `len` bytes of user memory at `addr` to physical address `paddr`
+    /// (a page-cache frame: a `write` into a file), one memcpy per piece.
+    /// `EFAULT` on any bad page (a prefix may have been copied).
+    pub fn copy_user_to_phys(&mut self, addr: u64, paddr: u64, len: u64, frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
+        self.copy_with_phys(addr, paddr, len, false, frames, phys)
+    }
+
+    /// Copy `len` bytes at physical address `paddr` (a page-cache frame: a
+    /// `read` of a file) to user memory at `addr`; `EFAULT` on any bad page.
+    pub fn copy_phys_to_user(&mut self, addr: u64, paddr: u64, len: u64, frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
+        self.copy_with_phys(addr, paddr, len, true, frames, phys)
+    }
+
+    fn copy_with_phys(
+        &mut self,
+        addr: u64,
+        paddr: u64,
+        len: u64,
+        to_user: bool,
+        frames: &mut Frames,
+        phys: &impl PhysMem,
+    ) -> Result<(), Errno> {
+        self.user_range(addr, usize::try_from(len).map_err(|_| Errno::EFAULT)?)?;
+        let mut done = 0u64;
+        while done < len {
+            let va = addr + done;
+            let off = va % PAGE;
+            let n = (PAGE - off).min(len - done);
+            let user = self.user_frame(page_floor(va), to_user, frames, phys)? + off;
+            let (src, dst) = if to_user { (paddr + done, user) } else { (user, paddr + done) };
+            if src == dst {
+                // The buffer is a mapping of the very page: nothing moves.
+            } else if src.abs_diff(dst) < n {
+                // Overlapping (the same frame at another offset): through a bounce buffer.
+                let mut tmp = [0u8; PAGE as usize];
+                phys.read(src, &mut tmp[..n as usize]);
+                phys.write(dst, &tmp[..n as usize]);
+            } else {
+                phys.copy(src, dst, n);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Read a NUL-terminated string at `addr`, returned without its NUL.
     /// `max` counts the NUL (pass `PATH_MAX` = 4096 for paths): no NUL within
     /// `max` bytes gives `ENAMETOOLONG`; a bad page before the NUL, `EFAULT`.

@@ -1,12 +1,13 @@
 //! Virtual memory areas and the public types describing mappings.
 
-use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 use hal::Prot;
 use linux_raw_sys::general as g;
+
+use super::page_cache::{MapRef, PageCache};
 
 /// A file that can back a mapping: the VFS hands one out for `mmap` and exec.
 pub trait MappedFile {
@@ -15,6 +16,20 @@ pub trait MappedFile {
     /// Read up to `buf.len()` bytes at `off`; returns how many were read
     /// (short only at end of file).
     fn read_at(&self, off: u64, buf: &mut [u8]) -> usize;
+    /// The file's page cache: mappings then map its frames (shared
+    /// mappings write into them). Without one, pages are private copies
+    /// taken with [`MappedFile::read_at`].
+    fn page_cache(&self) -> Option<Rc<PageCache>> {
+        None
+    }
+    /// The path `/proc/<pid>/maps` shows, if known.
+    fn path(&self) -> Option<String> {
+        None
+    }
+    /// (device, inode number) for `/proc/<pid>/maps`.
+    fn ident(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// A [`MappedFile`] over bytes in memory (tests, and in-kernel images).
@@ -38,8 +53,22 @@ impl MappedFile for VecFile {
 pub enum Backing {
     /// Zero-filled memory.
     Anonymous,
-    /// A file, from this byte offset (page-aligned) on.
+    /// A file, from this byte offset (page-aligned) on; a shared mapping of
+    /// it can never be writable (opened read-only).
     File(Arc<dyn MappedFile>, u64),
+    /// A file opened by `mmap`'s caller: `writable` says whether a shared
+    /// mapping may be (or later become) writable (opened for writing, no
+    /// write seal); `name` is the path `/proc/<pid>/maps` shows.
+    Open {
+        /// The file.
+        file: Arc<dyn MappedFile>,
+        /// Byte offset (page-aligned) of the mapping's start.
+        offset: u64,
+        /// A shared mapping may be writable.
+        writable: bool,
+        /// The path it was opened by.
+        name: String,
+    },
 }
 
 bitflags::bitflags! {
@@ -93,7 +122,8 @@ pub enum FaultError {
     },
     /// No free frame: the process side kills the faulting process.
     OutOfMemory,
-    /// `SIGBUS`: file page entirely beyond the end of the file.
+    /// `SIGBUS`: file page entirely beyond the end of the file (or its file
+    /// system is full, or its host file failed).
     Bus,
 }
 
@@ -127,16 +157,12 @@ pub struct VmaInfo {
     pub offset: u64,
     /// The backing file, if any.
     pub file: Option<Arc<dyn MappedFile>>,
-}
-
-/// The object behind `MAP_SHARED|MAP_ANONYMOUS`: every VMA (in every process)
-/// mapping it sees the same frames, also for pages first touched after a fork.
-/// It holds one frame reference per page it has; they are dropped when the
-/// last VMA referencing it goes away.
-#[derive(Default)]
-pub(crate) struct SharedAnon {
-    /// Page index in the object -> frame.
-    pub(crate) frames: RefCell<BTreeMap<u64, u64>>,
+    /// The path the file was mapped by, if known.
+    pub name: Option<Rc<str>>,
+    /// A shared mapping that may be made writable (private ones: true).
+    pub may_write: bool,
+    /// Grows down (a stack).
+    pub growsdown: bool,
 }
 
 /// What a VMA maps.
@@ -144,10 +170,23 @@ pub(crate) struct SharedAnon {
 pub(crate) enum VmaBacking {
     /// Private zero-fill memory.
     Anon,
-    /// Shared anonymous memory; `pgoff` is the page index of the VMA start.
-    Shared { obj: Rc<SharedAnon>, pgoff: u64 },
-    /// A file; `offset` is the byte offset of the VMA start.
+    /// A page cache: a file's (with `file`) or the object behind
+    /// `MAP_SHARED|MAP_ANONYMOUS` (every VMA in every process mapping it
+    /// sees the same frames); `offset` is the byte offset of the VMA start.
+    Cache { map: MapRef, offset: u64, file: Option<Arc<dyn MappedFile>> },
+    /// A file without a page cache (tests, in-kernel images): every page is
+    /// a private copy; `offset` is the byte offset of the VMA start.
     File { file: Arc<dyn MappedFile>, offset: u64 },
+}
+
+impl VmaBacking {
+    /// The page cache mapped, if any.
+    pub(crate) fn cache(&self) -> Option<&Rc<PageCache>> {
+        match self {
+            VmaBacking::Cache { map, .. } => Some(&map.cache),
+            _ => None,
+        }
+    }
 }
 
 /// One virtual memory area: `[start, end)`, page-aligned.
@@ -156,8 +195,13 @@ pub(crate) struct Vma {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) prot: Prot,
-    /// Created with `MAP_SHARED` (shared file maps are private in practice).
+    /// Created with `MAP_SHARED`.
     pub(crate) shared: bool,
+    /// A shared mapping may be made writable (the file was opened for
+    /// writing): `mprotect(PROT_WRITE)` gives `EACCES` otherwise.
+    pub(crate) may_write: bool,
+    /// The path `/proc/<pid>/maps` shows.
+    pub(crate) name: Option<Rc<str>>,
     pub(crate) kind: VmaKind,
     pub(crate) growsdown: bool,
     pub(crate) backing: VmaBacking,
@@ -173,8 +217,7 @@ impl Vma {
         self.end = at;
         match &mut hi.backing {
             VmaBacking::Anon => {}
-            VmaBacking::Shared { pgoff, .. } => *pgoff += delta / super::PAGE,
-            VmaBacking::File { offset, .. } => *offset += delta,
+            VmaBacking::Cache { offset, .. } | VmaBacking::File { offset, .. } => *offset += delta,
         }
         // Only the lowest piece of a stack grows.
         hi.growsdown = false;
@@ -187,6 +230,8 @@ impl Vma {
             || self.prot != next.prot
             || self.shared != next.shared
             || self.kind != next.kind
+            || self.may_write != next.may_write
+            || self.name != next.name
             || next.growsdown
         {
             return false;
@@ -194,8 +239,8 @@ impl Vma {
         let len = self.end - self.start;
         match (&self.backing, &next.backing) {
             (VmaBacking::Anon, VmaBacking::Anon) => true,
-            (VmaBacking::Shared { obj: a, pgoff: pa }, VmaBacking::Shared { obj: b, pgoff: pb }) => {
-                Rc::ptr_eq(a, b) && pa.checked_add(len / super::PAGE) == Some(*pb)
+            (VmaBacking::Cache { map: a, offset: oa, .. }, VmaBacking::Cache { map: b, offset: ob, .. }) => {
+                Rc::ptr_eq(&a.cache, &b.cache) && oa.checked_add(len) == Some(*ob)
             }
             (VmaBacking::File { file: a, offset: oa }, VmaBacking::File { file: b, offset: ob }) => {
                 core::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)) && oa.checked_add(len) == Some(*ob)
@@ -207,9 +252,20 @@ impl Vma {
     pub(crate) fn info(&self) -> VmaInfo {
         let (offset, file) = match &self.backing {
             VmaBacking::Anon => (0, None),
-            VmaBacking::Shared { pgoff, .. } => (pgoff * super::PAGE, None),
+            VmaBacking::Cache { offset, file, .. } => (*offset, file.clone()),
             VmaBacking::File { file, offset } => (*offset, Some(file.clone())),
         };
-        VmaInfo { start: self.start, end: self.end, prot: self.prot, shared: self.shared, kind: self.kind, offset, file }
+        VmaInfo {
+            start: self.start,
+            end: self.end,
+            prot: self.prot,
+            shared: self.shared,
+            kind: self.kind,
+            offset,
+            file,
+            name: self.name.clone(),
+            may_write: self.may_write,
+            growsdown: self.growsdown,
+        }
     }
 }

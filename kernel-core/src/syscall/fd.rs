@@ -102,6 +102,8 @@ pub fn fcntl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             cx.t.fds.get(fd)?;
             Ok(0)
         }
+        g::F_ADD_SEALS => super::memfd::add_seals(cx, fd, arg),
+        g::F_GET_SEALS => super::memfd::get_seals(cx, fd),
         c @ (F_GETPIPE_SZ | F_SETPIPE_SZ) => {
             let f = cx.t.fds.file(fd)?;
             let Kind::Special(sp) = &f.inode.kind else { return Err(Errno::EBADF) };

@@ -1,25 +1,24 @@
 //! File I/O and path-based calls: read/write family, open, stat, getdents,
 //! cwd, mkdir/unlink, readlink.
 
-use alloc::string::String;
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 
-use hal::{ConsoleStream, Hal};
+use hal::{ConsoleStream, Hal, PhysMem};
 use linux_raw_sys::general as g;
 
 use super::{Flow, SysCtx};
 use crate::fs::path::{self, Follow};
 use crate::fs::{Device, FileRef, InodeRef, Kind, Loc};
+use crate::mm::page_cache::{Piece, MAX_FILE_SIZE};
+use crate::mm::{PageCache, PAGE};
 use crate::{Errno, SysResult};
 
 /// Linux's `MAX_RW_COUNT`: one call transfers at most this much.
 const MAX_RW: u64 = 0x7fff_f000;
-/// Copy granularity between user memory and files.
+/// Copy granularity between user memory and devices (and host files).
 const CHUNK: usize = 64 * 1024;
-/// Largest ramfs file (the ramfs lives in the kernel's heap, not guest memory).
-const MAX_FILE: u64 = 256 << 20;
 /// `AT_FDCWD` as the guest passes it (an `int`).
 const AT_FDCWD: i32 = g::AT_FDCWD;
 
@@ -42,21 +41,8 @@ fn do_read<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, po
         Kind::Special(sp) => super::poll::special_read(cx, f, sp, buf, count),
         Kind::File(data) => {
             let off = pos.unwrap_or(f.offset.get());
-            let n = {
-                let d = data.borrow();
-                let len = d.len() as u64;
-                if off >= len || count == 0 {
-                    0
-                } else {
-                    let n = count.min(len - off) as usize;
-                    let start = off as usize;
-                    // Copy out of the RefCell first: user copies may not hold the borrow.
-                    let chunk: Vec<u8> = d[start..start + n].to_vec();
-                    drop(d);
-                    cx.write_user(buf, &chunk)?;
-                    n
-                }
-            };
+            verify_area(off, count)?;
+            let n = read_cache(cx, data.cache(), buf, off, count)?;
             if pos.is_none() {
                 f.offset.set(off + n as u64);
             }
@@ -122,64 +108,180 @@ fn do_write_inner<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: 
             Ok(done as usize)
         }
         Kind::File(data) => {
+            let cache = data.cache().clone();
+            // A sysctl takes effect when written (it is not file data).
+            if crate::fs::procfs::is_writable(&cx.k.fs, &f.inode) {
+                let mut bytes = vec![0u8; (count as usize).min(CHUNK)];
+                cx.read_user(buf, &mut bytes)?;
+                crate::fs::procfs::store(&cx.k.net.inet, &cx.k.fs, &f.inode, &bytes)?;
+                return Ok(bytes.len());
+            }
+            let seals = cache.seals();
+            if seals & (g::F_SEAL_WRITE | g::F_SEAL_FUTURE_WRITE) != 0 {
+                return Err(Errno::EPERM);
+            }
             // O_APPEND wins even over pwrite's offset: a Linux quirk (BUGS in
             // pwrite(2)) that programs relying on append-only logs expect.
-            let mut off = match pos {
-                _ if f.flags.get() & g::O_APPEND != 0 => data.borrow().len() as u64,
+            let off = match pos {
+                _ if f.flags.get() & g::O_APPEND != 0 => cache.size(),
                 Some(p) => p,
                 None => f.offset.get(),
             };
-            if off.checked_add(count).is_none_or(|end| end > MAX_FILE) {
+            verify_area(off, count)?;
+            if off >= MAX_FILE_SIZE {
                 return Err(Errno::EFBIG);
             }
-            let mut done = 0u64;
-            let mut tmp = vec![0u8; (count as usize).min(CHUNK)];
-            while done < count {
-                let n = ((count - done) as usize).min(CHUNK);
-                if let Err(e) = cx.read_user(buf + done, &mut tmp[..n]) {
-                    if done == 0 {
-                        return Err(e);
-                    }
-                    break;
+            let mut count = count.min(MAX_FILE_SIZE - off);
+            if seals & g::F_SEAL_GROW != 0 && off.saturating_add(count) > cache.size() {
+                // Linux writes up to the end and refuses to grow.
+                count = cache.size().saturating_sub(off);
+                if count == 0 {
+                    return Err(Errno::EPERM);
                 }
-                if cx.k.fs.is_host(f.inode.sb) {
-                    if let Err(e) = cx.k.fs.host_write(&f.inode, off, &tmp[..n]) {
-                        if done == 0 {
-                            return Err(e);
-                        }
-                        break;
-                    }
-                }
-                write_at(data, off, &tmp[..n]);
-                off += n as u64;
-                done += n as u64;
             }
+            let done = if cache.has_store() {
+                write_through(cx, &cache, buf, off, count)?
+            } else {
+                write_cache(cx, &cache, buf, off, count)?
+            };
             if pos.is_none() {
-                f.offset.set(off);
+                f.offset.set(off + done as u64);
             }
-            // A sysctl takes effect when written.
-            if crate::fs::procfs::is_writable(&cx.k.fs, &f.inode) {
-                let written = data.borrow()[(off - done) as usize..off as usize].to_vec();
-                crate::fs::procfs::store(&cx.k.net.inet, &cx.k.fs, &f.inode, &written)?;
+            if done > 0 {
+                touch(&f.inode, cx.hal.realtime_ns());
             }
-            touch(&f.inode, cx.hal.realtime_ns());
-            Ok(done as usize)
+            Ok(done)
         }
     }
 }
 
-fn write_at(data: &RefCell<crate::fs::inode::FileData>, off: u64, bytes: &[u8]) {
-    let mut d = data.borrow_mut();
-    let off = off as usize;
-    let end = off + bytes.len();
-    if d.len() < end {
-        d.resize(end, 0);
+/// Linux's `rw_verify_area`: a file position and a count whose sum does
+/// not fit a signed 64-bit offset is `EINVAL`.
+fn verify_area(off: u64, count: u64) -> Result<(), Errno> {
+    match i64::try_from(off).ok().and_then(|o| o.checked_add(count as i64)) {
+        Some(_) => Ok(()),
+        None => Err(Errno::EINVAL),
     }
-    d[off..end].copy_from_slice(bytes);
+}
+
+/// Copy `count` bytes at `off` of a page cache to user memory at `buf`: one
+/// copy from the cache's frames (or the archive's bytes) to the user's
+/// frames, no bounce buffer. Short at end of file; an error only if
+/// nothing was copied.
+pub(super) fn read_cache<H: Hal>(cx: &mut SysCtx<'_, H>, cache: &Rc<PageCache>, buf: u64, off: u64, count: u64) -> Result<usize, Errno> {
+    let mut done = 0u64;
+    while done < count {
+        let step = cache.piece(off + done, count - done, &mut cx.k.frames, cx.hal.phys());
+        let (piece, n) = match step {
+            Ok((_, 0)) => break,
+            Ok(x) => x,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        let mm = cx.t.mm.as_mut().ok_or(Errno::EFAULT)?;
+        let (frames, phys) = (&mut cx.k.frames, cx.hal.phys());
+        let to = buf + done;
+        let r = match piece {
+            Piece::Frame(p) => mm.copy_phys_to_user(to, p, n, frames, phys),
+            Piece::Zeros => mm.zero_user(to, n, frames, phys),
+            Piece::Bytes(b, at) => match (*b).as_ref().get(at..at + n as usize) {
+                Some(bytes) => mm.copy_to_user(to, bytes, frames, phys),
+                None => Err(Errno::EIO),
+            },
+            Piece::Owned(v) => mm.copy_to_user(to, &v[..n as usize], frames, phys),
+        };
+        if let Err(e) = r {
+            if done == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        done += n;
+    }
+    Ok(done as usize)
+}
+
+/// Write `count` bytes from user `buf` at `off` of a memory-only page cache:
+/// page by page, straight from the user's frames into the cache's. An
+/// error (`EFAULT`, `ENOSPC`, `ENOMEM`) only if nothing was written.
+fn write_cache<H: Hal>(cx: &mut SysCtx<'_, H>, cache: &Rc<PageCache>, buf: u64, off: u64, count: u64) -> Result<usize, Errno> {
+    let mut done = 0u64;
+    while done < count {
+        let pos = off + done;
+        let n = (count - done).min(PAGE - pos % PAGE);
+        let (frame, fresh) = match cache.page_for_write(pos, n, &mut cx.k.frames, cx.hal.phys()) {
+            Ok(x) => x,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        let mm = cx.t.mm.as_mut().ok_or(Errno::EFAULT)?;
+        if let Err(e) = mm.copy_user_to_phys(buf + done, frame + pos % PAGE, n, &mut cx.k.frames, cx.hal.phys()) {
+            if fresh {
+                // Its contents were left to the copy: a hole reads as zeros.
+                cx.hal.phys().fill(frame, PAGE, 0);
+            }
+            if done == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        done += n;
+        cache.wrote(pos + n);
+    }
+    Ok(done as usize)
+}
+
+/// Write to a page cache with a store (a host file): through a bounce
+/// buffer to the store, then into the cached pages it covers.
+fn write_through<H: Hal>(cx: &mut SysCtx<'_, H>, cache: &Rc<PageCache>, buf: u64, off: u64, count: u64) -> Result<usize, Errno> {
+    let mut done = 0u64;
+    let mut tmp = vec![0u8; (count as usize).min(CHUNK)];
+    while done < count {
+        let n = ((count - done) as usize).min(CHUNK);
+        let r = cx.read_user(buf + done, &mut tmp[..n]).and_then(|()| cache.write_through(off + done, &tmp[..n], cx.hal.phys()));
+        if let Err(e) = r {
+            if done == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        done += n as u64;
+    }
+    Ok(done as usize)
+}
+
+/// Set a regular file's size (`truncate`, `ftruncate`, `O_TRUNC`) with the
+/// seal and size checks: shrinking first removes the mappings of the
+/// dropped pages in every process (an access there then gives `SIGBUS`).
+pub(super) fn truncate_file<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, len: u64) -> SysResult {
+    let Kind::File(d) = &inode.kind else { return Err(Errno::EINVAL) };
+    let cache = d.cache().clone();
+    if (len as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    if len > MAX_FILE_SIZE {
+        return Err(Errno::EFBIG);
+    }
+    let size = cache.size();
+    let seals = cache.seals();
+    if (len < size && seals & g::F_SEAL_SHRINK != 0) || (len > size && seals & g::F_SEAL_GROW != 0) {
+        return Err(Errno::EPERM);
+    }
+    if len < size {
+        super::mem::invalidate_everywhere(cx, &cache, len.div_ceil(PAGE), u64::MAX, true);
+    }
+    cache.truncate(len, &mut cx.k.frames, cx.hal.phys())?;
+    let now = cx.hal.realtime_ns();
+    let mut m = inode.meta.borrow_mut();
+    m.mtime_ns = now;
+    m.ctime_ns = now;
+    Ok(0)
 }
 
 fn touch(inode: &InodeRef, now: u64) {
-    inode.meta.borrow_mut().mtime_ns = now;
+    let mut m = inode.meta.borrow_mut();
+    m.mtime_ns = now;
+    m.ctime_ns = now;
 }
 
 fn readable_file<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64) -> Result<FileRef, Errno> {
@@ -338,7 +440,17 @@ pub fn lseek<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let f = cx.t.fds.file(a[0])?;
     let off = a[1] as i64;
     let size = match &f.inode.kind {
-        Kind::File(d) => d.borrow().len() as i64,
+        Kind::File(d) => {
+            let whence = a[2] as u32;
+            if whence == g::SEEK_DATA || whence == g::SEEK_HOLE {
+                // Holes of a sparse file (whole pages, as tmpfs): ENXIO at or
+                // past the end, or when no data follows.
+                let found = d.seek(off as u64, whence == g::SEEK_HOLE).ok_or(Errno::ENXIO)?;
+                f.offset.set(found);
+                return Ok(found as usize);
+            }
+            i64::try_from(d.size()).unwrap_or(i64::MAX)
+        }
         Kind::Dir(_) => 0,
         Kind::Device(Device::Console | Device::ConsoleErr) | Kind::Special(_) => return Err(Errno::ESPIPE),
         Kind::Device(_) => return Ok(0),
@@ -405,29 +517,26 @@ pub fn getdents64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         super::fs_ops::refresh_dir(cx, &f.inode)?;
     }
     let count = a[2].min(MAX_RW) as usize;
-    let mut entries: Vec<(String, u64, u8)> = Vec::new();
-    entries.push((String::from("."), f.inode.ino, g::DT_DIR as u8));
-    entries.push((String::from(".."), f.inode.ino, g::DT_DIR as u8));
-    for (name, node) in children.borrow().iter() {
-        entries.push((name.clone(), node.ino, node.dtype()));
-    }
+    let start = f.offset.get() as usize;
+    let entries = crate::fs::readdir::entries(&f.inode, children, start, count)?;
     let mut out: Vec<u8> = Vec::new();
-    let mut idx = f.offset.get() as usize;
-    while let Some((name, ino, dtype)) = entries.get(idx) {
-        let reclen = (19 + name.len() + 1 + 7) & !7;
+    let mut idx = start;
+    while let Some((name, ino, dtype)) = entries.get(idx - start) {
+        let name = crate::fs::path::name_to_bytes(name);
+        let reclen = crate::fs::readdir::reclen(name.len());
         if out.len() + reclen > count {
             break;
         }
-        let start = out.len();
+        let rec_start = out.len();
         out.extend_from_slice(&ino.to_le_bytes());
         out.extend_from_slice(&((idx + 1) as i64).to_le_bytes());
         out.extend_from_slice(&(reclen as u16).to_le_bytes());
         out.push(*dtype);
-        out.extend_from_slice(name.as_bytes());
-        out.resize(start + reclen, 0);
+        out.extend_from_slice(&name);
+        out.resize(rec_start + reclen, 0);
         idx += 1;
     }
-    if out.is_empty() && idx < entries.len() {
+    if out.is_empty() && idx - start < entries.len() {
         return Err(Errno::EINVAL);
     }
     cx.write_user(a[1], &out)?;
@@ -437,7 +546,7 @@ pub fn getdents64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 /// `getcwd(buf, size)`.
 pub fn getcwd<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let mut p = cx.t.cwd.path().into_bytes();
+    let mut p = crate::fs::path::name_to_bytes(&cx.t.cwd.path()).into_owned();
     p.push(0);
     if (a[1] as usize) < p.len() {
         return Err(Errno::ERANGE);
@@ -474,20 +583,54 @@ pub fn ftruncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if !f.writable() {
         return Err(Errno::EINVAL);
     }
-    let len = a[1];
-    if (len as i64) < 0 {
+    match &f.inode.kind {
+        Kind::File(_) => truncate_file(cx, &f.inode.clone(), a[1]),
+        Kind::Dir(_) => Err(Errno::EISDIR),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `fallocate(fd, mode, offset, len)` on a memory file (tmpfs, memfd): mode
+/// 0 allocates (and grows the file), `FALLOC_FL_KEEP_SIZE` allocates without
+/// growing, `FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE` deallocates (whole
+/// pages leave, partial ones are zeroed). Other modes, and host files:
+/// `EOPNOTSUPP`, as Linux's tmpfs. Seals apply (`EPERM`).
+pub fn fallocate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let f = cx.t.fds.file(a[0])?;
+    let (mode, off, len) = (a[1] as u32, a[2] as i64, a[3] as i64);
+    if a[1] > u64::from(u32::MAX) || off < 0 || len <= 0 {
         return Err(Errno::EINVAL);
     }
-    if len > MAX_FILE {
-        return Err(Errno::EFBIG);
+    if !f.writable() {
+        return Err(Errno::EBADF);
     }
-    if cx.k.fs.is_host(f.inode.sb) && matches!(f.inode.kind, Kind::File(_)) {
-        cx.k.fs.host_truncate(&f.inode, len)?;
+    let keep = mode & g::FALLOC_FL_KEEP_SIZE != 0;
+    let punch = mode & g::FALLOC_FL_PUNCH_HOLE != 0;
+    if mode & !(g::FALLOC_FL_KEEP_SIZE | g::FALLOC_FL_PUNCH_HOLE) != 0 || (punch && !keep) {
+        return Err(Errno::EOPNOTSUPP);
     }
-    match &f.inode.kind {
-        Kind::File(d) => d.borrow_mut().resize(len as usize, 0),
+    let cache = match &f.inode.kind {
+        Kind::File(d) => d.cache().clone(),
         Kind::Dir(_) => return Err(Errno::EISDIR),
-        _ => return Err(Errno::EINVAL),
+        Kind::Special(_) => return Err(Errno::ESPIPE),
+        _ => return Err(Errno::ENODEV),
+    };
+    let end = off.checked_add(len).filter(|&e| e as u64 <= MAX_FILE_SIZE).ok_or(Errno::EFBIG)? as u64;
+    let (off, size, seals) = (off as u64, cache.size(), cache.seals());
+    if seals & (g::F_SEAL_WRITE | g::F_SEAL_FUTURE_WRITE) != 0 && punch {
+        return Err(Errno::EPERM);
+    }
+    if seals & g::F_SEAL_GROW != 0 && !keep && end > size {
+        return Err(Errno::EPERM);
+    }
+    if punch {
+        super::mem::invalidate_everywhere(cx, &cache, off.div_ceil(PAGE), end / PAGE, false);
+        cache.punch_hole(off, end, &mut cx.k.frames, cx.hal.phys())?;
+    } else {
+        cache.allocate(off, end, &mut cx.k.frames, cx.hal.phys())?;
+        if !keep {
+            cache.wrote(end);
+        }
     }
     touch(&f.inode, cx.hal.realtime_ns());
     Ok(0)

@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::cell::RefCell;
 
-use hal::Hal;
+use hal::{Hal, HostSetAttr};
 use linux_raw_sys::general as g;
 
 use super::SysCtx;
@@ -14,12 +14,10 @@ use crate::fs::mount::{FsType, MS_RDONLY};
 use crate::fs::path::{self, Follow, NAME_MAX, PATH_MAX};
 use crate::fs::perm::{may_delete, permission, task_cred, Cred, MAY_EXEC, MAY_READ, MAY_WRITE};
 use crate::fs::procfs::ProcCtx;
-use crate::fs::{FileRef, InodeRef, Kind, Loc, OpenFile};
+use crate::fs::{overlay, FileRef, InodeRef, Kind, Loc, OpenFile};
 use crate::{Errno, SysResult};
 
 const AT_FDCWD: i32 = g::AT_FDCWD;
-/// Largest in-memory file.
-const MAX_FILE: u64 = 256 << 20;
 
 /// The caller's file-system credentials.
 pub fn cred<H: Hal>(cx: &SysCtx<'_, H>) -> Cred {
@@ -27,12 +25,19 @@ pub fn cred<H: Hal>(cx: &SysCtx<'_, H>) -> Cred {
 }
 
 fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H::Space> {
-    let (now_ns, realtime_ns, frames) = if with_time {
-        (cx.hal.now_ns(), cx.hal.realtime_ns(), (cx.k.frames.total_frames(), cx.k.frames.free_frames()))
-    } else {
-        (0, 0, (0, 0))
-    };
-    ProcCtx { tasks: &cx.k.tasks, cur: &*cx.t, fs: &cx.k.fs, now_ns, realtime_ns, release: &cx.k.release, frames, net: &cx.k.net.inet, clock: &cx.k.clock }
+    let (now_ns, realtime_ns) = if with_time { (cx.hal.now_ns(), cx.hal.realtime_ns()) } else { (0, 0) };
+    ProcCtx {
+        tasks: &cx.k.tasks,
+        cur: &*cx.t,
+        fs: &cx.k.fs,
+        now_ns,
+        realtime_ns,
+        release: &cx.k.release,
+        frames: &cx.k.frames,
+        slab_bytes: crate::fs::procfs::slab_bytes(&cx.k.frames),
+        net: &cx.k.net.inet,
+        clock: &cx.k.clock,
+    }
 }
 
 /// Generate a procfs file's contents afresh (at open, and when a reader
@@ -40,15 +45,17 @@ fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H
 pub fn proc_regenerate<H: Hal>(cx: &SysCtx<'_, H>, inode: &crate::fs::Inode) {
     if let Kind::File(d) = &inode.kind {
         if let Some(content) = proc_ctx(cx, true).generate(inode) {
-            *d.borrow_mut() = content.into();
+            let len = content.len();
+            d.set_bytes(Arc::new(content), 0, len);
         }
     }
 }
 
-/// Refill a generated (procfs) directory before it is listed.
+/// Refill a generated (procfs) directory before it is listed (hostfs
+/// directories are listed from the host, see `fs::readdir`).
 pub fn refresh_dir<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
     proc_ctx(cx, false).refresh(dir);
-    cx.k.fs.host_sync_dir(dir)
+    Ok(())
 }
 
 /// The starting point for `path` relative to `dirfd`.
@@ -59,6 +66,9 @@ pub fn dir_loc<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, path: &str) -> Result
     let f = cx.t.fds.file(dirfd as i32 as i64 as u64)?;
     if !f.inode.is_dir() {
         return Err(Errno::ENOTDIR);
+    }
+    if let Some(l) = f.loc.borrow().as_ref() {
+        return Ok(l.clone());
     }
     let root = Loc::root(cx.k.fs.root.clone());
     walk_from(cx, &root, &f.path.clone(), Follow::Yes)
@@ -75,8 +85,9 @@ fn walk_from<H: Hal>(cx: &SysCtx<'_, H>, start: &Loc, p: &str, follow: Follow) -
         follow,
         &mut |d, name| {
             permission(d, &c, MAY_EXEC)?;
+            let _ = name;
             pc.refresh(d);
-            pc.fs.host_lookup(d, name)
+            Ok(())
         },
         &|l| pc.magic(l),
     )
@@ -117,12 +128,12 @@ pub(crate) fn resolve_parent<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str
     if p.is_empty() {
         return Err(Errno::ENOENT);
     }
-    if p.len() >= PATH_MAX {
+    if path::raw_len(p) >= PATH_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     let start = dir_loc(cx, dirfd, p)?;
     let (d, name, slash) = split_last(p);
-    if name.len() > NAME_MAX {
+    if path::raw_len(name) > NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     let dir = if d.is_empty() { start } else { walk_from(cx, &start, d, Follow::Yes)? };
@@ -132,7 +143,6 @@ pub(crate) fn resolve_parent<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str
     let c = cred(cx);
     permission(dir.inode(), &c, MAY_EXEC)?;
     proc_ctx(cx, false).refresh(dir.inode());
-    cx.k.fs.host_lookup(dir.inode(), name)?;
     Ok(Parent { dir, name: String::from(name), slash })
 }
 
@@ -183,7 +193,7 @@ const OPEN_KEEP: u32 = !(g::O_CREAT | g::O_EXCL | g::O_NOCTTY | g::O_TRUNC | g::
 /// error exactly as Linux's `openat` reports it.
 pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32, mode: u32) -> Result<FileRef, Errno> {
     if flags & g::O_TMPFILE == g::O_TMPFILE {
-        return Err(Errno::EOPNOTSUPP);
+        return open_tmpfile(cx, dirfd, p, flags, mode);
     }
     let follow = if flags & g::O_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
     let acc = flags & g::O_ACCMODE;
@@ -210,7 +220,8 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
                 let node = if cx.k.fs.is_host(par.dir.inode().sb) {
                     cx.k.fs.host_create(par.dir.inode(), &par.name, perm, false)?
                 } else {
-                    let node = new_node(cx, par.dir.inode(), Kind::File(Default::default()), perm);
+                    let data = cx.k.fs.new_file_data(par.dir.inode().sb);
+                    let node = new_node(cx, par.dir.inode(), Kind::File(data), perm);
                     par.dir.inode().insert(&par.name, node.clone())?;
                     node
                 };
@@ -233,6 +244,15 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     if flags & g::O_DIRECTORY != 0 && !inode.is_dir() {
         return Err(Errno::ENOTDIR);
     }
+    let mut loc = loc;
+    let inode = if !path_only && (wants_write || flags & g::O_TRUNC != 0) && is_overlay_lower(cx, &inode) && !created {
+        // Permission is the lower file's; the write goes to its copy.
+        permission(&inode, &cred(cx), MAY_WRITE)?;
+        // (O_TRUNC: nothing of the lower file's data is copied.)
+        upper_loc(cx, &mut loc, flags & g::O_TRUNC == 0)?
+    } else {
+        inode
+    };
     // Linux adds MAY_WRITE for O_TRUNC even with O_RDONLY (and then truncates).
     let may_write = wants_write || flags & g::O_TRUNC != 0;
     if inode.is_dir() && (may_write || flags & g::O_CREAT != 0) && !path_only {
@@ -257,21 +277,17 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     }
     if let Kind::File(d) = &inode.kind {
         if !path_only {
-            if cx.k.fs.is_host(inode.sb) && !created {
-                // Pick up changes made on the host since the lookup.
-                cx.k.fs.host_load(&inode)?;
+            if !created {
+                // A host file is opened on the host and its cached pages
+                // checked against it (changes made on the host since they
+                // were read: close-to-open coherence).
+                cx.k.fs.host_revalidate(&inode, &mut cx.k.frames)?;
             }
             if let Some(content) = proc_ctx(cx, true).generate(&inode) {
-                *d.borrow_mut() = content.into();
+                let len = content.len();
+                d.set_bytes(Arc::new(content), 0, len);
             } else if flags & g::O_TRUNC != 0 && !created {
-                if cx.k.fs.is_host(inode.sb) {
-                    cx.k.fs.host_truncate(&inode, 0)?;
-                }
-                d.borrow_mut().clear();
-                let now = cx.hal.realtime_ns();
-                let mut m = inode.meta.borrow_mut();
-                m.mtime_ns = now;
-                m.ctime_ns = now;
+                super::file::truncate_file(cx, &inode, 0)?;
             }
         }
     }
@@ -284,7 +300,38 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
     let n = loc.stack.len();
     let via_magic = n >= 2 && cx.k.fs.fstype(loc.stack[n - 2].1.sb) == FsType::Proc && cx.k.fs.fstype(inode.sb) != FsType::Proc;
     let inode = if path_only || via_magic { inode } else { super::poll::special_open(cx, inode, flags)? };
-    Ok(OpenFile::new(inode, flags & OPEN_KEEP, loc.path()))
+    let is_dir = inode.is_dir() && !via_magic;
+    let f = OpenFile::new(inode, flags & OPEN_KEEP, loc.path());
+    if is_dir {
+        *f.loc.borrow_mut() = Some(loc);
+    }
+    Ok(f)
+}
+
+/// `O_TMPFILE`: an unnamed regular file in directory `p`, which `linkat`
+/// with `AT_EMPTY_PATH` (or `/proc/self/fd/N`) may name later.
+fn open_tmpfile<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32, mode: u32) -> Result<FileRef, Errno> {
+    let acc = flags & g::O_ACCMODE;
+    if acc != g::O_WRONLY && acc != g::O_RDWR || flags & g::O_CREAT != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let loc = resolve(cx, dirfd, p, Follow::Yes)?;
+    let dir = loc.inode().clone();
+    if !dir.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    may_create(cx, &dir)?;
+    let perm = mode & !cx.t.umask & 0o7777;
+    let node = if cx.k.fs.is_host(dir.sb) {
+        cx.k.fs.host_tmpfile(&dir, perm)?
+    } else {
+        let n = new_node(cx, &dir, Kind::File(cx.k.fs.new_file_data(dir.sb)), perm);
+        n.meta.borrow_mut().nlink = 0;
+        n
+    };
+    let mut path = loc.path();
+    path.push_str("/#tmpfile");
+    Ok(OpenFile::new(node, flags & OPEN_KEEP & !g::O_TMPFILE, path))
 }
 
 /// `openat` in full: read the path, open, install the fd.
@@ -315,6 +362,67 @@ pub fn at_inode<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u
 }
 
 const STAT_FLAGS: u32 = g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH | g::AT_NO_AUTOMOUNT;
+
+/// A lower file of an overlay, not copied up (see `fs::overlay`).
+fn is_overlay_lower<H: Hal>(cx: &SysCtx<'_, H>, inode: &InodeRef) -> bool {
+    cx.k.fs.fstype(inode.sb) == FsType::Overlay && inode.fsdata.is_some() && !inode.is_dir()
+}
+
+/// The inode to change at `loc`: a lower file of an overlay is copied up
+/// into its place first (its data too, with `keep_data`).
+fn upper_loc<H: Hal>(cx: &mut SysCtx<'_, H>, loc: &mut Loc, keep_data: bool) -> Result<InodeRef, Errno> {
+    let n = loc.stack.len();
+    if n >= 2 && overlay::is_overlay_dir(&loc.stack[n - 2].1) {
+        let (dir, name, node) = (loc.stack[n - 2].1.clone(), loc.stack[n - 1].0.clone(), loc.stack[n - 1].1.clone());
+        let up = copy_up(cx, &dir, &name, &node, keep_data)?;
+        loc.stack[n - 1].1 = up.clone();
+        return Ok(up);
+    }
+    Ok(loc.inode().clone())
+}
+
+/// The inode to change behind open file `f` (copied up through the path it
+/// was opened by, if it is an overlay's lower file).
+fn fd_upper<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef) -> Result<InodeRef, Errno> {
+    if !is_overlay_lower(cx, &f.inode) {
+        return Ok(f.inode.clone());
+    }
+    let root = Loc::root(cx.k.fs.root.clone());
+    let mut loc = walk_from(cx, &root, &f.path.clone(), Follow::No)?;
+    if loc.inode().ino != f.inode.ino {
+        return Err(Errno::ESTALE);
+    }
+    upper_loc(cx, &mut loc, true)
+}
+
+/// Copy `node`, named `name` in overlay directory `dir`, up (see
+/// [`overlay::copy_up`]). Without `keep_data` (the file is about to be
+/// emptied) its mappings go first, as a truncation's would.
+fn copy_up<H: Hal>(cx: &mut SysCtx<'_, H>, dir: &InodeRef, name: &str, node: &InodeRef, keep_data: bool) -> Result<InodeRef, Errno> {
+    if !keep_data && overlay::is_lower(dir, name, node) {
+        if let Kind::File(d) = &node.kind {
+            super::mem::invalidate_everywhere(cx, &d.cache().clone(), 0, u64::MAX, true);
+        }
+    }
+    overlay::copy_up(&cx.k.fs, dir, name, node, keep_data, &mut cx.k.frames, cx.hal.phys())
+}
+
+/// [`at_inode`] for calls that change the inode (chmod, chown, utimes,
+/// truncate): an overlay's lower file is copied up first.
+fn at_upper<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32, allowed: u32) -> Result<InodeRef, Errno> {
+    let inode = at_inode(cx, dirfd, pathp, flags, allowed)?;
+    if !is_overlay_lower(cx, &inode) {
+        return Ok(inode);
+    }
+    let p = if pathp == 0 { String::new() } else { cx.read_path(pathp)? };
+    if p.is_empty() {
+        let f = cx.t.fds.file(dirfd as i32 as i64 as u64)?;
+        return fd_upper(cx, &f);
+    }
+    let follow = if flags & g::AT_SYMLINK_NOFOLLOW != 0 { Follow::No } else { Follow::Yes };
+    let mut loc = resolve(cx, dirfd, &p, follow)?;
+    upper_loc(cx, &mut loc, true)
+}
 
 /// `newfstatat(dirfd, path, statbuf, flags)`.
 pub fn newfstatat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
@@ -425,8 +533,9 @@ fn do_readlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, buf: u64,
         Kind::Symlink(t) => t.clone(),
         _ => return Err(if p.is_empty() { Errno::ENOENT } else { Errno::EINVAL }),
     };
-    let n = target.len().min(size as usize);
-    cx.write_user(buf, &target.as_bytes()[..n])?;
+    let bytes = path::name_to_bytes(&target);
+    let n = bytes.len().min(size as usize);
+    cx.write_user(buf, &bytes[..n])?;
     Ok(n)
 }
 
@@ -489,7 +598,9 @@ fn do_symlink<H: Hal>(cx: &mut SysCtx<'_, H>, targetp: u64, dirfd: u64, pathp: u
     }
     may_create(cx, par.dir.inode())?;
     if cx.k.fs.is_host(par.dir.inode().sb) {
-        return Err(Errno::EPERM);
+        cx.k.fs.host_symlink(par.dir.inode(), &par.name, &target)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
     }
     let node = new_node(cx, par.dir.inode(), Kind::Symlink(target), 0o777);
     par.dir.inode().insert(&par.name, node)?;
@@ -509,9 +620,10 @@ pub fn symlinkat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, dev: u64) -> SysResult {
     let p = cx.read_path(pathp)?;
+    // `None`: a regular file (its data is made for the parent's file system).
     let kind = match mode & g::S_IFMT {
-        0 | g::S_IFREG => Kind::File(Default::default()),
-        g::S_IFCHR => {
+        0 | g::S_IFREG => None,
+        g::S_IFCHR => Some({
             if !cred(cx).is_root() {
                 return Err(Errno::EPERM);
             }
@@ -525,9 +637,9 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
                 (5, 0) | (5, 1) => D::Console,
                 _ => return Err(Errno::EPERM),
             })
-        }
+        }),
         g::S_IFDIR => return Err(Errno::EPERM),
-        g::S_IFIFO => Kind::Special(crate::fs::pipe::Pipe::charged(true, cx.k.frames.budget())?),
+        g::S_IFIFO => Some(Kind::Special(crate::fs::pipe::Pipe::charged(true, cx.k.frames.budget())?)),
         g::S_IFSOCK | g::S_IFBLK => return Err(Errno::EPERM),
         _ => return Err(Errno::EINVAL),
     };
@@ -537,8 +649,16 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
     }
     may_create(cx, par.dir.inode())?;
     if cx.k.fs.is_host(par.dir.inode().sb) {
-        return Err(Errno::EPERM);
+        // A host FIFO or device node would never be opened (see fs::hostfs),
+        // so only regular files are made on the host.
+        if kind.is_some() {
+            return Err(Errno::EPERM);
+        }
+        cx.k.fs.host_create(par.dir.inode(), &par.name, mode & !cx.t.umask & 0o7777, false)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
     }
+    let kind = kind.unwrap_or_else(|| Kind::File(cx.k.fs.new_file_data(par.dir.inode().sb)));
     let node = new_node(cx, par.dir.inode(), kind, mode & !cx.t.umask & 0o7777);
     par.dir.inode().insert(&par.name, node)?;
     touch_dir(par.dir.inode(), cx.hal.realtime_ns());
@@ -557,10 +677,10 @@ pub fn mknodat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 // ---------------------------------------------------------------- unlink, rmdir
 
-fn remove_entry(dir: &InodeRef, name: &str) {
-    if let Kind::Dir(d) = &dir.kind {
-        d.borrow_mut().remove(name);
-    }
+/// Drop `name` from `dir`'s map (an overlay leaves a whiteout when its
+/// lower layer has the name).
+fn remove_entry(dir: &InodeRef, name: &str) -> Result<(), Errno> {
+    overlay::remove_name(dir, name)
 }
 
 fn drop_link(node: &InodeRef, now: u64) {
@@ -570,6 +690,9 @@ fn drop_link(node: &InodeRef, now: u64) {
 }
 
 fn is_empty_dir(node: &InodeRef) -> bool {
+    if overlay::is_overlay_dir(node) {
+        return overlay::is_empty(node).unwrap_or(false);
+    }
     matches!(&node.kind, Kind::Dir(c) if c.borrow().is_empty())
 }
 
@@ -610,9 +733,9 @@ fn do_unlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32)
         return Err(Errno::EACCES);
     }
     if cx.k.fs.is_host(dir.sb) {
-        cx.k.fs.host_unlink(&dir, &par.name, rmdir)?;
+        cx.k.fs.host_unlink(&dir, &par.name, rmdir, &raw)?;
     }
-    remove_entry(&dir, &par.name);
+    remove_entry(&dir, &par.name)?;
     let now = cx.hal.realtime_ns();
     drop_link(&raw, now);
     if rmdir {
@@ -649,7 +772,8 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     } else {
         let p = cx.read_path(oldp)?;
         let follow = if flags & g::AT_SYMLINK_FOLLOW != 0 { Follow::Yes } else { Follow::No };
-        resolve(cx, olddirfd, &p, follow)?.inode().clone()
+        let mut loc = resolve(cx, olddirfd, &p, follow)?;
+        upper_loc(cx, &mut loc, true)?
     };
     let p = cx.read_path(newp)?;
     let par = resolve_parent(cx, newdirfd, &p)?;
@@ -667,9 +791,12 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     }
     may_create(cx, par.dir.inode())?;
     if cx.k.fs.is_host(old.sb) {
-        return Err(Errno::EPERM);
+        // The host counts the links; an O_TMPFILE file may get its first.
+        cx.k.fs.host_link(&old, par.dir.inode(), &par.name)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
     }
-    if old.meta.borrow().nlink == 0 {
+    if old.meta.borrow().nlink == 0 && !is_tmpfile(&old) {
         return Err(Errno::ENOENT);
     }
     par.dir.inode().insert(&par.name, old.clone())?;
@@ -681,6 +808,11 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     }
     touch_dir(par.dir.inode(), now);
     Ok(0)
+}
+
+/// An `O_TMPFILE` file not linked yet (its open descriptions name it `#tmpfile`).
+fn is_tmpfile(node: &InodeRef) -> bool {
+    matches!(node.kind, Kind::File(_)) && node.meta.borrow().nlink == 0 && Arc::strong_count(node) > 1
 }
 
 /// `link(old, new)`.
@@ -717,13 +849,22 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
     let ddir = dst.dir.inode().clone();
     let node = sdir.lookup(&src.name)?.ok_or(Errno::ENOENT)?;
     let target = ddir.lookup(&dst.name)?;
+    if overlay::rename_is_exdev(&cx.k.fs, &node) || target.as_ref().is_some_and(|t| flags & RENAME_EXCHANGE != 0 && overlay::rename_is_exdev(&cx.k.fs, t)) {
+        return Err(Errno::EXDEV);
+    }
+    // An overlay's lower files move as their copies.
+    let node = if overlay::is_overlay_dir(&sdir) { copy_up(cx, &sdir, &src.name, &node, true)? } else { node };
+    let target = match target {
+        Some(t) if flags & RENAME_EXCHANGE != 0 && overlay::is_overlay_dir(&ddir) => Some(copy_up(cx, &ddir, &dst.name, &t, true)?),
+        t => t,
+    };
     if (src.slash || dst.slash) && !node.is_dir() {
         return Err(Errno::ENOTDIR);
     }
-    // Renames on the host are not offered by the backend: mv copies instead.
-    if sdir.sb != ddir.sb || cx.k.fs.is_host(sdir.sb) {
+    if sdir.sb != ddir.sb {
         return Err(Errno::EXDEV);
     }
+    let host = cx.k.fs.is_host(sdir.sb);
     cx.k.fs.check_writable(sdir.sb)?;
     if matches!(cx.k.fs.fstype(sdir.sb), FsType::Proc | FsType::Sysfs) {
         return Err(Errno::EACCES);
@@ -746,6 +887,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
         // Neither may contain the other.
         if dst.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &node)) || src.dir.stack.iter().any(|(_, i)| Arc::ptr_eq(i, &t)) {
             return Err(Errno::EINVAL);
+        }
+        if host {
+            cx.k.fs.host_rename(&sdir, &src.name, &ddir, &dst.name, flags, &node, Some(&t))?;
         }
         sdir.insert(&src.name, t.clone())?;
         ddir.insert(&dst.name, node.clone())?;
@@ -786,6 +930,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
             _ => {}
         }
     }
+    if host {
+        cx.k.fs.host_rename(&sdir, &src.name, &ddir, &dst.name, flags, &node, target.as_ref())?;
+    }
     let now = cx.hal.realtime_ns();
     if let Some(t) = &target {
         drop_link(t, now);
@@ -794,7 +941,7 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
             m.nlink = m.nlink.saturating_sub(1);
         }
     }
-    remove_entry(&sdir, &src.name);
+    remove_entry(&sdir, &src.name)?;
     ddir.insert(&dst.name, node.clone())?;
     if node.is_dir() && !Arc::ptr_eq(&sdir, &ddir) {
         {
@@ -836,6 +983,10 @@ fn set_mode<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, mode: u32) -> SysR
     if !c.is_root() && !c.in_group(inode.meta.borrow().gid) {
         perm &= !0o2000;
     }
+    if cx.k.fs.is_host(inode.sb) {
+        cx.k.fs.host_setattr(inode, &HostSetAttr { perm: Some(perm), ..Default::default() })?;
+        return Ok(0);
+    }
     let now = cx.hal.realtime_ns();
     let mut m = inode.meta.borrow_mut();
     m.perm = perm;
@@ -845,7 +996,7 @@ fn set_mode<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, mode: u32) -> SysR
 
 /// `chmod(path, mode)`.
 pub fn chmod<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     set_mode(cx, &inode, a[1] as u32)
 }
 
@@ -855,7 +1006,8 @@ pub fn fchmod<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if f.flags.get() & g::O_PATH != 0 {
         return Err(Errno::EBADF);
     }
-    set_mode(cx, &f.inode.clone(), a[1] as u32)
+    let inode = fd_upper(cx, &f)?;
+    set_mode(cx, &inode, a[1] as u32)
 }
 
 /// `fchmodat(dirfd, path, mode)`.
@@ -869,7 +1021,7 @@ pub fn fchmodat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// `EOPNOTSUPP`, as Linux).
 pub fn fchmodat2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let flags = a[3] as u32;
-    let inode = at_inode(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
+    let inode = at_upper(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
     if matches!(inode.kind, Kind::Symlink(_)) {
         return Err(Errno::EOPNOTSUPP);
     }
@@ -884,6 +1036,13 @@ fn set_owner<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, uid: u32, gid: u3
     let gid_change = gid != u32::MAX && gid != m0.gid;
     if !c.is_root() && (uid_change || (gid_change && (m0.uid != c.uid || !c.in_group(gid))) || (uid != u32::MAX && m0.uid != c.uid)) {
         return Err(Errno::EPERM);
+    }
+    if cx.k.fs.is_host(inode.sb) {
+        // The host applies its own rules on top (an unprivileged kernel
+        // process cannot give a file away: EPERM).
+        let a = HostSetAttr { uid: (uid != u32::MAX).then_some(uid), gid: (gid != u32::MAX).then_some(gid), ..Default::default() };
+        cx.k.fs.host_setattr(inode, &a)?;
+        return Ok(0);
     }
     let now = cx.hal.realtime_ns();
     let mut m = inode.meta.borrow_mut();
@@ -906,13 +1065,13 @@ fn set_owner<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, uid: u32, gid: u3
 
 /// `chown(path, uid, gid)`.
 pub fn chown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     set_owner(cx, &inode, a[1] as u32, a[2] as u32)
 }
 
 /// `lchown(path, uid, gid)`.
 pub fn lchown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], g::AT_SYMLINK_NOFOLLOW, g::AT_SYMLINK_NOFOLLOW)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], g::AT_SYMLINK_NOFOLLOW, g::AT_SYMLINK_NOFOLLOW)?;
     set_owner(cx, &inode, a[1] as u32, a[2] as u32)
 }
 
@@ -922,12 +1081,13 @@ pub fn fchown<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if f.flags.get() & g::O_PATH != 0 {
         return Err(Errno::EBADF);
     }
-    set_owner(cx, &f.inode.clone(), a[1] as u32, a[2] as u32)
+    let inode = fd_upper(cx, &f)?;
+    set_owner(cx, &inode, a[1] as u32, a[2] as u32)
 }
 
 /// `fchownat(dirfd, path, uid, gid, flags)`.
 pub fn fchownat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let inode = at_inode(cx, a[0], a[1], a[4] as u32, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
+    let inode = at_upper(cx, a[0], a[1], a[4] as u32, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?;
     set_owner(cx, &inode, a[2] as u32, a[3] as u32)
 }
 
@@ -953,6 +1113,12 @@ fn set_times<H: Hal>(cx: &mut SysCtx<'_, H>, inode: &InodeRef, times: Option<[Op
     }
     let now = cx.hal.realtime_ns();
     let t = times.unwrap_or([Some(None), Some(None)]);
+    if cx.k.fs.is_host(inode.sb) {
+        let pick = |x: Option<Option<u64>>| x.map(|v| v.unwrap_or(now) as i64);
+        let a = HostSetAttr { atime_ns: pick(t[0]), mtime_ns: pick(t[1]), ..Default::default() };
+        cx.k.fs.host_setattr(inode, &a)?;
+        return Ok(0);
+    }
     let mut m = inode.meta.borrow_mut();
     if let Some(a) = t[0] {
         m.atime_ns = a.unwrap_or(now);
@@ -1010,9 +1176,10 @@ pub fn utimensat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         if a[0] as i32 == AT_FDCWD {
             return Err(Errno::EFAULT);
         }
-        cx.t.fds.file(a[0])?.inode.clone()
+        let f = cx.t.fds.file(a[0])?;
+        fd_upper(cx, &f)?
     } else {
-        at_inode(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?
+        at_upper(cx, a[0], a[1], flags, g::AT_SYMLINK_NOFOLLOW | g::AT_EMPTY_PATH)?
     };
     set_times(cx, &inode, times)
 }
@@ -1020,14 +1187,14 @@ pub fn utimensat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// `utimes(path, times)`.
 pub fn utimes<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let times = read_timevals(cx, a[1])?;
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     set_times(cx, &inode, times)
 }
 
 /// `futimesat(dirfd, path, times)`.
 pub fn futimesat<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let times = read_timevals(cx, a[2])?;
-    let inode = at_inode(cx, a[0], a[1], 0, 0)?;
+    let inode = at_upper(cx, a[0], a[1], 0, 0)?;
     set_times(cx, &inode, times)
 }
 
@@ -1040,30 +1207,11 @@ pub fn utime<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let mt = cx.read_u64(a[1] + 8)?;
         Some([Some(Some(at.saturating_mul(1_000_000_000))), Some(Some(mt.saturating_mul(1_000_000_000)))])
     };
-    let inode = at_inode(cx, AT_FDCWD as u64, a[0], 0, 0)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     set_times(cx, &inode, times)
 }
 
 // ---------------------------------------------------------------- truncate, sync
-
-/// Resize a regular file's data.
-pub fn resize(inode: &InodeRef, len: u64, now: u64) -> SysResult {
-    if (len as i64) < 0 {
-        return Err(Errno::EINVAL);
-    }
-    if len > MAX_FILE {
-        return Err(Errno::EFBIG);
-    }
-    match &inode.kind {
-        Kind::File(d) => d.borrow_mut().resize(len as usize, 0),
-        Kind::Dir(_) => return Err(Errno::EISDIR),
-        _ => return Err(Errno::EINVAL),
-    }
-    let mut m = inode.meta.borrow_mut();
-    m.mtime_ns = now;
-    m.ctime_ns = now;
-    Ok(0)
-}
 
 /// `truncate(path, len)`.
 pub fn truncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
@@ -1075,37 +1223,128 @@ pub fn truncate<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         return Err(Errno::EISDIR);
     }
     permission(&inode, &cred(cx), MAY_WRITE)?;
+    let inode = at_upper(cx, AT_FDCWD as u64, a[0], 0, 0)?;
     cx.k.fs.check_writable(inode.sb)?;
     if !matches!(inode.kind, Kind::File(_)) {
         return Err(Errno::EINVAL);
     }
-    if cx.k.fs.is_host(inode.sb) {
-        cx.k.fs.host_truncate(&inode, a[1])?;
-    }
-    let now = cx.hal.realtime_ns();
-    resize(&inode, a[1], now)
+    super::file::truncate_file(cx, &inode, a[1])
 }
 
-/// `fsync(fd)` / `fdatasync(fd)`: everything is in memory already.
+/// `fsync(fd)`: a host file's pages written through shared mappings reach
+/// the host file (`write` already went through), and the host flushes it.
 pub fn fsync<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let f = cx.t.fds.file(a[0])?;
+    do_fsync(cx, a[0], false)
+}
+
+/// `fdatasync(fd)`.
+pub fn fdatasync<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    do_fsync(cx, a[0], true)
+}
+
+fn do_fsync<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, data_only: bool) -> SysResult {
+    let f = cx.t.fds.file(fd)?;
     if f.flags.get() & g::O_PATH != 0 {
         return Err(Errno::EBADF);
     }
-    match f.inode.kind {
-        Kind::File(_) | Kind::Dir(_) | Kind::Device(_) => Ok(0),
+    match &f.inode.kind {
+        Kind::File(d) => {
+            d.writeback(0, u64::MAX, &cx.k.frames, cx.hal.phys())?;
+            cx.k.fs.host_fsync(&f.inode, data_only)?;
+            Ok(0)
+        }
+        Kind::Dir(_) => {
+            cx.k.fs.host_fsync(&f.inode, data_only)?;
+            Ok(0)
+        }
+        Kind::Device(_) => Ok(0),
         _ => Err(Errno::EINVAL),
     }
 }
 
-/// `sync()`.
-pub fn sync<H: Hal>(_cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
+/// Bytes one `copy_file_range` moves at most (Linux also returns short counts).
+const COPY_CHUNK: u64 = 1 << 20;
+
+/// `copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)`: between
+/// regular files, in the kernel, through their page caches (on hostfs the
+/// bytes reach the host as a `write` would send them).
+pub fn copy_file_range<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    if a[5] != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let fin = cx.t.fds.file(a[0])?;
+    let fout = cx.t.fds.file(a[2])?;
+    if fin.flags.get() & g::O_PATH != 0 || fout.flags.get() & g::O_PATH != 0 || !fin.readable() || !fout.writable() || fout.flags.get() & g::O_APPEND != 0 {
+        return Err(Errno::EBADF);
+    }
+    let (Kind::File(src), Kind::File(dst)) = (&fin.inode.kind, &fout.inode.kind) else {
+        return Err(if fin.inode.is_dir() || fout.inode.is_dir() { Errno::EISDIR } else { Errno::EINVAL });
+    };
+    let (src, dst) = (src.cache().clone(), dst.cache().clone());
+    let read_off = |cx: &mut SysCtx<'_, H>, p: u64, f: &FileRef| -> Result<u64, Errno> {
+        if p == 0 {
+            return Ok(f.offset.get());
+        }
+        let v = cx.read_u64(p)?;
+        if (v as i64) < 0 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(v)
+    };
+    let off_in = read_off(cx, a[1], &fin)?;
+    let off_out = read_off(cx, a[3], &fout)?;
+    let len = a[4].min(COPY_CHUNK);
+    if off_out.checked_add(len).is_none_or(|e| e > crate::mm::page_cache::MAX_FILE_SIZE) {
+        return Err(Errno::EFBIG);
+    }
+    if Arc::ptr_eq(&fin.inode, &fout.inode) && off_in < off_out.saturating_add(len) && off_out < off_in.saturating_add(len) {
+        return Err(Errno::EINVAL);
+    }
+    let seals = dst.seals();
+    if seals & (g::F_SEAL_WRITE | g::F_SEAL_FUTURE_WRITE) != 0 {
+        return Err(Errno::EPERM);
+    }
+    let avail = src.size().saturating_sub(off_in).min(len);
+    if avail == 0 {
+        return Ok(0);
+    }
+    if seals & g::F_SEAL_GROW != 0 && off_out + avail > dst.size() {
+        return Err(Errno::EPERM);
+    }
+    let mut bytes = alloc::vec![0u8; avail as usize];
+    let got = src.read_to(off_in, &mut bytes, &mut cx.k.frames, cx.hal.phys())?;
+    bytes.truncate(got);
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    let n = dst.write_bytes(off_out, &bytes, &mut cx.k.frames, cx.hal.phys())? as u64;
+    let now = cx.hal.realtime_ns();
+    {
+        let mut m = fout.inode.meta.borrow_mut();
+        m.mtime_ns = now;
+        m.ctime_ns = now;
+    }
+    for (p, f, o) in [(a[1], &fin, off_in), (a[3], &fout, off_out)] {
+        if p == 0 {
+            f.offset.set(o + n);
+        } else {
+            cx.write_user(p, &(o + n).to_le_bytes())?;
+        }
+    }
+    Ok(n as usize)
+}
+
+/// `sync()`: every dirty page of every host file is written back.
+pub fn sync<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
+    // sync(2) cannot fail; errors show at the next fsync of the file.
+    let _ = cx.k.fs.caches.writeback_all(&mut cx.k.frames, cx.hal.phys());
     Ok(0)
 }
 
 /// `syncfs(fd)`.
 pub fn syncfs<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     cx.t.fds.file(a[0])?;
+    cx.k.fs.caches.writeback_all(&mut cx.k.frames, cx.hal.phys())?;
     Ok(0)
 }
 
@@ -1127,21 +1366,20 @@ pub fn statfs_bytes(fs: &crate::fs::Fs, inode: &InodeRef) -> [u8; 120] {
     put(64, NAME_MAX as u64);
     put(72, 4096);
     put(80, 0x20 | if fs.is_readonly(inode.sb) { 1 } else { 0 });
+    if let Some([bsize, blocks, bfree, bavail, files, ffree]) = fs.host_statfs(inode.sb) {
+        // A hostfs mount (and an overlay over the host) shows the host
+        // file system's numbers.
+        for (off, v) in [(8, bsize), (16, blocks), (24, bfree), (32, bavail), (40, files), (48, ffree), (72, bsize)] {
+            put(off, v);
+        }
+    }
     b
 }
 
-/// `statfs` of `inode`'s file system, sized like Linux's tmpfs (half of
-/// memory, free as the frame allocator says).
+/// `statfs` of `inode`'s file system: a memory file system's size limit and
+/// use (its files' pages), a host directory's host figures.
 fn statfs_of<H: Hal>(cx: &SysCtx<'_, H>, inode: &InodeRef) -> [u8; 120] {
-    let mut b = statfs_bytes(&cx.k.fs, inode);
-    if u64::from_le_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], b[23]]) != 0 {
-        let total = (cx.k.frames.total_frames() / 2).max(1);
-        let free = cx.k.frames.free_frames().min(total);
-        b[16..24].copy_from_slice(&total.to_le_bytes());
-        b[24..32].copy_from_slice(&free.to_le_bytes());
-        b[32..40].copy_from_slice(&free.to_le_bytes());
-    }
-    b
+    statfs_bytes(&cx.k.fs, inode)
 }
 
 /// `statfs(path, buf)`.
@@ -1189,6 +1427,20 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let node = tloc.inode().clone();
         let m = cx.k.fs.mounts.iter().rev().find(|m| Arc::ptr_eq(&m.root, &node)).ok_or(Errno::EINVAL)?;
         let sb = m.sb;
+        let opts = match cx.k.fs.fstype(sb) {
+            FsType::Tmpfs => Some(tmpfs_options(cx, a[4])?),
+            _ => None,
+        };
+        if let Some(o) = &opts {
+            o.apply(&node);
+            if let (Some(size), Some(q)) = (o.size, cx.k.fs.quota(sb)) {
+                // Linux refuses to shrink a tmpfs below what it holds.
+                if size < q.used() {
+                    return Err(Errno::EINVAL);
+                }
+                q.set_limit(Some(size));
+            }
+        }
         if let Some(s) = cx.k.fs.sbs.get_mut(&sb) {
             s.readonly = flags & MS_RDONLY != 0;
         }
@@ -1219,10 +1471,62 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if !tloc.inode().is_dir() {
         return Err(Errno::ENOTDIR);
     }
+    let opts = if t == FsType::Tmpfs { tmpfs_options(cx, a[4])? } else { TmpfsOptions::default() };
     let now = cx.hal.realtime_ns();
     let src = if source.is_empty() { String::from(t.name()) } else { source };
-    cx.k.fs.mount_new(&tloc, t, &src, flags & MS_RDONLY != 0, now)?;
+    cx.k.fs.mount_new_sized(&tloc, t, &src, flags & MS_RDONLY != 0, now, opts.size)?;
+    opts.apply(&crate::fs::path::cross_mounts(tloc.inode().clone()));
     Ok(0)
+}
+
+/// The tmpfs mount options honoured: `size=` (bytes, k/m/g/t, or % of
+/// memory), `nr_blocks=` (pages), `mode=`, `uid=`, `gid=`; the others
+/// Linux knows are accepted and ignored, unknown ones give `EINVAL`.
+#[derive(Default)]
+struct TmpfsOptions {
+    size: Option<u64>,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+impl TmpfsOptions {
+    /// Set the root directory's mode and owner.
+    fn apply(&self, root: &InodeRef) {
+        let mut m = root.meta.borrow_mut();
+        if let Some(mode) = self.mode {
+            m.perm = mode & 0o7777;
+        }
+        if let Some(u) = self.uid {
+            m.uid = u;
+        }
+        if let Some(g) = self.gid {
+            m.gid = g;
+        }
+    }
+}
+
+fn tmpfs_options<H: Hal>(cx: &mut SysCtx<'_, H>, data: u64) -> Result<TmpfsOptions, Errno> {
+    let mut o = TmpfsOptions::default();
+    let Some(text) = read_opt_string(cx, data)? else { return Ok(o) };
+    let total = cx.k.frames.total_frames();
+    for opt in text.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+        let num = |v: &str, radix: u32| u32::from_str_radix(v, radix).map_err(|_| Errno::EINVAL);
+        match k {
+            // 0 means no limit, as on Linux.
+            "size" => o.size = Some(crate::fs::mount::parse_size(v, total)?).map(|n| if n == 0 { u64::MAX } else { n }),
+            "nr_blocks" => o.size = Some(v.parse::<u64>().map_err(|_| Errno::EINVAL)?).map(|n| if n == 0 { u64::MAX } else { n }),
+            "mode" => o.mode = Some(num(v, 8)?),
+            "uid" => o.uid = Some(num(v, 10)?),
+            "gid" => o.gid = Some(num(v, 10)?),
+            "nr_inodes" | "huge" | "mpol" | "inode32" | "inode64" | "noswap" | "quota" | "usrquota" | "grpquota"
+            | "usrquota_block_hardlimit" | "usrquota_inode_hardlimit" | "grpquota_block_hardlimit"
+            | "grpquota_inode_hardlimit" | "noatime" | "relatime" | "nosuid" | "nodev" | "noexec" | "rw" => {}
+            _ => return Err(Errno::EINVAL),
+        }
+    }
+    Ok(o)
 }
 
 const MNT_FORCE: u32 = 1;
@@ -1253,9 +1557,13 @@ pub fn umount2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             t.cwd.inode().sb == sb
                 || t.fds.fds().any(|fd| t.fds.get(fd as u64).is_ok_and(|e| e.file.inode.sb == sb))
         };
-        if cx.k.fs.mounts.iter().filter(|m| m.sb == sb).count() == 1 && (uses(cx.t) || cx.k.tasks.values().any(&uses)) {
+        if cx.k.fs.mounts.iter().filter(|m| m.sb == sb).count() == 1 && (uses(cx.t) || cx.k.tasks.values().any(|t| uses(t))) {
             return Err(Errno::EBUSY);
         }
+    }
+    if cx.k.fs.is_host(node.sb) {
+        // What shared mappings wrote reaches the host before the mount goes.
+        cx.k.fs.caches.writeback_all(&mut cx.k.frames, cx.hal.phys())?;
     }
     cx.k.fs.umount(&loc)?;
     Ok(0)

@@ -1,13 +1,15 @@
-//! Memory calls: brk, mmap, munmap, mprotect, madvise (the MM does the work).
+//! Memory calls: brk, mmap, munmap, mprotect, mremap, madvise, msync,
+//! mincore (the MM does the work).
 
-use alloc::vec::Vec;
+use alloc::rc::Rc;
 
 use hal::{Hal, Prot};
 use linux_raw_sys::general as g;
 
 use super::SysCtx;
+use crate::fs::mount::FsType;
 use crate::fs::{Device, Kind};
-use crate::mm::{Backing, MapFlags, MappedFile, VmaKind, PAGE};
+use crate::mm::{Backing, MapFlags, PageCache, PAGE};
 use crate::{Errno, SysResult};
 
 /// `brk(addr)`: returns the (possibly unchanged) break, never an error.
@@ -50,17 +52,20 @@ pub fn mmap<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             return Err(Errno::EACCES);
         }
         match &f.inode.kind {
-            Kind::File(_) => {
+            // Generated text is no file data (Linux: ENODEV for proc files).
+            Kind::File(_) if matches!(cx.k.fs.fstype(f.inode.sb), FsType::Proc | FsType::Sysfs) => return Err(Errno::ENODEV),
+            Kind::File(d) => {
+                let sealed = d.seals() & (g::F_SEAL_WRITE | g::F_SEAL_FUTURE_WRITE) != 0;
+                let append = f.flags.get() & g::O_APPEND != 0;
                 if shared && prot.contains(Prot::WRITE) {
-                    if !f.writable() {
+                    if !f.writable() || append {
                         return Err(Errno::EACCES);
                     }
-                    // Writes through the mapping would not reach the ramfs file.
-                    cx.log_once("mmap-shared-write", "kernel: MAP_SHARED writable file mappings are not supported yet (ENODEV)");
-                    return Err(Errno::ENODEV);
+                    if sealed {
+                        return Err(Errno::EPERM);
+                    }
                 }
-                let file: alloc::sync::Arc<dyn MappedFile> = f.inode.clone();
-                Backing::File(file, off)
+                Backing::Open { file: f.inode.clone(), offset: off, writable: f.writable() && !append && !sealed, name: f.path.clone() }
             }
             // /dev/zero maps as anonymous memory, as on Linux.
             Kind::Device(Device::Zero) => {
@@ -71,7 +76,74 @@ pub fn mmap<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         }
     };
     let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
-    Ok(mm.mmap(addr, len, prot, mflags, backing, &mut cx.k.frames)? as usize)
+    Ok(mm.mmap_with_phys(addr, len, prot, mflags, backing, &mut cx.k.frames, cx.hal.phys())? as usize)
+}
+
+/// `mremap(old, old_len, new_len, flags, new_addr)`.
+pub fn mremap<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let mm = cx.t.mm.as_mut().ok_or(Errno::EFAULT)?;
+    Ok(mm.mremap(a[0], a[1], a[2], a[3] as u32, a[4], &mut cx.k.frames)? as usize)
+}
+
+/// `msync(addr, len, flags)`: the dirty pages of host files mapped shared in
+/// the range are written back (for `MS_ASYNC` too: now rather than later).
+/// Memory-only files have nothing to write; `MS_INVALIDATE` has nothing to
+/// do (the mappings are the cache's own pages).
+pub fn msync<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let (addr, len, flags) = (a[0], a[1], a[2]);
+    let known = u64::from(g::MS_ASYNC | g::MS_INVALIDATE | g::MS_SYNC);
+    if flags & !known != 0 || (flags & u64::from(g::MS_ASYNC) != 0 && flags & u64::from(g::MS_SYNC) != 0) {
+        return Err(Errno::EINVAL);
+    }
+    let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
+    let (ranges, hole) = mm.cache_ranges(addr, len)?;
+    for (c, s, e, shared) in ranges {
+        if shared {
+            c.writeback(s, e, &cx.k.frames, cx.hal.phys()).map_err(|_| Errno::EIO)?;
+        }
+    }
+    if hole {
+        return Err(Errno::ENOMEM);
+    }
+    Ok(0)
+}
+
+/// `mincore(addr, len, vec)`: a byte per page, 1 when resident (mapped, or
+/// in the page cache of a mapped file).
+pub fn mincore<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let (addr, len, out) = (a[0], a[1], a[2]);
+    if addr % PAGE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let pages = len.div_ceil(PAGE);
+    cx.access_ok(out, pages)?;
+    // A bounded piece at a time: a huge range never needs a huge buffer.
+    const STEP: u64 = 1 << 16;
+    let mut done = 0u64;
+    while done < pages {
+        let n = (pages - done).min(STEP);
+        let mm = cx.t.mm.as_ref().ok_or(Errno::ENOMEM)?;
+        let v = mm.mincore(addr + done * PAGE, n * PAGE)?;
+        cx.write_user(out + done, &v)?;
+        done += n;
+    }
+    Ok(0)
+}
+
+/// Remove the mappings of pages `[first, last)` of `cache` from every
+/// memory map (before a truncation or hole punch drops them from the cache).
+pub(super) fn invalidate_everywhere<H: Hal>(cx: &mut SysCtx<'_, H>, cache: &Rc<PageCache>, first: u64, last: u64, even_cows: bool) {
+    if cache.mappings() == 0 {
+        return;
+    }
+    if let Some(mm) = cx.t.mm.as_mut() {
+        mm.invalidate_cache(cache, first, last, even_cows, &mut cx.k.frames);
+    }
+    for t in cx.k.tasks.values_mut() {
+        if let Some(mm) = t.mm.as_mut() {
+            mm.invalidate_cache(cache, first, last, even_cows, &mut cx.k.frames);
+        }
+    }
 }
 
 /// `munmap(addr, len)`.
@@ -96,34 +168,68 @@ pub fn mprotect<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-/// `madvise(addr, len, advice)`. Hints are accepted; `MADV_DONTNEED` on
-/// private anonymous memory really drops the pages (they read back as
-/// zeros, which programs rely on).
+/// `madvise(addr, len, advice)`. `MADV_DONTNEED` drops the pages (private
+/// anonymous memory reads back as zeros, file pages read the file again);
+/// `MADV_FREE` does the same for private anonymous memory; `MADV_WILLNEED`
+/// reads file pages into their caches; `MADV_REMOVE` punches a hole in the
+/// file or shared memory behind a shared writable mapping. Other known
+/// hints are accepted and ignored.
 pub fn madvise<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let (addr, len, advice) = (a[0], a[1], a[2] as u32);
     if addr % PAGE != 0 || (len as i64) < 0 {
         return Err(Errno::EINVAL);
     }
     let end = addr.checked_add(len).and_then(|e| e.checked_add(PAGE - 1)).ok_or(Errno::EINVAL)? & !(PAGE - 1);
+    let len = end - addr;
     match advice {
-        g::MADV_NORMAL | g::MADV_RANDOM | g::MADV_SEQUENTIAL | g::MADV_WILLNEED | g::MADV_FREE
-        | g::MADV_MERGEABLE | g::MADV_UNMERGEABLE | g::MADV_HUGEPAGE | g::MADV_NOHUGEPAGE
-        | g::MADV_DONTFORK | g::MADV_DOFORK | g::MADV_DONTDUMP | g::MADV_DODUMP | g::MADV_COLD
-        | g::MADV_PAGEOUT | g::MADV_KEEPONFORK | g::MADV_WIPEONFORK => Ok(0),
+        g::MADV_NORMAL | g::MADV_RANDOM | g::MADV_SEQUENTIAL | g::MADV_MERGEABLE | g::MADV_UNMERGEABLE
+        | g::MADV_HUGEPAGE | g::MADV_NOHUGEPAGE | g::MADV_DONTFORK | g::MADV_DOFORK | g::MADV_DONTDUMP
+        | g::MADV_DODUMP | g::MADV_COLD | g::MADV_PAGEOUT | g::MADV_KEEPONFORK | g::MADV_WIPEONFORK => Ok(0),
+        _ if len == 0 => Ok(0),
         g::MADV_DONTNEED => {
-            if len == 0 {
-                return Ok(0);
-            }
             let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
-            // Replace each private anonymous piece with fresh zero memory.
-            let pieces: Vec<(u64, u64, Prot)> = mm
-                .vmas()
-                .filter(|v| v.end > addr && v.start < end && !v.shared && v.kind == VmaKind::Anonymous)
-                .map(|v| (v.start.max(addr), v.end.min(end), v.prot))
-                .collect();
-            for (s, e, p) in pieces {
-                let fl = MapFlags::FIXED | MapFlags::PRIVATE | MapFlags::ANONYMOUS;
-                mm.mmap(s, e - s, p, fl, Backing::Anonymous, &mut cx.k.frames)?;
+            mm.discard(addr, len, &mut cx.k.frames)?;
+            Ok(0)
+        }
+        g::MADV_FREE => {
+            let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
+            mm.private_anon_only(addr, len)?;
+            mm.discard(addr, len, &mut cx.k.frames)?;
+            Ok(0)
+        }
+        g::MADV_WILLNEED => {
+            let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
+            let (_, hole) = mm.cache_ranges(addr, len)?;
+            mm.prefetch(addr, len, &mut cx.k.frames, cx.hal.phys());
+            if hole {
+                return Err(Errno::ENOMEM);
+            }
+            Ok(0)
+        }
+        g::MADV_REMOVE => {
+            let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
+            let (ranges, hole) = mm.cache_ranges(addr, len)?;
+            if hole {
+                return Err(Errno::ENOMEM);
+            }
+            // Every piece must be a shared writable mapping of a file or shmem.
+            let mut p = addr;
+            while p < end {
+                let Some((vs, ve, shared, writable, cached)) = mm.vma_at(p) else { return Err(Errno::ENOMEM) };
+                if !cached {
+                    return Err(Errno::EINVAL);
+                }
+                if !shared || !writable {
+                    return Err(Errno::EACCES);
+                }
+                p = ve.max(vs + PAGE);
+            }
+            for (c, s, e, _) in ranges {
+                if c.has_store() {
+                    return Err(Errno::EOPNOTSUPP);
+                }
+                invalidate_everywhere(cx, &c, s.div_ceil(PAGE), e / PAGE, false);
+                c.punch_hole(s, e, &mut cx.k.frames, cx.hal.phys())?;
             }
             Ok(0)
         }

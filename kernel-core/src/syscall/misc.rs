@@ -1,7 +1,7 @@
 //! Small calls that real userlands make on every start and that no
 //! subsystem owns: `sysinfo` (procps, python, coreutils' `sort`), `prctl`
 //! (procps, bash, python threads), `fadvise64` (coreutils' `cat`, `tar`),
-//! `mincore`/`getcpu` hints.
+//! `getcpu` hints.
 
 use alloc::vec;
 
@@ -26,7 +26,8 @@ pub fn sysinfo<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     // loads[3] at 8..32 stay 0
     b[32..40].copy_from_slice(&total.to_le_bytes()); // totalram
     b[40..48].copy_from_slice(&free.to_le_bytes()); // freeram
-    // sharedram, bufferram, totalswap, freeswap at 48..80 stay 0
+    b[48..56].copy_from_slice(&cx.k.fs.caches.stats().shmem.to_le_bytes()); // sharedram
+    // bufferram, totalswap, freeswap at 56..80 stay 0
     b[80..82].copy_from_slice(&(procs.min(u16::MAX as u64) as u16).to_le_bytes());
     // totalhigh, freehigh at 88..104 stay 0
     b[104..108].copy_from_slice(&(PAGE as u32).to_le_bytes()); // mem_unit
@@ -120,28 +121,6 @@ pub fn fadvise64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if a[3] > 5 || (a[2] as i64) < 0 {
         return Err(Errno::EINVAL);
     }
-    Ok(0)
-}
-
-/// `mincore(addr, len, vec)`: reports every page of the range as resident
-/// (the kernel keeps no host swap); EINVAL for an unaligned start, ENOMEM
-/// when the range is not mapped user space is approximated by the user
-/// address bound.
-pub fn mincore<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let (addr, len, out) = (a[0], a[1], a[2]);
-    if addr % PAGE != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let pages = len.div_ceil(PAGE);
-    if cx.access_ok(addr, pages.saturating_mul(PAGE)).is_err() {
-        return Err(Errno::ENOMEM);
-    }
-    if pages > 1 << 20 {
-        return Err(Errno::ENOMEM);
-    }
-    cx.access_ok(out, pages)?;
-    let v = vec![1u8; pages as usize];
-    cx.write_user(out, &v)?;
     Ok(0)
 }
 

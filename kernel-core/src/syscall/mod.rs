@@ -8,6 +8,7 @@ mod file;
 mod fs_ops;
 mod info;
 mod mem;
+mod memfd;
 mod misc;
 pub mod names;
 pub mod poll;
@@ -114,7 +115,8 @@ impl<H: Hal> SysCtx<'_, H> {
     /// Read a path argument (`ENAMETOOLONG`, `EFAULT`, `ENOENT` for empty).
     pub fn read_path(&mut self, addr: u64) -> Result<String, Errno> {
         let b = self.read_cstring(addr, PATH_MAX)?;
-        String::from_utf8(b).map_err(|_| Errno::ENOENT)
+        // Any bytes: names that are not UTF-8 are carried losslessly.
+        Ok(crate::fs::path::name_from_bytes(&b))
     }
     /// Log once per key.
     pub fn log_once(&mut self, key: &'static str, line: &str) {
@@ -171,6 +173,7 @@ table! {
     __NR_unlink / 1 => fs_ops::unlink,
     __NR_unlinkat / 3 => fs_ops::unlinkat,
     __NR_ftruncate / 2 => file::ftruncate,
+    __NR_fallocate / 4 => file::fallocate,
     __NR_rmdir / 1 => fs_ops::rmdir,
     __NR_rename / 2 => fs_ops::rename,
     __NR_renameat / 4 => fs_ops::renameat,
@@ -207,7 +210,8 @@ table! {
     __NR_utime / 2 => fs_ops::utime,
     __NR_truncate / 2 => fs_ops::truncate,
     __NR_fsync / 1 => fs_ops::fsync,
-    __NR_fdatasync / 1 => fs_ops::fsync,
+    __NR_copy_file_range / 6 => fs_ops::copy_file_range,
+    __NR_fdatasync / 1 => fs_ops::fdatasync,
     __NR_sync / 0 => fs_ops::sync,
     __NR_syncfs / 1 => fs_ops::syncfs,
     __NR_statfs / 2 => fs_ops::statfs,
@@ -248,6 +252,9 @@ table! {
     __NR_munmap / 2 => mem::munmap,
     __NR_mprotect / 3 => mem::mprotect,
     __NR_madvise / 3 => mem::madvise,
+    __NR_mremap / 5 => mem::mremap,
+    __NR_msync / 3 => mem::msync,
+    __NR_memfd_create / 2 => memfd::memfd_create,
     __NR_arch_prctl / 2 => info::arch_prctl,
     __NR_set_tid_address / 1 => info::set_tid_address,
     __NR_set_robust_list / 2 => info::set_robust_list,
@@ -321,7 +328,7 @@ table! {
     __NR_sysinfo / 1 => misc::sysinfo,
     __NR_prctl / 5 => misc::prctl,
     __NR_fadvise64 / 4 => misc::fadvise64,
-    __NR_mincore / 3 => misc::mincore,
+    __NR_mincore / 3 => mem::mincore,
     __NR_getcpu / 3 => misc::getcpu,
     __NR_socket / 3 => socket::socket,
     __NR_socketpair / 4 => socket::socketpair,

@@ -100,7 +100,7 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.cred = cx.t.cred.clone();
     child.start_ns = cx.hal.now_ns();
     child.charge = Some(charge);
-    cx.k.tasks.insert(pid, child);
+    cx.k.tasks.insert(pid, alloc::boxed::Box::new(child));
     cx.k.runq.push(pid);
     Ok(pid)
 }
@@ -206,7 +206,7 @@ fn unshare_for_exec<H: Hal>(cx: &mut SysCtx<'_, H>) -> Result<(), Errno> {
     }
     if cx.k.mm_shared(cx.t) {
         let space = cx.hal.new_space().map_err(|_| Errno::ENOMEM)?;
-        let old = cx.t.mm.replace(crate::mm::MemoryMap::new(space));
+        let old = cx.t.mm.replace(crate::mm::MemoryMap::with_caches(space, cx.k.fs.caches.clone()));
         let id = cx.t.mm_id;
         if let Some(o) = cx.k.tasks.values_mut().find(|o| o.mm_id == id && o.pid != me && !o.is_zombie()) {
             o.mm = old;
@@ -270,8 +270,8 @@ fn do_execve<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, argvp: u64,
         let mut total = 0usize;
         let argv = read_strings(cx, argvp, &mut total)?;
         let envp = read_strings(cx, envpp, &mut total)?;
-        let (loc, argv) = cx.k.resolve_script(loc, path.as_bytes(), argv)?;
-        let prep = cx.k.prepare_exec(&loc)?;
+        let (loc, argv) = cx.k.resolve_script(cx.hal.phys(), loc, path.as_bytes(), argv)?;
+        let prep = cx.k.prepare_exec(cx.hal.phys(), &loc)?;
         Ok((prep, argv, envp, path))
     })();
     let (prep, argv, envp, path) = match r {

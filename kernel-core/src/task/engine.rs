@@ -50,14 +50,14 @@ pub fn core_status(core_limit: u64, sig: u32) -> ExitStatus {
 
 /// `task` if it is `pid`, else the table's entry.
 pub fn tmut<'a, S: AddressSpace>(
-    tasks: &'a mut alloc::collections::BTreeMap<Pid, Task<S>>,
+    tasks: &'a mut super::TaskTable<S>,
     cur: &'a mut Option<&mut Task<S>>,
     pid: Pid,
 ) -> Option<&'a mut Task<S>> {
     if cur.as_ref().is_some_and(|t| t.pid == pid) {
         return cur.as_deref_mut();
     }
-    tasks.get_mut(&pid)
+    tasks.get_mut(&pid).map(|t| &mut **t)
 }
 
 impl<S: AddressSpace> Kernel<S> {
@@ -284,7 +284,7 @@ impl<S: AddressSpace> Kernel<S> {
     }
 
     /// Kill every thread in `group` with `st` (lazily, see the module doc).
-    fn group_kill(&mut self, cur: &mut Option<&mut Task<S>>, group: &[Pid], st: ExitStatus) {
+    pub(crate) fn group_kill(&mut self, cur: &mut Option<&mut Task<S>>, group: &[Pid], st: ExitStatus) {
         for &p in group {
             let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
             if let Some(t) = tmut(&mut self.tasks, cur, p) {

@@ -233,10 +233,10 @@ impl<S: AddressSpace> Kernel<S> {
     pub fn fire_timers(&mut self, mut cur: Option<&mut Task<S>>, fires: alloc::vec::Vec<Fire>) {
         for f in fires {
             let alive = |t: &Task<S>| t.tgid == f.tgid && !t.is_zombie();
-            let exists = self.tasks.get(&f.tgid).is_some_and(alive) || cur.as_deref().is_some_and(alive);
+            let exists = self.tasks.get(&f.tgid).is_some_and(|t| alive(t)) || cur.as_deref().is_some_and(alive);
             if !exists {
                 // A process that is gone (or a zombie leader): its timers go too.
-                if !self.tasks.values().any(alive) {
+                if !self.tasks.values().any(|t| alive(t)) {
                     self.clock.timers.process_exit(f.tgid);
                 }
                 continue;
@@ -277,7 +277,7 @@ impl<S: AddressSpace> Kernel<S> {
                 return true;
             }
         }
-        self.tasks.values_mut().any(hit)
+        self.tasks.values_mut().any(|t| hit(t))
     }
 
     /// A task was woken: it goes first, and takes the CPU from the running

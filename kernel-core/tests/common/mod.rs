@@ -9,6 +9,64 @@
 
 pub mod model;
 
+/// The changing methods of a read-only scripted `hal::HostDir` (all
+/// `EROFS`), for the host-directory mocks of the hostfs and overlay tests.
+#[allow(unused_macros)]
+macro_rules! read_only_host_dir {
+    () => {
+        fn write(&mut self, _: u64, _: u64, _: &[u8]) -> Result<usize, HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn create(&mut self, _: u64, _: &[u8], _: u32) -> Result<(u64, HostAttr), HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn mkdir(&mut self, _: u64, _: &[u8], _: u32) -> Result<(u64, HostAttr), HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn symlink(&mut self, _: u64, _: &[u8], _: &[u8]) -> Result<(u64, HostAttr), HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn tmpfile(&mut self, _: u64, _: u32) -> Result<(u64, HostAttr), HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn link(&mut self, _: u64, _: u64, _: &[u8]) -> Result<HostAttr, HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn unlink(&mut self, _: u64, _: &[u8], _: bool, _: Option<u64>) -> Result<(), HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn rename(&mut self, _: u64, _: &[u8], _: u64, _: &[u8], _: u32, _: Option<u64>, _: Option<u64>) -> Result<(), HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn setattr(&mut self, _: u64, _: &HostSetAttr) -> Result<HostAttr, HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn truncate(&mut self, _: u64, _: u64) -> Result<(), HostError> {
+            Err(HostError::ReadOnly)
+        }
+        fn readlink(&mut self, _: u64, _: &mut [u8]) -> Result<usize, HostError> {
+            Err(HostError::Invalid)
+        }
+        fn fsync(&mut self, _: u64, _: bool) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn statfs(&mut self) -> Result<[u64; 6], HostError> {
+            Ok([4096, 0, 0, 0, 0, 0])
+        }
+    };
+}
+
+/// The guest data area holding `paths` as NUL-terminated strings 32 bytes
+/// apart, then `extra` (the model properties name their paths by index).
+pub fn path_table(paths: &[&str], extra: &[u8]) -> Vec<u8> {
+    let mut data = vec![0u8; 32 * paths.len() + 32];
+    data[32 * paths.len()..][..extra.len()].copy_from_slice(extra);
+    for (i, p) in paths.iter().enumerate() {
+        data[32 * i..32 * i + p.len()].copy_from_slice(p.as_bytes());
+    }
+    data
+}
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -220,6 +278,7 @@ pub fn config(init: &str, args: &[&str], files: &[(&str, u32, Vec<u8>)]) -> Boot
         uname_release: "6.1.0-rustuml".into(),
         hostname: "rustuml".into(),
         trace_syscalls: false,
+        ..Default::default()
     }
 }
 

@@ -46,6 +46,21 @@ pub fn record_at(log: &Log, addr: impl Fn(&hal::UserContext) -> u64 + 'static, l
     })
 }
 
+/// Record a `wait4` status stored at `addr`: `rax` and the bytes
+/// (termination signal, exit code).
+pub fn record_wstatus(log: &Log, addr: u64) -> Insn {
+    let log = log.clone();
+    Rc::new(move |ctx, space, phys| {
+        let mut b = [0u8; 4];
+        if let Err(t) = space.user_read(phys, addr, &mut b) {
+            return Some(t);
+        }
+        let st = u32::from_le_bytes(b);
+        log.borrow_mut().push(Rec { space: space.id, ret: ctx.regs.rax as i64, mem: vec![(st & 0x7f) as u8, (st >> 8) as u8] });
+        None
+    })
+}
+
 /// Record `rax` and `len` bytes at a fixed address.
 pub fn record(log: &Log, addr: u64, len: usize) -> Insn {
     record_at(log, move |_| addr, len)
