@@ -21,6 +21,14 @@ struct Cli {
     /// Print every system call (strace style) on stderr.
     #[arg(long)]
     trace_syscalls: bool,
+    /// Show every kernel message (as `dmesg` in the guest shows them) on
+    /// stderr too; by default only kernel errors are, so that the guest's
+    /// own output is not mixed with them.
+    #[arg(long)]
+    verbose: bool,
+    /// Append every kernel message to FILE on the host.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
     /// The release uname(2) reports.
     #[arg(long, value_name = "R", default_value = "6.1.0-rustuml")]
     uname_release: String,
@@ -185,6 +193,7 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
         uid,
         gid,
     };
+    crate::host::set_log(cli.trace_syscalls, None);
     let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,
@@ -568,6 +577,10 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
             Err(e) => fail(format_args!("--hostfs {host}: {e}")),
         }
     }
+    let log = cli.log.as_ref().map(|p| {
+        std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap_or_else(|e| fail(format_args!("--log {}: {e}", p.display())))
+    });
+    crate::host::set_log(cli.verbose || cli.trace_syscalls, log);
     let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,

@@ -410,7 +410,7 @@ pub struct HostMachine {
     hub: Arc<EventHub>,
     watcher: Option<std::thread::JoinHandle<()>>,
     timer: Timer,
-    boot_mono: u64,
+    clock: timer::TscClock,
     deadline: Option<u64>,
 }
 
@@ -428,7 +428,7 @@ impl HostMachine {
             hub,
             watcher: Some(watcher),
             timer,
-            boot_mono: timer::clock_ns(libc::CLOCK_MONOTONIC),
+            clock: timer::TscClock::new(),
             deadline: None,
         })
     }
@@ -443,20 +443,35 @@ impl HostMachine {
         self.console = WatchedConsole::new(console, self.hub.clone());
     }
 
-    /// [`hal::Hal::now_ns`].
+    /// [`hal::Hal::now_ns`]: the guests' clock (see [`timer::TscClock`]).
     pub fn now_ns(&self) -> u64 {
-        timer::clock_ns(libc::CLOCK_MONOTONIC) - self.boot_mono
+        self.clock.now()
     }
 
     /// [`hal::Hal::realtime_ns`].
     pub fn realtime_ns(&self) -> u64 {
-        timer::clock_ns(libc::CLOCK_REALTIME)
+        self.clock.realtime()
     }
 
-    /// [`hal::Hal::set_timer`].
+    /// [`hal::Hal::set_timer`]: the host timer is armed on the host's
+    /// clock, at the guest deadline plus how far the host clock is ahead.
     pub fn set_timer(&mut self, deadline_ns: Option<u64>) {
         self.deadline = deadline_ns;
-        self.timer.set(deadline_ns.map(|d| d.saturating_add(self.boot_mono)));
+        let at = deadline_ns.map(|d| {
+            let ahead = timer::clock_ns(libc::CLOCK_MONOTONIC) as i128 - self.clock.now() as i128;
+            (d as i128 + ahead).clamp(1, u64::MAX as i128) as u64
+        });
+        self.timer.set(at);
+    }
+
+    /// [`hal::Hal::publish_clock`]: `base` is the kernel's mapping of guest
+    /// physical memory (`size` bytes).
+    pub fn publish_clock(&mut self, base: *mut u8, size: u64, paddr: u64) {
+        if paddr % hal::PAGE_SIZE as u64 != 0 || paddr.checked_add(hal::PAGE_SIZE as u64).is_none_or(|e| e > size) {
+            return;
+        }
+        // SAFETY: the page lies inside the mapping of `size` bytes at `base` (checked above).
+        self.clock.publish(unsafe { base.add(paddr as usize) });
     }
 
     /// [`hal::Hal::wait_for_interrupt`]: sleep until the timer's signal or
@@ -526,10 +541,45 @@ impl HostMachine {
         }
     }
 
-    /// [`hal::Hal::log`].
+    /// [`hal::Hal::log`]: host diagnostics (the syscall trace, kernel
+    /// errors) to stderr, and to the log file if there is one.
     pub fn log(&mut self, line: &str) {
         let mut e = io::stderr().lock();
         let _ = writeln!(e, "{line}");
+        log_to_file(line);
+    }
+
+    /// [`hal::Hal::kernel_message`]: to the log file if there is one; to
+    /// stderr only with `--verbose`, or for errors (levels 0 to 3).
+    pub fn kernel_message(&mut self, level: u8, line: &str) {
+        let cfg = LOG.get();
+        if level <= 3 || cfg.is_some_and(|c| c.verbose) {
+            let mut e = io::stderr().lock();
+            let _ = writeln!(e, "{line}");
+        }
+        log_to_file(line);
+    }
+}
+
+/// Where kernel messages go on the host (see [`set_log`]).
+struct LogConfig {
+    verbose: bool,
+    file: Option<std::sync::Mutex<std::fs::File>>,
+}
+
+static LOG: std::sync::OnceLock<LogConfig> = std::sync::OnceLock::new();
+
+/// Show every kernel message on stderr (`verbose`), and append every one
+/// to `file` (opened before the kernel confines itself). Set once, at
+/// start-up; without it only errors reach stderr.
+pub fn set_log(verbose: bool, file: Option<std::fs::File>) {
+    let _ = LOG.set(LogConfig { verbose, file: file.map(std::sync::Mutex::new) });
+}
+
+fn log_to_file(line: &str) {
+    if let Some(f) = LOG.get().and_then(|c| c.file.as_ref()) {
+        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(f, "{line}");
     }
 }
 
@@ -564,6 +614,13 @@ macro_rules! host_hal_methods {
         fn set_timer(&mut self, deadline_ns: Option<u64>) {
             self.host.set_timer(deadline_ns);
         }
+        fn vdso_image(&self) -> Option<&[u8]> {
+            Some($crate::vdso::image())
+        }
+        fn publish_clock(&mut self, paddr: u64) {
+            let (base, size) = (self.phys.base(), hal::PhysMem::size(&self.phys));
+            self.host.publish_clock(base, size, paddr);
+        }
         fn console(&mut self) -> &mut dyn hal::Console {
             self.host.console()
         }
@@ -572,6 +629,9 @@ macro_rules! host_hal_methods {
         }
         fn log(&mut self, line: &str) {
             self.host.log(line);
+        }
+        fn kernel_message(&mut self, level: u8, line: &str) {
+            self.host.kernel_message(level, line);
         }
     };
 }

@@ -56,6 +56,7 @@ pub mod seccomp;
 pub mod spawn;
 pub mod stub;
 pub mod timer;
+pub mod vdso;
 pub mod xstate;
 
 use hal::{AddressSpace, HalError, Interrupts, Prot, Trap, UserContext};

@@ -278,6 +278,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     hal.random(&mut seed);
     crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
     k.net.inet.borrow_mut().set_budget(k.frames.budget().clone());
+    k.clock.vdso = crate::time::vdso::Vdso::new(hal, &k.fs.caches, &mut k.frames);
     k.console_setup(hal);
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
@@ -347,7 +348,7 @@ impl<S: AddressSpace> Kernel<S> {
     pub fn log_once<H: Hal>(&mut self, hal: &mut H, key: &'static str, line: &str) {
         if !self.logged_once.contains(&key) {
             self.logged_once.push(key);
-            hal.log(line);
+            self.printk(hal, crate::tty::kmsg::INFO, line);
         }
     }
 
@@ -455,7 +456,8 @@ impl<S: AddressSpace> Kernel<S> {
         let interp: Option<(exec::ElfImage, Arc<dyn MappedFile>)> =
             prep.interp.as_ref().map(|(img, ino)| (img.clone(), ino.clone() as Arc<dyn MappedFile>));
         let minsigstksz = crate::task::frame::min_sigstack_size(&hal.fpu_layout());
-        let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid, minsigstksz };
+        let vdso = self.clock.vdso.as_ref();
+        let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid, minsigstksz, vdso };
         let loaded = exec::load(
             mm,
             &prep.image,
@@ -503,7 +505,7 @@ impl<S: AddressSpace> Kernel<S> {
             }
             if self.check_invariants {
                 if let Err(e) = crate::invariants::check(self) {
-                    hal.log(&format!("kernel: invariant violated: {e}"));
+                    self.printk(hal, crate::tty::kmsg::ERR, &format!("kernel: invariant violated: {e}"));
                     self.check_invariants = false;
                 }
             }
@@ -719,7 +721,7 @@ impl<S: AddressSpace> Kernel<S> {
                 blocked.push_str(&format!(" [{}] {:?}", t.pid, b.on));
             }
         }
-        hal.log(&format!("kernel: deadlock: no task can run and nothing can wake one; blocked:{blocked}"));
+        self.printk(hal, crate::tty::kmsg::ERR, &format!("kernel: deadlock: no task can run and nothing can wake one; blocked:{blocked}"));
         DEADLOCK_STATUS
     }
 
@@ -772,7 +774,7 @@ impl<S: AddressSpace> Kernel<S> {
             if group.is_empty() {
                 continue;
             }
-            hal.log(&format!("[{tgid}] host context lost: killing the process"));
+            self.printk(hal, crate::tty::kmsg::WARNING, &format!("[{tgid}] host context lost: killing the process"));
             self.group_kill(&mut None, &group, ExitStatus::Signal(g::SIGKILL));
         }
     }
@@ -868,7 +870,7 @@ impl<S: AddressSpace> Kernel<S> {
             Trap::Interrupt(irq) => self.handle_interrupts(hal, irq),
             Trap::Lost { signal } => {
                 let sig = signal.filter(|s| (1..=64).contains(s)).unwrap_or(g::SIGKILL);
-                hal.log(&format!("[{}] host context lost (signal {}): killing the process", task.pid, sig));
+                self.printk(hal, crate::tty::kmsg::WARNING, &format!("[{}] host context lost (signal {}): killing the process", task.pid, sig));
                 self.exit_task(hal, task, ExitStatus::Signal(sig));
             }
         }
@@ -1064,7 +1066,7 @@ impl<S: AddressSpace> Kernel<S> {
         // An overlay's upper layer kept on the host gets the guest's changes
         // (while the page caches still hold them).
         for e in self.fs.flush_overlays(&mut self.frames, hal.phys()) {
-            hal.log(&format!("overlay: not kept: {e}"));
+            self.printk(hal, crate::tty::kmsg::ERR, &format!("overlay: not kept: {e}"));
         }
         // Host files get what was written through their mappings; then the
         // page caches give their frames back.
@@ -1082,7 +1084,7 @@ impl<S: AddressSpace> Kernel<S> {
                 .iter()
                 .map(|(nr, n)| format!("{}×{}", syscall::name_of(*nr), n))
                 .collect();
-            hal.log(&format!("unimplemented syscalls: {}", parts.join(", ")));
+            self.printk(hal, crate::tty::kmsg::INFO, &format!("unimplemented syscalls: {}", parts.join(", ")));
         }
     }
 }

@@ -42,6 +42,34 @@ fn tt_conf_timers() {
     conf_timers(TT, &[]);
 }
 
+/// `conf_vdso` natively and in the kernel, line for line: the vDSO's
+/// routines agree with the system calls, the data page stays read-only.
+fn conf_vdso(var: &str, flags: &[&str]) {
+    let _l = lock();
+    let r = root();
+    let n = native(&default_root(), "conf_vdso", &[]);
+    assert_eq!(n.code, 0, "the native run of conf_vdso failed:\n{}\n{}", n.stdout, n.stderr);
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend(["--root", &r, "--", "/tests/conf_vdso"]);
+    let g = run_kernel(&kernel_from(var), &args);
+    assert_same(&format!("conf_vdso under {var} {flags:?}"), &n, &g);
+}
+
+#[test]
+fn skas_seccomp_conf_vdso() {
+    conf_vdso(SKAS, &["--trap", "seccomp"]);
+}
+
+#[test]
+fn skas_ptrace_conf_vdso() {
+    conf_vdso(SKAS, &["--trap", "ptrace"]);
+}
+
+#[test]
+fn tt_conf_vdso() {
+    conf_vdso(TT, &[]);
+}
+
 /// A hog runs for 2 s: the machine is busy in `/proc/stat`, the hog busy
 /// in its `/proc/PID/stat`, in `ps`, in `top` and in `vmstat`, and in the
 /// right state.

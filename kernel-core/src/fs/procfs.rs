@@ -553,6 +553,8 @@ fn map_line(s: &mut String, v: &crate::mm::VmaInfo) {
     let name: String = match (v.kind, &v.name) {
         (VmaKind::Heap, _) => String::from("[heap]"),
         (VmaKind::Stack, _) => String::from("[stack]"),
+        (VmaKind::Vvar, _) => String::from("[vvar]"),
+        (VmaKind::Vdso, _) => String::from("[vdso]"),
         (_, Some(n)) => String::from(&**n),
         (VmaKind::Anonymous, None) if v.shared => String::from("/dev/zero (deleted)"),
         _ => String::new(),

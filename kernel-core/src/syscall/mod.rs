@@ -17,6 +17,7 @@ mod cred;
 pub mod futex;
 mod signal;
 mod socket;
+mod syslog;
 mod time;
 mod timer;
 mod timerfd;
@@ -326,6 +327,7 @@ table! {
     __NR_clock_nanosleep / 4 => time::clock_nanosleep,
     __NR_futex / 6 => futex::futex,
     __NR_sysinfo / 1 => misc::sysinfo,
+    __NR_syslog / 3 => syslog::syslog,
     __NR_prctl / 5 => misc::prctl,
     __NR_fadvise64 / 4 => misc::fadvise64,
     __NR_mincore / 3 => mem::mincore,

@@ -83,6 +83,8 @@ pub struct KernelClock {
     pub preempt: bool,
     /// `RLIMIT_CPU`: the process CPU time at which its next `SIGXCPU` is due.
     xcpu_next: BTreeMap<Pid, u64>,
+    /// The vDSO every process image gets, if the backend offers one.
+    pub vdso: Option<super::vdso::Vdso>,
 }
 
 fn user_cpu<S: AddressSpace>(t: &mut Task<S>) -> Option<u64> {

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod timers;
+pub mod vdso;
 
 use linux_raw_sys::general as g;
 
