@@ -148,6 +148,80 @@ fn tt_resize_reaches_the_guest() {
     resize_reaches_the_guest(TT);
 }
 
+/// UTF-8 at the console as at a host terminal: the line discipline erases
+/// whole characters (IUTF8), bash's line editor works in the C.UTF-8 locale
+/// the default root carries, and a login's variables are set.
+fn utf8_line_editing(var: &str) {
+    let _l = lock();
+    let mut k = shell(var, &[]);
+    k.send("stty -a | grep -o -- '-*iutf8'; echo \"/$USER/$LOGNAME/$SHELL/\"\n");
+    k.expect("\niutf8");
+    k.expect("\n/root/root/");
+    // The kernel's line discipline (dash reads a cooked line).
+    k.send("read -r x\n");
+    k.send("hé€\x7f\x7fa\n");
+    k.send("printf '[%s]\\n' \"$x\"\n");
+    k.expect("[ha]");
+    k.expect("\nP> ");
+    // bash's readline (raw mode, multi-byte aware in C.UTF-8).
+    k.send("exec bash --norc --noprofile\n");
+    k.send("PS1='B> '\n");
+    k.expect("B> ");
+    k.send("echo hé€\x7fllo | od -An -c\n");
+    k.expect("h 303 251   l   l   o  \\n");
+    k.send("exit\n");
+    assert_eq!(k.wait_exit(), 0);
+}
+
+#[test]
+fn skas_utf8_line_editing() {
+    utf8_line_editing(SKAS);
+}
+
+#[test]
+fn tt_utf8_line_editing() {
+    utf8_line_editing(TT);
+}
+
+/// A reset from a host server reaches a guest blocked in `recv` through the
+/// user-mode NAT at once (natively: ECONNRESET when the server resets).
+#[test]
+fn nat_host_reset_reaches_a_reading_guest() {
+    let _l = lock();
+    let root = default_root().display().to_string();
+    let client = "import socket, sys, time\n\
+                  s = socket.create_connection(('10.0.2.2', int(sys.argv[1])))\n\
+                  t = time.monotonic()\n\
+                  try:\n    s.recv(10); print('no error')\n\
+                  except OSError as e:\n    print('errno', e.errno, 'after', round(time.monotonic() - t, 1))\n";
+    for var in [SKAS, TT] {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(1000));
+            // SO_LINGER 0: close sends a reset.
+            let lin = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: a valid linger struct for our own socket.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&c),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&lin as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
+            };
+            drop(c);
+        });
+        let t0 = Instant::now();
+        let out = run_kernel(&kernel_from(var), &["--root", &root, "--net", "user", "--", "/usr/bin/python3", "-c", client, &port.to_string()]);
+        server.join().unwrap();
+        assert!(out.stdout.starts_with("errno 104 after"), "{var}: {}{}", out.stdout, out.stderr);
+        assert!(t0.elapsed() < Duration::from_secs(20), "{var}: took {:?}", t0.elapsed());
+    }
+}
+
 fn sock_path(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rustuml-events-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();

@@ -480,6 +480,15 @@ pub fn add_host_userland(root: &Path) -> Result<Summary, String> {
             }
         }
     }
+    // The C.UTF-8 locale (glibc's compiled one), so that a guest with
+    // LANG=C.UTF-8 edits and shows UTF-8 text as the host does.
+    for dir in ["/usr/lib/locale/C.utf8", "/usr/lib/locale/C.UTF-8"] {
+        if Path::new(dir).is_dir() {
+            if let Some(real) = c.mirror(Path::new(dir))? {
+                c.tree(&real, &[])?;
+            }
+        }
+    }
     c.resolve_dependencies()?;
     c.summary.libraries = c.libs.len();
     Ok(c.summary)

@@ -588,6 +588,11 @@ impl Ttys {
     pub fn new() -> Rc<Ttys> {
         Rc::new_cyclic(|w| {
             let console = Tty::new(Backend::Console, w.clone());
+            // The console is the user's (UTF-8) terminal: IUTF8, as a
+            // terminal emulator or `login` sets it (a new pty has not).
+            let mut t = console.termios.get();
+            t.iflag |= g::IUTF8;
+            console.termios.set(t);
             console.session.set(Some(1));
             console.fg_pgrp.set(Some(1));
             Ttys {
