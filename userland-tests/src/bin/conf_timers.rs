@@ -312,8 +312,12 @@ unsafe fn interval_timers() {
     t("getitimer(VIRTUAL) reads back what was set", s == 0 && cur[1] == 10_000 && cur[3] > 0 && cur[3] <= 20_000, format!("{cur:?}"));
     spin_cpu(400, || false);
     let (vt, pr) = (seen(libc::SIGVTALRM), seen(libc::SIGPROF));
-    t("ITIMER_VIRTUAL: ~1 signal per 10 ms of user time", (15..=60).contains(&vt), format!("{vt}"));
-    t("ITIMER_PROF: ~1 signal per 20 ms of CPU time", (8..=30).contains(&pr), format!("{pr}"));
+    // 400 ms of CPU: ~40 and ~20 natively. Loose: on a busy host the
+    // split of a stub's time into user and system time is sampled (14
+    // VIRTUAL signals have been seen), and 0 is what a timer that never
+    // fires gives.
+    t("ITIMER_VIRTUAL: ~1 signal per 10 ms of user time", (8..=60).contains(&vt), format!("{vt}"));
+    t("ITIMER_PROF: ~1 signal per 20 ms of CPU time", (5..=30).contains(&pr), format!("{pr}"));
     // A null new value disarms (a misfeature Linux keeps).
     libc::syscall(libc::SYS_setitimer, libc::ITIMER_VIRTUAL as i64, std::ptr::null::<u8>(), std::ptr::null_mut::<u8>());
     let z = [0i64; 4];
