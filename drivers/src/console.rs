@@ -16,6 +16,9 @@ static WINSIZE: AtomicU32 = AtomicU32::new(0);
 static WINSIZE_FD: AtomicI32 = AtomicI32::new(-1);
 /// Set by the `SIGWINCH` handler.
 static RESIZED: AtomicBool = AtomicBool::new(false);
+/// An eventfd the `SIGWINCH` handler writes to, so that whoever waits for
+/// host events notices the resize at once (-1: none).
+static RESIZE_NOTIFY: AtomicI32 = AtomicI32::new(-1);
 static HOOKS: Once = Once::new();
 
 /// Put the saved settings back (idempotent, async-signal-safe).
@@ -59,6 +62,30 @@ fn read_winsize() {
 extern "C" fn on_winch(_sig: libc::c_int) {
     read_winsize();
     RESIZED.store(true, Ordering::SeqCst);
+    let fd = RESIZE_NOTIFY.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; 8 bytes from a valid u64 to an eventfd.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// Have the `SIGWINCH` handler write to eventfd `fd` (or to nothing, -1),
+/// replacing any earlier one; returns the one it replaced.
+pub fn set_resize_notify(fd: i32) -> i32 {
+    RESIZE_NOTIFY.swap(fd, Ordering::SeqCst)
+}
+
+/// Stop notifying `fd` of resizes, if it is still the one notified.
+pub fn clear_resize_notify(fd: i32) {
+    let _ = RESIZE_NOTIFY.compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// Did the host window change size since the last call? (Whoever noticed
+/// the notice reports a console interrupt; the kernel then compares the
+/// window size it knows with [`Console::window_size`].)
+pub fn take_resize_notice() -> bool {
+    RESIZED.swap(false, Ordering::SeqCst)
 }
 
 /// Install `handler` for `sig` unless someone else already handles it.
@@ -128,19 +155,15 @@ fn enter_raw_mode(fd: i32) -> bool {
 /// The guest console backed by host fds 0 (input), 1 and 2 (output).
 ///
 /// Writes block until everything is written (retrying on `EINTR`, waiting
-/// for `POLLOUT` on `EAGAIN`). Reads never block.
-///
-/// Input readiness is edge-triggered for [`HostConsole::input_armed`]: after
-/// the HAL has reported console input once, it does not report it again until
-/// the kernel calls [`Console::read`], so a guest that never reads its input
-/// cannot make an idle kernel spin.
+/// for `POLLOUT` on `EAGAIN`). Reads never block. The HAL watches
+/// [`HostConsole::input_fd`] for readiness (one report per
+/// [`Console::read`], so a guest that never reads cannot make it spin).
 #[derive(Debug)]
 pub struct HostConsole {
     in_fd: i32,
     out_fd: i32,
     err_fd: i32,
     eof: bool,
-    armed: bool,
     /// The host terminal is in raw mode on our behalf (restored at drop).
     raw: bool,
 }
@@ -173,36 +196,18 @@ impl HostConsole {
         c
     }
 
-    /// Did the host window change size since the last call? (A backend that
-    /// sees `EINTR` while waiting can report a console interrupt then, so the
-    /// guest gets its `SIGWINCH` at once.)
-    pub fn take_resized(&self) -> bool {
-        self.raw && RESIZED.swap(false, Ordering::SeqCst)
-    }
-
     /// A console on other host fds (used by tests). The fds stay owned by
     /// the caller.
     pub fn with_fds(in_fd: i32, out_fd: i32, err_fd: i32) -> Self {
-        HostConsole { in_fd, out_fd, err_fd, eof: false, armed: true, raw: false }
+        HostConsole { in_fd, out_fd, err_fd, eof: false, raw: false }
     }
 
-    /// The host fd to watch for input, if input should be waited for now:
-    /// not after end of input, and not again after a readiness report until
-    /// the next [`Console::read`].
-    pub fn input_armed(&self) -> Option<i32> {
-        if self.eof || !self.armed {
+    /// The host fd to watch for input: none after end of input.
+    pub fn input_fd(&self) -> Option<i32> {
+        if self.eof {
             None
         } else {
             Some(self.in_fd)
-        }
-    }
-
-    /// Record that readiness of the input fd was reported to the kernel, or
-    /// that the fd can not be polled (`POLLNVAL`), which is end of input.
-    pub fn input_reported(&mut self, invalid: bool) {
-        self.armed = false;
-        if invalid {
-            self.eof = true;
         }
     }
 
@@ -263,7 +268,6 @@ impl Console for HostConsole {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> ConsoleRead {
-        self.armed = true;
         if self.eof {
             return ConsoleRead::Eof;
         }
@@ -338,7 +342,7 @@ mod tests {
         // SAFETY: closing the write end we own.
         unsafe { libc::close(w) };
         assert_eq!(c.read(&mut buf), ConsoleRead::Eof);
-        assert_eq!(c.input_armed(), None);
+        assert_eq!(c.input_fd(), None);
         for fd in [r, or, ow] {
             // SAFETY: closing fds this test owns.
             unsafe { libc::close(fd) };

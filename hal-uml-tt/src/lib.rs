@@ -438,6 +438,10 @@ impl AddressSpace for TtSpace {
     fn user_end(&self) -> u64 {
         USER_END
     }
+
+    fn user_cpu_ns(&self) -> Option<u64> {
+        host::process_user_cpu_ns(self.host_pid())
+    }
 }
 
 impl Drop for TtSpace {

@@ -88,6 +88,7 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
         uid,
         gid,
     };
+    crate::host::set_log(cli.trace_syscalls, None);
     let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,
@@ -421,11 +422,15 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     let mut config = kernel_core::BootConfig {
         init: cli.init.clone(),
         args,
-        env: vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            "HOME=/".into(),
-            format!("TERM={term}"),
-        ],
+        env: {
+            let mut env = vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                "HOME=/".into(),
+                format!("TERM={term}"),
+            ];
+            env.extend(login_env());
+            env
+        },
         initramfs: Vec::new(),
         uname_release: cli.uname_release.clone(),
         hostname: cli.hostname.clone(),
@@ -452,6 +457,10 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
             Err(e) => fail(format_args!("--hostfs {host}: {e}")),
         }
     }
+    let log = cli.log.as_ref().map(|p| {
+        std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap_or_else(|e| fail(format_args!("--log {}: {e}", p.display())))
+    });
+    crate::host::set_log(cli.verbose || cli.trace_syscalls, log);
     let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
     let disks = crate::cli_uml::open_disks(&cli.ubd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
@@ -564,6 +573,25 @@ fn confine(name: &str, mem: u64, exports: usize) -> Result<(), String> {
         eprintln!("{name}: sandbox: {s}");
     }
     Ok(())
+}
+
+/// What a login gives init besides PATH, HOME and TERM: the host's locale
+/// and time zone (`LANG`, `LC_*`, `TZ`; `LANG=C.UTF-8` when it has none,
+/// the locale the default root carries), and root's `USER`, `LOGNAME` and
+/// `SHELL` (its shell in the default root's `/etc/passwd`).
+fn login_env() -> Vec<String> {
+    let mut env: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let (k, v) = (k.into_string().ok()?, v.into_string().ok()?);
+            (k == "LANG" || k == "TZ" || k.starts_with("LC_")).then(|| format!("{k}={v}"))
+        })
+        .collect();
+    env.sort();
+    if !env.iter().any(|e| e.starts_with("LANG=")) {
+        env.push("LANG=C.UTF-8".into());
+    }
+    env.extend(["USER=root".into(), "LOGNAME=root".into(), "SHELL=/bin/sh".into()]);
+    env
 }
 
 /// How many processes this user has now (RLIMIT_NPROC counts them all).

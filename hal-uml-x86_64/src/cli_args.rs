@@ -23,6 +23,14 @@ pub struct Cli {
     /// Print every system call (strace style) on stderr.
     #[arg(long)]
     pub trace_syscalls: bool,
+    /// Show every kernel message (as `dmesg` in the guest shows them) on
+    /// stderr too; by default only kernel errors are, so that the guest's
+    /// own output is not mixed with them.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Append every kernel message to FILE on the host.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
     /// The release uname(2) reports.
     #[arg(long, value_name = "R", default_value = "6.1.0-rustuml")]
     pub uname_release: String,

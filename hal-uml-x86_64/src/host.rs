@@ -6,9 +6,9 @@ use crate::timer::{self, Timer, TimerShared};
 use drivers::console::HostConsole;
 use hal::{Console, Interrupts};
 use std::io::{self, Write};
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The CPUs the kernel may use, as they were before it pinned itself: the
 /// stubs' zygote works on all of them (see [`crate::spawn`]).
@@ -74,47 +74,70 @@ pub fn other_cpu() -> Option<usize> {
     (1..n).map(|i| (cur + i) % n).find(|&c| unsafe { libc::CPU_ISSET(c, &set) })
 }
 
+/// User-mode CPU time (ns) host process `pid` has used, as the host
+/// accounts it: what a stub ran of guest code. The host knows the precise
+/// run time (`CPUCLOCK_SCHED`) and samples user against system mode at its
+/// ticks (`CPUCLOCK_VIRT`, `CPUCLOCK_PROF`); like the host's own
+/// `/proc/PID/stat`, the user time is the run time split by the samples.
+pub fn process_user_cpu_ns(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let read = |which: i32| {
+        // Linux's MAKE_PROCESS_CPUCLOCK(pid, which).
+        let clock = (!pid << 3) | which;
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid out-parameter; the clock id names one of the process's CPU clocks.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+            return None;
+        }
+        Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    };
+    let (prof, virt, sched) = (read(0)?, read(1)?, read(2)?);
+    if prof == 0 {
+        // No sample yet: all of it, as the host's cputime_adjust does.
+        return Some(sched);
+    }
+    Some((sched as u128 * virt.min(prof) as u128 / prof as u128) as u64)
+}
+
 /// The readiness descriptors of the network links attached to this kernel
 /// (`--net`). Process-wide: the links are made by the command line before
-/// the HAL exists, and one kernel process runs one guest.
-///
-/// Two pollers watch them. While the kernel idles,
-/// [`HostMachine::wait_for_interrupt`] sleeps on them itself. While guest
-/// code runs, a watcher thread sleeps on them and, when one becomes
-/// readable, raises [`NET_PENDING`] and kicks the running stub (or the
-/// kernel thread) with the timer's signal, exactly as a timer expiry does,
-/// so that `run` returns [`Interrupts::NET`] and a busy guest does not
-/// starve its network. After each raise the watcher waits for the kernel to
-/// take the interrupt and then 1 ms more, so a link the kernel has not
-/// drained yet costs at most a thousand interrupts a second, and an idle
-/// link nothing.
+/// the HAL exists; every [`EventHub`] alive watches all of them (one in the
+/// kernel binaries).
 static NET_FDS: Mutex<Vec<NetFd>> = Mutex::new(Vec::new());
 static NET_NEXT: AtomicU64 = AtomicU64::new(1);
-/// A network interrupt not yet reported to the kernel.
-static NET_PENDING: AtomicBool = AtomicBool::new(false);
-/// An eventfd that wakes the watcher when the set of links changes (-1
-/// before the watcher starts).
-static WATCH_CTL: AtomicI32 = AtomicI32::new(-1);
+/// The live hubs' epoll descriptors, for links registered after them.
+static HUB_EPFDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
 struct NetFd {
     id: u64,
     fd: RawFd,
-    /// Hung up or failed for good: no longer polled, so that a dead link
-    /// cannot keep the idle loop spinning.
-    dead: bool,
 }
 
 /// Registration of one link's readiness descriptor; dropping it (with the
-/// link, before its descriptor closes) stops the polling.
+/// link, before its descriptor closes) stops the watching.
 #[derive(Debug)]
 pub struct NetWatch(u64);
 
-fn wake_watcher() {
-    let fd = WATCH_CTL.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to the watcher's eventfd.
-        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+/// epoll data of the hub's own eventfd, of the console, and (plus the
+/// registration id) of the links.
+const TAG_CTL: u64 = 0;
+const TAG_CONSOLE: u64 = 1;
+const TAG_NET: u64 = 1 << 32;
+
+/// One-shot readiness: a source reported once is not reported again until
+/// the kernel has dealt with it and re-armed it, so an undrained source
+/// costs one interrupt per pass of the kernel's loop, never a storm.
+const ONESHOT_IN: u32 = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
+
+fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, events: u32, tag: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: tag };
+    // SAFETY: `ev` is a valid epoll_event; the kernel checks both descriptors.
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -122,139 +145,292 @@ fn wake_watcher() {
 /// polls readable. The caller keeps `fd` open while the returned guard lives.
 pub fn watch_net_fd(fd: RawFd) -> NetWatch {
     let id = NET_NEXT.fetch_add(1, Ordering::Relaxed);
-    NET_FDS.lock().unwrap_or_else(|e| e.into_inner()).push(NetFd { id, fd, dead: false });
-    wake_watcher();
+    NET_FDS.lock().unwrap_or_else(|e| e.into_inner()).push(NetFd { id, fd });
+    for &ep in HUB_EPFDS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, ONESHOT_IN, TAG_NET + id);
+    }
     NetWatch(id)
 }
 
 impl Drop for NetWatch {
     fn drop(&mut self) {
-        NET_FDS.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| n.id != self.0);
-        wake_watcher();
-    }
-}
-
-/// The live links' descriptors, with their registration ids.
-fn live_net_fds() -> Vec<(u64, RawFd)> {
-    let l = NET_FDS.lock().unwrap_or_else(|e| e.into_inner());
-    l.iter().filter(|n| !n.dead).map(|n| (n.id, n.fd)).collect()
-}
-
-/// Look at poll results for the links: true if one has frames. A link that
-/// only reports an error or hang-up is marked dead (counted once, then no
-/// longer polled).
-fn net_revents(pfd: &[libc::pollfd], nets: &[(u64, RawFd)]) -> bool {
-    let mut any = false;
-    for (p, &(id, _)) in pfd.iter().zip(nets) {
-        if p.revents == 0 {
-            continue;
-        }
-        any = true;
-        if p.revents & libc::POLLIN == 0 && p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-            let mut l = NET_FDS.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = l.iter_mut().find(|n| n.id == id) {
-                n.dead = true;
+        let mut l = NET_FDS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = l.iter().position(|n| n.id == self.0) {
+            let n = l.remove(i);
+            for &ep in HUB_EPFDS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let _ = epoll_ctl(ep, libc::EPOLL_CTL_DEL, n.fd, 0, 0);
             }
         }
     }
-    any
 }
 
 /// The interrupts pending for the guest kernel: the timer's expiry and the
-/// network watcher's, taken (cleared) together. `run` implementations call
-/// this where they check the timer.
+/// event watcher's, taken (cleared) together. `run` implementations call
+/// this where they check the timer, before resuming guest code.
+///
+/// Links reported by the previous call are re-armed first: by now the
+/// kernel has drained them (its loop polls the network before it runs a
+/// task again), so a link that is still readable reports again.
 pub fn take_interrupts(timer: &TimerShared) -> Interrupts {
+    if timer.take_rearm() != 0 {
+        rearm_nets(timer.epfd());
+    }
     let mut irq = Interrupts::empty();
     if timer.take_fired() {
         irq |= Interrupts::TIMER;
     }
-    // A load first: this runs before every resume of guest code, and the
-    // flag is nearly always clear.
-    if NET_PENDING.load(Ordering::SeqCst) && NET_PENDING.swap(false, Ordering::SeqCst) {
-        irq |= Interrupts::NET;
+    let dev = Interrupts::from_bits_truncate(timer.take_pending());
+    if dev.contains(Interrupts::NET) {
+        timer.want_rearm(Interrupts::NET.bits());
     }
-    irq
+    irq | dev
+}
+
+fn rearm_nets(epfd: RawFd) {
+    if epfd < 0 {
+        return;
+    }
+    for n in NET_FDS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = epoll_ctl(epfd, libc::EPOLL_CTL_MOD, n.fd, ONESHOT_IN, TAG_NET + n.id);
+    }
 }
 
 /// Whether [`take_interrupts`] would report something.
 pub fn interrupt_pending(timer: &TimerShared) -> bool {
-    timer.fired() || NET_PENDING.load(Ordering::SeqCst)
+    timer.fired() || timer.has_pending()
 }
 
-/// Start the network watcher (once per process), if links are attached.
-fn start_net_watcher(timer: &'static TimerShared) {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    if NET_FDS.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-        return;
+/// Every host event source of one kernel in one epoll set, watched by a
+/// thread of its own: the console's input, the terminal's size (through the
+/// `SIGWINCH` handler's eventfd) and the network links.
+///
+/// The watcher never touches a stub. When a source is ready it records the
+/// interrupt ([`TimerShared::raise`]) and signals the kernel thread: a
+/// guest that is running is then kicked by the kernel thread's own handler,
+/// exactly as a timer expiry kicks it, and an idle kernel wakes from
+/// [`HostMachine::wait_for_interrupt`]. Sources are one-shot and re-armed
+/// by the kernel once it has read them (the console in
+/// [`WatchedConsole`]'s read, the links in [`take_interrupts`]).
+struct EventHub {
+    epfd: OwnedFd,
+    /// Wakes the watcher: a resize notice, or the request to stop.
+    ctl: OwnedFd,
+    quit: AtomicBool,
+    /// The console reported input the kernel has not read yet.
+    console_fired: AtomicBool,
+    timer: &'static TimerShared,
+}
+
+impl EventHub {
+    fn new(timer: &'static TimerShared) -> io::Result<Arc<EventHub>> {
+        // SAFETY: plain epoll_create1/eventfd calls; results checked before use.
+        let (ep, ctl) = unsafe { (libc::epoll_create1(libc::EPOLL_CLOEXEC), libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) };
+        if ep < 0 || ctl < 0 {
+            let e = io::Error::last_os_error();
+            for fd in [ep, ctl] {
+                if fd >= 0 {
+                    // SAFETY: closing a descriptor we just created.
+                    unsafe { libc::close(fd) };
+                }
+            }
+            return Err(e);
+        }
+        // SAFETY: both were just created and are owned by nobody else.
+        let (epfd, ctl) = unsafe { (OwnedFd::from_raw_fd(ep), OwnedFd::from_raw_fd(ctl)) };
+        epoll_ctl(ep, libc::EPOLL_CTL_ADD, ctl.as_raw_fd(), libc::EPOLLIN as u32, TAG_CTL)?;
+        {
+            let nets = NET_FDS.lock().unwrap_or_else(|e| e.into_inner());
+            let mut hubs = HUB_EPFDS.lock().unwrap_or_else(|e| e.into_inner());
+            for n in nets.iter() {
+                let _ = epoll_ctl(ep, libc::EPOLL_CTL_ADD, n.fd, ONESHOT_IN, TAG_NET + n.id);
+            }
+            hubs.push(ep);
+        }
+        timer.set_epfd(ep);
+        Ok(Arc::new(EventHub { epfd, ctl, quit: AtomicBool::new(false), console_fired: AtomicBool::new(false), timer }))
     }
-    STARTED.call_once(|| {
-        // SAFETY: plain eventfd(2) call; the descriptor lives as long as the process.
-        let ctl = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if ctl < 0 {
-            return;
-        }
-        WATCH_CTL.store(ctl, Ordering::SeqCst);
-        // SAFETY: gettid has no preconditions.
-        let kernel_tid = unsafe { libc::gettid() };
-        let _ = std::thread::Builder::new().name("net-watch".into()).spawn(move || net_watcher(timer, ctl, kernel_tid));
-    });
-}
 
-fn net_watcher(timer: &'static TimerShared, ctl: RawFd, kernel_tid: libc::pid_t) {
-    // SAFETY: getpid has no preconditions.
-    let tgid = unsafe { libc::getpid() };
-    loop {
-        let nets = live_net_fds();
-        let mut pfd = vec![libc::pollfd { fd: ctl, events: libc::POLLIN, revents: 0 }];
-        pfd.extend(nets.iter().map(|&(_, fd)| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }));
-        // SAFETY: `pfd` holds `pfd.len()` valid entries.
-        let r = unsafe { libc::poll(pfd.as_mut_ptr(), pfd.len() as libc::nfds_t, -1) };
-        if r <= 0 {
-            continue;
-        }
-        if pfd[0].revents != 0 {
-            let mut v = 0u64;
-            // SAFETY: reads 8 bytes into a valid u64 (drains the eventfd).
-            unsafe { libc::read(ctl, (&mut v as *mut u64).cast(), 8) };
-            continue;
-        }
-        if !net_revents(&pfd[1..], &nets) {
-            continue;
-        }
-        // Raise before looking at who runs: whoever starts a stub after
-        // this sees the flag; a stub already running gets the kick.
-        NET_PENDING.store(true, Ordering::SeqCst);
-        let pid = timer.current();
-        // SAFETY: kill/tgkill with the timer's signal, whose handler ignores anything but timer expiries; the stub absorbs a late kick.
-        unsafe {
-            if pid > 0 {
-                libc::kill(pid, crate::timer::TIMER_SIGNAL);
-            } else {
-                libc::syscall(libc::SYS_tgkill, tgid, kernel_tid, crate::timer::TIMER_SIGNAL);
+    fn poke(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.ctl.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn watch(&self) {
+        // The kernel thread may run SCHED_BATCH (see `batch_policy`), and a
+        // woken batch thread never preempts: the watcher must, so that an
+        // event interrupts a guest busy on this CPU at once. It is made
+        // before the kernel thread turns batch, and so is SCHED_OTHER.
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 32];
+        loop {
+            // SAFETY: `evs` has room for `evs.len()` events.
+            let n = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), evs.as_mut_ptr(), evs.len() as i32, -1) };
+            if self.quit.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut bits = 0;
+            for ev in evs.iter().take(n.max(0) as usize) {
+                match ev.u64 {
+                    TAG_CTL => {
+                        let mut v = 0u64;
+                        // SAFETY: reads 8 bytes into a valid u64 (drains the eventfd).
+                        unsafe { libc::read(self.ctl.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+                        if drivers::console::take_resize_notice() {
+                            bits |= Interrupts::CONSOLE.bits();
+                        }
+                    }
+                    TAG_CONSOLE => {
+                        self.console_fired.store(true, Ordering::SeqCst);
+                        bits |= Interrupts::CONSOLE.bits();
+                    }
+                    _ => bits |= Interrupts::NET.bits(),
+                }
+            }
+            if bits != 0 {
+                self.timer.raise(bits);
             }
         }
-        while NET_PENDING.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+impl Drop for EventHub {
+    fn drop(&mut self) {
+        let ep = self.epfd.as_raw_fd();
+        HUB_EPFDS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&e| e != ep);
+        drivers::console::clear_resize_notify(self.ctl.as_raw_fd());
+    }
+}
+
+/// How the console's input is watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InputWatch {
+    /// Not at all (end of input).
+    None,
+    /// In the hub's epoll set (terminals, pipes, sockets).
+    Epoll(RawFd),
+    /// A file or device epoll refuses (a regular file, `/dev/null`): always
+    /// ready. Reported when the kernel goes idle (it is input nobody types:
+    /// the guest reads it when it waits for it), again after every read that
+    /// returned data.
+    Always,
+}
+
+/// The console as the kernel sees it: the host console, with its input
+/// watched by the hub and re-armed each time the kernel reads it.
+struct WatchedConsole {
+    inner: HostConsole,
+    hub: Arc<EventHub>,
+    input: InputWatch,
+    /// [`InputWatch::Always`]: input may be waiting that was not reported.
+    due: bool,
+}
+
+impl WatchedConsole {
+    fn new(inner: HostConsole, hub: Arc<EventHub>) -> WatchedConsole {
+        let mut c = WatchedConsole { inner, hub, input: InputWatch::None, due: false };
+        c.attach();
+        c
+    }
+
+    /// Whether an always-ready console has input to report to an idle kernel.
+    fn take_due(&mut self) -> bool {
+        std::mem::take(&mut self.due)
+    }
+
+    fn attach(&mut self) {
+        self.input = match self.inner.input_fd() {
+            None => InputWatch::None,
+            Some(fd) => match epoll_ctl(self.hub.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, ONESHOT_IN, TAG_CONSOLE) {
+                Ok(()) => InputWatch::Epoll(fd),
+                // Not pollable, or not a descriptor at all (the first read
+                // then reports end of input).
+                Err(_) => {
+                    self.due = true;
+                    InputWatch::Always
+                }
+            },
+        };
+        if self.inner.is_terminal() {
+            drivers::console::set_resize_notify(self.hub.ctl.as_raw_fd());
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+
+    fn detach(&mut self) {
+        if let InputWatch::Epoll(fd) = self.input {
+            let _ = epoll_ctl(self.hub.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+        }
+        self.input = InputWatch::None;
+    }
+}
+
+impl Drop for WatchedConsole {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+impl Console for WatchedConsole {
+    fn write(&mut self, stream: hal::ConsoleStream, data: &[u8]) {
+        self.inner.write(stream, data);
+    }
+    fn read(&mut self, buf: &mut [u8]) -> hal::ConsoleRead {
+        let r = self.inner.read(buf);
+        if self.inner.input_fd().is_none() {
+            self.detach();
+            return r;
+        }
+        match self.input {
+            InputWatch::Epoll(fd) => {
+                if self.hub.console_fired.swap(false, Ordering::SeqCst) {
+                    let _ = epoll_ctl(self.hub.epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, ONESHOT_IN, TAG_CONSOLE);
+                }
+            }
+            InputWatch::Always => {
+                if matches!(r, hal::ConsoleRead::Data(n) if n > 0) {
+                    self.due = true;
+                }
+            }
+            InputWatch::None => {}
+        }
+        r
+    }
+    fn is_terminal(&self) -> bool {
+        self.inner.is_terminal()
+    }
+    fn window_size(&self) -> Option<(u16, u16)> {
+        self.inner.window_size()
     }
 }
 
 /// Time, timer, console, entropy and log of one HAL: the parts of
 /// [`hal::Hal`] that do not depend on how guest code runs.
 pub struct HostMachine {
+    // Dropped first: the console leaves the hub's set before the hub goes.
+    console: WatchedConsole,
+    hub: Arc<EventHub>,
+    watcher: Option<std::thread::JoinHandle<()>>,
     timer: Timer,
-    console: HostConsole,
-    boot_mono: u64,
+    clock: timer::TscClock,
     deadline: Option<u64>,
 }
 
 impl HostMachine {
-    /// Create the timer (directed at the calling thread) and the console.
+    /// Create the timer (directed at the calling thread), the event hub and
+    /// its watcher thread, and the console.
     pub fn new() -> io::Result<HostMachine> {
         let timer = Timer::new()?;
-        start_net_watcher(timer.shared());
-        Ok(HostMachine { timer, console: HostConsole::new(), boot_mono: timer::clock_ns(libc::CLOCK_MONOTONIC), deadline: None })
+        let hub = EventHub::new(timer.shared())?;
+        let h = hub.clone();
+        let watcher = std::thread::Builder::new().name("events".into()).spawn(move || h.watch())?;
+        let console = WatchedConsole::new(HostConsole::new(), hub.clone());
+        Ok(HostMachine {
+            console,
+            hub,
+            watcher: Some(watcher),
+            timer,
+            clock: timer::TscClock::new(),
+            deadline: None,
+        })
     }
 
     /// The state shared with the timer's signal handler.
@@ -264,31 +440,63 @@ impl HostMachine {
 
     /// Replace the console (tests use pipes).
     pub fn set_console(&mut self, console: HostConsole) {
-        self.console = console;
+        self.console = WatchedConsole::new(console, self.hub.clone());
     }
 
-    /// [`hal::Hal::now_ns`].
+    /// [`hal::Hal::now_ns`]: the guests' clock (see [`timer::TscClock`]).
     pub fn now_ns(&self) -> u64 {
-        timer::clock_ns(libc::CLOCK_MONOTONIC) - self.boot_mono
+        self.clock.now()
     }
 
     /// [`hal::Hal::realtime_ns`].
     pub fn realtime_ns(&self) -> u64 {
-        timer::clock_ns(libc::CLOCK_REALTIME)
+        self.clock.realtime()
     }
 
-    /// [`hal::Hal::set_timer`].
+    /// [`hal::Hal::set_timer`]: the host timer is armed on the host's
+    /// clock, at the guest deadline plus how far the host clock is ahead.
     pub fn set_timer(&mut self, deadline_ns: Option<u64>) {
         self.deadline = deadline_ns;
-        self.timer.set(deadline_ns.map(|d| d.saturating_add(self.boot_mono)));
+        let at = deadline_ns.map(|d| {
+            let ahead = timer::clock_ns(libc::CLOCK_MONOTONIC) as i128 - self.clock.now() as i128;
+            (d as i128 + ahead).clamp(1, u64::MAX as i128) as u64
+        });
+        self.timer.set(at);
     }
 
-    /// [`hal::Hal::wait_for_interrupt`].
+    /// [`hal::Hal::publish_clock`]: `base` is the kernel's mapping of guest
+    /// physical memory (`size` bytes).
+    pub fn publish_clock(&mut self, base: *mut u8, size: u64, paddr: u64) {
+        if paddr % hal::PAGE_SIZE as u64 != 0 || paddr.checked_add(hal::PAGE_SIZE as u64).is_none_or(|e| e > size) {
+            return;
+        }
+        // SAFETY: the page lies inside the mapping of `size` bytes at `base` (checked above).
+        self.clock.publish(unsafe { base.add(paddr as usize) });
+    }
+
+    /// [`hal::Hal::wait_for_interrupt`]: sleep until the timer's signal or
+    /// the watcher's notice. The signal is blocked while the pending
+    /// interrupts are checked and unblocked atomically by the sleep
+    /// (`ppoll`'s mask), so a notice between the two is never lost.
     pub fn wait_for_interrupt(&mut self) -> Interrupts {
-        loop {
-            let irq = take_interrupts(self.timer.shared());
+        // SAFETY: sigset_t values are initialised by sigemptyset before use; pthread_sigmask only changes this thread's mask.
+        let (mut block, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: as above.
+        unsafe {
+            libc::sigemptyset(&mut block);
+            libc::sigaddset(&mut block, timer::TIMER_SIGNAL);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        }
+        let mut open = old;
+        // SAFETY: `open` is a valid sigset_t.
+        unsafe { libc::sigdelset(&mut open, timer::TIMER_SIGNAL) };
+        let irq = loop {
+            let mut irq = take_interrupts(self.timer.shared());
+            if self.console.take_due() {
+                irq |= Interrupts::CONSOLE;
+            }
             if !irq.is_empty() {
-                return irq;
+                break irq;
             }
             let timeout = match self.deadline {
                 Some(d) => {
@@ -297,46 +505,21 @@ impl HostMachine {
                         // Due by our clock: report it now; the POSIX timer's
                         // own signal may still follow as a spurious tick.
                         self.deadline = None;
-                        return Interrupts::TIMER;
+                        break Interrupts::TIMER;
                     }
                     let left = d - now;
-                    Some(libc::timespec {
-                        tv_sec: (left / 1_000_000_000) as i64,
-                        tv_nsec: (left % 1_000_000_000) as i64,
-                    })
+                    Some(libc::timespec { tv_sec: (left / 1_000_000_000) as i64, tv_nsec: (left % 1_000_000_000) as i64 })
                 }
                 None => None,
             };
-            let mut pfd = Vec::with_capacity(4);
-            let console = self.console.input_armed();
-            if let Some(fd) = console {
-                pfd.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-            }
-            let nets = live_net_fds();
-            let first_net = pfd.len();
-            for &(_, fd) in &nets {
-                pfd.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-            }
             let tp = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: `pfd` holds `pfd.len()` valid entries; `tp` is null or valid.
-            let r = unsafe { libc::ppoll(pfd.as_mut_ptr(), pfd.len() as libc::nfds_t, tp, std::ptr::null()) };
-            if r > 0 {
-                let mut irq = Interrupts::empty();
-                if console.is_some() && pfd[0].revents != 0 {
-                    self.console.input_reported(pfd[0].revents & libc::POLLNVAL != 0);
-                    irq |= Interrupts::CONSOLE;
-                }
-                if net_revents(&pfd[first_net..], &nets) {
-                    irq |= Interrupts::NET;
-                }
-                if !irq.is_empty() {
-                    // Whatever else is pending goes too (the watcher's raise
-                    // of the same frames included).
-                    return irq | take_interrupts(self.timer.shared());
-                }
-            }
-            // Timeout, EINTR (the timer's signal), or nothing: re-check.
-        }
+            // SAFETY: no descriptors; `tp` is null or a valid timespec; `open` is a valid mask.
+            unsafe { libc::ppoll(std::ptr::null_mut(), 0, tp, &open) };
+            // Timeout or EINTR (the timer's signal, the watcher's notice): re-check.
+        };
+        // SAFETY: restores the mask read above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        irq
     }
 
     /// [`hal::Hal::console`].
@@ -358,10 +541,55 @@ impl HostMachine {
         }
     }
 
-    /// [`hal::Hal::log`].
+    /// [`hal::Hal::log`]: host diagnostics (the syscall trace, kernel
+    /// errors) to stderr, and to the log file if there is one.
     pub fn log(&mut self, line: &str) {
         let mut e = io::stderr().lock();
         let _ = writeln!(e, "{line}");
+        log_to_file(line);
+    }
+
+    /// [`hal::Hal::kernel_message`]: to the log file if there is one; to
+    /// stderr only with `--verbose`, or for errors (levels 0 to 3).
+    pub fn kernel_message(&mut self, level: u8, line: &str) {
+        let cfg = LOG.get();
+        if level <= 3 || cfg.is_some_and(|c| c.verbose) {
+            let mut e = io::stderr().lock();
+            let _ = writeln!(e, "{line}");
+        }
+        log_to_file(line);
+    }
+}
+
+/// Where kernel messages go on the host (see [`set_log`]).
+struct LogConfig {
+    verbose: bool,
+    file: Option<std::sync::Mutex<std::fs::File>>,
+}
+
+static LOG: std::sync::OnceLock<LogConfig> = std::sync::OnceLock::new();
+
+/// Show every kernel message on stderr (`verbose`), and append every one
+/// to `file` (opened before the kernel confines itself). Set once, at
+/// start-up; without it only errors reach stderr.
+pub fn set_log(verbose: bool, file: Option<std::fs::File>) {
+    let _ = LOG.set(LogConfig { verbose, file: file.map(std::sync::Mutex::new) });
+}
+
+fn log_to_file(line: &str) {
+    if let Some(f) = LOG.get().and_then(|c| c.file.as_ref()) {
+        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+impl Drop for HostMachine {
+    fn drop(&mut self) {
+        self.hub.quit.store(true, Ordering::SeqCst);
+        self.hub.poke();
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -386,6 +614,13 @@ macro_rules! host_hal_methods {
         fn set_timer(&mut self, deadline_ns: Option<u64>) {
             self.host.set_timer(deadline_ns);
         }
+        fn vdso_image(&self) -> Option<&[u8]> {
+            Some($crate::vdso::image())
+        }
+        fn publish_clock(&mut self, paddr: u64) {
+            let (base, size) = (self.phys.base(), hal::PhysMem::size(&self.phys));
+            self.host.publish_clock(base, size, paddr);
+        }
         fn console(&mut self) -> &mut dyn hal::Console {
             self.host.console()
         }
@@ -394,6 +629,9 @@ macro_rules! host_hal_methods {
         }
         fn log(&mut self, line: &str) {
             self.host.log(line);
+        }
+        fn kernel_message(&mut self, level: u8, line: &str) {
+            self.host.kernel_message(level, line);
         }
     };
 }

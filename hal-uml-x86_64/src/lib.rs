@@ -62,6 +62,7 @@ pub mod seccomp;
 pub mod spawn;
 pub mod stub;
 pub mod timer;
+pub mod vdso;
 pub mod xstate;
 
 use hal::{AddressSpace, HalError, Interrupts, Prot, Trap, UserContext};
@@ -249,6 +250,10 @@ impl AddressSpace for SkasSpace {
         stub::STUB_BASE
     }
 
+    fn user_cpu_ns(&self) -> Option<u64> {
+        host::process_user_cpu_ns(self.stub_pid())
+    }
+
     fn is_lost(&self) -> bool {
         match &self.stub {
             AnyStub::Ptrace(s) => s.is_dead(),
@@ -306,10 +311,14 @@ impl SkasHal {
             TrapMode::Ptrace => Mech::Ptrace(PtraceMechanism::new(phys.fd(), stub_cpu, config.placement == Placement::SameCpu)?),
             TrapMode::Seccomp => Mech::Seccomp(SeccompMechanism::new(phys.fd(), config.placement, stub_cpu)?),
         };
+        // The event watcher thread starts first, so it keeps the ordinary
+        // policy (a woken batch thread would not preempt the guest it must
+        // interrupt) without changing it itself, a call the sandbox refuses.
+        let host = host::HostMachine::new()?;
         if config.placement == Placement::SameCpu {
             host::batch_policy();
         }
-        Ok(SkasHal { phys, mech, host: host::HostMachine::new()?, config })
+        Ok(SkasHal { phys, mech, host, config })
     }
 
     /// The configuration in use (after any fallback).

@@ -103,4 +103,31 @@ pub trait Hal {
     /// A line of kernel diagnostics (syscall trace, warnings, the shutdown
     /// summary). Goes to the host's stderr on real backends.
     fn log(&mut self, line: &str);
+
+    /// A kernel message at syslog `level` (0 emergency ... 3 error, 4
+    /// warning ... 7 debug), which the kernel also keeps in its own log
+    /// (`dmesg`). Backends show it on the host as configured; by default
+    /// only errors, as Linux's console shows only levels below 4, so that
+    /// messages never mix with a guest program's output on the console.
+    /// Default: [`Hal::log`].
+    fn kernel_message(&mut self, level: u8, line: &str) {
+        let _ = level;
+        self.log(line);
+    }
+
+    /// The vDSO the backend offers guests: an ELF shared object (whole
+    /// pages) the kernel maps read and execute in every process, one page
+    /// above the clock data page (see [`Hal::publish_clock`]), and names in
+    /// `AT_SYSINFO_EHDR`. `None`: no vDSO (the guests' C libraries then make
+    /// system calls).
+    fn vdso_image(&self) -> Option<&[u8]> {
+        None
+    }
+
+    /// From now on keep the clock data page at physical address `paddr`
+    /// (page-aligned; mapped read-only in guests, below the vDSO) current:
+    /// the backend's clock parameters, which the vDSO's routines read.
+    fn publish_clock(&mut self, paddr: u64) {
+        let _ = paddr;
+    }
 }

@@ -73,6 +73,13 @@ pub trait AddressSpace {
     /// The first address user mappings may not reach (the backend keeps what
     /// lies above, e.g. its stub, for itself).
     fn user_end(&self) -> u64;
+    /// CPU time (ns) the host has seen this space's guest code use in user
+    /// mode so far, if the backend can tell (the kernel uses it to split its
+    /// tasks' time into user and system time). Costs a host system call:
+    /// the kernel asks at most once per task switch or tick.
+    fn user_cpu_ns(&self) -> Option<u64> {
+        None
+    }
     /// Whether the backend has lost the host context of this space (see
     /// [`crate::Interrupts::LOST`]); the next [`crate::Hal::run`] would
     /// return [`crate::Trap::Lost`].

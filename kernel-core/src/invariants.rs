@@ -16,6 +16,8 @@
 //!   on a wait set has one;
 //! - the process tree: every task's parent exists (dead parents' children
 //!   were reparented to init or a subreaper);
+//! - timers: every armed clock timer's deadline is queued, nothing else is
+//!   ([`crate::time::timers::Timers::check`]);
 //! - System V IPC: keys point to live objects holding them, within limits.
 //!
 //! The loop runs it before every step when booted with
@@ -39,6 +41,7 @@ use crate::task::{Pid, TaskState, WaitOn};
 pub fn check<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
     check_tasks(k)?;
     check_scheduler(k)?;
+    k.clock.timers.check().map_err(|e| format!("timers: {e}"))?;
     check_fds(k)?;
     k.ipc.check().map_err(|e| format!("ipc: {e}"))?;
     let maps: Vec<&MemoryMap<S>> = k.tasks.values().filter_map(|t| t.mm.as_ref()).collect();

@@ -174,8 +174,8 @@ pub struct Kernel<S: AddressSpace> {
     next_pid: Pid,
     /// Last id handed out for shared memory maps / fd tables / handler tables.
     pub next_share_id: u64,
-    /// ITIMER_REAL (and alarm) per process: tgid -> (deadline, interval).
-    pub itimers: BTreeMap<Pid, (u64, u64)>,
+    /// CPU-time accounting and every process's timers.
+    pub clock: crate::time::account::KernelClock,
     /// Counter ordering blocked tasks (FIFO futex wake-ups).
     pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
@@ -303,7 +303,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         block_request: None,
         next_pid: 2,
         next_share_id: 1,
-        itimers: BTreeMap::new(),
+        clock: Default::default(),
         block_seq: 0,
         armed: None,
         next_trim_ns: 0,
@@ -322,6 +322,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
     k.net.inet.borrow_mut().set_budget(k.frames.budget().clone());
     k.fs.disks.set_budget(k.frames.budget(), k.frames.total_frames());
+    k.clock.vdso = crate::time::vdso::Vdso::new(hal, &k.fs.caches, &mut k.frames);
     k.console_setup(hal);
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
@@ -393,7 +394,7 @@ impl<S: AddressSpace> Kernel<S> {
     pub fn log_once<H: Hal>(&mut self, hal: &mut H, key: &'static str, line: &str) {
         if !self.logged_once.contains(&key) {
             self.logged_once.push(key);
-            hal.log(line);
+            self.printk(hal, crate::tty::kmsg::INFO, line);
         }
     }
 
@@ -501,7 +502,8 @@ impl<S: AddressSpace> Kernel<S> {
         let interp: Option<(exec::ElfImage, Arc<dyn MappedFile>)> =
             prep.interp.as_ref().map(|(img, ino)| (img.clone(), ino.clone() as Arc<dyn MappedFile>));
         let minsigstksz = crate::task::frame::min_sigstack_size(&hal.fpu_layout());
-        let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid, minsigstksz };
+        let vdso = self.clock.vdso.as_ref();
+        let args = ExecArgs { argv, envp, execfn, random, uid: task.cred.uid, gid: task.cred.gid, minsigstksz, vdso };
         let loaded = exec::load(
             mm,
             &prep.image,
@@ -525,6 +527,7 @@ impl<S: AddressSpace> Kernel<S> {
         task.ctx.regs.eflags = 0x202;
         task.fds.close_on_exec();
         task.signals.exec_reset();
+        self.clock.timers.exec(task.tgid);
         task.execed = true;
         task.exe = prep.path;
         task.cmdline = nul_joined(argv);
@@ -548,7 +551,7 @@ impl<S: AddressSpace> Kernel<S> {
             }
             if self.check_invariants {
                 if let Err(e) = crate::invariants::check(self) {
-                    hal.log(&format!("kernel: invariant violated: {e}"));
+                    self.printk(hal, crate::tty::kmsg::ERR, &format!("kernel: invariant violated: {e}"));
                     self.check_invariants = false;
                 }
             }
@@ -592,6 +595,7 @@ impl<S: AddressSpace> Kernel<S> {
                 task.slice_end = now.saturating_add(TIMESLICE_NS);
             }
             self.current = Some(pid);
+            self.stint_begin(&mut task, now);
             // Threads share one memory map and fd table: bring them here.
             self.adopt_shared(&mut task);
             if task.group_exit.is_none() {
@@ -602,20 +606,24 @@ impl<S: AddressSpace> Kernel<S> {
             if task.group_exit.is_none() && task.state == TaskState::Runnable && !task.stopped {
                 if task.redo_syscall {
                     task.redo_syscall = false;
-                    let t0 = hal.now_ns();
                     self.handle_syscall(hal, &mut task);
-                    task.stime_ns += hal.now_ns().saturating_sub(t0);
+                    // The loop's own work for the task (timers, signals) is
+                    // its system time too: charge from the top of the loop.
+                    let t1 = hal.now_ns();
+                    self.charge(hal, &mut task, 0, t1.saturating_sub(now));
                 } else {
-                    self.arm_timer(hal, task.slice_end);
+                    let cpu = self.cpu_deadline(&task, now);
+                    self.arm_timer(hal, task.slice_end, cpu);
                     let t0 = hal.now_ns();
                     let trap = match task.mm.as_mut() {
                         Some(mm) => hal.run(&mut task.ctx, mm.host()),
                         None => Trap::Lost { signal: Some(g::SIGKILL) },
                     };
                     let t1 = hal.now_ns();
-                    task.utime_ns += t1.saturating_sub(t0);
                     self.handle_trap(hal, &mut task, trap);
-                    task.stime_ns += hal.now_ns().saturating_sub(t1);
+                    let t2 = hal.now_ns();
+                    let kernel = t2.saturating_sub(t1) + t0.saturating_sub(now);
+                    self.charge(hal, &mut task, t1.saturating_sub(t0), kernel);
                 }
                 if let Some(sig) = task.kill_pending.take() {
                     if !task.is_zombie() {
@@ -636,16 +644,23 @@ impl<S: AddressSpace> Kernel<S> {
                 }
             }
             let runnable = task.state == TaskState::Runnable && !task.stopped;
-            let expired = hal.now_ns() >= task.slice_end;
+            let end = hal.now_ns();
+            let expired = end >= task.slice_end;
             let ppid = task.ppid;
             let zombie = task.is_zombie();
+            // A woken task that has had less than its share goes first.
+            let preempted = core::mem::take(&mut self.clock.preempt);
+            let leaves = zombie || !runnable || ((expired || preempted) && !self.runq.is_empty());
+            if leaves {
+                self.stint_end(&mut task, end);
+            }
             self.tasks.insert(pid, task);
             if zombie {
                 self.current = None;
                 self.reap_or_notify(hal, pid, ppid);
             } else if !runnable {
                 self.current = None;
-            } else if expired && !self.runq.is_empty() {
+            } else if leaves {
                 self.current = None;
                 self.runq.push(pid);
             }
@@ -655,6 +670,12 @@ impl<S: AddressSpace> Kernel<S> {
     /// The next task to run: the current one while its slice lasts, else the
     /// head of the run queue.
     fn pick(&mut self) -> Option<Pid> {
+        if core::mem::take(&mut self.clock.preempt) {
+            // A task woken at the top of the loop goes before the current one.
+            if let Some(c) = self.current.take() {
+                self.runq.push(c);
+            }
+        }
         if let Some(c) = self.current {
             if self.tasks.get(&c).is_some_and(|t| t.state == TaskState::Runnable && (!t.stopped || t.group_exit.is_some())) {
                 return Some(c);
@@ -686,8 +707,8 @@ impl<S: AddressSpace> Kernel<S> {
                 earliest = Some(earliest.map_or(d, |e| e.min(d)));
             }
         }
-        for (d, _) in self.itimers.values() {
-            earliest = Some(earliest.map_or(*d, |e| e.min(*d)));
+        if let Some(d) = self.clock.timers.next_deadline() {
+            earliest = Some(earliest.map_or(d, |e| e.min(d)));
         }
         // The IP stack's protocol timers; frames from outside can wake a waiter like console input.
         if let Some(d) = crate::net::inet::deadline(&self.net.inet) {
@@ -699,11 +720,15 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Arm the HAL timer for what the running task and the sleepers need; the
     /// timer runs only if something needs it (an idle guest costs nothing).
-    fn arm_timer<H: Hal>(&mut self, hal: &mut H, slice_end: u64) {
+    /// `cpu` is when the running task's CPU-time timers or limit expire.
+    fn arm_timer<H: Hal>(&mut self, hal: &mut H, slice_end: u64, cpu: Option<u64>) {
         let (earliest, console) = self.waiters();
         let mut want = earliest;
         if !self.runq.is_empty() || console {
             want = Some(want.map_or(slice_end, |e| e.min(slice_end)));
+        }
+        if let Some(c) = cpu {
+            want = Some(want.map_or(c, |e| e.min(c)));
         }
         if want != self.armed {
             hal.set_timer(want);
@@ -745,7 +770,7 @@ impl<S: AddressSpace> Kernel<S> {
                 blocked.push_str(&format!(" [{}] {:?}", t.pid, b.on));
             }
         }
-        hal.log(&format!("kernel: deadlock: no task can run and nothing can wake one; blocked:{blocked}"));
+        self.printk(hal, crate::tty::kmsg::ERR, &format!("kernel: deadlock: no task can run and nothing can wake one; blocked:{blocked}"));
         DEADLOCK_STATUS
     }
 
@@ -798,7 +823,7 @@ impl<S: AddressSpace> Kernel<S> {
             if group.is_empty() {
                 continue;
             }
-            hal.log(&format!("[{tgid}] host context lost: killing the process"));
+            self.printk(hal, crate::tty::kmsg::WARNING, &format!("[{tgid}] host context lost: killing the process"));
             self.group_kill(&mut None, &group, ExitStatus::Signal(g::SIGKILL));
         }
     }
@@ -830,10 +855,11 @@ impl<S: AddressSpace> Kernel<S> {
         else {
             return false;
         };
-        hal.log(&format!(
+        let line = format!(
             "Out of memory: Killed process {victim} ({comm}) anon-rss:{}kB, UID:{uid}",
             pages * (crate::mm::PAGE as usize) / 1024
-        ));
+        );
+        self.printk(hal, crate::tty::kmsg::ERR, &line);
         if victim == task.tgid {
             return false;
         }
@@ -860,6 +886,7 @@ impl<S: AddressSpace> Kernel<S> {
                 t.state = TaskState::Runnable;
                 complete(hal, self.trace, t, r);
                 self.runq.push(pid);
+                self.wakeup_preempt(pid);
             }
         }
     }
@@ -882,6 +909,7 @@ impl<S: AddressSpace> Kernel<S> {
             Some(r) => t.ctx.regs.rax = encode(r),
         }
         self.runq.push(pid);
+        self.wakeup_preempt(pid);
     }
 
     fn handle_trap<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, trap: Trap) {
@@ -937,7 +965,7 @@ impl<S: AddressSpace> Kernel<S> {
             Trap::Interrupt(irq) => self.handle_interrupts(hal, irq),
             Trap::Lost { signal } => {
                 let sig = signal.filter(|s| (1..=64).contains(s)).unwrap_or(g::SIGKILL);
-                hal.log(&format!("[{}] host context lost (signal {}): killing the process", task.pid, sig));
+                self.printk(hal, crate::tty::kmsg::WARNING, &format!("[{}] host context lost (signal {}): killing the process", task.pid, sig));
                 self.exit_task(hal, task, ExitStatus::Signal(sig));
             }
         }
@@ -983,6 +1011,8 @@ impl<S: AddressSpace> Kernel<S> {
     /// caller re-inserts it and calls [`Kernel::reap_or_notify`]. Shared
     /// memory maps and fd tables pass to another task of their group.
     pub fn exit_task<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, st: ExitStatus) {
+        // Its last CPU time, split while its address space is still there.
+        self.stint_end(task, hal.now_ns());
         let shared = self.mm_shared(task);
         // CLONE_CHILD_CLEARTID: zero the tid word and wake a joiner.
         if task.clear_child_tid != 0 && shared {
@@ -1017,15 +1047,14 @@ impl<S: AddressSpace> Kernel<S> {
             self.wake(pp, Some(Ok(task.pid as usize)));
         }
         let pid = task.pid;
-        if task.is_leader() {
-            self.itimers.remove(&pid);
-        }
         // Orphans go to init; init reaps them. (Only when the whole process is gone.)
         let tgid = task.tgid;
+        self.clock.timers.thread_exit(tgid, pid);
         if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
             self.ipc.process_exit(tgid);
             self.locks.process_exit(tgid);
             self.pidfds.exited(tgid);
+            self.clock.timers.process_exit(tgid);
             let mut orphan_zombies = Vec::new();
             let reaper = self.reaper_for(task.ppid);
             let mut death_signals = Vec::new();
@@ -1161,7 +1190,7 @@ impl<S: AddressSpace> Kernel<S> {
         // An overlay's upper layer kept on the host gets the guest's changes
         // (while the page caches still hold them).
         for e in self.fs.flush_overlays(&mut self.frames, hal.phys()) {
-            hal.log(&format!("overlay: not kept: {e}"));
+            self.printk(hal, crate::tty::kmsg::ERR, &format!("overlay: not kept: {e}"));
         }
         // Host files get what was written through their mappings; then the
         // page caches give their frames back.
@@ -1183,7 +1212,7 @@ impl<S: AddressSpace> Kernel<S> {
                 .iter()
                 .map(|(nr, n)| format!("{}×{}", syscall::name_of(*nr), n))
                 .collect();
-            hal.log(&format!("unimplemented syscalls: {}", parts.join(", ")));
+            self.printk(hal, crate::tty::kmsg::INFO, &format!("unimplemented syscalls: {}", parts.join(", ")));
         }
     }
 }

@@ -375,6 +375,26 @@ fn trap_path(b: Backend) {
     }
 }
 
+/// Attack 11: the vDSO's clock data page, shared by every process and
+/// written only by the kernel.
+fn vdso(b: Backend) {
+    let _l = lock();
+    let runs = match b {
+        Backend::Skas => vec![("seccomp", attack(b, "attack_vdso", &[])), ("ptrace", attack_with(b, &["--trap", "ptrace"], "attack_vdso", &[]))],
+        Backend::Tt => vec![("tt", attack(b, "attack_vdso", &[]))],
+    };
+    for (mode, r) in runs {
+        for name in ["vvar_write", "vvar_mprotect", "vvar_kernel_copy", "vvar_madvise_remove"] {
+            let d = r.expect(name, "blocked");
+            assert!(!d.contains("n/a"), "{mode}: {name}: {d}");
+        }
+        assert!(r.expect("vvar_write", "blocked").contains("SIGSEGV"), "{mode}");
+        assert!(r.expect("vvar_mprotect", "blocked").contains("EACCES"), "{mode}");
+        assert!(r.expect("vvar_kernel_copy", "blocked").contains("EFAULT"), "{mode}");
+        assert_eq!(r.out.code, 0, "{mode}: {}", r.out.stderr);
+    }
+}
+
 macro_rules! both {
     ($($f:ident),*) => {
         mod skas {
@@ -394,5 +414,6 @@ both!(
     stub_syscall,
     guest_semantics,
     resources,
-    trap_path
+    trap_path,
+    vdso
 );

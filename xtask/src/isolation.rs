@@ -112,6 +112,16 @@ const ATTACKS: &[(u8, &str, Lines)] = &[
             ("probe_calls", "uretprobe / uprobe, which host kernels exempt from seccomp"),
         ],
     ),
+    (
+        11,
+        "attack_vdso",
+        &[
+            ("vvar_write", "store into the vDSO's clock data page"),
+            ("vvar_mprotect", "make the clock data page writable, then store"),
+            ("vvar_kernel_copy", "have the kernel store into it (read from a pipe)"),
+            ("vvar_madvise_remove", "punch the page out of its file (MADV_REMOVE)"),
+        ],
+    ),
 ];
 
 /// A column of the matrix: a kernel and the flags it runs with.

@@ -42,7 +42,7 @@ const PROGRAMS: &[&str] = &[
     "grep", "egrep", "fgrep", "sed", "awk", "mawk", "find", "tar", "gzip", "gunzip", "zcat",
     "less", "more", "which",
     // procps, mount, util-linux
-    "ps", "top", "free", "uptime", "pgrep", "pkill", "mount", "umount", "df", "lsblk", "dmesg",
+    "ps", "top", "free", "uptime", "vmstat", "pgrep", "pkill", "mount", "umount", "df", "lsblk", "dmesg",
     "setsid", "clear", "tput", "reset",
     // python, busybox
     "python3", "busybox",
@@ -474,6 +474,15 @@ pub fn add_host_userland(root: &Path) -> Result<Summary, String> {
     }
     // Terminal descriptions, for bash's line editing and tput/clear.
     for dir in ["/lib/terminfo", "/usr/share/terminfo", "/etc/terminfo"] {
+        if Path::new(dir).is_dir() {
+            if let Some(real) = c.mirror(Path::new(dir))? {
+                c.tree(&real, &[])?;
+            }
+        }
+    }
+    // The C.UTF-8 locale (glibc's compiled one), so that a guest with
+    // LANG=C.UTF-8 edits and shows UTF-8 text as the host does.
+    for dir in ["/usr/lib/locale/C.utf8", "/usr/lib/locale/C.UTF-8"] {
         if Path::new(dir).is_dir() {
             if let Some(real) = c.mirror(Path::new(dir))? {
                 c.tree(&real, &[])?;

@@ -391,9 +391,15 @@ impl Switch {
                 self.bump(|s| s.malformed += 1);
                 continue;
             }
-            if let Some(old) = self.by_addr.remove(&key) {
-                // The same guest socket says hello again: start afresh.
-                self.remove_port(old);
+            if let Some(&id) = self.by_addr.get(&key) {
+                // The same guest socket says hello again (a retry crossed
+                // our answer): answer again from the port it already has.
+                if let Some(p) = self.ports.get(&id) {
+                    if send_now(p.sock.as_raw_fd(), &[]).is_err() {
+                        self.remove_port(id);
+                    }
+                }
+                continue;
             }
             if self.ports.len() >= MAX_PORTS {
                 self.bump(|s| s.refused += 1);
@@ -454,6 +460,10 @@ impl Switch {
             if n == 0 {
                 self.remove_port(id);
                 return;
+            }
+            if n == 1 && buf[0] == KEEPALIVE {
+                // A link making sure its port is still there.
+                continue;
             }
             self.bump(|s| s.frames_in += 1);
             if n > MAX_FRAME {
@@ -619,16 +629,128 @@ pub struct LinkStats {
     pub received: u64,
     /// Received datagrams dropped: too short, or longer than the buffer.
     pub recv_dropped: u64,
+    /// Times the switch went away and the link started looking for it.
+    pub reconnects: u64,
 }
 
+/// A one-byte datagram a quiet link sends its port, to learn whether the
+/// switch is still there (the send fails when the port is gone). The switch
+/// ignores it.
+pub const KEEPALIVE: u8 = 0x4b;
+/// How long a link may hear nothing and send nothing before it checks on
+/// its port with a [`KEEPALIVE`].
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
+
+/// The first wait before a link whose switch went away says hello again;
+/// it doubles after each unanswered hello, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// The longest wait between two hellos of a link looking for its switch:
+/// once the switch is back, traffic resumes within this (plus a round trip).
+pub const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// Where a link stands with its switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkState {
+    /// Connected to our port.
+    Up,
+    /// The switch went away: hellos go out with back-off until a port
+    /// answers. The last [`DOWN_QUEUE`] frames sent meanwhile are held and
+    /// go out on reconnection (as a NIC's ring would hold them), so a TCP
+    /// retransmission made during the outage does not wait for the next one.
+    Down { next: Instant, wait: Duration },
+}
+
+/// Frames a link holds while its switch is away (older ones are dropped).
+const DOWN_QUEUE: usize = 64;
+
 /// A guest's network link plugged into a [`Switch`].
+///
+/// When the switch goes away (a send finds our port gone; a link that has
+/// had nothing to send for [`KEEPALIVE_AFTER`] sends a [`KEEPALIVE`] to
+/// find out), the link keeps
+/// its socket, says hello to the switch's path again with back-off
+/// ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]), and reconnects to the port a
+/// restarted switch answers from. Its readiness descriptor (an epoll set of
+/// the socket and a retry timer) stays the same throughout.
 pub struct SwitchLink {
     sock: OwnedFd,
+    /// Expires when the next hello is due (disarmed while up).
+    timer: OwnedFd,
+    /// The socket and the timer: the readiness descriptor.
+    ready: OwnedFd,
+    path: UnixAddr,
+    /// The switch's directory, opened when the link was made, and the
+    /// switch's address through it (`/proc/self/fd/N/NAME`): a kernel
+    /// confined to an empty root (see the skas backend's sandbox) can no
+    /// longer name `path`, but still reaches a restarted switch this way.
+    via_dir: Option<(OwnedFd, UnixAddr)>,
+    state: LinkState,
+    /// Frames sent while down, oldest first.
+    held: VecDeque<Vec<u8>>,
+    /// When the port was last known alive (a frame in or out).
+    alive_at: Instant,
     mac: [u8; 6],
     stats: LinkStats,
 }
 
+fn say_hello(fd: RawFd, to: &UnixAddr) -> io::Result<()> {
+    // SAFETY: `to` is a valid sockaddr_un of length to.len; empty datagram.
+    let n = unsafe { libc::sendto(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, to.as_ptr(), to.len) };
+    if n < 0 {
+        Err(last_err())
+    } else {
+        Ok(())
+    }
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    cvt(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arm (or with `None` disarm) a timerfd, relative.
+fn arm_timer(fd: RawFd, after: Option<Duration>) {
+    let d = after.map(|d| d.max(Duration::from_micros(1)));
+    let its = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec {
+            tv_sec: d.map_or(0, |d| d.as_secs() as i64),
+            tv_nsec: d.map_or(0, |d| d.subsec_nanos() as i64),
+        },
+    };
+    // SAFETY: `its` is a valid itimerspec; a failure leaves the timer as it was.
+    unsafe { libc::timerfd_settime(fd, 0, &its, std::ptr::null_mut()) };
+}
+
+/// The switch's directory (opened `O_PATH`) and its address relative to
+/// that descriptor, if the address fits in a `sockaddr_un`.
+fn dir_address(path: &Path) -> Option<(OwnedFd, UnixAddr)> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path; the result is checked by `owned`.
+    let fd = owned(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) }).ok()?;
+    let mut rel = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    rel.push(name);
+    let addr = UnixAddr::path(&rel).ok()?;
+    Some((fd, addr))
+}
+
 impl SwitchLink {
+    /// Say hello to the switch: through its directory first (which still
+    /// works once the kernel has left the host's tree), by path otherwise.
+    fn hello(&self) -> io::Result<()> {
+        let fd = self.sock.as_raw_fd();
+        match &self.via_dir {
+            Some((_, rel)) => say_hello(fd, rel).or_else(|_| say_hello(fd, &self.path)),
+            None => say_hello(fd, &self.path),
+        }
+    }
+
     /// Join the switch at `path` with hardware address `mac`. Fails when no
     /// switch answers there within a second.
     pub fn connect(path: &Path, mac: [u8; 6]) -> io::Result<SwitchLink> {
@@ -637,23 +759,8 @@ impl SwitchLink {
         let fd = sock.as_raw_fd();
         set_bufsize(fd, libc::SO_RCVBUF, 1 << 20);
         set_bufsize(fd, libc::SO_SNDBUF, 1 << 20);
-        // SAFETY: `to` is a valid sockaddr_un of length to.len; empty datagram.
-        let n = unsafe {
-            libc::sendto(
-                fd,
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                to.as_ptr(),
-                to.len,
-            )
-        };
-        if n < 0 {
-            let e = last_err();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("no switch at {}: {e}", path.display()),
-            ));
+        if let Err(e) = say_hello(fd, &to) {
+            return Err(io::Error::new(e.kind(), format!("no switch at {}: {e}", path.display())));
         }
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut b = [0u8; 16];
@@ -672,20 +779,103 @@ impl SwitchLink {
                 if !from.key().is_empty() {
                     // SAFETY: `from` is the port's address as recvfrom filled it.
                     cvt(unsafe { libc::connect(fd, from.as_ptr(), from.len) })?;
-                    return Ok(SwitchLink {
-                        sock,
-                        mac,
-                        stats: LinkStats::default(),
-                    });
+                    break;
                 }
             }
         }
+        // SAFETY: plain timerfd_create/epoll_create1 calls; results checked by `owned`.
+        let timer = owned(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) })?;
+        // SAFETY: as above.
+        let ready = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        for f in [fd, timer.as_raw_fd()] {
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: f as u64 };
+            // SAFETY: valid epoll_event; both descriptors are ours.
+            cvt(unsafe { libc::epoll_ctl(ready.as_raw_fd(), libc::EPOLL_CTL_ADD, f, &mut ev) })?;
+        }
+        arm_timer(timer.as_raw_fd(), Some(KEEPALIVE_AFTER));
+        Ok(SwitchLink {
+            sock,
+            timer,
+            ready,
+            path: to,
+            via_dir: dir_address(path),
+            state: LinkState::Up,
+            held: VecDeque::new(),
+            alive_at: Instant::now(),
+            mac,
+            stats: LinkStats::default(),
+        })
     }
 
     /// The link's counters.
     pub fn stats(&self) -> LinkStats {
         self.stats
     }
+
+    /// Whether the link is connected to a switch now.
+    pub fn is_up(&self) -> bool {
+        self.state == LinkState::Up
+    }
+
+    /// Our port is gone (the switch died): forget it and start looking for
+    /// the switch again.
+    fn lost_switch(&mut self) {
+        if self.state != LinkState::Up {
+            return;
+        }
+        let fd = self.sock.as_raw_fd();
+        // Dissolve the association: AF_UNSPEC "connects" to nobody.
+        let mut a = UnixAddr::empty();
+        a.sa.sun_family = libc::AF_UNSPEC as libc::sa_family_t;
+        // SAFETY: a valid sockaddr of family AF_UNSPEC.
+        unsafe { libc::connect(fd, a.as_ptr(), std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t) };
+        self.stats.reconnects += 1;
+        self.state = LinkState::Down { next: Instant::now(), wait: RETRY_FIRST };
+        self.retry();
+    }
+
+    /// Say hello again if it is time, and arm the timer for the next try.
+    fn retry(&mut self) {
+        let LinkState::Down { next, wait } = self.state else { return };
+        let now = Instant::now();
+        if now < next {
+            arm_timer(self.timer.as_raw_fd(), Some(next - now));
+            return;
+        }
+        let _ = self.hello();
+        self.state = LinkState::Down { next: now + wait, wait: (wait * 2).min(RETRY_MAX) };
+        arm_timer(self.timer.as_raw_fd(), Some(wait));
+    }
+
+    /// Read the timer; whether it had expired.
+    fn drain_timer(&self) -> bool {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a valid u64; EAGAIN when not expired.
+        unsafe { libc::read(self.timer.as_raw_fd(), (&mut v as *mut u64).cast(), 8) == 8 }
+    }
+
+    /// Up and quiet for a while: check that the port is still there (a send
+    /// to a port whose switch died fails), and look again later.
+    fn keepalive(&mut self) {
+        if self.alive_at.elapsed() >= KEEPALIVE_AFTER {
+            match send_now(self.sock.as_raw_fd(), &[KEEPALIVE]) {
+                Err(e) if gone(&e) => {
+                    self.lost_switch();
+                    return;
+                }
+                _ => self.alive_at = Instant::now(),
+            }
+        }
+        let next = KEEPALIVE_AFTER.saturating_sub(self.alive_at.elapsed());
+        arm_timer(self.timer.as_raw_fd(), Some(next));
+    }
+}
+
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::ENOTCONN | libc::ECONNRESET | libc::EPIPE | libc::EDESTADDRREQ)
+    )
 }
 
 impl NetDevice for SwitchLink {
@@ -699,17 +889,31 @@ impl NetDevice for SwitchLink {
             self.stats.send_dropped += 1;
             return;
         }
+        if self.state != LinkState::Up {
+            self.retry();
+            if self.held.len() >= DOWN_QUEUE {
+                self.held.pop_front();
+                self.stats.send_dropped += 1;
+            }
+            self.held.push_back(frame.to_vec());
+            return;
+        }
         let fd = self.sock.as_raw_fd();
         for attempt in 0..2 {
             match send_now(fd, frame) {
                 Ok(()) => {
                     self.stats.sent += 1;
+                    self.alive_at = Instant::now();
                     return;
                 }
                 // The port's queue is full: give the switch a moment to
                 // drain it (a NIC's ring would hold a few frames too).
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && attempt == 0 => {
                     poll_one(fd, libc::POLLOUT, 5);
+                }
+                Err(e) if gone(&e) => {
+                    self.lost_switch();
+                    break;
                 }
                 Err(_) => break,
             }
@@ -718,14 +922,45 @@ impl NetDevice for SwitchLink {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.state == LinkState::Up && self.drain_timer() {
+            self.keepalive();
+        }
         loop {
             match recv_from(self.sock.as_raw_fd(), buf) {
+                Ok(Some((0, from))) if self.state != LinkState::Up && !from.key().is_empty() => {
+                    // A (restarted) switch answered our hello from a new port.
+                    // SAFETY: `from` is the port's address as recvfrom filled it.
+                    if unsafe { libc::connect(self.sock.as_raw_fd(), from.as_ptr(), from.len) } == 0 {
+                        self.state = LinkState::Up;
+                        self.drain_timer();
+                        self.alive_at = Instant::now();
+                        arm_timer(self.timer.as_raw_fd(), Some(KEEPALIVE_AFTER));
+                        for f in std::mem::take(&mut self.held) {
+                            self.send(&f);
+                        }
+                    }
+                }
+                // Frames from a port we no longer use are stale.
+                Ok(Some(_)) if self.state != LinkState::Up => self.stats.recv_dropped += 1,
                 Ok(Some((n, _))) if n >= 14 && n <= buf.len() => {
                     self.stats.received += 1;
+                    self.alive_at = Instant::now();
                     return Some(n);
                 }
                 Ok(Some(_)) => self.stats.recv_dropped += 1,
-                _ => return None,
+                Err(e) if gone(&e) => {
+                    self.lost_switch();
+                    return None;
+                }
+                _ => {
+                    // Still looking for the switch, and no answer waiting:
+                    // say hello again when it is time.
+                    if self.state != LinkState::Up {
+                        self.drain_timer();
+                        self.retry();
+                    }
+                    return None;
+                }
             }
         }
     }
@@ -733,14 +968,16 @@ impl NetDevice for SwitchLink {
 
 impl HostLink for SwitchLink {
     fn readiness_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.ready.as_raw_fd()
     }
 }
 
 impl Drop for SwitchLink {
     fn drop(&mut self) {
         // Goodbye: the switch frees the port at once.
-        let _ = send_now(self.sock.as_raw_fd(), &[]);
+        if self.state == LinkState::Up {
+            let _ = send_now(self.sock.as_raw_fd(), &[]);
+        }
     }
 }
 
@@ -820,6 +1057,46 @@ mod tests {
     const BCAST: [u8; 6] = [0xff; 6];
 
     #[test]
+    fn links_reconnect_to_a_restarted_switch() {
+        let path = tmp_sock("restart");
+        let sw = SwitchThread::spawn(&path).unwrap();
+        let mut a = SwitchLink::connect(&path, A).unwrap();
+        let mut b = SwitchLink::connect(&path, B).unwrap();
+        let f = frame(BCAST, A, 1, 60);
+        a.send(&f);
+        assert_eq!(recv_wait(&mut b).as_deref(), Some(&f[..]));
+        sw.stop().unwrap();
+        // A notices when it next sends (its port is gone) and looks for the
+        // switch with back-off: nothing answers yet.
+        a.send(&f);
+        assert!(!a.is_up());
+        std::thread::sleep(Duration::from_millis(300));
+        let mut buf = vec![0u8; MAX_FRAME];
+        assert_eq!(a.recv(&mut buf), None);
+        let sw = SwitchThread::spawn(&path).unwrap();
+        // B sends nothing: its keepalive finds the port gone.
+        // Each link's retry timer makes its readiness descriptor readable;
+        // the kernel then calls recv, which says hello and takes the answer.
+        let t0 = Instant::now();
+        while !(a.is_up() && b.is_up() && b.stats().reconnects == 1) && t0.elapsed() < Duration::from_secs(4) {
+            for l in [&mut a, &mut b] {
+                poll_one(l.readiness_fd(), libc::POLLIN, 20);
+                let _ = l.recv(&mut buf);
+            }
+        }
+        assert!(a.is_up() && b.is_up(), "links did not reconnect");
+        assert!(t0.elapsed() < KEEPALIVE_AFTER + RETRY_MAX * 2, "took {:?}", t0.elapsed());
+        assert_eq!(b.stats().reconnects, 1);
+        let g = frame(BCAST, A, 3, 100);
+        a.send(&g);
+        let got = recv_wait(&mut b);
+        assert_eq!(got.as_deref(), Some(&g[..]), "{:?} {:?} {:?}", sw.stats(), a.stats(), b.stats());
+        assert_eq!(a.stats().reconnects, 1);
+        assert_eq!(sw.stats().ports, 2);
+        sw.stop().unwrap();
+    }
+
+    #[test]
     fn floods_learns_and_forwards() {
         let path = tmp_sock("learn");
         let sw = SwitchThread::spawn(&path).unwrap();
@@ -861,7 +1138,7 @@ mod tests {
         let a = SwitchLink::connect(&path, A).unwrap();
         let mut b = SwitchLink::connect(&path, B).unwrap();
         // Write raw datagrams on A's socket, bypassing SwitchLink::send's checks.
-        let fd = a.readiness_fd();
+        let fd = a.sock.as_raw_fd();
         send_wait(fd, &[1, 2, 3]); // shorter than a header
         send_wait(fd, &frame(BCAST, BCAST, 5, 60)); // multicast source
         send_wait(fd, &vec![0xffu8; MAX_FRAME + 100]); // oversize

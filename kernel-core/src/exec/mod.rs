@@ -47,6 +47,8 @@ pub struct ExecArgs<'a> {
     pub gid: u32,
     /// `AT_MINSIGSTKSZ`: the largest signal frame on this CPU.
     pub minsigstksz: u64,
+    /// The vDSO to map (`AT_SYSINFO_EHDR`), if any.
+    pub vdso: Option<&'a crate::time::vdso::Vdso>,
 }
 
 /// Where the new image starts.
@@ -204,11 +206,16 @@ fn load_inner<S: AddressSpace>(
         None => (entry, 0),
     };
 
+    let sysinfo_ehdr = match args.vdso {
+        Some(v) => Some(v.map(mm, frames)?),
+        None => None,
+    };
     let aux = stack::AuxInfo {
         phdr: image.phdr_vaddr().map_or(0, |v| bias.wrapping_add(v)),
         phnum: u64::from(image.phnum),
         base,
         entry,
+        sysinfo_ehdr,
     };
     let st = stack::build(top, args, &aux)?;
     if st.sp < stack_start {

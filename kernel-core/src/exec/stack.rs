@@ -23,6 +23,8 @@ pub(crate) struct AuxInfo {
     pub phnum: u64,
     pub base: u64,
     pub entry: u64,
+    /// Where the vDSO is mapped, if it is.
+    pub sysinfo_ehdr: Option<u64>,
 }
 
 /// The stack image: `bytes` go at `sp` (which is 16-byte aligned and points
@@ -59,7 +61,9 @@ pub(crate) fn build(top: u64, args: &ExecArgs, aux: &AuxInfo) -> Result<StackIma
     let platform_addr = strings_addr - PLATFORM.len() as u64;
     let random_addr = (platform_addr - 16) & !15;
 
-    let auxv: [(u32, u64); 20] = [
+    // Linux puts AT_SYSINFO_EHDR first.
+    let mut auxv: Vec<(u32, u64)> = aux.sysinfo_ehdr.map(|a| (at::AT_SYSINFO_EHDR, a)).into_iter().collect();
+    auxv.extend([
         (at::AT_HWCAP, HWCAP),
         (at::AT_PAGESZ, crate::mm::PAGE),
         (at::AT_CLKTCK, 100),
@@ -80,7 +84,7 @@ pub(crate) fn build(top: u64, args: &ExecArgs, aux: &AuxInfo) -> Result<StackIma
         (at::AT_PLATFORM, platform_addr),
         (at::AT_MINSIGSTKSZ, args.minsigstksz),
         (at::AT_NULL, 0),
-    ];
+    ]);
     let words = 1 + args.argv.len() + 1 + args.envp.len() + 1 + 2 * auxv.len();
     let sp = (random_addr - words as u64 * 8) & !15;
 

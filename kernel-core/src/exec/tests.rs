@@ -161,7 +161,7 @@ fn read_stack(e: &mut Env, mm: &mut MemoryMap<MockSpace>, sp: u64) -> StackView 
 }
 
 fn args<'a>(argv: &'a [Vec<u8>], envp: &'a [Vec<u8>]) -> ExecArgs<'a> {
-    ExecArgs { argv, envp, execfn: b"/bin/prog", random: [7; 16], uid: 1000, gid: 100, minsigstksz: 3216 }
+    ExecArgs { argv, envp, execfn: b"/bin/prog", random: [7; 16], uid: 1000, gid: 100, minsigstksz: 3216, vdso: None }
 }
 
 #[test]

@@ -29,8 +29,8 @@ pub const PROC_BASE: u64 = 1 << 40;
 const FD_BASE: u64 = 1 << 48;
 
 /// Files directly in `/proc`.
-const STATIC: [&str; 11] =
-    ["meminfo", "cpuinfo", "uptime", "loadavg", "filesystems", "version", "stat", "cmdline", "swaps", "partitions", "diskstats"];
+const STATIC: [&str; 12] =
+    ["meminfo", "cpuinfo", "uptime", "loadavg", "filesystems", "version", "stat", "cmdline", "swaps", "vmstat", "partitions", "diskstats"];
 /// Entries of `/proc/<pid>/` (index + 1 is the low bits of the inode number).
 const PID_FILES: [&str; 15] = [
     "stat", "status", "cmdline", "environ", "maps", "statm", "comm", "mounts", "mountinfo", "exe", "cwd", "root", "fd",
@@ -58,6 +58,23 @@ pub struct ProcCtx<'a, S: AddressSpace> {
     pub slab_bytes: u64,
     /// The IP stack (`/proc/net/*`).
     pub net: &'a crate::net::inet::StackRef,
+    /// CPU-time accounting (`/proc/stat`).
+    pub clock: &'a crate::time::account::KernelClock,
+}
+
+/// Nanoseconds per clock tick (`USER_HZ` = 100).
+const NS_PER_TICK: u64 = 10_000_000;
+
+/// The state letter `ps` shows and its name in `status`.
+fn state_of<S: AddressSpace>(t: &Task<S>) -> (char, &'static str) {
+    match t.state {
+        TaskState::Zombie(_) => ('Z', "zombie"),
+        _ if t.stopped => ('T', "stopped"),
+        TaskState::Runnable => ('R', "running"),
+        // A vfork parent cannot be interrupted until its child lets go.
+        TaskState::Blocked(b) if matches!(b.on, crate::task::WaitOn::Vfork(_)) => ('D', "disk sleep"),
+        TaskState::Blocked(_) => ('S', "sleeping"),
+    }
 }
 
 /// `/proc/net` (a directory) and its files after it.
@@ -116,6 +133,21 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
         } else {
             self.tasks.get(&pid).map(|t| &**t)
         }
+    }
+
+    /// (user, system, children's user, children's system) CPU ns and the
+    /// number of live threads of `t`'s process.
+    fn group_times(&self, t: &Task<S>) -> ([u64; 4], usize) {
+        let mut v = [0u64; 4];
+        let mut threads = 0;
+        for o in self.all().into_iter().filter(|o| o.tgid == t.tgid) {
+            v[0] += o.utime_ns;
+            v[1] += o.stime_ns;
+            v[2] += o.child_times.0;
+            v[3] += o.child_times.1;
+            threads += usize::from(!o.is_zombie());
+        }
+        (v, threads.max(1))
     }
 
     /// Every task, the caller included, in pid order.
@@ -320,7 +352,8 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                 );
             }
             "uptime" => {
-                let _ = writeln!(s, "{secs}.{cs:02} {secs}.{cs:02}");
+                let idle = self.now_ns.saturating_sub(self.clock.user_ns + self.clock.system_ns);
+                let _ = writeln!(s, "{secs}.{cs:02} {}.{:02}", idle / 1_000_000_000, (idle / NS_PER_TICK) % 100);
             }
             "loadavg" => {
                 let all = self.all();
@@ -336,13 +369,52 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                 let _ = writeln!(s, "Linux version {} (rustuml@rustuml) (rustc) #1 SMP PREEMPT_DYNAMIC", self.release);
             }
             "stat" => {
-                let ticks = self.now_ns / 10_000_000;
+                // One CPU: what the kernel charged to tasks is user and
+                // system time, the rest is idle.
+                let (user, system) = (self.clock.user_ns / NS_PER_TICK, self.clock.system_ns / NS_PER_TICK);
+                let idle = (self.now_ns / NS_PER_TICK).saturating_sub(user + system);
                 let btime = self.realtime_ns.saturating_sub(self.now_ns) / 1_000_000_000;
+                let all = self.all();
+                let running = all.iter().filter(|t| state_of(t).0 == 'R').count();
+                let blocked = all.iter().filter(|t| state_of(t).0 == 'D').count();
+                for cpu in ["cpu ", "cpu0"] {
+                    let _ = writeln!(s, "{cpu} {user} 0 {system} {idle} 0 0 0 0 0 0");
+                }
                 let _ = write!(
                     s,
-                    "cpu  0 0 0 {ticks} 0 0 0 0 0 0\ncpu0 0 0 0 {ticks} 0 0 0 0 0 0\nintr 0\nctxt 0\nbtime {btime}\nprocesses {}\nprocs_running 1\nprocs_blocked 0\nsoftirq 0\n",
-                    self.all().len()
+                    "intr 0\nctxt 0\nbtime {btime}\nprocesses {}\nprocs_running {}\nprocs_blocked {blocked}\nsoftirq 0\n",
+                    all.len(),
+                    running.max(1)
                 );
+            }
+            "vmstat" => {
+                // The counters `vmstat` reads (pages); no swap, no block I/O.
+                let used = total.saturating_sub(free);
+                for (k, v) in [
+                    ("nr_free_pages", free),
+                    ("nr_inactive_anon", 0),
+                    ("nr_active_anon", used),
+                    ("nr_inactive_file", 0),
+                    ("nr_active_file", 0),
+                    ("nr_unevictable", 0),
+                    ("nr_mlock", 0),
+                    ("nr_anon_pages", used),
+                    ("nr_mapped", 0),
+                    ("nr_file_pages", 0),
+                    ("nr_dirty", 0),
+                    ("nr_writeback", 0),
+                    ("nr_shmem", 0),
+                    ("nr_kernel_stack", 0),
+                    ("nr_page_table_pages", 0),
+                    ("pgpgin", 0),
+                    ("pgpgout", 0),
+                    ("pswpin", 0),
+                    ("pswpout", 0),
+                    ("pgfault", 0),
+                    ("pgmajfault", 0),
+                ] {
+                    let _ = writeln!(s, "{k} {v}");
+                }
             }
             "cmdline" => s.push_str("rustuml\n"),
             "swaps" => s.push_str("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"),
@@ -356,12 +428,9 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
     fn pid_file(&self, t: &Task<S>, name: &str) -> Option<String> {
         let mut s = String::new();
         let comm = comm_of(t);
-        let (state, state_name) = match t.state {
-            TaskState::Runnable => ('R', "running"),
-            TaskState::Zombie(_) => ('Z', "zombie"),
-            #[allow(unreachable_patterns)]
-            _ => ('S', "sleeping"),
-        };
+        let (state, state_name) = state_of(t);
+        let (times, threads) = self.group_times(t);
+        let [utime, stime, cutime, cstime] = times.map(|ns| ns / NS_PER_TICK);
         let (vsize, rss, stk) = t.mm.as_ref().map_or((0, 0, 0), |mm| {
             let v: u64 = mm.vmas().map(|v| v.end - v.start).sum();
             let st: u64 = mm.vmas().filter(|v| v.kind == VmaKind::Stack).map(|v| v.end - v.start).sum();
@@ -370,10 +439,10 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
         let c = task_cred(t);
         match name {
             "stat" => {
-                let start = 0u64;
+                let start = t.start_ns / NS_PER_TICK;
                 let _ = writeln!(
                     s,
-                    "{} ({}) {} {} {} {} 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 {} {} {} 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
+                    "{} ({}) {} {} {} {} 0 -1 4194304 0 0 0 0 {utime} {stime} {cutime} {cstime} 20 0 {threads} 0 {} {} {} 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
                     t.pid, comm, state, t.ppid, t.pgid, t.sid, start, vsize, rss
                 );
             }
@@ -384,7 +453,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                      Uid:\t{u}\t{u}\t{u}\t{u}\nGid:\t{g}\t{g}\t{g}\t{g}\nFDSize:\t64\nGroups:\t\nNStgid:\t{pid}\nNSpid:\t{pid}\nNSpgid:\t{}\nNSsid:\t{}\n\
                      VmPeak:\t{:>8} kB\nVmSize:\t{:>8} kB\nVmLck:\t       0 kB\nVmPin:\t       0 kB\nVmHWM:\t{:>8} kB\nVmRSS:\t{:>8} kB\n\
                      RssAnon:\t{:>8} kB\nRssFile:\t       0 kB\nRssShmem:\t       0 kB\nVmData:\t{:>8} kB\nVmStk:\t{:>8} kB\nVmExe:\t       0 kB\n\
-                     VmLib:\t       0 kB\nVmPTE:\t       0 kB\nVmSwap:\t       0 kB\nThreads:\t1\nSigQ:\t0/4096\n\
+                     VmLib:\t       0 kB\nVmPTE:\t       0 kB\nVmSwap:\t       0 kB\nThreads:\t{threads}\nSigQ:\t0/4096\n\
                      SigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n\
                      CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n\
                      NoNewPrivs:\t0\nSeccomp:\t0\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nMems_allowed:\t1\nMems_allowed_list:\t0\n\
@@ -487,6 +556,8 @@ fn map_line(s: &mut String, v: &crate::mm::VmaInfo) {
     let name: String = match (v.kind, &v.name) {
         (VmaKind::Heap, _) => String::from("[heap]"),
         (VmaKind::Stack, _) => String::from("[stack]"),
+        (VmaKind::Vvar, _) => String::from("[vvar]"),
+        (VmaKind::Vdso, _) => String::from("[vdso]"),
         (_, Some(n)) => String::from(&**n),
         (VmaKind::Anonymous, None) if v.shared => String::from("/dev/zero (deleted)"),
         _ => String::new(),

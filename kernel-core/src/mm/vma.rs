@@ -138,6 +138,10 @@ pub enum VmaKind {
     Stack,
     /// A file mapping.
     File,
+    /// The vDSO's clock data page: `[vvar]`.
+    Vvar,
+    /// The vDSO: `[vdso]`.
+    Vdso,
 }
 
 /// A description of one VMA (see [`super::MemoryMap::vmas`]).

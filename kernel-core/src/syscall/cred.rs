@@ -322,8 +322,10 @@ pub fn setgroups<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// (user, system) ns of the caller's whole process.
 pub fn process_times<H: Hal>(cx: &SysCtx<'_, H>) -> (u64, u64) {
     let tgid = cx.t.tgid;
-    let mut u = cx.t.utime_ns;
-    let mut s = cx.t.stime_ns;
+    // The caller's time not yet split counts as CLOCK_PROCESS_CPUTIME_ID counts it.
+    let (run, kern) = cx.t.cpu.unsettled();
+    let mut u = cx.t.utime_ns + run;
+    let mut s = cx.t.stime_ns + kern;
     for o in cx.k.tasks.values().filter(|o| o.tgid == tgid && o.pid != cx.t.pid) {
         u += o.utime_ns;
         s += o.stime_ns;

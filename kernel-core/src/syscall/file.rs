@@ -501,6 +501,10 @@ pub fn lseek<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             i64::try_from(d.size()).unwrap_or(i64::MAX)
         }
         Kind::Dir(_) => 0,
+        Kind::Special(s) if s.as_any().is::<crate::tty::kmsg::KmsgReader>() => {
+            let k = s.as_any().downcast_ref::<crate::tty::kmsg::KmsgReader>().ok_or(Errno::ESPIPE)?;
+            return k.seek(off, a[2] as u32);
+        }
         Kind::Device(Device::Console | Device::ConsoleErr) | Kind::Special(_) => return Err(Errno::ESPIPE),
         Kind::Device(_) => return Ok(0),
         Kind::Symlink(_) => return Err(Errno::EBADF),
@@ -518,6 +522,9 @@ pub fn lseek<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     .ok_or(Errno::EOVERFLOW)?;
     if new < 0 {
         return Err(Errno::EINVAL);
+    }
+    if new == 0 && cx.k.fs.fstype(f.inode.sb) == crate::fs::mount::FsType::Proc {
+        super::fs_ops::proc_regenerate(cx, &f.inode);
     }
     f.offset.set(new as u64);
     Ok(new as usize)

@@ -36,6 +36,18 @@ fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H
         frames: &cx.k.frames,
         slab_bytes: crate::fs::procfs::slab_bytes(&cx.k.frames),
         net: &cx.k.net.inet,
+        clock: &cx.k.clock,
+    }
+}
+
+/// Generate a procfs file's contents afresh (at open, and when a reader
+/// seeks back to the start, as `top` and `vmstat` do with `/proc/stat`).
+pub fn proc_regenerate<H: Hal>(cx: &SysCtx<'_, H>, inode: &crate::fs::Inode) {
+    if let Kind::File(d) = &inode.kind {
+        if let Some(content) = proc_ctx(cx, true).generate(inode) {
+            let len = content.len();
+            d.set_bytes(Arc::new(content), 0, len);
+        }
     }
 }
 

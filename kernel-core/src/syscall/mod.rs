@@ -28,7 +28,9 @@ mod signal;
 pub mod signalfd;
 mod splice;
 mod socket;
+mod syslog;
 mod time;
+mod timer;
 mod timerfd;
 
 use alloc::format;
@@ -252,6 +254,11 @@ table! {
     __NR_timerfd_create / 2 => timerfd::timerfd_create,
     __NR_timerfd_settime / 4 => timerfd::timerfd_settime,
     __NR_timerfd_gettime / 2 => timerfd::timerfd_gettime,
+    __NR_timer_create / 3 => timer::timer_create,
+    __NR_timer_settime / 4 => timer::timer_settime,
+    __NR_timer_gettime / 2 => timer::timer_gettime,
+    __NR_timer_getoverrun / 1 => timer::timer_getoverrun,
+    __NR_timer_delete / 1 => timer::timer_delete,
     __NR_pipe / 1 => fd::pipe,
     __NR_pipe2 / 2 => fd::pipe2,
     __NR_pause / 0 => signal::pause,
@@ -345,6 +352,7 @@ table! {
     __NR_clock_nanosleep / 4 => time::clock_nanosleep,
     __NR_futex / 6 => futex::futex,
     __NR_sysinfo / 1 => misc::sysinfo,
+    __NR_syslog / 3 => syslog::syslog,
     __NR_prctl / 5 => misc::prctl,
     __NR_fadvise64 / 4 => misc::fadvise64,
     __NR_mincore / 3 => mem::mincore,

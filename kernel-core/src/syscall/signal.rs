@@ -1,6 +1,6 @@
 //! Signal calls: sending (`kill`, `tkill`, `tgkill`), dispositions and
 //! masks, the alternate stack, `rt_sigreturn`, waiting (`rt_sigsuspend`,
-//! `rt_sigtimedwait`, `pause`), and the real-time interval timer (`alarm`,
+//! `rt_sigtimedwait`, `pause`), and the interval timers (`alarm`,
 //! `setitimer`, `getitimer`). Delivery itself is in `task::engine`.
 
 use alloc::vec::Vec;
@@ -319,6 +319,7 @@ pub fn rt_sigtimedwait<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
         let set = cx.read_u64(a[0])? & !UNBLOCKABLE;
         cx.t.wait_set = set;
         if let Some(info) = cx.t.signals.take(set) {
+            cx.k.signal_taken(cx.t.tgid, &info);
             if a[1] != 0 {
                 cx.write_user(a[1], &info.to_bytes())?;
             }
@@ -343,29 +344,31 @@ pub fn rt_sigtimedwait<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     }
 }
 
-/// The remaining time of the process's ITIMER_REAL: (value ns, interval ns).
-fn itimer_get<H: Hal>(cx: &SysCtx<'_, H>) -> (u64, u64) {
-    match cx.k.itimers.get(&cx.t.tgid) {
-        Some((d, iv)) => (d.saturating_sub(cx.hal.now_ns()).max(1), *iv),
-        None => (0, 0),
+/// The process's interval timer `which`: (value ns, interval ns).
+fn itimer_get<H: Hal>(cx: &SysCtx<'_, H>, which: u32) -> (u64, u64) {
+    let timers = &cx.k.clock.timers;
+    if which == g::ITIMER_REAL {
+        timers.real_get(cx.t.tgid, cx.hal.now_ns())
+    } else {
+        timers.cpu_itimer_get(cx.t.tgid, which)
     }
 }
 
-fn itimer_set<H: Hal>(cx: &mut SysCtx<'_, H>, value: u64, interval: u64) {
-    let tg = cx.t.tgid;
-    if value == 0 {
-        cx.k.itimers.remove(&tg);
+fn itimer_set<H: Hal>(cx: &mut SysCtx<'_, H>, which: u32, value: u64, interval: u64) {
+    let (tgid, now) = (cx.t.tgid, cx.hal.now_ns());
+    let timers = &mut cx.k.clock.timers;
+    if which == g::ITIMER_REAL {
+        timers.real_set(tgid, now, value, interval);
     } else {
-        let d = cx.hal.now_ns().saturating_add(value).min(1 << 62);
-        cx.k.itimers.insert(tg, (d, interval));
+        timers.cpu_itimer_set(tgid, which, value, interval);
     }
 }
 
 /// `alarm(seconds)`: returns the seconds left of the previous alarm.
 pub fn alarm<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    let (left, _) = itimer_get(cx);
+    let (left, _) = itimer_get(cx, g::ITIMER_REAL);
     let secs = a[0] as u32 as u64;
-    itimer_set(cx, secs.saturating_mul(NS_PER_SEC), 0);
+    itimer_set(cx, g::ITIMER_REAL, secs.saturating_mul(NS_PER_SEC), 0);
     // Rounded to the nearest second, at least 1 if one was pending (as Linux).
     let prev = if left == 0 { 0 } else { ((left + NS_PER_SEC / 2) / NS_PER_SEC).max(1) };
     Ok(prev as usize)
@@ -390,42 +393,36 @@ fn itimerval_bytes(value: u64, interval: u64) -> [u8; 32] {
     b
 }
 
-/// `getitimer(which, curr)`. ITIMER_VIRTUAL/ITIMER_PROF read as disarmed.
+/// `getitimer(which, curr)`.
 pub fn getitimer<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let which = a[0] as u32;
     if which > g::ITIMER_PROF {
         return Err(Errno::EINVAL);
     }
-    let (v, iv) = if which == g::ITIMER_REAL { itimer_get(cx) } else { (0, 0) };
+    let (v, iv) = itimer_get(cx, which);
     cx.write_user(a[1], &itimerval_bytes(v, iv))?;
     Ok(0)
 }
 
-/// `setitimer(which, new, old)`. Only ITIMER_REAL fires; the CPU-time
-/// timers are accepted and never expire (documented limitation).
+/// `setitimer(which, new, old)`: `ITIMER_REAL` counts wall time,
+/// `ITIMER_VIRTUAL` the process's user time, `ITIMER_PROF` its user and
+/// system time (see [`crate::time::timers`]). A null `new` disarms, as Linux
+/// still allows.
 pub fn setitimer<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let which = a[0] as u32;
     if which > g::ITIMER_PROF {
         return Err(Errno::EINVAL);
     }
-    let new = if a[1] != 0 {
+    let (value, interval) = if a[1] != 0 {
         let b = cx.read_array::<32>(a[1])?;
-        Some((parse_timeval(&b[16..32])?, parse_timeval(&b[0..16])?))
+        (parse_timeval(&b[16..32])?, parse_timeval(&b[0..16])?)
     } else {
-        None
+        (0, 0)
     };
-    if which != g::ITIMER_REAL {
-        if a[2] != 0 {
-            cx.write_user(a[2], &[0u8; 32])?;
-        }
-        return Ok(0);
-    }
-    let (v, iv) = itimer_get(cx);
+    let (v, iv) = itimer_get(cx, which);
     if a[2] != 0 {
         cx.write_user(a[2], &itimerval_bytes(v, iv))?;
     }
-    if let Some((value, interval)) = new {
-        itimer_set(cx, value, interval);
-    }
+    itimer_set(cx, which, value, interval);
     Ok(0)
 }

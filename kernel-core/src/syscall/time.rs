@@ -6,7 +6,7 @@ use linux_raw_sys::general as g;
 use super::{Flow, SysCtx};
 use crate::kernel::block;
 use crate::task::WaitOn;
-use crate::time::{clock, parse_timespec, timespec_bytes, timeval_bytes, Clock, NS_PER_SEC};
+use crate::time::{clock, cpu_clock, parse_timespec, timespec_bytes, timeval_bytes, Clock, NS_PER_SEC};
 use crate::{Errno, SysResult};
 
 fn clock_now<H: Hal>(cx: &SysCtx<'_, H>, c: Clock) -> u64 {
@@ -16,16 +16,39 @@ fn clock_now<H: Hal>(cx: &SysCtx<'_, H>, c: Clock) -> u64 {
     }
 }
 
-/// `clock_gettime(clk, tp)`. The CPU-time clocks read the per-task
-/// accounting (time in `Hal::run` plus trap handling).
+/// The CPU time clock `id` reads (`EINVAL` for a thread of another
+/// process or a task that does not exist): the per-task accounting of
+/// [`crate::time::account`], the caller's not yet settled time included.
+fn cpu_time<H: Hal>(cx: &SysCtx<'_, H>, id: u64) -> Result<u64, Errno> {
+    let (pid, thread, user_only) = match cpu_clock(id) {
+        Some(c) => (c.pid, c.thread, c.which == 1),
+        None => (0, id as u32 == g::CLOCK_THREAD_CPUTIME_ID, false),
+    };
+    let me = &*cx.t;
+    let pid = if pid == 0 { if thread { me.pid } else { me.tgid } } else { pid };
+    let task = if pid == me.pid { Some(me) } else { cx.k.tasks.get(&pid).map(|b| &**b) };
+    let task = task.ok_or(Errno::EINVAL)?;
+    let own = |t: &crate::task::Task<H::Space>| if user_only { t.utime_ns } else { t.utime_ns + t.stime_ns };
+    let pending = if user_only { me.cpu.unsettled().0 } else { me.cpu.unsettled().0 + me.cpu.unsettled().1 };
+    if thread {
+        if task.tgid != me.tgid {
+            return Err(Errno::EINVAL);
+        }
+        return Ok(own(task) + if task.pid == me.pid { pending } else { 0 });
+    }
+    let tgid = task.tgid;
+    let mut n: u64 = cx.k.tasks.values().filter(|t| t.tgid == tgid).map(|t| own(t)).sum();
+    if me.tgid == tgid {
+        n += own(me) + pending;
+    }
+    Ok(n)
+}
+
+/// `clock_gettime(clk, tp)`.
 pub fn clock_gettime<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let c = clock(a[0])?;
-    let now = match a[0] as u32 {
-        g::CLOCK_PROCESS_CPUTIME_ID => {
-            let (u, s) = super::cred::process_times(cx);
-            u + s
-        }
-        g::CLOCK_THREAD_CPUTIME_ID => cx.t.utime_ns + cx.t.stime_ns,
+    let now = match c {
+        Clock::Cpu => cpu_time(cx, a[0])?,
         _ => clock_now(cx, c),
     };
     cx.write_user(a[1], &timespec_bytes(now))?;
@@ -34,7 +57,9 @@ pub fn clock_gettime<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 
 /// `clock_getres(clk, res)`: 1 ns.
 pub fn clock_getres<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
-    clock(a[0])?;
+    if clock(a[0])? == Clock::Cpu {
+        cpu_time(cx, a[0])?;
+    }
     if a[1] != 0 {
         cx.write_user(a[1], &timespec_bytes(1))?;
     }

@@ -407,6 +407,7 @@ impl<S: AddressSpace> Kernel<S> {
                 break;
             }
             let Some(info) = t.signals.take(!t.signals.mask | UNBLOCKABLE) else { break };
+            self.signal_taken(t.tgid, &info);
             let sig = info.signo;
             let act = t.signals.actions[(sig - 1) as usize];
             if act.handler == SIG_IGN {
@@ -520,27 +521,5 @@ impl<S: AddressSpace> Kernel<S> {
             return;
         }
         t.signals.post(info);
-    }
-
-    /// The ITIMER_REAL timers due at `now`: SIGALRM to their process.
-    pub fn check_itimers(&mut self, now: u64) {
-        let due: Vec<Pid> = self.itimers.iter().filter(|(_, (d, _))| *d <= now).map(|(p, _)| *p).collect();
-        for p in due {
-            let Some((d, iv)) = self.itimers.get(&p).copied() else { continue };
-            if iv == 0 {
-                self.itimers.remove(&p);
-            } else {
-                let mut nd = d.saturating_add(iv);
-                if nd <= now {
-                    nd = now.saturating_add(iv);
-                }
-                self.itimers.insert(p, (nd, iv));
-            }
-            if self.tasks.get(&p).is_some_and(|t| !t.is_zombie()) {
-                self.post_signal(None, p, SigInfo::kernel(g::SIGALRM), false);
-            } else {
-                self.itimers.remove(&p);
-            }
-        }
     }
 }

@@ -231,6 +231,9 @@ pub struct Task<S: AddressSpace> {
     /// What the task costs the guest's memory budget (given back when the
     /// task is reaped).
     pub charge: Option<crate::budget::Charge>,
+    /// CPU time not yet split into user and system time, and the fair-share
+    /// clock (see [`crate::time::account`]).
+    pub cpu: crate::time::account::CpuClock,
 }
 
 /// User and group ids.
@@ -331,6 +334,7 @@ impl<S: AddressSpace> Task<S> {
             wait_set: 0,
             execed: false,
             charge: None,
+            cpu: Default::default(),
         }
     }
     /// Is it a thread group leader (a process as `wait` sees it)?

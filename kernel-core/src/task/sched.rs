@@ -20,6 +20,14 @@ impl RunQueue {
             self.q.push_back(pid);
         }
     }
+    /// Move a queued task to the head (a woken task that preempts).
+    pub fn to_front(&mut self, pid: Pid) {
+        if let Some(i) = self.q.iter().position(|p| *p == pid) {
+            if let Some(p) = self.q.remove(i) {
+                self.q.push_front(p);
+            }
+        }
+    }
     /// Take the head.
     pub fn pop(&mut self) -> Option<Pid> {
         self.q.pop_front()

@@ -99,7 +99,16 @@ pub struct SigInfo {
     pub fault: bool,
     /// SIGCHLD: utime/stime (clock ticks).
     pub times: (u64, u64),
+    /// `SI_TIMER`: the POSIX timer's id (`si_timerid`).
+    pub timerid: i32,
+    /// `SI_TIMER`: expirations missed while the signal was pending.
+    pub overrun: i32,
+    /// `SI_TIMER`: the timer's `sigev_value` (`si_value`).
+    pub value: u64,
 }
+
+/// `si_code` of a POSIX timer's signal.
+pub const SI_TIMER: i32 = -2;
 
 impl SigInfo {
     /// A signal from a process (`kill`: code `SI_USER`, `tkill`: `SI_TKILL`).
@@ -117,6 +126,10 @@ impl SigInfo {
         b[8..12].copy_from_slice(&self.code.to_le_bytes());
         if self.fault {
             b[16..24].copy_from_slice(&self.addr.to_le_bytes());
+        } else if self.code == SI_TIMER {
+            b[16..20].copy_from_slice(&self.timerid.to_le_bytes());
+            b[20..24].copy_from_slice(&self.overrun.to_le_bytes());
+            b[24..32].copy_from_slice(&self.value.to_le_bytes());
         } else {
             b[16..20].copy_from_slice(&self.pid.to_le_bytes());
             b[20..24].copy_from_slice(&self.uid.to_le_bytes());

@@ -1,4 +1,9 @@
-//! Clocks and time conversions between the guest ABI and nanoseconds.
+//! Time: clocks and conversions between the guest ABI and nanoseconds,
+//! CPU-time accounting ([`account`]) and the processes' timers ([`timers`]).
+
+pub mod account;
+pub mod timers;
+pub mod vdso;
 
 use linux_raw_sys::general as g;
 
@@ -44,12 +49,38 @@ pub enum Clock {
     Realtime,
     /// Time since boot.
     Monotonic,
-    /// CPU time: approximated by monotonic time (no per-task accounting yet).
+    /// CPU time of a process or thread (see [`cpu_clock`]).
     Cpu,
+}
+
+/// A CPU-time clock named by a negative clock id (`clock_getcpuclockid`,
+/// `pthread_getcpuclockid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuClockId {
+    /// The process or thread (0: the caller's).
+    pub pid: u32,
+    /// A thread's clock rather than a process's.
+    pub thread: bool,
+    /// Which time: 0 user + system (`CPUCLOCK_PROF`), 1 user
+    /// (`CPUCLOCK_VIRT`), 2 user + system (`CPUCLOCK_SCHED`).
+    pub which: u32,
+}
+
+/// Decode a CPU-clock id (Linux's `MAKE_PROCESS_CPUCLOCK` /
+/// `MAKE_THREAD_CPUCLOCK` encoding); `None` for the fixed clock ids.
+pub fn cpu_clock(id: u64) -> Option<CpuClockId> {
+    let id = id as u32 as i32;
+    if id >= 0 || id & 3 == 3 {
+        return None;
+    }
+    Some(CpuClockId { pid: !(id >> 3) as u32, thread: id & 4 != 0, which: (id & 3) as u32 })
 }
 
 /// Classify a clock id; `EINVAL` for unknown ones.
 pub fn clock(id: u64) -> Result<Clock, Errno> {
+    if cpu_clock(id).is_some() {
+        return Ok(Clock::Cpu);
+    }
     match u32::try_from(id).map_err(|_| Errno::EINVAL)? {
         g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE | g::CLOCK_TAI | g::CLOCK_REALTIME_ALARM => Ok(Clock::Realtime),
         g::CLOCK_MONOTONIC | g::CLOCK_MONOTONIC_RAW | g::CLOCK_MONOTONIC_COARSE | g::CLOCK_BOOTTIME
@@ -71,5 +102,16 @@ mod tests {
         assert_eq!(parse_timespec(&bad), Err(Errno::EINVAL));
         bad[0..8].copy_from_slice(&(-1i64).to_le_bytes());
         assert_eq!(parse_timespec(&bad), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn cpu_clock_ids_decode_as_linux_encodes_them() {
+        // MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) = (~pid << 3) | 2
+        let make = |pid: i32, thread: bool, which: i32| ((!pid << 3) | which | if thread { 4 } else { 0 }) as u32 as u64;
+        assert_eq!(cpu_clock(make(42, false, 2)), Some(CpuClockId { pid: 42, thread: false, which: 2 }));
+        assert_eq!(cpu_clock(make(7, true, 1)), Some(CpuClockId { pid: 7, thread: true, which: 1 }));
+        assert_eq!(cpu_clock(make(7, true, 3)), None);
+        assert_eq!(cpu_clock(1), None);
+        assert_eq!(clock(make(0, false, 2)), Ok(Clock::Cpu));
     }
 }

@@ -201,8 +201,32 @@ impl Ldisc {
         }
     }
 
+    /// Erase the last character typed: with `IUTF8`, a whole UTF-8
+    /// sequence (its continuation bytes and its lead byte), echoed as one
+    /// column, as Linux's n_tty does.
     fn erase_one(&mut self, t: &Termios, fx: &mut InputEffects) -> bool {
-        let Some(c) = self.edit.pop() else { return false };
+        let Some(mut c) = self.edit.pop() else { return false };
+        if t.i(g::IUTF8) {
+            while c & 0xc0 == 0x80 {
+                match self.edit.last() {
+                    Some(&prev) if prev & 0x80 != 0 => {
+                        self.edit.pop();
+                        c = prev;
+                        if prev & 0xc0 == 0xc0 {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            if c >= 0x80 {
+                // One column for the whole character.
+                if t.l(g::ECHO) && t.l(g::ECHOE) {
+                    fx.echo.extend_from_slice(b"\x08 \x08");
+                }
+                return true;
+            }
+        }
         if t.l(g::ECHO) && t.l(g::ECHOE) {
             for _ in 0..Self::width(t, c) {
                 fx.echo.extend_from_slice(b"\x08 \x08");

@@ -3,6 +3,7 @@
 //! `/dev/tty`, `/dev/ptmx` and `/dev/pts/N`.
 
 mod glue;
+pub mod kmsg;
 pub mod ldisc;
 
 use alloc::collections::VecDeque;
@@ -577,6 +578,8 @@ pub struct Ttys {
     pending_nodes: RefCell<Vec<(u32, SpecialRef)>>,
     /// Signals raised outside any I/O context (master hang-up): (pgid, sig).
     pub deferred_signals: RefCell<Vec<(Pid, u32)>>,
+    /// The kernel's log (`dmesg`, `/dev/kmsg`).
+    pub log: kmsg::LogRef,
 }
 
 impl Ttys {
@@ -585,6 +588,11 @@ impl Ttys {
     pub fn new() -> Rc<Ttys> {
         Rc::new_cyclic(|w| {
             let console = Tty::new(Backend::Console, w.clone());
+            // The console is the user's (UTF-8) terminal: IUTF8, as a
+            // terminal emulator or `login` sets it (a new pty has not).
+            let mut t = console.termios.get();
+            t.iflag |= g::IUTF8;
+            console.termios.set(t);
             console.session.set(Some(1));
             console.fg_pgrp.set(Some(1));
             Ttys {
@@ -593,6 +601,7 @@ impl Ttys {
                 pts_dir: RefCell::new(None),
                 pending_nodes: RefCell::new(Vec::new()),
                 deferred_signals: RefCell::new(Vec::new()),
+                log: Rc::new(RefCell::new(kmsg::KernelLog::default())),
             }
         })
     }
@@ -654,6 +663,8 @@ impl Ttys {
         dev.insert("tty", tty)?;
         let ptmx = fs.new_inode(Kind::Special(Rc::new(Ptmx { registry: Rc::downgrade(self) })), 0o666, 0);
         dev.insert("ptmx", ptmx)?;
+        let kmsg = fs.new_inode(Kind::Special(Rc::new(kmsg::DevKmsg { log: Rc::downgrade(&self.log) })), 0o644, 0);
+        dev.insert("kmsg", kmsg)?;
         let pts = match dev.lookup("pts")? {
             Some(d) if d.is_dir() => d,
             _ => {

@@ -85,6 +85,24 @@ fn pty_cooked_read_and_echo() {
 }
 
 #[test]
+fn utf8_erase_takes_whole_characters() {
+    let (_t, _fs, m, s) = pty();
+    let tty = s.as_any().downcast_ref::<TtyFile>().expect("slave").tty.clone();
+    let mut t = tty.termios();
+    t.iflag |= g::IUTF8;
+    tty.set_termios(t, false);
+    let mut c = Screen::default();
+    // "hé€" then two erases and "a": "ha"; each erase echoes one column.
+    assert_eq!(m.write(&mut io(&mut c, 0), "hé€\x7f\x7fa\r".as_bytes()).map(|_| ()), Ok(()));
+    assert_eq!(read_all(&s, &mut c), Ok(b"ha\n".to_vec()));
+    let echo = read_all(&m, &mut c).unwrap_or_default();
+    assert_eq!(echo, [&"hé€".as_bytes()[..], b"\x08 \x08\x08 \x08a\r\n"].concat());
+    // ^W erases a word of multi-byte characters whole.
+    assert_eq!(m.write(&mut io(&mut c, 0), "x ñandú\x17y\r".as_bytes()).map(|_| ()), Ok(()));
+    assert_eq!(read_all(&s, &mut c), Ok(b"x y\n".to_vec()));
+}
+
+#[test]
 fn signal_chars_go_to_the_foreground_group() {
     let (_t, _fs, m, s) = pty();
     let tty = s.as_any().downcast_ref::<TtyFile>().expect("slave").tty.clone();

@@ -18,6 +18,8 @@
 //! | `pipe_bw` | 64 KiB `write`s into a pipe read by another process (MB/s) | |
 //! | `ctx_switch` | one switch between two processes on one CPU handing a turn to each other with `sched_yield` (half a round trip) | |
 //! | `signal_rtt` | `kill(getpid(), SIGUSR1)`, the handler runs and returns (`rt_sigreturn`) | |
+//! | `clock_gettime` | the C library's `clock_gettime(CLOCK_MONOTONIC)` (the vDSO where there is one) | |
+//! | `nanosleep_hog` | `nanosleep(1 ms)` while a child spins on the same CPU (the whole sleep, wake-up included) | |
 // `cargo test` builds bins with its own harness main: keep ours out of it.
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code, unused_imports))]
@@ -415,6 +417,43 @@ fn signal_rtt(n: usize) -> Result<f64, String> {
     Ok(r)
 }
 
+fn clock_gettime(n: usize) -> Result<f64, String> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    per_op(n, || {
+        // SAFETY: a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        Ok(())
+    })
+}
+
+/// A child spins on this CPU (both pinned to the one this process runs
+/// on) while the parent sleeps 1 ms `n` times; ns per sleep.
+fn nanosleep_hog(n: usize) -> Result<f64, String> {
+    // SAFETY: sched_getcpu has no preconditions; the set is zeroed, then one CPU is set.
+    unsafe {
+        let cpu = libc::sched_getcpu().max(0) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    let hog = fork();
+    if hog == 0 {
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+    let r = per_op(n, || {
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+        // SAFETY: a valid timespec, no remainder wanted.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        Ok(())
+    });
+    // SAFETY: ends the child made above.
+    unsafe { libc::kill(hog, libc::SIGKILL) };
+    let _ = wait_for(hog);
+    r
+}
+
 #[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
@@ -444,6 +483,8 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
         "pipe_bw" => (pipe_bw(n), "MB/s"),
         "ctx_switch" => (ctx_switch(n), "ns"),
         "signal_rtt" => (signal_rtt(n), "ns"),
+        "clock_gettime" => (clock_gettime(n), "ns"),
+        "nanosleep_hog" => (nanosleep_hog(n), "ns"),
         _ => (Err("unknown-operation".into()), ""),
     };
     match result {

@@ -32,6 +32,11 @@ pub const GUEST_ENV: &[(&str, &str)] = &[
     ),
     ("HOME", "/"),
     ("TERM", "xterm"),
+    // What the kernel adds as a login would (run_kernel fixes the locale).
+    ("LANG", "C.UTF-8"),
+    ("USER", "root"),
+    ("LOGNAME", "root"),
+    ("SHELL", "/bin/sh"),
 ];
 
 /// A path from an environment variable that `cargo xtask test` sets.
@@ -170,6 +175,12 @@ pub fn spawn(cmd: &mut Command) -> Child {
     child
 }
 
+/// Has the lock's guard kill process group `pgid` at the end of the test
+/// (for processes started another way than [`spawn`], e.g. on a pty).
+pub fn track_group(pgid: i32) {
+    GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(pgid);
+}
+
 /// Waits for `child` up to `timeout`; on timeout kills its process group and
 /// panics with `what`.
 pub fn wait_timeout(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
@@ -244,7 +255,12 @@ pub fn native(root: &Path, prog: &str, args: &[&str]) -> Outcome {
 /// process behind.
 pub fn run_kernel<S: AsRef<OsStr>>(kernel: &Path, args: &[S]) -> Outcome {
     let mut cmd = Command::new(kernel);
-    cmd.args(args).env("TERM", "xterm");
+    cmd.args(args).env("TERM", "xterm").env("LANG", "C.UTF-8").env_remove("TZ");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LC_") {
+            cmd.env_remove(k);
+        }
+    }
     let shown: Vec<_> = args
         .iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())

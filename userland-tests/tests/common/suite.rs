@@ -126,12 +126,48 @@ fn exit_codes() {
 fn bad_input() {
     let _l = lock();
     let (_, g) = compare("bad_input", &["{tests}"], 0);
-    // The unknown system calls it makes are counted and summarised at shutdown.
+    // The unknown system calls it makes are counted and summarised at
+    // shutdown: a kernel message, which stays off the console (the guest's
+    // own stderr) unless asked for with --verbose or --log FILE.
+    assert!(!g.stderr.contains("unimplemented syscalls:"), "a kernel message on the guest's stderr:\n{}", g.stderr);
+    let log = std::env::temp_dir().join(format!("rustuml-bad-input-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let root = default_root();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        a.extend(["--root".to_string(), root.to_string_lossy().into_owned(), "--".into(), "/tests/bad_input".into(), "/tests".into()]);
+        a
+    };
+    let v = run_kernel(&kernel_bin(), &args(&["--verbose"]));
     assert!(
-        g.stderr.contains("unimplemented syscalls:") && g.stderr.contains("999"),
-        "no 'unimplemented syscalls: ...' summary naming syscall 999 on stderr:\n{}",
-        g.stderr
+        v.stderr.contains("unimplemented syscalls:") && v.stderr.contains("999"),
+        "no 'unimplemented syscalls: ...' summary naming syscall 999 on stderr with --verbose:\n{}",
+        v.stderr
     );
+    let f = run_kernel(&kernel_bin(), &args(&["--log", &log.to_string_lossy()]));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(!f.stderr.contains("unimplemented syscalls:"), "{}", f.stderr);
+    assert!(text.contains("unimplemented syscalls:") && text.contains("999"), "--log FILE holds: {text:?}");
+}
+
+/// The guest's kernel log: `dmesg` (syslog(2)) and `/dev/kmsg` show what
+/// was logged, one record per read, as on Linux.
+#[test]
+fn kernel_log() {
+    let _l = lock();
+    let root = default_root();
+    let script = "echo '<5>hello from init' > /dev/kmsg; dmesg | grep -c 'hello from init'; \
+                  python3 -c 'import os
+fd = os.open(\"/dev/kmsg\", os.O_RDONLY | os.O_NONBLOCK)
+recs = []
+while True:
+    try: recs.append(os.read(fd, 8192).decode())
+    except BlockingIOError: break
+print(sum(r.startswith(\"5,\") and r.endswith(\";hello from init\\n\") for r in recs))'; \
+                  dmesg -c >/dev/null; dmesg | wc -l";
+    let g = run_kernel(&kernel_bin(), &["--root", &root.to_string_lossy(), "--", "/bin/sh", "-c", script]);
+    assert_eq!(g.stdout, "1\n1\n0\n", "{}", g.stderr);
 }
 
 /// Runs one of the static C programs from RUSTUML_C_ROOT natively and in the

@@ -75,6 +75,10 @@ struct TcpConn {
     /// poll reported HUP/ERR: leave the fd out of poll unless data must move,
     /// or it would wake the loop forever.
     hup: bool,
+    /// The smoltcp socket was aborted this turn: keep it until the
+    /// interface has sent the guest its RST (removing it at once would
+    /// lose the reset, and a guest blocked in recv would wait for ever).
+    rst_pending: bool,
 }
 
 struct UdpFlow {
@@ -120,6 +124,9 @@ pub(crate) struct Engine {
     next_gw_port: u16,
     hostfwd_addrs: Vec<(Proto, SocketAddr)>,
     buf: Vec<u8>,
+    /// A reset is on its way to the guest: run another turn at once to
+    /// drop its connection (see `TcpConn::rst_pending`).
+    rst_flush: bool,
 }
 
 /// The smoltcp side of the link: IP packets (medium IP), wrapped in
@@ -303,6 +310,7 @@ impl Engine {
             next_gw_port: *FWD_PORTS.start(),
             hostfwd_addrs,
             buf: vec![0u8; 65536],
+            rst_flush: false,
         })
     }
 
@@ -407,7 +415,7 @@ impl Engine {
             } else if let Some(t) = timeout {
                 timeout = Some(t.max(Duration::from_millis(1)));
             }
-            if busy {
+            if busy || std::mem::take(&mut self.rst_flush) {
                 timeout = Some(Duration::ZERO);
             }
             if sys::poll(&mut fds, timeout).is_err() {
@@ -730,6 +738,7 @@ impl Engine {
                         host_wr_shut: false,
                         host_broken: false,
                         hup: false,
+                        rst_pending: false,
                     },
                 );
                 self.by_key.insert(key, id);
@@ -818,6 +827,7 @@ impl Engine {
                         host_wr_shut: false,
                         host_broken: false,
                         hup: false,
+                        rst_pending: false,
                     },
                 );
                 self.by_key.insert(key, id);
@@ -904,6 +914,7 @@ impl Engine {
                         Ok(Err(e)) if would_block(&e) => break,
                         Ok(Err(_)) => {
                             c.host_broken = true;
+                            c.rst_pending = true;
                             s.abort();
                         }
                         Err(_) => break,
@@ -941,7 +952,10 @@ impl Engine {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) if would_block(&e) => break,
                         Ok(Err(_)) => {
+                            // A reset or error on the host side: the guest
+                            // gets a reset at once (ECONNRESET in its recv).
                             c.host_eof = true;
+                            c.rst_pending = true;
                             s.abort();
                         }
                         Err(_) => break,
@@ -949,6 +963,11 @@ impl Engine {
                 }
                 let st = s.state();
                 let done = match st {
+                    tcp::State::Closed if c.rst_pending => {
+                        c.rst_pending = false;
+                        self.rst_flush = true;
+                        false
+                    }
                     tcp::State::Closed => !s.can_recv() || c.host_broken,
                     tcp::State::TimeWait => c.host_wr_shut && c.host_eof,
                     _ => false,

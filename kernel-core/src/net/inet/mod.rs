@@ -720,6 +720,8 @@ impl Stack {
                 }
                 AnySock::Udp(u) => (u.recv_queue() as u64) | (u.send_queue() as u64) << 32,
                 AnySock::Icmp(c) => (c.recv_queue() as u64) | (c.send_queue() as u64) << 32,
+                // Raw sockets (ping) too: a packet arriving must wake a reader.
+                AnySock::Raw(r) => (r.recv_queue() as u64) | (r.send_queue() as u64) << 32,
                 #[allow(unreachable_patterns)]
                 _ => 0,
             };
