@@ -28,8 +28,7 @@ fn restore_terminal() {
         return;
     }
     if let Some(t) = SAVED_TERMIOS.get() {
-        // SAFETY: `t` is a valid termios read by tcgetattr; tcsetattr is
-        // async-signal-safe.
+        // SAFETY: `t` is a valid termios read by tcgetattr; tcsetattr is async-signal-safe.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) };
     }
 }

@@ -991,8 +991,8 @@ impl HostDir for HostExport {
         match kind {
             HostFileKind::File | HostFileKind::Dir => {
                 let fd = self.fd_of(handle, if kind == HostFileKind::Dir { Mode::Dir } else { Mode::Read })?;
-                // SAFETY (all three): plain calls on a descriptor we own; `t` outlives the call.
                 if let Some((u, g)) = owner {
+                    // SAFETY: plain call on a descriptor we own.
                     if unsafe { libc::fchown(fd, u, g) } < 0 {
                         return Err(last_err());
                     }

@@ -27,8 +27,7 @@ pub fn spawn(opts: &str) -> std::io::Result<OwnedFd> {
     let theirs_fd = theirs.as_raw_fd();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(ARG).arg(opts).stdin(Stdio::null()).stdout(Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls (dup2,
-    // prctl, getppid, _exit) on values computed before the fork.
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, prctl) on values computed before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(theirs_fd, CHANNEL_FD) < 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {

@@ -549,8 +549,8 @@ fn private_root() -> Result<(), String> {
     // SAFETY: getpid has no preconditions.
     let fds = std::ffi::CString::new(format!("/proc/{}/fd", unsafe { libc::getpid() })).map_err(|e| e.to_string())?;
     let none = std::ptr::null::<libc::c_char>();
-    // SAFETY: plain system calls with valid, NUL-terminated strings; the
-    // tmpfs is mounted over /tmp in our own namespace only.
+    // The tmpfs is mounted over /tmp in our own mount namespace only.
+    // SAFETY: plain system calls with valid, NUL-terminated strings.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return Err(os("unshare"));

@@ -147,10 +147,10 @@ fn prepare_wake(cont: extern "C" fn() -> !, sp: u64) -> Wake {
     static mut FAKE_MB: [u64; 64] = [0; 64];
     static mut FAKE_UC: [u64; 64] = [0; 64];
     let Some(site) = wake_site() else { exit_now(91) };
-    // SAFETY: single-threaded process; the buffers are only read by the
-    // stub code `wake_kernel` jumps to. The stack writes are below our own
-    // stack pointer, inside the stack mapping; the code reads are of
-    // mapped code.
+    // The buffers are only read by the stub code `wake_kernel` jumps to;
+    // the stack writes are below our own stack pointer, inside the stack
+    // mapping; the code reads are of mapped code.
+    // SAFETY: single-threaded process, and the accesses above stay inside mappings.
     unsafe {
         core::ptr::read_volatile(cont as *const u8);
         for a in [sp - 4096, sp - 8, sp + 64] {
@@ -183,8 +183,8 @@ fn prepare_wake(cont: extern "C" fn() -> !, sp: u64) -> Wake {
 /// `rt_sigreturn`s from our fake frame at `%r13` — to the continuation, with
 /// the real signal stack restored and the timer kick blocked.
 fn wake_kernel(w: Wake) -> ! {
-    // SAFETY: deliberately runs the stub's code with our registers; it
-    // comes back through rt_sigreturn to the prepared continuation.
+    // It comes back through rt_sigreturn to the prepared continuation.
+    // SAFETY: deliberately runs the stub's code with our registers (the point of the attack).
     unsafe {
         core::arch::asm!(
             "mov rbx, r9",

@@ -69,8 +69,7 @@ fn as_nobody() {
 }
 
 fn shm_tests() {
-    // SAFETY (whole block): raw System V calls with valid arguments; the
-    // attached addresses are used only while attached.
+    // SAFETY: raw System V calls with valid arguments; attached addresses are used only while attached.
     unsafe {
         let id = libc::shmget(IPC_PRIVATE, 10000, libc::IPC_CREAT | 0o600);
         t("shmget private", id >= 0, r(id));

@@ -196,8 +196,8 @@ fn send_answer(sock: RawFd, errno: i32, fd: Option<RawFd>) -> io::Result<()> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     if let Some(fd) = fd {
-        // SAFETY: the control buffer is large and aligned enough for one
-        // descriptor; the libc macros compute the header's place.
+        // The libc macros compute the header's place in the buffer.
+        // SAFETY: the control buffer is large and aligned enough for one descriptor.
         unsafe {
             msg.msg_control = cbuf.0.as_mut_ptr().cast();
             msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
