@@ -210,6 +210,16 @@ impl<T> Registry<T> {
         let idx = self.index(id)?;
         self.slots.get_mut(&idx).ok_or(Errno::EINVAL)
     }
+    /// The object with id `id`, to change or remove it: `EPERM` unless
+    /// `c` owns or created it (or is root), as every `*ctl` command but the
+    /// `*_STAT` ones requires.
+    pub fn owned_mut(&mut self, id: i32, c: &Cred) -> Result<&mut (Perm, T), Errno> {
+        let o = self.get_mut(id)?;
+        if !o.0.may_own(c) {
+            return Err(Errno::EPERM);
+        }
+        Ok(o)
+    }
     /// The object in slot `idx` (`*_STAT` commands take an index), with its id.
     pub fn by_index(&self, idx: u32) -> Result<(i32, &(Perm, T)), Errno> {
         let o = self.slots.get(&idx).ok_or(Errno::EINVAL)?;

@@ -216,19 +216,13 @@ pub fn shmctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             let mut b = [0u8; PERM_SIZE];
             cx.read_user(buf, &mut b)?;
             let now = now_s(cx);
-            let (p, s) = cx.k.ipc.shm.get_mut(id)?;
-            if !p.may_own(&c) {
-                return Err(Errno::EPERM);
-            }
+            let (p, s) = cx.k.ipc.shm.owned_mut(id, &c)?;
             p.set_from(&b);
             s.ctime = now;
             Ok(0)
         }
         IPC_RMID => {
-            let (p, s) = cx.k.ipc.shm.get_mut(id)?;
-            if !p.may_own(&c) {
-                return Err(Errno::EPERM);
-            }
+            let (p, s) = cx.k.ipc.shm.owned_mut(id, &c)?;
             p.mode |= shm::SHM_DEST;
             let attached = s.nattch() > 0;
             cx.k.ipc.shm.unkey(id)?;
@@ -238,10 +232,7 @@ pub fn shmctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             Ok(0)
         }
         shm::SHM_LOCK | shm::SHM_UNLOCK => {
-            let (p, _) = cx.k.ipc.shm.get_mut(id)?;
-            if !p.may_own(&c) {
-                return Err(Errno::EPERM);
-            }
+            let (p, _) = cx.k.ipc.shm.owned_mut(id, &c)?;
             // Guest memory is never swapped: locking only shows in the mode.
             if cmd == shm::SHM_LOCK {
                 p.mode |= shm::SHM_LOCKED;
@@ -399,19 +390,13 @@ pub fn semctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         IPC_SET => {
             let mut b = [0u8; PERM_SIZE];
             cx.read_user(arg, &mut b)?;
-            let (p, s) = cx.k.ipc.sem.get_mut(id)?;
-            if !p.may_own(&c) {
-                return Err(Errno::EPERM);
-            }
+            let (p, s) = cx.k.ipc.sem.owned_mut(id, &c)?;
             p.set_from(&b);
             s.ctime = now;
             Ok(0)
         }
         IPC_RMID => {
-            let (p, _) = cx.k.ipc.sem.get(id)?;
-            if !p.may_own(&c) {
-                return Err(Errno::EPERM);
-            }
+            cx.k.ipc.sem.owned_mut(id, &c)?;
             let set = cx.k.ipc.sem.remove(id)?;
             cx.k.ipc.undo.forget_set(id);
             cx.k.ipc.removed(b's', id);
@@ -627,10 +612,7 @@ pub fn msgctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             cx.read_user(buf, &mut b)?;
             let qbytes = u64::from_le_bytes([b[88], b[89], b[90], b[91], b[92], b[93], b[94], b[95]]);
             let now = now_s(cx);
-            let (p, q) = cx.k.ipc.msg.get_mut(id)?;
-            if !p.may_own(&c) {
-                return Err(Errno::EPERM);
-            }
+            let (p, q) = cx.k.ipc.msg.owned_mut(id, &c)?;
             if qbytes > msg::MSGMNB && qbytes > q.qbytes && c.euid != 0 {
                 return Err(Errno::EPERM);
             }
@@ -641,10 +623,7 @@ pub fn msgctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             Ok(0)
         }
         IPC_RMID => {
-            let (p, _) = cx.k.ipc.msg.get(id)?;
-            if !p.may_own(&c) {
-                return Err(Errno::EPERM);
-            }
+            cx.k.ipc.msg.owned_mut(id, &c)?;
             let q = cx.k.ipc.msg.remove(id)?;
             cx.k.ipc.removed(b'm', id);
             q.wq.notify();
