@@ -176,20 +176,30 @@ fn read_vectored_at(f: &File, mut off: u64, bufs: &mut [&mut [u8]]) -> Result<()
             return Ok(());
         }
         off += n as u64;
-        let mut left = n as usize;
-        while left > 0 && i < bufs.len() {
-            let avail = bufs[i].len() - skip;
-            if left >= avail {
-                left -= avail;
-                i += 1;
-                skip = 0;
-            } else {
-                skip += left;
-                left = 0;
-            }
-        }
+        (i, skip) = advance(bufs.iter().map(|b| b.len()), i, skip, n as usize);
     }
     Ok(())
+}
+
+/// Where a vectored transfer stands after `n` more bytes: buffer `i` and
+/// the bytes of it already done (`skip`), given the buffers' lengths.
+fn advance(lens: impl Iterator<Item = usize>, mut i: usize, mut skip: usize, n: usize) -> (usize, usize) {
+    let mut left = n;
+    for len in lens.skip(i) {
+        if left == 0 {
+            break;
+        }
+        let avail = len - skip;
+        if left >= avail {
+            left -= avail;
+            i += 1;
+            skip = 0;
+        } else {
+            skip += left;
+            left = 0;
+        }
+    }
+    (i, skip)
 }
 
 fn write_vectored_at(f: &File, mut off: u64, bufs: &[&[u8]]) -> Result<(), BlockError> {
@@ -214,18 +224,7 @@ fn write_vectored_at(f: &File, mut off: u64, bufs: &[&[u8]]) -> Result<(), Block
             return Err(BlockError::NoSpace);
         }
         off += n as u64;
-        let mut left = n as usize;
-        while left > 0 && i < bufs.len() {
-            let avail = bufs[i].len() - skip;
-            if left >= avail {
-                left -= avail;
-                i += 1;
-                skip = 0;
-            } else {
-                skip += left;
-                left = 0;
-            }
-        }
+        (i, skip) = advance(bufs.iter().map(|b| b.len()), i, skip, n as usize);
     }
     Ok(())
 }
