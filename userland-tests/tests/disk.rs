@@ -154,13 +154,13 @@ fn ext4_images_mount_and_read_as_native() {
     std::fs::write(&check, script).unwrap();
     let native = std::process::Command::new("/bin/sh").arg(&check).arg(&src).output().unwrap();
     let spec = format!("ubd1={}", img.display());
+    // The script reaches the guest through --hostfs: the scratch directory
+    // may lie under the host's /tmp, which the guest's own /tmp hides.
+    let share = format!("{}:/scratch", d.display());
     let o = guest(
-        &[&spec],
-        &format!(
-            "mkdir -p /tmp/m && mount /dev/ubdb /tmp/m 2>/dev/null && grep ubdb /proc/mounts && \
-             df -k /tmp/m | tail -1 | awk '{{print $2}}' && /bin/sh {} /tmp/m && umount /tmp/m && echo unmounted",
-            check.display()
-        ),
+        &["--hostfs", &share, &spec],
+        "mkdir -p /tmp/m && mount /dev/ubdb /tmp/m 2>/dev/null && grep ubdb /proc/mounts && \
+         df -k /tmp/m | tail -1 | awk '{print $2}' && /bin/sh /scratch/check.sh /tmp/m && umount /tmp/m && echo unmounted",
     );
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(
@@ -307,7 +307,9 @@ print(call(0x1261, 0))
     )
     .unwrap();
     let spec = format!("ubd0={}", img.display());
-    let o = guest(&[&spec], &format!("python3 {}", py.display()));
+    // Through --hostfs: the scratch directory may be under the host's /tmp.
+    let share = format!("{}:/scratch", d.display());
+    let o = guest(&["--hostfs", &share, &spec], "python3 /scratch/ioctl.py");
     assert_eq!(o.stdout, "ok 1048576\nEFAULT EFAULT\nEFAULT ENOTTY ENOTTY\nEACCES\n", "{}", o.stderr);
     let _ = std::fs::remove_dir_all(&d);
 }
