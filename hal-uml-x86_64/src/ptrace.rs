@@ -323,10 +323,12 @@ impl PtraceMechanism {
     }
 }
 
-/// A close-on-exec memfd holding the stub image.
+/// A close-on-exec memfd holding the stub image, sealed (nothing can change
+/// it any more) and registered with this thread's stub zygote (see
+/// [`crate::spawn::register_image`]). Close it with [`crate::spawn::close_image`].
 pub fn image_memfd(image: &[u8]) -> io::Result<i32> {
     // SAFETY: the name is a valid C string; the result is checked.
-    let image_fd = unsafe { libc::memfd_create(c"rustuml-skas-stub".as_ptr(), libc::MFD_CLOEXEC) };
+    let image_fd = unsafe { libc::memfd_create(c"rustuml-skas-stub".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if image_fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -342,6 +344,14 @@ pub fn image_memfd(image: &[u8]) -> io::Result<i32> {
         }
         off += n as usize;
     }
+    // SAFETY: sealing our own memfd.
+    if unsafe { libc::fcntl(image_fd, libc::F_ADD_SEALS, crate::spawn::IMAGE_SEALS) } != 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: closing our own fd.
+        unsafe { libc::close(image_fd) };
+        return Err(e);
+    }
+    crate::spawn::register_image(image_fd);
     Ok(image_fd)
 }
 
@@ -523,8 +533,7 @@ impl Tracer {
 
 impl Drop for PtraceMechanism {
     fn drop(&mut self) {
-        // SAFETY: closing the memfd this mechanism owns.
-        unsafe { libc::close(self.image_fd) };
+        crate::spawn::close_image(self.image_fd);
     }
 }
 

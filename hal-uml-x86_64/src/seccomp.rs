@@ -769,8 +769,7 @@ struct Prespawned {
 
 impl Drop for SeccompMechanism {
     fn drop(&mut self) {
-        // SAFETY: closing the memfd this mechanism owns.
-        unsafe { libc::close(self.image_fd) };
+        crate::spawn::close_image(self.image_fd);
     }
 }
 

@@ -341,11 +341,21 @@ fn child(
 ///
 /// Protocol over a `SOCK_SEQPACKET` pair: a request is [`ZReq`] with the
 /// physical-memory, image and (seccomp) mailbox fds attached; the answer is
-/// [`ZRep`]. The zygote has no other fd, only makes raw system calls, and
-/// exits when the kernel's end of the socket closes or the thread dies.
+/// [`ZRep`]. The zygote has no other fd but the stub images it was given at
+/// its start, only makes raw system calls, and exits when the kernel's end
+/// of the socket closes or the thread dies.
+///
+/// It runs only those images: the image a request brings only names one
+/// of them (same file), and the zygote execs its own copy. A kernel taken
+/// over after it confined itself could otherwise hand the unconfined
+/// zygote a program of its own and have it run without the stub's filter.
+/// The images are sealed memfds ([`IMAGE_SEALS`]), so their bytes are the
+/// ones built at boot.
 struct Zygote {
     pid: i32,
     sock: i32,
+    /// The images it runs, by file identity (`st_dev`, `st_ino`).
+    images: Vec<(u64, u64)>,
 }
 
 impl Drop for Zygote {
@@ -403,7 +413,36 @@ enum ZState {
     Failed,
 }
 
+/// The seals every stub image carries: its bytes can never change.
+pub const IMAGE_SEALS: i32 = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// The most stub images one zygote runs (one per trap mechanism of its thread).
+const MAX_IMAGES: usize = 8;
+
+/// Make `fd` (a sealed stub image) one the zygote of this thread started from
+/// now on runs.
+pub fn register_image(fd: i32) {
+    IMAGES.with(|i| i.borrow_mut().push(fd));
+}
+
+/// Forget and close a stub image of [`register_image`].
+pub fn close_image(fd: i32) {
+    IMAGES.with(|i| i.borrow_mut().retain(|&f| f != fd));
+    // SAFETY: closing an fd its owner gives up.
+    unsafe { libc::close(fd) };
+}
+
+/// The identity of the file `fd` refers to.
+fn file_identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: fstat into a zeroed local.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
 thread_local! {
+    /// This thread's stub images ([`register_image`]).
+    static IMAGES: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
     // Per thread: a stub's parent (for waiting, tracing and PDEATHSIG) is
     // the thread that forked the zygote.
     static ZYGOTE: std::cell::RefCell<ZState> = const { std::cell::RefCell::new(ZState::Untried) };
@@ -467,6 +506,17 @@ fn zygote_ask(r: &Request) -> Option<(u64, bool)> {
                 Some(zy) => ZState::Ready(zy),
                 None => ZState::Failed,
             };
+        }
+        let image = file_identity(r.fds.image);
+        if let ZState::Ready(zy) = &*z {
+            if !image.is_some_and(|id| zy.images.contains(&id)) && !CONFINED.load(Ordering::Relaxed) {
+                // An image made after this zygote started (a new machine on
+                // this thread): a zygote that knows it.
+                *z = match start_zygote(r.kernel_pid, r.root, r.shared) {
+                    Some(zy) => ZState::Ready(zy),
+                    None => ZState::Failed,
+                };
+            }
         }
         let ZState::Ready(zy) = &*z else { return None };
         let pidns = r.shared.is_some()
@@ -586,10 +636,18 @@ fn start_zygote(kernel_pid: i32, root: i32, shared: Option<[i32; 5]>) -> Option<
         return None;
     }
     let cpus = crate::host::allowed_cpus();
+    let mut images = [-1; MAX_IMAGES];
+    let mut ids = Vec::new();
+    IMAGES.with(|i| {
+        for (slot, &fd) in images.iter_mut().zip(i.borrow().iter().rev()) {
+            *slot = fd;
+            ids.extend(file_identity(fd));
+        }
+    });
     // SAFETY: a fork-like clone; the child only runs `zygote_main` (raw system calls, no allocation, no locks).
     let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
     if pid == 0 {
-        zygote_main(kernel_pid, sv[1], root, shared, &cpus);
+        zygote_main(kernel_pid, sv[1], root, shared, &cpus, &images);
     }
     // SAFETY: closing the zygote's end in the kernel.
     unsafe { libc::close(sv[1]) };
@@ -598,7 +656,7 @@ fn start_zygote(kernel_pid: i32, root: i32, shared: Option<[i32; 5]>) -> Option<
         unsafe { libc::close(sv[0]) };
         return None;
     }
-    let z = Zygote { pid: pid as i32, sock: sv[0] };
+    let z = Zygote { pid: pid as i32, sock: sv[0], images: ids };
     let mut ok = 1u8;
     loop {
         // SAFETY: reading one byte into a local.
@@ -612,7 +670,7 @@ fn start_zygote(kernel_pid: i32, root: i32, shared: Option<[i32; 5]>) -> Option<
 }
 
 /// The zygote: set up once, then serve requests until the socket closes.
-fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, cpus: &libc::cpu_set_t) -> ! {
+fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, cpus: &libc::cpu_set_t, images: &[i32; MAX_IMAGES]) -> ! {
     // SAFETY: raw system calls and libc wrappers that are async-signal-safe; every pointer is to a live local.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
@@ -649,11 +707,24 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, 
         if root >= 0 && libc::fchdir(root) == 0 {
             libc::chroot(c".".as_ptr());
         }
-        // Nothing of the kernel's but the socket.
-        libc::close_range(sock as u32 + 1, u32::MAX, 0);
-        for fd in 0..sock {
-            libc::close(fd);
+        // The images it will run, each by its file identity: only sealed
+        // ones, whose bytes cannot change.
+        let mut known = [(-1i32, 0u64, 0u64); MAX_IMAGES];
+        for (k, &fd) in known.iter_mut().zip(images) {
+            let mut st: libc::stat = std::mem::zeroed();
+            if fd >= 0 && libc::fcntl(fd, libc::F_GET_SEALS) & IMAGE_SEALS == IMAGE_SEALS && libc::fstat(fd, &mut st) == 0 {
+                *k = (fd, st.st_dev, st.st_ino);
+            }
         }
+        // Nothing of the kernel's but the socket and those images.
+        let keep = |fd: i32| fd == sock || known.iter().any(|k| k.0 == fd);
+        let top = known.iter().map(|k| k.0).fold(sock, i32::max);
+        for fd in 0..top {
+            if !keep(fd) {
+                libc::close(fd);
+            }
+        }
+        libc::close_range(top as u32 + 1, u32::MAX, 0);
         let stack = libc::mmap(
             std::ptr::null_mut(),
             ZSTACK,
@@ -695,11 +766,20 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, 
             }
             let want = if req.comm != 0 { 3 } else { 2 };
             let mut rep = ZRep { token: req.token, ..ZRep::default() };
+            // The image named by the request, as the zygote's own fd.
+            let mut st: libc::stat = std::mem::zeroed();
+            let image = if ngot >= 2 && libc::fstat(got[1], &mut st) == 0 {
+                known.iter().find(|k| k.0 >= 0 && (k.1, k.2) == (st.st_dev, st.st_ino)).map(|k| k.0)
+            } else {
+                None
+            };
             if n as usize != std::mem::size_of::<ZReq>() || ngot != want {
                 rep.err = libc::EINVAL;
-            } else {
+            } else if let Some(image) = image {
+                let mut fds = got;
+                fds[1] = image;
                 let mut args = ZChild {
-                    fds: got,
+                    fds,
                     comm: req.comm != 0,
                     traceme: req.traceme != 0,
                     pidns: req.pidns != 0,
@@ -728,6 +808,9 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, 
                     rep.pid = pid;
                     rep.err = std::ptr::read_volatile(&args.err);
                 }
+            } else {
+                // Not one of the images it was started with: refused.
+                rep.err = libc::EACCES;
             }
             for &f in got.iter().take(ngot) {
                 libc::close(f);
@@ -780,8 +863,8 @@ extern "C" fn zygote_child(arg: *mut libc::c_void) -> libc::c_int {
             die(a);
         }
         libc::fcntl(IMAGE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        // The zygote execs whatever image a request brings; a kernel taken
-        // over could bring a setuid program's fd: it gains nothing by exec.
+        // The zygote execs only the images it was started with; should that
+        // wall fall, a setuid program's fd still gains nothing by exec.
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             die(a);
         }
@@ -839,13 +922,68 @@ mod tests {
                     libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
                 }
             }
-            // SAFETY: closing our memfd.
-            unsafe { libc::close(image) };
+            close_image(image);
             // The zygote is reaped when the thread's state is dropped.
             let z = zpid.unwrap();
             ZYGOTE.with(|z| *z.borrow_mut() = ZState::Untried);
             // SAFETY: a signal-0 probe of a pid.
             assert_ne!(unsafe { libc::kill(z, 0) }, 0, "zygote still there");
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The zygote runs only the sealed images its thread had when it
+    /// started: a request naming any other program (a host binary, an
+    /// unregistered copy of the stub, even sealed) is refused, and the
+    /// zygote goes on serving the real image.
+    #[test]
+    fn zygote_refuses_images_it_was_not_started_with() {
+        std::thread::spawn(|| {
+            if std::env::var_os("RUSTUML_STUB_ZYGOTE").is_some_and(|v| v == "0") {
+                return;
+            }
+            let (bytes, _) = crate::stub::build_image_for(false);
+            let image = crate::ptrace::image_memfd(&bytes).unwrap();
+            // A sealed copy the zygote was never told about.
+            let copy = crate::ptrace::image_memfd(&bytes).unwrap();
+            IMAGES.with(|i| i.borrow_mut().retain(|&f| f != copy));
+            let phys = crate::phys::MemfdPhys::new(1 << 20).unwrap();
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            let fds = ChildFds { phys: phys.fd(), image, comm: None };
+            let pid = spawn(me, fds, true, None).unwrap();
+            assert_eq!(crate::ptrace::wait_for_stop(pid), Some(libc::SIGTRAP));
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+            }
+            let sock = ZYGOTE.with(|z| match &*z.borrow() {
+                ZState::Ready(z) => z.sock,
+                _ => panic!("no zygote"),
+            });
+            // SAFETY: opening a host program read-only.
+            let host = unsafe { libc::open(c"/bin/true".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            assert!(host >= 0);
+            for (n, other) in [host, copy].into_iter().enumerate() {
+                let req = ZReq { token: 1000 + n as u64, traceme: 0, pidns: 0, comm: 0, cpu: -1 };
+                assert!(zygote_send(sock, &req, &[phys.fd(), other]));
+                let rep = zygote_recv(sock).unwrap();
+                assert_eq!((rep.token, rep.pid, rep.err), (req.token, 0, libc::EACCES));
+            }
+            // Still serving its own image.
+            let pid = spawn(me, fds, true, None).unwrap();
+            assert_eq!(crate::ptrace::wait_for_stop(pid), Some(libc::SIGTRAP));
+            // SAFETY: killing and reaping our own child; closing our fds.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+                libc::close(host);
+                libc::close(copy);
+            }
+            close_image(image);
+            ZYGOTE.with(|z| *z.borrow_mut() = ZState::Untried);
         })
         .join()
         .unwrap();
