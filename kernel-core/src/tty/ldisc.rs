@@ -158,6 +158,18 @@ impl Ldisc {
     pub fn available(&self) -> usize {
         self.chunks.iter().map(|c| c.len()).sum()
     }
+    /// How many more bytes the terminal side may send before it has to
+    /// wait for a reader (what Linux's `receive_room` throttles a pty
+    /// master's writer with). In canonical mode an unfinished line never
+    /// stops input: characters past [`MAX_CANON`] are dropped, as Linux does.
+    pub fn room(&self, t: &Termios) -> usize {
+        let avail = self.available();
+        if t.canonical() {
+            if avail >= MAX_INPUT { 0 } else { MAX_INPUT }
+        } else {
+            MAX_INPUT.saturating_sub(avail)
+        }
+    }
     /// Is a read (of anything, or an end of file) possible now?
     pub fn readable(&self) -> bool {
         !self.chunks.is_empty()

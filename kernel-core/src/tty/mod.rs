@@ -170,6 +170,11 @@ impl Tty {
         self.wq.notify();
     }
 
+    /// Bytes the terminal side may send now (see [`Ldisc::room`]).
+    pub fn input_room(&self) -> usize {
+        self.ld.borrow().room(&self.termios.get())
+    }
+
     /// Bytes readable now (`FIONREAD`).
     pub fn input_available(&self) -> usize {
         self.ld.borrow().available()
@@ -378,7 +383,12 @@ impl TtyFile {
 
 impl FileOps for TtyFile {
     fn read(&self, io: &mut IoCtx<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
-        self.tty.read(io, buf)
+        let n = self.tty.read(io, buf)?;
+        if n > 0 {
+            // Room for a pty master's writer.
+            self.tty.wq.notify();
+        }
+        Ok(n)
     }
     fn write(&self, io: &mut IoCtx<'_>, data: &[u8]) -> Result<usize, Errno> {
         self.tty.write(io, self.stream, data)
@@ -463,11 +473,17 @@ impl FileOps for PtyMaster {
         Ok(n)
     }
     fn write(&self, io: &mut IoCtx<'_>, data: &[u8]) -> Result<usize, Errno> {
-        self.tty.receive(io, data);
-        Ok(data.len())
+        // As much as the slave's input has room for; then the writer waits
+        // for a reader (nothing is dropped, as on Linux).
+        let n = data.len().min(self.tty.input_room());
+        if n == 0 && !data.is_empty() {
+            return Err(Errno::EAGAIN);
+        }
+        self.tty.receive(io, &data[..n]);
+        Ok(n)
     }
     fn poll(&self, _io: &mut IoCtx<'_>, _rw: (bool, bool), ws: Option<&mut WaitSet>) -> u32 {
-        let mut r = POLLOUT | POLLWRNORM;
+        let mut r = if self.tty.input_room() > 0 { POLLOUT | POLLWRNORM } else { 0 };
         if let Some(p) = self.pty() {
             if !p.out.borrow().is_empty() {
                 r |= POLLIN | POLLRDNORM;

@@ -184,3 +184,32 @@ fn console_passthrough_when_the_host_is_not_a_terminal() {
     ttys.console.receive(&mut io(&mut c, 0), b"a\r");
     assert_eq!(c.0, b"x\na\r\n");
 }
+
+/// A pty master's writer is throttled by the slave's unread raw input, as
+/// Linux's `receive_room`: it gets `EAGAIN` and no `POLLOUT` when the
+/// input is full, and nothing written is lost; a read makes room again.
+#[test]
+fn raw_input_throttles_the_master_writer() {
+    let (_t, _fs, m, s) = pty();
+    let tty = s.as_any().downcast_ref::<TtyFile>().expect("slave").tty.clone();
+    let mut t = tty.termios();
+    t.lflag &= !(g::ICANON | g::ECHO);
+    tty.set_termios(t, false);
+    let mut c = Screen::default();
+    let data: Vec<u8> = (0..3 * ldisc::MAX_INPUT).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut sent = 0;
+    while let Ok(n) = m.write(&mut io(&mut c, 0), &data[sent..]) {
+        assert!(n > 0);
+        sent += n;
+    }
+    assert_eq!(sent, ldisc::MAX_INPUT);
+    assert_eq!(m.write(&mut io(&mut c, 0), b"x"), Err(Errno::EAGAIN));
+    assert_eq!(m.poll(&mut io(&mut c, 0), (false, true), None) & POLLOUT, 0);
+    let mut got = Vec::new();
+    while got.len() < sent {
+        got.extend(read_all(&s, &mut c).expect("slave read"));
+    }
+    assert_eq!(got, data[..sent]);
+    assert_ne!(m.poll(&mut io(&mut c, 0), (false, true), None) & POLLOUT, 0);
+    assert_eq!(m.write(&mut io(&mut c, 0), &data[sent..sent + 10]), Ok(10));
+}
