@@ -32,7 +32,7 @@ use crate::Errno;
 pub const PAGE: u64 = hal::PAGE_SIZE as u64;
 
 /// What a charge is for (per-kind totals, for diagnostics and tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(usize)]
 pub enum Kind {
     /// Socket objects and their buffers (TCP, UDP, raw, ping, AF_UNIX).
@@ -59,13 +59,17 @@ pub enum Kind {
     /// Memory maps: VMAs and the software page table's entries.
     PageTables,
     /// Other kernel objects.
+    #[default]
     Other,
     /// Disk metadata blocks (the buffer caches of block devices).
     Buffers,
+    /// Inodes and names the guest creates (files of memory file systems,
+    /// pipes, sockets, anonymous files) and extra hard links.
+    Inodes,
 }
 
 /// How many [`Kind`]s there are.
-pub const KINDS: usize = 13;
+pub const KINDS: usize = 14;
 
 /// A cache that can give memory back when the budget runs out.
 pub trait Shrinker {
@@ -234,6 +238,7 @@ impl Budget {
 ///
 /// A `Charge` without a budget (see [`Charge::none`]) accounts nothing:
 /// for objects made where no guest's budget applies (unit tests).
+#[derive(Default)]
 pub struct Charge {
     budget: Option<BudgetRef>,
     kind: Kind,

@@ -322,6 +322,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
     k.net.inet.borrow_mut().set_budget(k.frames.budget().clone());
     k.fs.disks.set_budget(k.frames.budget(), k.frames.total_frames());
+    k.fs.budget = Some(k.frames.budget().clone());
     k.clock.vdso = crate::time::vdso::Vdso::new(hal, &k.fs.caches, &mut k.frames);
     k.console_setup(hal);
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;

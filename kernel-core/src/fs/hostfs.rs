@@ -409,6 +409,7 @@ impl HostMount {
             sb: self.sb,
             mounted: RefCell::new(None),
             fsdata: Some(FsData::Host(hn)),
+            charge: Default::default(),
         });
         self.icache.borrow_mut().insert(attr.ino, Arc::downgrade(&node));
         Ok(node)

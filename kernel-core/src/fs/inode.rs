@@ -12,6 +12,7 @@ use core::cell::RefCell;
 use hal::PhysMem;
 use linux_raw_sys::general as g;
 
+use crate::budget::{BudgetRef, Charge, Kind as Cost};
 use crate::mm::page_cache::{Quota, Source};
 use crate::mm::{CacheSet, Frames, MappedFile, PageCache};
 use crate::Errno;
@@ -307,6 +308,9 @@ pub struct Inode {
     /// File-system private data (hostfs: the backend handle); `None` for
     /// inodes that live only in memory.
     pub fsdata: Option<FsData>,
+    /// What it and its names cost the guest's budget, for inodes the guest
+    /// made (see [`Fs::charged_inode_in`]); empty for the kernel's own.
+    pub charge: RefCell<Charge>,
 }
 
 impl Inode {
@@ -506,7 +510,18 @@ pub struct Fs {
     memfd: Option<u32>,
     /// The guest's disks (`/dev/ubdX`).
     pub disks: crate::block::Disks,
+    /// The guest's memory budget, which inodes the guest creates are
+    /// charged to (none in unit tests).
+    pub budget: Option<BudgetRef>,
 }
+
+/// What an inode the guest creates costs its budget: the inode, its first
+/// name and directory entry (Linux's shmem inode and dentry are about this).
+pub const INODE_COST: usize = 1024;
+/// What each further name (hard link) costs.
+pub const LINK_COST: usize = 320;
+// `Fs::unlinked` tells the two apart by this.
+const _: () = assert!(INODE_COST % LINK_COST != 0);
 
 impl Default for Fs {
     fn default() -> Self {
@@ -528,6 +543,7 @@ impl Fs {
             sb: ROOT_SB,
             mounted: RefCell::new(None),
             fsdata: None,
+            charge: Default::default(),
         });
         let mut fs = Fs {
             root: root.clone(),
@@ -540,6 +556,7 @@ impl Fs {
             caches: CacheSet::new(),
             memfd: None,
             disks: Default::default(),
+            budget: None,
         };
         fs.sbs.insert(ROOT_SB, super::mount::SuperBlock::new(super::mount::FsType::Rootfs, false));
         fs.mounts.push(super::mount::Mount {
@@ -575,7 +592,64 @@ impl Fs {
             ino |= super::overlay::OVL_INO_BASE;
         }
         let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
-        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None })
+        Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, now, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None, charge: Default::default() })
+    }
+
+    /// [`Fs::new_inode_in`] for an inode a guest asks for: charged to the
+    /// guest's budget ([`INODE_COST`]) for as long as it lives (`ENOMEM`
+    /// when it is spent, `ENOSPC` on a file system with a size limit, as
+    /// Linux's tmpfs when it runs out of inodes).
+    pub fn charged_inode_in(&mut self, sb: u32, kind: Kind, perm: u32, now: u64) -> Result<InodeRef, Errno> {
+        let charge = self.inode_charge().map_err(|e| if self.quota(sb).is_some() { Errno::ENOSPC } else { e })?;
+        let node = self.new_inode_in(sb, kind, perm, now);
+        *node.charge.borrow_mut() = charge;
+        Ok(node)
+    }
+
+    /// An inode with no name (a pipe, a socket, an anonymous file) a guest
+    /// asks for, charged like [`Fs::charged_inode_in`]: `ENOMEM` when the
+    /// budget is spent.
+    pub fn anon_inode(&mut self, kind: Kind, perm: u32, now: u64) -> Result<InodeRef, Errno> {
+        let charge = self.inode_charge()?;
+        let node = self.new_inode(kind, perm, now);
+        *node.charge.borrow_mut() = charge;
+        Ok(node)
+    }
+
+    fn inode_charge(&self) -> Result<Charge, Errno> {
+        match &self.budget {
+            Some(b) => Charge::new(b, Cost::Inodes, INODE_COST),
+            None => Ok(Charge::none(Cost::Inodes)),
+        }
+    }
+
+    /// Charge an extra name (hard link) of a guest's inode; given back by
+    /// [`Fs::unlinked`].
+    pub fn charge_link(&self, node: &InodeRef) -> Result<(), Errno> {
+        if self.budget.is_none() {
+            return Ok(());
+        }
+        let mut c = node.charge.borrow_mut();
+        if c.bytes() == 0 {
+            // One of the kernel's own inodes (or not charged yet): charged
+            // from now on, to this budget.
+            if let Some(b) = &self.budget {
+                *c = Charge::empty(Some(b), Cost::Inodes);
+            }
+        }
+        c.grow(LINK_COST)
+    }
+
+    /// A name of `node` went: give back an extra link's charge, if any.
+    pub fn unlinked(&self, node: &InodeRef) {
+        let mut c = node.charge.borrow_mut();
+        // The charge is INODE_COST (a guest's inode) or nothing, plus
+        // LINK_COST per extra name; the two never add up to the same sum.
+        let base = if c.bytes() % LINK_COST == 0 { 0 } else { INODE_COST };
+        if c.bytes() >= base + LINK_COST {
+            let left = c.bytes() - LINK_COST;
+            let _ = c.resize(left);
+        }
     }
 
     /// The size limit of file system `sb` (tmpfs-like ones), if any.

@@ -369,6 +369,7 @@ impl Fs {
             sb,
             mounted: core::cell::RefCell::new(None),
             fsdata: Some(super::inode::FsData::Block(disk.clone())),
+            charge: Default::default(),
         })
     }
 

@@ -100,6 +100,7 @@ fn wrap(sb: u32, middle: Option<InodeRef>, lower: Option<InodeRef>) -> Option<In
         sb,
         mounted: RefCell::new(None),
         fsdata: Some(FsData::Overlay(OvlDir { lower: RefCell::new(lower), middle: RefCell::new(middle), listing: RefCell::new(Vec::new()) })),
+        charge: Default::default(),
     }))
 }
 
@@ -221,7 +222,7 @@ pub fn copy_up(fs: &Fs, dir: &InodeRef, name: &str, node: &InodeRef, keep_data: 
         Kind::Device(d) => Kind::Device(*d),
         Kind::Dir(_) => return Ok(node.clone()),
     };
-    let up = Arc::new(Inode { ino: node.ino, meta: RefCell::new(*node.meta.borrow()), kind, sb: dir.sb, mounted: RefCell::new(None), fsdata: None });
+    let up = Arc::new(Inode { ino: node.ino, meta: RefCell::new(*node.meta.borrow()), kind, sb: dir.sb, mounted: RefCell::new(None), fsdata: None, charge: Default::default() });
     m.borrow_mut().insert(String::from(name), up.clone());
     Ok(up)
 }
@@ -241,6 +242,7 @@ pub fn remove_name(dir: &Inode, name: &str) -> Result<(), Errno> {
             sb: dir.sb,
             mounted: RefCell::new(None),
             fsdata: None,
+            charge: Default::default(),
         });
         m.insert(String::from(name), w);
     }

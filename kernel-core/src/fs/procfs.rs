@@ -115,7 +115,7 @@ fn pid_ino(pid: Pid, what: u64) -> u64 {
 
 fn node(ino: u64, sb: u32, kind: Kind, perm: u32) -> InodeRef {
     let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
-    Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, 0, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None })
+    Arc::new(Inode { ino, meta: RefCell::new(Meta::new(perm, 0, nlink)), kind, sb, mounted: RefCell::new(None), fsdata: None, charge: Default::default() })
 }
 
 fn empty_dir() -> Kind {

@@ -14,6 +14,7 @@ use linux_raw_sys::net as n;
 use linux_raw_sys::netlink as nl;
 use smoltcp::wire::{IpAddress, IpCidr, Ipv4Address};
 
+use crate::budget::{Charge, Kind as Cost};
 use crate::net::inet::ioctl::{self as ifio, ARPHRD_ETHER, ARPHRD_LOOPBACK};
 use crate::net::inet::{Stack, StackRef};
 use crate::net::{Control, Received, SockAddr, SockCtx, Socket};
@@ -116,10 +117,14 @@ struct Inner {
     portid: u32,
     groups: u32,
     rx: VecDeque<Vec<u8>>,
+    /// The bytes queued in `rx`, taken from the guest's budget.
+    queued: Charge,
 }
 
 /// A `NETLINK_ROUTE` socket.
 pub struct NetlinkSock {
+    /// The socket object's charge to the guest's budget.
+    _obj: Charge,
     stack: StackRef,
     ty: u32,
     wq: WaitRef,
@@ -138,11 +143,16 @@ pub fn socket(cx: &mut SockCtx<'_>, domain: u32, ty: u32, protocol: u32) -> Resu
     if protocol != nl::NETLINK_ROUTE {
         return Err(Errno::EPROTONOSUPPORT);
     }
+    let (obj, queued) = {
+        let stack = cx.net.inet.borrow();
+        (stack.charge_object()?, Charge::empty(stack.budget(), Cost::Netlink))
+    };
     Ok(Rc::new(NetlinkSock {
+        _obj: obj,
         stack: cx.net.inet.clone(),
         ty,
         wq: WaitQueue::new(),
-        st: RefCell::new(Inner { portid: 0, groups: 0, rx: VecDeque::new() }),
+        st: RefCell::new(Inner { portid: 0, groups: 0, rx: VecDeque::new(), queued }),
     }))
 }
 
@@ -528,6 +538,8 @@ impl NetlinkSock {
         if st.rx.len() + out.len() > MAX_QUEUED {
             return Err(Errno::ENOBUFS);
         }
+        let bytes: usize = out.iter().map(Vec::len).sum();
+        st.queued.grow(bytes).map_err(|_| Errno::ENOBUFS)?;
         // A dump is one datagram per message here: readers loop until NLMSG_DONE.
         st.rx.extend(out);
         self.wq.notify();
@@ -542,6 +554,8 @@ impl NetlinkSock {
         buf[..len].copy_from_slice(&front[..len]);
         if flags & n::MSG_PEEK == 0 {
             st.rx.pop_front();
+            let left = st.queued.bytes().saturating_sub(full);
+            let _ = st.queued.resize(left);
         }
         Ok(Received { len, full_len: full, from: Some(SockAddr::Netlink(0, 0)), control: Control::default() })
     }

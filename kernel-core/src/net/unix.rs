@@ -7,6 +7,10 @@
 //! charged to the sender (`wmem`, bounded by its `SO_SNDBUF`), as Linux
 //! does: a flood blocks the writer, never the kernel's memory. Each message
 //! costs [`MSG_OVERHEAD`] besides its bytes, so empty datagrams are bounded too.
+//! Every socket and every queued message also takes its bytes from the
+//! guest's memory budget for as long as it lives (a message outlives its
+//! sender when that closes), so many sockets with full queues get
+//! `ENOBUFS`/`ENOMEM` rather than growing the kernel past `--mem`.
 //!
 //! Peers point at each other with `Weak` references; a socket is kept alive
 //! by its open file description (or, before `accept`, by its listener's
@@ -31,6 +35,7 @@ use linux_raw_sys::general as g;
 use linux_raw_sys::net as n;
 
 use super::{Control, Received, SockAddr, SockCtx, Socket, Ucred, UnixAddr};
+use crate::budget::{BudgetRef, Charge, Kind as Cost};
 use crate::fs::file::FileRef;
 use crate::wait::{FileOps, IoCtx, WaitQueue, WaitRef, WaitSet, POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP, POLLRDNORM, POLLWRNORM};
 use crate::Errno;
@@ -52,6 +57,9 @@ pub const MAX_DGRAM_QLEN: usize = 10;
 pub const SOMAXCONN: u32 = 4096;
 /// `SCM_MAX_FD`: files one message may carry.
 pub const SCM_MAX_FD: usize = 253;
+/// What a socket object costs the budget (Linux's `unix_sock` with its
+/// `socket` and inode is about this).
+const SOCKET_OBJECT: usize = 1024;
 /// `POLLWRBAND`.
 const POLLWRBAND: u32 = g::POLLWRBAND;
 
@@ -72,6 +80,8 @@ struct Msg {
     from: UnixAddr,
     sender: Weak<UnixSocket>,
     charge: usize,
+    /// The same bytes, taken from the guest's budget until the message goes.
+    _mem: Charge,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +127,9 @@ struct Inner {
 pub struct UnixSocket {
     ty: u32,
     me: Weak<UnixSocket>,
+    /// The guest's budget (none in unit tests) and this object's charge to it.
+    budget: Option<BudgetRef>,
+    _obj: Charge,
     s: RefCell<Inner>,
     opens: Cell<u32>,
     wq: WaitRef,
@@ -171,11 +184,18 @@ fn rights_dropped(v: Vec<Msg>) {
 
 impl UnixSocket {
     /// A new unconnected socket of type `ty` (`SOCK_STREAM`, `SOCK_DGRAM`,
-    /// `SOCK_SEQPACKET`), created by `cred`.
-    pub fn new(ty: u32, cred: Ucred) -> Rc<UnixSocket> {
-        Rc::new_cyclic(|me| UnixSocket {
+    /// `SOCK_SEQPACKET`), created by `cred`, charged to `budget` (`ENOMEM`
+    /// when it is spent).
+    pub fn new(ty: u32, cred: Ucred, budget: Option<&BudgetRef>) -> Result<Rc<UnixSocket>, Errno> {
+        let obj = match budget {
+            Some(b) => Charge::new(b, Cost::Socket, SOCKET_OBJECT)?,
+            None => Charge::none(Cost::Socket),
+        };
+        Ok(Rc::new_cyclic(|me| UnixSocket {
             ty,
             me: me.clone(),
+            budget: budget.cloned(),
+            _obj: obj,
             s: RefCell::new(Inner {
                 state: State::Unconnected,
                 local: UnixAddr::Unnamed,
@@ -201,20 +221,20 @@ impl UnixSocket {
             }),
             opens: Cell::new(0),
             wq: WaitQueue::new(),
-        })
+        }))
     }
 
     /// `socketpair`: two sockets connected to each other.
-    pub fn pair(ty: u32, cred: Ucred) -> (Rc<UnixSocket>, Rc<UnixSocket>) {
-        let a = UnixSocket::new(ty, cred);
-        let b = UnixSocket::new(ty, cred);
+    pub fn pair(ty: u32, cred: Ucred, budget: Option<&BudgetRef>) -> Result<(Rc<UnixSocket>, Rc<UnixSocket>), Errno> {
+        let a = UnixSocket::new(ty, cred, budget)?;
+        let b = UnixSocket::new(ty, cred, budget)?;
         for (x, y) in [(&a, &b), (&b, &a)] {
             let mut s = x.s.borrow_mut();
             s.state = State::Connected;
             s.peer = Some(Rc::downgrade(y));
             s.peercred = Some(cred);
         }
-        (a, b)
+        Ok((a, b))
     }
 
     /// The wait queue (changes with this socket's readiness).
@@ -402,7 +422,7 @@ impl UnixSocket {
             let t = target.s.borrow();
             (t.local.clone(), t.cred)
         };
-        let server = UnixSocket::new(self.ty, tcred);
+        let server = UnixSocket::new(self.ty, tcred, self.budget.as_ref())?;
         {
             let mut ns = server.s.borrow_mut();
             ns.state = State::Connected;
@@ -483,7 +503,7 @@ impl UnixSocket {
                     return Err(Errno::EAGAIN);
                 }
                 let len = data.len().min(room);
-                self.deliver(&peer, data[..len].to_vec(), control.rights, creds);
+                self.deliver(&peer, &data[..len], control.rights, creds)?;
                 Ok(len)
             }
             _ => {
@@ -555,20 +575,28 @@ impl UnixSocket {
                 if full {
                     return Err(Errno::EAGAIN);
                 }
-                self.deliver(&other, data.to_vec(), control.rights, creds);
+                self.deliver(&other, data, control.rights, creds)?;
                 Ok(data.len())
             }
         }
     }
 
-    /// Queue `data` on `to`'s receive queue, charged to us.
-    fn deliver(&self, to: &Rc<UnixSocket>, data: Vec<u8>, rights: Vec<FileRef>, creds: Ucred) {
+    /// Queue `data` on `to`'s receive queue, charged to us (and to the
+    /// budget: `ENOBUFS` when it is spent, as Linux when it cannot allocate
+    /// the buffer).
+    fn deliver(&self, to: &Rc<UnixSocket>, data: &[u8], rights: Vec<FileRef>, creds: Ucred) -> Result<(), Errno> {
         let charge = data.len() + MSG_OVERHEAD;
+        let mem = match &self.budget {
+            Some(b) => Charge::new(b, Cost::Socket, charge).map_err(|_| Errno::ENOBUFS)?,
+            None => Charge::none(Cost::Socket),
+        };
+        let data = data.to_vec();
         let from = self.s.borrow().local.clone();
         self.charge(charge);
-        to.s.borrow_mut().rx.push_back(Msg { data, off: 0, rights, creds, from, sender: self.me.clone(), charge });
+        to.s.borrow_mut().rx.push_back(Msg { data, off: 0, rights, creds, from, sender: self.me.clone(), charge, _mem: mem });
         to.wq.notify();
         self.wq.notify();
+        Ok(())
     }
 
     /// Is the peer's writer stuck because our queue holds all it may send?
@@ -1172,7 +1200,7 @@ mod tests {
     fn a_pair_sent_over_itself_is_collected() {
         let mut fs = Fs::new();
         let cred = Ucred::default();
-        let (a, b) = UnixSocket::pair(n::SOCK_STREAM, cred);
+        let (a, b) = UnixSocket::pair(n::SOCK_STREAM, cred, None).unwrap();
         let (fa, fb) = (open(&mut fs, &a), open(&mut fs, &b));
         let c = Control { rights: alloc::vec![fa.clone(), fb.clone()], creds: None };
         assert_eq!(a.send_to(cred, b"x", None, c, 0), Ok(1));
@@ -1196,8 +1224,8 @@ mod tests {
     fn files_held_by_a_reachable_socket_stay() {
         let mut fs = Fs::new();
         let cred = Ucred::default();
-        let (a, b) = UnixSocket::pair(n::SOCK_DGRAM, cred);
-        let (x, y) = UnixSocket::pair(n::SOCK_DGRAM, cred);
+        let (a, b) = UnixSocket::pair(n::SOCK_DGRAM, cred, None).unwrap();
+        let (x, y) = UnixSocket::pair(n::SOCK_DGRAM, cred, None).unwrap();
         let (fa, _fb, fx) = (open(&mut fs, &a), open(&mut fs, &b), open(&mut fs, &x));
         // x (closed below) is in b's queue; b is still open: x is reachable.
         let c = Control { rights: alloc::vec![fx.clone()], creds: None };
@@ -1208,5 +1236,48 @@ mod tests {
         collect_garbage(&mut list);
         assert!(wx.upgrade().is_some_and(|s| !s.is_released()));
         assert_eq!(list.len(), 1);
+    }
+
+    /// Sockets and queued bytes come out of the guest's budget: when it is
+    /// spent a send says `ENOBUFS` (and a new socket `ENOMEM`); queued data
+    /// stays charged after its sender is gone, until it is read.
+    #[test]
+    fn sockets_and_queued_bytes_are_charged_to_the_budget() {
+        let cred = Ucred::default();
+        let budget = crate::budget::Budget::new(256);
+        let mut pairs = Vec::new();
+        let err = loop {
+            let (a, b) = match UnixSocket::pair(n::SOCK_STREAM, cred, Some(&budget)) {
+                Ok(p) => p,
+                Err(e) => break e,
+            };
+            let r = loop {
+                match a.send_to(cred, &[7u8; 4096], None, Control::default(), 0) {
+                    Ok(_) => {}
+                    Err(e) => break e,
+                }
+            };
+            pairs.push((a, b));
+            if r == Errno::ENOBUFS {
+                break r;
+            }
+            assert_eq!(r, Errno::EAGAIN, "the sender's own limit");
+        };
+        assert!(matches!(err, Errno::ENOBUFS | Errno::ENOMEM), "{err:?}");
+        assert!(pairs.len() > 1 && budget.kind_bytes(Cost::Socket) > 0);
+        // The senders close; what they queued is still held and charged.
+        let receivers: Vec<_> = pairs.into_iter().map(|(a, b)| {
+            a.release();
+            b
+        }).collect();
+        let objects = (receivers.len() * SOCKET_OBJECT) as u64;
+        assert!(budget.kind_bytes(Cost::Socket) > objects + 4096 * receivers.len() as u64);
+        let mut buf = [0u8; 65536];
+        for b in &receivers {
+            while b.recv_into(&mut buf, n::MSG_DONTWAIT).is_ok_and(|r| r.len > 0) {}
+        }
+        assert_eq!(budget.kind_bytes(Cost::Socket), objects);
+        drop(receivers);
+        assert_eq!(budget.kind_bytes(Cost::Socket), 0);
     }
 }

@@ -338,7 +338,7 @@ pub fn pipe2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     let now = cx.hal.realtime_ns();
     let pipe = Pipe::charged(false, cx.k.frames.budget())?;
-    let inode = cx.k.fs.new_inode(Kind::Special(pipe), 0o600, now);
+    let inode = cx.k.fs.anon_inode(Kind::Special(pipe), 0o600, now)?;
     let nb = flags & g::O_NONBLOCK;
     let r = OpenFile::new(inode.clone(), g::O_RDONLY | nb, String::from("pipe:"));
     let w = OpenFile::new(inode, g::O_WRONLY | nb, String::from("pipe:"));

@@ -156,10 +156,10 @@ pub(crate) fn touch_dir(inode: &InodeRef, now: u64) {
     m.ctime_ns = now;
 }
 
-pub(crate) fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: Kind, perm: u32) -> InodeRef {
+pub(crate) fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: Kind, perm: u32) -> Result<InodeRef, Errno> {
     let now = cx.hal.realtime_ns();
     let c = cred(cx);
-    let node = cx.k.fs.new_inode_in(parent.sb, kind, perm, now);
+    let node = cx.k.fs.charged_inode_in(parent.sb, kind, perm, now)?;
     {
         let mut m = node.meta.borrow_mut();
         m.uid = c.uid;
@@ -174,7 +174,7 @@ pub(crate) fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: 
             m.gid = c.gid;
         }
     }
-    node
+    Ok(node)
 }
 
 pub(crate) fn may_create<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
@@ -221,7 +221,7 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
                     cx.k.fs.host_create(par.dir.inode(), &par.name, perm, false)?
                 } else {
                     let data = cx.k.fs.new_file_data(par.dir.inode().sb);
-                    let node = new_node(cx, par.dir.inode(), Kind::File(data), perm);
+                    let node = new_node(cx, par.dir.inode(), Kind::File(data), perm)?;
                     par.dir.inode().insert(&par.name, node.clone())?;
                     node
                 };
@@ -333,7 +333,7 @@ fn open_tmpfile<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32,
     let node = if cx.k.fs.is_host(dir.sb) {
         cx.k.fs.host_tmpfile(&dir, perm)?
     } else {
-        let n = new_node(cx, &dir, Kind::File(cx.k.fs.new_file_data(dir.sb)), perm);
+        let n = new_node(cx, &dir, Kind::File(cx.k.fs.new_file_data(dir.sb)), perm)?;
         n.meta.borrow_mut().nlink = 0;
         n
     };
@@ -573,7 +573,7 @@ fn do_mkdir<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32) -
     if cx.k.fs.is_host(par.dir.inode().sb) {
         cx.k.fs.host_create(par.dir.inode(), &par.name, perm, true)?;
     } else {
-        let d = new_node(cx, par.dir.inode(), Kind::Dir(RefCell::new(Default::default())), perm);
+        let d = new_node(cx, par.dir.inode(), Kind::Dir(RefCell::new(Default::default())), perm)?;
         par.dir.inode().insert(&par.name, d)?;
     }
     par.dir.inode().meta.borrow_mut().nlink += 1;
@@ -610,7 +610,7 @@ fn do_symlink<H: Hal>(cx: &mut SysCtx<'_, H>, targetp: u64, dirfd: u64, pathp: u
         touch_dir(par.dir.inode(), cx.hal.realtime_ns());
         return Ok(0);
     }
-    let node = new_node(cx, par.dir.inode(), Kind::Symlink(target), 0o777);
+    let node = new_node(cx, par.dir.inode(), Kind::Symlink(target), 0o777)?;
     par.dir.inode().insert(&par.name, node)?;
     touch_dir(par.dir.inode(), cx.hal.realtime_ns());
     Ok(0)
@@ -667,7 +667,7 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
         return Ok(0);
     }
     let kind = kind.unwrap_or_else(|| Kind::File(cx.k.fs.new_file_data(par.dir.inode().sb)));
-    let node = new_node(cx, par.dir.inode(), kind, mode & !cx.t.umask & 0o7777);
+    let node = new_node(cx, par.dir.inode(), kind, mode & !cx.t.umask & 0o7777)?;
     par.dir.inode().insert(&par.name, node)?;
     touch_dir(par.dir.inode(), cx.hal.realtime_ns());
     Ok(0)
@@ -744,6 +744,7 @@ fn do_unlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32)
         cx.k.fs.host_unlink(&dir, &par.name, rmdir, &raw)?;
     }
     remove_entry(&dir, &par.name)?;
+    cx.k.fs.unlinked(&raw);
     let now = cx.hal.realtime_ns();
     drop_link(&raw, now);
     if rmdir {
@@ -807,7 +808,13 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     if old.meta.borrow().nlink == 0 && !is_tmpfile(&old) {
         return Err(Errno::ENOENT);
     }
-    par.dir.inode().insert(&par.name, old.clone())?;
+    // Names cost memory too: a guest making links without end runs out
+    // of room as Linux's tmpfs runs out of inodes.
+    cx.k.fs.charge_link(&old).map_err(|_| Errno::ENOSPC)?;
+    if let Err(e) = par.dir.inode().insert(&par.name, old.clone()) {
+        cx.k.fs.unlinked(&old);
+        return Err(e);
+    }
     let now = cx.hal.realtime_ns();
     {
         let mut m = old.meta.borrow_mut();

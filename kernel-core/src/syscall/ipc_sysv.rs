@@ -87,7 +87,7 @@ pub fn shmget<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             let sb = cx.k.fs.memfd_sb();
             let data = cx.k.fs.new_file_data(sb);
             let now = cx.hal.realtime_ns();
-            let node = cx.k.fs.new_inode_in(sb, Kind::File(data), flags & 0o777, now);
+            let node = cx.k.fs.charged_inode_in(sb, Kind::File(data), flags & 0o777, now)?;
             if let Kind::File(d) = &node.kind {
                 d.cache().truncate(size, &mut cx.k.frames, cx.hal.phys())?;
             }

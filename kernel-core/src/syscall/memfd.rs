@@ -45,7 +45,7 @@ pub fn memfd_create<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     data.set_seals(seals);
     let perm = if noexec { 0o666 } else { 0o777 };
     let now = cx.hal.realtime_ns();
-    let node = cx.k.fs.new_inode_in(sb, Kind::File(data), perm, now);
+    let node = cx.k.fs.charged_inode_in(sb, Kind::File(data), perm, now)?;
     {
         let c = super::fs_ops::cred(cx);
         let mut m = node.meta.borrow_mut();

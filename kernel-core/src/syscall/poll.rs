@@ -144,7 +144,7 @@ pub fn special_open<H: Hal>(cx: &mut SysCtx<'_, H>, inode: InodeRef, flags: u32)
         Opened::Same => Ok(inode),
         Opened::Other(obj) => {
             let now = cx.hal.realtime_ns();
-            let node = cx.k.fs.new_inode(Kind::Special(obj), 0o620, now);
+            let node = cx.k.fs.anon_inode(Kind::Special(obj), 0o620, now)?;
             cx.k.ttys.install_pending(&mut cx.k.fs, now);
             Ok(node)
         }
@@ -160,7 +160,7 @@ pub fn special_open<H: Hal>(cx: &mut SysCtx<'_, H>, inode: InodeRef, flags: u32)
 /// Open `obj` as a new anonymous file description at the lowest free fd.
 pub fn install_special<H: Hal>(cx: &mut SysCtx<'_, H>, obj: SpecialRef, flags: u32, name: &str) -> SysResult {
     let now = cx.hal.realtime_ns();
-    let inode = cx.k.fs.new_inode(Kind::Special(obj), 0o600, now);
+    let inode = cx.k.fs.anon_inode(Kind::Special(obj), 0o600, now)?;
     let f = OpenFile::new(inode, flags & (g::O_ACCMODE | g::O_NONBLOCK), String::from(name));
     let limit = cx.t.fd_limit();
     cx.t.fds.alloc_from(0, f, flags & g::O_CLOEXEC != 0, limit)

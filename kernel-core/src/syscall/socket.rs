@@ -194,7 +194,7 @@ fn create<H: Hal>(cx: &mut SysCtx<'_, H>, domain: u32, ty: u32, protocol: u32) -
                 n::SOCK_RAW => n::SOCK_DGRAM,
                 _ => return Err(Errno::ESOCKTNOSUPPORT),
             };
-            Ok(UnixSocket::new(ty, ucred(cx)))
+            Ok(UnixSocket::new(ty, ucred(cx), Some(cx.k.frames.budget()))?)
         }
         n::AF_INET | n::AF_INET6 => with_net(cx, |sc| crate::net::inet::socket(sc, domain, ty, protocol)),
         n::AF_NETLINK => with_net(cx, |sc| crate::net::netlink::socket(sc, domain, ty, protocol)),
@@ -214,7 +214,7 @@ fn with_net<H: Hal, R>(cx: &mut SysCtx<'_, H>, f: impl FnOnce(&mut SockCtx<'_>) 
 fn install_sock<H: Hal>(cx: &mut SysCtx<'_, H>, s: Rc<dyn Socket>, flags: u32) -> SysResult {
     let obj: SpecialRef = s;
     let now = cx.hal.realtime_ns();
-    let inode = cx.k.fs.new_inode(Kind::Special(obj), 0o777, now);
+    let inode = cx.k.fs.anon_inode(Kind::Special(obj), 0o777, now)?;
     let name = alloc::format!("socket:[{}]", inode.ino);
     let f = OpenFile::new(inode, g::O_RDWR | (flags & SOCK_NONBLOCK), name);
     let limit = cx.t.fd_limit();
@@ -247,7 +247,7 @@ pub fn socketpair<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     if domain != n::AF_UNIX {
         return Err(Errno::EOPNOTSUPP);
     }
-    let (x, y) = UnixSocket::pair(ty, ucred(cx));
+    let (x, y) = UnixSocket::pair(ty, ucred(cx), Some(cx.k.frames.budget()))?;
     let fd1 = install_sock(cx, x, flags)?;
     let fd2 = match install_sock(cx, y, flags) {
         Ok(fd) => fd,
@@ -285,7 +285,7 @@ fn bind_unix_path<H: Hal>(cx: &mut SysCtx<'_, H>, sp: &SpecialRef, u: &UnixSocke
         return Err(Errno::EPERM);
     }
     let perm = 0o777 & !cx.t.umask;
-    let node = super::fs_ops::new_node(cx, par.dir.inode(), Kind::Special(UnixNode::new(u)), perm);
+    let node = super::fs_ops::new_node(cx, par.dir.inode(), Kind::Special(UnixNode::new(u)), perm)?;
     par.dir.inode().insert(&par.name, node)?;
     let now = cx.hal.realtime_ns();
     super::fs_ops::touch_dir(par.dir.inode(), now);

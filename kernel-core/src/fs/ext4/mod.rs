@@ -473,6 +473,7 @@ impl Volume {
             sb: self.vfs_sb,
             mounted: RefCell::new(None),
             fsdata: Some(FsData::Ext4(Node { vol: self.clone(), ino, raw, listing: RefCell::new(None), index: RefCell::new(None) })),
+            charge: Default::default(),
         }))
     }
 }

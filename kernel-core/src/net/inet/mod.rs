@@ -529,6 +529,11 @@ impl Stack {
         self.budget = Some(budget);
     }
 
+    /// The guest's memory budget (none in unit tests of the stack alone).
+    pub fn budget(&self) -> Option<&BudgetRef> {
+        self.budget.as_ref()
+    }
+
     /// Charge `bytes` of socket memory (before the socket is built);
     /// `ENOBUFS` when the budget is spent, as Linux says for socket memory.
     pub fn charge(&self, bytes: usize) -> Result<Charge, Errno> {
