@@ -123,8 +123,13 @@ impl Model {
     /// copies at once.
     fn touch(&mut self, w: Win, off: u64, n: usize, store: bool) {
         for pg in off / P..(off + n as u64).div_ceil(P) {
+            // A page the private mapping already has is not read from the
+            // file: the cache does not get it back (after MADV_REMOVE).
+            if w == Win::Private && self.private.contains_key(&pg) {
+                continue;
+            }
             self.cached.insert(pg);
-            if w == Win::Shared || self.private.contains_key(&pg) {
+            if w == Win::Shared {
                 continue;
             }
             self.private.insert(pg, Priv::Cow);
