@@ -111,7 +111,8 @@ fn case(kind: &str, ci_max: u64) {
         assert!(line.ends_with("reached the maximum") || full, "closed connections must never run out: {what}");
     } else if !line.ends_with("reached the maximum") {
         // ETIMEDOUT: a connect whose SYN the full listen queue kept dropping.
-        let ok = ["ENOBUFS", "ENOMEM", "EMFILE", "ENFILE", "EAGAIN", "EADDRINUSE", "ETIMEDOUT"];
+        // ENOSPC: a memory file system out of room for inodes (tmpfs).
+        let ok = ["ENOBUFS", "ENOMEM", "EMFILE", "ENFILE", "EAGAIN", "EADDRINUSE", "ETIMEDOUT", "ENOSPC"];
         assert!(ok.iter().any(|e| line.ends_with(e)), "not an errno Linux gives for running out: {what}");
     }
     assert!(!stderr.contains("kernel: heap past"), "the heap backstop fired: {what}");
@@ -160,6 +161,29 @@ fn exhaust_threads() {
 #[test]
 fn exhaust_one_page_mmaps() {
     case("mmaps", 50_000);
+}
+
+/// Socket pairs holding full queues: sockets and queued bytes are charged.
+#[test]
+fn exhaust_unix_socket_pairs() {
+    case("unix", 5_000);
+}
+
+#[test]
+fn exhaust_netlink_sockets() {
+    case("netlink", 100_000);
+}
+
+/// Empty files: every inode and name the guest creates is charged.
+#[test]
+fn exhaust_empty_files() {
+    case("files", 200_000);
+}
+
+/// Hard links to one file: each name is charged.
+#[test]
+fn exhaust_hard_links() {
+    case("links", 500_000);
 }
 
 /// Mappings never touched grow only the kernel's tables: charged, and

@@ -7,7 +7,10 @@
 //! at once, one after the other: every one must succeed), `udp` (bound UDP
 //! sockets), `pipes` (pipes filled to the brim), `epoll` (epoll instances,
 //! each watching a pipe), `timers` (timerfds), `threads` (threads that
-//! sleep), `mmaps` (one-page anonymous mappings, touched).
+//! sleep), `mmaps` (one-page anonymous mappings, touched), `vmas` (mappings
+//! never touched), `unix` (AF_UNIX socket pairs with full queues), `netlink`
+//! (netlink sockets), `files` (empty files in /tmp), `links` (hard links to
+//! one file in /tmp).
 //!
 //! Prints `exhaust KIND: N objects, stopped by ERRNO` (or `..., reached MAX`)
 //! and `heartbeat: ok` if the heartbeat kept ticking through it and after.
@@ -53,17 +56,7 @@ fn grow(kind: &str, st: &mut State) -> Result<(), i32> {
             "pipes" => {
                 let mut fds = [0; 2];
                 chk(libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK))?;
-                let buf = [7u8; 4096];
-                loop {
-                    let n = libc::write(fds[1], buf.as_ptr().cast(), buf.len());
-                    if n < 0 {
-                        let e = errno();
-                        if e == libc::EAGAIN {
-                            break;
-                        }
-                        return Err(e);
-                    }
-                }
+                fill(fds[1])?;
             }
             "epoll" => {
                 let p = st.pipe()?;
@@ -104,10 +97,44 @@ fn grow(kind: &str, st: &mut State) -> Result<(), i32> {
                 let prot = if st.n % 2 == 0 { libc::PROT_READ } else { libc::PROT_NONE };
                 mmap_anon(PAGE, prot, libc::MAP_PRIVATE)?;
             }
+            "unix" => {
+                let mut sv = [0; 2];
+                chk(libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0, sv.as_mut_ptr()))?;
+                fill(sv[0])?;
+            }
+            "netlink" => {
+                chk(libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE))?;
+            }
+            "files" | "links" => {
+                let name = std::ffi::CString::new(format!("/tmp/x{}", st.n)).map_err(|_| libc::EINVAL)?;
+                if kind == "files" {
+                    let fd = chk(libc::open(name.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL, 0o600))?;
+                    libc::close(fd);
+                } else {
+                    if st.n == 0 {
+                        let fd = chk(libc::open(c"/tmp/linked".as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600))?;
+                        libc::close(fd);
+                    }
+                    chk(libc::link(c"/tmp/linked".as_ptr(), name.as_ptr()))?;
+                }
+            }
             _ => return Err(-1),
         }
     }
     Ok(())
+}
+
+/// Write to nonblocking `fd` until it would block.
+fn fill(fd: i32) -> Result<(), i32> {
+    let buf = [7u8; 4096];
+    loop {
+        // SAFETY: writing from our buffer.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = errno();
+            return if e == libc::EAGAIN { Ok(()) } else { Err(e) };
+        }
+    }
 }
 
 const LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -198,7 +225,7 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
     let args = unsafe { args(argc, argv) };
     let kind = args.get(1).cloned().unwrap_or_default();
     let max: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
-    let known = ["listeners", "conns", "closed", "udp", "pipes", "epoll", "timers", "threads", "mmaps", "vmas"];
+    let known = ["listeners", "conns", "closed", "udp", "pipes", "epoll", "timers", "threads", "mmaps", "vmas", "unix", "netlink", "files", "links"];
     if !known.contains(&kind.as_str()) {
         say!("usage: exhaust {{{}}} [MAX]", known.join("|"));
         return 2;
