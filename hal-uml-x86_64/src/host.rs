@@ -52,18 +52,6 @@ pub fn pin_to(cpu: usize) {
     }
 }
 
-/// Put the calling thread (and the processes it creates) in `SCHED_BATCH`:
-/// a batch thread that is woken does not preempt the one that woke it. When
-/// a stub hands a trap over it wakes the kernel and then parks itself; with
-/// both on one CPU the kernel then runs only once the stub is parked, which
-/// is both the cheaper switch and the one the kernel must see before it
-/// leaves the stub (and the same holds the other way round).
-pub fn batch_policy() {
-    let p = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain system call on the calling thread with a valid sched_param.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &p) };
-}
-
 /// A CPU the calling thread may use other than the one it runs on (the
 /// next one in the affinity mask it had before pinning), if any.
 pub fn other_cpu() -> Option<usize> {
@@ -257,10 +245,10 @@ impl EventHub {
     }
 
     fn watch(&self) {
-        // The kernel thread may run SCHED_BATCH (see `batch_policy`), and a
-        // woken batch thread never preempts: the watcher must, so that an
-        // event interrupts a guest busy on this CPU at once. It is made
-        // before the kernel thread turns batch, and so is SCHED_OTHER.
+        // Stubs sharing the kernel's CPU run SCHED_BATCH (see
+        // `stub::build_image_with`); the watcher, like the kernel thread,
+        // keeps SCHED_OTHER, so that when woken it preempts a guest busy on
+        // this CPU at once.
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 32];
         loop {
             // SAFETY: `evs` has room for `evs.len()` events.

@@ -307,8 +307,8 @@ fn si_addr(si: &libc::siginfo_t) -> u64 {
 
 impl PtraceMechanism {
     /// Prepare the mechanism: write the stub image to a memfd.
-    /// Stubs pin themselves to `stub_cpu` once set up, and take the
-    /// kernel's batch policy if `batch` ([`crate::host::batch_policy`]).
+    /// Stubs pin themselves to `stub_cpu` once set up, and take
+    /// `SCHED_BATCH` if `batch` (they share the kernel's CPU).
     pub fn new(phys_fd: i32, stub_cpu: Option<usize>, batch: bool) -> io::Result<Self> {
         let (image, layout) = stub::build_image_with(false, stub_cpu, batch);
         let image_fd = image_memfd(&image)?;

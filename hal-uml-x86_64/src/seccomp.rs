@@ -482,8 +482,8 @@ fn canonical_user(v: u64) -> bool {
 
 impl SeccompMechanism {
     /// Prepare the mechanism: write the stub image to a memfd. Stubs pin
-    /// themselves to `stub_cpu` once set up, and take the kernel's batch
-    /// policy when they share its CPU ([`crate::host::batch_policy`]).
+    /// themselves to `stub_cpu` once set up, and take `SCHED_BATCH` when
+    /// they share the kernel's CPU (a woken stub then does not preempt it).
     pub fn new(phys_fd: i32, placement: crate::Placement, stub_cpu: Option<usize>) -> io::Result<Self> {
         let batch = placement == crate::Placement::SameCpu;
         let (image, layout) = stub::build_image_with(true, stub_cpu, batch);

@@ -678,11 +678,11 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, 
             libc::_exit(1);
         }
         libc::setsid();
-        // Neither pinned with the kernel nor of its batch policy: a stub's
-        // set-up (its exec, above all) runs on whichever CPU is free, and
-        // preempts what runs there when woken (a batch task would wait out
-        // the other task's slice); the stub pins itself and takes the
-        // kernel's policy at its end (see `stub::build_image_with`).
+        // Neither pinned with the kernel nor batch: a stub's set-up (its
+        // exec, above all) runs on whichever CPU is free, and preempts what
+        // runs there when woken (a batch task would wait out the other
+        // task's slice); the stub pins itself and turns batch at its end
+        // (see `stub::build_image_with`).
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), cpus);
         let normal = libc::sched_param { sched_priority: 0 };
         libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal);
