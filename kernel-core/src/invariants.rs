@@ -128,6 +128,13 @@ fn check_scheduler<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
             if b.on == WaitOn::Pipe && !k.waits.contains_key(&pid) {
                 return Err(format!("task {pid} waits on a wait set it does not have"));
             }
+            // Its deadline is indexed no later than it falls (else it sleeps past it).
+            let wake = k.waits.get(&pid).and_then(|w| w.wake_at);
+            if let Some(d) = [b.deadline, wake].into_iter().flatten().min() {
+                if !k.deadline_of(pid).is_some_and(|e| e <= d) {
+                    return Err(format!("task {pid} blocks until {d} but the deadline index has {:?}", k.deadline_of(pid)));
+                }
+            }
         }
     }
     for pid in k.waits.keys() {

@@ -180,6 +180,10 @@ pub struct Kernel<S: AddressSpace> {
     pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
     armed: Option<u64>,
+    /// Blocked tasks' deadlines and poll wake-up instants, earliest first.
+    deadlines: crate::time::deadlines::Deadlines,
+    /// Tasks that blocked reading the console (some may have been woken since).
+    console_waiters: alloc::collections::BTreeSet<Pid>,
     /// When free guest memory may next be given back to the host.
     next_trim_ns: u64,
     /// The process the OOM killer last chose (tgid), and how many faults
@@ -306,6 +310,8 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         clock: Default::default(),
         block_seq: 0,
         armed: None,
+        deadlines: Default::default(),
+        console_waiters: Default::default(),
         next_trim_ns: 0,
         oom_victim: None,
         current: None,
@@ -691,23 +697,51 @@ impl<S: AddressSpace> Kernel<S> {
         None
     }
 
-    /// Earliest deadline of a blocked task, and whether anyone waits on the console.
-    fn waiters(&self) -> (Option<u64>, bool) {
+    /// Is `d` still what blocked task `pid` waits for (its call's deadline
+    /// or its wait set's wake-up)? The current task is out of the table
+    /// while the loop handles it (it may have just blocked): kept.
+    fn deadline_holds(&self, pid: Pid, d: u64) -> bool {
+        match self.tasks.get(&pid) {
+            Some(t) => match t.state {
+                TaskState::Blocked(b) => b.deadline == Some(d) || self.waits.get(&pid).is_some_and(|w| w.wake_at == Some(d)),
+                _ => false,
+            },
+            None => self.current == Some(pid),
+        }
+    }
+
+    /// The deadline indexed for `pid` (for the invariant checks).
+    pub(crate) fn deadline_of(&self, pid: Pid) -> Option<u64> {
+        self.deadlines.of(pid)
+    }
+
+    /// Record the deadline and console wait of a task that just blocked.
+    fn note_blocked(&mut self, pid: Pid, b: &Blocked) {
+        let wake = self.waits.get(&pid).and_then(|w| w.wake_at);
+        let d = match (b.deadline, wake) {
+            (Some(a), Some(w)) => Some(a.min(w)),
+            (a, w) => a.or(w),
+        };
+        self.deadlines.set(pid, d);
+        if b.on == WaitOn::Console {
+            self.console_waiters.insert(pid);
+        }
+    }
+
+    /// Earliest deadline of a blocked task, and whether anyone waits on the
+    /// console. Stale entries met on the way are dropped.
+    fn waiters(&mut self) -> (Option<u64>, bool) {
         let mut earliest: Option<u64> = None;
-        let mut console = false;
-        for t in self.tasks.values() {
-            if let TaskState::Blocked(b) = t.state {
-                if let Some(d) = b.deadline {
-                    earliest = Some(earliest.map_or(d, |e| e.min(d)));
-                }
-                console |= b.on == WaitOn::Console;
+        while let Some((d, pid)) = self.deadlines.first() {
+            if self.deadline_holds(pid, d) {
+                earliest = Some(d);
+                break;
             }
+            self.deadlines.forget(pid);
         }
-        for w in self.waits.values() {
-            if let Some(d) = w.wake_at {
-                earliest = Some(earliest.map_or(d, |e| e.min(d)));
-            }
-        }
+        let tasks = &self.tasks;
+        self.console_waiters.retain(|p| tasks.get(p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)));
+        let mut console = !self.console_waiters.is_empty();
         if let Some(d) = self.clock.timers.next_deadline() {
             earliest = Some(earliest.map_or(d, |e| e.min(d)));
         }
@@ -796,15 +830,12 @@ impl<S: AddressSpace> Kernel<S> {
         let now = hal.now_ns();
         self.check_timeouts(hal, now);
         // Console waiters re-try their read on any interrupt (a tick keeps
-        // coming while they wait and others run).
-        let waiting: Vec<Pid> = self
-            .tasks
-            .values()
-            .filter(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console))
-            .map(|t| t.pid)
-            .collect();
-        for p in waiting {
-            self.wake(p, None);
+        // coming while they wait and others run); those still blocked on
+        // the console are woken (a read that finds nothing blocks again).
+        for p in core::mem::take(&mut self.console_waiters) {
+            if self.tasks.get(&p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)) {
+                self.wake(p, None);
+            }
         }
     }
 
@@ -870,16 +901,21 @@ impl<S: AddressSpace> Kernel<S> {
         true
     }
 
-    /// Complete blocked calls whose deadline passed.
+    /// Complete blocked calls whose deadline passed. (A wait set's wake-up
+    /// that passed is [`Kernel::check_waits`]'s.)
     fn check_timeouts<H: Hal>(&mut self, hal: &mut H, now: u64) {
-        let due: Vec<(Pid, SysResult)> = self
-            .tasks
-            .values()
-            .filter_map(|t| match t.state {
-                TaskState::Blocked(b) if b.deadline.is_some_and(|d| d <= now) => Some((t.pid, b.on_timeout)),
-                _ => None,
-            })
-            .collect();
+        let mut due: Vec<(Pid, SysResult)> = Vec::new();
+        for (d, pid) in self.deadlines.due(now) {
+            match self.tasks.get(&pid).map(|t| t.state) {
+                Some(TaskState::Blocked(b)) if b.deadline.is_some_and(|d| d <= now) => {
+                    self.deadlines.forget(pid);
+                    due.push((pid, b.on_timeout));
+                }
+                // A wait set's wake-up: `check_waits` wakes it.
+                _ if self.deadline_holds(pid, d) => {}
+                _ => self.deadlines.forget(pid),
+            }
+        }
         for (pid, r) in due {
             self.waits.remove(&pid);
             if let Some(t) = self.tasks.get_mut(&pid) {
@@ -993,6 +1029,7 @@ impl<S: AddressSpace> Kernel<S> {
                 // "Forever" timeouts stay far below u64::MAX so clock arithmetic never overflows.
                 b.deadline = b.deadline.map(|d| d.min(MAX_DEADLINE));
                 task.state = TaskState::Blocked(b);
+                self.note_blocked(task.pid, &b);
             }
             Flow::Exit(st) => {
                 if self.trace {
@@ -1012,6 +1049,8 @@ impl<S: AddressSpace> Kernel<S> {
     /// caller re-inserts it and calls [`Kernel::reap_or_notify`]. Shared
     /// memory maps and fd tables pass to another task of their group.
     pub fn exit_task<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, st: ExitStatus) {
+        self.deadlines.forget(task.pid);
+        self.console_waiters.remove(&task.pid);
         // Its last CPU time, split while its address space is still there.
         self.stint_end(task, hal.now_ns());
         let shared = self.mm_shared(task);

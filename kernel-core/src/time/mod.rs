@@ -2,6 +2,7 @@
 //! CPU-time accounting ([`account`]) and the processes' timers ([`timers`]).
 
 pub mod account;
+pub mod deadlines;
 pub mod timers;
 pub mod vdso;
 
