@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod frame;
+pub mod ptrace;
 pub mod sched;
 pub mod signal;
 #[cfg(test)]
@@ -234,6 +235,11 @@ pub struct Task<S: AddressSpace> {
     /// CPU time not yet split into user and system time, and the fair-share
     /// clock (see [`crate::time::account`]).
     pub cpu: crate::time::account::CpuClock,
+    /// Its tracer's hold on it (`ptrace`); `None` for an untraced task, the
+    /// one thing the system-call path tests.
+    pub ptrace: Option<alloc::boxed::Box<ptrace::Tracee>>,
+    /// The tasks it traces (detached or killed when it exits).
+    pub tracees: alloc::vec::Vec<Pid>,
 }
 
 /// User and group ids.
@@ -335,6 +341,8 @@ impl<S: AddressSpace> Task<S> {
             execed: false,
             charge: None,
             cpu: Default::default(),
+            ptrace: None,
+            tracees: alloc::vec::Vec::new(),
         }
     }
     /// Is it a thread group leader (a process as `wait` sees it)?
