@@ -525,6 +525,7 @@ impl<S: AddressSpace> Kernel<S> {
         task.ctx.regs.cs = 0x33;
         task.ctx.regs.ss = 0x2b;
         task.ctx.regs.eflags = 0x202;
+        task.auxv = crate::task::ptrace::read_auxv(task, argv.len() + envp.len(), &mut self.frames, hal.phys());
         task.fds.close_on_exec();
         task.signals.exec_reset();
         self.clock.timers.exec(task.tgid);

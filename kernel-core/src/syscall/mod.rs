@@ -413,6 +413,7 @@ table! {
     __NR_ptrace / 4 => ptrace::ptrace,
     __NR_process_vm_readv / 6 => ptrace::process_vm_readv,
     __NR_process_vm_writev / 6 => ptrace::process_vm_writev,
+    __NR_personality / 1 => ptrace::personality,
 }
 
 /// Run system call `n` for `t`.

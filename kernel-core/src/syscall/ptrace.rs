@@ -611,3 +611,60 @@ pub fn process_vm_readv<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResul
 pub fn process_vm_writev<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     process_vm(cx, a, true)
 }
+
+/// `read`/`write` (and their positional forms) of `/proc/<pid>/mem`: the
+/// file offset is an address in `pid`'s memory, accessed as a debugger
+/// does (protections ignored, private pages copied before a write), by a
+/// caller allowed to trace it (same user, or root). Stops at the first
+/// unmapped page; `EIO` if nothing could be moved.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn proc_mem<H: Hal>(
+    cx: &mut SysCtx<'_, H>,
+    f: &crate::fs::FileRef,
+    pid: Pid,
+    buf: u64,
+    off: u64,
+    count: u64,
+    advance: bool,
+    write: bool,
+) -> SysResult {
+    let tid = vm_target(cx, u64::from(pid))?;
+    let mut tmp = [0u8; 4096];
+    let mut done = 0u64;
+    while done < count {
+        let addr = off.checked_add(done).ok_or(Errno::EIO)?;
+        // Page-sized pieces, so a piece never spans a mapped and an unmapped page.
+        let n = (count - done).min(4096 - addr % 4096) as usize;
+        let r = if write {
+            if let Err(e) = cx.read_user(buf + done, &mut tmp[..n]) {
+                return if done > 0 { Ok(done as usize) } else { Err(e) };
+            }
+            write_mem(cx, tid, addr, &tmp[..n])
+        } else {
+            read_mem(cx, tid, addr, &mut tmp[..n]).and_then(|_| cx.write_user(buf + done, &tmp[..n]).map_err(|_| Errno::ENOMEM))
+        };
+        match r {
+            Ok(()) => done += n as u64,
+            Err(Errno::ENOMEM) if done == 0 => return Err(Errno::EFAULT),
+            Err(_) if done == 0 => return Err(Errno::EIO),
+            Err(_) => break,
+        }
+    }
+    if advance {
+        f.offset.set(off + done);
+    }
+    Ok(done as usize)
+}
+
+/// `personality(persona)`: stored and reported (`0xffffffff` only asks).
+/// Here because debuggers call it before starting a program, to turn
+/// address-space randomisation off (`ADDR_NO_RANDOMIZE`); the guest's
+/// layout is not randomised anyway, so no flag changes behaviour.
+pub fn personality<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
+    let old = cx.t.personality;
+    let new = a[0] as u32;
+    if new != u32::MAX {
+        cx.t.personality = new;
+    }
+    Ok(old as usize)
+}

@@ -240,6 +240,11 @@ pub struct Task<S: AddressSpace> {
     pub ptrace: Option<alloc::boxed::Box<ptrace::Tracee>>,
     /// The tasks it traces (detached or killed when it exits).
     pub tracees: alloc::vec::Vec<Pid>,
+    /// The auxiliary vector of the last exec (`/proc/<pid>/auxv`, which
+    /// debuggers read to find where a PIE was loaded).
+    pub auxv: alloc::vec::Vec<u8>,
+    /// `personality(2)` flags (stored and reported; none changes behaviour).
+    pub personality: u32,
 }
 
 /// User and group ids.
@@ -343,6 +348,8 @@ impl<S: AddressSpace> Task<S> {
             cpu: Default::default(),
             ptrace: None,
             tracees: alloc::vec::Vec::new(),
+            auxv: alloc::vec::Vec::new(),
+            personality: 0,
         }
     }
     /// Is it a thread group leader (a process as `wait` sees it)?

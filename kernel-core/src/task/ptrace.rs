@@ -517,3 +517,22 @@ pub fn may_access<S: AddressSpace>(from: &Task<S>, to: &Task<S>) -> bool {
     let gids = f.gid == c.gid && f.gid == c.egid && f.gid == c.sgid;
     uids && gids && to.dumpable
 }
+
+/// The auxiliary vector `exec` just laid out on `t`'s stack (above argc,
+/// the `nptrs` argv and envp pointers and their two NULLs), up to and with
+/// its `AT_NULL` pair: one copy at exec, so `/proc/<pid>/auxv` never reads
+/// a stack the program may have changed since.
+pub fn read_auxv<S: AddressSpace>(t: &mut Task<S>, nptrs: usize, frames: &mut crate::mm::Frames, phys: &impl hal::PhysMem) -> Vec<u8> {
+    /// More pairs than exec writes.
+    const MAX_PAIRS: usize = 32;
+    let at = t.ctx.regs.rsp.saturating_add(8 * (nptrs as u64 + 3));
+    let Some(mm) = t.mm.as_mut() else { return Vec::new() };
+    let room = mm.stack_top().saturating_sub(at).min(MAX_PAIRS as u64 * 16);
+    let mut b = alloc::vec![0u8; room as usize];
+    if mm.copy_from_user(at, &mut b, frames, phys).is_err() {
+        return Vec::new();
+    }
+    let end = b.chunks(16).position(|p| p[..8] == [0; 8]).map_or(b.len(), |i| (i + 1) * 16);
+    b.truncate(end);
+    b
+}
