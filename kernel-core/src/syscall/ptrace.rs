@@ -29,9 +29,10 @@ const NT_X86_XSTATE: u64 = 0x202;
 const REGS_SIZE: usize = 27 * 8;
 /// Bytes of `struct user_fpregs_struct` (the FXSAVE area).
 const FPREGS_SIZE: usize = 512;
-/// `offsetof(struct user, u_debugreg)` and the size of `struct user`.
+/// `offsetof(struct user, u_debugreg)` and the size of the kernel's
+/// `struct user` (the debug registers, then `error_code`, `fault_address`).
 const USER_DEBUGREG: u64 = 848;
-const USER_SIZE: u64 = USER_DEBUGREG + 8 * 8;
+const USER_SIZE: u64 = USER_DEBUGREG + 8 * 8 + 16;
 /// Where Linux puts XCR0 in the XSTATE regset (`sw_reserved`), which gdb reads.
 const XSTATE_XCR0: usize = 464;
 /// Flags a tracer may change (Linux's FLAG_MASK): CF PF AF ZF SF TF DF OF NT RF AC.
@@ -114,7 +115,7 @@ pub fn ptrace<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
                 return Ok(0);
             }
             // Debug registers: there are none to program; clearing them works.
-            if addr >= USER_DEBUGREG && data == 0 {
+            if (USER_DEBUGREG..USER_DEBUGREG + 64).contains(&addr) && data == 0 {
                 return Ok(0);
             }
             Err(Errno::EIO)
@@ -264,6 +265,9 @@ fn traceme<H: Hal>(cx: &mut SysCtx<'_, H>) -> SysResult {
 /// task of another user without `CAP_SYS_PTRACE` (root here).
 fn attach<H: Hal>(cx: &mut SysCtx<'_, H>, pid: i32, seize: bool, options: u32) -> SysResult {
     let tid = u32::try_from(pid).map_err(|_| Errno::ESRCH)?;
+    if tid == cx.t.pid {
+        return Err(Errno::EPERM);
+    }
     let t = cx.k.tasks.get(&tid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?;
     if t.tgid == cx.t.tgid || t.tgid == 1 || t.ptrace.is_some() || !may_access(cx.t, t) {
         return Err(Errno::EPERM);
