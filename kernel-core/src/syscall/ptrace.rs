@@ -450,7 +450,7 @@ fn regset<H: Hal>(cx: &mut SysCtx<'_, H>, tid: Pid, set: bool, kind: u64, iov: u
     let size = match kind {
         NT_PRSTATUS => REGS_SIZE,
         NT_PRFPREG => FPREGS_SIZE,
-        NT_X86_XSTATE => layout.size,
+        NT_X86_XSTATE => layout.size.clamp(FPREGS_SIZE, hal::XSTATE_MAX),
         _ => return Err(Errno::EINVAL),
     };
     let n = usize::try_from(len).unwrap_or(usize::MAX).min(size);

@@ -351,8 +351,17 @@ impl<S: AddressSpace> Kernel<S> {
             let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
             if let Some(t) = tmut(&mut self.tasks, cur, p) {
                 was_stopped |= t.stopped;
-                if t.ptrace.as_ref().is_some_and(|pt| pt.stop.is_some_and(|s| s != super::ptrace::Stop::Group)) {
-                    continue;
+                if let Some(pt) = t.ptrace.as_mut() {
+                    match pt.stop {
+                        // A ptrace stop ends only at the tracer's word.
+                        Some(s) if s != super::ptrace::Stop::Group => continue,
+                        // A group stop under ptrace ends with the group's.
+                        Some(_) => {
+                            pt.stop = None;
+                            pt.report = None;
+                        }
+                        None => {}
+                    }
                 }
                 t.stopped = false;
                 if t.state == TaskState::Runnable && !is_cur {

@@ -102,6 +102,9 @@ pub struct Tracee {
     pub syscall: (u64, [u64; 6]),
     /// `PTRACE_INTERRUPT` asked for a `PTRACE_EVENT_STOP`.
     pub interrupt: bool,
+    /// The current call was shown at an enter stop (the tracer may have
+    /// rewritten it).
+    pub entry_stopped: bool,
 }
 
 impl Tracee {
@@ -123,6 +126,7 @@ impl Tracee {
             exiting: None,
             syscall: (0, [0; 6]),
             interrupt: false,
+            entry_stopped: false,
         }
     }
     /// The `SIGTRAP` of a syscall stop (`| 0x80` with `TRACESYSGOOD`).
@@ -203,7 +207,9 @@ impl<S: AddressSpace> Kernel<S> {
         if !p.in_syscall {
             p.in_syscall = true;
             p.syscall = (t.ctx.regs.orig_rax, t.ctx.regs.syscall_args());
+            p.entry_stopped = false;
             if p.resume == Resume::Syscall {
+                p.entry_stopped = true;
                 let status = stop_status(p.syscall_trap(), 0);
                 // As on Linux, the tracer sees -ENOSYS in rax at the enter stop.
                 t.ctx.regs.rax = crate::Errno::ENOSYS.as_return();
@@ -213,8 +219,10 @@ impl<S: AddressSpace> Kernel<S> {
                 return true;
             }
         }
-        // The tracer may have changed the call: -1 skips it, rax is the result.
-        t.ctx.regs.orig_rax == u64::MAX
+        // After an enter stop the tracer may have changed the call: -1
+        // skips it, and rax is the result. (A program's own syscall(-1) is
+        // dispatched, and is ENOSYS.)
+        p.entry_stopped && t.ctx.regs.orig_rax == u64::MAX
     }
 
     /// After traced `t`'s call was dispatched: the event it raised (a
