@@ -97,14 +97,23 @@ fn strace_counts(out: &str) -> BTreeMap<String, u64> {
 }
 
 #[test]
-fn strace_follows_a_shell_and_counts_like_native() {
+fn strace_follows_a_shell_and_counts_like_native_skas() {
+    strace_session("RUSTUML_KERNEL_SKAS");
+}
+
+#[test]
+fn strace_follows_a_shell_and_counts_like_native_tt() {
+    strace_session("RUSTUML_KERNEL_TT");
+}
+
+fn strace_session(var: &str) {
     let _l = lock();
     if !have("/usr/bin/strace") || !have("/usr/bin/busybox") {
         eprintln!("skipped: the host lacks strace or busybox (apt-get install strace busybox)");
         return;
     }
     let d = scratch("strace");
-    let o = run_do("RUSTUML_KERNEL_SKAS", &d, &["strace", "-f", "sh", "-c", "ls /; echo hi"]);
+    let o = run_do(var, &d, &["strace", "-f", "sh", "-c", "ls /; echo hi"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stdout.ends_with("hi\n"), "{}", o.stdout);
     for must in ["execve(\"/usr/bin/sh\", [\"sh\", \"-c\", \"ls /; echo hi\"]", "execve(\"/usr/bin/ls\", [\"ls\", \"/\"]", "+++ exited with 0 +++", "--- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED", "write(1, \"hi\\n\", 3"] {
@@ -114,7 +123,7 @@ fn strace_follows_a_shell_and_counts_like_native() {
     // strace -c of a busybox script: the same calls, the same number of times.
     let script = "for i in 1 2 3; do busybox ls / >/dev/null; done; busybox echo hi";
     let args = ["strace", "-c", "-f", "busybox", "sh", "-c", script];
-    let guest = run_do("RUSTUML_KERNEL_SKAS", &d, &args);
+    let guest = run_do(var, &d, &args);
     let native = native_in(&d, args[0], &args[1..]);
     let (g, n) = (strace_counts(&guest.stderr), strace_counts(&native.stderr));
     assert!(!g.is_empty(), "no strace -c table:\n{}", guest.stderr);
