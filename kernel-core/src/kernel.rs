@@ -532,6 +532,7 @@ impl<S: AddressSpace> Kernel<S> {
         task.ctx.regs.cs = 0x33;
         task.ctx.regs.ss = 0x2b;
         task.ctx.regs.eflags = 0x202;
+        task.auxv = crate::task::ptrace::read_auxv(task, argv.len() + envp.len(), &mut self.frames, hal.phys());
         task.fds.close_on_exec();
         task.signals.exec_reset();
         self.clock.timers.exec(task.tgid);
@@ -1019,9 +1020,18 @@ impl<S: AddressSpace> Kernel<S> {
     }
 
     fn handle_syscall<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>) {
+        // The system call path's one test for ptrace (see `task::ptrace`).
+        if task.ptrace.is_some() {
+            return self.traced_syscall(hal, task);
+        }
         let nr = task.ctx.regs.orig_rax;
         let args = task.ctx.regs.syscall_args();
         let flow = syscall::dispatch(hal, self, task, nr, args);
+        self.finish_syscall(hal, task, nr, &args, flow);
+    }
+
+    /// Apply what a handler decided for `task`'s call `nr`.
+    pub(crate) fn finish_syscall<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, nr: u64, args: &[u64; 6], flow: Flow) {
         task.restart_deadline = None;
         match flow {
             Flow::Ret(r) => complete(hal, self.trace, task, r),
@@ -1033,13 +1043,13 @@ impl<S: AddressSpace> Kernel<S> {
             }
             Flow::Exit(st) => {
                 if self.trace {
-                    hal.log(&format!("{} = ?", syscall::trace_call(task.pid, nr, &args)));
+                    hal.log(&format!("{} = ?", syscall::trace_call(task.pid, nr, args)));
                 }
                 self.exit_task(hal, task, st);
             }
             Flow::Exec => {
                 if self.trace {
-                    hal.log(&format!("{} = 0", syscall::trace_call(task.pid, nr, &args)));
+                    hal.log(&format!("{} = 0", syscall::trace_call(task.pid, nr, args)));
                 }
             }
         }
@@ -1065,6 +1075,9 @@ impl<S: AddressSpace> Kernel<S> {
             }
         }
         task.clear_child_tid = 0;
+        if !task.tracees.is_empty() {
+            self.ptrace_tracer_exit(task);
+        }
         let (mm_gone, fds_gone) = self.hand_off(task);
         if !mm_gone {
             if let Some(mut mm) = task.mm.take() {
@@ -1148,8 +1161,12 @@ impl<S: AddressSpace> Kernel<S> {
         let Some(t) = self.tasks.get(&pid) else { return };
         let tgid = t.tgid;
         let times = (t.utime_ns, t.stime_ns);
+        let traced = t.ptrace.is_some();
         if !t.is_leader() {
-            self.tasks.remove(&pid);
+            // A traced thread stays until its tracer's wait collects it.
+            if !(traced && self.ptrace_tracee_died(pid)) {
+                self.tasks.remove(&pid);
+            }
             // The process keeps the CPU time of its exited threads.
             if let Some(l) = self.tasks.get_mut(&tgid) {
                 l.utime_ns += times.0;
@@ -1165,6 +1182,10 @@ impl<S: AddressSpace> Kernel<S> {
         }
         if self.tasks.values().any(|o| o.tgid == tgid && o.pid != pid && !o.is_zombie()) {
             return; // reported when the last thread exits
+        }
+        // A tracer other than the parent collects it first.
+        if traced && self.ptrace_tracee_died(pid) {
+            return;
         }
         self.notify_parent(hal, pid, ppid);
     }

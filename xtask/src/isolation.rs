@@ -87,8 +87,8 @@ const ATTACKS: &[(u8, &str, Lines)] = &[
         6,
         "attack_guest_semantics",
         &[
-            ("ptrace_attach", "ptrace another guest process"),
-            ("proc_mem", "read /proc/<pid>/mem of another guest process"),
+            ("ptrace_attach", "ptrace another user's guest process, unprivileged"),
+            ("proc_mem", "read /proc/<pid>/mem of another user's guest process, unprivileged"),
             ("kill_init", "kill(1, SIGKILL) from a child"),
         ],
     ),

@@ -32,10 +32,12 @@ const FD_BASE: u64 = 1 << 48;
 const STATIC: [&str; 12] =
     ["meminfo", "cpuinfo", "uptime", "loadavg", "filesystems", "version", "stat", "cmdline", "swaps", "vmstat", "partitions", "diskstats"];
 /// Entries of `/proc/<pid>/` (index + 1 is the low bits of the inode number).
-const PID_FILES: [&str; 15] = [
+const PID_FILES: [&str; 18] = [
     "stat", "status", "cmdline", "environ", "maps", "statm", "comm", "mounts", "mountinfo", "exe", "cwd", "root", "fd",
-    "smaps", "smaps_rollup",
+    "smaps", "smaps_rollup", "auxv", "mem", "task",
 ];
+/// The low inode bits of a `/proc/<pid>/task/<tid>` entry (past every PID_FILES index).
+const TASK_LINK: u64 = 0x800;
 
 /// What kernel state procfs reads from.
 pub struct ProcCtx<'a, S: AddressSpace> {
@@ -216,7 +218,9 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                         "cwd" => node(ino, sb, Kind::Symlink(t.cwd.path()), 0o777),
                         "root" => node(ino, sb, Kind::Symlink(String::from("/")), 0o777),
                         "fd" => node(ino, sb, empty_dir(), 0o500),
-                        "environ" => node(ino, sb, empty_file(self.fs, sb), 0o400),
+                        "task" => node(ino, sb, empty_dir(), 0o555),
+                        "environ" | "auxv" => node(ino, sb, empty_file(self.fs, sb), 0o400),
+                        "mem" => node(ino, sb, empty_file(self.fs, sb), 0o600),
                         _ => node(ino, sb, empty_file(self.fs, sb), 0o444),
                     };
                     {
@@ -225,6 +229,14 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                         m.gid = c.gid;
                     }
                     map.insert(String::from(*name), n);
+                }
+            }
+            Node::PidEntry(pid, i) if PID_FILES.get(i) == Some(&"task") => {
+                // Each thread's directory, as a link to `/proc/<tid>` (which
+                // debuggers open as `/proc/<pid>/task/<tid>/mem`, `maps`).
+                for t in self.all().into_iter().filter(|t| t.tgid == pid) {
+                    let ino = pid_ino(t.pid, TASK_LINK);
+                    map.insert(format!("{}", t.pid), node(ino, sb, Kind::Symlink(format!("/proc/{}", t.pid)), 0o777));
                 }
             }
             Node::PidEntry(pid, i) if PID_FILES.get(i) == Some(&"fd") => {
@@ -270,6 +282,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
                 crate::net::inet::procnet::file(&*self.net.try_borrow().ok()?, name)?
             }
             Node::Static(i) => self.static_file(STATIC.get(i)?),
+            Node::PidEntry(pid, i) if PID_FILES.get(i) == Some(&"auxv") => return Some(self.task(pid)?.auxv.clone()),
             Node::PidEntry(pid, i) => {
                 let t = self.task(pid)?;
                 self.pid_file(t, PID_FILES.get(i)?)?
@@ -640,7 +653,7 @@ pub fn comm_of<S: AddressSpace>(t: &Task<S>) -> String {
 
 /// Can proc file `inode` be opened for writing (a sysctl)?
 pub fn is_writable(fs: &Fs, inode: &Inode) -> bool {
-    fs.fstype(inode.sb) == FsType::Proc && inode.ino == PROC_IP_FORWARD
+    fs.fstype(inode.sb) == FsType::Proc && (inode.ino == PROC_IP_FORWARD || mem_of(fs, inode).is_some())
 }
 
 /// A write of `bytes` to writable proc file `inode` takes effect (as
@@ -659,6 +672,17 @@ pub fn store(net: &crate::net::inet::StackRef, fs: &Fs, inode: &Inode, bytes: &[
     s.fwd.enabled = on;
     s.dirty = true;
     Ok(())
+}
+
+/// The process whose memory `inode` is, if it is a `/proc/<pid>/mem`.
+pub fn mem_of(fs: &Fs, inode: &Inode) -> Option<Pid> {
+    if inode.ino < PROC_BASE || fs.fstype(inode.sb) != FsType::Proc {
+        return None;
+    }
+    match decode(inode.ino) {
+        Node::PidEntry(pid, i) if PID_FILES.get(i) == Some(&"mem") => Some(pid),
+        _ => None,
+    }
 }
 
 /// `EACCES`-free check that `inode` is a generated proc file (not writable).

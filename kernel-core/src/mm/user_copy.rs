@@ -178,4 +178,22 @@ impl<S: AddressSpace> MemoryMap<S> {
         }
         Ok(())
     }
+
+    /// Read user memory ignoring the VMA protection (a debugger's
+    /// `PTRACE_PEEKDATA` of a `PROT_NONE` page). The pages must lie inside VMAs.
+    pub(crate) fn read_force(&mut self, addr: u64, buf: &mut [u8], frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
+        self.user_range(addr, buf.len())?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let va = addr + done as u64;
+            let off = va % PAGE;
+            let n = ((PAGE - off) as usize).min(buf.len() - done);
+            let (pte, _) = self
+                .fault_page(page_floor(va), Access::Read, true, false, frames, phys)
+                .map_err(|e| if e == super::FaultError::OutOfMemory { Errno::ENOMEM } else { Errno::EFAULT })?;
+            phys.read(pte.frame + off, &mut buf[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
 }

@@ -42,6 +42,9 @@ fn do_read<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: u64, po
         Kind::File(data) => {
             let off = pos.unwrap_or(f.offset.get());
             verify_area(off, count)?;
+            if let Some(pid) = crate::fs::procfs::mem_of(&cx.k.fs, &f.inode) {
+                return super::ptrace::proc_mem(cx, f, pid, buf, off, count, pos.is_none(), false).map(Some);
+            }
             let n = read_cache(cx, data.cache(), buf, off, count)?;
             if pos.is_none() {
                 f.offset.set(off + n as u64);
@@ -109,6 +112,11 @@ fn do_write_inner<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, buf: u64, count: 
         }
         Kind::File(data) => {
             let cache = data.cache().clone();
+            if let Some(pid) = crate::fs::procfs::mem_of(&cx.k.fs, &f.inode) {
+                let off = pos.unwrap_or(f.offset.get());
+                verify_area(off, count)?;
+                return super::ptrace::proc_mem(cx, f, pid, buf, off, count, pos.is_none(), true);
+            }
             // A sysctl takes effect when written (it is not file data).
             if crate::fs::procfs::is_writable(&cx.k.fs, &f.inode) {
                 let mut bytes = vec![0u8; (count as usize).min(CHUNK)];

@@ -19,6 +19,7 @@ pub mod names;
 pub mod pidfd;
 pub mod poll;
 mod process;
+mod ptrace;
 mod caps;
 mod cred;
 pub mod futex;
@@ -409,6 +410,10 @@ table! {
     __NR_mq_timedreceive / 5 => mqueue::mq_timedreceive,
     __NR_mq_notify / 2 => mqueue::mq_notify,
     __NR_mq_getsetattr / 3 => mqueue::mq_getsetattr,
+    __NR_ptrace / 4 => ptrace::ptrace,
+    __NR_process_vm_readv / 6 => ptrace::process_vm_readv,
+    __NR_process_vm_writev / 6 => ptrace::process_vm_writev,
+    __NR_personality / 1 => ptrace::personality,
 }
 
 /// Run system call `n` for `t`.

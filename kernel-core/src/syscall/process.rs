@@ -115,6 +115,19 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.charge = Some(charge);
     cx.k.tasks.insert(pid, alloc::boxed::Box::new(child));
     cx.k.runq.push(pid);
+    if cx.t.ptrace.is_some() {
+        // Linux's choice of event: vfork, a child with another exit signal
+        // (a thread, a clone), or a fork.
+        use linux_raw_sys::ptrace as pt;
+        let ev = if f & g::CLONE_VFORK != 0 {
+            pt::PTRACE_EVENT_VFORK
+        } else if flags & 0xff != u64::from(g::SIGCHLD) {
+            pt::PTRACE_EVENT_CLONE
+        } else {
+            pt::PTRACE_EVENT_FORK
+        };
+        cx.k.ptrace_new_child(cx.t, pid, ev);
+    }
     Ok(pid)
 }
 
@@ -342,6 +355,8 @@ enum Event {
     Exited(ExitStatus),
     Stopped(u32),
     Continued,
+    /// A ptrace stop of a tracee (its whole wait status).
+    Traced(u32),
 }
 
 /// Find a matching child with a reportable event: (pid, event). `ECHILD`
@@ -350,7 +365,10 @@ enum Event {
 fn find_child<H: Hal>(cx: &SysCtx<'_, H>, sel: Sel, exited: bool, stopped: bool, cont: bool) -> Result<Option<(Pid, Event)>, Errno> {
     let me = cx.t.tgid;
     let mut any = false;
-    for t in cx.k.tasks.values().filter(|t| t.ppid == me && t.is_leader()) {
+    // Tracees count as children of their tracer (threads too); a child
+    // traced by another is not reported to its parent until released.
+    let tracer_of = |t: &Task<_>| t.ptrace.as_ref().map(|p| p.tracer_tgid);
+    for t in cx.k.tasks.values().filter(|t| (t.ppid == me && t.is_leader()) || tracer_of(t) == Some(me)) {
         let m = match sel {
             Sel::Any => true,
             Sel::Pid(p) => t.pid == p,
@@ -360,12 +378,23 @@ fn find_child<H: Hal>(cx: &SysCtx<'_, H>, sel: Sel, exited: bool, stopped: bool,
             continue;
         }
         any = true;
+        let traced = tracer_of(t);
+        if traced.is_some_and(|tr| tr != me) {
+            continue;
+        }
         if let TaskState::Zombie(st) = t.state {
             // A leader that exited before its threads is reported with the last one.
-            let live = cx.k.tasks.values().any(|o| o.tgid == t.pid && o.pid != t.pid && !o.is_zombie());
-            if exited && !live {
+            let live = t.is_leader() && cx.k.tasks.values().any(|o| o.tgid == t.pid && o.pid != t.pid && !o.is_zombie());
+            if (exited || traced.is_some()) && !live {
                 return Ok(Some((t.pid, Event::Exited(st))));
             }
+            continue;
+        }
+        if let Some(status) = t.ptrace.as_ref().and_then(|p| p.report) {
+            // Ptrace stops are reported without WUNTRACED.
+            return Ok(Some((t.pid, Event::Traced(status))));
+        }
+        if traced.is_some() && !(t.ppid == me && t.is_leader()) {
             continue;
         }
         if stopped {
@@ -395,8 +424,23 @@ pub fn rusage_bytes(utime_ns: u64, stime_ns: u64) -> [u8; 144] {
 /// Consume the event (reap a zombie, clear a stop/continue report).
 fn consume<H: Hal>(cx: &mut SysCtx<'_, H>, child: Pid, ev: Event) -> (u64, u64) {
     match ev {
+        Event::Exited(_) if cx.k.tasks.get(&child).is_some_and(|c| c.ptrace.as_ref().is_some_and(|p| p.tracer_tgid != c.ppid || !c.is_leader())) => {
+            // The tracer collected a tracee it is not the parent of: the
+            // link ends and the real parent (or nobody, for a thread) gets it.
+            let ppid = cx.k.tasks.get(&child).map_or(0, |c| c.ppid);
+            cx.k.ptrace_unlink(Some(&mut *cx.t), child, 0);
+            cx.k.ptrace_zombie_released(child, ppid);
+            (0, 0)
+        }
         Event::Exited(_) => match cx.k.tasks.remove(&child) {
             Some(c) => {
+                if let Some(p) = c.ptrace.as_ref() {
+                    let tracer = p.tracer;
+                    if let Some(tr) = cx.k.tasks.get_mut(&tracer) {
+                        tr.tracees.retain(|&x| x != child);
+                    }
+                    cx.t.tracees.retain(|&x| x != child);
+                }
                 let t = (c.utime_ns + c.child_times.0, c.stime_ns + c.child_times.1);
                 cx.t.child_times.0 += t.0;
                 cx.t.child_times.1 += t.1;
@@ -413,6 +457,12 @@ fn consume<H: Hal>(cx: &mut SysCtx<'_, H>, child: Pid, ev: Event) -> (u64, u64) 
         Event::Continued => {
             if let Some(c) = cx.k.tasks.get_mut(&child) {
                 c.cont_event = false;
+            }
+            (0, 0)
+        }
+        Event::Traced(_) => {
+            if let Some(p) = cx.k.tasks.get_mut(&child).and_then(|c| c.ptrace.as_mut()) {
+                p.report = None;
             }
             (0, 0)
         }
@@ -446,6 +496,7 @@ pub fn wait4<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
                 Event::Exited(st) => st.wait_status(),
                 Event::Stopped(sig) => (sig << 8) | 0x7f,
                 Event::Continued => 0xffff,
+                Event::Traced(status) => status,
             };
             if status != 0 {
                 if let Err(e) = cx.write_user(status, &word.to_le_bytes()) {
@@ -496,6 +547,7 @@ pub fn waitid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
                     Event::Exited(ExitStatus::Signal(s)) => (g::CLD_KILLED as i32, s as i32),
                     Event::Stopped(sig) => (g::CLD_STOPPED as i32, sig as i32),
                     Event::Continued => (g::CLD_CONTINUED as i32, g::SIGCONT as i32),
+                    Event::Traced(status) => (g::CLD_TRAPPED as i32, ((status >> 8) & 0xff) as i32),
                 };
                 si[8..12].copy_from_slice(&code.to_le_bytes());
                 si[16..20].copy_from_slice(&(child as i32).to_le_bytes());

@@ -222,7 +222,10 @@ impl<S: AddressSpace> Kernel<S> {
             }
         }
         let blocked = t.signals.mask & sigbit(sig) != 0;
-        if ignored && !blocked && sig != g::SIGSTOP {
+        // A tracer sees even ignored signals, and decides default actions
+        // at the signal-delivery stop (Linux's sig_ignored / ptrace_signal).
+        let traced = t.ptrace.is_some();
+        if ignored && !blocked && sig != g::SIGSTOP && !traced {
             return;
         }
         // A waiter in rt_sigtimedwait for this signal: wake it to re-check.
@@ -232,7 +235,7 @@ impl<S: AddressSpace> Kernel<S> {
             self.signalfds.posted(tgid, sig);
             return;
         }
-        if act.handler == SIG_DFL {
+        if act.handler == SIG_DFL && !traced {
             match default_action(sig) {
                 DefaultAction::Terminate => {
                     self.group_kill(&mut cur, &group, ExitStatus::Signal(sig));
@@ -311,12 +314,24 @@ impl<S: AddressSpace> Kernel<S> {
     /// parent's `wait(WUNTRACED)` and the parent gets SIGCHLD (CLD_STOPPED).
     fn group_stop(&mut self, cur: &mut Option<&mut Task<S>>, tgid: Pid, group: &[Pid], sig: u32) {
         let mut was_running = false;
+        let mut traced = Vec::new();
         for &p in group {
             if let Some(t) = tmut(&mut self.tasks, cur, p) {
                 was_running |= !t.stopped;
                 t.stopped = true;
                 t.cont_event = false;
+                if let Some(pt) = t.ptrace.as_ref() {
+                    if pt.stop.is_none() {
+                        traced.push((p, pt.seized));
+                    }
+                }
             }
+        }
+        // Traced threads report the group stop to their tracer, which
+        // resumes them (Linux's group-stop under ptrace).
+        for (p, seized) in traced {
+            let ev = if seized { linux_raw_sys::ptrace::PTRACE_EVENT_STOP } else { 0 };
+            self.ptrace_stop(cur, p, super::ptrace::Stop::Group, super::ptrace::stop_status(sig, ev));
         }
         if !was_running {
             return;
@@ -336,6 +351,18 @@ impl<S: AddressSpace> Kernel<S> {
             let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
             if let Some(t) = tmut(&mut self.tasks, cur, p) {
                 was_stopped |= t.stopped;
+                if let Some(pt) = t.ptrace.as_mut() {
+                    match pt.stop {
+                        // A ptrace stop ends only at the tracer's word.
+                        Some(s) if s != super::ptrace::Stop::Group => continue,
+                        // A group stop under ptrace ends with the group's.
+                        Some(_) => {
+                            pt.stop = None;
+                            pt.report = None;
+                        }
+                        None => {}
+                    }
+                }
                 t.stopped = false;
                 if t.state == TaskState::Runnable && !is_cur {
                     self.runq.push(p);
@@ -356,7 +383,7 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// SIGCHLD for a stop/continue (unless the parent set SA_NOCLDSTOP), and
     /// wake the parent's wait.
-    fn notify_stop_cont(&mut self, cur: &mut Option<&mut Task<S>>, child: Pid, ppid: Pid, code: i32, status: i32) {
+    pub(crate) fn notify_stop_cont(&mut self, cur: &mut Option<&mut Task<S>>, child: Pid, ppid: Pid, code: i32, status: i32) {
         let Some(p) = tmut(&mut self.tasks, cur, ppid) else { return };
         let act = p.signals.actions[(g::SIGCHLD - 1) as usize];
         let (ptgid, ppid_pid) = (p.tgid, p.pid);
@@ -385,6 +412,11 @@ impl<S: AddressSpace> Kernel<S> {
     /// to user mode (its memory map adopted). Handlers get a frame; default
     /// actions kill, stop or are ignored.
     pub fn deliver_signals<H: Hal<Space = S>>(&mut self, hal: &mut H, t: &mut Task<S>) {
+        // A traced task may owe its tracer a stop first (syscall exit, exit
+        // event, interrupt): the one ptrace test on the way to user mode.
+        if t.ptrace.is_some() && self.ptrace_return(t) {
+            return;
+        }
         let mut handled = false;
         // A woken wait4/waitid re-scans the children before a handler
         // interrupts it, as Linux's do_wait does: a child that is ready is
@@ -408,6 +440,9 @@ impl<S: AddressSpace> Kernel<S> {
             }
             let Some(info) = t.signals.take(!t.signals.mask | UNBLOCKABLE) else { break };
             self.signal_taken(t.tgid, &info);
+            if t.ptrace.is_some() && self.ptrace_signal_stop(t, info) {
+                break;
+            }
             let sig = info.signo;
             let act = t.signals.actions[(sig - 1) as usize];
             if act.handler == SIG_IGN {
@@ -509,6 +544,10 @@ impl<S: AddressSpace> Kernel<S> {
     /// unless it is blocked or ignored or a fault hits while delivering one,
     /// which kill (as Linux's force_sig).
     pub fn fault_signal(&mut self, t: &mut Task<S>, info: SigInfo) {
+        if t.ptrace.is_some() {
+            self.ptrace_fault(t, info);
+            return;
+        }
         let sig = info.signo;
         let idx = (sig - 1) as usize;
         let act = t.signals.actions[idx];

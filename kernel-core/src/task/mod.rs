@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod frame;
+pub mod ptrace;
 pub mod sched;
 pub mod signal;
 #[cfg(test)]
@@ -234,6 +235,16 @@ pub struct Task<S: AddressSpace> {
     /// CPU time not yet split into user and system time, and the fair-share
     /// clock (see [`crate::time::account`]).
     pub cpu: crate::time::account::CpuClock,
+    /// Its tracer's hold on it (`ptrace`); `None` for an untraced task, the
+    /// one thing the system-call path tests.
+    pub ptrace: Option<alloc::boxed::Box<ptrace::Tracee>>,
+    /// The tasks it traces (detached or killed when it exits).
+    pub tracees: alloc::vec::Vec<Pid>,
+    /// The auxiliary vector of the last exec (`/proc/<pid>/auxv`, which
+    /// debuggers read to find where a PIE was loaded).
+    pub auxv: alloc::vec::Vec<u8>,
+    /// `personality(2)` flags (stored and reported; none changes behaviour).
+    pub personality: u32,
 }
 
 /// User and group ids.
@@ -335,6 +346,10 @@ impl<S: AddressSpace> Task<S> {
             execed: false,
             charge: None,
             cpu: Default::default(),
+            ptrace: None,
+            tracees: alloc::vec::Vec::new(),
+            auxv: alloc::vec::Vec::new(),
+            personality: 0,
         }
     }
     /// Is it a thread group leader (a process as `wait` sees it)?
