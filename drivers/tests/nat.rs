@@ -368,6 +368,51 @@ fn hostfwd_tcp_reaches_guest_listener() {
     assert!(rest.is_empty());
 }
 
+/// More host clients than the connection limit: the extra ones wait in
+/// the forwarded port's listen backlog and are served in turn, none reset.
+#[test]
+fn hostfwd_clients_past_the_limit_wait_their_turn() {
+    let mut cfg = NatConfig::parse("hostfwd=tcp:127.0.0.1:0-:8080").unwrap();
+    cfg.max_tcp = 2;
+    let mut g = Guest::new(cfg);
+    let addr = g.nat.hostfwd_addrs()[0].1;
+    const CLIENTS: usize = 6;
+    let host = std::thread::spawn(move || {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).map_err(|e| format!("client {i}: {e}"))?;
+                    s.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+                    s.write_all(b"ping").map_err(|e| format!("client {i}: {e}"))?;
+                    let mut answer = Vec::new();
+                    s.read_to_end(&mut answer).map_err(|e| format!("client {i}: {e}"))?;
+                    Ok::<Vec<u8>, String>(answer)
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
+    });
+    for _ in 0..CLIENTS {
+        let h = g.new_tcp();
+        g.tcp(h).listen(8080).unwrap();
+        assert_eq!(g.read_exact(h, 4), b"ping");
+        g.write_all(h, b"pong");
+        g.tcp(h).close();
+        assert!(g.until(10, |g| matches!(g.tcp(h).state(), tcp::State::Closed | tcp::State::TimeWait)), "guest close did not finish");
+    }
+    let mut host = Some(host);
+    let mut answers = None;
+    assert!(g.until(20, |_| {
+        if host.as_ref().unwrap().is_finished() {
+            answers = Some(host.take().unwrap().join().unwrap());
+        }
+        answers.is_some()
+    }));
+    for a in answers.unwrap() {
+        assert_eq!(a.as_deref(), Ok(&b"pong"[..]));
+    }
+}
+
 #[test]
 fn hostfwd_to_closed_guest_port_closes_host_connection() {
     let mut g = Guest::new(NatConfig::parse("hostfwd=tcp::0-:9").unwrap());

@@ -67,7 +67,7 @@ pub struct NatConfig {
     pub udp_timeout: Duration,
     /// At most this many TCP connections (guest-initiated plus forwarded)
     /// at once; further SYNs are answered with RST, further host connections
-    /// to a forwarded port are closed.
+    /// to a forwarded port wait in its listen backlog until one closes.
     pub max_tcp: usize,
     /// At most this many UDP flows at once; datagrams of further flows are dropped.
     pub max_udp: usize,

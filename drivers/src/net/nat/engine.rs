@@ -37,6 +37,8 @@ use super::{
 const FRAMES_PER_TURN: usize = 256;
 /// How long a guest SYN waits for the host connect before it is refused.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The listen backlog of a `hostfwd` port (the host's `somaxconn` caps it).
+const HOSTFWD_BACKLOG: i32 = 4096;
 /// smoltcp buffer sizes of one proxied connection. The receive side stays
 /// below 64 KiB so no window scaling is negotiated: with a scaled window
 /// smoltcp's rounding can move the advertised right edge back a few bytes,
@@ -244,6 +246,11 @@ impl Engine {
                         io::Error::new(e.kind(), format!("hostfwd tcp {}: {e}", f.host))
                     })?;
                     l.set_nonblocking(true)?;
+                    // std listens with a backlog of 128: a burst of clients
+                    // (ab -c 500) overflows it and some see resets. Linux
+                    // lets a listening socket's backlog be raised in place.
+                    // SAFETY: listen(2) on a socket this listener owns.
+                    unsafe { libc::listen(l.as_raw_fd(), HOSTFWD_BACKLOG) };
                     hostfwd_addrs.push((Proto::Tcp, l.local_addr()?));
                     tcp_fwds.push((l, f.guest_port));
                 }
@@ -348,7 +355,9 @@ impl Engine {
                 revents: 0,
             };
             fds.push(pfd(self.shared.wake_fd(), libc::POLLIN));
-            if self.accept_paused.is_none() {
+            // At the connection limit, host clients wait in the listen
+            // backlog (as at a busy server) until one of ours closes.
+            if self.accept_paused.is_none() && self.conns.len() < self.cfg.max_tcp {
                 for (l, _) in &self.tcp_fwds {
                     fds.push(pfd(l.as_raw_fd(), libc::POLLIN));
                 }
@@ -784,6 +793,9 @@ impl Engine {
         self.accept_paused = None;
         for i in 0..self.tcp_fwds.len() {
             loop {
+                if self.conns.len() >= self.cfg.max_tcp {
+                    return;
+                }
                 let (stream, guest_port) = match self.tcp_fwds[i].0.accept() {
                     Ok((s, _)) => (s, self.tcp_fwds[i].1),
                     Err(e) if would_block(&e) => break,
@@ -794,7 +806,7 @@ impl Engine {
                         return;
                     }
                 };
-                if self.conns.len() >= self.cfg.max_tcp || stream.set_nonblocking(true).is_err() {
+                if stream.set_nonblocking(true).is_err() {
                     self.drop_frame(Stat::Policy);
                     continue; // dropping `stream` closes it
                 }
