@@ -20,7 +20,10 @@ fn run_do(cwd: &Path, args: &[&str]) -> Outcome {
     let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
     let mut cmd = Command::new(&kernel);
     cmd.current_dir(cwd).arg("do").args(args);
-    let out = run(&mut cmd, &format!("kernel-skas do {args:?}"));
+    // `do` sees the host's whole tree, and `rm -rf /` walks all of it: on a
+    // developer's machine with several checkouts and their builds that is
+    // millions of files, so the limit is a hang's, not a speed's.
+    let out = run_within(&mut cmd, &format!("kernel-skas do {args:?}"), std::time::Duration::from_secs(300));
     assert_no_leftovers(out.pid, &[], "kernel-skas do");
     out
 }

@@ -207,11 +207,17 @@ fn kill_group(pgid: u32) {
 
 /// Runs `cmd` to completion (with [`TIMEOUT`]) and collects its output.
 pub fn run(cmd: &mut Command, what: &str) -> Outcome {
+    run_within(cmd, what, TIMEOUT)
+}
+
+/// [`run`] with another limit, for runs whose size depends on the host
+/// (a walk of the host's whole tree).
+pub fn run_within(cmd: &mut Command, what: &str, limit: Duration) -> Outcome {
     let mut child = spawn(cmd);
     let pid = child.id();
     let out = reader(child.stdout.take().expect("piped stdout"));
     let err = reader(child.stderr.take().expect("piped stderr"));
-    let st = wait_timeout(&mut child, TIMEOUT, what);
+    let st = wait_timeout(&mut child, limit, what);
     // A process that escaped the kernel could hold the pipes open: don't
     // wait for ever for end-of-file.
     let stdout = join_within(out, Duration::from_secs(10), what);
