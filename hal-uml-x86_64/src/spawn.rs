@@ -341,9 +341,10 @@ fn child(
 ///
 /// Protocol over a `SOCK_SEQPACKET` pair: a request is [`ZReq`] with the
 /// physical-memory, image and (seccomp) mailbox fds attached; the answer is
-/// [`ZRep`]. The zygote has no other fd but the stub images it was given at
-/// its start, only makes raw system calls, and exits when the kernel's end
-/// of the socket closes or the thread dies.
+/// [`ZRep`]. The zygote has no other fd but the stub images it was given
+/// (at its start, and by `OP_ADD_IMAGE` until the kernel locks it before
+/// confining itself), only makes raw system calls, and exits when the
+/// kernel's end of the socket closes or the thread dies.
 ///
 /// It runs only those images: the image a request brings only names one
 /// of them (same file), and the zygote execs its own copy. A kernel taken
@@ -377,11 +378,20 @@ struct ZReq {
     /// Echoed in the answer: requests can be outstanding for several
     /// spawns of one thread (see [`Spawning`]).
     token: u64,
+    /// [`OP_SPAWN`], [`OP_ADD_IMAGE`] or [`OP_LOCK`].
+    op: u8,
     traceme: u8,
     pidns: u8,
     comm: u8,
     cpu: i32,
 }
+
+/// Make a stub (fds: physical memory, image, and the mailbox if `comm`).
+const OP_SPAWN: u8 = 0;
+/// Run this sealed image too (fd: the image); refused once locked.
+const OP_ADD_IMAGE: u8 = 1;
+/// No more images: sent before the kernel confines itself.
+const OP_LOCK: u8 = 2;
 
 /// The answer: the stub's pid (0 if none), an errno (0: the stub exec'd),
 /// and whether it got its own PID namespace.
@@ -432,6 +442,14 @@ pub fn close_image(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
+/// Does `fd` carry every seal of a stub image? (Raw system call: the
+/// zygote uses it. A file that cannot be sealed answers -1, all bits set.)
+fn sealed(fd: i32) -> bool {
+    // SAFETY: fcntl(F_GET_SEALS) only reads the descriptor's seals.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    seals >= 0 && seals & IMAGE_SEALS == IMAGE_SEALS
+}
+
 /// The identity of the file `fd` refers to.
 fn file_identity(fd: i32) -> Option<(u64, u64)> {
     // SAFETY: fstat into a zeroed local.
@@ -475,7 +493,8 @@ pub fn prepare_confinement(kernel_pid: i32) -> bool {
                 None => ZState::Failed,
             };
         }
-        matches!(*z, ZState::Ready(_))
+        // From now on it runs only the images it has.
+        matches!(&*z, ZState::Ready(zy) if zygote_call(zy.sock, OP_LOCK, &[]).is_some_and(|rep| rep.err == 0))
     });
     if ready {
         CONFINED.store(true, Ordering::Relaxed);
@@ -507,18 +526,14 @@ fn zygote_ask(r: &Request) -> Option<(u64, bool)> {
                 None => ZState::Failed,
             };
         }
-        let image = file_identity(r.fds.image);
-        if let ZState::Ready(zy) = &*z {
-            if !image.is_some_and(|id| zy.images.contains(&id)) && !CONFINED.load(Ordering::Relaxed) {
-                // An image made after this zygote started (a new machine on
-                // this thread): a zygote that knows it.
-                *z = match start_zygote(r.kernel_pid, r.root, r.shared) {
-                    Some(zy) => ZState::Ready(zy),
-                    None => ZState::Failed,
-                };
+        let ZState::Ready(zy) = &mut *z else { return None };
+        if let Some(id) = file_identity(r.fds.image).filter(|id| !zy.images.contains(id)) {
+            // An image made after this zygote started (a new machine on
+            // this thread), before the kernel confined itself.
+            if zygote_call(zy.sock, OP_ADD_IMAGE, &[r.fds.image]).is_some_and(|rep| rep.err == 0) {
+                zy.images.push(id);
             }
         }
-        let ZState::Ready(zy) = &*z else { return None };
         let pidns = r.shared.is_some()
             && PIDNS_STATE.load(Ordering::Relaxed) != 2
             && std::env::var_os("RUSTUML_STUB_PIDNS").is_none_or(|v| v != "0");
@@ -527,7 +542,7 @@ fn zygote_ask(r: &Request) -> Option<(u64, bool)> {
             t.set(t.get() + 1);
             t.get()
         });
-        let req = ZReq { token, traceme: r.traceme as u8, pidns: pidns as u8, comm: fds.comm.is_some() as u8, cpu: r.cpu.map_or(-1, |c| c as i32) };
+        let req = ZReq { token, op: OP_SPAWN, traceme: r.traceme as u8, pidns: pidns as u8, comm: fds.comm.is_some() as u8, cpu: r.cpu.map_or(-1, |c| c as i32) };
         let sent = [fds.phys, fds.image, fds.comm.unwrap_or(fds.image)];
         if zygote_send(zy.sock, &req, &sent[..if fds.comm.is_some() { 3 } else { 2 }]) {
             Some((token, pidns))
@@ -544,19 +559,7 @@ fn zygote_answer(r: &Request, token: u64, pidns: bool) -> Option<io::Result<i32>
     ZYGOTE.with(|z| {
         let mut z = z.borrow_mut();
         let ZState::Ready(zy) = &*z else { return None };
-        let stashed = ANSWERS.with(|a| {
-            let mut a = a.borrow_mut();
-            let i = a.iter().position(|rep| rep.token == token)?;
-            Some(a.swap_remove(i))
-        });
-        let answer = stashed.or_else(|| loop {
-            let rep = zygote_recv(zy.sock)?;
-            if rep.token == token {
-                break Some(rep);
-            }
-            ANSWERS.with(|a| a.borrow_mut().push(rep));
-        });
-        match answer {
+        match zygote_wait(zy.sock, token) {
             Some(rep) => {
                 if r.shared.is_some() {
                     NS_STATE.store(1, Ordering::Relaxed);
@@ -588,6 +591,33 @@ fn zygote_answer(r: &Request, token: u64, pidns: bool) -> Option<io::Result<i32>
     })
 }
 
+/// The answer to request `token`; answers to others read on the way are
+/// kept for their readers (the zygote answers in order). `None`: it is gone.
+fn zygote_wait(sock: i32, token: u64) -> Option<ZRep> {
+    let stashed = ANSWERS.with(|a| {
+        let mut a = a.borrow_mut();
+        let i = a.iter().position(|rep| rep.token == token)?;
+        Some(a.swap_remove(i))
+    });
+    stashed.or_else(|| loop {
+        let rep = zygote_recv(sock)?;
+        if rep.token == token {
+            break Some(rep);
+        }
+        ANSWERS.with(|a| a.borrow_mut().push(rep));
+    })
+}
+
+/// Send an image-table request (`OP_ADD_IMAGE`, `OP_LOCK`) and wait for its answer.
+fn zygote_call(sock: i32, op: u8, fds: &[i32]) -> Option<ZRep> {
+    let token = TOKENS.with(|t| {
+        t.set(t.get() + 1);
+        t.get()
+    });
+    let req = ZReq { token, op, traceme: 0, pidns: 0, comm: 0, cpu: -1 };
+    zygote_send(sock, &req, fds).then(|| zygote_wait(sock, token)).flatten()
+}
+
 /// Send one request with its fds; false if the zygote is gone.
 fn zygote_send(sock: i32, req: &ZReq, fds: &[i32]) -> bool {
     let mut cbuf = [0u64; 8];
@@ -597,6 +627,10 @@ fn zygote_send(sock: i32, req: &ZReq, fds: &[i32]) -> bool {
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
+    if fds.is_empty() {
+        // SAFETY: `msg` describes a valid buffer (no control data).
+        return unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) >= 0 };
+    }
     msg.msg_control = cbuf.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is a pure computation.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(clen as u32) } as usize;
@@ -712,7 +746,7 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, 
         let mut known = [(-1i32, 0u64, 0u64); MAX_IMAGES];
         for (k, &fd) in known.iter_mut().zip(images) {
             let mut st: libc::stat = std::mem::zeroed();
-            if fd >= 0 && libc::fcntl(fd, libc::F_GET_SEALS) & IMAGE_SEALS == IMAGE_SEALS && libc::fstat(fd, &mut st) == 0 {
+            if fd >= 0 && sealed(fd) && libc::fstat(fd, &mut st) == 0 {
                 *k = (fd, st.st_dev, st.st_ino);
             }
         }
@@ -738,8 +772,9 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, 
         }
         let ready = 0u8;
         libc::send(sock, (&ready as *const u8).cast(), 1, libc::MSG_NOSIGNAL);
+        let mut locked = false;
         loop {
-            let mut req = ZReq { token: 0, traceme: 0, pidns: 0, comm: 0, cpu: -1 };
+            let mut req = ZReq { token: 0, op: OP_SPAWN, traceme: 0, pidns: 0, comm: 0, cpu: -1 };
             let mut cbuf = [0u64; 8];
             let mut iov = libc::iovec { iov_base: (&mut req as *mut ZReq).cast(), iov_len: std::mem::size_of::<ZReq>() };
             let mut msg: libc::msghdr = std::mem::zeroed();
@@ -764,8 +799,34 @@ fn zygote_main(kernel_pid: i32, sock: i32, root: i32, shared: Option<[i32; 5]>, 
                     *g = *data.add(i);
                 }
             }
-            let want = if req.comm != 0 { 3 } else { 2 };
             let mut rep = ZRep { token: req.token, ..ZRep::default() };
+            if n as usize == std::mem::size_of::<ZReq>() && req.op != OP_SPAWN {
+                let mut st: libc::stat = std::mem::zeroed();
+                let slot = known.iter().position(|k| k.0 < 0);
+                if req.op == OP_LOCK {
+                    locked = true;
+                } else if locked {
+                    rep.err = libc::EPERM;
+                } else if req.op != OP_ADD_IMAGE || ngot != 1 {
+                    rep.err = libc::EINVAL;
+                } else if !sealed(got[0]) || libc::fstat(got[0], &mut st) != 0 {
+                    rep.err = libc::EACCES;
+                } else if let Some(i) = slot {
+                    known[i] = (got[0], st.st_dev, st.st_ino);
+                    // Kept: not closed below.
+                    got[0] = -1;
+                } else {
+                    rep.err = libc::ENOSPC;
+                }
+                for &f in got.iter().take(ngot) {
+                    if f >= 0 {
+                        libc::close(f);
+                    }
+                }
+                libc::send(sock, (&rep as *const ZRep).cast(), std::mem::size_of::<ZRep>(), libc::MSG_NOSIGNAL);
+                continue;
+            }
+            let want = if req.comm != 0 { 3 } else { 2 };
             // The image named by the request, as the zygote's own fd.
             let mut st: libc::stat = std::mem::zeroed();
             let image = if ngot >= 2 && libc::fstat(got[1], &mut st) == 0 {
@@ -933,10 +994,10 @@ mod tests {
         .unwrap();
     }
 
-    /// The zygote runs only the sealed images its thread had when it
-    /// started: a request naming any other program (a host binary, an
-    /// unregistered copy of the stub, even sealed) is refused, and the
-    /// zygote goes on serving the real image.
+    /// The zygote runs only the sealed images it was given: a request
+    /// naming any other program (a host binary, an unregistered copy of the
+    /// stub, even sealed) is refused, nothing unsealed can be added, nothing
+    /// at all once it is locked, and it goes on serving the real image.
     #[test]
     fn zygote_refuses_images_it_was_not_started_with() {
         std::thread::spawn(|| {
@@ -967,11 +1028,19 @@ mod tests {
             let host = unsafe { libc::open(c"/bin/true".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
             assert!(host >= 0);
             for (n, other) in [host, copy].into_iter().enumerate() {
-                let req = ZReq { token: 1000 + n as u64, traceme: 0, pidns: 0, comm: 0, cpu: -1 };
+                let req = ZReq { token: 1000 + n as u64, op: OP_SPAWN, traceme: 0, pidns: 0, comm: 0, cpu: -1 };
                 assert!(zygote_send(sock, &req, &[phys.fd(), other]));
                 let rep = zygote_recv(sock).unwrap();
                 assert_eq!((rep.token, rep.pid, rep.err), (req.token, 0, libc::EACCES));
             }
+            // Only sealed images may be added, and none once locked.
+            let add = |fd: i32| zygote_call(sock, OP_ADD_IMAGE, &[fd]).map(|r| r.err);
+            assert_eq!(add(host), Some(libc::EACCES), "an unsealed file");
+            assert_eq!(zygote_call(sock, OP_LOCK, &[]).map(|r| r.err), Some(0));
+            assert_eq!(add(copy), Some(libc::EPERM), "added after the lock");
+            let req = ZReq { token: 2000, op: OP_SPAWN, traceme: 0, pidns: 0, comm: 0, cpu: -1 };
+            assert!(zygote_send(sock, &req, &[phys.fd(), copy]));
+            assert_eq!(zygote_wait(sock, 2000).map(|r| r.err), Some(libc::EACCES));
             // Still serving its own image.
             let pid = spawn(me, fds, true, None).unwrap();
             assert_eq!(crate::ptrace::wait_for_stop(pid), Some(libc::SIGTRAP));
