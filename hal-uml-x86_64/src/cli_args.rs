@@ -80,6 +80,13 @@ pub struct Cli {
     /// SIGINT or SIGTERM; guests join it with `--net switch,path=PATH`.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["net", "hostfs"])]
     pub switch: Option<PathBuf>,
+    /// Name the guest: its control directory `$XDG_RUNTIME_DIR/rustuml/NAME/`
+    /// (else `~/.rustuml/NAME/`) holds its pid and the control socket
+    /// `rustuml-ctl` talks to; removed when the kernel exits. UML's
+    /// `umid=NAME` is the same. Without a name the guest has no control
+    /// socket.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// Guest path of the first program.
     #[arg(value_name = "INIT", default_value = "/bin/sh")]
     pub init: String,
@@ -200,6 +207,9 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
         } else if key == "mem" {
             out.push("--mem".into());
             out.push(value.into());
+        } else if key == "umid" {
+            out.push("--name".into());
+            out.push(value.into());
         } else if key == "root" {
             out.push("--root-dev".into());
             out.push(value.into());
@@ -214,7 +224,7 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
             nets.push((n, value.to_string()));
         } else {
             return Err(format!(
-                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=; see --help)"
+                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=, umid=; see --help)"
             ));
         }
     }

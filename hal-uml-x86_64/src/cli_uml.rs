@@ -12,6 +12,7 @@
 //! | `ethN=SPEC` | `--net SPEC` (in the order of N) |
 //! | `root=/dev/ubdX` | `--root-dev ubdX` (ext4, read-only) |
 //! | `init=PATH` | INIT |
+//! | `umid=NAME` | `--name NAME` (control directory, `rustuml-ctl`) |
 //!
 //! Any other `word=value` before INIT is refused with one line (it would
 //! otherwise be taken for the program to run). The translation itself is
@@ -82,7 +83,8 @@ mod tests {
         // Words after INIT are init's; option values are left alone.
         assert_eq!(tr(&["--hostname", "mem=x", "/bin/echo", "ubd0=a"]).unwrap(), ["k", "--hostname", "mem=x", "/bin/echo", "ubd0=a"]);
         assert_eq!(tr(&["ubd1r=img", "init=/bin/echo", "--", "hi"]).unwrap(), ["k", "--ubd", "1r=img", "--", "/bin/echo", "hi"]);
-        assert!(tr(&["umid=x"]).unwrap_err().contains("umid=x"));
+        assert!(tr(&["uid=x"]).unwrap_err().contains("uid=x"));
+        assert_eq!(tr(&["umid=web", "/bin/sh"]).unwrap(), ["k", "--name", "web", "/bin/sh"]);
         assert_eq!(tr(&["root=/dev/ubda", "ubd0=img"]).unwrap(), ["k", "--root-dev", "/dev/ubda", "--ubd", "0=img"]);
         let ubd = ["0r=a".to_string(), "1=b,c".to_string()];
         assert_eq!((root_disk_index("/dev/ubda", &ubd), root_disk_index("ubdb", &ubd)), (Ok(0), Ok(1)));

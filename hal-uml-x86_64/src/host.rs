@@ -247,6 +247,9 @@ impl EventHub {
             hubs.push(ep);
         }
         timer.set_epfd(ep);
+        if let Some(c) = crate::control::server() {
+            c.attach(ep);
+        }
         Ok(Arc::new(EventHub { epfd, ctl, quit: AtomicBool::new(false), console_fired: AtomicBool::new(false), timer }))
     }
 
@@ -270,7 +273,8 @@ impl EventHub {
             }
             let mut bits = 0;
             for ev in evs.iter().take(n.max(0) as usize) {
-                match ev.u64 {
+                let (tag, events) = (ev.u64, ev.events);
+                match tag {
                     TAG_CTL => {
                         let mut v = 0u64;
                         // SAFETY: reads 8 bytes into a valid u64 (drains the eventfd).
@@ -282,6 +286,11 @@ impl EventHub {
                     TAG_CONSOLE => {
                         self.console_fired.store(true, Ordering::SeqCst);
                         bits |= Interrupts::CONSOLE.bits();
+                    }
+                    t if t == crate::control::TAG_LISTEN || t >= crate::control::TAG_CLIENT => {
+                        if crate::control::server().is_some_and(|c| c.on_event(t, events)) {
+                            bits |= Interrupts::CONTROL.bits();
+                        }
                     }
                     _ => bits |= Interrupts::NET.bits(),
                 }
@@ -527,6 +536,18 @@ impl HostMachine {
         &mut self.console
     }
 
+    /// [`hal::Hal::control_take`]: the next request on the control socket.
+    pub fn control_take(&mut self) -> Option<(u64, String)> {
+        crate::control::server()?.take()
+    }
+
+    /// [`hal::Hal::control_reply`].
+    pub fn control_reply(&mut self, client: u64, answer: &[u8]) {
+        if let Some(c) = crate::control::server() {
+            c.reply(client, answer);
+        }
+    }
+
     /// [`hal::Hal::random`].
     pub fn random(&mut self, buf: &mut [u8]) {
         let mut off = 0;
@@ -626,6 +647,12 @@ macro_rules! host_hal_methods {
         }
         fn random(&mut self, buf: &mut [u8]) {
             self.host.random(buf);
+        }
+        fn control_take(&mut self) -> Option<(u64, String)> {
+            self.host.control_take()
+        }
+        fn control_reply(&mut self, client: u64, answer: &[u8]) {
+            self.host.control_reply(client, answer);
         }
         fn log(&mut self, line: &str) {
             self.host.log(line);

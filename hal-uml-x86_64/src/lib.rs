@@ -48,6 +48,7 @@ pub mod cli;
 pub mod cli_args;
 #[cfg(feature = "kernel")]
 pub mod cli_uml;
+pub mod control;
 pub mod filter;
 pub mod heap;
 pub mod host;

@@ -130,4 +130,18 @@ pub trait Hal {
     fn publish_clock(&mut self, paddr: u64) {
         let _ = paddr;
     }
+
+    /// The next request from the operator's control channel (a host
+    /// socket, `rustuml-ctl`): the client it came from and one line of
+    /// text, already checked for length. `None` when none is waiting.
+    /// Arrival is reported as [`Interrupts::CONTROL`]. Default: none ever.
+    fn control_take(&mut self) -> Option<(u64, alloc::string::String)> {
+        None
+    }
+
+    /// The answer to `client`'s request: sent as it is (the kernel formats
+    /// it); a client that went away is ignored.
+    fn control_reply(&mut self, client: u64, answer: &[u8]) {
+        let _ = (client, answer);
+    }
 }

@@ -179,7 +179,7 @@ pub struct Kernel<S: AddressSpace> {
     /// Counter ordering blocked tasks (FIFO futex wake-ups).
     pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
-    armed: Option<u64>,
+    pub(crate) armed: Option<u64>,
     /// When free guest memory may next be given back to the host.
     next_trim_ns: u64,
     /// The process the OOM killer last chose (tgid), and how many faults
@@ -201,6 +201,8 @@ pub struct Kernel<S: AddressSpace> {
     pub inotify: crate::syscall::inotify::Watches,
     /// signalfds by process (readiness when a blocked signal is queued).
     pub signalfds: crate::syscall::signalfd::SignalFds,
+    /// The operator's requests (`rustuml-ctl`): paused, halting.
+    pub control: crate::control::ControlState,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -316,6 +318,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         pidfds: Default::default(),
         inotify: Default::default(),
         signalfds: Default::default(),
+        control: Default::default(),
     };
     let mut seed = [0u8; 8];
     hal.random(&mut seed);
@@ -549,6 +552,13 @@ impl<S: AddressSpace> Kernel<S> {
                 // init is never reaped (it has no parent): this cannot happen.
                 return DEADLOCK_STATUS;
             }
+            if let Some(st) = self.control.halt {
+                return st;
+            }
+            if self.control.paused {
+                self.paused_wait(hal);
+                continue;
+            }
             if self.check_invariants {
                 if let Err(e) = crate::invariants::check(self) {
                     self.printk(hal, crate::tty::kmsg::ERR, &format!("kernel: invariant violated: {e}"));
@@ -774,9 +784,12 @@ impl<S: AddressSpace> Kernel<S> {
         DEADLOCK_STATUS
     }
 
-    fn handle_interrupts<H: Hal<Space = S>>(&mut self, hal: &mut H, irq: Interrupts) {
+    pub(crate) fn handle_interrupts<H: Hal<Space = S>>(&mut self, hal: &mut H, irq: Interrupts) {
         if irq.contains(Interrupts::LOST) {
             self.kill_lost(hal);
+        }
+        if irq.contains(Interrupts::CONTROL) {
+            self.serve_control(hal);
         }
         if irq.contains(Interrupts::TIMER) {
             // One-shot: it is disarmed now.

@@ -12,6 +12,7 @@ extern crate std;
 
 pub mod block;
 pub mod budget;
+pub mod control;
 pub mod errno;
 pub mod exec;
 pub mod filelock;

@@ -299,20 +299,13 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
 }
 
 fn build_kernel(p: &Paths, hal: Hal) -> Result<(), String> {
-    run(
-        cargo()
-            .current_dir(&p.workspace)
-            .env("CARGO_TARGET_DIR", &p.target)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                hal.package(),
-                "--bin",
-                hal.binary(),
-            ]),
-        &format!("building {}", hal.binary()),
-    )
+    let mut c = cargo();
+    c.current_dir(&p.workspace).env("CARGO_TARGET_DIR", &p.target).args(["build", "--release", "-p", hal.package(), "--bin", hal.binary()]);
+    if hal == Hal::Skas {
+        // The operator's tool for named guests of either kernel.
+        c.args(["--bin", "rustuml-ctl"]);
+    }
+    run(&mut c, &format!("building {}", hal.binary()))
 }
 
 fn build_guests(p: &Paths) -> Result<(), String> {
