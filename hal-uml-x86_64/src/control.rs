@@ -213,34 +213,42 @@ pub fn create(name: &str) -> Result<OwnedFd, String> {
         }
     }
     let dir = base.join(name);
-    let mut tries = 0;
-    loop {
-        let c = cstr(&dir).map_err(|err| err.to_string())?;
-        // SAFETY: `c` is NUL-terminated.
-        if unsafe { libc::mkdir(c.as_ptr(), 0o700) } == 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EEXIST) || tries > 0 {
-            return Err(format!("cannot create {}: {err}", dir.display()));
-        }
-        tries += 1;
-        if !is_stale(&dir) {
-            let pid = read_pid(&dir).map(|p| format!(" (pid {p})")).unwrap_or_default();
-            return Err(format!("the name {name} is in use by a running guest{pid}"));
-        }
-        remove_dir(&dir).map_err(|err| format!("cannot remove the stale {}: {err}", dir.display()))?;
-        eprintln!("rustuml: removed the stale control directory {} (its kernel is gone)", dir.display());
-    }
-    let sock_path = dir.join("control");
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // Made complete (socket bound, pid written) under a name nobody looks
+    // at, then renamed into place: whoever sees NAME sees both files, so a
+    // guest starting up is never taken for a stale one.
+    let tmp = base.join(format!(".new-{name}-{pid}"));
+    let _ = remove_dir(&tmp);
+    std::fs::create_dir(&tmp).map_err(|err| format!("cannot create {}: {err}", tmp.display()))?;
     let made = (|| -> Result<OwnedFd, String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)).map_err(|err| err.to_string())?;
+        let sock_path = tmp.join("control");
         let listener = std::os::unix::net::UnixListener::bind(&sock_path).map_err(|err| format!("cannot bind {}: {err}", sock_path.display()))?;
         listener.set_nonblocking(true).map_err(|err| err.to_string())?;
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600)).map_err(|err| err.to_string())?;
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() };
-        std::fs::write(dir.join("pid"), format!("{pid}\n")).map_err(|err| format!("cannot write {}/pid: {err}", dir.display()))?;
+        std::fs::write(tmp.join("pid"), format!("{pid}\n")).map_err(|err| format!("cannot write {}/pid: {err}", tmp.display()))?;
+        let mut tries = 0;
+        loop {
+            let (from, to) = (cstr(&tmp).map_err(|e| e.to_string())?, cstr(&dir).map_err(|e| e.to_string())?);
+            // SAFETY: both paths are NUL-terminated. RENAME_NOREPLACE: never over another guest's directory.
+            let r = unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+            if r == 0 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EEXIST) || tries > 0 {
+                return Err(format!("cannot create {}: {err}", dir.display()));
+            }
+            tries += 1;
+            if !is_stale(&dir) {
+                let pid = read_pid(&dir).map(|p| format!(" (pid {p})")).unwrap_or_default();
+                return Err(format!("the name {name} is in use by a running guest{pid}"));
+            }
+            remove_dir(&dir).map_err(|err| format!("cannot remove the stale {}: {err}", dir.display()))?;
+            eprintln!("rustuml: removed the stale control directory {} (its kernel is gone)", dir.display());
+        }
         let dfd = open_dir(&dir).map_err(|err| err.to_string())?;
         let pfd = open_dir(&base).map_err(|err| err.to_string())?;
         OWNER.store(pid, Ordering::SeqCst);
@@ -255,7 +263,7 @@ pub fn create(name: &str) -> Result<OwnedFd, String> {
             Ok(fd)
         }
         Err(err) => {
-            let _ = remove_dir(&dir);
+            let _ = remove_dir(&tmp);
             Err(err)
         }
     }

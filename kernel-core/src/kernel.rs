@@ -552,6 +552,9 @@ impl<S: AddressSpace> Kernel<S> {
                 // init is never reaped (it has no parent): this cannot happen.
                 return DEADLOCK_STATUS;
             }
+            if core::mem::take(&mut self.control.pending) {
+                self.serve_control(hal);
+            }
             if let Some(st) = self.control.halt {
                 return st;
             }
@@ -789,7 +792,8 @@ impl<S: AddressSpace> Kernel<S> {
             self.kill_lost(hal);
         }
         if irq.contains(Interrupts::CONTROL) {
-            self.serve_control(hal);
+            // Served at the top of the loop, with every task in the table.
+            self.control.pending = true;
         }
         if irq.contains(Interrupts::TIMER) {
             // One-shot: it is disarmed now.

@@ -35,6 +35,9 @@ pub struct ControlState {
     pub paused: bool,
     /// `halt` (and friends): power off with this status at the top of the loop.
     pub halt: Option<i32>,
+    /// A request was announced: served at the top of the loop, where every
+    /// task is in the table (not while one is out of it, being run).
+    pub pending: bool,
 }
 
 /// The answer to a request: a body, or one line of why not.
@@ -100,6 +103,12 @@ impl<S: AddressSpace> Kernel<S> {
             }
             "cad" => {
                 no_arg(String::new())?;
+                // Init takes only the signals it handles from outside (and
+                // a SIGINT blocked while it has none would be acted on later).
+                let handler = self.tasks.get(&1).map_or(0, |t| t.signals.actions[g::SIGINT as usize - 1].handler);
+                if handler == crate::task::signal::SIG_DFL || handler == crate::task::signal::SIG_IGN {
+                    return Ok(String::from("init does not handle SIGINT: ctrl-alt-del ignored (as Linux's init would)\n"));
+                }
                 self.send_signal(hal, 1, g::SIGINT);
                 Ok(String::from("sent SIGINT to init (ctrl-alt-del)\n"))
             }
