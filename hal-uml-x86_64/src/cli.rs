@@ -468,6 +468,19 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     });
     crate::host::set_log(cli.verbose || cli.trace_syscalls, log);
     let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let (con0, lines) = crate::cli_uml::open_consoles(&cli.con).unwrap_or_else(|e| fail(format_args!("{e}")));
+    if let Some(c) = &con0 {
+        crate::cli_uml::apply_con0(c).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
+    let mut described = Vec::new();
+    for (n, ch) in lines {
+        if !matches!(ch.describe(), "null") {
+            eprintln!("{name}: con{n} (/dev/tty{n}): {}", ch.describe());
+        }
+        described.push((n, ch.describe().to_string()));
+        crate::host::attach_console_line(n, ch);
+    }
+    crate::control::set_channels(described);
     let disks = crate::cli_uml::open_disks(&cli.ubd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,

@@ -87,6 +87,15 @@ pub struct Cli {
     /// socket.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// A console channel (repeatable): `N=SPEC` for line N (0: the console
+    /// itself; 1 to 6: the guest's /dev/tty1 to /dev/tty6), or `SPEC` for
+    /// all of them not given otherwise. SPEC: `fd:N,fd:M` (console only;
+    /// the default is fd:0,fd:1), `null`, `pts` (a host pseudo-terminal,
+    /// its path printed), `port:127.0.0.1:PORT` (raw TCP on loopback, one
+    /// client at a time), `file:PATH` (output only). Lines without a channel
+    /// fail to open with ENXIO. UML's `conN=SPEC` and `con=SPEC` are the same.
+    #[arg(long, value_name = "[N=]SPEC")]
+    pub con: Vec<String>,
     /// Guest path of the first program.
     #[arg(value_name = "INIT", default_value = "/bin/sh")]
     pub init: String,
@@ -207,6 +216,12 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
         } else if key == "mem" {
             out.push("--mem".into());
             out.push(value.into());
+        } else if key == "con" {
+            out.push("--con".into());
+            out.push(value.into());
+        } else if let Some(n) = key.strip_prefix("con").filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+            out.push("--con".into());
+            out.push(format!("{n}={value}").into());
         } else if key == "umid" {
             out.push("--name".into());
             out.push(value.into());
@@ -224,7 +239,7 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
             nets.push((n, value.to_string()));
         } else {
             return Err(format!(
-                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=, umid=; see --help)"
+                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=, umid=, con=, conN=; see --help)"
             ));
         }
     }

@@ -299,6 +299,31 @@ pub struct ControlServer {
 }
 
 static SERVER: OnceLock<Arc<ControlServer>> = OnceLock::new();
+/// The console lines' channels, for `config conN`: (line, description).
+static CHANNELS: OnceLock<Vec<(u32, String)>> = OnceLock::new();
+
+/// Record the console channels (`--con`) for `config conN` requests.
+pub fn set_channels(c: Vec<(u32, String)>) {
+    let _ = CHANNELS.set(c);
+}
+
+/// `config [conN]`, answered here (the host knows its channels; the
+/// kernel has nothing to add): `conN=CHANNEL` lines.
+fn config_answer(arg: &str) -> Vec<u8> {
+    let all = CHANNELS.get().map(Vec::as_slice).unwrap_or(&[]);
+    let body: String = if arg.is_empty() {
+        all.iter().map(|(n, d)| format!("con{n}={d}\n")).collect()
+    } else if let Some((n, d)) = all.iter().find(|(n, _)| format!("con{n}") == arg) {
+        format!("con{n}={d}\n")
+    } else if arg.strip_prefix("con").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| (1..=6).contains(&n)) {
+        format!("{arg}=none\n")
+    } else {
+        return format!("error: config {}: not supported (config conN shows a console line's channel; hot-plug of disks and links is not done)\n", arg.escape_default()).into_bytes();
+    };
+    let mut a = format!("ok {}\n", body.len()).into_bytes();
+    a.extend_from_slice(body.as_bytes());
+    a
+}
 
 /// Serve `listen` (from [`create`]) from the event hub made after this call.
 pub fn serve(listen: OwnedFd) {
@@ -383,6 +408,10 @@ impl State {
                     }
                     match String::from_utf8(line) {
                         Ok(l) if l.trim().is_empty() => {}
+                        Ok(l) if l.trim() == "config" || l.trim_start().starts_with("config ") => {
+                            let arg = l.trim().strip_prefix("config").unwrap_or("").trim().to_string();
+                            c.out.extend_from_slice(&config_answer(&arg));
+                        }
                         Ok(l) => {
                             c.busy = true;
                             self.queue.push_back((id, l));

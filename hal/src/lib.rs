@@ -131,6 +131,14 @@ pub trait Hal {
         let _ = paddr;
     }
 
+    /// Console line `n` (1 to 6: the guest's `/dev/ttyN`, UML's `conN=`),
+    /// if a channel is attached to it. Its input readiness is reported as
+    /// [`Interrupts::CONSOLE`], like the console's. Default: none.
+    fn console_line(&mut self, n: u32) -> Option<&mut dyn Console> {
+        let _ = n;
+        None
+    }
+
     /// The next request from the operator's control channel (a host
     /// socket, `rustuml-ctl`): the client it came from and one line of
     /// text, already checked for length. `None` when none is waiting.

@@ -552,6 +552,7 @@ impl<S: AddressSpace> Kernel<S> {
                 // init is never reaped (it has no parent): this cannot happen.
                 return DEADLOCK_STATUS;
             }
+            self.lines_flush(hal);
             if core::mem::take(&mut self.control.pending) {
                 self.serve_control(hal);
             }
