@@ -481,6 +481,12 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         crate::host::attach_console_line(n, ch);
     }
     crate::control::set_channels(described);
+    if let Some(d) = &cli.tty_log_dir {
+        crate::recorder::open_tty_log_dir(d).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
+    if let Some(f) = &cli.audit_log {
+        crate::recorder::open_audit_log(f).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
     let disks = crate::cli_uml::open_disks(&cli.ubd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,

@@ -96,6 +96,17 @@ pub struct Cli {
     /// fail to open with ENXIO. UML's `conN=SPEC` and `con=SPEC` are the same.
     #[arg(long, value_name = "[N=]SPEC")]
     pub con: Vec<String>,
+    /// Honeypot mode: record every byte guest programs read or write on
+    /// every terminal (console, lines, ptys), with times, pids and session
+    /// ids, in DIR/<tty>.<pid>.log on the host (`rustuml-ctl replay`).
+    /// UML's `tty_log_dir=DIR` is the same.
+    #[arg(long, value_name = "DIR")]
+    pub tty_log_dir: Option<PathBuf>,
+    /// Append one JSON line per execve (argv, pid, uid), connect, bind and
+    /// accept (addresses) and open for writing to FILE on the host. UML
+    /// style `audit_log=FILE` is the same.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Guest path of the first program.
     #[arg(value_name = "INIT", default_value = "/bin/sh")]
     pub init: String,
@@ -222,6 +233,9 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
         } else if let Some(n) = key.strip_prefix("con").filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
             out.push("--con".into());
             out.push(format!("{n}={value}").into());
+        } else if key == "tty_log_dir" || key == "audit_log" {
+            out.push(format!("--{}", key.replace('_', "-")).into());
+            out.push(value.into());
         } else if key == "umid" {
             out.push("--name".into());
             out.push(value.into());
@@ -239,7 +253,7 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
             nets.push((n, value.to_string()));
         } else {
             return Err(format!(
-                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=, umid=, con=, conN=; see --help)"
+                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=, umid=, con=, conN=, tty_log_dir=, audit_log=; see --help)"
             ));
         }
     }

@@ -14,6 +14,8 @@
 //! | `init=PATH` | INIT |
 //! | `umid=NAME` | `--name NAME` (control directory, `rustuml-ctl`) |
 //! | `conN=SPEC` / `con=SPEC` | `--con N=SPEC` / `--con SPEC` |
+//! | `tty_log_dir=DIR` | `--tty-log-dir DIR` |
+//! | `audit_log=FILE` | `--audit-log FILE` (not a UML word) |
 //!
 //! Any other `word=value` before INIT is refused with one line (it would
 //! otherwise be taken for the program to run). The translation itself is

@@ -52,6 +52,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
         && name.len() <= 64
         && !name.starts_with(['.', '-'])
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if name == "list" || name == "replay" {
+        return Err(format!("'{name}' is a rustuml-ctl command, not usable as a guest name"));
+    }
     if ok {
         Ok(())
     } else {
@@ -559,7 +562,7 @@ mod tests {
         for ok in ["a", "web-1", "x.y_z", &"n".repeat(64)] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "-x", "a/b", "a b", &"n".repeat(65), "é"] {
+        for bad in ["", ".", "..", "-x", "a/b", "a b", &"n".repeat(65), "é", "list", "replay"] {
             let e = check_name(bad).unwrap_err();
             assert!(!e.contains('\n'));
         }

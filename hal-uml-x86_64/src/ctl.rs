@@ -6,6 +6,10 @@
 //! - `rustuml-ctl NAME COMMAND [ARG]`: one request; the answer's body on
 //!   stdout. Commands: `rustuml-ctl NAME help`.
 //!
+//! - `rustuml-ctl replay FILE [--speed N]`: play a terminal session that
+//!   `tty_log_dir=` recorded back on stdout, with its timing (N times
+//!   faster; pauses longer than 10 s are cut to 10 s).
+//!
 //! A bad command line, an unknown guest or an error answer: one line on
 //! stderr and exit status 2.
 
@@ -16,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::time::Duration;
 
-const USAGE: &str = "usage: rustuml-ctl list | rustuml-ctl NAME COMMAND [ARG] (COMMAND: version, info, halt, reboot, cad, \
+const USAGE: &str = "usage: rustuml-ctl list | rustuml-ctl replay FILE [--speed N] | rustuml-ctl NAME COMMAND [ARG] (COMMAND: version, info, halt, reboot, cad, \
 sysrq KEY, stop, go, proc PATH, ps, stats, log, help)";
 
 /// How long a guest has to answer (a stopped guest still answers).
@@ -111,6 +115,70 @@ fn list() {
     }
 }
 
+/// The value of `"key":` in one of our JSON lines: a number, or a string
+/// unescaped to bytes (each `\u00XX` one byte).
+fn field(line: &str, key: &str) -> Option<Vec<u8>> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &line[at..];
+    if let Some(s) = rest.strip_prefix('"') {
+        let mut out = Vec::new();
+        let mut it = s.chars();
+        while let Some(c) = it.next() {
+            match c {
+                '"' => return Some(out),
+                '\\' => match it.next()? {
+                    'n' => out.push(b'\n'),
+                    'r' => out.push(b'\r'),
+                    't' => out.push(b'\t'),
+                    'u' => {
+                        let h: String = it.by_ref().take(4).collect();
+                        out.push(u8::try_from(u32::from_str_radix(&h, 16).ok()?).ok()?);
+                    }
+                    c => out.push(c as u8),
+                },
+                c => out.push(c as u8),
+            }
+        }
+        return None;
+    }
+    Some(rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect::<String>().into_bytes())
+}
+
+fn replay(args: &[String]) {
+    let (file, speed) = match args {
+        [f] => (f, 1.0),
+        [f, s, n] | [s, n, f] if s == "--speed" => match n.parse::<f64>() {
+            Ok(v) if v > 0.0 && v.is_finite() => (f, v),
+            _ => fail(&format!("--speed {n}: expected a positive number")),
+        },
+        _ => fail("usage: rustuml-ctl replay FILE [--speed N]"),
+    };
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| fail(&format!("{file}: {e}")));
+    let mut out = std::io::stdout().lock();
+    let mut last: Option<f64> = None;
+    for (i, line) in text.lines().enumerate() {
+        let parsed = (|| {
+            let t: f64 = String::from_utf8(field(line, "time")?).ok()?.parse().ok()?;
+            Some((t, field(line, "dir")?, field(line, "data")?))
+        })();
+        let Some((t, dir, data)) = parsed else { fail(&format!("{file}:{}: not a tty_log record", i + 1)) };
+        if let Some(prev) = last {
+            let wait = ((t - prev) / speed).clamp(0.0, 10.0);
+            if wait > 0.0005 {
+                let _ = out.flush();
+                std::thread::sleep(Duration::from_secs_f64(wait));
+            }
+        }
+        last = Some(t);
+        // What the terminal showed: the programs' output (input shows as
+        // its echo, which is output).
+        if dir == b"out" {
+            let _ = out.write_all(&data);
+        }
+    }
+    let _ = out.flush();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -120,6 +188,7 @@ fn main() {
         }
         Some("list") if args.len() == 1 => list(),
         Some("list") => fail("list takes no argument"),
+        Some("replay") => replay(&args[1..]),
         Some(_) if args.len() < 2 => fail(USAGE),
         Some(name) => {
             let dir = guest_dir(name);

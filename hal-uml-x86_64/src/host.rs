@@ -733,6 +733,15 @@ macro_rules! host_hal_methods {
         fn console_line(&mut self, n: u32) -> Option<&mut dyn hal::Console> {
             self.host.console_line(n)
         }
+        fn recording(&self) -> (bool, bool) {
+            $crate::recorder::recording()
+        }
+        fn tty_log(&mut self, rec: &hal::TtyLogRecord<'_>) {
+            $crate::recorder::tty_log(rec);
+        }
+        fn audit_log(&mut self, realtime_ns: u64, json: &str) {
+            $crate::recorder::audit_log(realtime_ns, json);
+        }
         fn control_take(&mut self) -> Option<(u64, String)> {
             self.host.control_take()
         }

@@ -56,6 +56,7 @@ pub mod host;
 pub mod nat_broker;
 pub mod ops;
 pub mod phys;
+pub mod recorder;
 #[cfg(feature = "kernel")]
 pub mod sandbox;
 pub mod ptrace;

@@ -203,6 +203,8 @@ pub struct Kernel<S: AddressSpace> {
     pub signalfds: crate::syscall::signalfd::SignalFds,
     /// The operator's requests (`rustuml-ctl`): paused, halting.
     pub control: crate::control::ControlState,
+    /// Audit events waiting for the HAL (`audit_log=`).
+    pub audit: crate::audit::AuditState,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -319,7 +321,11 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         inotify: Default::default(),
         signalfds: Default::default(),
         control: Default::default(),
+        audit: Default::default(),
     };
+    let (tty_log, audit_log) = hal.recording();
+    k.audit.events = audit_log;
+    k.ttys.set_tty_log(tty_log);
     let mut seed = [0u8; 8];
     hal.random(&mut seed);
     crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
@@ -539,6 +545,7 @@ impl<S: AddressSpace> Kernel<S> {
         // file it resolved to (`sh`, not `dash`).
         let base = execfn.rsplit(|&b| b == b'/').next().unwrap_or(execfn);
         task.comm = String::from_utf8_lossy(&base[..base.len().min(15)]).into_owned();
+        crate::audit::execve(self, task, argv, hal.realtime_ns());
         Ok(())
     }
 
@@ -553,6 +560,7 @@ impl<S: AddressSpace> Kernel<S> {
                 return DEADLOCK_STATUS;
             }
             self.lines_flush(hal);
+            self.audit_flush(hal);
             if core::mem::take(&mut self.control.pending) {
                 self.serve_control(hal);
             }

@@ -11,6 +11,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod block;
+pub mod audit;
 pub mod budget;
 pub mod control;
 pub mod errno;

@@ -388,3 +388,61 @@ fn console_channels_pts_port_file() {
     }
     let _ = std::fs::remove_dir_all(&rt);
 }
+
+#[test]
+fn tty_log_and_audit_log() {
+    let _l = lock();
+    let rt = runtime_dir("logs");
+    let (dir, audit) = (rt.join("ttylog"), rt.join("audit.json"));
+    let root = default_root();
+    // A shell on a guest pty (python's pty module, as sshd or script(1)
+    // would make one) and on the console; a write, a connect and a bind.
+    let script = r#"echo secret-word | python3 -c 'import pty; pty.spawn(["/bin/sh","-c","echo on-the-pty; read x; echo got-$x"])'
+echo on-console > /tmp/w; python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 4711)); c=socket.socket(); c.connect_ex(("127.0.0.1", 4712))'
+rm -f /tmp/w"#;
+    let o = run(
+        Command::new(kernel_from(SKAS))
+            .args(["--root"])
+            .arg(&root)
+            .arg(format!("tty_log_dir={}", dir.display()))
+            .arg(format!("audit_log={}", audit.display()))
+            .args(["/bin/sh", "-c", script]),
+        "logged guest",
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("got-secret-word"), "{}", o.stdout);
+    let files: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let pts = files.iter().find(|f| f.starts_with("pts-0.")).unwrap_or_else(|| panic!("{files:?}"));
+    let log = std::fs::read_to_string(dir.join(pts)).unwrap();
+    // The shell on the pty read the word and wrote both lines; every record
+    // has a time, a pid and a session.
+    // (The shell reads its line byte by byte: one record each.)
+    let typed: String = log
+        .lines()
+        .filter(|l| l.contains("\"dir\":\"in\""))
+        .filter_map(|l| l.split("\"data\":\"").nth(1)?.strip_suffix("\"}").map(str::to_string))
+        .collect();
+    assert!(typed.contains("secret-word"), "{log}");
+    assert!(log.lines().any(|l| l.contains("\"dir\":\"out\"") && l.contains("got-secret-word")), "{log}");
+    assert!(log.lines().all(|l| l.starts_with("{\"time\":") && l.contains("\"pid\":") && l.contains("\"sid\":")), "{log}");
+    assert!(files.iter().any(|f| f.starts_with("console.")), "{files:?}");
+    // Replay shows what the pty showed.
+    let r = ok(&rt, &["replay", dir.join(pts).to_str().unwrap(), "--speed", "100"]);
+    assert!(r.contains("on-the-pty") && r.contains("got-secret-word"), "{r}");
+    assert!(refused(&rt, &["replay", audit.to_str().unwrap()]).contains("not a tty_log record"));
+    // What the guest deleted is still in the log.
+    let a = std::fs::read_to_string(&audit).unwrap();
+    for want in [
+        r#""event":"execve","pid":1,"uid":0,"argv":["/bin/sh","-c","#,
+        r#""argv":["rm","-f","/tmp/w"]"#,
+        r#""path":"/tmp/w","flags":577"#,
+        r#""event":"bind","#,
+        r#""addr":"127.0.0.1:4711""#,
+        r#""event":"connect","#,
+        r#""addr":"127.0.0.1:4712""#,
+    ] {
+        assert!(a.contains(want), "{want} missing from\n{a}");
+    }
+    assert!(a.lines().all(|l| l.starts_with("{\"time\":") && l.ends_with('}')), "{a}");
+    let _ = std::fs::remove_dir_all(&rt);
+}

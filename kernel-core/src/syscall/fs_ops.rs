@@ -363,6 +363,7 @@ fn open_tmpfile<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32,
 pub fn do_open<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32, mode: u32) -> SysResult {
     let p = cx.read_path(pathp)?;
     let file = open_file(cx, dirfd, &p, flags, mode)?;
+    crate::audit::open(cx, &p, flags);
     let limit = cx.t.fd_limit();
     cx.t.fds.alloc_from(0, file, flags & g::O_CLOEXEC != 0, limit)
 }

@@ -236,7 +236,31 @@ impl Tty {
         Err(Errno::EINTR)
     }
 
+    /// Queue a record of a program's read or write, when recording.
+    fn record(&self, io: &IoCtx<'_>, input: bool, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(reg) = self.registry.upgrade() else { return };
+        let mut log = reg.tty_log.borrow_mut();
+        let Some(log) = log.as_mut() else { return };
+        let tty = match &self.backend {
+            Backend::Console => String::from("console"),
+            Backend::Line(l) => format!("tty{}", l.index),
+            Backend::Pty(p) => format!("pts/{}", p.index),
+        };
+        log.push(TtyRecord { realtime_ns: io.realtime, tty, input, pid: io.pid, sid: io.sid, data: data.to_vec() });
+    }
+
     fn read(&self, io: &mut IoCtx<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+        let r = self.read_ldisc(io, buf);
+        if let Ok(n) = r {
+            self.record(io, true, &buf[..n.min(buf.len())]);
+        }
+        r
+    }
+
+    fn read_ldisc(&self, io: &mut IoCtx<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
         self.job_check(io, g::SIGTTIN, true)?;
         if buf.is_empty() {
             return Ok(0);
@@ -293,6 +317,14 @@ impl Tty {
     }
 
     fn write(&self, io: &mut IoCtx<'_>, stream: ConsoleStream, data: &[u8]) -> Result<usize, Errno> {
+        let r = self.write_ldisc(io, stream, data);
+        if let Ok(n) = r {
+            self.record(io, false, &data[..n.min(data.len())]);
+        }
+        r
+    }
+
+    fn write_ldisc(&self, io: &mut IoCtx<'_>, stream: ConsoleStream, data: &[u8]) -> Result<usize, Errno> {
         let t = self.termios.get();
         if t.lflag & g::TOSTOP != 0 {
             self.job_check(io, g::SIGTTOU, false)?;
@@ -607,6 +639,25 @@ pub struct Ttys {
     lines: RefCell<Vec<Option<Rc<Tty>>>>,
     /// A line has output waiting (checked by the kernel loop on every pass).
     pub lines_dirty: Cell<bool>,
+    /// `tty_log_dir=`: terminal traffic not handed to the HAL yet (None: off).
+    tty_log: RefCell<Option<Vec<TtyRecord>>>,
+}
+
+/// One read or write of a guest program on a terminal (see
+/// [`hal::TtyLogRecord`]).
+pub struct TtyRecord {
+    /// Wall-clock time, ns.
+    pub realtime_ns: u64,
+    /// `console`, `ttyN`, `pts/N`.
+    pub tty: String,
+    /// Read (true) or written (false).
+    pub input: bool,
+    /// The process.
+    pub pid: u32,
+    /// Its session.
+    pub sid: u32,
+    /// The bytes.
+    pub data: Vec<u8>,
 }
 
 /// Extra console lines: `/dev/tty1` to `/dev/tty6`, as Linux's default
@@ -660,6 +711,7 @@ impl Ttys {
                 log: Rc::new(RefCell::new(kmsg::KernelLog::default())),
                 lines: RefCell::new(Vec::new()),
                 lines_dirty: Cell::new(false),
+                tty_log: RefCell::new(None),
             }
         })
     }
@@ -685,6 +737,21 @@ impl Ttys {
             lines.resize(n as usize, None);
         }
         lines[n as usize - 1] = Some(tty);
+    }
+
+    /// Record every read and write of guest programs on terminals.
+    pub fn set_tty_log(&self, on: bool) {
+        *self.tty_log.borrow_mut() = on.then(Vec::new);
+    }
+
+    /// Records are waiting for [`Ttys::take_tty_log`].
+    pub fn tty_log_pending(&self) -> bool {
+        self.tty_log.borrow().as_ref().is_some_and(|v| !v.is_empty())
+    }
+
+    /// The records since the last call.
+    pub fn take_tty_log(&self) -> Vec<TtyRecord> {
+        self.tty_log.borrow_mut().as_mut().map(core::mem::take).unwrap_or_default()
     }
 
     /// Console line `n`'s terminal, if attached.
