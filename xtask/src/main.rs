@@ -159,6 +159,9 @@ enum Cmd {
         /// Also run kernel-skas with --no-sandbox, to show what its self-confinement costs.
         #[arg(long)]
         sandbox_cost: bool,
+        /// Also run kernel-skas with --tty-log-dir and --audit-log (honeypot logging), to show what they cost.
+        #[arg(long)]
+        logging_cost: bool,
     },
     /// Run the isolation attacks under skas and tt and print the matrix (also written as
     /// Markdown and JSON).
@@ -647,7 +650,8 @@ fn main() -> ExitCode {
             peers,
             only,
             sandbox_cost,
-        } => bench::bench(&p, &bench::Options { quick, reps, json, report, peers, only, sandbox_cost }),
+            logging_cost,
+        } => bench::bench(&p, &bench::Options { quick, reps, json, report, peers, only, sandbox_cost, logging_cost }),
         Cmd::Lab { file, attach, logs, timeout, no_build } => {
             lab::lab(&p, &lab::Options { file, attach, logs, timeout, no_build })
         }

@@ -43,7 +43,7 @@ pub struct ControlState {
 /// The answer to a request: a body, or one line of why not.
 type Answer = Result<String, String>;
 
-const HELP: &str = "commands: version, info, halt, reboot, cad, sysrq KEY, stop, go, proc PATH, ps, stats, log, help\n";
+const HELP: &str = "commands: version, info, halt, reboot, cad, sysrq KEY, stop, go, proc PATH, ps, stats, log, config [conN], help\n";
 const SYSRQ_HELP: &str = "sysrq keys: s (sync), e (SIGTERM all but init), i (SIGKILL all but init), m (memory to the log), \
 t (tasks to the log), b (reboot now: halts, no sync), o (power off now), h (help)";
 
