@@ -58,50 +58,12 @@ pub fn open_disks(specs: &[String]) -> Result<Vec<Disk>, String> {
     Ok(disks)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli_args::translate;
-    use clap::{Arg, ArgAction, Command};
-    use std::ffi::OsString;
-
-    fn cmd() -> Command {
-        Command::new("k")
-            .arg(Arg::new("mem").long("mem"))
-            .arg(Arg::new("hostname").long("hostname"))
-            .arg(Arg::new("no-sandbox").long("no-sandbox").action(ArgAction::SetTrue))
-    }
-
-    fn tr(args: &[&str]) -> Result<Vec<String>, String> {
-        let argv = std::iter::once("k").chain(args.iter().copied()).map(OsString::from).collect();
-        translate(argv, &cmd()).map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
-    }
-
-    #[test]
-    fn uml_words_become_flags() {
-        assert_eq!(
-            tr(&["mem=512M", "ubd0=cow,img", "eth0=user", "init=/bin/sh", "--no-sandbox"]).unwrap(),
-            ["k", "--net", "user", "--mem", "512M", "--ubd", "0=cow,img", "--no-sandbox", "/bin/sh"]
-        );
-        // Words after INIT are init's; option values are left alone.
-        assert_eq!(tr(&["--hostname", "mem=x", "/bin/echo", "ubd0=a"]).unwrap(), ["k", "--hostname", "mem=x", "/bin/echo", "ubd0=a"]);
-        assert_eq!(tr(&["ubd1r=img", "init=/bin/echo", "--", "hi"]).unwrap(), ["k", "--ubd", "1r=img", "--", "/bin/echo", "hi"]);
-        assert!(tr(&["uid=x"]).unwrap_err().contains("uid=x"));
-        assert_eq!(tr(&["umid=web", "/bin/sh"]).unwrap(), ["k", "--name", "web", "/bin/sh"]);
-        assert_eq!(tr(&["con=null", "con1=pts"]).unwrap(), ["k", "--con", "null", "--con", "1=pts"]);
-        assert_eq!(tr(&["root=/dev/ubda", "ubd0=img"]).unwrap(), ["k", "--root-dev", "/dev/ubda", "--ubd", "0=img"]);
-        let ubd = ["0r=a".to_string(), "1=b,c".to_string()];
-        assert_eq!((root_disk_index("/dev/ubda", &ubd), root_disk_index("ubdb", &ubd)), (Ok(0), Ok(1)));
-        assert!(root_disk_index("ubdc", &ubd).is_err() && root_disk_index("/dev/sda", &ubd).is_err());
-        assert!(tr(&["eth1=user"]).is_err());
-        assert_eq!(tr(&["eth1=tap,ifname=t", "eth0=user", "/bin/sh"]).unwrap(), ["k", "--net", "user", "--net", "tap,ifname=t", "/bin/sh"]);
-        assert!(tr(&["init=/a", "init=/b"]).is_err());
-    }
-}
+/// con0's channel spec, and the opened channels of lines 1 to 6.
+pub type Consoles = (Option<drivers::console_chan::ChanSpec>, Vec<(u32, drivers::console_chan::Channel)>);
 
 /// The console channels of `--con` specs: con0's (applied by
 /// [`apply_con0`]) and lines 1 to 6's, opened.
-pub fn open_consoles(specs: &[String]) -> Result<(Option<drivers::console_chan::ChanSpec>, Vec<(u32, drivers::console_chan::Channel)>), String> {
+pub fn open_consoles(specs: &[String]) -> Result<Consoles, String> {
     use drivers::console_chan::{parse, ChanSpec, Channel};
     let mut all: Option<ChanSpec> = None;
     let mut given: [Option<ChanSpec>; 7] = Default::default();
@@ -163,4 +125,45 @@ pub fn apply_con0(spec: &drivers::console_chan::ChanSpec) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli_args::translate;
+    use clap::{Arg, ArgAction, Command};
+    use std::ffi::OsString;
+
+    fn cmd() -> Command {
+        Command::new("k")
+            .arg(Arg::new("mem").long("mem"))
+            .arg(Arg::new("hostname").long("hostname"))
+            .arg(Arg::new("no-sandbox").long("no-sandbox").action(ArgAction::SetTrue))
+    }
+
+    fn tr(args: &[&str]) -> Result<Vec<String>, String> {
+        let argv = std::iter::once("k").chain(args.iter().copied()).map(OsString::from).collect();
+        translate(argv, &cmd()).map(|v| v.into_iter().map(|s| s.into_string().unwrap()).collect())
+    }
+
+    #[test]
+    fn uml_words_become_flags() {
+        assert_eq!(
+            tr(&["mem=512M", "ubd0=cow,img", "eth0=user", "init=/bin/sh", "--no-sandbox"]).unwrap(),
+            ["k", "--net", "user", "--mem", "512M", "--ubd", "0=cow,img", "--no-sandbox", "/bin/sh"]
+        );
+        // Words after INIT are init's; option values are left alone.
+        assert_eq!(tr(&["--hostname", "mem=x", "/bin/echo", "ubd0=a"]).unwrap(), ["k", "--hostname", "mem=x", "/bin/echo", "ubd0=a"]);
+        assert_eq!(tr(&["ubd1r=img", "init=/bin/echo", "--", "hi"]).unwrap(), ["k", "--ubd", "1r=img", "--", "/bin/echo", "hi"]);
+        assert!(tr(&["uid=x"]).unwrap_err().contains("uid=x"));
+        assert_eq!(tr(&["umid=web", "/bin/sh"]).unwrap(), ["k", "--name", "web", "/bin/sh"]);
+        assert_eq!(tr(&["con=null", "con1=pts"]).unwrap(), ["k", "--con", "null", "--con", "1=pts"]);
+        assert_eq!(tr(&["root=/dev/ubda", "ubd0=img"]).unwrap(), ["k", "--root-dev", "/dev/ubda", "--ubd", "0=img"]);
+        let ubd = ["0r=a".to_string(), "1=b,c".to_string()];
+        assert_eq!((root_disk_index("/dev/ubda", &ubd), root_disk_index("ubdb", &ubd)), (Ok(0), Ok(1)));
+        assert!(root_disk_index("ubdc", &ubd).is_err() && root_disk_index("/dev/sda", &ubd).is_err());
+        assert!(tr(&["eth1=user"]).is_err());
+        assert_eq!(tr(&["eth1=tap,ifname=t", "eth0=user", "/bin/sh"]).unwrap(), ["k", "--net", "user", "--net", "tap,ifname=t", "/bin/sh"]);
+        assert!(tr(&["init=/a", "init=/b"]).is_err());
+    }
 }
