@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod console;
+pub mod console_chan;
 pub mod hostfs;
 pub mod initramfs;
 pub mod net;

@@ -396,7 +396,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         "Subcommand: `{name} do [--mem SIZE] [--net SPEC] [--root-user] [--] CMD ARGS...` runs CMD over the \
          host's own root, read-only, with its writes kept in guest memory (`{name} do --help`).\n\n\
          UML's boot words are accepted before INIT: mem=SIZE (--mem), ubdN=FILE[,BACKING] (--ubd N=...), \
-         ethN=SPEC (--net, in the order of N), root=/dev/ubdX (--root-dev), init=PATH (INIT)."
+         ethN=SPEC (--net, in the order of N), root=/dev/ubdX (--root-dev), init=PATH (INIT), umid=NAME (--name)."
     ));
     let argv = crate::cli_args::translate(argv, &cmd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let cli = match Cli::from_arg_matches(&cmd.get_matches_from(argv)) {
@@ -407,6 +407,12 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         run_switch(name, path);
     }
     let net_specs: Vec<NetSpec> = cli.net.iter().map(|s| parse_net(s).unwrap_or_else(|e| fail(format_args!("{e}")))).collect();
+    if let Some(n) = &cli.name {
+        // Before the event hub exists (it serves the socket) and before
+        // confinement (nothing is opened by path after it).
+        let sock = crate::control::create(n).unwrap_or_else(|e| fail(format_args!("--name {n}: {e}")));
+        crate::control::serve(sock);
+    }
     // Root on a disk (`--root-dev ubda`, UML's `root=/dev/ubda`): no root
     // directory and no initramfs; the kernel mounts the disk's ext4.
     let root_disk = cli.root_dev.as_deref().map(|d| crate::cli_uml::root_disk_index(d, &cli.ubd).unwrap_or_else(|e| fail(format_args!("{e}"))));
@@ -462,6 +468,25 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     });
     crate::host::set_log(cli.verbose || cli.trace_syscalls, log);
     let nets = open_nets(&net_specs).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let (con0, lines) = crate::cli_uml::open_consoles(&cli.con).unwrap_or_else(|e| fail(format_args!("{e}")));
+    if let Some(c) = &con0 {
+        crate::cli_uml::apply_con0(c).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
+    let mut described = Vec::new();
+    for (n, ch) in lines {
+        if !matches!(ch.describe(), "null") {
+            eprintln!("{name}: con{n} (/dev/tty{n}): {}", ch.describe());
+        }
+        described.push((n, ch.describe().to_string()));
+        crate::host::attach_console_line(n, ch);
+    }
+    crate::control::set_channels(described);
+    if let Some(d) = &cli.tty_log_dir {
+        crate::recorder::open_tty_log_dir(d).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
+    if let Some(f) = &cli.audit_log {
+        crate::recorder::open_audit_log(f).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
     let disks = crate::cli_uml::open_disks(&cli.ubd).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut hal = match make(cli.mem) {
         Ok(h) => h,

@@ -80,6 +80,33 @@ pub struct Cli {
     /// SIGINT or SIGTERM; guests join it with `--net switch,path=PATH`.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["net", "hostfs"])]
     pub switch: Option<PathBuf>,
+    /// Name the guest: its control directory `$XDG_RUNTIME_DIR/rustuml/NAME/`
+    /// (else `~/.rustuml/NAME/`) holds its pid and the control socket
+    /// `rustuml-ctl` talks to; removed when the kernel exits. UML's
+    /// `umid=NAME` is the same. Without a name the guest has no control
+    /// socket.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// A console channel (repeatable): `N=SPEC` for line N (0: the console
+    /// itself; 1 to 6: the guest's /dev/tty1 to /dev/tty6), or `SPEC` for
+    /// all of them not given otherwise. SPEC: `fd:N,fd:M` (console only;
+    /// the default is fd:0,fd:1), `null`, `pts` (a host pseudo-terminal,
+    /// its path printed), `port:127.0.0.1:PORT` (raw TCP on loopback, one
+    /// client at a time), `file:PATH` (output only). Lines without a channel
+    /// fail to open with ENXIO. UML's `conN=SPEC` and `con=SPEC` are the same.
+    #[arg(long, value_name = "[N=]SPEC")]
+    pub con: Vec<String>,
+    /// Honeypot mode: record every byte guest programs read or write on
+    /// every terminal (console, lines, ptys), with times, pids and session
+    /// ids, in DIR/<tty>.<pid>.log on the host (`rustuml-ctl replay`).
+    /// UML's `tty_log_dir=DIR` is the same.
+    #[arg(long, value_name = "DIR")]
+    pub tty_log_dir: Option<PathBuf>,
+    /// Append one JSON line per execve (argv, pid, uid), connect, bind and
+    /// accept (addresses) and open for writing to FILE on the host. UML
+    /// style `audit_log=FILE` is the same.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Guest path of the first program.
     #[arg(value_name = "INIT", default_value = "/bin/sh")]
     pub init: String,
@@ -200,6 +227,18 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
         } else if key == "mem" {
             out.push("--mem".into());
             out.push(value.into());
+        } else if key == "con" {
+            out.push("--con".into());
+            out.push(value.into());
+        } else if let Some(n) = key.strip_prefix("con").filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+            out.push("--con".into());
+            out.push(format!("{n}={value}").into());
+        } else if key == "tty_log_dir" || key == "audit_log" {
+            out.push(format!("--{}", key.replace('_', "-")).into());
+            out.push(value.into());
+        } else if key == "umid" {
+            out.push("--name".into());
+            out.push(value.into());
         } else if key == "root" {
             out.push("--root-dev".into());
             out.push(value.into());
@@ -214,7 +253,7 @@ pub fn translate(argv: Vec<OsString>, cmd: &clap::Command) -> Result<Vec<OsStrin
             nets.push((n, value.to_string()));
         } else {
             return Err(format!(
-                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=; see --help)"
+                "unknown boot word `{s}` (UML words understood: mem=, ubdN=, ethN=, root=, init=, umid=, con=, conN=, tty_log_dir=, audit_log=; see --help)"
             ));
         }
     }

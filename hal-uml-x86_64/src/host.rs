@@ -113,6 +113,17 @@ pub struct NetWatch(u64);
 const TAG_CTL: u64 = 0;
 const TAG_CONSOLE: u64 = 1;
 const TAG_NET: u64 = 1 << 32;
+/// Console line `n` (`/dev/ttyN`): tag `TAG_LINE + n`.
+const TAG_LINE: u64 = 1 << 40;
+
+/// The channels of the console lines, from the command line (before the
+/// HAL exists): (line number, channel).
+static LINES: Mutex<Vec<(u32, drivers::console_chan::Channel)>> = Mutex::new(Vec::new());
+
+/// Attach `chan` to console line `n` (1 to 6) of the HAL made next.
+pub fn attach_console_line(n: u32, chan: drivers::console_chan::Channel) {
+    LINES.lock().unwrap_or_else(|e| e.into_inner()).push((n, chan));
+}
 
 /// One-shot readiness: a source reported once is not reported again until
 /// the kernel has dealt with it and re-armed it, so an undrained source
@@ -206,6 +217,8 @@ struct EventHub {
     quit: AtomicBool,
     /// The console reported input the kernel has not read yet.
     console_fired: AtomicBool,
+    /// Console lines that reported input (bit n), not re-armed yet.
+    lines_fired: std::sync::atomic::AtomicU32,
     timer: &'static TimerShared,
 }
 
@@ -235,7 +248,10 @@ impl EventHub {
             hubs.push(ep);
         }
         timer.set_epfd(ep);
-        Ok(Arc::new(EventHub { epfd, ctl, quit: AtomicBool::new(false), console_fired: AtomicBool::new(false), timer }))
+        if let Some(c) = crate::control::server() {
+            c.attach(ep);
+        }
+        Ok(Arc::new(EventHub { epfd, ctl, quit: AtomicBool::new(false), console_fired: AtomicBool::new(false), lines_fired: Default::default(), timer }))
     }
 
     fn poke(&self) {
@@ -258,7 +274,8 @@ impl EventHub {
             }
             let mut bits = 0;
             for ev in evs.iter().take(n.max(0) as usize) {
-                match ev.u64 {
+                let (tag, events) = (ev.u64, ev.events);
+                match tag {
                     TAG_CTL => {
                         let mut v = 0u64;
                         // SAFETY: reads 8 bytes into a valid u64 (drains the eventfd).
@@ -270,6 +287,15 @@ impl EventHub {
                     TAG_CONSOLE => {
                         self.console_fired.store(true, Ordering::SeqCst);
                         bits |= Interrupts::CONSOLE.bits();
+                    }
+                    t if (TAG_LINE..TAG_LINE + 64).contains(&t) => {
+                        self.lines_fired.fetch_or(1 << (t - TAG_LINE), Ordering::SeqCst);
+                        bits |= Interrupts::CONSOLE.bits();
+                    }
+                    t if t == crate::control::TAG_LISTEN || t >= crate::control::TAG_CLIENT => {
+                        if crate::control::server().is_some_and(|c| c.on_event(t, events)) {
+                            bits |= Interrupts::CONTROL.bits();
+                        }
                     }
                     _ => bits |= Interrupts::NET.bits(),
                 }
@@ -390,11 +416,64 @@ impl Console for WatchedConsole {
     }
 }
 
+/// A console line's channel, its descriptors in the hub's set (one-shot,
+/// re-armed by the read after they fired, so an unread line never spins).
+struct WatchedLine {
+    n: u32,
+    chan: drivers::console_chan::Channel,
+    hub: Arc<EventHub>,
+    armed: Vec<RawFd>,
+}
+
+impl WatchedLine {
+    fn arm(&mut self) {
+        let ep = self.hub.epfd.as_raw_fd();
+        for fd in self.armed.drain(..) {
+            let _ = epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, 0, 0);
+        }
+        for fd in self.chan.watch_fds() {
+            if epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, ONESHOT_IN, TAG_LINE + self.n as u64).is_ok() {
+                self.armed.push(fd);
+            }
+        }
+    }
+}
+
+impl Drop for WatchedLine {
+    fn drop(&mut self) {
+        for fd in self.armed.drain(..) {
+            let _ = epoll_ctl(self.hub.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+        }
+    }
+}
+
+impl Console for WatchedLine {
+    fn write(&mut self, stream: hal::ConsoleStream, data: &[u8]) {
+        self.chan.write(stream, data);
+    }
+    fn read(&mut self, buf: &mut [u8]) -> hal::ConsoleRead {
+        let r = self.chan.read(buf);
+        let bit = 1u32 << self.n;
+        if self.hub.lines_fired.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+            // (A port's descriptors change as clients come and go.)
+            self.arm();
+        }
+        r
+    }
+    fn is_terminal(&self) -> bool {
+        self.chan.is_terminal()
+    }
+    fn window_size(&self) -> Option<(u16, u16)> {
+        None
+    }
+}
+
 /// Time, timer, console, entropy and log of one HAL: the parts of
 /// [`hal::Hal`] that do not depend on how guest code runs.
 pub struct HostMachine {
     // Dropped first: the console leaves the hub's set before the hub goes.
     console: WatchedConsole,
+    lines: Vec<WatchedLine>,
     hub: Arc<EventHub>,
     watcher: Option<std::thread::JoinHandle<()>>,
     timer: Timer,
@@ -411,8 +490,15 @@ impl HostMachine {
         let h = hub.clone();
         let watcher = std::thread::Builder::new().name("events".into()).spawn(move || h.watch())?;
         let console = WatchedConsole::new(HostConsole::new(), hub.clone());
+        let mut lines = Vec::new();
+        for (n, chan) in LINES.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let mut l = WatchedLine { n, chan, hub: hub.clone(), armed: Vec::new() };
+            l.arm();
+            lines.push(l);
+        }
         Ok(HostMachine {
             console,
+            lines,
             hub,
             watcher: Some(watcher),
             timer,
@@ -515,6 +601,23 @@ impl HostMachine {
         &mut self.console
     }
 
+    /// [`hal::Hal::console_line`].
+    pub fn console_line(&mut self, n: u32) -> Option<&mut dyn Console> {
+        self.lines.iter_mut().find(|l| l.n == n).map(|l| l as &mut dyn Console)
+    }
+
+    /// [`hal::Hal::control_take`]: the next request on the control socket.
+    pub fn control_take(&mut self) -> Option<(u64, String)> {
+        crate::control::server()?.take()
+    }
+
+    /// [`hal::Hal::control_reply`].
+    pub fn control_reply(&mut self, client: u64, answer: &[u8]) {
+        if let Some(c) = crate::control::server() {
+            c.reply(client, answer);
+        }
+    }
+
     /// [`hal::Hal::random`].
     pub fn random(&mut self, buf: &mut [u8]) {
         let mut off = 0;
@@ -614,6 +717,24 @@ macro_rules! host_hal_methods {
         }
         fn random(&mut self, buf: &mut [u8]) {
             self.host.random(buf);
+        }
+        fn console_line(&mut self, n: u32) -> Option<&mut dyn hal::Console> {
+            self.host.console_line(n)
+        }
+        fn recording(&self) -> (bool, bool) {
+            $crate::recorder::recording()
+        }
+        fn tty_log(&mut self, rec: &hal::TtyLogRecord<'_>) {
+            $crate::recorder::tty_log(rec);
+        }
+        fn audit_log(&mut self, realtime_ns: u64, json: &str) {
+            $crate::recorder::audit_log(realtime_ns, json);
+        }
+        fn control_take(&mut self) -> Option<(u64, String)> {
+            self.host.control_take()
+        }
+        fn control_reply(&mut self, client: u64, answer: &[u8]) {
+            self.host.control_reply(client, answer);
         }
         fn log(&mut self, line: &str) {
             self.host.log(line);

@@ -48,6 +48,7 @@ pub mod cli;
 pub mod cli_args;
 #[cfg(feature = "kernel")]
 pub mod cli_uml;
+pub mod control;
 pub mod filter;
 pub mod heap;
 pub mod host;
@@ -55,6 +56,7 @@ pub mod host;
 pub mod nat_broker;
 pub mod ops;
 pub mod phys;
+pub mod recorder;
 #[cfg(feature = "kernel")]
 pub mod sandbox;
 pub mod ptrace;

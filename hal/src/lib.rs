@@ -31,6 +31,62 @@ pub use mem::{AddressSpace, PhysMem, Prot, PAGE_SIZE};
 pub use net::NetDevice;
 pub use trap::{Access, CpuFaultKind, Interrupts, Trap};
 
+/// One read or write on a guest terminal, for the host's session log
+/// (`tty_log_dir=`).
+#[derive(Clone, Copy, Debug)]
+pub struct TtyLogRecord<'a> {
+    /// Wall-clock time, ns since the epoch.
+    pub realtime_ns: u64,
+    /// The terminal: `console`, `tty1`, `pts/0`...
+    pub tty: &'a str,
+    /// Read by a guest program (true) or written by one (false).
+    pub input: bool,
+    /// The guest process and its session.
+    pub pid: u32,
+    /// The session id.
+    pub sid: u32,
+    /// The bytes, as the program read or wrote them.
+    pub data: &'a [u8],
+}
+
+impl TtyLogRecord<'_> {
+    /// The record as one JSON line (newline included): `{"time":SEC.USEC,
+    /// "tty":..,"dir":"in"|"out","pid":..,"sid":..,"data":".."}`, the data
+    /// escaped byte by byte with [`json_str`].
+    pub fn to_json_line(&self) -> alloc::string::String {
+        use core::fmt::Write;
+        let mut s = alloc::string::String::with_capacity(96 + self.data.len());
+        let _ = write!(s, "{{\"time\":{}.{:06},\"tty\":", self.realtime_ns / 1_000_000_000, self.realtime_ns / 1000 % 1_000_000);
+        json_str(&mut s, self.tty.as_bytes());
+        let _ = write!(s, ",\"dir\":\"{}\",\"pid\":{},\"sid\":{},\"data\":", if self.input { "in" } else { "out" }, self.pid, self.sid);
+        json_str(&mut s, self.data);
+        s.push_str("}\n");
+        s
+    }
+}
+
+/// `bytes` as a JSON string (quoted), byte by byte: printable ASCII as it
+/// is, bytes >= 0x80 and controls as `\u00XX` (a reader maps each code
+/// point back to one byte), so no content can end a line or forge a field.
+pub fn json_str(out: &mut alloc::string::String, bytes: &[u8]) {
+    use core::fmt::Write;
+    out.push('"');
+    for &b in bytes {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\u{:04x}", b);
+            }
+        }
+    }
+    out.push('"');
+}
+
 /// Why the HAL could not provide a resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HalError {
@@ -129,5 +185,45 @@ pub trait Hal {
     /// the backend's clock parameters, which the vDSO's routines read.
     fn publish_clock(&mut self, paddr: u64) {
         let _ = paddr;
+    }
+
+    /// Console line `n` (1 to 6: the guest's `/dev/ttyN`, UML's `conN=`),
+    /// if a channel is attached to it. Its input readiness is reported as
+    /// [`Interrupts::CONSOLE`], like the console's. Default: none.
+    fn console_line(&mut self, n: u32) -> Option<&mut dyn Console> {
+        let _ = n;
+        None
+    }
+
+    /// What the host records: (every byte on guest terminals, an audit
+    /// line per execve/connect/bind/accept/open-for-write). Asked once, at
+    /// boot. Default: nothing.
+    fn recording(&self) -> (bool, bool) {
+        (false, false)
+    }
+
+    /// Record terminal traffic (only called when [`Hal::recording`] said so).
+    fn tty_log(&mut self, rec: &TtyLogRecord<'_>) {
+        let _ = rec;
+    }
+
+    /// Record one audit event, a JSON object without its time, which the
+    /// host adds (`realtime_ns`).
+    fn audit_log(&mut self, realtime_ns: u64, json: &str) {
+        let _ = (realtime_ns, json);
+    }
+
+    /// The next request from the operator's control channel (a host
+    /// socket, `rustuml-ctl`): the client it came from and one line of
+    /// text, already checked for length. `None` when none is waiting.
+    /// Arrival is reported as [`Interrupts::CONTROL`]. Default: none ever.
+    fn control_take(&mut self) -> Option<(u64, alloc::string::String)> {
+        None
+    }
+
+    /// The answer to `client`'s request: sent as it is (the kernel formats
+    /// it); a client that went away is ignored.
+    fn control_reply(&mut self, client: u64, answer: &[u8]) {
+        let _ = (client, answer);
     }
 }

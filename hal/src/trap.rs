@@ -43,6 +43,9 @@ bitflags::bitflags! {
         /// the kernel believed it stopped): the kernel finds it with
         /// [`crate::AddressSpace::is_lost`] and kills its process.
         const LOST = 8;
+        /// A request arrived on the operator's control channel: the kernel
+        /// takes it with [`crate::Hal::control_take`].
+        const CONTROL = 16;
     }
 }
 

@@ -179,7 +179,7 @@ pub struct Kernel<S: AddressSpace> {
     /// Counter ordering blocked tasks (FIFO futex wake-ups).
     pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
-    armed: Option<u64>,
+    pub(crate) armed: Option<u64>,
     /// Blocked tasks' deadlines and poll wake-up instants, earliest first.
     deadlines: crate::time::deadlines::Deadlines,
     /// Tasks that blocked reading the console (some may have been woken since).
@@ -205,6 +205,10 @@ pub struct Kernel<S: AddressSpace> {
     pub inotify: crate::syscall::inotify::Watches,
     /// signalfds by process (readiness when a blocked signal is queued).
     pub signalfds: crate::syscall::signalfd::SignalFds,
+    /// The operator's requests (`rustuml-ctl`): paused, halting.
+    pub control: crate::control::ControlState,
+    /// Audit events waiting for the HAL (`audit_log=`).
+    pub audit: crate::audit::AuditState,
 }
 
 /// The latest monotonic deadline a timer is ever armed for (~146 years).
@@ -322,7 +326,12 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         pidfds: Default::default(),
         inotify: Default::default(),
         signalfds: Default::default(),
+        control: Default::default(),
+        audit: Default::default(),
     };
+    let (tty_log, audit_log) = hal.recording();
+    k.audit.events = audit_log;
+    k.ttys.set_tty_log(tty_log);
     let mut seed = [0u8; 8];
     hal.random(&mut seed);
     crate::net::inet::attach_all(&k.net.inet, u64::from_le_bytes(seed), nets);
@@ -544,6 +553,7 @@ impl<S: AddressSpace> Kernel<S> {
         // file it resolved to (`sh`, not `dash`).
         let base = execfn.rsplit(|&b| b == b'/').next().unwrap_or(execfn);
         task.comm = String::from_utf8_lossy(&base[..base.len().min(15)]).into_owned();
+        crate::audit::execve(self, task, argv, hal.realtime_ns());
         Ok(())
     }
 
@@ -556,6 +566,18 @@ impl<S: AddressSpace> Kernel<S> {
             } else {
                 // init is never reaped (it has no parent): this cannot happen.
                 return DEADLOCK_STATUS;
+            }
+            self.lines_flush(hal);
+            self.audit_flush(hal);
+            if core::mem::take(&mut self.control.pending) {
+                self.serve_control(hal);
+            }
+            if let Some(st) = self.control.halt {
+                return st;
+            }
+            if self.control.paused {
+                self.paused_wait(hal);
+                continue;
             }
             if self.check_invariants {
                 if let Err(e) = crate::invariants::check(self) {
@@ -810,9 +832,13 @@ impl<S: AddressSpace> Kernel<S> {
         DEADLOCK_STATUS
     }
 
-    fn handle_interrupts<H: Hal<Space = S>>(&mut self, hal: &mut H, irq: Interrupts) {
+    pub(crate) fn handle_interrupts<H: Hal<Space = S>>(&mut self, hal: &mut H, irq: Interrupts) {
         if irq.contains(Interrupts::LOST) {
             self.kill_lost(hal);
+        }
+        if irq.contains(Interrupts::CONTROL) {
+            // Served at the top of the loop, with every task in the table.
+            self.control.pending = true;
         }
         if irq.contains(Interrupts::TIMER) {
             // One-shot: it is disarmed now.

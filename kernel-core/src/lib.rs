@@ -11,7 +11,9 @@ extern crate alloc;
 extern crate std;
 
 pub mod block;
+pub mod audit;
 pub mod budget;
+pub mod control;
 pub mod errno;
 pub mod exec;
 pub mod filelock;

@@ -115,7 +115,7 @@ fn cow_files_keep_the_backing_image_and_bad_disks_are_one_line() {
         vec!["--ubd".to_string(), format!("0={}", d.join("missing.img").display())],
         vec!["--ubd".to_string(), format!("0={},{}", d.join("x.cow").display(), d.join("missing.img").display())],
         vec!["ubd99=x".to_string()],
-        vec!["umid=web1".to_string()],
+        vec!["ssl=port:9000".to_string()],
     ] {
         let mut a = args.clone();
         a.extend(["--root", "/", "/bin/true"].map(String::from));

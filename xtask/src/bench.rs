@@ -61,6 +61,9 @@ pub struct Options {
     pub only: Option<String>,
     /// Also run kernel-skas with `--no-sandbox`: what self-confinement costs.
     pub sandbox_cost: bool,
+    /// Also run kernel-skas with `--tty-log-dir` and `--audit-log`: what
+    /// honeypot logging costs.
+    pub logging_cost: bool,
 }
 
 /// Which number is better.
@@ -1825,6 +1828,16 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
     if opt.sandbox_cost {
         let skipped = backends.iter().find(|b| b.name == "skas").and_then(|b| b.skipped.clone());
         backends.push(Backend { name: "skas --no-sandbox", kind: Kind::Kernel(p.kernel(Hal::Skas), &["--no-sandbox"]), skipped });
+    }
+    if opt.logging_cost {
+        let skipped = backends.iter().find(|b| b.name == "skas").and_then(|b| b.skipped.clone());
+        let dir = p.target.join("bench-tmp").join("logging-cost");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tty, audit) = (dir.join("tty").display().to_string(), dir.join("audit.json").display().to_string());
+        let _ = std::fs::create_dir_all(&dir);
+        // Backends name their flags for the whole run.
+        let args: &'static [&'static str] = Box::leak(vec!["--tty-log-dir", &*tty.leak(), "--audit-log", &*audit.leak()].into_boxed_slice());
+        backends.push(Backend { name: "skas +logs", kind: Kind::Kernel(p.kernel(Hal::Skas), args), skipped });
     }
     build_guests(p)?;
     eprintln!("[2/4] assembling the benchmark roots");

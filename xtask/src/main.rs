@@ -159,6 +159,9 @@ enum Cmd {
         /// Also run kernel-skas with --no-sandbox, to show what its self-confinement costs.
         #[arg(long)]
         sandbox_cost: bool,
+        /// Also run kernel-skas with --tty-log-dir and --audit-log (honeypot logging), to show what they cost.
+        #[arg(long)]
+        logging_cost: bool,
     },
     /// Run the isolation attacks under skas and tt and print the matrix (also written as
     /// Markdown and JSON).
@@ -299,20 +302,13 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
 }
 
 fn build_kernel(p: &Paths, hal: Hal) -> Result<(), String> {
-    run(
-        cargo()
-            .current_dir(&p.workspace)
-            .env("CARGO_TARGET_DIR", &p.target)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                hal.package(),
-                "--bin",
-                hal.binary(),
-            ]),
-        &format!("building {}", hal.binary()),
-    )
+    let mut c = cargo();
+    c.current_dir(&p.workspace).env("CARGO_TARGET_DIR", &p.target).args(["build", "--release", "-p", hal.package(), "--bin", hal.binary()]);
+    if hal == Hal::Skas {
+        // The operator's tool for named guests of either kernel.
+        c.args(["--bin", "rustuml-ctl"]);
+    }
+    run(&mut c, &format!("building {}", hal.binary()))
 }
 
 fn build_guests(p: &Paths) -> Result<(), String> {
@@ -654,7 +650,8 @@ fn main() -> ExitCode {
             peers,
             only,
             sandbox_cost,
-        } => bench::bench(&p, &bench::Options { quick, reps, json, report, peers, only, sandbox_cost }),
+            logging_cost,
+        } => bench::bench(&p, &bench::Options { quick, reps, json, report, peers, only, sandbox_cost, logging_cost }),
         Cmd::Lab { file, attach, logs, timeout, no_build } => {
             lab::lab(&p, &lab::Options { file, attach, logs, timeout, no_build })
         }

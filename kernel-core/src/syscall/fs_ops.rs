@@ -51,6 +51,23 @@ pub fn proc_regenerate<H: Hal>(cx: &SysCtx<'_, H>, inode: &crate::fs::Inode) {
     }
 }
 
+/// The contents of procfs file `p` (absolute) as the caller would read
+/// them (for the operator's `rustuml-ctl NAME proc PATH`). A directory or
+/// a link out of procfs is refused.
+pub fn read_proc_file<H: Hal>(cx: &mut SysCtx<'_, H>, p: &str) -> Result<String, Errno> {
+    let loc = resolve(cx, AT_FDCWD as i64 as u64, p, Follow::Yes)?;
+    let inode = loc.inode().clone();
+    if inode.is_dir() {
+        return Err(Errno::EISDIR);
+    }
+    if cx.k.fs.fstype(inode.sb) != FsType::Proc {
+        return Err(Errno::EINVAL);
+    }
+    permission(&inode, &cred(cx), MAY_READ)?;
+    let content = proc_ctx(cx, true).generate(&inode).ok_or(Errno::EINVAL)?;
+    Ok(String::from_utf8_lossy(&content).into_owned())
+}
+
 /// Refill a generated (procfs) directory before it is listed (hostfs
 /// directories are listed from the host, see `fs::readdir`).
 pub fn refresh_dir<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
@@ -346,6 +363,7 @@ fn open_tmpfile<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32,
 pub fn do_open<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32, mode: u32) -> SysResult {
     let p = cx.read_path(pathp)?;
     let file = open_file(cx, dirfd, &p, flags, mode)?;
+    crate::audit::open(cx, &p, flags);
     let limit = cx.t.fd_limit();
     cx.t.fds.alloc_from(0, file, flags & g::O_CLOEXEC != 0, limit)
 }

@@ -6,7 +6,7 @@ mod epoll;
 mod eventfd;
 mod fd;
 mod file;
-mod fs_ops;
+pub(crate) mod fs_ops;
 mod info;
 pub mod inotify;
 mod locks;
@@ -418,6 +418,7 @@ table! {
 
 /// Run system call `n` for `t`.
 pub fn dispatch<H: Hal>(hal: &mut H, k: &mut Kernel<H::Space>, t: &mut Task<H::Space>, n: u64, a: [u64; 6]) -> Flow {
+    t.cpu.syscalls += 1;
     let mut cx = SysCtx { hal, k, t };
     // inotify events come from the calls that succeed (nothing to do without watches).
     let pending = if cx.k.inotify.active() { inotify::before(&mut cx, n, &a) } else { None };

@@ -57,6 +57,8 @@ pub struct CpuClock {
     on_cpu: bool,
     /// Virtual runtime: CPU time used, for fair wake-ups.
     pub vruntime: u64,
+    /// System calls made (`rustuml-ctl NAME stats`).
+    pub syscalls: u64,
 }
 
 impl CpuClock {

@@ -21,6 +21,50 @@ impl<S: AddressSpace> Kernel<S> {
         if let Some((rows, cols)) = c.window_size() {
             self.ttys.console.resize([rows, cols, 0, 0]);
         }
+        for n in 1..=crate::tty::MAX_LINES {
+            if let Some(l) = hal.console_line(n) {
+                let term = l.is_terminal();
+                self.ttys.attach_line(n, term);
+            }
+        }
+    }
+
+    /// Hand the console lines' output to their channels.
+    pub fn lines_flush<H: Hal>(&mut self, hal: &mut H) {
+        if !self.ttys.lines_dirty.replace(false) {
+            return;
+        }
+        for n in 1..=crate::tty::MAX_LINES {
+            let out = self.ttys.take_line_output(n);
+            if let (false, Some(l)) = (out.is_empty(), hal.console_line(n)) {
+                l.write(hal::ConsoleStream::Stdout, &out);
+            }
+        }
+    }
+
+    /// Feed what the console lines' channels have to their terminals.
+    fn lines_pull<H: Hal>(&mut self, hal: &mut H) {
+        let mut tmp = [0u8; 4096];
+        let (now, realtime) = (hal.now_ns(), hal.realtime_ns());
+        for n in 1..=crate::tty::MAX_LINES {
+            let Some(tty) = self.ttys.line(n) else { continue };
+            for _ in 0..64 {
+                let Some(l) = hal.console_line(n) else { break };
+                let r = l.read(&mut tmp);
+                let mut io = IoCtx { now, realtime, console: hal.console(), pid: 0, pgid: 0, sid: 0, sig_ignored: 0, signals: Vec::new(), nonblock: true };
+                match r {
+                    ConsoleRead::Data(0) | ConsoleRead::WouldBlock => break,
+                    ConsoleRead::Data(n) => tty.receive(&mut io, &tmp[..n.min(tmp.len())]),
+                    ConsoleRead::Eof => {
+                        tty.set_hangup();
+                        break;
+                    }
+                }
+                self.group_signals.extend(io.signals);
+            }
+        }
+        // Echo goes out at once.
+        self.lines_flush(hal);
     }
 
     /// Create `/dev/console`, `/dev/tty`, `/dev/ptmx` and `/dev/pts`.
@@ -97,6 +141,7 @@ impl<S: AddressSpace> Kernel<S> {
             }
             self.group_signals.extend(io.signals);
         }
+        self.lines_pull(hal);
     }
 
     /// Wake tasks whose wait set changed or whose wake-up instant passed

@@ -32,6 +32,15 @@ enum Backend {
     Console,
     /// A pseudo-terminal: output is read by the master.
     Pty(PtyState),
+    /// An extra console line (`/dev/ttyN`, UML's `conN=`): output waits
+    /// here until the kernel loop hands it to the HAL's channel N
+    /// ([`Ttys::take_line_output`]), input comes from it.
+    Line(LineState),
+}
+
+struct LineState {
+    index: u32,
+    out: RefCell<VecDeque<u8>>,
 }
 
 struct PtyState {
@@ -100,7 +109,7 @@ impl Tty {
     /// the console is no terminal for the guest either (`isatty` is false),
     /// so programs print what they would print into a host pipe or file.
     pub fn passthrough(&self) -> bool {
-        matches!(self.backend, Backend::Console) && !self.host_terminal.get()
+        matches!(self.backend, Backend::Console | Backend::Line(_)) && !self.host_terminal.get()
     }
 
     /// The termios.
@@ -160,7 +169,7 @@ impl Tty {
     pub fn pty_index(&self) -> Option<u32> {
         match &self.backend {
             Backend::Pty(p) => Some(p.index),
-            Backend::Console => None,
+            Backend::Console | Backend::Line(_) => None,
         }
     }
 
@@ -208,6 +217,12 @@ impl Tty {
                 p.out.borrow_mut().extend(bytes.iter());
                 self.wq.notify();
             }
+            Backend::Line(l) => {
+                l.out.borrow_mut().extend(bytes.iter());
+                if let Some(r) = self.registry.upgrade() {
+                    r.lines_dirty.set(true);
+                }
+            }
         }
     }
 
@@ -226,7 +241,31 @@ impl Tty {
         Err(Errno::EINTR)
     }
 
+    /// Queue a record of a program's read or write, when recording.
+    fn record(&self, io: &IoCtx<'_>, input: bool, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(reg) = self.registry.upgrade() else { return };
+        let mut log = reg.tty_log.borrow_mut();
+        let Some(log) = log.as_mut() else { return };
+        let tty = match &self.backend {
+            Backend::Console => String::from("console"),
+            Backend::Line(l) => format!("tty{}", l.index),
+            Backend::Pty(p) => format!("pts/{}", p.index),
+        };
+        log.push(TtyRecord { realtime_ns: io.realtime, tty, input, pid: io.pid, sid: io.sid, data: data.to_vec() });
+    }
+
     fn read(&self, io: &mut IoCtx<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+        let r = self.read_ldisc(io, buf);
+        if let Ok(n) = r {
+            self.record(io, true, &buf[..n.min(buf.len())]);
+        }
+        r
+    }
+
+    fn read_ldisc(&self, io: &mut IoCtx<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
         self.job_check(io, g::SIGTTIN, true)?;
         if buf.is_empty() {
             return Ok(0);
@@ -283,6 +322,14 @@ impl Tty {
     }
 
     fn write(&self, io: &mut IoCtx<'_>, stream: ConsoleStream, data: &[u8]) -> Result<usize, Errno> {
+        let r = self.write_ldisc(io, stream, data);
+        if let Ok(n) = r {
+            self.record(io, false, &data[..n.min(data.len())]);
+        }
+        r
+    }
+
+    fn write_ldisc(&self, io: &mut IoCtx<'_>, stream: ConsoleStream, data: &[u8]) -> Result<usize, Errno> {
         let t = self.termios.get();
         if t.lflag & g::TOSTOP != 0 {
             self.job_check(io, g::SIGTTOU, false)?;
@@ -291,8 +338,13 @@ impl Tty {
             return Err(Errno::EIO);
         }
         let mut n = data.len();
-        if let Backend::Pty(p) = &self.backend {
-            let room = PTY_OUT_MAX.saturating_sub(p.out.borrow().len());
+        let queue = match &self.backend {
+            Backend::Pty(p) => Some(&p.out),
+            Backend::Line(l) => Some(&l.out),
+            Backend::Console => None,
+        };
+        if let Some(q) = queue {
+            let room = PTY_OUT_MAX.saturating_sub(q.borrow().len());
             if room == 0 {
                 return Err(Errno::EAGAIN);
             }
@@ -321,13 +373,14 @@ impl Tty {
         let out_room = match &self.backend {
             Backend::Console => true,
             Backend::Pty(p) => p.out.borrow().len() < PTY_OUT_MAX,
+            Backend::Line(l) => l.out.borrow().len() < PTY_OUT_MAX,
         };
         if out_room {
             r |= POLLOUT | POLLWRNORM;
         }
         if let Some(ws) = ws {
             ws.add(&self.wq);
-            if matches!(self.backend, Backend::Console) {
+            if matches!(self.backend, Backend::Console | Backend::Line(_)) {
                 ws.external = true;
             }
             if !t.canonical() && t.cc[cc::VTIME] != 0 {
@@ -424,6 +477,7 @@ impl FileOps for TtyFile {
         match &self.tty.backend {
             Backend::Console => (5, 1),
             Backend::Pty(p) => (136, p.index),
+            Backend::Line(l) => (4, l.index),
         }
     }
     fn as_any(&self) -> &dyn Any {
@@ -441,7 +495,7 @@ impl PtyMaster {
     fn pty(&self) -> Option<&PtyState> {
         match &self.tty.backend {
             Backend::Pty(p) => Some(p),
-            Backend::Console => None,
+            Backend::Console | Backend::Line(_) => None,
         }
     }
     /// `TIOCSPTLCK`.
@@ -596,6 +650,59 @@ pub struct Ttys {
     pub deferred_signals: RefCell<Vec<(Pid, u32)>>,
     /// The kernel's log (`dmesg`, `/dev/kmsg`).
     pub log: kmsg::LogRef,
+    /// Console lines 1 to [`MAX_LINES`] (`/dev/tty1`...), where the HAL has
+    /// a channel for them (index `n - 1`).
+    lines: RefCell<Vec<Option<Rc<Tty>>>>,
+    /// A line has output waiting (checked by the kernel loop on every pass).
+    pub lines_dirty: Cell<bool>,
+    /// `tty_log_dir=`: terminal traffic not handed to the HAL yet (None: off).
+    tty_log: RefCell<Option<Vec<TtyRecord>>>,
+}
+
+/// One read or write of a guest program on a terminal (see
+/// [`hal::TtyLogRecord`]).
+pub struct TtyRecord {
+    /// Wall-clock time, ns.
+    pub realtime_ns: u64,
+    /// `console`, `ttyN`, `pts/N`.
+    pub tty: String,
+    /// Read (true) or written (false).
+    pub input: bool,
+    /// The process.
+    pub pid: u32,
+    /// Its session.
+    pub sid: u32,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// Extra console lines: `/dev/tty1` to `/dev/tty6`, as Linux's default
+/// gettys use.
+pub const MAX_LINES: u32 = 6;
+
+/// `/dev/ttyN` with no channel attached: opening it fails with `ENXIO`
+/// (as a serial port with no hardware behind it does).
+struct NoLine;
+
+impl FileOps for NoLine {
+    fn read(&self, _io: &mut IoCtx<'_>, _buf: &mut [u8]) -> Result<usize, Errno> {
+        Err(Errno::ENXIO)
+    }
+    fn write(&self, _io: &mut IoCtx<'_>, _data: &[u8]) -> Result<usize, Errno> {
+        Err(Errno::ENXIO)
+    }
+    fn poll(&self, _io: &mut IoCtx<'_>, _rw: (bool, bool), _ws: Option<&mut WaitSet>) -> u32 {
+        POLLERR
+    }
+    fn open(&self, _io: &mut IoCtx<'_>, _flags: u32) -> Result<Opened, Errno> {
+        Err(Errno::ENXIO)
+    }
+    fn rdev(&self) -> (u32, u32) {
+        (4, 0)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 impl Ttys {
@@ -618,6 +725,9 @@ impl Ttys {
                 pending_nodes: RefCell::new(Vec::new()),
                 deferred_signals: RefCell::new(Vec::new()),
                 log: Rc::new(RefCell::new(kmsg::KernelLog::default())),
+                lines: RefCell::new(Vec::new()),
+                lines_dirty: Cell::new(false),
+                tty_log: RefCell::new(None),
             }
         })
     }
@@ -627,10 +737,63 @@ impl Ttys {
         TtyFile::new(self.console.clone(), stream)
     }
 
+    /// Give console line `n` (1 to [`MAX_LINES`]) a terminal; `host_terminal`
+    /// as for the console. Before [`Ttys::install_dev_nodes`].
+    pub fn attach_line(self: &Rc<Self>, n: u32, host_terminal: bool) {
+        if n == 0 || n > MAX_LINES {
+            return;
+        }
+        let tty = Tty::new(Backend::Line(LineState { index: n, out: RefCell::new(VecDeque::new()) }), Rc::downgrade(self));
+        let mut t = tty.termios.get();
+        t.iflag |= g::IUTF8;
+        tty.termios.set(t);
+        tty.set_host_terminal(host_terminal);
+        let mut lines = self.lines.borrow_mut();
+        if lines.len() < n as usize {
+            lines.resize(n as usize, None);
+        }
+        lines[n as usize - 1] = Some(tty);
+    }
+
+    /// Record every read and write of guest programs on terminals.
+    pub fn set_tty_log(&self, on: bool) {
+        *self.tty_log.borrow_mut() = on.then(Vec::new);
+    }
+
+    /// Records are waiting for [`Ttys::take_tty_log`].
+    pub fn tty_log_pending(&self) -> bool {
+        self.tty_log.borrow().as_ref().is_some_and(|v| !v.is_empty())
+    }
+
+    /// The records since the last call.
+    pub fn take_tty_log(&self) -> Vec<TtyRecord> {
+        self.tty_log.borrow_mut().as_mut().map(core::mem::take).unwrap_or_default()
+    }
+
+    /// Console line `n`'s terminal, if attached.
+    pub fn line(&self, n: u32) -> Option<Rc<Tty>> {
+        self.lines.borrow().get((n as usize).wrapping_sub(1)).cloned().flatten()
+    }
+
+    /// Output of line `n` waiting for its channel (taken); writers waiting
+    /// for room are woken.
+    pub fn take_line_output(&self, n: u32) -> Vec<u8> {
+        let Some(tty) = self.line(n) else { return Vec::new() };
+        let Backend::Line(l) = &tty.backend else { return Vec::new() };
+        let out: Vec<u8> = l.out.borrow_mut().drain(..).collect();
+        if !out.is_empty() {
+            tty.wq.notify();
+        }
+        out
+    }
+
     /// The controlling terminal of session `sid`.
     pub fn controlling(&self, sid: Pid) -> Option<Rc<Tty>> {
         if self.console.session.get() == Some(sid) {
             return Some(self.console.clone());
+        }
+        if let Some(t) = self.lines.borrow().iter().flatten().find(|t| t.session.get() == Some(sid)) {
+            return Some(t.clone());
         }
         self.ptys.borrow().iter().filter_map(|w| w.upgrade()).find(|t| t.session.get() == Some(sid))
     }
@@ -675,6 +838,17 @@ impl Ttys {
     pub fn install_dev_nodes(self: &Rc<Self>, fs: &mut Fs, dev: &InodeRef) -> Result<(), Errno> {
         let console = fs.new_inode(Kind::Special(self.console_file(ConsoleStream::Stdout)), 0o600, 0);
         dev.insert("console", console)?;
+        // tty0 is the console (UML's con0); tty1.. the lines.
+        let tty0 = fs.new_inode(Kind::Special(self.console_file(ConsoleStream::Stdout)), 0o620, 0);
+        let _ = dev.insert("tty0", tty0);
+        for n in 1..=MAX_LINES {
+            let file: SpecialRef = match self.line(n) {
+                Some(t) => TtyFile::new(t, ConsoleStream::Stdout),
+                None => Rc::new(NoLine),
+            };
+            let node = fs.new_inode(Kind::Special(file), 0o620, 0);
+            let _ = dev.insert(&format!("tty{n}"), node);
+        }
         let tty = fs.new_inode(Kind::Special(Rc::new(DevTty { registry: Rc::downgrade(self) })), 0o666, 0);
         dev.insert("tty", tty)?;
         let ptmx = fs.new_inode(Kind::Special(Rc::new(Ptmx { registry: Rc::downgrade(self) })), 0o666, 0);
