@@ -65,6 +65,15 @@ pub struct DiskStats {
     pub flushes: u64,
 }
 
+/// The file system mounted read-write from a disk: what it keeps in
+/// memory reaches the disk's buffer cache at each sync.
+pub trait DiskOwner {
+    /// Put every change into the buffer cache (`sync`, `syncfs`).
+    fn sync_fs(&self) -> Result<(), Errno>;
+    /// As [`DiskOwner::sync_fs`], and record a clean unmount (unmount, shutdown).
+    fn unmount(&self) -> Result<(), Errno>;
+}
+
 /// One disk.
 pub struct Disk {
     /// `N` of `ubdN`.
@@ -87,6 +96,8 @@ pub struct Disk {
     stats: Cell<DiskStats>,
     /// Lines for the kernel log (errors found on the disk), taken by the kernel loop.
     log: RefCell<Vec<String>>,
+    /// The file system writing it, if any.
+    owner: RefCell<Option<alloc::rc::Weak<dyn DiskOwner>>>,
 }
 
 /// A shared disk.
@@ -109,6 +120,7 @@ impl Disk {
             node: RefCell::new(None),
             stats: Cell::new(DiskStats::default()),
             log: RefCell::new(Vec::new()),
+            owner: RefCell::new(None),
         })
     }
 
@@ -159,8 +171,33 @@ impl Disk {
         Ok(())
     }
 
-    /// The file system let it go: its metadata cache goes too.
+    /// The file system that writes the disk (`None`: none does).
+    pub fn set_owner(&self, owner: Option<alloc::rc::Weak<dyn DiskOwner>>) {
+        *self.owner.borrow_mut() = owner;
+    }
+
+    fn owner(&self) -> Option<Rc<dyn DiskOwner>> {
+        self.owner.borrow().as_ref().and_then(alloc::rc::Weak::upgrade)
+    }
+
+    /// The owner's changes into the cache, all written back and flushed;
+    /// `clean`: as at unmount.
+    pub fn sync(&self, clean: bool) -> Result<(), Errno> {
+        let r = match self.owner() {
+            Some(o) if clean => o.unmount(),
+            Some(o) => o.sync_fs(),
+            None => Ok(()),
+        };
+        r.and_then(|_| self.writeback()).and_then(|_| self.flush())
+    }
+
+    /// The file system let it go: its changes are written, and its
+    /// metadata cache goes.
     pub fn release(&self) {
+        if let Err(e) = self.sync(true) {
+            self.report(&format!("{}: writing back at unmount failed: {}", self.name, e.name()));
+        }
+        self.set_owner(None);
         self.claimed.set(false);
         if let Ok(mut c) = self.cache.try_borrow_mut() {
             c.clear();
@@ -540,7 +577,19 @@ impl Disks {
     pub fn sync_all(&self) -> Result<(), Errno> {
         let mut first = Ok(());
         for d in &self.list {
-            if let Err(e) = d.writeback().and_then(|_| d.flush()) {
+            if let Err(e) = d.sync(false) {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+
+    /// [`Disks::sync_all`] at power-off: the file systems still mounted
+    /// record a clean unmount.
+    pub fn shutdown(&self) -> Result<(), Errno> {
+        let mut first = Ok(());
+        for d in &self.list {
+            if let Err(e) = d.sync(true) {
                 first = first.and(Err(e));
             }
         }

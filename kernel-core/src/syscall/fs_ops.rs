@@ -15,6 +15,7 @@ use crate::fs::path::{self, Follow, NAME_MAX, PATH_MAX};
 use crate::fs::perm::{may_delete, permission, task_cred, Cred, MAY_EXEC, MAY_READ, MAY_WRITE};
 use crate::fs::procfs::ProcCtx;
 use crate::fs::{overlay, FileRef, InodeRef, Kind, Loc, OpenFile};
+use crate::fs::ext4;
 use crate::{Errno, SysResult};
 
 const AT_FDCWD: i32 = g::AT_FDCWD;
@@ -158,8 +159,15 @@ pub(crate) fn touch_dir(inode: &InodeRef, now: u64) {
 
 pub(crate) fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: Kind, perm: u32) -> InodeRef {
     let now = cx.hal.realtime_ns();
-    let c = cred(cx);
     let node = cx.k.fs.new_inode_in(parent.sb, kind, perm, now);
+    inherit_owner(cx, parent, &node);
+    node
+}
+
+/// A new inode's owner: the caller, its group the caller's or (setgid
+/// directory) the parent's.
+fn inherit_owner<H: Hal>(cx: &SysCtx<'_, H>, parent: &InodeRef, node: &InodeRef) {
+    let c = cred(cx);
     {
         let mut m = node.meta.borrow_mut();
         m.uid = c.uid;
@@ -174,7 +182,6 @@ pub(crate) fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: 
             m.gid = c.gid;
         }
     }
-    node
 }
 
 pub(crate) fn may_create<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
@@ -219,6 +226,10 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
                 let perm = mode & !cx.t.umask & 0o7777;
                 let node = if cx.k.fs.is_host(par.dir.inode().sb) {
                     cx.k.fs.host_create(par.dir.inode(), &par.name, perm, false)?
+                } else if ext4::is_ext4(par.dir.inode()) {
+                    let n = ext4::create(par.dir.inode(), &par.name, ext4::NewKind::File, perm, (cred(cx).uid, cred(cx).gid), cx.hal.realtime_ns())?;
+                    inherit_owner(cx, par.dir.inode(), &n);
+                    n
                 } else {
                     let data = cx.k.fs.new_file_data(par.dir.inode().sb);
                     let node = new_node(cx, par.dir.inode(), Kind::File(data), perm);
@@ -332,6 +343,9 @@ fn open_tmpfile<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32,
     let perm = mode & !cx.t.umask & 0o7777;
     let node = if cx.k.fs.is_host(dir.sb) {
         cx.k.fs.host_tmpfile(&dir, perm)?
+    } else if ext4::is_ext4(&dir) {
+        // Unnamed ext4 files would need the orphan list: glibc falls back.
+        return Err(Errno::EOPNOTSUPP);
     } else {
         let n = new_node(cx, &dir, Kind::File(cx.k.fs.new_file_data(dir.sb)), perm);
         n.meta.borrow_mut().nlink = 0;
@@ -572,6 +586,9 @@ fn do_mkdir<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32) -
     let perm = mode & !cx.t.umask & 0o7777;
     if cx.k.fs.is_host(par.dir.inode().sb) {
         cx.k.fs.host_create(par.dir.inode(), &par.name, perm, true)?;
+    } else if ext4::is_ext4(par.dir.inode()) {
+        let n = ext4::create(par.dir.inode(), &par.name, ext4::NewKind::Dir, perm, (cred(cx).uid, cred(cx).gid), cx.hal.realtime_ns())?;
+        inherit_owner(cx, par.dir.inode(), &n);
     } else {
         let d = new_node(cx, par.dir.inode(), Kind::Dir(RefCell::new(Default::default())), perm);
         par.dir.inode().insert(&par.name, d)?;
@@ -607,6 +624,12 @@ fn do_symlink<H: Hal>(cx: &mut SysCtx<'_, H>, targetp: u64, dirfd: u64, pathp: u
     may_create(cx, par.dir.inode())?;
     if cx.k.fs.is_host(par.dir.inode().sb) {
         cx.k.fs.host_symlink(par.dir.inode(), &par.name, &target)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
+    }
+    if ext4::is_ext4(par.dir.inode()) {
+        let n = ext4::create(par.dir.inode(), &par.name, ext4::NewKind::Symlink(&target), 0o777, (cred(cx).uid, cred(cx).gid), cx.hal.realtime_ns())?;
+        inherit_owner(cx, par.dir.inode(), &n);
         touch_dir(par.dir.inode(), cx.hal.realtime_ns());
         return Ok(0);
     }
@@ -663,6 +686,16 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
             return Err(Errno::EPERM);
         }
         cx.k.fs.host_create(par.dir.inode(), &par.name, mode & !cx.t.umask & 0o7777, false)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
+    }
+    if ext4::is_ext4(par.dir.inode()) {
+        // Only regular files: FIFOs and device nodes on the disk are not made.
+        if kind.is_some() {
+            return Err(Errno::EPERM);
+        }
+        let n = ext4::create(par.dir.inode(), &par.name, ext4::NewKind::File, mode & !cx.t.umask & 0o7777, (cred(cx).uid, cred(cx).gid), cx.hal.realtime_ns())?;
+        inherit_owner(cx, par.dir.inode(), &n);
         touch_dir(par.dir.inode(), cx.hal.realtime_ns());
         return Ok(0);
     }
@@ -743,6 +776,9 @@ fn do_unlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32)
     if cx.k.fs.is_host(dir.sb) {
         cx.k.fs.host_unlink(&dir, &par.name, rmdir, &raw)?;
     }
+    if ext4::is_ext4(&dir) {
+        ext4::unlink(&dir, &par.name, &raw, cx.hal.realtime_ns())?;
+    }
     remove_entry(&dir, &par.name)?;
     let now = cx.hal.realtime_ns();
     drop_link(&raw, now);
@@ -806,6 +842,9 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     }
     if old.meta.borrow().nlink == 0 && !is_tmpfile(&old) {
         return Err(Errno::ENOENT);
+    }
+    if ext4::is_ext4(&old) {
+        ext4::link(&old, par.dir.inode(), &par.name, cx.hal.realtime_ns())?;
     }
     par.dir.inode().insert(&par.name, old.clone())?;
     let now = cx.hal.realtime_ns();
@@ -899,6 +938,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
         if host {
             cx.k.fs.host_rename(&sdir, &src.name, &ddir, &dst.name, flags, &node, Some(&t))?;
         }
+        if ext4::is_ext4(&sdir) {
+            ext4::rename(&sdir, &src.name, &ddir, &dst.name, &node, Some(&t), true, cx.hal.realtime_ns())?;
+        }
         sdir.insert(&src.name, t.clone())?;
         ddir.insert(&dst.name, node.clone())?;
         if !Arc::ptr_eq(&sdir, &ddir) && node.is_dir() != t.is_dir() {
@@ -940,6 +982,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
     }
     if host {
         cx.k.fs.host_rename(&sdir, &src.name, &ddir, &dst.name, flags, &node, target.as_ref())?;
+    }
+    if ext4::is_ext4(&sdir) {
+        ext4::rename(&sdir, &src.name, &ddir, &dst.name, &node, target.as_ref(), false, cx.hal.realtime_ns())?;
     }
     let now = cx.hal.realtime_ns();
     if let Some(t) = &target {
@@ -1259,6 +1304,7 @@ fn do_fsync<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, data_only: bool) -> SysResu
         Kind::File(d) => {
             d.writeback(0, u64::MAX, &cx.k.frames, cx.hal.phys())?;
             cx.k.fs.host_fsync(&f.inode, data_only)?;
+            ext4::fsync(&f.inode)?;
             if let Some(disk) = f.inode.block_disk() {
                 // The node's writes went through: the disk flushes them.
                 disk.flush()?;
@@ -1267,6 +1313,7 @@ fn do_fsync<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, data_only: bool) -> SysResu
         }
         Kind::Dir(_) => {
             cx.k.fs.host_fsync(&f.inode, data_only)?;
+            ext4::fsync(&f.inode)?;
             Ok(0)
         }
         Kind::Device(_) => Ok(0),
@@ -1450,8 +1497,10 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let sb = m.sb;
         let opts = match cx.k.fs.fstype(sb) {
             FsType::Tmpfs => Some(tmpfs_options(cx, a[4])?),
-            // The ext4 driver only reads.
-            FsType::Ext4 if flags & MS_RDONLY == 0 => return Err(Errno::EROFS),
+            FsType::Ext4 => {
+                cx.k.fs.remount_ext4(sb, flags & MS_RDONLY != 0)?;
+                None
+            }
             _ => None,
         };
         if let Some(o) = &opts {
