@@ -507,3 +507,81 @@ fn read_only_refuses() {
     assert_eq!(m.vol.enable_write(), Err(Errno::EROFS));
     assert!(m.disk.take_log().iter().any(|l| l.contains("recovery")), "a kernel log line");
 }
+
+/// An image of a small tree made by `mke2fs -d`: a directory big enough
+/// for mke2fs to index it (htree), a file, a symlink.
+fn mkfs_tree() -> Option<Vec<u8>> {
+    let mk = tool("mke2fs")?;
+    tool("e2fsck")?;
+    let dir = scratch("tree");
+    std::fs::create_dir_all(dir.join("d/many")).expect("setting up the tree");
+    for i in 0..400 {
+        std::fs::write(dir.join(format!("d/many/a-long-file-name-to-fill-blocks-{i}")), i.to_string()).expect("setting up the tree");
+    }
+    std::fs::write(dir.join("d/big"), vec![7u8; 200_000]).expect("setting up the tree");
+    std::os::unix::fs::symlink("big", dir.join("d/ln")).expect("setting up the tree");
+    let img = scratch("treeimg");
+    let out = Command::new(mk).args(["-q", "-F", "-t", "ext4", "-b", "1024", "-N", "1024", "-d"]).arg(&dir).arg(&img).arg("4M").output().expect("mke2fs runs");
+    assert!(out.status.success(), "mke2fs: {}", String::from_utf8_lossy(&out.stderr));
+    // mke2fs -d writes linear directories: e2fsck -D indexes them.
+    let st = Command::new(tool("e2fsck")?).args(["-fyD"]).arg(&img).output().expect("e2fsck runs");
+    assert!(st.status.code().is_some_and(|c| c <= 1), "e2fsck -fyD: {}", String::from_utf8_lossy(&st.stdout));
+    if let Some(dbg) = tool("debugfs") {
+        let o = Command::new(dbg).args(["-R", "htree /d/many"]).arg(&img).output().expect("debugfs runs");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Root node dump"), "d/many is not indexed");
+    }
+    let b = std::fs::read(&img).expect("the image");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&img);
+    Some(b)
+}
+
+/// Changing a directory mke2fs indexed turns it linear (its index blocks
+/// become empty entry blocks): e2fsck finds it clean, every name is found.
+#[test]
+fn htree_directories_become_linear_and_pass_e2fsck() {
+    let Some(b) = mkfs_tree() else { return };
+    let m = mount(b, true).expect("mount");
+    v_create(&m, "d/many/new", NewKind::File).expect("create in an htree directory");
+    for i in (0..400).step_by(3) {
+        v_unlink(&m, &format!("d/many/a-long-file-name-to-fill-blocks-{i}")).expect("unlink");
+    }
+    v_rename(&m, "d/many/a-long-file-name-to-fill-blocks-1", "d/moved").expect("rename");
+    let bytes = m.unmount();
+    if let Err(out) = fsck(&bytes) {
+        panic!("{out}");
+    }
+    let r = mount(bytes, false).expect("remount");
+    let t = tree(&r.root);
+    assert_eq!(t.keys().filter(|k| k.starts_with("d/many/")).count(), 400 - 134 - 1 + 1);
+    assert_eq!(t.get("d/moved"), Some(&Entry::File(b"1".to_vec())));
+    assert_eq!(t.get("d/many/a-long-file-name-to-fill-blocks-2"), Some(&Entry::File(b"2".to_vec())));
+}
+
+proptest! {
+    #![proptest_config(prop_config("ext4_write_fuzz", 64))]
+    /// A corrupt image written to: errors, never a panic or a hang.
+    #[test]
+    fn writing_mutated_images_never_panics(muts in proptest::collection::vec((1024usize..4 << 20, any::<u8>()), 1..40)) {
+        static T: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+        let Some(base) = T.get_or_init(mkfs_tree).as_ref() else { return Ok(()) };
+        let mut b = base.clone();
+        for (at, v) in muts {
+            // Mostly metadata: the first 300 KiB hold the tables and directories.
+            let at = if at % 2 == 0 { at % (300 << 10) } else { at };
+            let n = b.len();
+            b[at.max(1024) % n] = v;
+        }
+        let Ok(m) = mount(b, true) else { return Ok(()) };
+        let _ = v_create(&m, "new", NewKind::File).and_then(|f| ext4::write_bytes(&f, 5000, &[1u8; 70_000]));
+        let _ = v_create(&m, "d/many/x", NewKind::Dir);
+        for i in 0..20 {
+            let _ = v_unlink(&m, &format!("d/many/a-long-file-name-to-fill-blocks-{i}"));
+        }
+        let _ = v_rename(&m, "d/big", "d/many/big");
+        let _ = v_unlink(&m, "d/many/big");
+        let _ = v_link(&m, "d/ln", "d/many/ln2");
+        let _ = walk(&m.root, "d/big").map(|f| f.map(|f| ext4::set_size(&f, 10)));
+        let _ = m.unmount();
+    }
+}

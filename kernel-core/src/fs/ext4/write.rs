@@ -572,6 +572,9 @@ impl Volume {
         let mut out = Vec::new();
         let mut at = 0;
         while at < usable {
+            if at + 8 > usable {
+                return Err(self.corrupt(&format!("directory inode {ino}: entry past the end of a block at offset {at}")));
+            }
             let (e, rec, nl) = (le32(b, at), usize::from(le16(b, at + 4)), usize::from(b[at + 6]));
             if rec < 8 || rec % 4 != 0 || at + rec > usable || (e != 0 && 8 + nl > rec) {
                 return Err(self.corrupt(&format!("directory inode {ino}: bad entry at offset {at}")));
