@@ -10,7 +10,7 @@
 //! | `mem=SIZE` | `--mem SIZE` |
 //! | `ubdN[r][s]=FILE` / `ubdN=COW,BACKING` | `--ubd N[r][s]=FILE[,BACKING]` |
 //! | `ethN=SPEC` | `--net SPEC` (in the order of N) |
-//! | `root=/dev/ubdX` | `--root-dev ubdX` (ext4, read-only) |
+//! | `root=/dev/ubdX` | `--root-dev ubdX` (ext4, read-write) |
 //! | `init=PATH` | INIT |
 //!
 //! Any other `word=value` before INIT is refused with one line (it would
