@@ -14,7 +14,8 @@
 //!   ([`DiskStore`]), so `read`, `write`, `mmap` and `fsync` of the node are
 //!   those of any cached file, and `mkfs.ext4`, `dd` or `blkid` in the guest
 //!   work on it. While a file system is mounted from the disk, writing the
-//!   node is refused (`EBUSY`, as Linux without `BLK_DEV_WRITE_MOUNTED`).
+//!   node is refused (`EBUSY`, as Linux without `BLK_DEV_WRITE_MOUNTED`)
+//!   while that file system is read-write.
 //!
 //! Requests are completed by the backend before [`hal::BlockDevice::submit`]
 //! returns (see `hal::block`), so a read needs no wait queue.
@@ -503,8 +504,10 @@ impl Store for DiskStore {
         Ok(n)
     }
     fn write(&self, off: u64, data: &[u8]) -> Result<(), Errno> {
-        if self.0.claimed.get() {
-            // A mounted file system's sectors are its own.
+        if self.0.owner().is_some() {
+            // A file system mounted read-write: its sectors are its own.
+            // (Read-only, the node may be written: e2fsck of a root
+            // mounted read-only, as Linux allows.)
             return Err(Errno::EBUSY);
         }
         if off.checked_add(data.len() as u64).is_none_or(|e| e > self.0.size) {
@@ -665,6 +668,19 @@ mod tests {
         assert_eq!(b, [99u8, 1, 2, 3, 103]);
         d.claim().unwrap();
         assert_eq!(d.claim(), Err(Errno::EBUSY));
+        // Mounted read-only: the node may be written (fsck of a read-only root).
+        s.write(0, &[0]).unwrap();
+        struct Rw;
+        impl DiskOwner for Rw {
+            fn sync_fs(&self) -> Result<(), Errno> {
+                Ok(())
+            }
+            fn unmount(&self) -> Result<(), Errno> {
+                Ok(())
+            }
+        }
+        let owner: Rc<dyn DiskOwner> = Rc::new(Rw);
+        d.set_owner(Some(Rc::downgrade(&owner)));
         assert_eq!(s.write(0, &[0]), Err(Errno::EBUSY));
         d.release();
         assert_eq!(s.write(16 << 10, &[0]), Err(Errno::ENOSPC));

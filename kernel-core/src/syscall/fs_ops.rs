@@ -489,7 +489,9 @@ pub fn statx_bytes(inode: &InodeRef) -> [u8; 256] {
     let rdev = u64::from_le_bytes([st[40], st[41], st[42], st[43], st[44], st[45], st[46], st[47]]);
     put(128, &((rdev >> 8) as u32).to_le_bytes());
     put(132, &((rdev & 0xff) as u32).to_le_bytes());
-    put(140, &inode.sb.to_le_bytes());
+    let dev = u64::from_le_bytes([st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]]);
+    put(136, &((dev >> 8) as u32).to_le_bytes());
+    put(140, &((dev & 0xff) as u32).to_le_bytes());
     b
 }
 
