@@ -72,7 +72,7 @@ pub struct Cli {
     #[arg(long, value_name = "N[r][s]=FILE[,BACKING]")]
     pub ubd: Vec<String>,
     /// Boot from the ext4 file system on disk DEV (`ubda` or `/dev/ubda`,
-    /// attached with --ubd), mounted read-only as `/`, instead of a root
+    /// attached with --ubd), mounted read-write as `/`, instead of a root
     /// directory. UML's `root=/dev/ubda` is the same.
     #[arg(long, value_name = "DEV", conflicts_with = "root")]
     pub root_dev: Option<String>,

@@ -10,7 +10,7 @@
 //! | `mem=SIZE` | `--mem SIZE` |
 //! | `ubdN[r][s]=FILE` / `ubdN=COW,BACKING` | `--ubd N[r][s]=FILE[,BACKING]` |
 //! | `ethN=SPEC` | `--net SPEC` (in the order of N) |
-//! | `root=/dev/ubdX` | `--root-dev ubdX` (ext4, read-only) |
+//! | `root=/dev/ubdX` | `--root-dev ubdX` (ext4, read-write) |
 //! | `init=PATH` | INIT |
 //! | `umid=NAME` | `--name NAME` (control directory, `rustuml-ctl`) |
 //! | `conN=SPEC` / `con=SPEC` | `--con N=SPEC` / `--con SPEC` |

@@ -1285,7 +1285,7 @@ impl<S: AddressSpace> Kernel<S> {
             hal.log(&format!("kernel: writing host files back at shutdown failed: {}", e.name()));
         }
         // Disks: their metadata written back and flushed to the host.
-        if let Err(e) = self.fs.disks.sync_all() {
+        if let Err(e) = self.fs.disks.shutdown() {
             hal.log(&format!("kernel: flushing disks at shutdown failed: {}", e.name()));
         }
         self.fs.caches.release_all(&mut self.frames);

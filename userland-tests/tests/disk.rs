@@ -3,7 +3,10 @@
 //! `/proc/partitions` and `/sys/block`; the host's own `mkfs.ext4` run
 //! inside the guest makes an image the host's `e2fsck -fn` finds clean; a
 //! read-only disk refuses writes; a COW file keeps its backing file
-//! unchanged. Run with `cargo xtask test`.
+//! unchanged; the guest's own tools (cp -a, tar, mv, rm -r, python) write
+//! an ext4 file system the host's `e2fsck -fn` finds clean and `debugfs`
+//! reads back byte for byte; a root disk keeps what the guest wrote
+//! across boots. Run with `cargo xtask test`.
 
 mod common;
 
@@ -165,7 +168,7 @@ fn ext4_images_mount_and_read_as_native() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(
         o.stdout,
-        format!("/dev/ubdb /tmp/m ext4 ro,relatime 0 0\n65536\n{}unmounted\n", String::from_utf8_lossy(&native.stdout)),
+        format!("/dev/ubdb /tmp/m ext4 rw,relatime 0 0\n65536\n{}unmounted\n", String::from_utf8_lossy(&native.stdout)),
         "{}",
         o.stderr
     );
@@ -180,11 +183,16 @@ fn ext4_images_mount_and_read_as_native() {
 }
 
 /// `root=/dev/ubda`: the default root packed into an ext4 image by the
-/// host's `mke2fs -d`, booted from the disk (read-only) with UML's words.
+/// host's `mke2fs -d`, booted from the disk (read-write) with UML's words:
+/// what one boot writes the next one sees, the image stays clean for the
+/// host's e2fsck, and a COW file over it keeps the image unchanged.
 #[test]
 fn boots_from_an_ext4_root_disk() {
     let _l = lock();
-    let Some(mk) = host_tool("mke2fs") else { return };
+    let (Some(mk), Some(fsck)) = (host_tool("mke2fs"), host_tool("e2fsck")) else {
+        eprintln!("skipped: e2fsprogs (mke2fs, e2fsck) not installed");
+        return;
+    };
     let d = scratch("rootdisk");
     let img = d.join("root.img");
     let st = std::process::Command::new(mk)
@@ -197,14 +205,101 @@ fn boots_from_an_ext4_root_disk() {
     assert!(st.success());
     let kernel = kernel_from("RUSTUML_KERNEL_SKAS");
     let ubd = format!("ubd0={}", img.display());
-    let o = run_kernel(&kernel, &[ubd.as_str(), "root=/dev/ubda", "mem=128M", "/bin/sh", "-c", "head -1 /proc/mounts; /tests/hello; touch /x 2>/dev/null || echo read-only; echo ok > /tmp/t && cat /tmp/t"]);
-    assert_eq!((o.code, o.stdout.as_str()), (0, "/dev/ubda / ext4 ro,relatime 0 0\nHello from a rustuml guest!\nread-only\nok\n"), "{}", o.stderr);
+    let o = run_kernel(
+        &kernel,
+        &[ubd.as_str(), "root=/dev/ubda", "mem=128M", "/bin/sh", "-c", "head -1 /proc/mounts; /tests/hello; echo kept > /x && mkdir -p /d/e && echo deep > /d/e/f && echo ok > /tmp/t && cat /tmp/t"],
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (0, "/dev/ubda / ext4 rw,relatime 0 0\nHello from a rustuml guest!\nok\n"), "{}", o.stderr);
+    let clean = |what: &str| {
+        let st = std::process::Command::new(&fsck).args(["-fn"]).arg(&img).output().unwrap();
+        assert!(st.status.success(), "e2fsck -fn {what}: {}{}", String::from_utf8_lossy(&st.stdout), String::from_utf8_lossy(&st.stderr));
+    };
+    clean("after the first boot");
+    let o = run_kernel(&kernel, &[ubd.as_str(), "root=/dev/ubda", "mem=128M", "/bin/sh", "-c", "cat /x /d/e/f; rm -r /d; mv /x /y; ls /d /x 2>&1 >/dev/null | wc -l"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "kept\ndeep\n2\n"), "{}", o.stderr);
+    clean("after the second boot");
+    // A COW file over it: the guest's changes go there, the image is unchanged.
+    let before = std::fs::read(&img).unwrap();
+    let cow = format!("ubd0={},{}", d.join("r.cow").display(), img.display());
+    for script in ["echo cow > /y && rm /tests/hello && echo written", "cat /y; ls /tests/hello 2>/dev/null || echo gone"] {
+        let o = run_kernel(&kernel, &[cow.as_str(), "root=/dev/ubda", "mem=128M", "/bin/sh", "-c", script]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(o.stdout == "written\n" || o.stdout == "cow\ngone\n", "{}{}", o.stdout, o.stderr);
+    }
+    assert!(std::fs::read(&img).unwrap() == before, "the backing image changed");
     // Not ext4, or no such disk: one line, status 2.
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     for args in [[ubd.as_str(), "root=/dev/ubda", "/bin/true"], [ubd.as_str(), "root=/dev/ubdc", "/bin/true"]] {
         let o = run_kernel(&kernel, &args);
         assert_eq!((o.code, o.stderr.lines().count()), (2, 1), "{args:?}: {}", o.stderr);
     }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The guest's own tools write an ext4 image: `cp -a` of a tree, `tar x`,
+/// `mv`, `rm -r`, many small files, a large file, python renaming and
+/// fsyncing; after the kernel exits the host's `e2fsck -fn` finds nothing
+/// wrong and `debugfs` reads the same bytes the guest wrote. A read-only
+/// mount refuses writes with EROFS, a file system whose journal needs
+/// recovery is mounted read-only with one kernel log line.
+#[test]
+fn guest_writes_an_ext4_image_the_host_fsck_finds_clean() {
+    let _l = lock();
+    let (Some(mk), Some(fsck), Some(debugfs)) = (host_tool("mke2fs"), host_tool("e2fsck"), host_tool("debugfs")) else {
+        eprintln!("skipped: e2fsprogs (mke2fs, e2fsck, debugfs) not installed");
+        return;
+    };
+    let d = scratch("ext4rw");
+    let src = d.join("src");
+    std::fs::create_dir_all(src.join("a/b/c")).unwrap();
+    for i in 0..300 {
+        std::fs::write(src.join(format!("a/b/f{i}")), format!("{i}\n").repeat(i % 50 + 1)).unwrap();
+    }
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(src.join("a/b/c/big"), &big).unwrap();
+    std::os::unix::fs::symlink("../f1", src.join("a/b/c/up")).unwrap();
+    std::os::unix::fs::symlink("x".repeat(150), src.join("a/long")).unwrap();
+    let tarball = d.join("t.tar");
+    assert!(std::process::Command::new("tar").arg("cf").arg(&tarball).arg("-C").arg(&src).arg(".").status().unwrap().success());
+    for (bs, feats) in [("4096", "metadata_csum,64bit"), ("1024", "^metadata_csum,^64bit,uninit_bg")] {
+        let img = d.join("rw.img");
+        let st = std::process::Command::new(&mk).args(["-q", "-F", "-t", "ext4", "-b", bs, "-O", feats]).arg(&img).arg("96M").status().unwrap();
+        assert!(st.success());
+        let spec = format!("ubd1={}", img.display());
+        let share = format!("{}:/scratch", d.display());
+        let script = "set -e; mkdir -p /tmp/m && mount /dev/ubdb /tmp/m && cd /tmp/m && \
+             cp -a /scratch/src copy && mkdir untar && tar xf /scratch/t.tar -C untar && \
+             mv untar/a untar/moved && rm -r copy/a/b/c && \
+             mkdir many && i=0; while [ $i -lt 400 ]; do echo $i > many/n$i; i=$((i+1)); done; \
+             rm many/n1*; dd if=/dev/zero bs=1M count=24 2>/dev/null | tr '\\0' 'z' > zz; \
+             python3 -c \"import os; os.rename('many/n2', 'renamed'); f=open('fs','wb'); f.write(b'q'*70000); f.flush(); os.fsync(f.fileno()); f.close(); os.truncate('fs', 1234)\"; \
+             chmod 600 renamed; chown 12:34 renamed; ln renamed hard; ln -s moved/b/f7 sym; \
+             cd / && umount /tmp/m && echo done; \
+             mount -o ro /dev/ubdb /tmp/m && (touch /tmp/m/x 2>&1 | grep -c 'Read-only'); umount /tmp/m";
+        let o = guest(&["--hostfs", &share, &spec], script);
+        assert_eq!((o.code, o.stdout.as_str()), (0, "done\n1\n"), "-b {bs} -O {feats}: {}", o.stderr);
+        let st = std::process::Command::new(&fsck).args(["-fn"]).arg(&img).output().unwrap();
+        assert!(st.status.success(), "e2fsck -fn (-b {bs} -O {feats}): {}{}", String::from_utf8_lossy(&st.stdout), String::from_utf8_lossy(&st.stderr));
+        let cat = |path: &str| std::process::Command::new(&debugfs).args(["-R", &format!("cat {path}")]).arg(&img).output().unwrap().stdout;
+        assert!(cat("/untar/moved/b/c/big") == big, "debugfs reads the untarred file");
+        assert_eq!(cat("/copy/a/b/f42"), std::fs::read(src.join("a/b/f42")).unwrap());
+        assert_eq!(cat("/zz").len(), 24 << 20);
+        assert!(cat("/zz").iter().all(|&b| b == b'z'));
+        assert_eq!(cat("/fs"), vec![b'q'; 1234]);
+        assert_eq!(cat("/hard"), b"2\n");
+        let stat = std::process::Command::new(&debugfs).args(["-R", "stat /renamed"]).arg(&img).output().unwrap();
+        let stat = String::from_utf8_lossy(&stat.stdout);
+        assert!(stat.contains("Mode:  0600") && stat.contains("User:    12") && stat.contains("Group:    34") && stat.contains("Links: 2"), "{stat}");
+    }
+    // The journal needs recovery: mounted read-only, one line says why.
+    let img = d.join("rw.img");
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes[1024 + 0x60] |= 4;
+    std::fs::write(&img, &bytes).unwrap();
+    let spec = format!("ubd1={}", img.display());
+    let o = guest(&[&spec], "mkdir -p /tmp/m && mount /dev/ubdb /tmp/m 2>/dev/null; grep -c 'ubdb /tmp/m ext4 ro' /proc/mounts");
+    assert_eq!(o.stdout, "1\n", "{}", o.stderr);
+    assert!(o.stderr.contains("journal needs recovery"), "{}", o.stderr);
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -6,6 +6,10 @@
 //!   `--root-owned`). Installs e2fsprogs when missing.
 //! * `image merge COW OUT`: fold a COW file into a new standalone image
 //!   (UML's `uml_moo`); the backing file is only read.
+//! * `image debian --out IMG`: a Debian system (bookworm by default) made
+//!   by the host's `debootstrap` from Debian's mirror (installed when
+//!   missing), with sysvinit as its init, packed by `mke2fs -d`. Needs root
+//!   (or passwordless sudo): debootstrap chroots and makes device nodes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +32,28 @@ pub enum ImageCmd {
         #[arg(long)]
         root_owned: bool,
     },
+    /// Build a Debian image with the host's debootstrap (root or sudo needed).
+    Debian {
+        /// The image file to create (replaced if it exists).
+        #[arg(long, value_name = "IMG", default_value = "target/images/debian.img")]
+        out: PathBuf,
+        /// Debian suite.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// Package mirror.
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+        /// Init system: `sysvinit` (sysvinit-core; works without cgroups) or `none`
+        /// (boot it with init=/bin/bash).
+        #[arg(long, default_value = "sysvinit")]
+        init: String,
+        /// Extra packages (comma-separated).
+        #[arg(long, default_value = "")]
+        include: String,
+        /// Image size (K/M/G suffix).
+        #[arg(long, default_value = "2G")]
+        size: String,
+    },
     /// Fold COW file COW (UML format) into a new standalone image OUT.
     Merge {
         /// The COW file (its header names the backing image).
@@ -41,6 +67,7 @@ pub fn image(cmd: ImageCmd) -> Result<(), String> {
     match cmd {
         ImageCmd::FromDir { dir, out, size, root_owned } => from_dir(&dir, &out, size.as_deref(), root_owned),
         ImageCmd::Merge { cow, out } => merge(&cow, &out),
+        ImageCmd::Debian { out, suite, mirror, init, include, size } => debian(&out, &suite, &mirror, &init, &include, &size),
     }
 }
 
@@ -124,5 +151,147 @@ fn merge(cow: &Path, out: &Path) -> Result<(), String> {
         }
     })?;
     eprintln!("xtask image merge: wrote {}", out.display());
+    Ok(())
+}
+
+/// `cmd` run as root: directly when we are root, else through `sudo -n`.
+fn as_root(prog: &str) -> Result<Command, String> {
+    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+    if root {
+        return Ok(Command::new(prog));
+    }
+    if Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success()) {
+        let mut c = Command::new("sudo");
+        c.args(["-n", prog]);
+        return Ok(c);
+    }
+    Err("xtask image debian needs root or passwordless sudo (debootstrap chroots and makes device nodes)".into())
+}
+
+fn debian(out: &Path, suite: &str, mirror: &str, init: &str, include: &str, size: &str) -> Result<(), String> {
+    let bytes = parse_size(size)?;
+    if bytes < 512 << 20 {
+        return Err(format!("--size {size}: a Debian system needs at least 512M"));
+    }
+    let mut pkgs: Vec<&str> = match init {
+        "sysvinit" => vec!["sysvinit-core", "sysv-rc", "initscripts", "orphan-sysvinit-scripts"],
+        "none" => vec![],
+        other => return Err(format!("--init {other}: sysvinit or none")),
+    };
+    pkgs.extend(["netbase", "ifupdown", "iproute2", "procps", "less", "ca-certificates"]);
+    pkgs.extend(include.split(',').filter(|p| !p.is_empty()));
+    if !Path::new("/usr/sbin/debootstrap").exists() && !Path::new("/usr/bin/debootstrap").exists() {
+        eprintln!("xtask image: debootstrap is missing: installing it");
+        crate::apt_install("debootstrap")?;
+    }
+    if mke2fs().is_none() {
+        eprintln!("xtask image: mke2fs is missing: installing e2fsprogs");
+        crate::apt_install("e2fsprogs")?;
+    }
+    let dir = out.with_extension("root.tmp");
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let cleanup = |dir: &Path| {
+        if !dir.exists() {
+            return;
+        }
+        // debootstrap mounts /proc (and maybe /sys) inside the tree and
+        // unmounts them when it ends; never remove a tree that still has
+        // a mount in it (that would be the host's files).
+        let full = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let mounted = || {
+            std::fs::read_to_string("/proc/self/mounts")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split(' ').nth(1).map(String::from))
+                .filter(|m| Path::new(m).starts_with(&full))
+                .collect::<Vec<_>>()
+        };
+        for m in mounted().iter().rev() {
+            if let Ok(mut c) = as_root("umount") {
+                let _ = c.arg(m).status();
+            }
+        }
+        if !mounted().is_empty() {
+            eprintln!("xtask image: {} still has mounts in it: left in place", full.display());
+            return;
+        }
+        if let Ok(mut c) = as_root("rm") {
+            let _ = c.arg("-rf").arg(&full).status();
+        }
+    };
+    cleanup(&dir);
+    eprintln!("xtask image: debootstrap {suite} from {mirror} into {} (a few minutes; debootstrap shows its progress)", dir.display());
+    let mut c = as_root("debootstrap")?;
+    c.args(["--variant=minbase", &format!("--include={}", pkgs.join(",")), suite]).arg(&dir).arg(mirror);
+    let st = c.status().map_err(|e| format!("cannot run debootstrap: {e}"))?;
+    if !st.success() {
+        cleanup(&dir);
+        return Err(format!("debootstrap {suite} failed ({st})"));
+    }
+    eprintln!("xtask image: configuring (fstab, hostname, resolver, a login on the console, root without a password)");
+    let w = |rel: &str, text: &str| -> Result<(), String> {
+        let p = dir.join(rel);
+        let mut c = as_root("tee")?;
+        c.arg(&p).stdout(std::process::Stdio::null()).stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().map_err(|e| format!("{}: {e}", p.display()))?;
+        std::io::Write::write_all(child.stdin.as_mut().ok_or("tee has no stdin")?, text.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))?;
+        drop(child.stdin.take());
+        let st = child.wait().map_err(|e| format!("{}: {e}", p.display()))?;
+        if st.success() { Ok(()) } else { Err(format!("writing {} failed", p.display())) }
+    };
+    let configure = || -> Result<(), String> {
+        w("etc/fstab", "/dev/ubda / ext4 defaults 0 1\n")?;
+        w("etc/hostname", "debian\n")?;
+        // The user-mode NAT's resolver (eth0=user), not the build host's.
+        w("etc/resolv.conf", "nameserver 10.0.2.3\n")?;
+        w("etc/hosts", "127.0.0.1 localhost\n127.0.1.1 debian\n")?;
+        // eth0 is configured by the kernel itself (eth0=user: 10.0.2.15/24).
+        w("etc/network/interfaces", "auto lo\niface lo inet loopback\n")?;
+        if init == "sysvinit" {
+            // One login on the console instead of six gettys on virtual
+            // terminals (agetty does not run on rustuml's console yet;
+            // login prompts for the user name itself).
+            w(
+                "etc/inittab",
+                "id:2:initdefault:\nsi::sysinit:/etc/init.d/rcS\n~~:S:wait:/sbin/sulogin --force\n\
+                 l0:0:wait:/etc/init.d/rc 0\nl1:1:wait:/etc/init.d/rc 1\nl2:2:wait:/etc/init.d/rc 2\n\
+                 l3:3:wait:/etc/init.d/rc 3\nl4:4:wait:/etc/init.d/rc 4\nl5:5:wait:/etc/init.d/rc 5\n\
+                 l6:6:wait:/etc/init.d/rc 6\nca:12345:ctrlaltdel:/sbin/shutdown -t1 -a -r now\n\
+                 co:2345:respawn:/bin/login\n",
+            )?;
+        }
+        let mut c = as_root("chroot")?;
+        let st = c.arg(&dir).args(["passwd", "-d", "root"]).stdout(std::process::Stdio::null()).status().map_err(|e| format!("chroot passwd: {e}"))?;
+        if !st.success() {
+            return Err("chroot passwd -d root failed".into());
+        }
+        Ok(())
+    };
+    if let Err(e) = configure() {
+        cleanup(&dir);
+        return Err(e);
+    }
+    let _ = std::fs::remove_file(out);
+    let f = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    f.set_len(bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    drop(f);
+    eprintln!("xtask image: writing {} ({} MiB ext4)", out.display(), bytes >> 20);
+    let mk = mke2fs().ok_or("no mke2fs")?;
+    let mut c = as_root(&mk.to_string_lossy())?;
+    c.args(["-F", "-q", "-t", "ext4", "-L", "debian", "-d"]).arg(&dir).arg(out);
+    let st = c.status().map_err(|e| format!("cannot run mke2fs: {e}"))?;
+    cleanup(&dir);
+    if !st.success() {
+        let _ = std::fs::remove_file(out);
+        return Err(format!("mke2fs -d failed ({st})"));
+    }
+    eprintln!(
+        "xtask image: done. Boot it: target/release/kernel-skas mem=512M ubd0={}.cow,{} root=/dev/ubda eth0=user{}",
+        out.display(),
+        out.display(),
+        if init == "none" { " init=/bin/bash" } else { "" }
+    );
     Ok(())
 }

@@ -14,7 +14,8 @@
 //!   ([`DiskStore`]), so `read`, `write`, `mmap` and `fsync` of the node are
 //!   those of any cached file, and `mkfs.ext4`, `dd` or `blkid` in the guest
 //!   work on it. While a file system is mounted from the disk, writing the
-//!   node is refused (`EBUSY`, as Linux without `BLK_DEV_WRITE_MOUNTED`).
+//!   node is refused (`EBUSY`, as Linux without `BLK_DEV_WRITE_MOUNTED`)
+//!   while that file system is read-write.
 //!
 //! Requests are completed by the backend before [`hal::BlockDevice::submit`]
 //! returns (see `hal::block`), so a read needs no wait queue.
@@ -65,6 +66,15 @@ pub struct DiskStats {
     pub flushes: u64,
 }
 
+/// The file system mounted read-write from a disk: what it keeps in
+/// memory reaches the disk's buffer cache at each sync.
+pub trait DiskOwner {
+    /// Put every change into the buffer cache (`sync`, `syncfs`).
+    fn sync_fs(&self) -> Result<(), Errno>;
+    /// As [`DiskOwner::sync_fs`], and record a clean unmount (unmount, shutdown).
+    fn unmount(&self) -> Result<(), Errno>;
+}
+
 /// One disk.
 pub struct Disk {
     /// `N` of `ubdN`.
@@ -87,6 +97,8 @@ pub struct Disk {
     stats: Cell<DiskStats>,
     /// Lines for the kernel log (errors found on the disk), taken by the kernel loop.
     log: RefCell<Vec<String>>,
+    /// The file system writing it, if any.
+    owner: RefCell<Option<alloc::rc::Weak<dyn DiskOwner>>>,
 }
 
 /// A shared disk.
@@ -109,6 +121,7 @@ impl Disk {
             node: RefCell::new(None),
             stats: Cell::new(DiskStats::default()),
             log: RefCell::new(Vec::new()),
+            owner: RefCell::new(None),
         })
     }
 
@@ -159,8 +172,33 @@ impl Disk {
         Ok(())
     }
 
-    /// The file system let it go: its metadata cache goes too.
+    /// The file system that writes the disk (`None`: none does).
+    pub fn set_owner(&self, owner: Option<alloc::rc::Weak<dyn DiskOwner>>) {
+        *self.owner.borrow_mut() = owner;
+    }
+
+    fn owner(&self) -> Option<Rc<dyn DiskOwner>> {
+        self.owner.borrow().as_ref().and_then(alloc::rc::Weak::upgrade)
+    }
+
+    /// The owner's changes into the cache, all written back and flushed;
+    /// `clean`: as at unmount.
+    pub fn sync(&self, clean: bool) -> Result<(), Errno> {
+        let r = match self.owner() {
+            Some(o) if clean => o.unmount(),
+            Some(o) => o.sync_fs(),
+            None => Ok(()),
+        };
+        r.and_then(|_| self.writeback()).and_then(|_| self.flush())
+    }
+
+    /// The file system let it go: its changes are written, and its
+    /// metadata cache goes.
     pub fn release(&self) {
+        if let Err(e) = self.sync(true) {
+            self.report(&format!("{}: writing back at unmount failed: {}", self.name, e.name()));
+        }
+        self.set_owner(None);
         self.claimed.set(false);
         if let Ok(mut c) = self.cache.try_borrow_mut() {
             c.clear();
@@ -466,8 +504,10 @@ impl Store for DiskStore {
         Ok(n)
     }
     fn write(&self, off: u64, data: &[u8]) -> Result<(), Errno> {
-        if self.0.claimed.get() {
-            // A mounted file system's sectors are its own.
+        if self.0.owner().is_some() {
+            // A file system mounted read-write: its sectors are its own.
+            // (Read-only, the node may be written: e2fsck of a root
+            // mounted read-only, as Linux allows.)
             return Err(Errno::EBUSY);
         }
         if off.checked_add(data.len() as u64).is_none_or(|e| e > self.0.size) {
@@ -540,7 +580,19 @@ impl Disks {
     pub fn sync_all(&self) -> Result<(), Errno> {
         let mut first = Ok(());
         for d in &self.list {
-            if let Err(e) = d.writeback().and_then(|_| d.flush()) {
+            if let Err(e) = d.sync(false) {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+
+    /// [`Disks::sync_all`] at power-off: the file systems still mounted
+    /// record a clean unmount.
+    pub fn shutdown(&self) -> Result<(), Errno> {
+        let mut first = Ok(());
+        for d in &self.list {
+            if let Err(e) = d.sync(true) {
                 first = first.and(Err(e));
             }
         }
@@ -616,6 +668,19 @@ mod tests {
         assert_eq!(b, [99u8, 1, 2, 3, 103]);
         d.claim().unwrap();
         assert_eq!(d.claim(), Err(Errno::EBUSY));
+        // Mounted read-only: the node may be written (fsck of a read-only root).
+        s.write(0, &[0]).unwrap();
+        struct Rw;
+        impl DiskOwner for Rw {
+            fn sync_fs(&self) -> Result<(), Errno> {
+                Ok(())
+            }
+            fn unmount(&self) -> Result<(), Errno> {
+                Ok(())
+            }
+        }
+        let owner: Rc<dyn DiskOwner> = Rc::new(Rw);
+        d.set_owner(Some(Rc::downgrade(&owner)));
         assert_eq!(s.write(0, &[0]), Err(Errno::EBUSY));
         d.release();
         assert_eq!(s.write(16 << 10, &[0]), Err(Errno::ENOSPC));

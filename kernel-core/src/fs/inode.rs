@@ -449,7 +449,12 @@ impl Inode {
         // A block device node has no size of its own in `stat`.
         let size = if self.block_disk().is_some() { 0 } else { self.size() };
         let put = |b: &mut [u8; 144], off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
-        put(&mut b, 0, &(self.sb as u64).to_le_bytes()); // st_dev
+        // st_dev: a disk file system's is its disk's number (init scripts compare them).
+        let dev = super::ext4::volume_of(self).map_or(self.sb as u64, |v| {
+            let (maj, min) = v.disk().rdev();
+            (u64::from(maj) << 8) | u64::from(min)
+        });
+        put(&mut b, 0, &dev.to_le_bytes()); // st_dev
         put(&mut b, 8, &self.ino.to_le_bytes());
         put(&mut b, 16, &(m.nlink as u64).to_le_bytes());
         put(&mut b, 24, &self.mode().to_le_bytes());

@@ -532,12 +532,15 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
             "mountinfo" => {
                 for m in &self.fs.mounts {
                     let ro = if self.fs.is_readonly(m.sb) { "ro" } else { "rw" };
+                    // A disk file system shows its disk's number (as stat's st_dev).
+                    let (maj, min) = self.fs.sbs.get(&m.sb).and_then(|x| x.disk.as_ref()).map_or((0, m.sb), |d| d.rdev());
                     let _ = writeln!(
                         s,
-                        "{} {} 0:{} / {} {},relatime shared:{} - {} {} {}",
+                        "{} {} {}:{} / {} {},relatime shared:{} - {} {} {}",
                         m.id,
                         m.parent,
-                        m.sb,
+                        maj,
+                        min,
                         m.target,
                         ro,
                         m.id,

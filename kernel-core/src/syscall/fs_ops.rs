@@ -15,6 +15,7 @@ use crate::fs::path::{self, Follow, NAME_MAX, PATH_MAX};
 use crate::fs::perm::{may_delete, permission, task_cred, Cred, MAY_EXEC, MAY_READ, MAY_WRITE};
 use crate::fs::procfs::ProcCtx;
 use crate::fs::{overlay, FileRef, InodeRef, Kind, Loc, OpenFile};
+use crate::fs::ext4;
 use crate::{Errno, SysResult};
 
 const AT_FDCWD: i32 = g::AT_FDCWD;
@@ -175,8 +176,15 @@ pub(crate) fn touch_dir(inode: &InodeRef, now: u64) {
 
 pub(crate) fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: Kind, perm: u32) -> Result<InodeRef, Errno> {
     let now = cx.hal.realtime_ns();
-    let c = cred(cx);
     let node = cx.k.fs.charged_inode_in(parent.sb, kind, perm, now)?;
+    inherit_owner(cx, parent, &node);
+    Ok(node)
+}
+
+/// A new inode's owner: the caller, its group the caller's or (setgid
+/// directory) the parent's.
+fn inherit_owner<H: Hal>(cx: &SysCtx<'_, H>, parent: &InodeRef, node: &InodeRef) {
+    let c = cred(cx);
     {
         let mut m = node.meta.borrow_mut();
         m.uid = c.uid;
@@ -191,7 +199,6 @@ pub(crate) fn new_node<H: Hal>(cx: &mut SysCtx<'_, H>, parent: &InodeRef, kind: 
             m.gid = c.gid;
         }
     }
-    Ok(node)
 }
 
 pub(crate) fn may_create<H: Hal>(cx: &SysCtx<'_, H>, dir: &InodeRef) -> Result<(), Errno> {
@@ -236,6 +243,10 @@ pub fn open_file<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32
                 let perm = mode & !cx.t.umask & 0o7777;
                 let node = if cx.k.fs.is_host(par.dir.inode().sb) {
                     cx.k.fs.host_create(par.dir.inode(), &par.name, perm, false)?
+                } else if ext4::is_ext4(par.dir.inode()) {
+                    let n = ext4::create(par.dir.inode(), &par.name, ext4::NewKind::File, perm, (cred(cx).uid, cred(cx).gid), cx.hal.realtime_ns())?;
+                    inherit_owner(cx, par.dir.inode(), &n);
+                    n
                 } else {
                     let data = cx.k.fs.new_file_data(par.dir.inode().sb);
                     let node = new_node(cx, par.dir.inode(), Kind::File(data), perm)?;
@@ -349,6 +360,9 @@ fn open_tmpfile<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32,
     let perm = mode & !cx.t.umask & 0o7777;
     let node = if cx.k.fs.is_host(dir.sb) {
         cx.k.fs.host_tmpfile(&dir, perm)?
+    } else if ext4::is_ext4(&dir) {
+        // Unnamed ext4 files would need the orphan list: glibc falls back.
+        return Err(Errno::EOPNOTSUPP);
     } else {
         let n = new_node(cx, &dir, Kind::File(cx.k.fs.new_file_data(dir.sb)), perm)?;
         n.meta.borrow_mut().nlink = 0;
@@ -493,7 +507,9 @@ pub fn statx_bytes(inode: &InodeRef) -> [u8; 256] {
     let rdev = u64::from_le_bytes([st[40], st[41], st[42], st[43], st[44], st[45], st[46], st[47]]);
     put(128, &((rdev >> 8) as u32).to_le_bytes());
     put(132, &((rdev & 0xff) as u32).to_le_bytes());
-    put(140, &inode.sb.to_le_bytes());
+    let dev = u64::from_le_bytes([st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]]);
+    put(136, &((dev >> 8) as u32).to_le_bytes());
+    put(140, &((dev & 0xff) as u32).to_le_bytes());
     b
 }
 
@@ -590,6 +606,9 @@ fn do_mkdir<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32) -
     let perm = mode & !cx.t.umask & 0o7777;
     if cx.k.fs.is_host(par.dir.inode().sb) {
         cx.k.fs.host_create(par.dir.inode(), &par.name, perm, true)?;
+    } else if ext4::is_ext4(par.dir.inode()) {
+        let n = ext4::create(par.dir.inode(), &par.name, ext4::NewKind::Dir, perm, (cred(cx).uid, cred(cx).gid), cx.hal.realtime_ns())?;
+        inherit_owner(cx, par.dir.inode(), &n);
     } else {
         let d = new_node(cx, par.dir.inode(), Kind::Dir(RefCell::new(Default::default())), perm)?;
         par.dir.inode().insert(&par.name, d)?;
@@ -625,6 +644,12 @@ fn do_symlink<H: Hal>(cx: &mut SysCtx<'_, H>, targetp: u64, dirfd: u64, pathp: u
     may_create(cx, par.dir.inode())?;
     if cx.k.fs.is_host(par.dir.inode().sb) {
         cx.k.fs.host_symlink(par.dir.inode(), &par.name, &target)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
+    }
+    if ext4::is_ext4(par.dir.inode()) {
+        let n = ext4::create(par.dir.inode(), &par.name, ext4::NewKind::Symlink(&target), 0o777, (cred(cx).uid, cred(cx).gid), cx.hal.realtime_ns())?;
+        inherit_owner(cx, par.dir.inode(), &n);
         touch_dir(par.dir.inode(), cx.hal.realtime_ns());
         return Ok(0);
     }
@@ -681,6 +706,16 @@ fn do_mknod<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, mode: u32, d
             return Err(Errno::EPERM);
         }
         cx.k.fs.host_create(par.dir.inode(), &par.name, mode & !cx.t.umask & 0o7777, false)?;
+        touch_dir(par.dir.inode(), cx.hal.realtime_ns());
+        return Ok(0);
+    }
+    if ext4::is_ext4(par.dir.inode()) {
+        // Only regular files: FIFOs and device nodes on the disk are not made.
+        if kind.is_some() {
+            return Err(Errno::EPERM);
+        }
+        let n = ext4::create(par.dir.inode(), &par.name, ext4::NewKind::File, mode & !cx.t.umask & 0o7777, (cred(cx).uid, cred(cx).gid), cx.hal.realtime_ns())?;
+        inherit_owner(cx, par.dir.inode(), &n);
         touch_dir(par.dir.inode(), cx.hal.realtime_ns());
         return Ok(0);
     }
@@ -761,6 +796,9 @@ fn do_unlink<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32)
     if cx.k.fs.is_host(dir.sb) {
         cx.k.fs.host_unlink(&dir, &par.name, rmdir, &raw)?;
     }
+    if ext4::is_ext4(&dir) {
+        ext4::unlink(&dir, &par.name, &raw, cx.hal.realtime_ns())?;
+    }
     remove_entry(&dir, &par.name)?;
     cx.k.fs.unlinked(&raw);
     let now = cx.hal.realtime_ns();
@@ -826,12 +864,17 @@ fn do_link<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd: u
     if old.meta.borrow().nlink == 0 && !is_tmpfile(&old) {
         return Err(Errno::ENOENT);
     }
-    // Names cost memory too: a guest making links without end runs out
-    // of room as Linux's tmpfs runs out of inodes.
-    cx.k.fs.charge_link(&old).map_err(|_| Errno::ENOSPC)?;
-    if let Err(e) = par.dir.inode().insert(&par.name, old.clone()) {
-        cx.k.fs.unlinked(&old);
-        return Err(e);
+    if ext4::is_ext4(&old) {
+        ext4::link(&old, par.dir.inode(), &par.name, cx.hal.realtime_ns())?;
+        par.dir.inode().insert(&par.name, old.clone())?;
+    } else {
+        // Names in memory cost memory too: a guest making links without
+        // end runs out of room as Linux's tmpfs runs out of inodes.
+        cx.k.fs.charge_link(&old).map_err(|_| Errno::ENOSPC)?;
+        if let Err(e) = par.dir.inode().insert(&par.name, old.clone()) {
+            cx.k.fs.unlinked(&old);
+            return Err(e);
+        }
     }
     let now = cx.hal.realtime_ns();
     {
@@ -924,6 +967,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
         if host {
             cx.k.fs.host_rename(&sdir, &src.name, &ddir, &dst.name, flags, &node, Some(&t))?;
         }
+        if ext4::is_ext4(&sdir) {
+            ext4::rename(&sdir, &src.name, &ddir, &dst.name, &node, Some(&t), true, cx.hal.realtime_ns())?;
+        }
         sdir.insert(&src.name, t.clone())?;
         ddir.insert(&dst.name, node.clone())?;
         if !Arc::ptr_eq(&sdir, &ddir) && node.is_dir() != t.is_dir() {
@@ -965,6 +1011,9 @@ fn do_rename<H: Hal>(cx: &mut SysCtx<'_, H>, olddirfd: u64, oldp: u64, newdirfd:
     }
     if host {
         cx.k.fs.host_rename(&sdir, &src.name, &ddir, &dst.name, flags, &node, target.as_ref())?;
+    }
+    if ext4::is_ext4(&sdir) {
+        ext4::rename(&sdir, &src.name, &ddir, &dst.name, &node, target.as_ref(), false, cx.hal.realtime_ns())?;
     }
     let now = cx.hal.realtime_ns();
     if let Some(t) = &target {
@@ -1284,6 +1333,7 @@ fn do_fsync<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, data_only: bool) -> SysResu
         Kind::File(d) => {
             d.writeback(0, u64::MAX, &cx.k.frames, cx.hal.phys())?;
             cx.k.fs.host_fsync(&f.inode, data_only)?;
+            ext4::fsync(&f.inode)?;
             if let Some(disk) = f.inode.block_disk() {
                 // The node's writes went through: the disk flushes them.
                 disk.flush()?;
@@ -1292,6 +1342,7 @@ fn do_fsync<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, data_only: bool) -> SysResu
         }
         Kind::Dir(_) => {
             cx.k.fs.host_fsync(&f.inode, data_only)?;
+            ext4::fsync(&f.inode)?;
             Ok(0)
         }
         Kind::Device(_) => Ok(0),
@@ -1475,8 +1526,10 @@ pub fn mount<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let sb = m.sb;
         let opts = match cx.k.fs.fstype(sb) {
             FsType::Tmpfs => Some(tmpfs_options(cx, a[4])?),
-            // The ext4 driver only reads.
-            FsType::Ext4 if flags & MS_RDONLY == 0 => return Err(Errno::EROFS),
+            FsType::Ext4 => {
+                cx.k.fs.remount_ext4(sb, flags & MS_RDONLY != 0)?;
+                None
+            }
             _ => None,
         };
         if let Some(o) = &opts {

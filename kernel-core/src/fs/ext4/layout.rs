@@ -37,6 +37,45 @@ pub mod incompat {
     pub const SUPPORTED: u32 = FILETYPE | EXTENTS | BIT64 | MMP | FLEX_BG | EA_INODE | CSUM_SEED | LARGEDIR | META_BG;
 }
 
+/// `RO_COMPAT_*` features (a driver that does not know one may only read).
+pub mod ro_compat {
+    /// Superblock backups only in groups 0, 1 and powers of 3, 5, 7.
+    pub const SPARSE_SUPER: u32 = 0x1;
+    /// Files over 2 GiB.
+    pub const LARGE_FILE: u32 = 0x2;
+    /// (Unused by Linux.)
+    pub const BTREE_DIR: u32 = 0x4;
+    /// `i_blocks` may count file system blocks.
+    pub const HUGE_FILE: u32 = 0x8;
+    /// Group descriptors carry a CRC16 (`uninit_bg`).
+    pub const GDT_CSUM: u32 = 0x10;
+    /// Directories may have more than 65000 subdirectories.
+    pub const DIR_NLINK: u32 = 0x20;
+    /// Inodes reserve room for their extra fields.
+    pub const EXTRA_ISIZE: u32 = 0x40;
+    /// CRC32C on all metadata.
+    pub const METADATA_CSUM: u32 = 0x400;
+    /// What the driver keeps right when it writes.
+    pub const WRITABLE: u32 = SPARSE_SUPER | LARGE_FILE | BTREE_DIR | HUGE_FILE | GDT_CSUM | DIR_NLINK | EXTRA_ISIZE | METADATA_CSUM;
+}
+
+/// `INCOMPAT_*` features the driver can write (with those it reads).
+pub const INCOMPAT_WRITABLE: u32 = incompat::FILETYPE | incompat::EXTENTS | incompat::BIT64 | incompat::FLEX_BG | incompat::CSUM_SEED | incompat::LARGEDIR | incompat::META_BG;
+
+/// Does group `g` hold a superblock backup (sparse_super: 0, 1, and powers of 3, 5, 7)?
+pub fn has_super_backup(g: u64) -> bool {
+    if g <= 1 {
+        return true;
+    }
+    [3u64, 5, 7].iter().any(|&b| {
+        let mut p = b;
+        while p < g {
+            p *= b;
+        }
+        p == g
+    })
+}
+
 fn u16_at(b: &[u8], o: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
 }
@@ -74,6 +113,10 @@ pub struct Super {
     pub incompat: u32,
     /// `s_first_meta_bg`.
     pub first_meta_bg: u32,
+    /// `s_feature_ro_compat`.
+    pub ro_compat: u32,
+    /// `s_feature_compat`.
+    pub compat: u32,
 }
 
 impl Super {
@@ -107,6 +150,8 @@ impl Super {
             desc_size,
             incompat,
             first_meta_bg: u32_at(b, 0x104)?,
+            ro_compat: u32_at(b, 0x64)?,
+            compat: u32_at(b, 0x5c)?,
         };
         let sane = s.inodes_per_group > 0
             && s.blocks_per_group > 0

@@ -24,7 +24,12 @@
 
 #![allow(clippy::arc_with_non_send_sync)] // single-threaded kernel; Arc only because the MM wants Arc<dyn MappedFile>
 
+pub mod allocator;
+pub mod csum;
 pub mod layout;
+mod write;
+
+pub use write::{create, fsync, is_ext4, link, rename, set_size, unlink, write_bytes, NewKind};
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -33,7 +38,8 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use alloc::sync::Weak;
+use core::cell::{Cell, RefCell};
 
 use linux_raw_sys::general as g;
 
@@ -70,16 +76,44 @@ pub struct Volume {
     /// The VFS superblock id.
     vfs_sb: u32,
     caches: CacheSet,
+    /// The allocator of a read-write mount (`None`: read-only).
+    alloc: RefCell<Option<allocator::Alloc>>,
+    /// Live VFS inodes by number, so a file has one inode however it is
+    /// reached (hard links) and sync finds what changed.
+    icache: RefCell<BTreeMap<u32, Weak<Inode>>>,
+    /// While read-write: every live inode, held until unmount, so that
+    /// metadata the VFS changed (owner, mode, times, links) is written at
+    /// the next sync even if nothing else holds the inode any more.
+    pinned: RefCell<BTreeMap<u32, InodeRef>>,
+    /// The latest time a caller told us (for `dtime` of inodes freed at drop).
+    now: Cell<u64>,
 }
 
 /// A shared volume.
 pub type VolumeRef = Rc<Volume>;
 
+/// What the driver keeps of one inode (shared by its VFS node and its
+/// page cache's store).
+pub struct NodeState {
+    /// The on-disk inode bytes (fields this driver does not know are kept).
+    bytes: Vec<u8>,
+    /// What they say, as last written or read.
+    raw: RawInode,
+    /// The block map, once read (files: at open; directories: at first use).
+    map: Option<BlockMap>,
+    /// The extent tree's blocks below the root.
+    tree: Vec<u64>,
+    /// Unlinked for good: freed when the last reference goes.
+    deleted: bool,
+    /// Changed since it was last written.
+    dirty: bool,
+}
+
 /// What an ext4 VFS inode carries.
 pub struct Node {
     vol: VolumeRef,
     ino: u32,
-    raw: RawInode,
+    st: Rc<RefCell<NodeState>>,
     /// A directory listing being read by `getdents` (kept until its end).
     listing: RefCell<Option<Vec<(String, u64, u8)>>>,
     /// A directory's names and inode numbers, read whole at its first
@@ -102,11 +136,20 @@ impl Volume {
             disk.report(&format!("EXT4-fs ({name}): VFS: Can't find ext4 filesystem"));
             return Err(Errno::EINVAL);
         };
-        let vol = Rc::new(Volume { disk, sb, vfs_sb, caches });
-        let unknown = vol.sb.incompat & !incompat::SUPPORTED;
+        let vol = Rc::new(Volume {
+            disk,
+            sb,
+            vfs_sb,
+            caches,
+            alloc: RefCell::new(None),
+            icache: RefCell::new(BTreeMap::new()),
+            pinned: RefCell::new(BTreeMap::new()),
+            now: Cell::new(0),
+        });
+        let unknown = vol.sb.incompat & !(incompat::SUPPORTED | incompat::RECOVER);
         if vol.sb.incompat & incompat::RECOVER != 0 {
-            vol.report("the journal needs recovery (run e2fsck on the host)");
-            return Err(Errno::EUCLEAN);
+            // Read-only, as the journal is not replayed: what it holds is missing.
+            vol.report("the journal needs recovery (run e2fsck on the host); reading the file system as it is");
         }
         if unknown != 0 {
             vol.report(&format!("unsupported incompatible features {unknown:#x}"));
@@ -139,8 +182,9 @@ impl Volume {
     /// inodes, free inodes).
     pub fn statfs(&self) -> [u64; 6] {
         let s = &self.sb;
-        let free = s.free_blocks.min(s.blocks_count);
-        [s.block_size, s.blocks_count, free, free.saturating_sub(s.r_blocks_count), u64::from(s.inodes_count), u64::from(s.free_inodes.min(s.inodes_count))]
+        let (fb, fi) = self.free_counts().unwrap_or((s.free_blocks, u64::from(s.free_inodes)));
+        let free = fb.min(s.blocks_count);
+        [s.block_size, s.blocks_count, free, free.saturating_sub(s.r_blocks_count), u64::from(s.inodes_count), fi.min(u64::from(s.inodes_count))]
     }
 
     fn read_block_meta(&self, blk: u64, buf: &mut [u8]) -> Result<(), Errno> {
@@ -162,7 +206,7 @@ impl Volume {
             // the start, after a superblock backup if that group has one).
             let first_group = blk_index * per_block;
             let base = u64::from(self.sb.first_data_block) + first_group * u64::from(self.sb.blocks_per_group);
-            let backup = first_group == 0 || has_super_backup(first_group);
+            let backup = first_group == 0 || layout::has_super_backup(first_group);
             return (base + backup as u64, (group % per_block) * u64::from(self.sb.desc_size));
         }
         (first + blk_index, (group % per_block) * u64::from(self.sb.desc_size))
@@ -188,6 +232,23 @@ impl Volume {
 
     /// Inode `ino` as stored.
     pub fn read_inode(&self, ino: u32) -> Result<RawInode, Errno> {
+        let b = self.read_inode_bytes(ino)?;
+        RawInode::parse(&b).ok_or_else(|| self.corrupt(&format!("inode {ino} is unreadable")))
+    }
+
+    /// Where inode `ino` is on the disk (byte offset).
+    fn inode_offset(&self, ino: u32) -> Result<u64, Errno> {
+        if ino == 0 || ino > self.sb.inodes_count {
+            return Err(self.corrupt(&format!("inode number {ino} is out of range")));
+        }
+        let idx = u64::from(ino - 1);
+        let group = idx / u64::from(self.sb.inodes_per_group);
+        let table = self.inode_table(group)?;
+        Ok(table * self.sb.block_size + (idx % u64::from(self.sb.inodes_per_group)) * u64::from(self.sb.inode_size))
+    }
+
+    /// The bytes of inode `ino` as stored.
+    fn read_inode_bytes(&self, ino: u32) -> Result<Vec<u8>, Errno> {
         if ino == 0 || ino > self.sb.inodes_count {
             return Err(self.corrupt(&format!("inode number {ino} is out of range")));
         }
@@ -197,11 +258,12 @@ impl Volume {
         let off = table * self.sb.block_size + (idx % u64::from(self.sb.inodes_per_group)) * u64::from(self.sb.inode_size);
         let mut b = vec![0u8; self.sb.inode_size as usize];
         self.disk.read_meta(off, &mut b)?;
-        RawInode::parse(&b).ok_or_else(|| self.corrupt(&format!("inode {ino} is unreadable")))
+        Ok(b)
     }
 
-    /// The block map of a file: its extents in logical order.
-    fn block_map(&self, ino: u32, raw: &RawInode) -> Result<BlockMap, Errno> {
+    /// The block map of a file (its extents in logical order), also
+    /// collecting the extent tree's blocks.
+    fn block_map_tree(&self, ino: u32, raw: &RawInode, tree: &mut Vec<u64>) -> Result<BlockMap, Errno> {
         let nblocks = raw.size.div_ceil(self.sb.block_size);
         let mut out = Vec::new();
         if raw.flags & layout::INLINE_DATA_FL != 0 {
@@ -209,7 +271,7 @@ impl Volume {
         }
         if raw.flags & layout::EXTENTS_FL != 0 {
             let mut visits = 0u32;
-            self.walk_extents(ino, &raw.block, 6, &mut out, &mut visits)?;
+            self.walk_extents(ino, &raw.block, 6, &mut out, &mut visits, tree)?;
         } else {
             self.walk_pointers(ino, &raw.block, nblocks, &mut out)?;
         }
@@ -230,7 +292,7 @@ impl Volume {
         Ok(out)
     }
 
-    fn walk_extents(&self, ino: u32, node: &[u8], max_depth: u16, out: &mut BlockMap, visits: &mut u32) -> Result<(), Errno> {
+    fn walk_extents(&self, ino: u32, node: &[u8], max_depth: u16, out: &mut BlockMap, visits: &mut u32, tree: &mut Vec<u64>) -> Result<(), Errno> {
         let Some((h, leaves, index)) = layout::parse_extent_node(node) else {
             return Err(self.corrupt(&format!("inode {ino}: bad extent node")));
         };
@@ -249,13 +311,14 @@ impl Volume {
             }
             let mut b = vec![0u8; self.sb.block_size as usize];
             self.read_block_meta(child, &mut b)?;
+            tree.push(child);
             let Some((ch, _, _)) = layout::parse_extent_node(&b) else {
                 return Err(self.corrupt(&format!("inode {ino}: bad extent block {child}")));
             };
             if ch.depth + 1 != h.depth {
                 return Err(self.corrupt(&format!("inode {ino}: extent block {child} at the wrong depth")));
             }
-            self.walk_extents(ino, &b, h.depth, out, visits)?;
+            self.walk_extents(ino, &b, h.depth, out, visits, tree)?;
         }
         Ok(())
     }
@@ -400,17 +463,18 @@ impl Volume {
     }
 
     /// The entries of directory `ino`.
-    fn read_dir(&self, ino: u32, raw: &RawInode) -> Result<Vec<layout::DirEntry>, Errno> {
-        if raw.size > MAX_DIR_BYTES {
-            return Err(self.corrupt(&format!("directory inode {ino} is {} bytes", raw.size)));
+    fn read_dir(&self, ino: u32, st: &mut NodeState) -> Result<Vec<layout::DirEntry>, Errno> {
+        if st.raw.size > MAX_DIR_BYTES {
+            return Err(self.corrupt(&format!("directory inode {ino} is {} bytes", st.raw.size)));
         }
-        let map = self.block_map(ino, raw)?;
+        self.ensure_map(ino, st)?;
+        let map = st.map.as_ref().ok_or(Errno::EIO)?;
         let bs = self.sb.block_size;
         let mut out = Vec::new();
         let mut b = vec![0u8; bs as usize];
         let filetype = self.sb.incompat & incompat::FILETYPE != 0;
-        for blk in 0..raw.size / bs {
-            self.read_file(&map, blk * bs, &mut b, true)?;
+        for blk in 0..st.raw.size / bs {
+            self.read_file(map, blk * bs, &mut b, true)?;
             let Some(entries) = layout::parse_dir_block(&b, filetype) else {
                 return Err(self.corrupt(&format!("directory inode {ino}: bad entry in block {blk}")));
             };
@@ -419,20 +483,44 @@ impl Volume {
         Ok(out)
     }
 
-    /// The VFS inode of `ino` (read from the disk).
+    /// Read an inode's block map (and extent tree blocks) if not yet read.
+    fn ensure_map(&self, ino: u32, st: &mut NodeState) -> Result<(), Errno> {
+        if st.map.is_none() {
+            let mut tree = Vec::new();
+            let map = self.block_map_tree(ino, &st.raw, &mut tree)?;
+            st.map = Some(map);
+            st.tree = tree;
+        }
+        Ok(())
+    }
+
+    /// The VFS inode of `ino` (the live one, or read from the disk).
     pub fn vfs_inode(self: &Rc<Self>, ino: u32) -> Result<InodeRef, Errno> {
-        let raw = self.read_inode(ino)?;
+        if let Some(i) = self.icache.borrow().get(&ino).and_then(Weak::upgrade) {
+            return Ok(i);
+        }
+        let bytes = self.read_inode_bytes(ino)?;
+        let raw = RawInode::parse(&bytes).ok_or_else(|| self.corrupt(&format!("inode {ino} is unreadable")))?;
         let ftype = u32::from(raw.mode) & g::S_IFMT;
         if raw.links == 0 && ftype != g::S_IFDIR {
             return Err(self.corrupt(&format!("inode {ino} is referenced but deleted")));
         }
+        let st = NodeState { bytes, raw, map: None, tree: Vec::new(), deleted: false, dirty: false };
+        self.make_inode(ino, st)
+    }
+
+    /// The VFS inode for `st` (registered in the inode cache).
+    fn make_inode(self: &Rc<Self>, ino: u32, mut st: NodeState) -> Result<InodeRef, Errno> {
+        let raw = st.raw.clone();
+        let ftype = u32::from(raw.mode) & g::S_IFMT;
         let kind = match ftype {
             g::S_IFDIR => Kind::Dir(RefCell::new(BTreeMap::new())),
             g::S_IFREG => {
-                let map = self.block_map(ino, &raw)?;
-                let store = Rc::new(FileStore { vol: self.clone(), map });
+                self.ensure_map(ino, &mut st)?;
+                let st = Rc::new(RefCell::new(st));
+                let store = Rc::new(FileStore { vol: self.clone(), ino, st: st.clone() });
                 let cache = PageCache::new(&self.caches, Source::Store(store), raw.size, None);
-                Kind::File(FileData::new(cache))
+                return self.finish_inode(ino, st, Kind::File(FileData::new(cache)));
             }
             g::S_IFLNK => {
                 let n = raw.size.min(MAX_SYMLINK) as usize;
@@ -441,9 +529,10 @@ impl Volume {
                 let target = if fast && n <= 60 {
                     raw.block[..n].to_vec()
                 } else {
-                    let map = self.block_map(ino, &raw)?;
+                    self.ensure_map(ino, &mut st)?;
+                    let map = st.map.as_ref().ok_or(Errno::EIO)?;
                     let mut b = vec![0u8; n.div_ceil(self.sb.block_size as usize) * self.sb.block_size as usize];
-                    self.read_file(&map, 0, &mut b, true)?;
+                    self.read_file(map, 0, &mut b, true)?;
                     b.truncate(n);
                     b
                 };
@@ -457,6 +546,11 @@ impl Volume {
             }
             _ => return Err(self.corrupt(&format!("inode {ino} has no valid type ({:o})", raw.mode))),
         };
+        self.finish_inode(ino, Rc::new(RefCell::new(st)), kind)
+    }
+
+    fn finish_inode(self: &Rc<Self>, ino: u32, st: Rc<RefCell<NodeState>>, kind: Kind) -> Result<InodeRef, Errno> {
+        let raw = st.borrow().raw.clone();
         let meta = Meta {
             perm: u32::from(raw.mode) & 0o7777,
             uid: raw.uid,
@@ -466,36 +560,33 @@ impl Volume {
             atime_ns: raw.atime_ns,
             ctime_ns: raw.ctime_ns,
         };
-        Ok(Arc::new(Inode {
+        let inode = Arc::new(Inode {
             ino: u64::from(ino),
             meta: RefCell::new(meta),
             kind,
             sb: self.vfs_sb,
             mounted: RefCell::new(None),
-            fsdata: Some(FsData::Ext4(Node { vol: self.clone(), ino, raw, listing: RefCell::new(None), index: RefCell::new(None) })),
+            fsdata: Some(FsData::Ext4(Node { vol: self.clone(), ino, st, listing: RefCell::new(None), index: RefCell::new(None) })),
             charge: Default::default(),
-        }))
-    }
-}
-
-/// Does group `g` hold a superblock backup (sparse_super: 0, 1, and powers of 3, 5, 7)?
-fn has_super_backup(g: u64) -> bool {
-    if g <= 1 {
-        return true;
-    }
-    [3u64, 5, 7].iter().any(|&b| {
-        let mut p = b;
-        while p < g {
-            p *= b;
+        });
+        let mut ic = self.icache.borrow_mut();
+        if ic.len() > 1024 && ic.len().is_power_of_two() {
+            ic.retain(|_, w| w.strong_count() > 0);
         }
-        p == g
-    })
+        ic.insert(ino, Arc::downgrade(&inode));
+        drop(ic);
+        if self.writable() {
+            self.pinned.borrow_mut().insert(ino, inode.clone());
+        }
+        Ok(inode)
+    }
 }
 
 /// A file's data on the disk, as its page cache's store.
 pub struct FileStore {
     vol: VolumeRef,
-    map: BlockMap,
+    ino: u32,
+    st: Rc<RefCell<NodeState>>,
 }
 
 impl Store for FileStore {
@@ -505,18 +596,20 @@ impl Store for FileStore {
             // The page cache reads whole pages; keep the contract anyway.
             let a = off - off % bs;
             let mut tmp = vec![0u8; (off - a) as usize + buf.len()];
-            self.vol.read_file(&self.map, a, &mut tmp, false)?;
+            let st = self.st.borrow();
+            self.vol.read_file(st.map.as_ref().ok_or(Errno::EIO)?, a, &mut tmp, false)?;
             buf.copy_from_slice(&tmp[(off - a) as usize..]);
         } else {
-            self.vol.read_file(&self.map, off, buf, false)?;
+            let st = self.st.borrow();
+            self.vol.read_file(st.map.as_ref().ok_or(Errno::EIO)?, off, buf, false)?;
         }
         Ok(buf.len())
     }
-    fn write(&self, _off: u64, _data: &[u8]) -> Result<(), Errno> {
-        Err(Errno::EROFS)
+    fn write(&self, off: u64, data: &[u8]) -> Result<(), Errno> {
+        self.vol.write_file(self.ino, &mut self.st.borrow_mut(), off, data)
     }
-    fn truncate(&self, _len: u64) -> Result<(), Errno> {
-        Err(Errno::EROFS)
+    fn truncate(&self, len: u64) -> Result<(), Errno> {
+        self.vol.truncate_file(self.ino, &mut self.st.borrow_mut(), len)
     }
 }
 
@@ -534,9 +627,10 @@ pub fn file_bytes(inode: &Inode, max: u64) -> Result<Vec<u8>, Errno> {
     if !matches!(inode.kind, Kind::File(_)) {
         return Err(Errno::EISDIR);
     }
-    let map = n.vol.block_map(n.ino, &n.raw)?;
-    let mut buf = vec![0u8; n.raw.size.min(max) as usize];
-    n.vol.read_file(&map, 0, &mut buf, false)?;
+    let st = n.st.borrow();
+    let map = st.map.as_ref().ok_or(Errno::EIO)?;
+    let mut buf = vec![0u8; st.raw.size.min(max) as usize];
+    n.vol.read_file(map, 0, &mut buf, false)?;
     Ok(buf)
 }
 
@@ -554,7 +648,7 @@ pub fn lookup(dir: &Inode, name: &str) -> Result<Option<InodeRef>, Errno> {
     let Some(n) = node(dir) else { return Ok(None) };
     let want = super::path::name_to_bytes(name);
     if n.index.borrow().is_none() {
-        let entries = n.vol.read_dir(n.ino, &n.raw)?;
+        let entries = n.vol.read_dir(n.ino, &mut n.st.borrow_mut())?;
         *n.index.borrow_mut() = Some(entries.into_iter().map(|(ino, nm, _)| (nm, ino)).collect());
     }
     let Some(ino) = n.index.borrow().as_ref().and_then(|m| m.get(&*want).copied()) else { return Ok(None) };
@@ -582,7 +676,7 @@ pub fn readdir_at(dir: &Inode, k: usize) -> Result<Option<(String, u64, u8)>, Er
                 _ => g::DT_UNKNOWN,
             }) as u8
         };
-        let entries = n.vol.read_dir(n.ino, &n.raw)?;
+        let entries = n.vol.read_dir(n.ino, &mut n.st.borrow_mut())?;
         let list = entries
             .into_iter()
             .filter(|(_, nm, _)| nm != b"." && nm != b"..")
@@ -603,14 +697,15 @@ pub fn file_size(inode: &Inode) -> Option<(u64, u64)> {
     let n = node(inode)?;
     let size = match &inode.kind {
         Kind::File(d) => d.size(),
-        _ => n.raw.size,
+        _ => n.st.borrow().raw.size,
     };
-    Some((size, n.raw.blocks))
+    Some((size, n.st.borrow().raw.blocks))
 }
 
 impl Fs {
-    /// Make the ext2/3/4 file system on `disk` the root (read-only), as
-    /// `root=/dev/ubdX` does at boot.
+    /// Make the ext2/3/4 file system on `disk` the root, as `root=/dev/ubdX`
+    /// does at boot: read-write when the disk and the file system allow
+    /// it, else read-only (with a kernel log line saying why).
     pub fn mount_ext4_root(&mut self, disk: DiskRef) -> Result<VolumeRef, Errno> {
         disk.claim()?;
         let sb = self.new_sb(FsType::Ext4, true);
@@ -619,28 +714,34 @@ impl Fs {
         if !root.is_dir() {
             return Err(vol.corrupt("the root inode is not a directory"));
         }
+        let rw = vol.enable_write().is_ok();
         let source = format!("/dev/{}", disk.name);
         if let Some(s) = self.sbs.get_mut(&sb) {
             s.disk = Some(disk);
+            s.readonly = !rw;
         }
         self.set_root(root, sb, &source);
         Ok(vol)
     }
 
-    /// Mount the ext2/3/4 file system on `disk` at `target`, read-only
-    /// (`EROFS` if `readonly` is false: `mount` then retries read-only).
+    /// Mount the ext2/3/4 file system on `disk` at `target`; read-write
+    /// unless `readonly` (`EROFS` when it cannot be written: `mount` then
+    /// retries read-only).
     pub fn mount_ext4(&mut self, target: &Loc, disk: DiskRef, source: &str, readonly: bool) -> Result<VolumeRef, Errno> {
-        if !readonly {
-            return Err(Errno::EROFS);
-        }
         disk.claim()?;
-        let sb = self.new_sb(FsType::Ext4, true);
+        let sb = self.new_sb(FsType::Ext4, readonly);
         let result = Volume::open(disk.clone(), sb, self.caches.clone()).and_then(|vol| {
             let root = vol.vfs_inode(2)?;
             if !root.is_dir() {
                 return Err(vol.corrupt("the root inode is not a directory"));
             }
-            self.attach(target, root, sb, source)?;
+            if !readonly {
+                vol.enable_write()?;
+            }
+            if let Err(e) = self.attach(target, root, sb, source) {
+                let _ = vol.disable_write();
+                return Err(e);
+            }
             Ok(vol)
         });
         match result {
@@ -656,5 +757,20 @@ impl Fs {
                 Err(e)
             }
         }
+    }
+
+    /// `mount -o remount,rw|ro` of ext4 file system `sb`.
+    pub fn remount_ext4(&mut self, sb: u32, readonly: bool) -> Result<(), Errno> {
+        let root = self.mounts.iter().find(|m| m.sb == sb).map(|m| m.root.clone()).ok_or(Errno::EINVAL)?;
+        let vol = volume_of(&root).ok_or(Errno::EINVAL)?.clone();
+        if readonly {
+            vol.disable_write()?;
+        } else {
+            vol.enable_write()?;
+        }
+        if let Some(s) = self.sbs.get_mut(&sb) {
+            s.readonly = readonly;
+        }
+        Ok(())
     }
 }
