@@ -408,3 +408,59 @@ print(call(0x1261, 0))
     assert_eq!(o.stdout, "ok 1048576\nEFAULT EFAULT\nEFAULT ENOTTY ENOTTY\nEACCES\n", "{}", o.stderr);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `reboot(2)`: garbage magic is EINVAL, an unprivileged caller EPERM, the
+/// Ctrl-Alt-Del settings are accepted; `poweroff` from a child of init
+/// stops the guest with status 0, and the ext4 disk it wrote is clean and
+/// recorded as cleanly unmounted.
+#[test]
+fn reboot_powers_off_and_leaves_disks_clean() {
+    let _l = lock();
+    let (Some(mk), Some(fsck)) = (host_tool("mke2fs"), host_tool("e2fsck")) else {
+        eprintln!("skipped: e2fsprogs (mke2fs, e2fsck) not installed");
+        return;
+    };
+    let d = scratch("reboot");
+    let img = d.join("r.img");
+    assert!(std::process::Command::new(&mk).args(["-q", "-F", "-t", "ext4"]).arg(&img).arg("32M").status().unwrap().success());
+    let py = d.join("reboot.py");
+    std::fs::write(
+        &py,
+        r#"import ctypes, os, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def reboot(m1, m2, cmd):
+    r = libc.syscall(169, ctypes.c_uint(m1), ctypes.c_uint(m2), ctypes.c_uint(cmd), None)
+    return "ok" if r == 0 else errno.errorcode[ctypes.get_errno()]
+print(reboot(1, 2, 0), reboot(0xfee1dead, 7, 0), reboot(0xfee1dead, 672274793, 0x12345), flush=True)
+print(reboot(0xfee1dead, 672274793, 0), reboot(0xfee1dead, 672274793, 0x89abcdef), flush=True)
+pid = os.fork()
+if pid == 0:
+    os.setuid(1000)
+    print(reboot(0xfee1dead, 672274793, 0x4321fedc), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+os.makedirs("/tmp/m/dir")
+open("/tmp/m/dir/f", "w").write("before power-off\n")
+pid = os.fork()
+if pid == 0:
+    print(reboot(0xfee1dead, 672274793, 0x4321fedc), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+import time
+time.sleep(30)
+print("still running")
+"#,
+    )
+    .unwrap();
+    let spec = format!("ubd1={}", img.display());
+    let share = format!("{}:/scratch", d.display());
+    let o = guest(&["--hostfs", &share, &spec], "mkdir -p /tmp/m && mount /dev/ubdb /tmp/m && exec python3 /scratch/reboot.py");
+    assert_eq!((o.code, o.stdout.as_str()), (0, "EINVAL EINVAL EINVAL\nok ok\nEPERM\nok\n"), "{}", o.stderr);
+    let st = std::process::Command::new(&fsck).args(["-fn"]).arg(&img).output().unwrap();
+    assert!(st.status.success(), "e2fsck -fn: {}", String::from_utf8_lossy(&st.stdout));
+    let dump = std::process::Command::new(host_tool("dumpe2fs").unwrap()).args(["-h"]).arg(&img).output().unwrap();
+    assert!(String::from_utf8_lossy(&dump.stdout).lines().any(|l| l.starts_with("Filesystem state:") && l.ends_with(" clean")), "not marked clean");
+    let dbg = std::process::Command::new(host_tool("debugfs").unwrap()).args(["-R", "cat /dir/f"]).arg(&img).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&dbg.stdout), "before power-off\n");
+    let _ = std::fs::remove_dir_all(&d);
+}

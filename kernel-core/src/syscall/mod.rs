@@ -20,6 +20,7 @@ pub mod pidfd;
 pub mod poll;
 mod process;
 mod ptrace;
+mod reboot;
 mod caps;
 mod cred;
 pub mod futex;
@@ -330,6 +331,7 @@ table! {
     __NR_waitid / 5 => process::waitid,
     __NR_exit / 1 => process::exit,
     __NR_exit_group / 1 => process::exit_group,
+    __NR_reboot / 4 => reboot::reboot,
     __NR_kill / 2 => signal::kill,
     __NR_tkill / 2 => signal::tkill,
     __NR_tgkill / 3 => signal::tgkill,

@@ -592,23 +592,27 @@ pub fn exit<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
 }
 
 /// `exit_group(code)`: ends every thread of the process.
-pub fn exit_group<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
-    let st = ExitStatus::Code(a[0] as u8);
-    let tgid = cx.t.tgid;
-    let me = cx.t.pid;
-    let others: Vec<Pid> = cx.k.tasks.values().filter(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()).map(|t| t.pid).collect();
+/// Make the threads of group `tgid` (but `me`) exit with `st` when they next run.
+pub(crate) fn end_group<S: hal::AddressSpace>(k: &mut crate::kernel::Kernel<S>, tgid: Pid, me: Pid, st: ExitStatus) {
+    let others: Vec<Pid> = k.tasks.values().filter(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()).map(|t| t.pid).collect();
     for p in others {
-        if let Some(t) = cx.k.tasks.get_mut(&p) {
+        if let Some(t) = k.tasks.get_mut(&p) {
             t.group_exit = Some(st);
             t.stopped = false;
             if let TaskState::Blocked(_) = t.state {
                 t.state = TaskState::Runnable;
             }
             t.redo_syscall = false;
-            cx.k.waits.remove(&p);
-            cx.k.runq.push(p);
+            k.waits.remove(&p);
+            k.runq.push(p);
         }
     }
+}
+
+pub fn exit_group<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
+    let st = ExitStatus::Code(a[0] as u8);
+    let tgid = cx.t.tgid;
+    end_group(cx.k, tgid, cx.t.pid, st);
     // A leader that already exited takes the group's status.
     if !cx.t.is_leader() {
         if let Some(l) = cx.k.tasks.get_mut(&tgid) {
