@@ -164,34 +164,37 @@ impl<S: AddressSpace> MemoryMap<S> {
     /// Write `data` into user memory ignoring the VMA protection (exec
     /// filling read-only segments). The pages must lie inside VMAs.
     pub(crate) fn write_force(&mut self, addr: u64, data: &[u8], frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
-        self.user_range(addr, data.len())?;
-        let mut done = 0usize;
-        while done < data.len() {
-            let va = addr + done as u64;
-            let off = va % PAGE;
-            let n = ((PAGE - off) as usize).min(data.len() - done);
-            let (pte, _) = self
-                .fault_page(page_floor(va), Access::Write, true, false, frames, phys)
-                .map_err(|e| if e == super::FaultError::OutOfMemory { Errno::ENOMEM } else { Errno::EFAULT })?;
-            phys.write(pte.frame + off, &data[done..done + n]);
-            done += n;
-        }
-        Ok(())
+        self.force_each(addr, data.len(), Access::Write, frames, phys, |phys, pa, r| phys.write(pa, &data[r]))
     }
 
     /// Read user memory ignoring the VMA protection (a debugger's
     /// `PTRACE_PEEKDATA` of a `PROT_NONE` page). The pages must lie inside VMAs.
     pub(crate) fn read_force(&mut self, addr: u64, buf: &mut [u8], frames: &mut Frames, phys: &impl PhysMem) -> Result<(), Errno> {
-        self.user_range(addr, buf.len())?;
+        self.force_each(addr, buf.len(), Access::Read, frames, phys, |phys, pa, r| phys.read(pa, &mut buf[r]))
+    }
+
+    /// Fault in each page of `[addr, addr + len)` for `access` ignoring the
+    /// VMA protection, and hand `f` its physical address and the range of
+    /// the caller's buffer it holds.
+    fn force_each<P: PhysMem>(
+        &mut self,
+        addr: u64,
+        len: usize,
+        access: Access,
+        frames: &mut Frames,
+        phys: &P,
+        mut f: impl FnMut(&P, u64, core::ops::Range<usize>),
+    ) -> Result<(), Errno> {
+        self.user_range(addr, len)?;
         let mut done = 0usize;
-        while done < buf.len() {
+        while done < len {
             let va = addr + done as u64;
             let off = va % PAGE;
-            let n = ((PAGE - off) as usize).min(buf.len() - done);
+            let n = ((PAGE - off) as usize).min(len - done);
             let (pte, _) = self
-                .fault_page(page_floor(va), Access::Read, true, false, frames, phys)
+                .fault_page(page_floor(va), access, true, false, frames, phys)
                 .map_err(|e| if e == super::FaultError::OutOfMemory { Errno::ENOMEM } else { Errno::EFAULT })?;
-            phys.read(pte.frame + off, &mut buf[done..done + n]);
+            f(phys, pte.frame + off, done..done + n);
             done += n;
         }
         Ok(())

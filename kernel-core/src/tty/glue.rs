@@ -52,15 +52,11 @@ impl<S: AddressSpace> Kernel<S> {
                 let Some(l) = hal.console_line(n) else { break };
                 let r = l.read(&mut tmp);
                 let mut io = IoCtx { now, realtime, console: hal.console(), pid: 0, pgid: 0, sid: 0, sig_ignored: 0, signals: Vec::new(), nonblock: true };
-                match r {
-                    ConsoleRead::Data(0) | ConsoleRead::WouldBlock => break,
-                    ConsoleRead::Data(n) => tty.receive(&mut io, &tmp[..n.min(tmp.len())]),
-                    ConsoleRead::Eof => {
-                        tty.set_hangup();
-                        break;
-                    }
-                }
+                let more = feed(&tty, r, &tmp, &mut io);
                 self.group_signals.extend(io.signals);
+                if !more {
+                    break;
+                }
             }
         }
         // Echo goes out at once.
@@ -131,15 +127,11 @@ impl<S: AddressSpace> Kernel<S> {
                 signals: Vec::new(),
                 nonblock: true,
             };
-            match r {
-                ConsoleRead::Data(0) | ConsoleRead::WouldBlock => break,
-                ConsoleRead::Data(n) => tty.receive(&mut io, &tmp[..n.min(tmp.len())]),
-                ConsoleRead::Eof => {
-                    tty.set_hangup();
-                    break;
-                }
-            }
+            let more = feed(&tty, r, &tmp, &mut io);
             self.group_signals.extend(io.signals);
+            if !more {
+                break;
+            }
         }
         self.lines_pull(hal);
     }
@@ -153,6 +145,22 @@ impl<S: AddressSpace> Kernel<S> {
         let ready: Vec<Pid> = self.waits.iter().filter(|(_, w)| w.ready(now)).map(|(pid, _)| *pid).collect();
         for pid in ready {
             self.wake(pid, None);
+        }
+    }
+}
+
+/// Hand one read of a terminal's host side to its line discipline; false
+/// when nothing more is to be read now (or it hung up).
+fn feed(tty: &crate::tty::Tty, r: ConsoleRead, data: &[u8], io: &mut IoCtx<'_>) -> bool {
+    match r {
+        ConsoleRead::Data(0) | ConsoleRead::WouldBlock => false,
+        ConsoleRead::Data(n) => {
+            tty.receive(io, &data[..n.min(data.len())]);
+            true
+        }
+        ConsoleRead::Eof => {
+            tty.set_hangup();
+            false
         }
     }
 }
