@@ -162,8 +162,7 @@ fn install_exit_hooks() {
         // SAFETY: a zeroed sigaction is a valid value to be overwritten.
         unsafe { std::mem::zeroed() };
     for (i, &sig) in CLEANUP_SIGNALS.iter().enumerate() {
-        // SAFETY: a zeroed sigaction with our handler, flags and an empty
-        // mask; the old one is read into `prev[i]`.
+        // SAFETY: a zeroed sigaction with our handler, flags and an empty mask; the old one is read into `prev[i]`.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = cleanup_on_signal as *const () as usize;

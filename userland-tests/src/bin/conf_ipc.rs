@@ -335,8 +335,7 @@ fn mq_attr(maxmsg: i64, msgsize: i64) -> libc::mq_attr {
 }
 
 fn mq_tests() {
-    // SAFETY (whole block): POSIX queue calls with valid names, buffers
-    // and attribute structures.
+    // SAFETY: (whole block) POSIX queue calls with valid names, buffers and attribute structures.
     unsafe {
         let name = c(&format!("/rustuml_conf_{}", libc::getpid()));
         let mut at = mq_attr(4, 64);

@@ -100,8 +100,7 @@ impl Drop for TestGuard {
                 return;
             }
             for p in &left {
-                // SAFETY: signals and waits for processes this test started
-                // (or that were orphaned into this subreaper).
+                // SAFETY: signals and waits for processes this test started (or orphaned into this subreaper).
                 unsafe {
                     libc::kill(p.pid, libc::SIGKILL);
                     if p.ppid == me {
