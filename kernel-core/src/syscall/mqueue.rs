@@ -165,17 +165,21 @@ fn wait_for_queue<H: Hal>(cx: &mut SysCtx<'_, H>, f: &FileRef, q: &MsgQueue, dea
     block_on(cx, ws, deadline)
 }
 
+/// What `mq_timedsend` and `mq_timedreceive` start from: the deadline of
+/// `abs_timeout` (a[4]) and the queue's description and object (a[0]).
+fn timed_call<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Result<(Option<u64>, FileRef, SpecialRef), Errno> {
+    let deadline = abs_deadline(cx, a[4])?;
+    let (f, obj) = queue_of(cx, a[0])?;
+    Ok((deadline, f, obj))
+}
+
 /// `mq_timedsend(fd, msg, len, prio, abs_timeout)`.
 pub fn mq_timedsend<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     let (len, prio) = (a[2], a[3]);
     if prio >= u64::from(mqueue::MQ_PRIO_MAX) {
         return ret(Err(Errno::EINVAL));
     }
-    let deadline = match abs_deadline(cx, a[4]) {
-        Ok(d) => d,
-        Err(e) => return ret(Err(e)),
-    };
-    let (f, obj) = match queue_of(cx, a[0]) {
+    let (deadline, f, obj) = match timed_call(cx, a) {
         Ok(x) => x,
         Err(e) => return ret(Err(e)),
     };
@@ -204,11 +208,7 @@ pub fn mq_timedsend<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
 
 /// `mq_timedreceive(fd, msg, len, prio, abs_timeout)`.
 pub fn mq_timedreceive<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
-    let deadline = match abs_deadline(cx, a[4]) {
-        Ok(d) => d,
-        Err(e) => return ret(Err(e)),
-    };
-    let (f, obj) = match queue_of(cx, a[0]) {
+    let (deadline, f, obj) = match timed_call(cx, a) {
         Ok(x) => x,
         Err(e) => return ret(Err(e)),
     };
