@@ -751,8 +751,8 @@ impl<S: AddressSpace> Kernel<S> {
         }
     }
 
-    /// Earliest deadline of a blocked task, and whether anyone waits on the
-    /// console. Stale entries met on the way are dropped.
+    /// Earliest deadline of a blocked task, and whether anyone may wait on
+    /// the console. Stale deadline entries met on the way are dropped.
     fn waiters(&mut self) -> (Option<u64>, bool) {
         let mut earliest: Option<u64> = None;
         while let Some((d, pid)) = self.deadlines.first() {
@@ -762,8 +762,8 @@ impl<S: AddressSpace> Kernel<S> {
             }
             self.deadlines.forget(pid);
         }
-        let tasks = &self.tasks;
-        self.console_waiters.retain(|p| tasks.get(p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)));
+        // Woken console readers may still be in the set: at worst a timer
+        // is armed for nothing. `idle` prunes it before it calls a deadlock.
         let mut console = !self.console_waiters.is_empty();
         if let Some(d) = self.clock.timers.next_deadline() {
             earliest = Some(earliest.map_or(d, |e| e.min(d)));
@@ -803,6 +803,8 @@ impl<S: AddressSpace> Kernel<S> {
             self.handle_interrupts(hal, lost);
             return None;
         }
+        let tasks = &self.tasks;
+        self.console_waiters.retain(|p| tasks.get(p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)));
         let (earliest, console) = self.waiters();
         if earliest.is_none() && !console {
             return Some(self.deadlock(hal));
