@@ -525,6 +525,11 @@ fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
     // that the xtask test `quick_bench_json_from_xtask_test` checks for form.
     let bench_json = p.target.join("bench-quick.json");
     let mut tests = cargo();
+    // Incremental state of every test crate is as large again as the test
+    // binaries and is never reused by a one-shot run; keep it when asked.
+    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        tests.env("CARGO_INCREMENTAL", "0");
+    }
     if whole {
         progress.next("cargo xtask bench --quick (smoke check of the benchmark harness)");
         let _ = fs::remove_file(&bench_json);
