@@ -412,23 +412,6 @@ fn run_attack(
     Ok(cells)
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 /// Rows: (number, program, name, what, cells per backend).
 type Row = (u8, &'static str, &'static str, &'static str, Vec<Cell>);
 
@@ -466,29 +449,19 @@ fn markdown(rows: &[Row]) -> String {
 }
 
 fn json(rows: &[Row]) -> String {
-    let mut j = String::from("{\n  \"backends\": [\"skas\", \"skas --trap ptrace\", \"tt\"],\n  \"attacks\": [\n");
-    for (i, (n, prog, name, what, cells)) in rows.iter().enumerate() {
-        let _ = write!(
-            j,
-            "    {{\"number\": {n}, \"program\": {}, \"attack\": {}, \"what\": {}",
-            json_str(prog),
-            json_str(name),
-            json_str(what)
-        );
-        for (col, c) in COLUMNS.iter().zip(cells) {
-            let _ = write!(
-                j,
-                ", {}: {{\"result\": {}, \"detail\": {}}}",
-                json_str(col.name),
-                json_str(&c.result),
-                json_str(&c.detail)
-            );
-        }
-        j.push('}');
-        j.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
-    }
-    j.push_str("  ]\n}\n");
-    j
+    use serde_json::{json, Value};
+    let attacks: Vec<Value> = rows
+        .iter()
+        .map(|(n, prog, name, what, cells)| {
+            let mut a = json!({"number": n, "program": prog, "attack": name, "what": what});
+            for (col, c) in COLUMNS.iter().zip(cells) {
+                a[col.name] = json!({"result": c.result, "detail": c.detail});
+            }
+            a
+        })
+        .collect();
+    let j = json!({"backends": COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>(), "attacks": attacks});
+    serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"
 }
 
 /// `cargo xtask isolation`.
@@ -600,7 +573,7 @@ mod tests {
             ],
         )];
         let j = json(&rows);
-        assert!(crate::bench::parse_json(&j).is_ok(), "{j}");
+        assert!(serde_json::from_str::<serde_json::Value>(&j).is_ok(), "{j}");
         assert!(markdown(&rows).contains("| 1 | w \"q\" (`n`) | **blocked** | **succeeded** |"));
     }
 }
