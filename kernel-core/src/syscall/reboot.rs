@@ -32,11 +32,11 @@ pub fn reboot<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             // A restart is a power-off too: the host starts the kernel again.
             let _ = cx.k.fs.disks.sync_all();
             // init's threads end (as exit_group ends a group's other
-            // threads); the kernel stops when init is gone.
+            // threads); the kernel stops when init is gone. As on Linux the
+            // caller never sees the call return: its group ends too, so
+            // nothing it does races the power-off.
             super::process::end_group(cx.k, 1, cx.t.pid, crate::task::ExitStatus::Code(0));
-            if cx.t.tgid == 1 {
-                cx.t.group_exit = Some(crate::task::ExitStatus::Code(0));
-            }
+            cx.t.group_exit = Some(crate::task::ExitStatus::Code(0));
             Ok(0)
         }
         _ => Err(Errno::EINVAL),

@@ -14,6 +14,9 @@
 //! into the guest): it listens on IP:PORT (default 0.0.0.0; PORT 0: one the
 //! kernel picks),
 //! prints `listening PORT`, serves one connection and exits 0.
+//! `bench_net http PORT [IP]` is a threaded HTTP server (a thread per
+//! connection, a 4 KiB answer) serving until it is killed: the server of
+//! the `http_fwd_ab` row, whose client is `ab` on the host.
 //!
 //! The wire protocol (the same for the forked server here and the host
 //! server `cargo xtask bench` runs): the client sends one mode byte, `r`
@@ -137,8 +140,9 @@ fn connect(ip: [u8; 4], port: u16) -> Result<c_int, String> {
     Ok(fd)
 }
 
-/// A listener on `ip`:`port` (port 0: the kernel picks); (fd, port).
-fn listen_on(ip: [u8; 4], port: u16) -> Result<(c_int, u16), String> {
+/// A listener on `ip`:`port` (port 0: the kernel picks) with room for
+/// `backlog` pending connections; (fd, port).
+fn listen_on(ip: [u8; 4], port: u16, backlog: c_int) -> Result<(c_int, u16), String> {
     let fd = tcp_socket()?;
     let sa = sockaddr(ip, port);
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -147,7 +151,7 @@ fn listen_on(ip: [u8; 4], port: u16) -> Result<(c_int, u16), String> {
         return Err(fail("bind"));
     }
     // SAFETY: fd is our socket.
-    if unsafe { libc::listen(fd, 4) } < 0 {
+    if unsafe { libc::listen(fd, backlog) } < 0 {
         return Err(fail("listen"));
     }
     let mut got = sockaddr([0; 4], 0);
@@ -220,7 +224,7 @@ fn client_bw(fd: c_int, n: usize) -> Result<f64, String> {
 
 /// Runs `client` against a server process forked here, over 127.0.0.1.
 fn loopback(client: impl FnOnce(c_int) -> Result<f64, String>) -> Result<f64, String> {
-    let (lfd, port) = listen_on([127, 0, 0, 1], 0)?;
+    let (lfd, port) = listen_on([127, 0, 0, 1], 0, 4)?;
     // (fork() exits 100 when it fails.)
     let pid = fork();
     if pid == 0 {
@@ -258,8 +262,8 @@ fn remote(
     r
 }
 
-/// `serve PORT`: one connection from outside, then exit.
-fn serve_one(port: Option<&String>, ip: Option<&String>) -> Result<(), String> {
+/// PORT and IP arguments of the server modes.
+fn server_addr(port: Option<&String>, ip: Option<&String>) -> Result<([u8; 4], u16), String> {
     let port: u16 = port
         .and_then(|p| p.parse().ok())
         .ok_or("missing-PORT-argument")?;
@@ -270,7 +274,13 @@ fn serve_one(port: Option<&String>, ip: Option<&String>) -> Result<(), String> {
             .octets(),
         None => [0; 4],
     };
-    let (lfd, port) = listen_on(ip, port)?;
+    Ok((ip, port))
+}
+
+/// `serve PORT`: one connection from outside, then exit.
+fn serve_one(port: Option<&String>, ip: Option<&String>) -> Result<(), String> {
+    let (ip, port) = server_addr(port, ip)?;
+    let (lfd, port) = listen_on(ip, port, 4)?;
     say!("listening {port}");
     // SAFETY: lfd is our listening socket; no address wanted.
     let c = unsafe { libc::accept(lfd, std::ptr::null_mut(), std::ptr::null_mut()) };
@@ -282,6 +292,53 @@ fn serve_one(port: Option<&String>, ip: Option<&String>) -> Result<(), String> {
     close(c);
     close(lfd);
     r
+}
+
+/// What the HTTP server answers: 4 KiB of body.
+fn http_answer() -> Vec<u8> {
+    let mut a = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4096\r\n\r\n".to_vec();
+    a.resize(a.len() + 4096, b'x');
+    a
+}
+
+/// One HTTP connection: read the request head, answer, close.
+fn http_conn(fd: c_int, answer: &[u8]) -> Result<(), String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match read_some(fd, &mut buf)? {
+            0 => return Ok(()),
+            n => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 64 * 1024 {
+            return Err("request-head-too-long".into());
+        }
+    }
+    write_all(fd, answer)
+}
+
+/// `http PORT [IP]`: a threaded HTTP server (accept, a thread per
+/// connection, a 4 KiB answer, close) until it is killed; `cargo xtask
+/// bench` drives it with `ab`.
+fn serve_http(port: Option<&String>, ip: Option<&String>) -> Result<(), String> {
+    let (ip, port) = server_addr(port, ip)?;
+    let (lfd, port) = listen_on(ip, port, 1024)?;
+    say!("listening {port}");
+    let answer: &'static [u8] = http_answer().leak();
+    loop {
+        // SAFETY: lfd is our listening socket; no address wanted.
+        let c = unsafe { libc::accept(lfd, std::ptr::null_mut(), std::ptr::null_mut()) };
+        if c < 0 {
+            match errno() {
+                libc::EINTR | libc::ECONNABORTED => continue,
+                _ => return Err(fail("accept")),
+            }
+        }
+        std::thread::spawn(move || {
+            let _ = http_conn(c, answer);
+            close(c);
+        });
+    }
 }
 
 #[cfg(not(test))]
@@ -296,8 +353,9 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
         .unwrap_or(1_000)
         .max(1);
     let addr = args.get(3);
-    if op == "serve" {
-        return match serve_one(args.get(2), args.get(3)) {
+    if op == "serve" || op == "http" {
+        let serve = if op == "http" { serve_http } else { serve_one };
+        return match serve(args.get(2), args.get(3)) {
             Ok(()) => 0,
             Err(why) => {
                 say!("bench serve n/a {why}");

@@ -231,6 +231,10 @@ pub fn now_utc() -> String {
 /// `cargo xtask bench`.
 pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
     eprintln!("[1/4] building kernel-skas, kernel-tt (release) and the guest programs");
+    // The HTTP row's client.
+    if OPS.iter().any(|o| o.name.starts_with("http") && opt.only.as_deref().is_none_or(|t| o.name.contains(t))) {
+        crate::ensure_package(crate::have("ab"), "apache2-utils");
+    }
     let mut backends = vec![Backend {
         name: "native",
         kind: Kind::Native,

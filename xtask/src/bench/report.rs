@@ -82,6 +82,7 @@ pub(super) fn show(op: &Op, v: f64) -> String {
         "MB/s" if v < 100.0 => format!("{v:.1} MB/s"),
         "MB/s" => format!("{:.2} GB/s", v / 1e3),
         "%" => format!("{v:.2} %"),
+        "req/s" => format!("{v:.0} req/s"),
         u => format!("{v:.3} {u}"),
     }
 }

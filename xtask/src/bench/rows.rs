@@ -381,6 +381,18 @@ pub(super) const OPS: &[Op] = &[
         target: None,
         macro_: false,
     },
+    Op {
+        name: "http_fwd_ab",
+        label: "HTTP, threaded server in the guest via hostfwd, ab -c 50, 4 KiB answers",
+        unit: "req/s",
+        better: Better::Higher,
+        how: How::Forwarded {
+            full: 20_000,
+            quick: 500,
+        },
+        target: Some((5_000.0, 5_000.0)),
+        macro_: false,
+    },
     host_tree_row("host_find_cold", "host tree: find /usr -type f | wc -l, fresh guest (boot included)"),
     host_tree_row("host_find_warm", "host tree: find /usr -type f, second walk in the same guest"),
     host_tree_row("host_cat_headers", "host tree: cat of 3,000 headers of /usr/include (boot included)"),

@@ -480,6 +480,28 @@ pub(super) fn host_client(rr: bool, port: u16, n: usize, timeout: Duration) -> R
     }
 }
 
+/// Requests per second of `ab -n N -c 50` against the HTTP server on the
+/// host's 127.0.0.1:`port`; an error when any request failed.
+pub(super) fn ab_client(port: u16, n: usize, timeout: Duration) -> Result<f64, String> {
+    let mut cmd = Command::new("ab");
+    cmd.args(["-q", "-r", "-n", &n.to_string(), "-c", "50", "-s", "10"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .stdin(Stdio::null())
+        .process_group(0);
+    let r = run_timed(cmd, timeout).map_err(|e| format!("ab: {e} (Debian's apache2-utils)"))?;
+    if r.code != Some(0) {
+        return Err(format!("ab: {}", failure(&r)));
+    }
+    let field = |name: &str| {
+        r.stdout.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+    };
+    match (field("Failed requests:"), field("Requests per second:")) {
+        (Some(f), _) if f > 0.0 => Err(format!("ab: {f} of {n} requests failed")),
+        (Some(_), Some(rps)) => Ok(rps),
+        _ => Err(format!("ab printed no figures: {}", failure(&r))),
+    }
+}
+
 /// A [`How::Forwarded`] row under `b`: starts `bench_net serve`, waits for
 /// its `listening PORT` line, and times [`host_client`] against it.
 pub(super) fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, timeout: Duration) -> Sample {
@@ -488,9 +510,12 @@ pub(super) fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, time
         return Err("not a forwarded operation".into());
     };
     let n = if quick { q } else { full };
+    // `http_*` rows: the threaded HTTP server, serving until killed, and ab.
+    let http = op.name.starts_with("http");
+    let mode = if http { "http" } else { "serve" };
     let (mut cmd, host_port) = match &b.kind {
         Kind::Native => {
-            let argv = ["/tests/bench_net", "serve", "0", "127.0.0.1"].map(String::from);
+            let argv = ["/tests/bench_net", mode, "0", "127.0.0.1"].map(String::from);
             (command(b, &roots.main, &argv), None)
         }
         Kind::Kernel(k, extra) => {
@@ -501,7 +526,7 @@ pub(super) fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, time
                 .arg(&roots.main)
                 .arg("--net")
                 .arg(format!("user,hostfwd=tcp:127.0.0.1:{hp}-:{FWD_GUEST_PORT}"))
-                .args(["--", "/tests/bench_net", "serve"])
+                .args(["--", "/tests/bench_net", mode])
                 .arg(FWD_GUEST_PORT.to_string());
             (c, Some(hp))
         }
@@ -538,6 +563,7 @@ pub(super) fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, time
         String::from_utf8_lossy(&data).into_owned()
     });
     let sample = match rx.recv_timeout(timeout) {
+        Ok(Some(p)) if http => ab_client(host_port.unwrap_or(p), n, deadline.saturating_duration_since(Instant::now())),
         Ok(Some(p)) => host_client(
             op.name.ends_with("_rr"),
             host_port.unwrap_or(p),
@@ -549,7 +575,10 @@ pub(super) fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, time
     };
     // The server exits after its one connection; wait for it, then make
     // sure. After a failed client it may never exit: a short grace only.
-    let wait_until = if sample.is_ok() {
+    // The HTTP server never exits.
+    let wait_until = if http {
+        Instant::now()
+    } else if sample.is_ok() {
         deadline
     } else {
         deadline.min(Instant::now() + Duration::from_secs(2))
@@ -578,7 +607,7 @@ pub(super) fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, time
     };
     match (sample, parse_sample(&r.stdout, "serve")) {
         (_, Some(Err(why))) if !why.is_empty() => Err(format!("server: {why}")),
-        (Ok(v), _) if r.code == Some(0) => Ok(v),
+        (Ok(v), _) if r.code == Some(0) || (http && r.code.is_none()) => Ok(v),
         (Ok(_), _) => Err(format!("server: {}", failure(&r))),
         (Err(e), _) if r.code.is_some_and(|c| c != 0) => {
             Err(format!("{e} (server: {})", failure(&r)))
