@@ -24,6 +24,12 @@
 //! operations whose name contains TEXT (`--only tcp`: the network rows).
 //! The peers skip the network rows (n/a with a note).
 //!
+//! Three rows are driven from the host: Ctrl-C typed on a pseudo-terminal
+//! at an interactive `/bin/sh` running a hog, to its next prompt; a `busybox
+//! ping` between two guests on a virtual switch this process runs; and `ab
+//! -c 50` against `bench_net http`, a threaded HTTP server, through
+//! `hostfwd`.
+//!
 //! Benchmarks never fail on time: an operation that fails, hangs or crashes
 //! under a backend is reported as `n/a` with the reason, and the run goes on.
 
@@ -110,6 +116,12 @@ enum How {
     /// A command over the host's own tree (`host_tree.rs`): natively, and
     /// under `KERNEL do` / `runsc do`.
     HostTree,
+    /// Host-side, through a pseudo-terminal: Ctrl-C typed at an interactive
+    /// `/bin/sh` running a CPU hog, to the shell's next prompt.
+    CtrlC,
+    /// Two guests on a virtual switch, one idle: the other's `busybox ping`
+    /// round trip (natively `busybox ping` of 127.0.0.1).
+    SwitchPing,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -388,6 +400,9 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
                     How::BootShell => measure_shell(b, &roots, timeout),
                     How::Forwarded { .. } => measure_fwd(b, &roots, op, opt.quick, timeout),
                     How::HostTree => host_tree::measure(b, op.name, &host_ctx, timeout),
+                    How::CtrlC | How::SwitchPing if b.peer() => Err("not measured under the peers".into()),
+                    How::CtrlC => measure_ctrl_c(b, &roots, timeout),
+                    How::SwitchPing => measure_switch_ping(b, &roots, timeout),
                     How::IdleCpu => {
                         measure_idle(b, &roots, hello_cpu.get(b.name).copied().flatten(), timeout)
                     }

@@ -690,3 +690,151 @@ pub(super) fn probe(kernel: &Path, roots: &Roots) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Bytes a pseudo-terminal's master reads, with the time of each read.
+struct PtyReader {
+    rx: mpsc::Receiver<(Instant, Vec<u8>)>,
+    seen: Vec<u8>,
+}
+
+impl PtyReader {
+    fn new(master: fs::File) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut master = master;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 || tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        });
+        PtyReader { rx, seen: Vec::new() }
+    }
+
+    /// Waits for `text` in what arrives from now on; when it came.
+    fn wait_for(&mut self, text: &[u8], until: Instant) -> Result<Instant, String> {
+        self.seen.clear();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let (at, chunk) = self.rx.recv_timeout(left).map_err(|_| {
+                format!("no {:?} on the terminal (last: {:?})", String::from_utf8_lossy(text), String::from_utf8_lossy(&self.seen[self.seen.len().saturating_sub(80)..]))
+            })?;
+            self.seen.extend_from_slice(&chunk);
+            if self.seen.windows(text.len()).any(|w| w == text) {
+                return Ok(at);
+            }
+        }
+    }
+
+    /// Forgets what has arrived so far.
+    fn drain(&mut self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
+/// A [`How::CtrlC`] sample: an interactive `/bin/sh` on a pseudo-terminal
+/// (the guest's console under our kernels), five times a CPU hog started
+/// and interrupted with Ctrl-C; the median time from the byte written to
+/// the new prompt read.
+pub(super) fn measure_ctrl_c(b: &Backend, roots: &Roots, timeout: Duration) -> Sample {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut m, mut sl) = (-1, -1);
+    // SAFETY: openpty writes two fds into m and sl; no name, termios or size.
+    if unsafe { libc::openpty(&mut m, &mut sl, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) } < 0 {
+        return Err(format!("openpty: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just opened and are owned here alone.
+    let (master, slave) = unsafe { (fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(sl)) };
+    let stdio = |f: &OwnedFd| f.try_clone().map(Stdio::from).map_err(|e| e.to_string());
+    let argv = ["/bin/sh", "-i"].map(String::from);
+    let mut cmd = command(b, &roots.full, &argv);
+    cmd.env("TERM", "dumb").stdin(stdio(&slave)?).stdout(stdio(&slave)?).stderr(stdio(&slave)?);
+    // SAFETY: setsid and ioctl are async-signal-safe; the child's fd 0 is the slave.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    drop(slave);
+    let mut input = master.try_clone().map_err(|e| e.to_string())?;
+    let mut out = PtyReader::new(master);
+    let deadline = Instant::now() + timeout;
+    let mut run = || -> Sample {
+        let prompt = b"@P@ ";
+        input.write_all(b"PS1='@P@ '\n").map_err(|e| e.to_string())?;
+        out.wait_for(prompt, deadline)?;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            // The hog says when it runs: a Ctrl-C typed between the shell's
+            // fork and the hog's start would test the shell, not delivery.
+            input.write_all(b"/bin/sh -c 'echo @H''@; while :; do :; done'\n").map_err(|e| e.to_string())?;
+            out.wait_for(b"@H@", deadline)?;
+            std::thread::sleep(Duration::from_millis(100));
+            out.drain();
+            let t0 = Instant::now();
+            input.write_all(b"\x03").map_err(|e| e.to_string())?;
+            let at = out.wait_for(prompt, deadline.min(t0 + Duration::from_secs(10)))?;
+            times.push(at.saturating_duration_since(t0).as_nanos() as f64);
+        }
+        median(&times).ok_or_else(|| "no sample".into())
+    };
+    let sample = run();
+    let pid = child.id() as i32;
+    // SAFETY: kills the session and process group the child leads (setsid).
+    unsafe { kill(-pid, SIGKILL) };
+    let _ = child.wait();
+    sample
+}
+
+/// A [`How::SwitchPing`] sample: the average round trip of 20 `busybox
+/// ping`s 50 ms apart, after 3 that wait for the other guest's boot and ARP.
+pub(super) fn measure_switch_ping(b: &Backend, roots: &Roots, timeout: Duration) -> Sample {
+    let ping = |to: &str| format!("busybox ping -c 3 -w 20 {to} > /dev/null; busybox ping -q -c 20 -i 0.05 {to}");
+    let argv = |script: String| ["/bin/sh".to_string(), "-c".into(), script];
+    let (pinger, _switch, idle) = match &b.kind {
+        Kind::Native => (command(b, &roots.full, &argv(ping("127.0.0.1"))), None, None),
+        Kind::Kernel(k, extra) => {
+            let dir = std::env::temp_dir().join(format!("rustuml-bench-switch-{}", std::process::id()));
+            let _ = fs::create_dir_all(&dir);
+            let path = dir.join("lan.sock");
+            let _ = fs::remove_file(&path);
+            let sw = drivers::net::switch::SwitchThread::spawn(&path).map_err(|e| format!("switch: {e}"))?;
+            let guest = |ip: &str, script: String| {
+                let mut c = Command::new(k);
+                c.args(*extra).arg("--root").arg(&roots.full).arg("--net");
+                c.arg(format!("switch,path={},ip={ip}/24", path.display())).arg("--").args(argv(script));
+                c
+            };
+            let mut idle = guest("10.0.0.1", "exec sleep 600".into());
+            idle.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+            let idle = idle.spawn().map_err(|e| format!("cannot start the idle guest: {e}"))?;
+            (guest("10.0.0.2", ping("10.0.0.1")), Some(sw), Some(idle))
+        }
+        _ => return Err("not measured under the peers".into()),
+    };
+    let mut pinger = pinger;
+    pinger.stdin(Stdio::null()).process_group(0);
+    let r = run_timed(pinger, timeout);
+    if let Some(mut idle) = idle {
+        // SAFETY: kills the process group this idle guest leads.
+        unsafe { kill(-(idle.id() as i32), SIGKILL) };
+        let _ = idle.wait();
+    }
+    let r = r?;
+    let avg = r
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("min/avg/max = ").map(|(_, v)| v.to_string()))
+        .and_then(|v| v.split('/').nth(1)?.parse::<f64>().ok());
+    match avg {
+        Some(ms) if r.code == Some(0) => Ok(ms * 1e6),
+        _ => Err(format!("ping: {}", failure(&r))),
+    }
+}
