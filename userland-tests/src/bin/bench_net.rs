@@ -8,6 +8,8 @@
 //! | `tcp_lo_bw` | 64 KiB `write`s to another process over 127.0.0.1, until it has read them all (MB/s) | |
 //! | `tcp_nat_rr` | as `tcp_lo_rr`, to a server at ADDR (the host's, through the user-mode NAT) | `IP:PORT` |
 //! | `tcp_nat_bw` | as `tcp_lo_bw`, to a server at ADDR | `IP:PORT` |
+//! | `tcp_conn_first`, `tcp_conn_last` | connections/s (connect, accept, close) over 127.0.0.1 in the first / last tenth of ITERS | |
+//! | `tcp_idle_conns`, `tcp_idle_listeners` | ITERS idle connections / listeners opened in two stages, for the host to sample the kernel's memory (see `idle_sockets`) | |
 //!
 //! `bench_net serve PORT [IP]` is the server side of the `tcp_fwd_*` rows,
 //! whose client is `cargo xtask bench` on the host (through a `hostfwd` rule
@@ -251,6 +253,111 @@ fn loopback(client: impl FnOnce(c_int) -> Result<f64, String>) -> Result<f64, St
     reaped.map(|_| r)
 }
 
+/// Connections per second over 127.0.0.1 in the first (or the last) tenth
+/// of `n` connections (connect; a forked server accepts and closes; we see
+/// the end of stream and close): a stack whose closed connections linger
+/// slows down as they pile up.
+fn conn_rate(n: usize, last: bool) -> Result<f64, String> {
+    let (lfd, port) = listen_on([127, 0, 0, 1], 0, 128)?;
+    let pid = fork();
+    if pid == 0 {
+        for _ in 0..n {
+            // SAFETY: lfd is our listening socket; no address wanted.
+            let c = unsafe { libc::accept(lfd, std::ptr::null_mut(), std::ptr::null_mut()) };
+            if c < 0 {
+                exit_now(2);
+            }
+            close(c);
+        }
+        exit_now(0);
+    }
+    close(lfd);
+    let tenth = (n / 10).max(1);
+    let t0 = now_ns();
+    let (mut first, mut last_start) = (0, t0);
+    let mut run = || -> Result<(), String> {
+        for i in 0..n {
+            if i == n - tenth {
+                last_start = now_ns();
+            }
+            let fd = connect([127, 0, 0, 1], port)?;
+            let mut b = [0u8; 1];
+            let r = read_some(fd, &mut b);
+            close(fd);
+            r?;
+            if i + 1 == tenth {
+                first = now_ns() - t0;
+            }
+        }
+        Ok(())
+    };
+    let r = run();
+    let last_ns = now_ns() - last_start;
+    let reaped = wait_for(pid);
+    r?;
+    match reaped {
+        Ok((_, st)) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => {}
+        Ok((_, st)) => return Err(format!("server-status-{st:#x}")),
+        Err(e) => return Err(format!("wait4:{}", errno_name(e))),
+    }
+    let ns = if last { last_ns } else { first };
+    Ok(tenth as f64 / (ns.max(1) as f64 / 1e9))
+}
+
+/// Raises the soft open-file limit as far as the hard one allows (up to
+/// `want`).
+fn raise_nofile(want: u64) {
+    // SAFETY: plain data, all-zero is valid; getrlimit fills it.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: r is a valid rlimit to fill and then read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < want {
+            r.rlim_cur = want.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// `tcp_idle_conns N` / `tcp_idle_listeners N`: holds a tenth of N idle
+/// established connections over 127.0.0.1 (both ends here) or listeners,
+/// says `stage 1`, waits, opens the rest, says `stage 2 SOCKETS` (how many
+/// sockets came in between) and waits again: `cargo xtask bench` samples
+/// the kernel's memory at each stage (see its `KernelMem` rows).
+fn idle_sockets(n: usize, listeners: bool) -> Result<(), String> {
+    raise_nofile(2 * n as u64 + 64);
+    let (lfd, port) = listen_on([127, 0, 0, 1], 0, n.min(4096) as c_int)?;
+    let mut fds = Vec::new();
+    let mut open = |count: usize, fds: &mut Vec<c_int>| -> Result<usize, String> {
+        let before = fds.len();
+        for _ in 0..count {
+            if listeners {
+                fds.push(listen_on([127, 0, 0, 1], 0, 16)?.0);
+            } else {
+                fds.push(connect([127, 0, 0, 1], port)?);
+                // SAFETY: lfd is our listening socket; no address wanted.
+                let c = unsafe { libc::accept(lfd, std::ptr::null_mut(), std::ptr::null_mut()) };
+                if c < 0 {
+                    return Err(fail("accept"));
+                }
+                fds.push(c);
+            }
+        }
+        Ok(fds.len() - before)
+    };
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(1500));
+    open((n / 10).max(1), &mut fds)?;
+    say!("stage 1");
+    pause();
+    let more = open(n - (n / 10).max(1), &mut fds)?;
+    say!("stage 2 {more}");
+    pause();
+    for fd in fds {
+        close(fd);
+    }
+    close(lfd);
+    Ok(())
+}
+
 fn remote(
     addr: Option<&String>,
     client: impl FnOnce(c_int) -> Result<f64, String>,
@@ -367,6 +474,9 @@ extern "C" fn main(argc: i32, argv: *const *const c_char) -> i32 {
         "tcp_lo_rr" => (loopback(|fd| client_rr(fd, n)), "ns"),
         "tcp_lo_bw" => (loopback(|fd| client_bw(fd, n)), "MB/s"),
         "tcp_nat_rr" => (remote(addr, |fd| client_rr(fd, n)), "ns"),
+        "tcp_conn_first" => (conn_rate(n, false), "conn/s"),
+        "tcp_conn_last" => (conn_rate(n, true), "conn/s"),
+        "tcp_idle_conns" | "tcp_idle_listeners" => (idle_sockets(n, op == "tcp_idle_listeners").map(|()| 0.0), "stages"),
         "tcp_nat_bw" => (remote(addr, |fd| client_bw(fd, n)), "MB/s"),
         _ => (Err("unknown-operation".into()), ""),
     };

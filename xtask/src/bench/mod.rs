@@ -119,6 +119,11 @@ enum How {
     /// Host-side, through a pseudo-terminal: Ctrl-C typed at an interactive
     /// `/bin/sh` running a CPU hog, to the shell's next prompt.
     CtrlC,
+    /// Host-side: the kernel's memory per socket (its anonymous RSS;
+    /// natively the host's `Slab`) between the two stages of `bench_net
+    /// tcp_idle_conns|tcp_idle_listeners N` (the row's name without `_mem`
+    /// and with an `s`).
+    KernelMem { full: usize, quick: usize },
     /// Two guests on a virtual switch, one idle: the other's `busybox ping`
     /// round trip (natively `busybox ping` of 127.0.0.1).
     SwitchPing,
@@ -400,7 +405,8 @@ pub fn bench(p: &Paths, opt: &Options) -> Result<(), String> {
                     How::BootShell => measure_shell(b, &roots, timeout),
                     How::Forwarded { .. } => measure_fwd(b, &roots, op, opt.quick, timeout),
                     How::HostTree => host_tree::measure(b, op.name, &host_ctx, timeout),
-                    How::CtrlC | How::SwitchPing if b.peer() => Err("not measured under the peers".into()),
+                    How::CtrlC | How::SwitchPing | How::KernelMem { .. } if b.peer() => Err("not measured under the peers".into()),
+                    How::KernelMem { .. } => measure_kernel_mem(b, &roots, op, opt.quick, timeout),
                     How::CtrlC => measure_ctrl_c(b, &roots, timeout),
                     How::SwitchPing => measure_switch_ping(b, &roots, timeout),
                     How::IdleCpu => {

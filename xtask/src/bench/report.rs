@@ -82,7 +82,9 @@ pub(super) fn show(op: &Op, v: f64) -> String {
         "MB/s" if v < 100.0 => format!("{v:.1} MB/s"),
         "MB/s" => format!("{:.2} GB/s", v / 1e3),
         "%" => format!("{v:.2} %"),
-        "req/s" => format!("{v:.0} req/s"),
+        "req/s" | "conn/s" => format!("{v:.0} {}", op.unit),
+        "B" if v >= 1e4 => format!("{:.1} KB", v / 1e3),
+        "B" => format!("{v:.0} B"),
         u => format!("{v:.3} {u}"),
     }
 }

@@ -382,6 +382,42 @@ pub(super) const OPS: &[Op] = &[
         macro_: false,
     },
     Op {
+        name: "tcp_conn_first",
+        label: "TCP connections/s over 127.0.0.1 (connect, accept, close), first tenth",
+        unit: "conn/s",
+        better: Better::Higher,
+        how: How::Guest { prog: "bench_net", full: 20_000, quick: 500, path: PathArg::None },
+        target: None,
+        macro_: false,
+    },
+    Op {
+        name: "tcp_conn_last",
+        label: "TCP connections/s over 127.0.0.1 (connect, accept, close), last tenth",
+        unit: "conn/s",
+        better: Better::Higher,
+        how: How::Guest { prog: "bench_net", full: 20_000, quick: 500, path: PathArg::None },
+        target: None,
+        macro_: false,
+    },
+    Op {
+        name: "tcp_idle_conn_mem",
+        label: "kernel memory per idle established TCP socket (loopback, both ends)",
+        unit: "B",
+        better: Better::Lower,
+        how: How::KernelMem { full: 2_000, quick: 200 },
+        target: Some((16_384.0, 16_384.0)),
+        macro_: false,
+    },
+    Op {
+        name: "tcp_idle_listener_mem",
+        label: "kernel memory per idle TCP listener",
+        unit: "B",
+        better: Better::Lower,
+        how: How::KernelMem { full: 2_000, quick: 200 },
+        target: Some((8_192.0, 8_192.0)),
+        macro_: false,
+    },
+    Op {
         name: "ctrl_c_prompt",
         label: "Ctrl-C to the shell's next prompt, a CPU hog running (pty)",
         unit: "ns",
@@ -434,7 +470,7 @@ pub(super) const OPS: &[Op] = &[
 
 /// Whether `op` is a network row (`bench_net`): the peers skip these.
 pub(super) fn is_net(op: &Op) -> bool {
-    matches!(op.how, How::Forwarded { .. })
+    matches!(op.how, How::Forwarded { .. } | How::KernelMem { .. })
         || matches!(
             op.how,
             How::Guest {

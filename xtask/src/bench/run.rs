@@ -838,3 +838,70 @@ pub(super) fn measure_switch_ping(b: &Backend, roots: &Roots, timeout: Duration)
         _ => Err(format!("ping: {}", failure(&r))),
     }
 }
+
+/// A [`How::KernelMem`] sample: bytes per socket opened between `bench_net`'s
+/// two stages, from the kernel process's anonymous memory (`RssAnon`: its
+/// heap, not the guest's pages, which live in a shared memfd) or natively
+/// the host kernel's `Slab`.
+pub(super) fn measure_kernel_mem(b: &Backend, roots: &Roots, op: &Op, quick: bool, timeout: Duration) -> Sample {
+    use std::io::BufRead;
+    let How::KernelMem { full, quick: q } = op.how else {
+        return Err("not a kernel-memory row".into());
+    };
+    let prog_op = op.name.trim_end_matches("_mem").to_string() + "s";
+    let argv = ["/tests/bench_net".to_string(), prog_op.clone(), (if quick { q } else { full }).to_string()];
+    let mut cmd = command(b, &roots.main, &argv);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).process_group(0);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let pid = child.id();
+    let native = b.native();
+    // kB of the figure this backend is judged by.
+    let sample_kb = move || -> Option<f64> {
+        let (file, key) = if native { ("/proc/meminfo".to_string(), "Slab:") } else { (format!("/proc/{pid}/status"), "RssAnon:") };
+        let text = fs::read_to_string(file).ok()?;
+        text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if l.starts_with("stage ") {
+                let _ = tx.send((l.clone(), sample_kb()));
+            }
+            all.push(l);
+        }
+        all.join("\n")
+    });
+    let deadline = Instant::now() + timeout;
+    let stage = |n: &str| -> Result<(String, f64), String> {
+        let (line, kb) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).map_err(|_| format!("no `stage {n}` line"))?;
+        Ok((line, kb.ok_or("cannot read the memory figure")?))
+    };
+    let sample = stage("1").and_then(|(_, m1)| {
+        let (line, m2) = stage("2")?;
+        let count: f64 = line.split_whitespace().nth(2).and_then(|c| c.parse().ok()).filter(|&c: &f64| c > 0.0).ok_or("bad `stage 2` line")?;
+        Ok((m2 - m1).max(0.0) * 1024.0 / count)
+    });
+    let mut code = None;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                code = Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break,
+        }
+    }
+    // SAFETY: kills the process group we created for this child (ESRCH when it is gone is fine).
+    unsafe { kill(-(pid as i32), SIGKILL) };
+    let _ = child.wait();
+    let out = reader.join().unwrap_or_default();
+    match (sample, parse_sample(&out, &prog_op)) {
+        (_, Some(Err(why))) if !why.is_empty() => Err(why),
+        (Ok(v), _) if code == Some(0) => Ok(v),
+        (Ok(_), _) => Err(format!("exit {code:?}")),
+        (Err(e), _) => Err(e),
+    }
+}
