@@ -319,6 +319,42 @@ fn user_mode_port_forward_reaches_the_guest() {
     }
 }
 
+/// A forwarded connection to a guest port where nothing listens is reset
+/// (the client's read fails with ECONNRESET) as soon as the guest refuses
+/// it, the first one of a guest that has sent nothing yet included.
+#[test]
+fn a_forward_to_a_closed_guest_port_is_reset() {
+    use std::io::{BufRead, Read};
+    let _g = lock();
+    let root = default_root();
+    for (hal, kernel) in kernels() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let spec = format!("user,hostfwd=tcp:127.0.0.1:{port}-:81");
+        let mut cmd = Command::new(&kernel);
+        cmd.args(["--root", &root.display().to_string(), "--net", &spec, "--", "/bin/sh", "-c", "echo up; exec sleep 60"]);
+        let mut child = spawn(&mut cmd);
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        assert_eq!(line.trim(), "up", "{hal}: the guest did not start");
+        let mut results = Vec::new();
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let r = c.read(&mut [0u8; 16]).map_err(|e| e.kind());
+            results.push((r, t0.elapsed()));
+        }
+        // SAFETY: SIGKILL to the kernel this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        for (r, took) in results {
+            assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "{hal}: after {took:?}");
+            assert!(took < Duration::from_secs(5), "{hal}: the reset took {took:?}");
+        }
+    }
+}
+
 fn ip(args: &[&str]) -> bool {
     Command::new("ip")
         .args(args)

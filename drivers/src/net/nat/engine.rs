@@ -81,6 +81,10 @@ struct TcpConn {
     /// interface has sent the guest its RST (removing it at once would
     /// lose the reset, and a guest blocked in recv would wait for ever).
     rst_pending: bool,
+    /// The guest's side took the connection (always, for those the guest
+    /// opened). A forwarded one it refuses is reset towards the host
+    /// client, as close to a refused connect as an accepted socket allows.
+    guest_answered: bool,
 }
 
 struct UdpFlow {
@@ -129,6 +133,8 @@ pub(crate) struct Engine {
     /// A reset is on its way to the guest: run another turn at once to
     /// drop its connection (see `TcpConn::rst_pending`).
     rst_flush: bool,
+    /// When the guest was last told the gateway's MAC (see `announce_gateway`).
+    announced: Option<Instant>,
 }
 
 /// The smoltcp side of the link: IP packets (medium IP), wrapped in
@@ -318,6 +324,7 @@ impl Engine {
             hostfwd_addrs,
             buf: vec![0u8; 65536],
             rst_flush: false,
+            announced: None,
         })
     }
 
@@ -511,6 +518,32 @@ impl Engine {
         let mut frame = vec![0u8; 14 + reply.buffer_len()];
         eth_header(&mut frame, source_hardware_addr, EthernetProtocol::Arp);
         reply.emit(&mut ArpPacket::new_unchecked(&mut frame[14..]));
+        self.shared.push_to_guest(frame);
+    }
+
+    /// Before a forwarded connection or datagram starts towards the guest,
+    /// an ARP request from the gateway for the guest's address, so that the
+    /// guest's stack knows the gateway's MAC when it answers: otherwise its
+    /// first answer (a reset from a closed port, say) waits for its own ARP
+    /// and is lost, and the client sees it only at the SYN's retransmission,
+    /// a second later. Repeated at most every 20 s (a neighbour entry lives
+    /// a minute).
+    fn announce_gateway(&mut self) {
+        let now = Instant::now();
+        if self.announced.is_some_and(|t| now.duration_since(t) < Duration::from_secs(20)) {
+            return;
+        }
+        self.announced = Some(now);
+        let req = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(GATEWAY_MAC),
+            source_protocol_addr: GATEWAY_IP,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: GUEST_IP,
+        };
+        let mut frame = vec![0u8; 14 + req.buffer_len()];
+        eth_header(&mut frame, self.guest_mac, EthernetProtocol::Arp);
+        req.emit(&mut ArpPacket::new_unchecked(&mut frame[14..]));
         self.shared.push_to_guest(frame);
     }
 
@@ -748,6 +781,7 @@ impl Engine {
                         host_broken: false,
                         hup: false,
                         rst_pending: false,
+                        guest_answered: true,
                     },
                 );
                 self.by_key.insert(key, id);
@@ -814,6 +848,7 @@ impl Engine {
                     self.drop_frame(Stat::Policy);
                     continue;
                 };
+                self.announce_gateway();
                 let mut s = Self::new_tcp_socket();
                 let cx = self.iface.context();
                 if s.connect(
@@ -840,6 +875,7 @@ impl Engine {
                         host_broken: false,
                         hup: false,
                         rst_pending: false,
+                        guest_answered: false,
                     },
                 );
                 self.by_key.insert(key, id);
@@ -974,6 +1010,9 @@ impl Engine {
                     }
                 }
                 let st = s.state();
+                if !matches!(st, tcp::State::SynSent | tcp::State::Closed) {
+                    c.guest_answered = true;
+                }
                 let done = match st {
                     tcp::State::Closed if c.rst_pending => {
                         c.rst_pending = false;
@@ -985,6 +1024,9 @@ impl Engine {
                     _ => false,
                 };
                 if done {
+                    if !c.guest_answered {
+                        sys::reset_on_close(&c.host);
+                    }
                     self.remove_conn(id);
                 }
             }
@@ -1077,6 +1119,7 @@ impl Engine {
                         let Some(p) = self.alloc_gw_port(guest_port) else {
                             continue;
                         };
+                        self.announce_gateway();
                         self.udp_fwds[fi].sessions.insert(
                             peer,
                             UdpFwdSession {

@@ -1,4 +1,5 @@
-//! The few host calls std does not offer: eventfd, poll, non-blocking connect.
+//! The few host calls std does not offer: eventfd, poll, non-blocking connect,
+//! a close that resets.
 
 use std::io;
 use std::net::{SocketAddrV4, TcpStream};
@@ -96,4 +97,14 @@ pub(crate) fn connect_nonblocking(addr: SocketAddrV4) -> io::Result<TcpStream> {
         }
     }
     Ok(stream)
+}
+
+/// Makes the socket's close send a reset instead of a FIN (`SO_LINGER` with
+/// a zero timeout); best effort.
+pub(crate) fn reset_on_close(s: &TcpStream) {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: the option value is a live linger struct of the size given.
+    unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as libc::socklen_t)
+    };
 }
