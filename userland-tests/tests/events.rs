@@ -1,6 +1,7 @@
 //! Host events reach the guest at once, whatever it is doing (issue 23):
 //! keys typed while a program is busy (^C, ^\, ^Z, `q` in `top`), window
-//! resizes, frames from a virtual switch, and a switch that restarts.
+//! resizes, frames from a virtual switch, and a switch that restarts; and
+//! the user-mode NAT passes on resets and datagrams of any size.
 //!
 //! The kernel runs on a pty this test owns (`common/pty.rs`). Every bound
 //! is loose (seconds): these are functional checks on a busy machine; the
@@ -231,6 +232,39 @@ fn nat_host_reset_reaches_a_reading_guest() {
         server.join().unwrap();
         assert!(out.stdout.starts_with("errno 104 after"), "{var}: {}{}", out.stdout, out.stderr);
         assert!(t0.elapsed() < Duration::from_secs(20), "{var}: took {:?}", t0.elapsed());
+    }
+}
+
+/// UDP datagrams of every size up to 65,507 bytes cross the user-mode NAT
+/// both ways (IP fragments from the guest put back together, datagrams
+/// from the host fragmented towards it), and one byte more is EMSGSIZE.
+#[test]
+fn nat_udp_datagrams_of_any_size_echo() {
+    let _l = lock();
+    let root = default_root().display().to_string();
+    let client = "import socket, sys\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)\n\
+                  for n in (100, 1472, 1473, 3000, 20000, 65507):\n    \
+                      d = bytes(i % 251 for i in range(n)); s.sendto(d, ('10.0.2.2', int(sys.argv[1])))\n    \
+                      r, _ = s.recvfrom(70000); print(n, 'ok' if r == d else 'differs')\n\
+                  try:\n    s.sendto(bytes(65508), ('10.0.2.2', int(sys.argv[1])))\n\
+                  except OSError as e:\n    print('65508 errno', e.errno)\n";
+    for var in [SKAS, TT] {
+        let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = echo.local_addr().unwrap().port();
+        echo.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            for _ in 0..6 {
+                let Ok((n, from)) = echo.recv_from(&mut buf) else { return };
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        });
+        let net = format!("user,allow=udp:127.0.0.1:{port}");
+        let out = run_kernel(&kernel_from(var), &["--root", &root, "--net", &net, "--", "/usr/bin/python3", "-c", client, &port.to_string()]);
+        server.join().unwrap();
+        let want = "100 ok\n1472 ok\n1473 ok\n3000 ok\n20000 ok\n65507 ok\n65508 errno 90\n";
+        assert_eq!(out.stdout, want, "{var}: {}", out.stderr);
     }
 }
 

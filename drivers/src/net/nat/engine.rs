@@ -28,6 +28,7 @@ use smoltcp::wire::{
 };
 
 use super::broker::Opener;
+use super::fragment::{self, Reassembly, Refused};
 use super::sys;
 use super::{
     NatConfig, Proto, Shared, Stat, DNS_IP, GATEWAY_IP, GATEWAY_MAC, GUEST_IP, PREFIX_LEN,
@@ -47,8 +48,6 @@ const HOSTFWD_BACKLOG: i32 = 4096;
 const TCP_RX_BUFFER: usize = 65535;
 /// See [`TCP_RX_BUFFER`]; the send side may be larger.
 const TCP_TX_BUFFER: usize = 64 * 1024;
-/// Largest UDP payload that fits one unfragmented frame to the guest.
-const MAX_UDP_PAYLOAD: usize = 1500 - 20 - 8;
 /// Datagrams taken from one host UDP socket per loop turn.
 const DATAGRAMS_PER_TURN: usize = 64;
 /// Local ports the gateway uses for forwarded connections.
@@ -135,6 +134,8 @@ pub(crate) struct Engine {
     rst_flush: bool,
     /// When the guest was last told the gateway's MAC (see `announce_gateway`).
     announced: Option<Instant>,
+    /// Datagrams the guest sent in fragments.
+    reassembly: Reassembly,
 }
 
 /// The smoltcp side of the link: IP packets (medium IP), wrapped in
@@ -325,6 +326,7 @@ impl Engine {
             buf: vec![0u8; 65536],
             rst_flush: false,
             announced: None,
+            reassembly: Reassembly::default(),
         })
     }
 
@@ -554,16 +556,31 @@ impl Engine {
         if pkt.version() != 4 || !pkt.verify_checksum() {
             return self.drop_frame(Stat::Malformed);
         }
-        if pkt.more_frags() || pkt.frag_offset() != 0 {
-            // The guest's stack never needs to fragment at MTU 1500.
-            return self.drop_frame(Stat::Unsupported);
-        }
         let caps = ChecksumCapabilities::default();
         let Ok(ip) = Ipv4Repr::parse(&pkt, &caps) else {
             return self.drop_frame(Stat::Malformed);
         };
         let (src, dst) = (IpAddress::Ipv4(ip.src_addr), IpAddress::Ipv4(ip.dst_addr));
-        let payload = pkt.payload();
+        let whole;
+        let payload = if pkt.more_frags() || pkt.frag_offset() != 0 {
+            // A UDP datagram larger than the link's MTU, in pieces. (The
+            // guest's TCP keeps to the MSS; ICMP echo answers are one frame.)
+            if ip.next_header != IpProtocol::Udp {
+                return self.drop_frame(Stat::Unsupported);
+            }
+            let id = (ip.src_addr, ip.dst_addr, pkt.ident(), u8::from(ip.next_header));
+            match self.reassembly.add(id, usize::from(pkt.frag_offset()), pkt.more_frags(), pkt.payload(), Instant::now()) {
+                Ok(Some(d)) => {
+                    whole = d;
+                    &whole[..]
+                }
+                Ok(None) => return,
+                Err(Refused::Malformed) => return self.drop_frame(Stat::Malformed),
+                Err(Refused::Evicted) => return self.drop_frame(Stat::QueueFull),
+            }
+        } else {
+            pkt.payload()
+        };
         if ip.next_header == IpProtocol::Udp {
             // DHCP comes from 0.0.0.0 to the broadcast address: before the checks below.
             if let Ok(udp) = UdpPacket::new_checked(payload) {
@@ -711,13 +728,9 @@ impl Engine {
         } else {
             self.guest_mac
         };
-        let frame = udp_frame_to(
-            mac,
-            (GATEWAY_IP, DHCP_SERVER_PORT),
-            (Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
-            &body,
-        );
-        self.shared.push_to_guest(frame);
+        for frame in udp_frame_to(mac, (GATEWAY_IP, DHCP_SERVER_PORT), (Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT), &body) {
+            self.shared.push_to_guest(frame);
+        }
     }
 
     /// Where a guest flow to `dst:port` goes on the host, or `None` if policy forbids it.
@@ -1080,10 +1093,9 @@ impl Engine {
         for (&(gport, vis_ip, vis_port), f) in self.flows.iter_mut() {
             for _ in 0..DATAGRAMS_PER_TURN {
                 match f.sock.recv(&mut self.buf) {
-                    Ok(n) if n > MAX_UDP_PAYLOAD => self.shared.stats.bump(Stat::Oversize),
                     Ok(n) => {
                         f.last = now;
-                        out.push(udp_frame(
+                        out.extend(udp_frame(
                             self.guest_mac,
                             (vis_ip, vis_port),
                             gport,
@@ -1101,10 +1113,6 @@ impl Engine {
                     Ok(r) => r,
                     Err(_) => break,
                 };
-                if n > MAX_UDP_PAYLOAD {
-                    self.shared.stats.bump(Stat::Oversize);
-                    continue;
-                }
                 let gw_port = match self.udp_fwds[fi].sessions.get_mut(&peer) {
                     Some(s) => {
                         s.last = now;
@@ -1133,7 +1141,7 @@ impl Engine {
                     }
                 };
                 let guest_port = self.udp_fwds[fi].guest_port;
-                out.push(udp_frame(
+                out.extend(udp_frame(
                     self.guest_mac,
                     (GATEWAY_IP, gw_port),
                     guest_port,
@@ -1190,40 +1198,36 @@ fn ip_frame(
     frame
 }
 
-fn udp_frame(
-    guest_mac: EthernetAddress,
-    src: (Ipv4Addr, u16),
-    dst_port: u16,
-    payload: &[u8],
-) -> Vec<u8> {
+/// A UDP datagram to the guest: one frame, or IP fragments when it does not
+/// fit the link's MTU.
+fn udp_frame(guest_mac: EthernetAddress, src: (Ipv4Addr, u16), dst_port: u16, payload: &[u8]) -> Vec<Vec<u8>> {
     udp_frame_to(guest_mac, src, (GUEST_IP, dst_port), payload)
 }
 
-fn udp_frame_to(
-    guest_mac: EthernetAddress,
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
-    payload: &[u8],
-) -> Vec<u8> {
-    let repr = UdpRepr {
-        src_port: src.1,
-        dst_port: dst.1,
-    };
-    ip_frame(
-        guest_mac,
-        src.0,
-        dst.0,
-        IpProtocol::Udp,
-        8 + payload.len(),
-        |b| {
-            repr.emit(
-                &mut UdpPacket::new_unchecked(b),
-                &IpAddress::Ipv4(src.0),
-                &IpAddress::Ipv4(dst.0),
-                payload.len(),
-                |p| p.copy_from_slice(payload),
-                &ChecksumCapabilities::default(),
-            )
-        },
-    )
+fn udp_frame_to(guest_mac: EthernetAddress, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<Vec<u8>> {
+    let repr = UdpRepr { src_port: src.1, dst_port: dst.1 };
+    let mut dgram = vec![0u8; repr.header_len() + payload.len()];
+    repr.emit(
+        &mut UdpPacket::new_unchecked(&mut dgram[..]),
+        &IpAddress::Ipv4(src.0),
+        &IpAddress::Ipv4(dst.0),
+        payload.len(),
+        |p| p.copy_from_slice(payload),
+        &ChecksumCapabilities::default(),
+    );
+    fragment::split(&dgram)
+        .into_iter()
+        .map(|(ident, offset, more, piece)| {
+            let mut f = ip_frame(guest_mac, src.0, dst.0, IpProtocol::Udp, piece.len(), |b| b.copy_from_slice(piece));
+            if more || offset != 0 {
+                let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
+                p.set_ident(ident);
+                p.set_dont_frag(false);
+                p.set_more_frags(more);
+                p.set_frag_offset(offset as u16);
+                p.fill_checksum();
+            }
+            f
+        })
+        .collect()
 }

@@ -25,8 +25,9 @@
 //! socket it opened. Malformed frames are dropped and counted
 //! ([`UserNat::stats`]), never trusted.
 //!
-//! Not handled (dropped and counted as unsupported): IPv6, IP fragments,
-//! ICMP beyond echo to the gateway and DNS addresses (no ping to outside
+//! UDP datagrams of any size (up to 65,507 bytes) cross in IP fragments
+//! both ways (`fragment.rs`). Not handled (dropped and counted as
+//! unsupported): IPv6, fragments of anything but UDP, ICMP beyond echo to the gateway and DNS addresses (no ping to outside
 //! hosts), and ICMP errors for UDP.
 //!
 //! ```no_run
@@ -41,6 +42,7 @@
 pub mod broker;
 mod config;
 mod engine;
+mod fragment;
 mod sys;
 
 pub use config::{Allow, HostFwd, NatConfig, ParseError, Proto};
