@@ -392,9 +392,23 @@ fn hostfwd_clients_past_the_limit_wait_their_turn() {
             .collect();
         clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
     });
-    for _ in 0..CLIENTS {
+    // As a guest stack's listener does, keep a socket listening for every
+    // connection the NAT may have open (kernel-core keeps a pool): a SYN
+    // with none free is refused, and the NAT resets that host client.
+    let listen = |g: &mut Guest| {
         let h = g.new_tcp();
         g.tcp(h).listen(8080).unwrap();
+        h
+    };
+    let mut listening: Vec<SocketHandle> = (0..2).map(|_| listen(&mut g)).collect();
+    for _ in 0..CLIENTS {
+        let mut first = None;
+        assert!(g.until(10, |g| {
+            first = listening.iter().position(|&h| g.tcp(h).recv_queue() >= 4);
+            first.is_some()
+        }), "no connection reached the guest");
+        let h = listening.remove(first.unwrap());
+        listening.push(listen(&mut g));
         assert_eq!(g.read_exact(h, 4), b"ping");
         g.write_all(h, b"pong");
         g.tcp(h).close();
@@ -413,18 +427,24 @@ fn hostfwd_clients_past_the_limit_wait_their_turn() {
     }
 }
 
+/// A forwarded connection the guest refuses (nothing listens) is reset
+/// towards the host client, not closed as if served.
 #[test]
-fn hostfwd_to_closed_guest_port_closes_host_connection() {
+fn hostfwd_to_closed_guest_port_resets_host_connection() {
     let mut g = Guest::new(NatConfig::parse("hostfwd=tcp::0-:9").unwrap());
     let addr = g.nat.hostfwd_addrs()[0].1;
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 16];
-    assert!(g.until(4, |_| match s.read(&mut buf) {
-        Ok(0) => true,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        Ok(_) => false,
+    let mut got = None;
+    assert!(g.until(4, |_| {
+        match s.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            r => got = Some(r.map_err(|e| e.kind())),
+        }
+        got.is_some()
     }));
+    assert_eq!(got, Some(Err(std::io::ErrorKind::ConnectionReset)));
 }
 
 fn udp_socket(g: &mut Guest, port: u16) -> SocketHandle {
