@@ -240,6 +240,8 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
     // /proc, /sys, /tmp and /run go on top of it.
     args.extend(["--hostfs".into(), format!("{rootfs_s}:/{}", if root.readonly { "" } else { ":rw" })]);
 
+    // (guest destination, host source) of the bind mounts, for finding init.
+    let mut binds: Vec<(String, PathBuf)> = Vec::new();
     for m in &spec.mounts {
         check_guest_path("mount destination", &m.destination)?;
         let kind = m.kind.as_deref().unwrap_or("");
@@ -254,6 +256,8 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
                 notes.push(format!("bind mount of the file {} at {} skipped: hostfs mounts directories only", src_path.display(), m.destination));
                 continue;
             }
+            make_mount_point(&rootfs, &m.destination)?;
+            binds.push((m.destination.clone(), src_path.clone()));
             let ro = m.options.iter().any(|o| o == "ro");
             args.extend(["--hostfs".into(), format!("{}:{}{}", host_path_arg(&src_path)?, m.destination, if ro { "" } else { ":rw" })]);
             continue;
@@ -290,7 +294,7 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
 
     // Init: a guest path. A bare name is looked up on the container's PATH
     // in its root, as runc does before it execs.
-    let init = resolve_init(&rootfs, &process.args[0], &process.env, &process.cwd)?;
+    let init = resolve_init(&rootfs, &binds, &process.args[0], &process.env, &process.cwd)?;
     let env: Vec<String> = if process.env.is_empty() { vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()] } else { process.env.clone() };
     for e in &env {
         args.push(format!("--env={e}"));
@@ -303,6 +307,31 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
     Ok(Plan { backend, kernel_args: args, terminal: process.terminal, netns, notes, annotations: ann.clone() })
 }
 
+/// The kernel mounts on a directory that exists: make a missing mount
+/// point in the container's root, as runc does, unless the guest's own
+/// /dev, /proc, /sys, /tmp or /run holds it. Never through a symlink of
+/// the root (its target is a guest path, not a host one).
+fn make_mount_point(rootfs: &Path, dest: &str) -> Result<(), String> {
+    let guest_owned = ["/dev", "/proc", "/sys", "/tmp", "/run"].iter().any(|g| dest == *g || dest.starts_with(&format!("{g}/")));
+    if guest_owned {
+        return Ok(());
+    }
+    let mut at = rootfs.to_path_buf();
+    for c in Path::new(dest).components().filter(|c| matches!(c, Component::Normal(_))) {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => return Err(format!("mount destination {dest}: {} is a symlink in the root", at.display())),
+            Ok(_) => return Err(format!("mount destination {dest}: {} is not a directory", at.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).map_err(|e| format!("mount destination {dest}: cannot make {}: {e}", at.display()))?;
+            }
+            Err(e) => return Err(format!("mount destination {dest}: {}: {e}", at.display())),
+        }
+    }
+    Ok(())
+}
+
 /// A host path the kernel's `HOST:GUEST` flags can carry.
 fn host_path_arg(p: &Path) -> Result<String, String> {
     let s = p.to_str().ok_or_else(|| format!("{}: not UTF-8", p.display()))?;
@@ -313,8 +342,18 @@ fn host_path_arg(p: &Path) -> Result<String, String> {
 }
 
 /// The guest path of the program to run.
-fn resolve_init(rootfs: &Path, arg0: &str, env: &[String], cwd: &str) -> Result<String, String> {
-    let exists = |guest: &str| std::fs::symlink_metadata(rootfs.join(guest.trim_start_matches('/'))).is_ok();
+fn resolve_init(rootfs: &Path, binds: &[(String, PathBuf)], arg0: &str, env: &[String], cwd: &str) -> Result<String, String> {
+    // Where a guest path is on the host: under the last bind mount that
+    // covers it (later mounts go on top), else in the root.
+    let host = |guest: &str| -> PathBuf {
+        for (dest, src) in binds.iter().rev() {
+            if let Ok(rest) = Path::new(guest).strip_prefix(dest) {
+                return src.join(rest);
+            }
+        }
+        rootfs.join(guest.trim_start_matches('/'))
+    };
+    let exists = |guest: &str| std::fs::symlink_metadata(host(guest)).is_ok();
     if arg0.contains('/') {
         let guest = if arg0.starts_with('/') { arg0.to_string() } else { format!("{}/{arg0}", cwd.trim_end_matches('/')) };
         if exists(&guest) {

@@ -112,6 +112,10 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Pause all of the guest's code (the kernel sleeps; `resume` goes on).
+    Pause { id: String },
+    /// Go on after `pause`.
+    Resume { id: String },
     /// Run another process in a running container.
     Exec(ExecArgs),
     /// The container's processes (table: the guest's ps; json: host pids).
@@ -243,6 +247,8 @@ fn run(cli: &Cli, store: &Store, log: &Log) -> Result<i32, String> {
             }
             Ok(code)
         }
+        Cmd::Pause { id } => pause(store, id, true).map(|_| 0),
+        Cmd::Resume { id } => pause(store, id, false).map(|_| 0),
         Cmd::Exec(a) => exec(store, a),
         Cmd::Ps { format, id, .. } => ps(store, id, format),
         Cmd::List { format, quiet } => list(store, format, *quiet),
@@ -386,6 +392,7 @@ fn create_in(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: 
         pid_start,
         created: state::now_rfc3339(),
         started: false,
+        paused: false,
         name,
         run_dir,
         backend: plan.backend.binary().into(),
@@ -511,9 +518,15 @@ fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<(), String> {
             }
             Ok(())
         }
-        Status::Running => {
+        st @ (Status::Running | Status::Paused) => {
             let req = format!("kill {sig} {}", if all { "all" } else { "1" });
             match host::control_wait(&control_socket(&r), &req, Duration::from_secs(10), || state::alive(&r)) {
+                // A paused guest acts on SIGKILL once it goes on again (as
+                // a frozen cgroup is thawed for it).
+                Ok(_) if st == Status::Paused && sig == libc::SIGKILL => {
+                    let _ = host::control(&control_socket(&r), "go");
+                    Ok(())
+                }
                 Ok(_) => Ok(()),
                 // It ended meanwhile: the signal has nothing left to do.
                 Err(_) if !state::alive(&r) => Ok(()),
@@ -536,13 +549,14 @@ fn delete(store: &Store, id: &str, force: bool) -> Result<(), String> {
     state::check_id(id)?;
     let dir = store.dir(id);
     if !dir.is_dir() {
-        return Err(format!("container does not exist: {id}"));
+        // As runc: --force cleans up what may be there, and nothing is fine.
+        return if force { Ok(()) } else { Err(format!("container does not exist: {id}")) };
     }
     match store.load(id) {
         Ok(r) => {
             let st = state::status(&r);
-            if st == Status::Running && !force {
-                return Err(format!("cannot delete container {id} that is not stopped: running"));
+            if matches!(st, Status::Running | Status::Paused) && !force {
+                return Err(format!("cannot delete container {id} that is not stopped: {}", st.name()));
             }
             if st != Status::Stopped {
                 // SAFETY: a signal to the pid we checked is still ours.
@@ -584,13 +598,27 @@ fn wait_child(pid: i32) -> i32 {
     }
 }
 
-fn exec(_store: &Store, _a: &ExecArgs) -> Result<i32, String> {
-    Err("exec is not supported yet".into())
+/// `pause`/`resume`: the guest's `stop`/`go` (docs/operate.md): no guest
+/// code runs and the kernel sleeps on the host until resumed.
+fn pause(store: &Store, id: &str, stop: bool) -> Result<(), String> {
+    let mut r = store.load(id)?;
+    match (state::status(&r), stop) {
+        (Status::Running, true) | (Status::Paused, false) => {}
+        (s, _) => return Err(format!("container {id} is {}, not {}", s.name(), if stop { "running" } else { "paused" })),
+    }
+    host::control_wait(&control_socket(&r), if stop { "stop" } else { "go" }, Duration::from_secs(10), || state::alive(&r)).map_err(|e| format!("container {id}: {e}"))?;
+    r.paused = stop;
+    store.save(&r)
+}
+
+fn exec(_store: &Store, a: &ExecArgs) -> Result<i32, String> {
+    let _ = (&a.process, &a.console_socket, &a.pid_file, a.detach, a.tty, &a.cwd, &a.env, &a.user, a.preserve_fds, &a.command);
+    Err(format!("exec into container {} is not supported by rustuml-oci yet (docs/oci.md)", a.id))
 }
 
 fn ps(store: &Store, id: &str, format: &str) -> Result<i32, String> {
     let r = store.load(id)?;
-    if state::status(&r) != Status::Running {
+    if !matches!(state::status(&r), Status::Running | Status::Paused) {
         return Err(format!("container {id} is not running"));
     }
     match format {

@@ -20,6 +20,9 @@ pub struct Record {
     /// RFC 3339, UTC.
     pub created: String,
     pub started: bool,
+    /// `pause` holds it (the guest's `stop`) until `resume`.
+    #[serde(default)]
+    pub paused: bool,
     /// The guest's control name (`--name`).
     pub name: String,
     /// `XDG_RUNTIME_DIR` the kernel was given: its control directory is
@@ -35,6 +38,8 @@ pub struct Record {
 pub enum Status {
     Created,
     Running,
+    /// runc's word for a frozen container (not in the spec's list).
+    Paused,
     Stopped,
 }
 
@@ -43,6 +48,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -122,10 +128,11 @@ pub fn alive(r: &Record) -> bool {
 }
 
 pub fn status(r: &Record) -> Status {
-    match (alive(r), r.started) {
-        (false, _) => Status::Stopped,
-        (true, false) => Status::Created,
-        (true, true) => Status::Running,
+    match (alive(r), r.started, r.paused) {
+        (false, _, _) => Status::Stopped,
+        (true, false, _) => Status::Created,
+        (true, true, false) => Status::Running,
+        (true, true, true) => Status::Paused,
     }
 }
 
