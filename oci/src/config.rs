@@ -279,11 +279,16 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
         .and_then(|n| n.path.as_ref())
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
-    match ann.get(ANN_NET).map(String::as_str) {
+    // `;` also separates options: podman splits annotation values at commas.
+    let net_ann = ann.get(ANN_NET).map(|s| s.replace(';', ","));
+    match net_ann.as_deref() {
         Some("none") => {}
-        Some(spec) if spec.starts_with("user") => args.extend(["--net".into(), spec.into()]),
-        Some(other) => return Err(format!("annotation {ANN_NET}=`{}`: expected none or user[,...]", other.escape_default())),
-        None if netns.is_some() => args.extend(["--net".into(), "user".into()]),
+        Some(spec) if spec == "user" || spec.starts_with("user,") => args.extend(["--net".into(), spec.into()]),
+        Some(other) => return Err(format!("annotation {ANN_NET}=`{}`: expected none or user[;...]", other.escape_default())),
+        // In the engine's namespace the host's own services are out of
+        // reach already (its loopback is the namespace's): the guest
+        // reaches what a runc container there would.
+        None if netns.is_some() => args.extend(["--net".into(), "user,restrict=off".into()]),
         None => {}
     }
 
