@@ -611,9 +611,237 @@ fn pause(store: &Store, id: &str, stop: bool) -> Result<(), String> {
     store.save(&r)
 }
 
-fn exec(_store: &Store, a: &ExecArgs) -> Result<i32, String> {
-    let _ = (&a.process, &a.console_socket, &a.pid_file, a.detach, a.tty, &a.cwd, &a.env, &a.user, a.preserve_fds, &a.command);
-    Err(format!("exec into container {} is not supported by rustuml-oci yet (docs/oci.md)", a.id))
+/// `exec`: a new process in the running guest (the control channel's
+/// `exec`), its stdio carried by `exec-io` requests until it exits; our
+/// status is its status. With `--detach` a child of ours does that (its
+/// pid in --pid-file, as engines wait for it) and we return at once.
+fn exec(store: &Store, a: &ExecArgs) -> Result<i32, String> {
+    let r = store.load(&a.id)?;
+    if state::status(&r) != Status::Running {
+        return Err(format!("container {} is not running", a.id));
+    }
+    let _ = a.preserve_fds;
+    let mut p: config::Process = match &a.process {
+        Some(f) => {
+            let text = std::fs::read(f).map_err(|e| format!("--process {}: {e}", f.display()))?;
+            serde_json::from_slice(&text).map_err(|e| format!("--process {}: {e}", f.display()))?
+        }
+        None => {
+            if a.command.is_empty() {
+                return Err("exec needs a command (or --process FILE)".into());
+            }
+            config::Process { terminal: a.tty, user: config::User::default(), args: a.command.clone(), env: Vec::new(), cwd: "/".into(), rlimits: Vec::new() }
+        }
+    };
+    if let Some(c) = &a.cwd {
+        p.cwd = c.clone();
+    }
+    p.env.extend(a.env.iter().cloned());
+    if let Some(u) = &a.user {
+        let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
+        p.user.uid = uid.parse().map_err(|_| format!("--user {u}: numeric UID[:GID] expected"))?;
+        p.user.gid = gid.parse().map_err(|_| format!("--user {u}: numeric UID[:GID] expected"))?;
+    }
+    if p.args.is_empty() {
+        return Err("exec: process.args is empty".into());
+    }
+    if p.env.is_empty() {
+        p.env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let esc = |s: &str| -> String {
+        let mut o = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_graphic() && b != b'%' {
+                o.push(b as char);
+            } else {
+                o.push_str(&format!("%{b:02X}"));
+            }
+        }
+        o
+    };
+    let mut req = format!("exec cwd={} uid={} gid={}", esc(&p.cwd), p.user.uid, p.user.gid);
+    for e in &p.env {
+        req.push_str(&format!(" env={}", esc(e)));
+    }
+    for x in &p.args {
+        req.push_str(&format!(" arg={}", esc(x)));
+    }
+    if req.len() > 4000 {
+        return Err("exec: the command and environment are too long for the control channel (4000 bytes)".into());
+    }
+    // The terminal the engine asked for: our stdio become its pty.
+    let console = match (p.terminal, &a.console_socket) {
+        (true, Some(sock)) => {
+            let (m, s) = host::openpty()?;
+            host::send_console(sock, m.as_raw_fd())?;
+            Some((m, s))
+        }
+        _ => None,
+    };
+    let sock = control_socket(&r);
+    // Started before any fork: a program that cannot run is this
+    // command's error, as with runc (engines turn "not found" into 127).
+    let pid: u32 = host::control(&sock, &req)?.trim().parse().map_err(|_| "exec: bad answer from the guest".to_string())?;
+    if a.detach {
+        // SAFETY: single-threaded; the child goes on with plain code and exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid > 0 {
+            if let Some(f) = &a.pid_file {
+                std::fs::write(f, pid.to_string()).map_err(|e| format!("--pid-file {}: {e}", f.display()))?;
+            }
+            return Ok(0);
+        }
+        // SAFETY: a new session for the detached carrier.
+        unsafe { libc::setsid() };
+    } else if let Some(f) = &a.pid_file {
+        std::fs::write(f, std::process::id().to_string()).map_err(|e| format!("--pid-file {}: {e}", f.display()))?;
+    }
+    if let Some((_, s)) = &console {
+        // SAFETY: our stdio become the pty's slave side.
+        unsafe {
+            for fd in 0..3 {
+                libc::dup2(s.as_raw_fd(), fd);
+            }
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+        }
+    }
+    drop(console);
+    let code = match carry(&sock, pid) {
+        Ok(c) => c,
+        Err(e) if a.detach => {
+            eprintln!("rustuml-oci: {e}");
+            std::process::exit(255);
+        }
+        Err(e) => return Err(e),
+    };
+    if a.detach {
+        std::process::exit(code);
+    }
+    Ok(code)
+}
+
+/// SIGINT/SIGTERM/SIGHUP that reached `exec`: passed on to the process.
+static FORWARD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn note_signal(sig: libc::c_int) {
+    FORWARD.store(sig, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Move bytes until the exec'd process `pid` has exited: stdin to it,
+/// its stdout and stderr to ours. Returns its status.
+fn carry(sock: &Path, pid: u32) -> Result<i32, String> {
+    // SAFETY: F_GETFL on fd 0.
+    let fl = unsafe { libc::fcntl(0, libc::F_GETFL) };
+    let r = carry_io(sock, pid, fl);
+    if fl >= 0 {
+        // SAFETY: its flags back as they were (a terminal shared with a shell).
+        unsafe { libc::fcntl(0, libc::F_SETFL, fl) };
+    }
+    r
+}
+
+fn carry_io(sock: &Path, pid: u32, fl: i32) -> Result<i32, String> {
+    use std::io::Read;
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, note_signal as *const () as usize) };
+    }
+    if fl >= 0 {
+        // SAFETY: fd 0 non-blocking, so that polling it never waits.
+        unsafe { libc::fcntl(0, libc::F_SETFL, fl | libc::O_NONBLOCK) };
+    }
+    let mut stdin = std::mem::ManuallyDrop::new(unsafe_stdin());
+    let mut pending: Vec<u8> = Vec::new();
+    let mut stdin_open = true;
+    let mut eof_sent = false;
+    let mut idle = Duration::from_millis(1);
+    loop {
+        let sig = FORWARD.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if sig != 0 {
+            let _ = host::control(sock, &format!("kill {sig} {pid}"));
+        }
+        if stdin_open && pending.len() < 64 * 1024 {
+            let mut buf = [0u8; 16 * 1024];
+            match stdin.read(&mut buf) {
+                Ok(0) => stdin_open = false,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => stdin_open = false,
+            }
+        }
+        let chunk_len = pending.len().min(1500);
+        let mut q = format!("exec-io {pid} ");
+        if chunk_len == 0 {
+            q.push('-');
+        } else {
+            for b in &pending[..chunk_len] {
+                q.push_str(&format!("{b:02x}"));
+            }
+        }
+        let send_eof = !stdin_open && pending.len() == chunk_len && !eof_sent;
+        if send_eof {
+            q.push_str(" eof");
+        }
+        let ans = host::control(sock, &q)?;
+        let mut moved = false;
+        let mut exited = None;
+        for line in ans.lines() {
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            match k {
+                "in" => {
+                    let n: usize = v.parse().unwrap_or(0).min(chunk_len);
+                    if n == chunk_len && send_eof {
+                        eof_sent = true;
+                    }
+                    moved |= n > 0;
+                    pending.drain(..n);
+                }
+                "out" | "err" if !v.is_empty() => {
+                    let data: Vec<u8> = (0..v.len() / 2).filter_map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok()).collect();
+                    let fd = if k == "out" { 1 } else { 2 };
+                    write_all_fd(fd, &data);
+                    moved = true;
+                }
+                "status" => {
+                    if let Some(c) = v.strip_prefix("exited ") {
+                        exited = c.parse::<i32>().ok();
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(c) = exited {
+            return Ok(c);
+        }
+        // Poll fast while bytes move, back off to 50 ms while idle.
+        idle = if moved { Duration::from_millis(1) } else { (idle * 2).min(Duration::from_millis(50)) };
+        std::thread::sleep(idle);
+    }
+}
+
+fn unsafe_stdin() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 0 stays open for the process's life; the File is never dropped (ManuallyDrop).
+    unsafe { std::fs::File::from_raw_fd(0) }
+}
+
+/// Write all of `data` to `fd` (which may be non-blocking: wait for it).
+fn write_all_fd(fd: i32, mut data: &[u8]) {
+    while !data.is_empty() {
+        // SAFETY: a write from a live slice.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n > 0 {
+            data = &data[n as usize..];
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+            std::thread::sleep(Duration::from_millis(1));
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+        } else {
+            return;
+        }
+    }
 }
 
 fn ps(store: &Store, id: &str, format: &str) -> Result<i32, String> {

@@ -195,6 +195,34 @@ fn create_start_state_kill_delete() {
     let l: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(l[0]["id"], "c1");
 
+    // exec: a second process, its output, status and stdin carried.
+    let o = e.oci(&["exec", "c1", "sh", "-c", "echo exec-out; echo exec-err >&2; exit 4"]);
+    assert_eq!((code(&o), text(&o.stdout), text(&o.stderr)), (4, "exec-out\n".into(), "exec-err\n".into()));
+    let big: String = (0..20000).map(|i| format!("{i}\n")).collect();
+    let mut c = Command::new(oci_bin());
+    c.arg("--root").arg(&e.state).args(["exec", "c1", "sh", "-c", "cat; echo done"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = big.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(feed.as_bytes()).unwrap();
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(code(&o), 0);
+    assert_eq!(text(&o.stdout), format!("{big}done\n"), "stdin reaches the exec'd process whole, then its end");
+    let process = e.dir.join("process.json");
+    std::fs::write(&process, json!({ "args": ["sh", "-c", "echo $X; pwd; id -u"], "env": ["PATH=/usr/bin:/bin", "X=y"], "cwd": "/tmp", "user": { "uid": 7, "gid": 7 } }).to_string()).unwrap();
+    let o = e.oci(&["exec", "--process", process.to_str().unwrap(), "c1"]);
+    assert_eq!((code(&o), text(&o.stdout)), (0, "y\n/tmp\n7\n".into()), "{}", text(&o.stderr));
+    let o = e.oci(&["exec", "c1", "no-such-program"]);
+    assert_eq!(code(&o), 1);
+    assert!(text(&o.stderr).contains("executable file not found in $PATH"), "{}", text(&o.stderr));
+    let o = e.oci(&["ps", "c1"]);
+    let ps = text(&o.stdout);
+    assert!(!ps.contains("exec-out") && !ps.contains("cat; echo") && !ps.contains("id -u"), "exec'd processes are gone once they are reported: {ps}");
+
     // Signals reach the guest's init as a container's: one it has no
     // handler for is dropped, one it handles runs the handler.
     assert_eq!(code(&e.oci(&["kill", "c1", "SIGUSR1"])), 0);
@@ -207,6 +235,7 @@ fn create_start_state_kill_delete() {
     let st = e.state("c1");
     check_state(&st, "c1", "stopped", &e.bundle);
     assert_eq!(code(&e.oci(&["kill", "c1", "KILL"])), 1, "kill of a stopped container");
+    assert_eq!(code(&e.oci(&["exec", "c1", "true"])), 1, "exec in a stopped container");
     let o = e.oci(&["delete", "c1"]);
     assert_eq!(code(&o), 0, "delete: {}", text(&o.stderr));
     let o = e.oci(&["state", "c1"]);

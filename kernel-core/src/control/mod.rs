@@ -17,7 +17,8 @@
 //! (a file of the guest's procfs, read as init would), `ps`, `stats`,
 //! `log` (the kernel log ring, as `dmesg` prints it), `kill SIG [PID|all]`
 //! (a signal from outside the guest, as a container engine sends it to a
-//! container's init), `help`.
+//! container's init), `exec ...` and `exec-io PID ...` (a new process and
+//! its stdio: [`exec`]), `help`.
 
 use alloc::format;
 use alloc::string::String;
@@ -30,6 +31,8 @@ use linux_raw_sys::general as g;
 use crate::kernel::Kernel;
 use crate::task::{Pid, TaskState};
 
+mod exec;
+
 /// What the control channel changed in the kernel's course.
 #[derive(Debug, Default)]
 pub struct ControlState {
@@ -40,12 +43,14 @@ pub struct ControlState {
     /// A request was announced: served at the top of the loop, where every
     /// task is in the table (not while one is out of it, being run).
     pub pending: bool,
+    /// Processes started by `exec`, and their pipes.
+    pub execs: exec::Sessions,
 }
 
 /// The answer to a request: a body, or one line of why not.
 type Answer = Result<String, String>;
 
-const HELP: &str = "commands: version, info, halt, reboot, cad, sysrq KEY, stop, go, proc PATH, ps, stats, log, kill SIG [PID|all], config [conN], help\n";
+const HELP: &str = "commands: version, info, halt, reboot, cad, sysrq KEY, stop, go, proc PATH, ps, stats, log, kill SIG [PID|all], exec ..., exec-io PID ..., config [conN], help\n";
 const SYSRQ_HELP: &str = "sysrq keys: s (sync), e (SIGTERM all but init), i (SIGKILL all but init), m (memory to the log), \
 t (tasks to the log), b (reboot now: halts, no sync), o (power off now), h (help)";
 
@@ -130,6 +135,8 @@ impl<S: AddressSpace> Kernel<S> {
             "stats" => no_arg(self.control_stats()),
             "log" => no_arg(self.ttys.log.borrow().text()),
             "kill" => self.control_kill(arg),
+            "exec" => self.control_exec(hal, arg),
+            "exec-io" => self.control_exec_io(hal, arg),
             "" => Err(String::from("empty request")),
             _ => Err(format!("unknown command `{}` (try help)", cmd.chars().take(64).collect::<String>())),
         }
