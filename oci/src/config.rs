@@ -120,7 +120,11 @@ pub fn load(bundle: &Path) -> Result<Spec, String> {
     let path = bundle.join("config.json");
     let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > MAX_CONFIG {
-        return Err(format!("{}: {} bytes, more than a config.json can be ({MAX_CONFIG})", path.display(), meta.len()));
+        return Err(format!(
+            "{}: {} bytes, more than a config.json can be ({MAX_CONFIG})",
+            path.display(),
+            meta.len()
+        ));
     }
     let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -128,8 +132,14 @@ pub fn load(bundle: &Path) -> Result<Spec, String> {
 
 /// A guest path: absolute, no `..`, no NUL.
 fn check_guest_path(what: &str, p: &str) -> Result<(), String> {
-    if !p.starts_with('/') || p.contains('\0') || Path::new(p).components().any(|c| c == Component::ParentDir) {
-        return Err(format!("{what} `{}`: must be an absolute path without `..`", p.escape_default()));
+    if !p.starts_with('/')
+        || p.contains('\0')
+        || Path::new(p).components().any(|c| c == Component::ParentDir)
+    {
+        return Err(format!(
+            "{what} `{}`: must be an absolute path without `..`",
+            p.escape_default()
+        ));
     }
     Ok(())
 }
@@ -169,26 +179,52 @@ pub struct Plan {
 /// `empty_root` is an empty directory given as the kernel's `--root` (the
 /// container's root is mounted over `/` with hostfs); `name` the guest's
 /// control name.
-pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_log: &Path) -> Result<Plan, String> {
+pub fn plan(
+    spec: &Spec,
+    bundle: &Path,
+    empty_root: &Path,
+    name: &str,
+    kernel_log: &Path,
+) -> Result<Plan, String> {
     if !spec.oci_version.starts_with("1.") {
-        return Err(format!("ociVersion `{}` is not supported (1.x is)", spec.oci_version.escape_default()));
+        return Err(format!(
+            "ociVersion `{}` is not supported (1.x is)",
+            spec.oci_version.escape_default()
+        ));
     }
-    let process = spec.process.as_ref().ok_or("config.json has no `process`")?;
+    let process = spec
+        .process
+        .as_ref()
+        .ok_or("config.json has no `process`")?;
     let root = spec.root.as_ref().ok_or("config.json has no `root`")?;
     if process.args.is_empty() {
         return Err("process.args is empty: nothing to run".into());
     }
-    if process.args.len() > MAX_ARGS || process.env.len() > MAX_ENV || spec.mounts.len() > MAX_MOUNTS {
+    if process.args.len() > MAX_ARGS
+        || process.env.len() > MAX_ENV
+        || spec.mounts.len() > MAX_MOUNTS
+    {
         return Err(format!("config.json: too many args, env entries or mounts (at most {MAX_ARGS}, {MAX_ENV}, {MAX_MOUNTS})"));
     }
     check_guest_path("process.cwd", &process.cwd)?;
-    if let Some(bad) = process.env.iter().find(|e| !e.contains('=') || e.contains('\0')) {
-        return Err(format!("process.env entry `{}` is not KEY=VALUE", bad.escape_default()));
+    if let Some(bad) = process
+        .env
+        .iter()
+        .find(|e| !e.contains('=') || e.contains('\0'))
+    {
+        return Err(format!(
+            "process.env entry `{}` is not KEY=VALUE",
+            bad.escape_default()
+        ));
     }
     if process.args.iter().any(|a| a.contains('\0')) {
         return Err("process.args: an argument contains a NUL byte".into());
     }
-    let rootfs = if Path::new(&root.path).is_absolute() { PathBuf::from(&root.path) } else { bundle.join(&root.path) };
+    let rootfs = if Path::new(&root.path).is_absolute() {
+        PathBuf::from(&root.path)
+    } else {
+        bundle.join(&root.path)
+    };
     match std::fs::metadata(&rootfs) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(format!("root.path {}: not a directory", rootfs.display())),
@@ -202,22 +238,45 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
     let backend = match ann.get(ANN_BACKEND).map(String::as_str) {
         None | Some("skas") => Backend::Skas,
         Some("tt") => Backend::Tt,
-        Some(b) => return Err(format!("annotation {ANN_BACKEND}=`{}`: expected skas or tt", b.escape_default())),
+        Some(b) => {
+            return Err(format!(
+                "annotation {ANN_BACKEND}=`{}`: expected skas or tt",
+                b.escape_default()
+            ))
+        }
     };
     if let Some(t) = ann.get(ANN_TRAP) {
         match (backend, t.as_str()) {
             (Backend::Skas, "seccomp" | "ptrace") => args.extend(["--trap".into(), t.clone()]),
-            (Backend::Tt, _) => return Err(format!("annotation {ANN_TRAP} applies to the skas backend only")),
-            _ => return Err(format!("annotation {ANN_TRAP}=`{}`: expected seccomp or ptrace", t.escape_default())),
+            (Backend::Tt, _) => {
+                return Err(format!(
+                    "annotation {ANN_TRAP} applies to the skas backend only"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "annotation {ANN_TRAP}=`{}`: expected seccomp or ptrace",
+                    t.escape_default()
+                ))
+            }
         }
     }
 
     // Memory: the cgroup limit becomes the guest's whole memory.
-    let mem = match spec.linux.as_ref().and_then(|l| l.resources.as_ref()).and_then(|r| r.memory.as_ref()).and_then(|m| m.limit) {
+    let mem = match spec
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.as_ref())
+        .and_then(|r| r.memory.as_ref())
+        .and_then(|m| m.limit)
+    {
         Some(l) if l > 0 => {
             let l = l as u64;
             if l < MIN_MEM {
-                return Err(format!("linux.resources.memory.limit {l}: a rustuml guest needs at least {} MiB", MIN_MEM >> 20));
+                return Err(format!(
+                    "linux.resources.memory.limit {l}: a rustuml guest needs at least {} MiB",
+                    MIN_MEM >> 20
+                ));
             }
             l
         }
@@ -229,7 +288,10 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
     args.extend(["--log".into(), host_path_arg(kernel_log)?]);
     if let Some(h) = &spec.hostname {
         if h.len() > 64 || h.contains(['\0', '/']) {
-            return Err(format!("hostname `{}`: at most 64 bytes, no `/`", h.escape_default()));
+            return Err(format!(
+                "hostname `{}`: at most 64 bytes, no `/`",
+                h.escape_default()
+            ));
         }
         if !h.is_empty() {
             args.extend(["--hostname".into(), h.clone()]);
@@ -238,7 +300,10 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
     // The container's root over `/`: writes go to the bundle's rootfs as
     // with runc (read-only when root.readonly); the kernel's own /dev,
     // /proc, /sys, /tmp and /run go on top of it.
-    args.extend(["--hostfs".into(), format!("{rootfs_s}:/{}", if root.readonly { "" } else { ":rw" })]);
+    args.extend([
+        "--hostfs".into(),
+        format!("{rootfs_s}:/{}", if root.readonly { "" } else { ":rw" }),
+    ]);
 
     // (guest destination, host source) of the bind mounts, for finding init.
     let mut binds: Vec<(String, PathBuf)> = Vec::new();
@@ -247,19 +312,39 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
         let kind = m.kind.as_deref().unwrap_or("");
         let bind = kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
         if bind {
-            let src = m.source.as_deref().ok_or_else(|| format!("bind mount at {}: no source", m.destination))?;
-            let src_path = if Path::new(src).is_absolute() { PathBuf::from(src) } else { bundle.join(src) };
-            let meta = std::fs::metadata(&src_path).map_err(|e| format!("bind mount source {}: {e}", src_path.display()))?;
+            let src = m
+                .source
+                .as_deref()
+                .ok_or_else(|| format!("bind mount at {}: no source", m.destination))?;
+            let src_path = if Path::new(src).is_absolute() {
+                PathBuf::from(src)
+            } else {
+                bundle.join(src)
+            };
+            let meta = std::fs::metadata(&src_path)
+                .map_err(|e| format!("bind mount source {}: {e}", src_path.display()))?;
             if !meta.is_dir() {
                 // hostfs exports directories; engines bind single files
                 // (/etc/hosts, /etc/resolv.conf) that the guest then lacks.
-                notes.push(format!("bind mount of the file {} at {} skipped: hostfs mounts directories only", src_path.display(), m.destination));
+                notes.push(format!(
+                    "bind mount of the file {} at {} skipped: hostfs mounts directories only",
+                    src_path.display(),
+                    m.destination
+                ));
                 continue;
             }
             make_mount_point(&rootfs, &m.destination)?;
             binds.push((m.destination.clone(), src_path.clone()));
             let ro = m.options.iter().any(|o| o == "ro");
-            args.extend(["--hostfs".into(), format!("{}:{}{}", host_path_arg(&src_path)?, m.destination, if ro { "" } else { ":rw" })]);
+            args.extend([
+                "--hostfs".into(),
+                format!(
+                    "{}:{}{}",
+                    host_path_arg(&src_path)?,
+                    m.destination,
+                    if ro { "" } else { ":rw" }
+                ),
+            ]);
             continue;
         }
         match (kind, m.destination.as_str()) {
@@ -283,8 +368,15 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
     let net_ann = ann.get(ANN_NET).map(|s| s.replace(';', ","));
     match net_ann.as_deref() {
         Some("none") => {}
-        Some(spec) if spec == "user" || spec.starts_with("user,") => args.extend(["--net".into(), spec.into()]),
-        Some(other) => return Err(format!("annotation {ANN_NET}=`{}`: expected none or user[;...]", other.escape_default())),
+        Some(spec) if spec == "user" || spec.starts_with("user,") => {
+            args.extend(["--net".into(), spec.into()])
+        }
+        Some(other) => {
+            return Err(format!(
+                "annotation {ANN_NET}=`{}`: expected none or user[;...]",
+                other.escape_default()
+            ))
+        }
         // In the engine's namespace the host's own services are out of
         // reach already (its loopback is the namespace's): the guest
         // reaches what a runc container there would.
@@ -293,23 +385,50 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
     }
 
     if !process.rlimits.is_empty() {
-        let kinds: Vec<String> = process.rlimits.iter().map(|r| format!("{} {}/{}", r.kind, r.soft, r.hard)).collect();
-        notes.push(format!("process.rlimits not applied (the guest's defaults hold): {}", kinds.join(", ")));
+        let kinds: Vec<String> = process
+            .rlimits
+            .iter()
+            .map(|r| format!("{} {}/{}", r.kind, r.soft, r.hard))
+            .collect();
+        notes.push(format!(
+            "process.rlimits not applied (the guest's defaults hold): {}",
+            kinds.join(", ")
+        ));
     }
 
     // Init: a guest path. A bare name is looked up on the container's PATH
     // in its root, as runc does before it execs.
-    let init = resolve_init(&rootfs, &binds, &process.args[0], &process.env, &process.cwd)?;
-    let env: Vec<String> = if process.env.is_empty() { vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()] } else { process.env.clone() };
+    let init = resolve_init(
+        &rootfs,
+        &binds,
+        &process.args[0],
+        &process.env,
+        &process.cwd,
+    )?;
+    let env: Vec<String> = if process.env.is_empty() {
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]
+    } else {
+        process.env.clone()
+    };
     for e in &env {
         args.push(format!("--env={e}"));
     }
     args.extend(["--cwd".into(), process.cwd.clone()]);
-    args.extend(["--user".into(), format!("{}:{}", process.user.uid, process.user.gid)]);
+    args.extend([
+        "--user".into(),
+        format!("{}:{}", process.user.uid, process.user.gid),
+    ]);
     args.push("--".into());
     args.push(init);
     args.extend(process.args[1..].iter().cloned());
-    Ok(Plan { backend, kernel_args: args, terminal: process.terminal, netns, notes, annotations: ann.clone() })
+    Ok(Plan {
+        backend,
+        kernel_args: args,
+        terminal: process.terminal,
+        netns,
+        notes,
+        annotations: ann.clone(),
+    })
 }
 
 /// The kernel mounts on a directory that exists: make a missing mount
@@ -317,19 +436,39 @@ pub fn plan(spec: &Spec, bundle: &Path, empty_root: &Path, name: &str, kernel_lo
 /// /dev, /proc, /sys, /tmp or /run holds it. Never through a symlink of
 /// the root (its target is a guest path, not a host one).
 fn make_mount_point(rootfs: &Path, dest: &str) -> Result<(), String> {
-    let guest_owned = ["/dev", "/proc", "/sys", "/tmp", "/run"].iter().any(|g| dest == *g || dest.starts_with(&format!("{g}/")));
+    let guest_owned = ["/dev", "/proc", "/sys", "/tmp", "/run"]
+        .iter()
+        .any(|g| dest == *g || dest.starts_with(&format!("{g}/")));
     if guest_owned {
         return Ok(());
     }
     let mut at = rootfs.to_path_buf();
-    for c in Path::new(dest).components().filter(|c| matches!(c, Component::Normal(_))) {
+    for c in Path::new(dest)
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+    {
         at.push(c);
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => return Err(format!("mount destination {dest}: {} is a symlink in the root", at.display())),
-            Ok(_) => return Err(format!("mount destination {dest}: {} is not a directory", at.display())),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "mount destination {dest}: {} is a symlink in the root",
+                    at.display()
+                ))
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "mount destination {dest}: {} is not a directory",
+                    at.display()
+                ))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&at).map_err(|e| format!("mount destination {dest}: cannot make {}: {e}", at.display()))?;
+                std::fs::create_dir(&at).map_err(|e| {
+                    format!(
+                        "mount destination {dest}: cannot make {}: {e}",
+                        at.display()
+                    )
+                })?;
             }
             Err(e) => return Err(format!("mount destination {dest}: {}: {e}", at.display())),
         }
@@ -339,7 +478,9 @@ fn make_mount_point(rootfs: &Path, dest: &str) -> Result<(), String> {
 
 /// A host path the kernel's `HOST:GUEST` flags can carry.
 fn host_path_arg(p: &Path) -> Result<String, String> {
-    let s = p.to_str().ok_or_else(|| format!("{}: not UTF-8", p.display()))?;
+    let s = p
+        .to_str()
+        .ok_or_else(|| format!("{}: not UTF-8", p.display()))?;
     if s.contains(':') {
         return Err(format!("{s}: paths with `:` cannot be given to the kernel"));
     }
@@ -347,7 +488,13 @@ fn host_path_arg(p: &Path) -> Result<String, String> {
 }
 
 /// The guest path of the program to run.
-fn resolve_init(rootfs: &Path, binds: &[(String, PathBuf)], arg0: &str, env: &[String], cwd: &str) -> Result<String, String> {
+fn resolve_init(
+    rootfs: &Path,
+    binds: &[(String, PathBuf)],
+    arg0: &str,
+    env: &[String],
+    cwd: &str,
+) -> Result<String, String> {
     // Where a guest path is on the host: under the last bind mount that
     // covers it (later mounts go on top), else in the root.
     let host = |guest: &str| -> PathBuf {
@@ -360,20 +507,32 @@ fn resolve_init(rootfs: &Path, binds: &[(String, PathBuf)], arg0: &str, env: &[S
     };
     let exists = |guest: &str| std::fs::symlink_metadata(host(guest)).is_ok();
     if arg0.contains('/') {
-        let guest = if arg0.starts_with('/') { arg0.to_string() } else { format!("{}/{arg0}", cwd.trim_end_matches('/')) };
+        let guest = if arg0.starts_with('/') {
+            arg0.to_string()
+        } else {
+            format!("{}/{arg0}", cwd.trim_end_matches('/'))
+        };
         if exists(&guest) {
             return Ok(guest);
         }
-        return Err(format!("exec: \"{arg0}\": stat {arg0}: no such file or directory"));
+        return Err(format!(
+            "exec: \"{arg0}\": stat {arg0}: no such file or directory"
+        ));
     }
-    let path = env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     for dir in path.split(':').filter(|d| d.starts_with('/')) {
         let guest = format!("{}/{arg0}", dir.trim_end_matches('/'));
         if exists(&guest) {
             return Ok(guest);
         }
     }
-    Err(format!("exec: \"{arg0}\": executable file not found in $PATH"))
+    Err(format!(
+        "exec: \"{arg0}\": executable file not found in $PATH"
+    ))
 }
 
 /// The config.json `rustuml-oci spec` writes: runc's example, trimmed to

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 pub fn control(sock: &Path, request: &str) -> Result<String, String> {
     let mut s = UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    s.write_all(format!("{request}\n").as_bytes()).map_err(|e| format!("control: {e}"))?;
+    s.write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| format!("control: {e}"))?;
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while head.len() < 4200 {
@@ -27,15 +28,24 @@ pub fn control(sock: &Path, request: &str) -> Result<String, String> {
     if let Some(why) = head.strip_prefix("error: ") {
         return Err(why.to_string());
     }
-    let len: usize = head.strip_prefix("ok ").and_then(|n| n.parse().ok()).ok_or_else(|| format!("control: bad answer `{head}`"))?;
+    let len: usize = head
+        .strip_prefix("ok ")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("control: bad answer `{head}`"))?;
     let mut body = vec![0u8; len.min(64 << 20)];
-    s.read_exact(&mut body).map_err(|e| format!("control: {e}"))?;
+    s.read_exact(&mut body)
+        .map_err(|e| format!("control: {e}"))?;
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A request to a guest that may still be booting: retried while `alive`
 /// says its kernel is there and the socket is not yet made, up to `wait`.
-pub fn control_wait(sock: &Path, request: &str, wait: Duration, alive: impl Fn() -> bool) -> Result<String, String> {
+pub fn control_wait(
+    sock: &Path,
+    request: &str,
+    wait: Duration,
+    alive: impl Fn() -> bool,
+) -> Result<String, String> {
     let t0 = Instant::now();
     loop {
         if sock.exists() {
@@ -45,7 +55,10 @@ pub fn control_wait(sock: &Path, request: &str, wait: Duration, alive: impl Fn()
             return Err("the guest is not running".into());
         }
         if t0.elapsed() > wait {
-            return Err(format!("the guest's control socket {} did not appear", sock.display()));
+            return Err(format!(
+                "the guest's control socket {} did not appear",
+                sock.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -105,7 +118,15 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
 pub fn openpty() -> Result<(OwnedFd, OwnedFd), String> {
     let (mut m, mut s) = (-1, -1);
     // SAFETY: openpty writes two descriptors; name, termios and winsize may be null.
-    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
         return Err(format!("openpty: {}", std::io::Error::last_os_error()));
     }
@@ -116,9 +137,13 @@ pub fn openpty() -> Result<(OwnedFd, OwnedFd), String> {
 /// Hand the pty master to the engine over its console socket
 /// (SCM_RIGHTS), as runc does for `--console-socket`.
 pub fn send_console(socket: &Path, master: RawFd) -> Result<(), String> {
-    let s = UnixStream::connect(socket).map_err(|e| format!("--console-socket {}: {e}", socket.display()))?;
+    let s = UnixStream::connect(socket)
+        .map_err(|e| format!("--console-socket {}: {e}", socket.display()))?;
     let name = b"/dev/ptmx";
-    let mut iov = libc::iovec { iov_base: name.as_ptr() as *mut libc::c_void, iov_len: name.len() };
+    let mut iov = libc::iovec {
+        iov_base: name.as_ptr() as *mut libc::c_void,
+        iov_len: name.len(),
+    };
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
     let mut cbuf = vec![0u8; space];
@@ -139,7 +164,11 @@ pub fn send_console(socket: &Path, master: RawFd) -> Result<(), String> {
     // SAFETY: msg and everything it points at live across the call.
     let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) };
     if n < 0 {
-        return Err(format!("--console-socket {}: sendmsg: {}", socket.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "--console-socket {}: sendmsg: {}",
+            socket.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

@@ -26,7 +26,11 @@ use clap::{Args, Parser, Subcommand};
 use state::{Record, Status, Store};
 
 #[derive(Parser)]
-#[command(name = "rustuml-oci", version, about = "An OCI runtime (runc's command line) that runs containers as rustuml guests")]
+#[command(
+    name = "rustuml-oci",
+    version,
+    about = "An OCI runtime (runc's command line) that runs containers as rustuml guests"
+)]
 struct Cli {
     /// State directory (default /run/rustuml-oci for root, else
     /// $XDG_RUNTIME_DIR/rustuml-oci).
@@ -36,7 +40,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     log: Option<PathBuf>,
     /// `text` or `json` (one object per line, as runc writes).
-    #[arg(long = "log-format", global = true, value_name = "FORMAT", default_value = "text")]
+    #[arg(
+        long = "log-format",
+        global = true,
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
     log_format: String,
     /// Accepted for engines that pass it; rustuml guests have no cgroups.
     #[arg(long = "systemd-cgroup", global = true)]
@@ -172,9 +181,16 @@ struct Log {
 impl Log {
     fn write(&self, level: &str, msg: &str) {
         let Some(p) = &self.file else { return };
-        let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) else { return };
+        let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        else {
+            return;
+        };
         let line = if self.json {
-            serde_json::json!({ "level": level, "msg": msg, "time": state::now_rfc3339() }).to_string()
+            serde_json::json!({ "level": level, "msg": msg, "time": state::now_rfc3339() })
+                .to_string()
         } else {
             format!("{} {level}: {msg}", state::now_rfc3339())
         };
@@ -184,9 +200,14 @@ impl Log {
 
 fn main() {
     let cli = Cli::parse();
-    let log = Log { file: cli.log.clone(), json: cli.log_format == "json" };
+    let log = Log {
+        file: cli.log.clone(),
+        json: cli.log_format == "json",
+    };
     let _ = cli.systemd_cgroup;
-    let store = Store { root: cli.root.clone().unwrap_or_else(default_root) };
+    let store = Store {
+        root: cli.root.clone().unwrap_or_else(default_root),
+    };
     match run(&cli, &store, &log) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -216,7 +237,8 @@ fn run(cli: &Cli, store: &Store, log: &Log) -> Result<i32, String> {
             if path.exists() {
                 return Err(format!("{}: already exists", path.display()));
             }
-            let text = serde_json::to_string_pretty(&config::example()).map_err(|e| e.to_string())?;
+            let text =
+                serde_json::to_string_pretty(&config::example()).map_err(|e| e.to_string())?;
             std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(0)
         }
@@ -227,7 +249,10 @@ fn run(cli: &Cli, store: &Store, log: &Log) -> Result<i32, String> {
         Cmd::Start { id } => start(store, id).map(|_| 0),
         Cmd::State { id } => {
             let r = store.load(id)?;
-            println!("{}", serde_json::to_string_pretty(&state::state_json(&r)).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&state::state_json(&r)).map_err(|e| e.to_string())?
+            );
             Ok(0)
         }
         Cmd::Kill { all, id, signal } => {
@@ -235,7 +260,11 @@ fn run(cli: &Cli, store: &Store, log: &Log) -> Result<i32, String> {
             kill(store, id, sig, *all).map(|_| 0)
         }
         Cmd::Delete { force, id } => delete(store, id, *force).map(|_| 0),
-        Cmd::Run { create: a, detach, keep } => {
+        Cmd::Run {
+            create: a,
+            detach,
+            keep,
+        } => {
             let pid = create(store, log, a, !*detach, cli.debug)?;
             start(store, &a.id)?;
             if *detach {
@@ -263,7 +292,11 @@ fn guest_name(id: &str) -> String {
     for b in id.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
-    let head: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+    let head: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
     format!("oci-{head}-{:08x}", h as u32)
 }
 
@@ -286,20 +319,41 @@ fn kernel_binary(b: config::Backend) -> Result<PathBuf, String> {
     if p.is_file() {
         Ok(p)
     } else {
-        Err(format!("{} not found beside rustuml-oci ({}); build it with `cargo xtask build --hal {}`", b.binary(), p.display(), if b == config::Backend::Tt { "tt" } else { "skas" }))
+        Err(format!(
+            "{} not found beside rustuml-oci ({}); build it with `cargo xtask build --hal {}`",
+            b.binary(),
+            p.display(),
+            if b == config::Backend::Tt {
+                "tt"
+            } else {
+                "skas"
+            }
+        ))
     }
 }
 
 /// `create` (and the first half of `run`): check the bundle, make the
 /// state directory, fork the container's process. Returns its pid. On
 /// any error nothing is left in the state directory.
-fn create(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: bool) -> Result<i32, String> {
+fn create(
+    store: &Store,
+    log: &Log,
+    a: &CreateArgs,
+    foreground: bool,
+    debug: bool,
+) -> Result<i32, String> {
     state::check_id(&a.id)?;
-    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(&store.root).map_err(|e| format!("--root {}: {e}", store.root.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&store.root)
+        .map_err(|e| format!("--root {}: {e}", store.root.display()))?;
     let dir = store.dir(&a.id);
     match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(format!("container with id exists: {}", a.id)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(format!("container with id exists: {}", a.id))
+        }
         Err(e) => return Err(format!("{}: {e}", dir.display())),
     }
     let r = create_in(store, log, a, foreground, debug, &dir);
@@ -309,8 +363,16 @@ fn create(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: boo
     r
 }
 
-fn create_in(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: bool, dir: &Path) -> Result<i32, String> {
-    let bundle = std::fs::canonicalize(&a.bundle).map_err(|e| format!("--bundle {}: {e}", a.bundle.display()))?;
+fn create_in(
+    store: &Store,
+    log: &Log,
+    a: &CreateArgs,
+    foreground: bool,
+    debug: bool,
+    dir: &Path,
+) -> Result<i32, String> {
+    let bundle = std::fs::canonicalize(&a.bundle)
+        .map_err(|e| format!("--bundle {}: {e}", a.bundle.display()))?;
     let spec = config::load(&bundle)?;
     let empty = dir.join("empty-root");
     std::fs::create_dir(&empty).map_err(|e| format!("{}: {e}", empty.display()))?;
@@ -326,15 +388,30 @@ fn create_in(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: 
     // The control socket must fit in sun_path: under the state directory
     // when it does, else under /tmp.
     let mut run_dir = dir.join("run");
-    if run_dir.join("rustuml").join(&name).join("control").as_os_str().len() > 100 {
+    if run_dir
+        .join("rustuml")
+        .join(&name)
+        .join("control")
+        .as_os_str()
+        .len()
+        > 100
+    {
         run_dir = std::env::temp_dir().join(format!("rustuml-oci-{name}"));
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&run_dir)
+        .map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let fifo = dir.join("exec.fifo");
     let cfifo = cstr(&fifo)?;
     // SAFETY: a NUL-terminated path.
     if unsafe { libc::mkfifo(cfifo.as_ptr(), 0o600) } != 0 {
-        return Err(format!("{}: mkfifo: {}", fifo.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "{}: mkfifo: {}",
+            fifo.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     let console: Option<(OwnedFd, OwnedFd)> = match (plan.terminal, &a.console_socket) {
         (true, Some(sock)) => {
@@ -342,25 +419,37 @@ fn create_in(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: 
             host::send_console(sock, m.as_raw_fd())?;
             Some((m, s))
         }
-        (true, None) if !foreground => return Err("process.terminal is set but no --console-socket was given".into()),
+        (true, None) if !foreground => {
+            return Err("process.terminal is set but no --console-socket was given".into())
+        }
         _ => None,
     };
     let netns = match &plan.netns {
-        Some(p) => Some(std::fs::File::open(p).map_err(|e| format!("network namespace {}: {e}", p.display()))?),
+        Some(p) => Some(
+            std::fs::File::open(p)
+                .map_err(|e| format!("network namespace {}: {e}", p.display()))?,
+        ),
         None => None,
     };
     // Everything the child needs, made before the fork.
     let mut argv: Vec<CString> = vec![cstr(&kernel)?];
     for s in &plan.kernel_args {
-        argv.push(CString::new(s.as_str()).map_err(|_| "an argument holds a NUL byte".to_string())?);
+        argv.push(
+            CString::new(s.as_str()).map_err(|_| "an argument holds a NUL byte".to_string())?,
+        );
     }
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envs: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != "XDG_RUNTIME_DIR")
-        .filter_map(|(k, v)| CString::new(format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).ok())
+        .filter_map(|(k, v)| {
+            CString::new(format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).ok()
+        })
         .collect();
-    envs.push(CString::new(format!("XDG_RUNTIME_DIR={}", run_dir.display())).map_err(|_| "bad run directory".to_string())?);
+    envs.push(
+        CString::new(format!("XDG_RUNTIME_DIR={}", run_dir.display()))
+            .map_err(|_| "bad run directory".to_string())?,
+    );
     let mut env_ptrs: Vec<*const libc::c_char> = envs.iter().map(|c| c.as_ptr()).collect();
     env_ptrs.push(std::ptr::null());
     let keep_fds = 3 + a.preserve_fds;
@@ -372,7 +461,15 @@ fn create_in(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: 
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        child(console.as_ref().map(|(_, s)| s.as_raw_fd()), netns.as_ref().map(|f| f.as_raw_fd()), &cfifo, keep_fds, &argv_ptrs, &env_ptrs, !foreground || console.is_some());
+        child(
+            console.as_ref().map(|(_, s)| s.as_raw_fd()),
+            netns.as_ref().map(|f| f.as_raw_fd()),
+            &cfifo,
+            keep_fds,
+            &argv_ptrs,
+            &env_ptrs,
+            !foreground || console.is_some(),
+        );
     }
     drop(console);
     let pid_start = state::proc_stat(pid).map(|(s, _)| s).unwrap_or(0);
@@ -380,10 +477,12 @@ fn create_in(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: 
     let uid = unsafe { libc::getuid() };
     let owner = std::fs::read_to_string("/etc/passwd")
         .ok()
-        .and_then(|p| p.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-        }))
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
         .unwrap_or_default();
     let rec = Record {
         id: a.id.clone(),
@@ -404,7 +503,9 @@ fn create_in(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: 
         // as soon as create returns.
         Some(f) => {
             let tmp = f.with_extension("rustuml-tmp");
-            std::fs::write(&tmp, pid.to_string()).and_then(|()| std::fs::rename(&tmp, f)).map_err(|e| format!("--pid-file {}: {e}", f.display()))
+            std::fs::write(&tmp, pid.to_string())
+                .and_then(|()| std::fs::rename(&tmp, f))
+                .map_err(|e| format!("--pid-file {}: {e}", f.display()))
         }
         None => Ok(()),
     });
@@ -419,7 +520,15 @@ fn create_in(store: &Store, log: &Log, a: &CreateArgs, foreground: bool, debug: 
 /// The container's process between fork and exec: a session of its own,
 /// the pty as its terminal, the engine's network namespace; then wait for
 /// `start` and become the kernel. Never returns.
-fn child(slave: Option<i32>, netns: Option<i32>, fifo: &CString, keep_fds: u32, argv: &[*const libc::c_char], envp: &[*const libc::c_char], new_session: bool) -> ! {
+fn child(
+    slave: Option<i32>,
+    netns: Option<i32>,
+    fifo: &CString,
+    keep_fds: u32,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    new_session: bool,
+) -> ! {
     let die = |what: &[u8]| -> ! {
         // SAFETY: writes of static bytes to stderr, then _exit.
         unsafe {
@@ -463,7 +572,8 @@ fn child(slave: Option<i32>, netns: Option<i32>, fifo: &CString, keep_fds: u32, 
 }
 
 fn cstr(p: &Path) -> Result<CString, String> {
-    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| format!("{}: holds a NUL byte", p.display()))
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{}: holds a NUL byte", p.display()))
 }
 
 /// `start`: let the created container's process go on into the kernel.
@@ -477,13 +587,26 @@ fn start(store: &Store, id: &str) -> Result<(), String> {
     let fifo = store.dir(id).join("exec.fifo");
     let c = cstr(&fifo)?;
     // SAFETY: a NUL-terminated path; non-blocking so a dead process cannot hang us.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
-        return Err(format!("{}: {}", fifo.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "{}: {}",
+            fifo.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     let t0 = Instant::now();
     let got = loop {
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one pollfd on the stack.
         unsafe { libc::poll(&mut p, 1, 50) };
         let mut b = [0u8; 1];
@@ -498,7 +621,9 @@ fn start(store: &Store, id: &str) -> Result<(), String> {
     // SAFETY: our descriptor.
     unsafe { libc::close(fd) };
     if !got {
-        return Err(format!("container {id}: its process did not start (exited or stuck)"));
+        return Err(format!(
+            "container {id}: its process did not start (exited or stuck)"
+        ));
     }
     let _ = std::fs::remove_file(&fifo);
     r.started = true;
@@ -514,13 +639,19 @@ fn kill(store: &Store, id: &str, sig: i32, all: bool) -> Result<(), String> {
         Status::Created => {
             // SAFETY: a signal to the pid we checked is still ours.
             if unsafe { libc::kill(r.pid, sig) } != 0 {
-                return Err(format!("kill {}: {}", r.pid, std::io::Error::last_os_error()));
+                return Err(format!(
+                    "kill {}: {}",
+                    r.pid,
+                    std::io::Error::last_os_error()
+                ));
             }
             Ok(())
         }
         st @ (Status::Running | Status::Paused) => {
             let req = format!("kill {sig} {}", if all { "all" } else { "1" });
-            match host::control_wait(&control_socket(&r), &req, Duration::from_secs(10), || state::alive(&r)) {
+            match host::control_wait(&control_socket(&r), &req, Duration::from_secs(10), || {
+                state::alive(&r)
+            }) {
                 // A paused guest acts on SIGKILL once it goes on again (as
                 // a frozen cgroup is thawed for it).
                 Ok(_) if st == Status::Paused && sig == libc::SIGKILL => {
@@ -550,13 +681,20 @@ fn delete(store: &Store, id: &str, force: bool) -> Result<(), String> {
     let dir = store.dir(id);
     if !dir.is_dir() {
         // As runc: --force cleans up what may be there, and nothing is fine.
-        return if force { Ok(()) } else { Err(format!("container does not exist: {id}")) };
+        return if force {
+            Ok(())
+        } else {
+            Err(format!("container does not exist: {id}"))
+        };
     }
     match store.load(id) {
         Ok(r) => {
             let st = state::status(&r);
             if matches!(st, Status::Running | Status::Paused) && !force {
-                return Err(format!("cannot delete container {id} that is not stopped: {}", st.name()));
+                return Err(format!(
+                    "cannot delete container {id} that is not stopped: {}",
+                    st.name()
+                ));
             }
             if st != Status::Stopped {
                 // SAFETY: a signal to the pid we checked is still ours.
@@ -604,9 +742,21 @@ fn pause(store: &Store, id: &str, stop: bool) -> Result<(), String> {
     let mut r = store.load(id)?;
     match (state::status(&r), stop) {
         (Status::Running, true) | (Status::Paused, false) => {}
-        (s, _) => return Err(format!("container {id} is {}, not {}", s.name(), if stop { "running" } else { "paused" })),
+        (s, _) => {
+            return Err(format!(
+                "container {id} is {}, not {}",
+                s.name(),
+                if stop { "running" } else { "paused" }
+            ))
+        }
     }
-    host::control_wait(&control_socket(&r), if stop { "stop" } else { "go" }, Duration::from_secs(10), || state::alive(&r)).map_err(|e| format!("container {id}: {e}"))?;
+    host::control_wait(
+        &control_socket(&r),
+        if stop { "stop" } else { "go" },
+        Duration::from_secs(10),
+        || state::alive(&r),
+    )
+    .map_err(|e| format!("container {id}: {e}"))?;
     r.paused = stop;
     store.save(&r)
 }
@@ -630,7 +780,14 @@ fn exec(store: &Store, a: &ExecArgs) -> Result<i32, String> {
             if a.command.is_empty() {
                 return Err("exec needs a command (or --process FILE)".into());
             }
-            config::Process { terminal: a.tty, user: config::User::default(), args: a.command.clone(), env: Vec::new(), cwd: "/".into(), rlimits: Vec::new() }
+            config::Process {
+                terminal: a.tty,
+                user: config::User::default(),
+                args: a.command.clone(),
+                env: Vec::new(),
+                cwd: "/".into(),
+                rlimits: Vec::new(),
+            }
         }
     };
     if let Some(c) = &a.cwd {
@@ -639,14 +796,19 @@ fn exec(store: &Store, a: &ExecArgs) -> Result<i32, String> {
     p.env.extend(a.env.iter().cloned());
     if let Some(u) = &a.user {
         let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
-        p.user.uid = uid.parse().map_err(|_| format!("--user {u}: numeric UID[:GID] expected"))?;
-        p.user.gid = gid.parse().map_err(|_| format!("--user {u}: numeric UID[:GID] expected"))?;
+        p.user.uid = uid
+            .parse()
+            .map_err(|_| format!("--user {u}: numeric UID[:GID] expected"))?;
+        p.user.gid = gid
+            .parse()
+            .map_err(|_| format!("--user {u}: numeric UID[:GID] expected"))?;
     }
     if p.args.is_empty() {
         return Err("exec: process.args is empty".into());
     }
     if p.env.is_empty() {
-        p.env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        p.env
+            .push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     let esc = |s: &str| -> String {
         let mut o = String::new();
@@ -659,7 +821,12 @@ fn exec(store: &Store, a: &ExecArgs) -> Result<i32, String> {
         }
         o
     };
-    let mut req = format!("exec cwd={} uid={} gid={}", esc(&p.cwd), p.user.uid, p.user.gid);
+    let mut req = format!(
+        "exec cwd={} uid={} gid={}",
+        esc(&p.cwd),
+        p.user.uid,
+        p.user.gid
+    );
     for e in &p.env {
         req.push_str(&format!(" env={}", esc(e)));
     }
@@ -667,7 +834,10 @@ fn exec(store: &Store, a: &ExecArgs) -> Result<i32, String> {
         req.push_str(&format!(" arg={}", esc(x)));
     }
     if req.len() > 4000 {
-        return Err("exec: the command and environment are too long for the control channel (4000 bytes)".into());
+        return Err(
+            "exec: the command and environment are too long for the control channel (4000 bytes)"
+                .into(),
+        );
     }
     // The terminal the engine asked for: our stdio become its pty.
     let console = match (p.terminal, &a.console_socket) {
@@ -681,7 +851,10 @@ fn exec(store: &Store, a: &ExecArgs) -> Result<i32, String> {
     let sock = control_socket(&r);
     // Started before any fork: a program that cannot run is this
     // command's error, as with runc (engines turn "not found" into 127).
-    let pid: u32 = host::control(&sock, &req)?.trim().parse().map_err(|_| "exec: bad answer from the guest".to_string())?;
+    let pid: u32 = host::control(&sock, &req)?
+        .trim()
+        .parse()
+        .map_err(|_| "exec: bad answer from the guest".to_string())?;
     if a.detach {
         // SAFETY: single-threaded; the child goes on with plain code and exits.
         let pid = unsafe { libc::fork() };
@@ -690,14 +863,16 @@ fn exec(store: &Store, a: &ExecArgs) -> Result<i32, String> {
         }
         if pid > 0 {
             if let Some(f) = &a.pid_file {
-                std::fs::write(f, pid.to_string()).map_err(|e| format!("--pid-file {}: {e}", f.display()))?;
+                std::fs::write(f, pid.to_string())
+                    .map_err(|e| format!("--pid-file {}: {e}", f.display()))?;
             }
             return Ok(0);
         }
         // SAFETY: a new session for the detached carrier.
         unsafe { libc::setsid() };
     } else if let Some(f) = &a.pid_file {
-        std::fs::write(f, std::process::id().to_string()).map_err(|e| format!("--pid-file {}: {e}", f.display()))?;
+        std::fs::write(f, std::process::id().to_string())
+            .map_err(|e| format!("--pid-file {}: {e}", f.display()))?;
     }
     if let Some((_, s)) = &console {
         // SAFETY: our stdio become the pty's slave side.
@@ -768,7 +943,9 @@ fn carry_io(sock: &Path, pid: u32, fl: i32) -> Result<i32, String> {
             match stdin.read(&mut buf) {
                 Ok(0) => stdin_open = false,
                 Ok(n) => pending.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => stdin_open = false,
             }
         }
@@ -800,7 +977,9 @@ fn carry_io(sock: &Path, pid: u32, fl: i32) -> Result<i32, String> {
                     pending.drain(..n);
                 }
                 "out" | "err" if !v.is_empty() => {
-                    let data: Vec<u8> = (0..v.len() / 2).filter_map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok()).collect();
+                    let data: Vec<u8> = (0..v.len() / 2)
+                        .filter_map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok())
+                        .collect();
                     let fd = if k == "out" { 1 } else { 2 };
                     write_all_fd(fd, &data);
                     moved = true;
@@ -817,7 +996,11 @@ fn carry_io(sock: &Path, pid: u32, fl: i32) -> Result<i32, String> {
             return Ok(c);
         }
         // Poll fast while bytes move, back off to 50 ms while idle.
-        idle = if moved { Duration::from_millis(1) } else { (idle * 2).min(Duration::from_millis(50)) };
+        idle = if moved {
+            Duration::from_millis(1)
+        } else {
+            (idle * 2).min(Duration::from_millis(50))
+        };
         std::thread::sleep(idle);
     }
 }
@@ -835,9 +1018,11 @@ fn write_all_fd(fd: i32, mut data: &[u8]) {
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
         if n > 0 {
             data = &data[n as usize..];
-        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+        {
             std::thread::sleep(Duration::from_millis(1));
-        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {
         } else {
             return;
         }
@@ -871,10 +1056,16 @@ fn ps(store: &Store, id: &str, format: &str) -> Result<i32, String> {
                 pids.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
                 i += 1;
             }
-            println!("{}", serde_json::to_string(&pids).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string(&pids).map_err(|e| e.to_string())?
+            );
         }
         "table" => {
-            let out = host::control_wait(&control_socket(&r), "ps", Duration::from_secs(10), || state::alive(&r))?;
+            let out =
+                host::control_wait(&control_socket(&r), "ps", Duration::from_secs(10), || {
+                    state::alive(&r)
+                })?;
             print!("{out}");
         }
         f => return Err(format!("--format {f}: expected table or json")),
@@ -883,7 +1074,11 @@ fn ps(store: &Store, id: &str, format: &str) -> Result<i32, String> {
 }
 
 fn list(store: &Store, format: &str, quiet: bool) -> Result<i32, String> {
-    let recs: Vec<Record> = store.ids().iter().filter_map(|id| store.load(id).ok()).collect();
+    let recs: Vec<Record> = store
+        .ids()
+        .iter()
+        .filter_map(|id| store.load(id).ok())
+        .collect();
     if quiet {
         for r in &recs {
             println!("{}", r.id);
@@ -896,11 +1091,22 @@ fn list(store: &Store, format: &str, quiet: bool) -> Result<i32, String> {
             println!("{}", serde_json::to_string(&v).map_err(|e| e.to_string())?);
         }
         "table" => {
-            println!("{:<20} {:<8} {:<10} {:<40} {:<31} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} {:<31} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
             for r in &recs {
                 let st = state::status(&r);
                 let pid = if st == Status::Stopped { 0 } else { r.pid };
-                println!("{:<20} {:<8} {:<10} {:<40} {:<31} {}", r.id, pid, st.name(), r.bundle.display(), r.created, r.owner);
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {:<31} {}",
+                    r.id,
+                    pid,
+                    st.name(),
+                    r.bundle.display(),
+                    r.created,
+                    r.owner
+                );
             }
         }
         f => return Err(format!("--format {f}: expected table or json")),

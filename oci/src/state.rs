@@ -65,11 +65,16 @@ pub fn check_id(id: &str) -> Result<(), String> {
         && id.len() <= 1024
         && id != "."
         && id != ".."
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid container id `{}`: letters, digits, `_`, `+`, `-`, `.` only", id.escape_default()))
+        Err(format!(
+            "invalid container id `{}`: letters, digits, `_`, `+`, `-`, `.` only",
+            id.escape_default()
+        ))
     }
 }
 
@@ -124,7 +129,8 @@ pub fn proc_stat(pid: i32) -> Option<(u64, char)> {
 
 /// Is the record's process still there (not a zombie, not a recycled pid)?
 pub fn alive(r: &Record) -> bool {
-    r.pid > 0 && matches!(proc_stat(r.pid), Some((start, st)) if start == r.pid_start && st != 'Z' && st != 'X')
+    r.pid > 0
+        && matches!(proc_stat(r.pid), Some((start, st)) if start == r.pid_start && st != 'Z' && st != 'X')
 }
 
 pub fn status(r: &Record) -> Status {
@@ -159,14 +165,22 @@ fn rootfs_of(bundle: &Path) -> String {
     crate::config::load(bundle)
         .ok()
         .and_then(|s| s.root)
-        .map(|r| if Path::new(&r.path).is_absolute() { PathBuf::from(r.path) } else { bundle.join(r.path) })
+        .map(|r| {
+            if Path::new(&r.path).is_absolute() {
+                PathBuf::from(r.path)
+            } else {
+                bundle.join(r.path)
+            }
+        })
         .map(|p| p.display().to_string())
         .unwrap_or_default()
 }
 
 /// Now as RFC 3339 in UTC, with nanoseconds (as runc writes `created`).
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
