@@ -443,6 +443,21 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         trace_syscalls: cli.trace_syscalls,
         ..Default::default()
     };
+    if !cli.init_env.is_empty() {
+        if let Some(bad) = cli.init_env.iter().find(|e| !e.contains('=')) {
+            fail(format_args!("--env {bad}: expected K=V"));
+        }
+        config.env = cli.init_env.clone();
+    }
+    if let Some(cwd) = &cli.cwd {
+        if !cwd.starts_with('/') {
+            fail(format_args!("--cwd {cwd}: must be an absolute guest path"));
+        }
+        config.cwd = cwd.clone();
+    }
+    if let Some((uid, gid)) = cli.user {
+        (config.uid, config.gid) = (uid, gid);
+    }
     if let Some(t) = &cli.trap {
         set_trap(name, t).unwrap_or_else(|e| fail(format_args!("{e}")));
     }

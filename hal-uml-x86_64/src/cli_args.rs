@@ -107,6 +107,17 @@ pub struct Cli {
     /// style `audit_log=FILE` is the same.
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// Init's environment, `K=V` (repeatable): when given, exactly these
+    /// variables instead of the login-like default (rustuml-oci passes an
+    /// OCI bundle's `process.env`).
+    #[arg(long = "env", value_name = "K=V")]
+    pub init_env: Vec<String>,
+    /// Init's working directory, a guest path (default `/`).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Init's user and group ids inside the guest (default 0:0).
+    #[arg(long, value_name = "UID:GID", value_parser = parse_user)]
+    pub user: Option<(u32, u32)>,
     /// Guest path of the first program.
     #[arg(value_name = "INIT", default_value = "/bin/sh")]
     pub init: String,
@@ -151,6 +162,13 @@ pub struct DoCli {
     /// leaves it as the last clean run did.
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+}
+
+/// Parse `UID:GID` (numbers).
+fn parse_user(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s.split_once(':').ok_or("expected UID:GID")?;
+    let num = |x: &str| x.parse::<u32>().map_err(|_| format!("`{x}` is not a numeric id"));
+    Ok((num(u)?, num(g)?))
 }
 
 /// Parse `123`, `64K`, `256M`, `1G` (binary multiples).

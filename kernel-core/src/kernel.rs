@@ -806,7 +806,8 @@ impl<S: AddressSpace> Kernel<S> {
         let tasks = &self.tasks;
         self.console_waiters.retain(|p| tasks.get(p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)));
         let (earliest, console) = self.waiters();
-        if earliest.is_none() && !console {
+        // An exec'd process's stdin is fed from the control channel.
+        if earliest.is_none() && !console && !self.control.execs.any() {
             return Some(self.deadlock(hal));
         }
         if earliest != self.armed {

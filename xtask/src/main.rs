@@ -305,8 +305,9 @@ fn build_kernel(p: &Paths, hal: Hal) -> Result<(), String> {
     let mut c = cargo();
     c.current_dir(&p.workspace).env("CARGO_TARGET_DIR", &p.target).args(["build", "--release", "-p", hal.package(), "--bin", hal.binary()]);
     if hal == Hal::Skas {
-        // The operator's tool for named guests of either kernel.
-        c.args(["--bin", "rustuml-ctl"]);
+        // The operator's tool for named guests of either kernel, and the
+        // OCI runtime that runs containers on them.
+        c.args(["--bin", "rustuml-ctl", "-p", "rustuml-oci", "--bin", "rustuml-oci"]);
     }
     run(&mut c, &format!("building {}", hal.binary()))
 }
@@ -548,6 +549,7 @@ fn test(p: &Paths, extra: &[OsString]) -> Result<(), String> {
         .env("CARGO_TARGET_DIR", &p.target)
         .env("RUSTUML_KERNEL_SKAS", p.kernel(Hal::Skas))
         .env("RUSTUML_KERNEL_TT", p.kernel(Hal::Tt))
+        .env("RUSTUML_OCI", p.target.join("release").join("rustuml-oci"))
         .env("RUSTUML_GUEST_BIN", p.guest_bin_dir())
         .env("RUSTUML_ROOT", p.default_root())
         .env("RUSTUML_C_ROOT", p.c_root())

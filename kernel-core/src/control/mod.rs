@@ -15,7 +15,10 @@
 //! / `go` (pause and resume all guest code; while paused the kernel sleeps
 //! on the host and serves only this channel and device input), `proc PATH`
 //! (a file of the guest's procfs, read as init would), `ps`, `stats`,
-//! `log` (the kernel log ring, as `dmesg` prints it), `help`.
+//! `log` (the kernel log ring, as `dmesg` prints it), `kill SIG [PID|all]`
+//! (a signal from outside the guest, as a container engine sends it to a
+//! container's init), `exec ...` and `exec-io PID ...` (a new process and
+//! its stdio: [`exec`]), `help`.
 
 use alloc::format;
 use alloc::string::String;
@@ -28,6 +31,8 @@ use linux_raw_sys::general as g;
 use crate::kernel::Kernel;
 use crate::task::{Pid, TaskState};
 
+mod exec;
+
 /// What the control channel changed in the kernel's course.
 #[derive(Debug, Default)]
 pub struct ControlState {
@@ -38,12 +43,14 @@ pub struct ControlState {
     /// A request was announced: served at the top of the loop, where every
     /// task is in the table (not while one is out of it, being run).
     pub pending: bool,
+    /// Processes started by `exec`, and their pipes.
+    pub execs: exec::Sessions,
 }
 
 /// The answer to a request: a body, or one line of why not.
 type Answer = Result<String, String>;
 
-const HELP: &str = "commands: version, info, halt, reboot, cad, sysrq KEY, stop, go, proc PATH, ps, stats, log, config [conN], help\n";
+const HELP: &str = "commands: version, info, halt, reboot, cad, sysrq KEY, stop, go, proc PATH, ps, stats, log, kill SIG [PID|all], exec ..., exec-io PID ..., config [conN], help\n";
 const SYSRQ_HELP: &str = "sysrq keys: s (sync), e (SIGTERM all but init), i (SIGKILL all but init), m (memory to the log), \
 t (tasks to the log), b (reboot now: halts, no sync), o (power off now), h (help)";
 
@@ -127,6 +134,9 @@ impl<S: AddressSpace> Kernel<S> {
             "ps" => no_arg(self.control_ps()),
             "stats" => no_arg(self.control_stats()),
             "log" => no_arg(self.ttys.log.borrow().text()),
+            "kill" => self.control_kill(arg),
+            "exec" => self.control_exec(hal, arg),
+            "exec-io" => self.control_exec_io(hal, arg),
             "" => Err(String::from("empty request")),
             _ => Err(format!("unknown command `{}` (try help)", cmd.chars().take(64).collect::<String>())),
         }
@@ -241,6 +251,41 @@ impl<S: AddressSpace> Kernel<S> {
             );
         }
         s
+    }
+
+    /// `kill SIG [PID|all]`: SIG (a number) to PID (default init) or to
+    /// every process, sent from outside the guest as from an ancestor pid
+    /// namespace on Linux: init gets only the signals it handles, plus
+    /// SIGKILL and SIGSTOP, which a container's init cannot refuse (this is
+    /// how `rustuml-oci kill` and so `podman kill`/`stop` reach the guest).
+    fn control_kill(&mut self, arg: &str) -> Answer {
+        const USAGE: &str = "kill needs SIG [PID|all] (SIG a number from 1 to 64)";
+        let mut words = arg.split_whitespace();
+        let sig = words.next().and_then(|w| w.parse::<u32>().ok()).filter(|s| (1..=crate::task::signal::NSIG as u32).contains(s)).ok_or(USAGE)?;
+        let target = words.next().unwrap_or("1");
+        if words.next().is_some() {
+            return Err(String::from(USAGE));
+        }
+        let live = |k: &Self, p: Pid| k.tasks.get(&p).is_some_and(|t| t.pid == t.tgid && !t.is_zombie());
+        let pids: Vec<Pid> = if target == "all" {
+            self.tasks.values().filter(|t| t.pid == t.tgid && !t.is_zombie()).map(|t| t.tgid).collect()
+        } else {
+            let pid = target.parse::<Pid>().map_err(|_| String::from(USAGE))?;
+            if !live(self, pid) {
+                return Err(format!("no process {pid}"));
+            }
+            alloc::vec![pid]
+        };
+        for &pid in &pids {
+            let mut info = crate::task::signal::SigInfo { signo: sig, ..Default::default() };
+            // Init drops what it has no handler for from any sender but
+            // itself; SIGKILL and SIGSTOP from outside must still land.
+            if pid == 1 && (sig == g::SIGKILL || sig == g::SIGSTOP) {
+                info.pid = 1;
+            }
+            self.post_signal(None, pid, info, false);
+        }
+        Ok(format!("sent signal {sig} to {} process{}\n", pids.len(), if pids.len() == 1 { "" } else { "es" }))
     }
 
     /// `proc PATH`: the file as init would read it from the guest's procfs.
