@@ -954,7 +954,7 @@ mod tests {
             }
             let (image, _) = crate::stub::build_image_for(false);
             let image = crate::ptrace::image_memfd(&image).unwrap();
-            let phys = crate::phys::MemfdPhys::new(1 << 20).unwrap();
+            let phys = hal_uml_host::phys::MemfdPhys::new(1 << 20).unwrap();
             // SAFETY: getpid has no preconditions.
             let me = unsafe { libc::getpid() };
             let fds = ChildFds { phys: phys.fd(), image, comm: None };
@@ -1009,7 +1009,7 @@ mod tests {
             // A sealed copy the zygote was never told about.
             let copy = crate::ptrace::image_memfd(&bytes).unwrap();
             IMAGES.with(|i| i.borrow_mut().retain(|&f| f != copy));
-            let phys = crate::phys::MemfdPhys::new(1 << 20).unwrap();
+            let phys = hal_uml_host::phys::MemfdPhys::new(1 << 20).unwrap();
             // SAFETY: getpid has no preconditions.
             let me = unsafe { libc::getpid() };
             let fds = ChildFds { phys: phys.fd(), image, comm: None };
