@@ -9,6 +9,8 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 /// The calling process's pid.
 #[inline]
@@ -32,9 +34,7 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
 /// retries on `EINTR`).
 pub fn kill_and_reap(pid: i32) {
     let _ = kill(pid, libc::SIGKILL);
-    let mut st = 0;
-    // SAFETY: `st` is a valid out-parameter.
-    while unsafe { libc::waitpid(pid, &mut st, libc::__WALL) } < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {}
+    reap(pid);
 }
 
 /// Whether child `pid` has ended, without waiting (and reaping it if so):
@@ -186,4 +186,76 @@ impl Drop for AnonMap {
         // SAFETY: unmapping what `new` made; its users are gone (the owner keeps it until then).
         unsafe { libc::munmap(self.base.cast(), self.len) };
     }
+}
+
+/// `futex(word, op, val, timeout)`: the host's answer (or -1 and `errno`).
+/// Only operations on the one word (`FUTEX_WAIT`, `FUTEX_WAKE`) fit these
+/// arguments.
+#[inline]
+pub fn futex(word: &AtomicU32, op: i32, val: u32, timeout: Option<Duration>) -> isize {
+    let ts = timeout.map(|t| libc::timespec { tv_sec: t.as_secs() as i64, tv_nsec: t.subsec_nanos() as i64 });
+    let tp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 (borrowed for the call); `tp` is null or a valid timespec.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, tp, 0usize, 0u32) as isize }
+}
+
+/// How many threads sleep in `FUTEX_WAIT` on `word`, asked of the host
+/// without waking any: `FUTEX_CMP_REQUEUE` of every waiter onto the same
+/// word returns their number.
+pub fn futex_waiters(word: &AtomicU32) -> isize {
+    let v = word.load(Ordering::SeqCst);
+    loop {
+        // SAFETY: `word` is a valid, aligned u32 (borrowed for the call); requeueing onto itself changes no waiter.
+        let r = unsafe {
+            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_CMP_REQUEUE, 0, i32::MAX as usize, word.as_ptr(), v)
+        } as isize;
+        // EAGAIN: the word changed under us; count again.
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+            return r;
+        }
+    }
+}
+
+/// Yield the CPU.
+#[inline]
+pub fn sched_yield() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
+
+/// Whether the host's seccomp offers return action `action`
+/// (`SECCOMP_GET_ACTION_AVAIL`: probed without installing anything).
+pub fn seccomp_action_available(action: u32) -> bool {
+    // SAFETY: SECCOMP_GET_ACTION_AVAIL (2) reads one u32 from a valid pointer.
+    (unsafe { libc::syscall(libc::SYS_seccomp, 2, 0, &action as *const u32) }) == 0
+}
+
+/// The auxiliary vector's entry `key` (`AT_HWCAP2`...), 0 if absent.
+pub fn getauxval(key: libc::c_ulong) -> u64 {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(key) }
+}
+
+/// Wait for child `pid` to end and reap it (`__WALL`; retries on `EINTR`).
+pub fn reap(pid: i32) {
+    let mut st = 0;
+    // SAFETY: `st` is a valid out-parameter.
+    while unsafe { libc::waitpid(pid, &mut st, libc::__WALL) } < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {}
+}
+
+/// The calling thread's id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// A connected pair of close-on-exec `AF_UNIX` `SOCK_SEQPACKET` sockets;
+/// the caller owns both descriptors.
+pub fn seqpacket_pair() -> io::Result<[i32; 2]> {
+    let mut sv = [-1; 2];
+    // SAFETY: `sv` has room for two fds.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sv)
 }

@@ -97,7 +97,7 @@ use crate::timer::{TimerShared, TIMER_SIGNAL};
 use crate::{Mechanism, Op, Stats};
 use hal::context::{XSAVE_HEADER, XSAVE_SW_BYTES};
 use hal::{Access, CpuFaultKind, HalError, Trap, UserContext};
-use hal_uml_host::sys::{self, SharedMemfd};
+use hal_uml_host::sys::{self, futex, futex_waiters, SharedMemfd};
 use std::io;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -150,47 +150,19 @@ fn profiling() -> bool {
 
 /// Whether the host offers `SECCOMP_RET_TRAP` (probed without installing anything).
 pub fn available() -> bool {
-    let action: u32 = crate::filter::RET_TRAP;
-    // SAFETY: SECCOMP_GET_ACTION_AVAIL (2) reads one u32 from a valid pointer.
-    let r = unsafe { libc::syscall(libc::SYS_seccomp, 2, 0, &action as *const u32) };
-    r == 0
+    sys::seccomp_action_available(crate::filter::RET_TRAP)
 }
 
 fn host_has_fsgsbase() -> bool {
-    // SAFETY: getauxval has no preconditions. HWCAP2_FSGSBASE is bit 1.
-    unsafe { libc::getauxval(libc::AT_HWCAP2) & 2 != 0 }
-}
-
-fn futex(word: &AtomicU32, op: i32, val: u32, timeout: Option<Duration>) -> isize {
-    let ts = timeout.map(|t| libc::timespec { tv_sec: t.as_secs() as i64, tv_nsec: t.subsec_nanos() as i64 });
-    let tp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned u32 in a shared mapping; `tp` is null or a valid timespec.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, tp, 0usize, 0u32) as isize }
-}
-
-/// How many threads sleep in `FUTEX_WAIT` on `word`, asked of the host
-/// without waking any: `FUTEX_CMP_REQUEUE` of every waiter onto the same
-/// word returns their number.
-fn futex_waiters(word: &AtomicU32) -> isize {
-    let v = word.load(Ordering::SeqCst);
-    loop {
-        // SAFETY: `word` is a valid, aligned u32 in a shared mapping; requeueing onto itself changes no waiter.
-        let r = unsafe {
-            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_CMP_REQUEUE, 0, i32::MAX as usize, word.as_ptr(), v)
-        } as isize;
-        // EAGAIN: the word changed under us; count again.
-        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-            return r;
-        }
-    }
+    // HWCAP2_FSGSBASE is bit 1.
+    sys::getauxval(libc::AT_HWCAP2) & 2 != 0
 }
 
 /// Let the stub's threads run: yield the CPU (they may share it), then,
 /// the longer a wait goes on, sleep a little.
 fn let_stub_run(round: u32) {
     if round < 32 {
-        // SAFETY: sched_yield has no preconditions.
-        unsafe { libc::sched_yield() };
+        sys::sched_yield();
     } else {
         std::thread::sleep(Duration::from_micros(100));
     }
