@@ -3,7 +3,7 @@
 //!
 //! At a guest's `SIGSEGV` stop the tracer delivers the signal to a handler
 //! in the traced process (the skas stub's code, or the tt kernel binary's
-//! own text). The handler, [`segv_detour_asm!`], copies `si_addr`, the page
+//! own text). The handler, [`segv_detour_asm!`](crate::segv_detour_asm), copies `si_addr`, the page
 //! fault error code and trap number from its signal frame, and `si_code`,
 //! into `rax`, `rbx`, `rcx` and `r8`, and stops at `int3`; the tracer reads
 //! them there ([`crate::tracer::Tracer::run_routine`]) and then restores the

@@ -3,7 +3,7 @@
 //! Running guest code in a traced process — register and FPU transfer,
 //! `waitpid` decoding into a [`Trap`], the `SIGSEGV` detour that learns a
 //! fault's access kind, timer kicks — is the host layer's
-//! [`Tracer`](hal_uml_host::tracer::Tracer), shared with the tt backend.
+//! [`Tracer`], shared with the tt backend.
 //! What is skas's: spawning stubs, and applying map operations in them.
 //!
 //! Guest code only ever runs under `PTRACE_SYSEMU`, so every `syscall` it
