@@ -1,6 +1,7 @@
 //! The **tt** ("traced thread") backend of the `hal`: the legacy User-mode
 //! Linux model, rebuilt for A/B comparison with the skas backend
-//! (`hal-uml-x86_64`).
+//! (`hal-uml-x86_64`). Both stand on the host layer, `hal-uml-host`; neither
+//! depends on the other.
 //!
 //! # Kernel memory is not protected from the guest
 //!
@@ -13,7 +14,7 @@
 //! you do not trust.
 //!
 //! # How it works
-//! - Physical memory is the same memfd as skas ([`hal_uml_x86_64::phys`]).
+//! - Physical memory is the same memfd as skas ([`hal_uml_host::phys`]).
 //! - Guest user memory lives in a fixed window `[0, USER_END)` of the
 //!   kernel's own address space ([`USER_END`] = 64 TiB). At start-up the HAL
 //!   reads `/proc/self/maps` and refuses to run if any host mapping lies in
@@ -27,7 +28,7 @@
 //!   runs guest code under `PTRACE_SYSEMU`, exactly as a skas stub does: the
 //!   register/FPU transfer, `waitpid` decoding, timer kicks and the
 //!   `SIGSEGV` detour for a fault's access kind are the shared
-//!   [`hal_uml_x86_64::ptrace::Tracer`]. The `SIGSEGV` handler is a few
+//!   [`hal_uml_host::tracer::Tracer`]. The `SIGSEGV` handler is a few
 //!   instructions of the kernel binary's own code (this crate's
 //!   `rustuml_tt_segv`), installed by the child for itself before it stops.
 //! - Map operations are applied by the kernel itself with `mmap`/`mprotect`/
@@ -62,10 +63,11 @@
 pub mod record;
 
 use hal::{AddressSpace, HalError, PhysMem, Prot, Trap, UserContext, PAGE_SIZE};
-use hal_uml_x86_64::host::{self, HostMachine};
-use hal_uml_x86_64::ops::{self, Op, OpQueue, SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP};
-use hal_uml_x86_64::phys::MemfdPhys;
-use hal_uml_x86_64::ptrace::{self as pt, Stats, Tracee, Tracer};
+use hal_uml_host::host::{self, HostMachine};
+use hal_uml_host::ops::{self, Op, OpQueue, SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP};
+use hal_uml_host::phys::MemfdPhys;
+use hal_uml_host::sys::{self, AnonMap};
+use hal_uml_host::tracer::{self as pt, Stats, Tracee, Tracer};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -84,20 +86,15 @@ const MAX_PENDING: usize = 4096;
 const CHILD_STACK: usize = 64 << 10;
 
 // The SIGSEGV handler of the guest host processes, in the kernel's own text:
-// the same protocol as the skas stub's handler. It hands si_addr, the page
-// fault error code, the trap number and si_code to the tracer in rax, rbx,
-// rcx, r8 and stops at `int3`; the tracer then restores the guest registers.
+// the host layer's detour (see `hal_uml_host::segv_detour`), as in the skas
+// stub.
 core::arch::global_asm!(
     ".pushsection .text.rustuml_tt_segv,\"ax\",@progbits",
     ".balign 16",
     ".globl rustuml_tt_segv",
     ".hidden rustuml_tt_segv",
     "rustuml_tt_segv:",
-    "mov 16(%rsi), %rax",  // si_addr
-    "mov 192(%rdx), %rbx", // uc_mcontext.gregs[REG_ERR]
-    "mov 200(%rdx), %rcx", // uc_mcontext.gregs[REG_TRAPNO]
-    "movslq 8(%rsi), %r8", // si_code
-    "int3",
+    hal_uml_host::segv_detour_asm!(),
     ".globl rustuml_tt_segv_done",
     ".hidden rustuml_tt_segv_done",
     "rustuml_tt_segv_done:",
@@ -222,8 +219,7 @@ fn check_window(w: &Window) -> io::Result<()> {
 /// The stack, signal stack and start-up arguments of a guest host process,
 /// in kernel memory. Freed only after the process is gone.
 struct ChildMem {
-    base: *mut u8,
-    len: usize,
+    _stacks: AnonMap,
     args: Box<ChildArgs>,
 }
 
@@ -236,13 +232,6 @@ struct ChildArgs {
     ksa: [u64; 4],
     /// Signal mask to set: nothing blocked.
     mask: u64,
-}
-
-impl Drop for ChildMem {
-    fn drop(&mut self) {
-        // SAFETY: the region was mapped by `spawn` and its process is dead.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
-    }
 }
 
 /// A raw system call that touches neither errno nor TLS (the child shares
@@ -293,37 +282,19 @@ struct GuestProcess {
 }
 
 fn spawn(kernel_pid: i32) -> io::Result<GuestProcess> {
-    let len = 2 * CHILD_STACK;
-    // SAFETY: a fresh private anonymous mapping; the kernel chooses where (above the window).
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    let base = base as *mut u8;
-    const SA_SIGINFO: u64 = 4;
-    const SA_ONSTACK: u64 = 0x0800_0000;
-    const SA_RESTORER: u64 = 0x0400_0000;
-    // The handler never returns through sigreturn: without NODEFER the next
-    // fault would find SIGSEGV blocked and kill the process.
-    const SA_NODEFER: u64 = 0x4000_0000;
+    // The host chooses where: above the window, which holds no free range
+    // of the sizes it picks (checked at start-up to hold no host mapping).
+    let stacks = AnonMap::new(2 * CHILD_STACK)?;
+    let base = stacks.as_ptr();
     let handler = rustuml_tt_segv as *const () as usize as u64;
     let args = Box::new(ChildArgs {
         kernel_pid: kernel_pid as i64,
         // SAFETY: the signal stack is the upper half of the region just mapped.
         ss: libc::stack_t { ss_sp: unsafe { base.add(CHILD_STACK) }.cast(), ss_flags: 0, ss_size: CHILD_STACK },
-        ksa: [handler, SA_SIGINFO | SA_ONSTACK | SA_RESTORER | SA_NODEFER, segv_done(), 0],
+        ksa: [handler, hal_uml_host::segv_detour::SA_FLAGS, segv_done(), 0],
         mask: 0,
     });
-    let mem = ChildMem { base, len, args };
+    let mem = ChildMem { _stacks: stacks, args };
     // SAFETY: the child runs `child_main` on the top of the lower half of `mem` (16-byte aligned) with a pointer to `mem.args`; CLONE_VM without CLONE_THREAD makes it a separate process sharing our memory, which we may trace; `mem` outlives it (see `GuestProcess`).
     let pid = unsafe {
         libc::clone(
@@ -339,11 +310,7 @@ fn spawn(kernel_pid: i32) -> io::Result<GuestProcess> {
     match pt::wait_for_stop(pid) {
         Some(libc::SIGSTOP) => {}
         _ => {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
-            }
+            sys::kill_and_reap(pid);
             return Err(io::Error::other("guest host process did not start"));
         }
     }
@@ -471,8 +438,7 @@ impl TtHal {
             host::pin_to(cpu);
         }
         let phys = MemfdPhys::new(mem_bytes)?;
-        // SAFETY: getpid has no preconditions.
-        let kernel_pid = unsafe { libc::getpid() };
+        let kernel_pid = sys::getpid();
         Ok(TtHal { phys, tracer: Tracer::default(), host: HostMachine::new()?, kernel_pid })
     }
 
@@ -515,7 +481,7 @@ impl TtHal {
         // Small mappings of a fault's worth of work are populated in the
         // same host call, as skas does: the guest's first touch then takes
         // no host fault.
-        ops::mark_populate(&mut batch, hal_uml_x86_64::POPULATE_MAX);
+        ops::mark_populate(&mut batch, hal_uml_host::POPULATE_MAX);
         for op in batch {
             w.stats.ops_applied += 1;
             if !w.apply(&op) {
@@ -564,5 +530,5 @@ impl hal::Hal for TtHal {
         self.tracer.run_guest(&mut space.proc.tracee, ctx, self.host.timer(), segv_done())
     }
 
-    hal_uml_x86_64::host_hal_methods!();
+    hal_uml_host::host_hal_methods!();
 }

@@ -7,7 +7,8 @@
 //! (`RUSTUML_TRAP` and `RUSTUML_PIN` choose the configuration of the first part.)
 
 use hal::{AddressSpace, Hal, PhysMem, Prot, Trap, UserContext};
-use hal_uml_x86_64::{timer::clock_ns, Placement, SkasConfig, SkasHal, TrapMode};
+use hal_uml_host::timer::clock_ns;
+use hal_uml_x86_64::{Placement, SkasConfig, SkasHal, TrapMode};
 use std::process::Command;
 
 // `1: mov $39, %eax; syscall; jmp 1b`

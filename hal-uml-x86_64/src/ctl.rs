@@ -13,7 +13,7 @@
 //! A bad command line, an unknown guest or an error answer: one line on
 //! stderr and exit status 2.
 
-use hal_uml_x86_64::control;
+use hal_uml_host::control;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

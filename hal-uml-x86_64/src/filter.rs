@@ -15,33 +15,14 @@
 //!   ARCH_SET_GS)` and `exit_group` are allowed; anything else kills the
 //!   process.
 
-/// One classic BPF instruction (`struct sock_filter`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Insn {
-    /// Opcode.
-    pub code: u16,
-    /// Jump offset if true.
-    pub jt: u8,
-    /// Jump offset if false.
-    pub jf: u8,
-    /// Operand.
-    pub k: u32,
-}
+pub use hal_uml_host::bpf::{Insn, RET_ALLOW, RET_KILL_PROCESS, RET_TRAP};
+use hal_uml_host::bpf::AUDIT_ARCH_X86_64;
 
 const LD_ABS_W: u16 = 0x20;
 const JEQ: u16 = 0x15;
 const JGT: u16 = 0x25;
 const RET: u16 = 0x06;
 
-/// `SECCOMP_RET_KILL_PROCESS`.
-pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
-/// `SECCOMP_RET_TRAP`.
-pub const RET_TRAP: u32 = 0x0003_0000;
-/// `SECCOMP_RET_ALLOW`.
-pub const RET_ALLOW: u32 = 0x7fff_0000;
-/// `AUDIT_ARCH_X86_64`, the architecture word of a 64-bit call.
-pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 use crate::stub::{self, CTRL_ADDR, MB_ADDR};
 
 const NR: u32 = 0;

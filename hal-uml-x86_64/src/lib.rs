@@ -25,13 +25,12 @@
 //!   more, and a seccomp hand-off is then a cheap same-CPU wake-up. Other
 //!   placements: [`Placement`].
 //!
-//! Shared with the tt backend (`hal-uml-tt`), which depends on this crate:
-//! [`phys`] (the memfd), [`ops`] (queued, merged map operations),
-//! [`ptrace`]'s [`ptrace::Tracee`]/[`ptrace::Tracer`] (register/FPU transfer,
-//! `waitpid` decoding into traps, the `SIGSEGV` access-kind detour),
-//! [`timer`] and [`host`] (clocks, timer, console, idle wait), and `cli`
-//! (the command line and boot glue of both kernel binaries, feature
-//! `kernel`).
+//! What this backend shares with the tt backend (`hal-uml-tt`) is the host
+//! layer both stand on, `hal-uml-host`: the physical-memory memfd, queued
+//! and merged map operations, the ptrace [`Tracer`](hal_uml_host::tracer::Tracer)
+//! (register/FPU transfer, `waitpid` decoding into traps, the `SIGSEGV`
+//! access-kind detour), clocks, timer, console, idle wait, and the command
+//! line of both kernel binaries. Neither backend depends on the other.
 //!
 //! Known limits: the stub area (code readable, data/alt-stack writable) is
 //! visible to guest code, as in UML (harmless under `PTRACE_SYSEMU`; under
@@ -42,37 +41,22 @@
 //! carries its thread's whole XSAVE state ([`xstate`]), so threads that
 //! share one stub never see each other's vector registers.
 
-#[cfg(feature = "kernel")]
-pub mod cli;
-#[cfg(feature = "kernel")]
-pub mod cli_args;
-#[cfg(feature = "kernel")]
-pub mod cli_uml;
-pub mod control;
 pub mod filter;
-pub mod heap;
-pub mod host;
-#[cfg(feature = "kernel")]
-pub mod nat_broker;
-pub mod ops;
-pub mod phys;
-pub mod recorder;
-#[cfg(feature = "kernel")]
-pub mod sandbox;
 pub mod ptrace;
 pub mod seccomp;
 pub mod spawn;
 pub mod stub;
-pub mod timer;
-pub mod vdso;
-pub mod xstate;
+
+// The host layer's modules, under the names this crate has always used.
+use hal_uml_host::{host, ops, timer, xstate};
 
 use hal::{AddressSpace, HalError, Interrupts, Prot, Trap, UserContext};
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-pub use ops::{Op, OpQueue};
-pub use phys::MemfdPhys;
+pub use hal_uml_host::ops::{Op, OpQueue};
+pub use hal_uml_host::phys::MemfdPhys;
+pub use hal_uml_host::POPULATE_MAX;
 pub use ptrace::{PtraceMechanism, PtraceStub, Stats};
 pub use seccomp::{SeccompMechanism, SeccompStub};
 
@@ -127,6 +111,12 @@ static DEFAULT_TRAP: AtomicU8 = AtomicU8::new(0);
 /// Choose the mechanism [`SkasHal::new`] uses (the `--trap` option).
 pub fn set_default_trap(mode: TrapMode) {
     DEFAULT_TRAP.store(if mode == TrapMode::Ptrace { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// `--trap MODE` of the command line ([`hal_uml_host::cli::Backend::set_trap`]).
+pub fn set_trap_option(mode: &str) -> Result<(), String> {
+    set_default_trap(mode.parse()?);
+    Ok(())
 }
 
 /// Where the kernel thread and the stubs run.
@@ -263,9 +253,6 @@ impl AddressSpace for SkasSpace {
         }
     }
 }
-
-/// Mappings up to this size are made with `MAP_POPULATE`.
-pub const POPULATE_MAX: u64 = 16 * hal::PAGE_SIZE as u64;
 
 /// The skas HAL.
 pub struct SkasHal {
@@ -418,5 +405,5 @@ impl hal::Hal for SkasHal {
         }
     }
 
-    crate::host_hal_methods!();
+    hal_uml_host::host_hal_methods!();
 }

@@ -97,6 +97,7 @@ use crate::timer::{TimerShared, TIMER_SIGNAL};
 use crate::{Mechanism, Op, Stats};
 use hal::context::{XSAVE_HEADER, XSAVE_SW_BYTES};
 use hal::{Access, CpuFaultKind, HalError, Trap, UserContext};
+use hal_uml_host::sys::{self, futex, futex_waiters, SharedMemfd};
 use std::io;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -149,47 +150,19 @@ fn profiling() -> bool {
 
 /// Whether the host offers `SECCOMP_RET_TRAP` (probed without installing anything).
 pub fn available() -> bool {
-    let action: u32 = crate::filter::RET_TRAP;
-    // SAFETY: SECCOMP_GET_ACTION_AVAIL (2) reads one u32 from a valid pointer.
-    let r = unsafe { libc::syscall(libc::SYS_seccomp, 2, 0, &action as *const u32) };
-    r == 0
+    sys::seccomp_action_available(crate::filter::RET_TRAP)
 }
 
 fn host_has_fsgsbase() -> bool {
-    // SAFETY: getauxval has no preconditions. HWCAP2_FSGSBASE is bit 1.
-    unsafe { libc::getauxval(libc::AT_HWCAP2) & 2 != 0 }
-}
-
-fn futex(word: &AtomicU32, op: i32, val: u32, timeout: Option<Duration>) -> isize {
-    let ts = timeout.map(|t| libc::timespec { tv_sec: t.as_secs() as i64, tv_nsec: t.subsec_nanos() as i64 });
-    let tp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned u32 in a shared mapping; `tp` is null or a valid timespec.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, tp, 0usize, 0u32) as isize }
-}
-
-/// How many threads sleep in `FUTEX_WAIT` on `word`, asked of the host
-/// without waking any: `FUTEX_CMP_REQUEUE` of every waiter onto the same
-/// word returns their number.
-fn futex_waiters(word: &AtomicU32) -> isize {
-    let v = word.load(Ordering::SeqCst);
-    loop {
-        // SAFETY: `word` is a valid, aligned u32 in a shared mapping; requeueing onto itself changes no waiter.
-        let r = unsafe {
-            libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_CMP_REQUEUE, 0, i32::MAX as usize, word.as_ptr(), v)
-        } as isize;
-        // EAGAIN: the word changed under us; count again.
-        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-            return r;
-        }
-    }
+    // HWCAP2_FSGSBASE is bit 1.
+    sys::getauxval(libc::AT_HWCAP2) & 2 != 0
 }
 
 /// Let the stub's threads run: yield the CPU (they may share it), then,
 /// the longer a wait goes on, sleep a little.
 fn let_stub_run(round: u32) {
     if round < 32 {
-        // SAFETY: sched_yield has no preconditions.
-        unsafe { libc::sched_yield() };
+        sys::sched_yield();
     } else {
         std::thread::sleep(Duration::from_micros(100));
     }
@@ -224,7 +197,9 @@ impl Ewma {
 /// Dropping it unmaps and closes the memfd (the handle kills the process).
 struct Comm {
     pid: i32,
-    memfd: i32,
+    /// Owns the memfd and the mapping (unmapped when dropped).
+    _mem: SharedMemfd,
+    /// `_mem`'s mapping.
     map: *mut u8,
     /// `Some(signal)` once the process is gone (and reaped).
     dead: std::cell::Cell<Option<Option<u32>>>,
@@ -263,15 +238,9 @@ impl Comm {
         if let Some(d) = self.dead.get() {
             return Some(Trap::Lost { signal: d });
         }
-        let mut st = 0;
-        // SAFETY: `st` is a valid out-parameter; `pid` is our child.
-        let r = unsafe { libc::waitpid(self.pid, &mut st, libc::WNOHANG | libc::__WALL) };
-        if r == self.pid || r < 0 {
-            let sig = if r == self.pid && libc::WIFSIGNALED(st) { Some(libc::WTERMSIG(st) as u32) } else { None };
-            self.dead.set(Some(sig));
-            return Some(Trap::Lost { signal: sig });
-        }
-        None
+        let sig = sys::reap_if_ended(self.pid)?;
+        self.dead.set(Some(sig));
+        Some(Trap::Lost { signal: sig })
     }
 
     /// Kill it (if alive) and return the [`Trap::Lost`] to report.
@@ -295,14 +264,7 @@ impl Comm {
         if self.dead.get().is_some() {
             return;
         }
-        // SAFETY: plain syscalls on our own child.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            let mut st = 0;
-            while libc::waitpid(self.pid, &mut st, libc::__WALL) < 0
-                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-            {}
-        }
+        sys::kill_and_reap(self.pid);
         self.dead.set(Some(Some(libc::SIGKILL as u32)));
     }
 
@@ -366,16 +328,6 @@ impl Comm {
             let _ = state.compare_exchange(mb::KERNEL, mb::PARK, Ordering::SeqCst, Ordering::SeqCst);
             let_stub_run(round);
             round += 1;
-        }
-    }
-}
-
-impl Drop for Comm {
-    fn drop(&mut self) {
-        // SAFETY: unmapping and closing what `spawn` created.
-        unsafe {
-            libc::munmap(self.map.cast(), stub::COMM_SIZE as usize);
-            libc::close(self.memfd);
         }
     }
 }
@@ -488,8 +440,7 @@ impl SeccompMechanism {
         let batch = placement == crate::Placement::SameCpu;
         let (image, layout) = stub::build_image_with(true, stub_cpu, batch);
         let image_fd = crate::ptrace::image_memfd(&image)?;
-        // SAFETY: getpid has no preconditions.
-        let kernel_pid = unsafe { libc::getpid() };
+        let kernel_pid = sys::getpid();
         // Counted before the kernel pinned itself.
         let cpus = crate::host::cpu_count();
         let spin = cpus > 1
@@ -564,8 +515,7 @@ impl SeccompMechanism {
                         // It does not answer the timer: it blocked the kick.
                         return Err(c.overdue("did not answer the timer"));
                     }
-                    // SAFETY: signalling our own child.
-                    unsafe { libc::kill(c.pid, TIMER_SIGNAL) };
+                    let _ = sys::kill(c.pid, TIMER_SIGNAL);
                 }
                 // Only a stub starting up is waited for without a timer.
                 None if kicked.get_or_insert_with(Instant::now).elapsed() > EXEC_DEADLINE => {
@@ -680,35 +630,12 @@ impl SeccompMechanism {
     /// Begin a stub: its shared memfd, and the request to the zygote.
     fn start_spawn(&mut self) -> Result<Prespawned, HalError> {
         let t0 = Instant::now();
-        // SAFETY: valid C string; result checked.
-        let memfd = unsafe { libc::memfd_create(c"rustuml-skas-mailbox".as_ptr(), libc::MFD_CLOEXEC) };
-        if memfd < 0 {
-            return Err(HalError::OutOfResources);
-        }
-        // SAFETY: sizing and mapping our own memfd; results checked.
-        let map = unsafe {
-            if libc::ftruncate(memfd, stub::COMM_SIZE as i64) != 0 {
-                libc::close(memfd);
-                return Err(HalError::OutOfResources);
-            }
-            libc::mmap(
-                std::ptr::null_mut(),
-                stub::COMM_SIZE as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                memfd,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(memfd) };
-            return Err(HalError::OutOfResources);
-        }
+        let mem = SharedMemfd::new(c"rustuml-skas-mailbox", stub::COMM_SIZE as usize, false).map_err(|_| HalError::OutOfResources)?;
+        let memfd = mem.fd();
         let comm = Comm {
             pid: 0,
-            memfd,
-            map: map.cast(),
+            map: mem.as_ptr(),
+            _mem: mem,
             dead: Default::default(),
             unconfirmed: Default::default(),
             parked: Default::default(),

@@ -15,6 +15,7 @@
 //! twice as fast under skas). Where no zygote can be started, or with
 //! `RUSTUML_STUB_ZYGOTE=0`, the kernel forks each stub itself.
 
+use hal_uml_host::sys;
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -69,12 +70,7 @@ fn create_shared_namespaces() -> Option<[i32; 5]> {
             // SAFETY: a valid C string; the result is checked below.
             *fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         }
-        // SAFETY: killing and reaping our own helper.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            let mut st = 0;
-            libc::waitpid(pid, &mut st, libc::__WALL);
-        }
+        sys::kill_and_reap(pid);
         if fds.iter().any(|&f| f < 0) {
             for f in fds.into_iter().filter(|&f| f >= 0) {
                 // SAFETY: closing fds we opened.
@@ -198,11 +194,7 @@ impl Drop for Spawning {
         // one's) and end the stub.
         if let Some((token, pidns)) = self.asked.take() {
             if let Some(Ok(pid)) = zygote_answer(&self.req, token, pidns) {
-                // SAFETY: killing and reaping our own child.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
-                }
+                sys::kill_and_reap(pid);
             }
         }
     }
@@ -361,13 +353,9 @@ struct Zygote {
 
 impl Drop for Zygote {
     fn drop(&mut self) {
-        // SAFETY: ending and reaping our own helper, closing our socket end.
-        unsafe {
-            libc::close(self.sock);
-            libc::kill(self.pid, libc::SIGKILL);
-            let mut st = 0;
-            libc::waitpid(self.pid, &mut st, libc::__WALL);
-        }
+        // SAFETY: closing our socket end, which nothing else uses.
+        unsafe { libc::close(self.sock) };
+        sys::kill_and_reap(self.pid);
     }
 }
 
@@ -575,8 +563,8 @@ fn zygote_answer(r: &Request, token: u64, pidns: bool) -> Option<io::Result<i32>
                 }
                 if rep.err != 0 {
                     if rep.pid > 0 {
-                        // SAFETY: reaping our own (already exited) child.
-                        unsafe { libc::waitpid(rep.pid, std::ptr::null_mut(), libc::__WALL) };
+                        // Our own child, already exited.
+                        sys::reap(rep.pid);
                     }
                     return Some(Err(io::Error::from_raw_os_error(rep.err)));
                 }
@@ -664,11 +652,7 @@ fn zygote_recv(sock: i32) -> Option<ZRep> {
 
 /// Fork the zygote and wait until it is in place (namespaces, root).
 fn start_zygote(kernel_pid: i32, root: i32, shared: Option<[i32; 5]>) -> Option<Zygote> {
-    let mut sv = [-1; 2];
-    // SAFETY: `sv` has room for two fds.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } != 0 {
-        return None;
-    }
+    let sv = sys::seqpacket_pair().ok()?;
     let cpus = crate::host::allowed_cpus();
     let mut images = [-1; MAX_IMAGES];
     let mut ids = Vec::new();
@@ -954,9 +938,8 @@ mod tests {
             }
             let (image, _) = crate::stub::build_image_for(false);
             let image = crate::ptrace::image_memfd(&image).unwrap();
-            let phys = crate::phys::MemfdPhys::new(1 << 20).unwrap();
-            // SAFETY: getpid has no preconditions.
-            let me = unsafe { libc::getpid() };
+            let phys = hal_uml_host::phys::MemfdPhys::new(1 << 20).unwrap();
+            let me = sys::getpid();
             let fds = ChildFds { phys: phys.fd(), image, comm: None };
             let mut zpid = None;
             for _ in 0..3 {
@@ -966,8 +949,7 @@ mod tests {
                 assert_eq!(crate::ptrace::wait_for_stop(pid), Some(libc::SIGTRAP));
                 let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
                 let field = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().nth(1).unwrap().to_string();
-                // SAFETY: gettid has no preconditions.
-                let tid = unsafe { libc::gettid() };
+                let tid = sys::gettid();
                 assert_eq!(field("TracerPid:"), tid.to_string(), "traced by the spawning thread");
                 assert_eq!(field("PPid:"), me.to_string());
                 let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
@@ -977,18 +959,14 @@ mod tests {
                     _ => 0,
                 });
                 assert_eq!(*zpid.get_or_insert(z), z, "one zygote per thread");
-                // SAFETY: killing and reaping our own child.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
-                }
+                sys::kill_and_reap(pid);
             }
             close_image(image);
             // The zygote is reaped when the thread's state is dropped.
             let z = zpid.unwrap();
             ZYGOTE.with(|z| *z.borrow_mut() = ZState::Untried);
-            // SAFETY: a signal-0 probe of a pid.
-            assert_ne!(unsafe { libc::kill(z, 0) }, 0, "zygote still there");
+            // A signal-0 probe of the pid.
+            assert!(sys::kill(z, 0).is_err(), "zygote still there");
         })
         .join()
         .unwrap();
@@ -1009,17 +987,12 @@ mod tests {
             // A sealed copy the zygote was never told about.
             let copy = crate::ptrace::image_memfd(&bytes).unwrap();
             IMAGES.with(|i| i.borrow_mut().retain(|&f| f != copy));
-            let phys = crate::phys::MemfdPhys::new(1 << 20).unwrap();
-            // SAFETY: getpid has no preconditions.
-            let me = unsafe { libc::getpid() };
+            let phys = hal_uml_host::phys::MemfdPhys::new(1 << 20).unwrap();
+            let me = sys::getpid();
             let fds = ChildFds { phys: phys.fd(), image, comm: None };
             let pid = spawn(me, fds, true, None).unwrap();
             assert_eq!(crate::ptrace::wait_for_stop(pid), Some(libc::SIGTRAP));
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
-            }
+            sys::kill_and_reap(pid);
             let sock = ZYGOTE.with(|z| match &*z.borrow() {
                 ZState::Ready(z) => z.sock,
                 _ => panic!("no zygote"),
@@ -1044,10 +1017,9 @@ mod tests {
             // Still serving its own image.
             let pid = spawn(me, fds, true, None).unwrap();
             assert_eq!(crate::ptrace::wait_for_stop(pid), Some(libc::SIGTRAP));
-            // SAFETY: killing and reaping our own child; closing our fds.
+            sys::kill_and_reap(pid);
+            // SAFETY: closing our fds.
             unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
                 libc::close(host);
                 libc::close(copy);
             }

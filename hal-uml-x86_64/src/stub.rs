@@ -302,11 +302,7 @@ core::arch::global_asm!(
     ".globl rustuml_skas_stub_segv",
     ".hidden rustuml_skas_stub_segv",
     "rustuml_skas_stub_segv:",
-    "mov 16(%rsi), %rax",  // si_addr
-    "mov 192(%rdx), %rbx", // uc_mcontext.gregs[REG_ERR]
-    "mov 200(%rdx), %rcx", // uc_mcontext.gregs[REG_TRAPNO]
-    "movslq 8(%rsi), %r8", // si_code
-    "int3",
+    hal_uml_host::segv_detour_asm!(),
     ".globl rustuml_skas_stub_segv_done",
     ".hidden rustuml_skas_stub_segv_done",
     "rustuml_skas_stub_segv_done:",
@@ -817,15 +813,10 @@ pub fn build_image_with(seccomp: bool, cpu: Option<usize>, batch: bool) -> (Vec<
     img[CODE_OFF as usize..code_end as usize].copy_from_slice(code);
 
     // Data page: struct kernel_sigaction for SIGSEGV.
+    use hal_uml_host::segv_detour::{SA_ONSTACK, SA_RESTORER, SA_SIGINFO};
     let d = PAGE as usize;
-    const SA_SIGINFO: u64 = 4;
-    const SA_ONSTACK: u64 = 0x0800_0000;
-    const SA_RESTORER: u64 = 0x0400_0000;
-    // No deferral: the handler never returns through sigreturn, so a blocked
-    // SIGSEGV would stay blocked and the next fault would kill the stub.
-    const SA_NODEFER: u64 = 0x4000_0000;
     put64(&mut img, d, layout.segv);
-    put64(&mut img, d + 8, SA_SIGINFO | SA_ONSTACK | SA_RESTORER | SA_NODEFER);
+    put64(&mut img, d + 8, hal_uml_host::segv_detour::SA_FLAGS);
     put64(&mut img, d + 16, layout.restorer);
     put64(&mut img, d + 24, 0); // mask: nothing blocked
     // stack_t for sigaltstack.

@@ -11,7 +11,7 @@
 //! Runs without the test harness: confinement applies to the whole process,
 //! so it must be a single-threaded one of its own.
 
-use hal_uml_x86_64::sandbox::{self, Backend, Mode, Needs};
+use hal_uml_host::sandbox::{self, Backend, Mode, Needs};
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 

@@ -37,7 +37,7 @@ mod conformance;
 mod freshness;
 mod fuzz;
 // The kernel's own option definitions, compiled here too (see that file).
-#[path = "../../hal-uml-x86_64/src/cli_args.rs"]
+#[path = "../../hal-uml-host/src/cli_args.rs"]
 mod kernel_args;
 mod image;
 mod isolation;

@@ -46,12 +46,14 @@ fn probe() -> FpuLayout {
 }
 
 /// The guests' XSAVE layout on this host (probed once).
+#[inline]
 pub fn layout() -> FpuLayout {
     static L: OnceLock<FpuLayout> = OnceLock::new();
     *L.get_or_init(probe)
 }
 
 /// The meaningful bytes of `f`.
+#[inline]
 pub fn bytes(f: &FpuState) -> &[u8] {
     &f.0[..layout().size]
 }
@@ -66,10 +68,12 @@ pub struct Held {
 
 impl Held {
     /// Does the context hold exactly `f`?
+    #[inline]
     pub fn is(&self, f: &FpuState) -> bool {
         self.known && self.state.as_ref().is_some_and(|h| bytes(h) == bytes(f))
     }
     /// It now holds `f`.
+    #[inline]
     pub fn set(&mut self, f: &FpuState) {
         let n = layout().size;
         match &mut self.state {
@@ -79,6 +83,7 @@ impl Held {
         self.known = true;
     }
     /// What it holds is unknown (it ran code that may have changed it).
+    #[inline]
     pub fn forget(&mut self) {
         self.known = false;
     }

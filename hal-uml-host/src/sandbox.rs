@@ -23,9 +23,9 @@
 //!
 //! The stubs are not under this filter: they are made by the zygote, a
 //! process forked before confinement, and have their own, narrower filters
-//! ([`crate::filter`]).
+//! (`hal-uml-x86_64`'s `filter`, on the same [`crate::bpf`]).
 
-use crate::filter::{Insn, RET_ALLOW, RET_TRAP};
+use crate::bpf::{Insn, RET_ALLOW, RET_TRAP};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -339,7 +339,7 @@ fn body(rule: Rule, refuse: u32) -> Vec<Insn> {
 /// refuse, or (log mode) allow from the escape instruction only.
 pub fn program(backend: Backend, escape: Option<u64>) -> Vec<Insn> {
     let refuse = RET_TRAP;
-    let mut p = vec![ld(ARCH), jeq(crate::filter::AUDIT_ARCH_X86_64, 1, 0), ret(refuse)];
+    let mut p = vec![ld(ARCH), jeq(crate::bpf::AUDIT_ARCH_X86_64, 1, 0), ret(refuse)];
     if let Some(ip) = escape {
         // The log handler's own re-issue of a call: allowed whatever it is.
         p.extend([ld(IP_HI), jeq((ip >> 32) as u32, 0, 3), ld(IP_LO), jeq(ip as u32, 0, 1), ret(RET_ALLOW)]);

@@ -69,18 +69,22 @@ fn is_live(p: *const TimerShared) -> bool {
 
 impl TimerShared {
     /// Mark `pid` as the stub about to run guest code (0: none).
+    #[inline]
     pub fn set_current(&self, pid: i32) {
         self.current.store(pid, Ordering::SeqCst);
     }
     /// Take the expiry flag.
+    #[inline]
     pub fn take_fired(&self) -> bool {
         self.fired.swap(false, Ordering::SeqCst)
     }
     /// Whether the timer expired and was not yet reported.
+    #[inline]
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
     /// The stub running guest code now (0: none).
+    #[inline]
     pub fn current(&self) -> i32 {
         self.current.load(Ordering::SeqCst)
     }
@@ -101,10 +105,12 @@ impl TimerShared {
         self.pending.fetch_or(bits, Ordering::SeqCst);
     }
     /// Ask for the sources `bits` to be re-armed at the next check.
+    #[inline]
     pub fn want_rearm(&self, bits: u32) {
         self.rearm.fetch_or(bits, Ordering::Relaxed);
     }
     /// Take the sources to re-arm.
+    #[inline]
     pub fn take_rearm(&self) -> u32 {
         if self.rearm.load(Ordering::Relaxed) == 0 {
             return 0;
@@ -112,6 +118,7 @@ impl TimerShared {
         self.rearm.swap(0, Ordering::Relaxed)
     }
     /// The event hub's epoll descriptor (-1: none).
+    #[inline]
     pub fn epfd(&self) -> i32 {
         self.epfd.load(Ordering::Relaxed)
     }
@@ -120,6 +127,7 @@ impl TimerShared {
         self.epfd.store(fd, Ordering::Relaxed);
     }
     /// Take the device interrupts raised so far.
+    #[inline]
     pub fn take_pending(&self) -> u32 {
         if self.pending.load(Ordering::SeqCst) == 0 {
             return 0;
@@ -127,6 +135,7 @@ impl TimerShared {
         self.pending.swap(0, Ordering::SeqCst)
     }
     /// Whether device interrupts wait to be taken.
+    #[inline]
     pub fn has_pending(&self) -> bool {
         self.pending.load(Ordering::SeqCst) != 0
     }
@@ -369,6 +378,7 @@ impl TscClock {
     }
 
     /// Guest `CLOCK_MONOTONIC` (ns since boot).
+    #[inline]
     pub fn now(&self) -> u64 {
         if !self.tsc {
             return clock_ns(libc::CLOCK_MONOTONIC) - self.boot_mono;

@@ -28,6 +28,7 @@ pub const POPULATE_MAX_OPS: usize = 4;
 /// copy of the parent's mappings, most of which the child never touches
 /// before it execs or exits: populating them all costs more than the few
 /// host faults it would save (measured: ~10 % of a stub's fork+exit time).
+#[inline]
 pub fn mark_populate(ops: &mut [Op], max_len: u64) {
     if ops.iter().filter(|op| op[0] == SYS_MMAP).count() > POPULATE_MAX_OPS {
         return;
@@ -40,6 +41,7 @@ pub fn mark_populate(ops: &mut [Op], max_len: u64) {
 }
 
 /// Whether `[vaddr, vaddr + len)` is page-aligned and inside `[0, end)`.
+#[inline]
 pub fn in_window(vaddr: u64, len: u64, end: u64) -> bool {
     vaddr.is_multiple_of(PAGE_SIZE as u64)
         && len.is_multiple_of(PAGE_SIZE as u64)
@@ -55,6 +57,7 @@ pub struct OpQueue {
 
 impl OpQueue {
     /// Queue `mmap(vaddr, len, prot, MAP_SHARED | MAP_FIXED, fd, paddr)`.
+    #[inline]
     pub fn map(&mut self, vaddr: u64, len: u64, paddr: u64, prot: Prot, fd: i32) {
         let prot = prot.bits() as u64;
         if let Some(l) = self.ops.last_mut() {
@@ -68,6 +71,7 @@ impl OpQueue {
     }
 
     /// Queue `munmap(vaddr, len)`.
+    #[inline]
     pub fn unmap(&mut self, vaddr: u64, len: u64) {
         if let Some(l) = self.ops.last_mut() {
             if l[0] == SYS_MUNMAP && l[1] + l[2] == vaddr {
@@ -84,6 +88,7 @@ impl OpQueue {
     }
 
     /// Queue `mprotect(vaddr, len, prot)`.
+    #[inline]
     pub fn protect(&mut self, vaddr: u64, len: u64, prot: Prot) {
         let prot = prot.bits() as u64;
         if let Some(l) = self.ops.last_mut() {
@@ -101,21 +106,25 @@ impl OpQueue {
     }
 
     /// Number of queued operations.
+    #[inline]
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
     /// Whether nothing is queued.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
 
     /// Take the queued operations, leaving the queue empty.
+    #[inline]
     pub fn take(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.ops)
     }
 
     /// Drop everything queued.
+    #[inline]
     pub fn clear(&mut self) {
         self.ops.clear();
     }

@@ -2,7 +2,7 @@
 //! `clock_getres` without a trap, as Linux provides them, written here.
 //!
 //! It is a small ELF shared object built in memory (like the stub, see
-//! [`crate::stub`]): an ELF header, a `PT_LOAD` and a `PT_DYNAMIC`, a symbol
+//! `hal-uml-x86_64`'s `stub`): an ELF header, a `PT_LOAD` and a `PT_DYNAMIC`, a symbol
 //! table with Linux's names (`__vdso_clock_gettime`... and the plain ones)
 //! at version `LINUX_2.6`, a SysV hash table, and the position-independent
 //! routines below, assembled into the kernel binary's read-only data and

@@ -1,11 +1,31 @@
 //! The command line and boot glue shared by `kernel-skas` and `kernel-tt`:
-//! each binary's `main` is one call to [`main`] with its name and HAL.
+//! each binary's `main` is one call to [`main`] with its [`Backend`] and HAL.
 
 use crate::cli_args::{Cli, DoCli};
 pub use crate::cli_args::parse_size;
 use clap::{CommandFactory, FromArgMatches};
 use std::path::PathBuf;
 use std::process::exit;
+
+/// `--trap MODE` of a backend: record the choice, or say why MODE is wrong.
+pub type SetTrap = fn(&str) -> Result<(), String>;
+
+/// What a kernel binary tells the shared command line about its backend.
+pub struct Backend {
+    /// The program name (`kernel-skas`), in help and in every message.
+    pub name: &'static str,
+    /// The help text's description.
+    pub about: &'static str,
+    /// The confinement profile of the kernel process.
+    pub sandbox: crate::sandbox::Backend,
+    /// `--trap MODE`: choose the trap mechanism of the HAL made next;
+    /// `None` where the backend has no choice.
+    pub set_trap: Option<SetTrap>,
+    /// Called with the kernel's pid just before it confines itself: what
+    /// must exist before (skas: the stub zygote). False if it could not be
+    /// made, and the kernel must then stay unconfined.
+    pub prepare_confinement: fn(i32) -> bool,
+}
 
 /// CMD as a host path: with a `/`, relative to `cwd`; else the first
 /// executable file of that name on `$PATH`.
@@ -44,7 +64,8 @@ fn open_overlay_dir(dir: &std::path::Path) -> Result<(std::fs::File, drivers::ho
 }
 
 /// `do`: see [`DoCli`].
-fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::ffi::OsString>, make: impl FnOnce(u64) -> Result<H, E>) -> ! {
+fn run_do<H: hal::Hal, E: std::fmt::Display>(backend: &Backend, args: Vec<std::ffi::OsString>, make: impl FnOnce(u64) -> Result<H, E>) -> ! {
+    let name = backend.name;
     let fail = |msg: std::fmt::Arguments| -> ! {
         eprintln!("{name} do: {msg}");
         exit(2)
@@ -72,7 +93,7 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
         }
     };
     if let Some(t) = &cli.trap {
-        set_trap(name, t).unwrap_or_else(|e| fail(format_args!("{e}")));
+        set_trap(backend, t).unwrap_or_else(|e| fail(format_args!("{e}")));
     }
     // SAFETY: plain id queries.
     let (uid, gid) = if cli.root_user { (0, 0) } else { unsafe { (libc::getuid(), libc::getgid()) } };
@@ -98,7 +119,7 @@ fn run_do<H: hal::Hal, E: std::fmt::Display>(name: &'static str, args: Vec<std::
         eprintln!("{name} do: warning: --no-sandbox: the kernel process is not confined; a compromised kernel has all of your rights");
     } else {
         let exports = 1 + upper.is_some() as usize;
-        confine(name, cli.mem, exports).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
+        confine(backend, cli.mem, exports).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
     }
     let devices = kernel_core::kernel::Devices { overlays: vec![("/".into(), Box::new(root))], overlay_upper: upper, nets, ..Default::default() };
     let status = match kernel_core::kernel::boot_with(&mut hal, config, devices) {
@@ -124,12 +145,11 @@ fn power_off(status: i32) -> ! {
 }
 
 /// `--trap`: only the skas backend has a choice of trap mechanism.
-fn set_trap(name: &str, mode: &str) -> Result<(), String> {
-    if name.ends_with("-tt") {
-        return Err(format!("--trap {mode}: only kernel-skas has a choice of trap mechanism (kernel-tt always uses ptrace)"));
+fn set_trap(backend: &Backend, mode: &str) -> Result<(), String> {
+    match backend.set_trap {
+        Some(set) => set(mode),
+        None => Err(format!("--trap {mode}: only kernel-skas has a choice of trap mechanism ({} always uses ptrace)", backend.name)),
     }
-    crate::set_default_trap(mode.parse()?);
-    Ok(())
 }
 
 /// A random value in the kernel's own memory, set at boot and checked at
@@ -370,15 +390,12 @@ fn is_small_tree(dir: &std::path::Path) -> bool {
     true
 }
 
-/// Run a kernel binary: parse the command line (program name `name`, help
+/// Run a kernel binary: parse the command line (program name and help
 /// text `about`), pack the root, create the HAL with `make(mem_bytes)`, boot
 /// init and exit with its status. Start-up errors print one line,
 /// `NAME: ...`, and exit with status 2.
-pub fn main<H: hal::Hal, E: std::fmt::Display>(
-    name: &'static str,
-    about: &'static str,
-    make: impl FnOnce(u64) -> Result<H, E>,
-) -> ! {
+pub fn main<H: hal::Hal, E: std::fmt::Display>(backend: &Backend, make: impl FnOnce(u64) -> Result<H, E>) -> ! {
+    let (name, about) = (backend.name, backend.about);
     let fail = |msg: std::fmt::Arguments| -> ! {
         eprintln!("{name}: {msg}");
         exit(2)
@@ -390,7 +407,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     if argv.get(1).is_some_and(|a| a == "do") {
         let mut rest = vec![argv[0].clone()];
         rest.extend(argv[2..].iter().cloned());
-        run_do(name, rest, make);
+        run_do(backend, rest, make);
     }
     let cmd = Cli::command().name(name).bin_name(name).about(about).after_help(format!(
         "Subcommand: `{name} do [--mem SIZE] [--net SPEC] [--root-user] [--] CMD ARGS...` runs CMD over the \
@@ -459,7 +476,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
         (config.uid, config.gid) = (uid, gid);
     }
     if let Some(t) = &cli.trap {
-        set_trap(name, t).unwrap_or_else(|e| fail(format_args!("{e}")));
+        set_trap(backend, t).unwrap_or_else(|e| fail(format_args!("{e}")));
     }
     let mut host_dirs: Vec<(String, Box<dyn hal::HostDir>)> = Vec::new();
     for spec in &cli.hostfs {
@@ -526,7 +543,7 @@ pub fn main<H: hal::Hal, E: std::fmt::Display>(
     if cli.no_sandbox {
         eprintln!("{name}: warning: --no-sandbox: the kernel process is not confined; a compromised kernel has all of your rights");
     } else {
-        confine(name, cli.mem, host_dirs.len() + overlays.len()).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
+        confine(backend, cli.mem, host_dirs.len() + overlays.len()).unwrap_or_else(|e| fail(format_args!("cannot confine the kernel process: {e}")));
     }
     let status = match kernel_core::kernel::boot_with(&mut hal, config, kernel_core::kernel::Devices { host_dirs, overlays, nets, initramfs: Some(initramfs), overlay_upper: None, disks, root_disk }) {
         Ok(s) => s,
@@ -592,11 +609,11 @@ fn root_initramfs(name: &str, cli: &Cli, overlays: &mut Vec<(String, Box<dyn hal
 /// on stderr. `RUSTUML_SANDBOX_LOG=FILE` runs the allowlist in log mode:
 /// calls outside it run and are appended to FILE (the test that keeps the
 /// list complete uses it).
-fn confine(name: &str, mem: u64, exports: usize) -> Result<(), String> {
-    let backend = if name.ends_with("-tt") { crate::sandbox::Backend::Tt } else { crate::sandbox::Backend::Skas };
+fn confine(b: &Backend, mem: u64, exports: usize) -> Result<(), String> {
+    let (name, backend) = (b.name, b.sandbox);
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    if backend == crate::sandbox::Backend::Skas && !crate::spawn::prepare_confinement(pid) {
+    if !(b.prepare_confinement)(pid) {
         eprintln!("{name}: sandbox: no stub zygote, so the kernel must keep fork: not confined");
         return Ok(());
     }

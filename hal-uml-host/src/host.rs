@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The CPUs the kernel may use, as they were before it pinned itself: the
-/// stubs' zygote works on all of them (see [`crate::spawn`]).
+/// stubs' zygote works on all of them (see `hal-uml-x86_64`'s `spawn`).
 static ALLOWED: std::sync::OnceLock<libc::cpu_set_t> = std::sync::OnceLock::new();
 
 /// The CPUs the process was allowed before pinning (or now).
@@ -170,6 +170,7 @@ impl Drop for NetWatch {
 /// Links reported by the previous call are re-armed first: by now the
 /// kernel has drained them (its loop polls the network before it runs a
 /// task again), so a link that is still readable reports again.
+#[inline]
 pub fn take_interrupts(timer: &TimerShared) -> Interrupts {
     if timer.take_rearm() != 0 {
         rearm_nets(timer.epfd());
@@ -195,6 +196,7 @@ fn rearm_nets(epfd: RawFd) {
 }
 
 /// Whether [`take_interrupts`] would report something.
+#[inline]
 pub fn interrupt_pending(timer: &TimerShared) -> bool {
     timer.fired() || timer.has_pending()
 }
@@ -508,6 +510,7 @@ impl HostMachine {
     }
 
     /// The state shared with the timer's signal handler.
+    #[inline]
     pub fn timer(&self) -> &'static TimerShared {
         self.timer.shared()
     }
@@ -518,6 +521,7 @@ impl HostMachine {
     }
 
     /// [`hal::Hal::now_ns`]: the guests' clock (see [`timer::TscClock`]).
+    #[inline]
     pub fn now_ns(&self) -> u64 {
         self.clock.now()
     }

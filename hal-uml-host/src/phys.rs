@@ -7,7 +7,7 @@ use std::io;
 
 /// The physical-memory region: a memfd mapped shared into the kernel.
 pub struct MemfdPhys {
-    fd: i32,
+    mem: crate::sys::SharedMemfd,
     base: *mut u8,
     size: u64,
 }
@@ -19,43 +19,16 @@ impl MemfdPhys {
         if size == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "memory size is zero"));
         }
-        // SAFETY: valid C string; result checked.
-        let fd = unsafe { libc::memfd_create(c"rustuml-phys".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is our memfd.
-        if unsafe { libc::ftruncate(fd, size as i64) } != 0 {
-            let e = io::Error::last_os_error();
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
-        // SAFETY: a fresh shared mapping of the whole memfd; the kernel owns it for the life of this value. NORESERVE: guest memory is sparse.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            // SAFETY: closing our own fd.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
+        // NORESERVE: guest memory is sparse.
+        let mem = crate::sys::SharedMemfd::new(c"rustuml-phys", size as usize, true)?;
         // The kernel's heap is bounded by the guest's memory too (the backstop).
         crate::heap::set_guest_memory(size);
-        Ok(MemfdPhys { fd, base: base.cast(), size })
+        Ok(MemfdPhys { base: mem.as_ptr(), mem, size })
     }
 
     /// The host fd of the memfd.
     pub fn fd(&self) -> i32 {
-        self.fd
+        self.mem.fd()
     }
 
     /// The kernel's own mapping of the region (for diagnostics and tests).
@@ -69,16 +42,6 @@ impl MemfdPhys {
             "physical access {paddr:#x}+{len:#x} outside {:#x}",
             self.size
         );
-    }
-}
-
-impl Drop for MemfdPhys {
-    fn drop(&mut self) {
-        // SAFETY: unmapping and closing what `new` created.
-        unsafe {
-            libc::munmap(self.base.cast(), self.size as usize);
-            libc::close(self.fd);
-        }
     }
 }
 
@@ -112,7 +75,7 @@ impl PhysMem for MemfdPhys {
         // Punch the pages out of the memfd: the host frees them, and every
         // mapping of the range (ours, stale ones in stubs) reads zeros again.
         // SAFETY: fallocate on our own memfd, range checked; no memory of ours is touched.
-        let r = unsafe { libc::fallocate(self.fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, paddr as i64, len as i64) };
+        let r = unsafe { libc::fallocate(self.mem.fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, paddr as i64, len as i64) };
         if r != 0 {
             // A host without hole punching on memfds: at least clear the range.
             self.fill(paddr, len, 0);
