@@ -327,7 +327,7 @@ fn idle_sockets(n: usize, listeners: bool) -> Result<(), String> {
     raise_nofile(2 * n as u64 + 64);
     let (lfd, port) = listen_on([127, 0, 0, 1], 0, n.min(4096) as c_int)?;
     let mut fds = Vec::new();
-    let mut open = |count: usize, fds: &mut Vec<c_int>| -> Result<usize, String> {
+    let open = |count: usize, fds: &mut Vec<c_int>| -> Result<usize, String> {
         let before = fds.len();
         for _ in 0..count {
             if listeners {
