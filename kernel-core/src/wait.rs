@@ -20,7 +20,7 @@ use core::cell::Cell;
 use hal::Console;
 use linux_raw_sys::general as g;
 
-use crate::task::Pid;
+use crate::Pid;
 use crate::Errno;
 
 /// Readable.

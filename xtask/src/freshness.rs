@@ -16,7 +16,7 @@ pub const HOT_PATHS: &[&str] = &[
     "hal-uml-x86_64/src/spawn.rs",
     "hal-uml-x86_64/src/xstate.rs",
     "hal-uml-tt/src/lib.rs",
-    "kernel-core/src/task/engine.rs",
+    "kernel-core/src/kernel/signals.rs",
     "kernel-core/src/task/sched.rs",
     "kernel-core/src/syscall/mod.rs",
     "kernel-core/src/mm/map_ops.rs",

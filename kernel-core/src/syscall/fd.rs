@@ -269,11 +269,11 @@ fn tty_ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, tty: &Tty, req: u32, arg: u64, mast
             let pg = pg as u32;
             check_change(cx, tty)?;
             let sid = cx.t.sid;
-            let exists = cx.t.pgid == pg || cx.k.tasks.values().any(|t| t.pgid == pg && !t.is_zombie());
+            let exists = cx.t.pgid == pg || cx.k.procs.iter().any(|t| t.pgid == pg && !t.is_zombie());
             if !exists {
                 return Err(Errno::ESRCH);
             }
-            let same_session = (cx.t.pgid == pg && cx.t.sid == sid) || cx.k.tasks.values().any(|t| t.pgid == pg && t.sid == sid);
+            let same_session = (cx.t.pgid == pg && cx.t.sid == sid) || cx.k.procs.iter().any(|t| t.pgid == pg && t.sid == sid);
             if !same_session {
                 return Err(Errno::EPERM);
             }

@@ -87,6 +87,16 @@ pub struct SysCtx<'a, H: Hal> {
 pub const PATH_MAX: usize = 4096;
 
 impl<H: Hal> SysCtx<'_, H> {
+    /// Audit `connect`, `bind` or `accept` (the peer's address) of `addr` (`audit_log=`).
+    pub fn audit_net(&mut self, op: &str, addr: &crate::net::SockAddr) {
+        let hal = &*self.hal;
+        self.k.audit.net(self.t.tgid, self.t.cred.uid, op, addr, || hal.realtime_ns());
+    }
+    /// Audit an open that may write (`audit_log=`).
+    pub fn audit_open(&mut self, path: &str, flags: u32) {
+        let hal = &*self.hal;
+        self.k.audit.open(self.t.tgid, self.t.cred.uid, path, flags, || hal.realtime_ns());
+    }
     /// Copy from user memory (`EFAULT` on a bad pointer).
     pub fn read_user(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mm = self.t.mm.as_mut().ok_or(Errno::EFAULT)?;

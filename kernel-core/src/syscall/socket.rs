@@ -327,7 +327,7 @@ pub fn bind<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let raw = read_sockaddr(cx, a[1], a[2])?;
     let s = sp.as_socket().ok_or(Errno::ENOTSOCK)?;
     let addr = addr::decode(s.family(), &raw)?;
-    crate::audit::net(cx, "bind", &addr);
+    cx.audit_net("bind", &addr);
     if let (Some(u), SockAddr::Unix(UnixAddr::Path(p))) = (unix_of(&sp), &addr) {
         return bind_unix_path(cx, &sp, u, p).map(|_| 0);
     }
@@ -352,7 +352,7 @@ pub fn connect<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
         let raw = read_sockaddr(cx, a[1], a[2])?;
         let fam = sp.as_socket().map_or(0, |s| s.family());
         let addr = addr::decode(fam, &raw)?;
-        crate::audit::net(cx, "connect", &addr);
+        cx.audit_net("connect", &addr);
         if let (Some(u), SockAddr::Unix(ua)) = (unix_of(&sp), &addr) {
             let target = unix_target(cx, ua)?;
             let cred = ucred(cx);
@@ -399,7 +399,7 @@ fn do_accept<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6], flags: u32) -> Flow {
         Err(Errno::EAGAIN) if !nonblocking(&f, 0) => block_sock(cx, &f, &sp, None, n::SO_RCVTIMEO),
         Err(e) => Flow::Ret(Err(e)),
         Ok((ns, peer)) => {
-            crate::audit::net(cx, "accept", &peer);
+            cx.audit_net("accept", &peer);
             if a[1] != 0 {
                 let bytes = addr::encode(&peer, Unnamed::Family);
                 if let Err(e) = write_sockaddr(cx, &bytes, a[1], a[2]) {
