@@ -17,24 +17,8 @@ use crate::task::frame;
 use crate::task::signal::{default_action, sigbit, DefaultAction, SigInfo, NSIG, SIG_DFL, SIG_IGN, UNBLOCKABLE};
 use crate::task::{ExitStatus, Pid, Task, TaskState, WaitOn};
 use super::Kernel;
+use crate::syscall::Restart;
 use crate::Errno;
-
-/// Calls that never restart after a handler ran (Linux's ERESTARTNOHAND /
-/// ERESTART_RESTARTBLOCK ones): they return EINTR.
-const NO_RESTART: &[u32] = &[
-    g::__NR_pause,
-    g::__NR_rt_sigsuspend,
-    g::__NR_rt_sigtimedwait,
-    g::__NR_nanosleep,
-    g::__NR_clock_nanosleep,
-    g::__NR_poll,
-    g::__NR_ppoll,
-    g::__NR_select,
-    g::__NR_pselect6,
-    g::__NR_epoll_wait,
-    g::__NR_epoll_pwait,
-    g::__NR_epoll_pwait2,
-];
 
 /// The exit status of a "core" default action: the core-dump bit (0x80) is
 /// reported when `RLIMIT_CORE` allows a dump, as Linux does with a file
@@ -339,7 +323,7 @@ impl<S: AddressSpace> Kernel<S> {
         // reported (the handler runs after); only a wait that would block
         // again becomes EINTR (or restarts, with SA_RESTART).
         let nr = t.ctx.regs.orig_rax;
-        if t.redo_syscall && (nr == g::__NR_wait4 as u64 || nr == g::__NR_waitid as u64) && self.handler_pending(t) {
+        if t.redo_syscall && crate::syscall::restart_class(nr) == Restart::Rescan && self.handler_pending(t) {
             t.redo_syscall = false;
             let args = t.ctx.regs.syscall_args();
             match crate::syscall::dispatch(hal, self, t, nr, args) {
@@ -389,7 +373,7 @@ impl<S: AddressSpace> Kernel<S> {
             }
             if let Some(restartable) = t.interrupted.take() {
                 let nr = t.ctx.regs.orig_rax;
-                let no_restart = u32::try_from(nr).is_ok_and(|n| NO_RESTART.contains(&n));
+                let no_restart = crate::syscall::restart_class(nr) == Restart::NoHand;
                 if restartable && !no_restart && act.flags & g::SA_RESTART as u64 != 0 {
                     t.ctx.regs.rip = t.ctx.regs.rip.wrapping_sub(2);
                     t.ctx.regs.rax = nr;
