@@ -151,7 +151,7 @@ pub struct Kernel<S: AddressSpace> {
     /// Calls that returned ENOSYS because they are not implemented: nr -> count.
     pub unknown: BTreeMap<u64, u64>,
     /// Things logged once already (keys).
-    pub logged_once: Vec<&'static str>,
+    logged_once: Vec<&'static str>,
     /// The terminals (console, ptys) and their job-control state.
     pub ttys: alloc::rc::Rc<crate::tty::Ttys>,
     /// Signals for process groups raised where no task could take them
@@ -176,7 +176,7 @@ pub struct Kernel<S: AddressSpace> {
     /// The task that keeps the CPU while its slice lasts.
     pub(crate) current: Option<Pid>,
     /// Run [`crate::invariants::check`] before every step (tests, fuzzing).
-    pub check_invariants: bool,
+    check_invariants: bool,
     /// Sockets' kernel-wide state (abstract AF_UNIX names, the IP stack).
     pub net: crate::net::NetStack,
     /// System V IPC objects (shared memory, semaphores, message queues).
@@ -921,22 +921,9 @@ impl<S: AddressSpace> Kernel<S> {
     /// Make a blocked task runnable: re-run its call (`result` None) or
     /// finish it with `result`.
     pub fn wake(&mut self, pid: Pid, result: Option<SysResult>) {
-        let wait = self.procs.take_wait(pid);
-        let Some(t) = self.procs.get_mut(pid) else { return };
-        let TaskState::Blocked(b) = t.state else { return };
-        t.state = TaskState::Runnable;
-        match result {
-            None if b.restart => {
-                t.redo_syscall = true;
-                // The re-run keeps the call's deadline (a poll/select timeout
-                // lives in its wait set), never starting it afresh.
-                t.restart_deadline = b.deadline.or(wait.and_then(|w| w.timeout));
-            }
-            None => t.ctx.regs.rax = 0,
-            Some(r) => t.ctx.regs.rax = encode(r),
+        if self.procs.make_runnable(pid, result) {
+            self.wakeup_preempt(pid);
         }
-        self.procs.enqueue(pid);
-        self.wakeup_preempt(pid);
     }
 
     fn handle_trap<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, trap: Trap) {
@@ -1092,7 +1079,7 @@ impl<S: AddressSpace> Kernel<S> {
         // Orphans go to init; init reaps them. (Only when the whole process is gone.)
         let tgid = task.tgid;
         self.clock.timers.thread_exit(tgid, pid);
-        if !self.procs.iter().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
+        if !self.procs.group_has_live(tgid, pid) {
             self.ipc.process_exit(tgid);
             self.locks.process_exit(tgid);
             self.pidfds.exited(tgid);
@@ -1117,7 +1104,7 @@ impl<S: AddressSpace> Kernel<S> {
             // forget_original_parent): SIGCHLD, or reaped at once if it ignores it.
             if pid != 1 {
                 for z in orphan_zombies {
-                    if !self.procs.iter().any(|o| o.tgid == z && o.pid != z && !o.is_zombie()) {
+                    if !self.procs.group_has_live(z, z) {
                         self.notify_parent(hal, z, reaper);
                     }
                 }
@@ -1169,7 +1156,7 @@ impl<S: AddressSpace> Kernel<S> {
             }
             return;
         }
-        if self.procs.iter().any(|o| o.tgid == tgid && o.pid != pid && !o.is_zombie()) {
+        if self.procs.group_has_live(tgid, pid) {
             return; // reported when the last thread exits
         }
         // A tracer other than the parent collects it first.
@@ -1285,12 +1272,7 @@ fn nul_joined(strings: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// The `rax` value of a result.
-pub fn encode(r: SysResult) -> u64 {
-    match r {
-        Ok(v) => v as u64,
-        Err(e) => e.as_return(),
-    }
-}
+pub use crate::errno::encode;
 
 /// Finish the task's current call with `r` (and trace it).
 pub fn complete<H: Hal, S: AddressSpace>(hal: &mut H, trace: bool, t: &mut Task<S>, r: SysResult) {

@@ -191,23 +191,7 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Kill every thread in `group` with `st` (lazily, see the module doc).
     pub(crate) fn group_kill(&mut self, cur: &mut Option<&mut Task<S>>, group: &[Pid], st: ExitStatus) {
-        for &p in group {
-            let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
-            if let Some(t) = self.procs.either(cur, p) {
-                if t.group_exit.is_none() {
-                    t.group_exit = Some(st);
-                }
-                t.stopped = false;
-                if let TaskState::Blocked(_) = t.state {
-                    t.state = TaskState::Runnable;
-                }
-                t.redo_syscall = false;
-                self.procs.take_wait(p);
-                if !is_cur {
-                    self.procs.enqueue(p);
-                }
-            }
-        }
+        self.procs.group_kill(cur, group, st);
     }
 
     /// Stop every thread of the group; the leader records the event for the

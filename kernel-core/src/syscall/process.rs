@@ -113,8 +113,7 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.cred = cx.t.cred.clone();
     child.start_ns = cx.hal.now_ns();
     child.charge = Some(charge);
-    cx.k.procs.put(alloc::boxed::Box::new(child));
-    cx.k.procs.enqueue(pid);
+    cx.k.procs.spawn(alloc::boxed::Box::new(child));
     if cx.t.ptrace.is_some() {
         // Linux's choice of event: vfork, a child with another exit signal
         // (a thread, a clone), or a fork.
@@ -592,27 +591,10 @@ pub fn exit<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
 }
 
 /// `exit_group(code)`: ends every thread of the process.
-/// Make the threads of group `tgid` (but `me`) exit with `st` when they next run.
-pub(crate) fn end_group<S: hal::AddressSpace>(k: &mut crate::kernel::Kernel<S>, tgid: Pid, me: Pid, st: ExitStatus) {
-    let others: Vec<Pid> = k.procs.iter().filter(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()).map(|t| t.pid).collect();
-    for p in others {
-        if let Some(t) = k.procs.get_mut(p) {
-            t.group_exit = Some(st);
-            t.stopped = false;
-            if let TaskState::Blocked(_) = t.state {
-                t.state = TaskState::Runnable;
-            }
-            t.redo_syscall = false;
-            k.procs.take_wait(p);
-            k.procs.enqueue(p);
-        }
-    }
-}
-
 pub fn exit_group<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     let st = ExitStatus::Code(a[0] as u8);
     let tgid = cx.t.tgid;
-    end_group(cx.k, tgid, cx.t.pid, st);
+    cx.k.procs.end_group(tgid, cx.t.pid, st);
     // A leader that already exited takes the group's status.
     if !cx.t.is_leader() {
         if let Some(l) = cx.k.procs.get_mut(tgid) {

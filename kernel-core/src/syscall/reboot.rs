@@ -33,7 +33,7 @@ pub fn reboot<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             let _ = cx.k.fs.disks.sync_all();
             // init's threads end (as exit_group ends a group's other
             // threads); the kernel stops when init is gone.
-            super::process::end_group(cx.k, 1, cx.t.pid, crate::task::ExitStatus::Code(0));
+            cx.k.procs.end_group(1, cx.t.pid, crate::task::ExitStatus::Code(0));
             if cx.t.tgid == 1 {
                 cx.t.group_exit = Some(crate::task::ExitStatus::Code(0));
             }

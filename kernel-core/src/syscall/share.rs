@@ -46,7 +46,7 @@ pub fn unshare<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     if f & (g::CLONE_THREAD | g::CLONE_SIGHAND | g::CLONE_VM) != 0 {
         let (tgid, me) = (cx.t.tgid, cx.t.pid);
-        if cx.k.procs.iter().any(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()) {
+        if cx.k.procs.group_has_live(tgid, me) {
             return Err(Errno::EINVAL);
         }
     }

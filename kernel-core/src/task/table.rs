@@ -16,9 +16,11 @@ use alloc::vec::Vec;
 
 use hal::AddressSpace;
 
-use super::{Pid, RunQueue, Task, TaskState, TaskTable};
+use super::{ExitStatus, Pid, RunQueue, Task, TaskState, TaskTable};
+use crate::errno::encode;
 use crate::fs::FdTable;
 use crate::wait::WaitSet;
+use crate::SysResult;
 
 /// The largest pid handed out (Linux's `pid_max` on 64-bit); then pids wrap to 2.
 const PID_MAX: Pid = 4_194_303;
@@ -160,6 +162,13 @@ impl<S: AddressSpace> ProcessTable<S> {
         self.block_seq
     }
 
+    /// Add a new task and queue it to run (fork, clone).
+    pub fn spawn(&mut self, task: Box<Task<S>>) {
+        let pid = task.pid;
+        self.put(task);
+        self.runq.push(pid);
+    }
+
     // ---- Run queue ---------------------------------------------------
 
     /// Queue `pid` to run (at the tail; no-op if already queued).
@@ -229,6 +238,73 @@ impl<S: AddressSpace> ProcessTable<S> {
             return Vec::new();
         }
         self.waits.iter().filter(|(_, w)| w.ready(now)).map(|(pid, _)| *pid).collect()
+    }
+
+    // ---- Waking and killing --------------------------------------------
+
+    /// Make blocked task `pid` runnable: it re-runs its call (`result`
+    /// None, for a call that restarts; 0 otherwise) or finishes it with
+    /// `result`. Its wait set is dropped either way. False if it was not
+    /// blocked (or is not in the table).
+    pub fn make_runnable(&mut self, pid: Pid, result: Option<SysResult>) -> bool {
+        let wait = self.take_wait(pid);
+        let Some(t) = self.tasks.get_mut(&pid) else { return false };
+        let TaskState::Blocked(b) = t.state else { return false };
+        t.state = TaskState::Runnable;
+        match result {
+            None if b.restart => {
+                t.redo_syscall = true;
+                // The re-run keeps the call's deadline (a poll/select timeout
+                // lives in its wait set), never starting it afresh.
+                t.restart_deadline = b.deadline.or(wait.and_then(|w| w.timeout));
+            }
+            None => t.ctx.regs.rax = 0,
+            Some(r) => t.ctx.regs.rax = encode(r),
+        }
+        self.runq.push(pid);
+        true
+    }
+
+    /// Kill every thread in `group` with `st`, lazily: each is marked
+    /// (`group_exit`, first status wins), woken from any wait and queued,
+    /// and the loop ends it when it picks it. `cur` (out of the table) is
+    /// marked but not queued.
+    pub fn group_kill(&mut self, cur: &mut Option<&mut Task<S>>, group: &[Pid], st: ExitStatus) {
+        for &p in group {
+            let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
+            if let Some(t) = self.either(cur, p) {
+                if t.group_exit.is_none() {
+                    t.group_exit = Some(st);
+                }
+                t.stopped = false;
+                if let TaskState::Blocked(_) = t.state {
+                    t.state = TaskState::Runnable;
+                }
+                t.redo_syscall = false;
+                self.take_wait(p);
+                if !is_cur {
+                    self.runq.push(p);
+                }
+            }
+        }
+    }
+
+    /// `exit_group`: the other live threads of `tgid` (all but `me`) exit
+    /// with `st` when they next run.
+    pub fn end_group(&mut self, tgid: Pid, me: Pid, st: ExitStatus) {
+        let others: Vec<Pid> = self.iter().filter(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()).map(|t| t.pid).collect();
+        for p in others {
+            if let Some(t) = self.tasks.get_mut(&p) {
+                t.group_exit = Some(st);
+                t.stopped = false;
+                if let TaskState::Blocked(_) = t.state {
+                    t.state = TaskState::Runnable;
+                }
+                t.redo_syscall = false;
+                self.take_wait(p);
+                self.runq.push(p);
+            }
+        }
     }
 
     // ---- Threads sharing a memory map / fd table ---------------------
