@@ -19,7 +19,7 @@
 //! - At the bottom, [`mm`], [`wait`], [`errno`] (and [`budget`]) call only
 //!   each other and the `hal` traits.
 //!
-//! Edges that still break it are listed in the test, a list that may only
+//! The test's list of known exceptions is empty, and may only stay so or
 //! shrink.
 #![no_std]
 #![forbid(unsafe_code)]

@@ -136,7 +136,7 @@ pub fn ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         return super::blockdev::ioctl(cx, &f, &disk, req, arg);
     }
     let Some(sp) = special_of(cx, &f) else { return Err(Errno::ENOTTY) };
-    if sp.as_socket().is_some() {
+    if crate::net::socket_of(sp.as_ref()).is_some() {
         return super::socket::ioctl(cx, &sp, req, arg);
     }
     if let Some(p) = sp.as_any().downcast_ref::<Pipe>() {
