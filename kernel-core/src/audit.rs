@@ -14,12 +14,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use hal::{AddressSpace, Hal};
-
-use crate::kernel::Kernel;
 use crate::net::{SockAddr, UnixAddr};
-use crate::syscall::SysCtx;
-use crate::task::Task;
 
 /// Audit state of the kernel.
 #[derive(Debug, Default)]
@@ -57,63 +52,47 @@ fn addr_text(a: &SockAddr) -> String {
     }
 }
 
-/// A successful execve: the new program's argv.
-pub fn execve<S: AddressSpace>(k: &mut Kernel<S>, t: &Task<S>, argv: &[Vec<u8>], now: u64) {
-    if !k.audit.events {
-        return;
-    }
-    let mut s = head("execve", t.tgid, t.cred.uid);
-    s.push_str(",\"argv\":[");
-    for (i, a) in argv.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
+impl AuditState {
+    /// A successful execve by process `tgid` (user `uid`): the new program's argv.
+    pub fn execve(&mut self, tgid: u32, uid: u32, argv: &[Vec<u8>], now: impl FnOnce() -> u64) {
+        if !self.events {
+            return;
         }
-        json_str(&mut s, a);
-    }
-    s.push_str("]}");
-    k.audit.pending.push((now, s));
-}
-
-/// `connect`, `bind` or `accept` (the peer's address) of `addr`.
-pub fn net<H: Hal>(cx: &mut SysCtx<'_, H>, op: &str, addr: &SockAddr) {
-    if !cx.k.audit.events {
-        return;
-    }
-    let mut s = head(op, cx.t.tgid, cx.t.cred.uid);
-    s.push_str(",\"addr\":");
-    json_str(&mut s, addr_text(addr).as_bytes());
-    s.push('}');
-    let now = cx.hal.realtime_ns();
-    cx.k.audit.pending.push((now, s));
-}
-
-/// An open that may write (write access, `O_CREAT` or `O_TRUNC`).
-pub fn open<H: Hal>(cx: &mut SysCtx<'_, H>, path: &str, flags: u32) {
-    use linux_raw_sys::general as g;
-    if !cx.k.audit.events || (flags & g::O_ACCMODE == g::O_RDONLY && flags & (g::O_CREAT | g::O_TRUNC) == 0) {
-        return;
-    }
-    let mut s = head("open", cx.t.tgid, cx.t.cred.uid);
-    s.push_str(",\"path\":");
-    json_str(&mut s, path.as_bytes());
-    let _ = write!(s, ",\"flags\":{flags}}}");
-    let now = cx.hal.realtime_ns();
-    cx.k.audit.pending.push((now, s));
-}
-
-impl<S: AddressSpace> Kernel<S> {
-    /// Hand queued records (terminal traffic, audit events) to the HAL.
-    pub fn audit_flush<H: Hal<Space = S>>(&mut self, hal: &mut H) {
-        if !self.audit.pending.is_empty() {
-            for (t, line) in core::mem::take(&mut self.audit.pending) {
-                hal.audit_log(t, &line);
+        let mut s = head("execve", tgid, uid);
+        s.push_str(",\"argv\":[");
+        for (i, a) in argv.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
             }
+            json_str(&mut s, a);
         }
-        if self.ttys.tty_log_pending() {
-            for r in self.ttys.take_tty_log() {
-                hal.tty_log(&hal::TtyLogRecord { realtime_ns: r.realtime_ns, tty: &r.tty, input: r.input, pid: r.pid, sid: r.sid, data: &r.data });
-            }
+        s.push_str("]}");
+        self.pending.push((now(), s));
+    }
+
+    /// `connect`, `bind` or `accept` (the peer's address) of `addr`.
+    pub fn net(&mut self, tgid: u32, uid: u32, op: &str, addr: &SockAddr, now: impl FnOnce() -> u64) {
+        if !self.events {
+            return;
         }
+        let mut s = head(op, tgid, uid);
+        s.push_str(",\"addr\":");
+        json_str(&mut s, addr_text(addr).as_bytes());
+        s.push('}');
+        self.pending.push((now(), s));
+    }
+
+    /// An open that may write (write access, `O_CREAT` or `O_TRUNC`).
+    pub fn open(&mut self, tgid: u32, uid: u32, path: &str, flags: u32, now: impl FnOnce() -> u64) {
+        use linux_raw_sys::general as g;
+        if !self.events || (flags & g::O_ACCMODE == g::O_RDONLY && flags & (g::O_CREAT | g::O_TRUNC) == 0) {
+            return;
+        }
+        let mut s = head("open", tgid, uid);
+        s.push_str(",\"path\":");
+        json_str(&mut s, path.as_bytes());
+        let _ = write!(s, ",\"flags\":{flags}}}");
+        self.pending.push((now(), s));
     }
 }
 

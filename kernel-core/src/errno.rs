@@ -65,3 +65,12 @@ impl fmt::Display for Errno {
 
 /// The result type of every system call handler.
 pub type SysResult = Result<usize, Errno>;
+
+/// A call's result as `rax` holds it (a value, or `-errno`).
+#[inline]
+pub fn encode(r: SysResult) -> u64 {
+    match r {
+        Ok(v) => v as u64,
+        Err(e) => e.as_return(),
+    }
+}

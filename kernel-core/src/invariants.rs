@@ -44,7 +44,7 @@ pub fn check<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
     k.clock.timers.check().map_err(|e| format!("timers: {e}"))?;
     check_fds(k)?;
     k.ipc.check().map_err(|e| format!("ipc: {e}"))?;
-    let maps: Vec<&MemoryMap<S>> = k.tasks.values().filter_map(|t| t.mm.as_ref()).collect();
+    let maps: Vec<&MemoryMap<S>> = k.procs.iter().filter_map(|t| t.mm.as_ref()).collect();
     check_refcounts_with(&maps, &[&k.fs.caches], &k.frames).map_err(|e| format!("frames: {e}"))
 }
 
@@ -53,7 +53,7 @@ fn check_tasks<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
     // id -> (live users, holders)
     let mut mms: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
     let mut fdts: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
-    for (&pid, t) in &k.tasks {
+    for (pid, t) in k.procs.entries() {
         if pid != t.pid {
             return Err(format!("task {} filed under pid {pid}", t.pid));
         }
@@ -78,12 +78,12 @@ fn check_tasks<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
             return Err(format!("task {pid} has fds in a table it does not hold"));
         }
         if pid != 1 {
-            match k.tasks.get(&t.ppid) {
+            match k.procs.get(t.ppid) {
                 None => return Err(format!("task {pid}: parent {} does not exist", t.ppid)),
                 Some(p)
                     if p.is_zombie()
                         && t.tgid != p.tgid
-                        && !k.tasks.values().any(|o| o.tgid == p.tgid && !o.is_zombie()) =>
+                        && !k.procs.iter().any(|o| o.tgid == p.tgid && !o.is_zombie()) =>
                 {
                     return Err(format!("task {pid}: parent {} is dead and it was not reparented", t.ppid));
                 }
@@ -109,27 +109,27 @@ fn check_tasks<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
 
 /// The run queue against the task states.
 fn check_scheduler<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
-    let queued: Vec<Pid> = k.runq.pids().collect();
+    let queued: Vec<Pid> = k.procs.queued().collect();
     let set: BTreeSet<Pid> = queued.iter().copied().collect();
     if set.len() != queued.len() {
         return Err(format!("run queue has duplicates: {queued:?}"));
     }
     for &p in &queued {
-        if k.tasks.get(&p).is_some_and(|t| t.is_zombie()) {
+        if k.procs.get(p).is_some_and(|t| t.is_zombie()) {
             return Err(format!("zombie {p} in the run queue"));
         }
     }
-    for (&pid, t) in &k.tasks {
+    for (pid, t) in k.procs.entries() {
         let can_run = t.state == TaskState::Runnable && (!t.stopped || t.group_exit.is_some());
         if can_run && !set.contains(&pid) && k.current != Some(pid) {
             return Err(format!("task {pid} is runnable but neither queued nor current (lost wake-up)"));
         }
         if let TaskState::Blocked(b) = t.state {
-            if b.on == WaitOn::Pipe && !k.waits.contains_key(&pid) {
+            if b.on == WaitOn::Pipe && k.procs.wait_of(pid).is_none() {
                 return Err(format!("task {pid} waits on a wait set it does not have"));
             }
             // Its deadline is indexed no later than it falls (else it sleeps past it).
-            let wake = k.waits.get(&pid).and_then(|w| w.wake_at);
+            let wake = k.procs.wait_of(pid).and_then(|w| w.wake_at);
             if let Some(d) = [b.deadline, wake].into_iter().flatten().min() {
                 if !k.deadline_of(pid).is_some_and(|e| e <= d) {
                     return Err(format!("task {pid} blocks until {d} but the deadline index has {:?}", k.deadline_of(pid)));
@@ -137,8 +137,8 @@ fn check_scheduler<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
             }
         }
     }
-    for pid in k.waits.keys() {
-        if !k.tasks.get(pid).is_some_and(|t| matches!(t.state, TaskState::Blocked(_))) {
+    for pid in k.procs.waiting() {
+        if !k.procs.get(pid).is_some_and(|t| matches!(t.state, TaskState::Blocked(_))) {
             return Err(format!("wait set of {pid}, which is not blocked"));
         }
     }
@@ -150,7 +150,7 @@ fn check_fds<S: AddressSpace>(k: &Kernel<S>) -> Result<(), String> {
     // pipe (by address) -> (readers, writers) reached, each description once.
     let mut seen: BTreeSet<usize> = BTreeSet::new();
     let mut ends: BTreeMap<usize, (u32, u32, u32, u32)> = BTreeMap::new();
-    for t in k.tasks.values() {
+    for t in k.procs.iter() {
         for fd in t.fds.fds() {
             let Ok(f) = t.fds.file(fd as u64) else { continue };
             if !seen.insert(alloc::rc::Rc::as_ptr(&f) as *const u8 as usize) {

@@ -20,7 +20,7 @@ use core::cell::Cell;
 use hal::Console;
 use linux_raw_sys::general as g;
 
-use crate::task::Pid;
+use crate::Pid;
 use crate::Errno;
 
 /// Readable.
@@ -205,13 +205,9 @@ pub trait FileOps {
     fn size(&self) -> u64 {
         0
     }
-    /// For downcasting in `ioctl`, `epoll_ctl`, `timerfd_settime`.
+    /// For downcasting in `ioctl`, `epoll_ctl`, `timerfd_settime`, and to
+    /// a socket (`net::socket_of`).
     fn as_any(&self) -> &dyn Any;
-    /// The socket behind this object, if it is one (the socket system calls
-    /// reach the family's operations through this).
-    fn as_socket(&self) -> Option<&dyn crate::net::Socket> {
-        None
-    }
 }
 
 /// A shared special-file object.

@@ -165,23 +165,22 @@ impl<S: AddressSpace> Kernel<S> {
         let mut mm = MemoryMap::with_caches(space, self.fs.caches.clone());
         // Nothing mapped yet: charging nothing cannot fail.
         let _ = mm.charge_tables_to(self.frames.budget());
-        let pid = self.alloc_pid();
+        let pid = self.procs.alloc_pid();
         let mut task = Task::new(pid, 0, UserContext::default(), Some(mm), fds, cwd_loc);
         task.cred = crate::task::Cred { uid, euid: uid, suid: uid, fsuid: uid, gid, egid: gid, sgid: gid, fsgid: gid, groups: Vec::new() };
         // A session and process group of its own, as `setsid` gives.
         task.pgid = pid;
         task.sid = pid;
-        task.mm_id = self.new_share_id();
-        task.files_id = self.new_share_id();
-        task.sighand_id = self.new_share_id();
+        task.mm_id = self.procs.new_share_id();
+        task.files_id = self.procs.new_share_id();
+        task.sighand_id = self.procs.new_share_id();
         let argv_b: Vec<Vec<u8>> = argv.iter().map(|s| s.as_bytes().to_vec()).collect();
         let envp: Vec<Vec<u8>> = env.iter().map(|s| s.as_bytes().to_vec()).collect();
         let fail = |e: Errno| format!("{prog}: {}", e.name());
         let (loc, argv_b) = self.resolve_script(hal.phys(), loc, prog.as_bytes(), argv_b).map_err(fail)?;
         let prepared = self.prepare_exec(hal.phys(), &loc).map_err(fail)?;
         self.commit_exec(hal, &mut task, prepared, &argv_b, &envp, prog.as_bytes()).map_err(fail)?;
-        self.runq.push(pid);
-        self.tasks.insert(pid, Box::new(task));
+        self.procs.spawn(Box::new(task));
         let mut kept = kept.into_iter();
         let (Some(i), Some(o), Some(e)) = (kept.next(), kept.next(), kept.next()) else { return Err(String::from("EIO")) };
         self.control.execs.0.insert(pid, Session { stdin: Some(i), stdout: o, stderr: e });
@@ -241,7 +240,7 @@ impl<S: AddressSpace> Kernel<S> {
         };
         let (out, out_end) = drain(&sess.stdout.0);
         let (err, err_end) = drain(&sess.stderr.0);
-        let status = match self.tasks.get(&pid).map(|t| t.state) {
+        let status = match self.procs.get(pid).map(|t| t.state) {
             Some(TaskState::Zombie(st)) => Some(shell_code(st)),
             Some(_) => None,
             // Gone without a word (cannot happen: it has no parent to reap it).
@@ -251,8 +250,8 @@ impl<S: AddressSpace> Kernel<S> {
         match status {
             Some(code) if out_end && err_end => {
                 self.control.execs.0.remove(&pid);
-                if self.tasks.get(&pid).is_some_and(|t| t.is_zombie()) {
-                    self.tasks.remove(&pid);
+                if self.procs.get(pid).is_some_and(|t| t.is_zombie()) {
+                    self.procs.take(pid);
                 }
                 let _ = writeln!(answer, "status exited {code}");
             }

@@ -112,7 +112,7 @@ impl<S: AddressSpace> Kernel<S> {
                 no_arg(String::new())?;
                 // Init takes only the signals it handles from outside (and
                 // a SIGINT blocked while it has none would be acted on later).
-                let handler = self.tasks.get(&1).map_or(0, |t| t.signals.actions[g::SIGINT as usize - 1].handler);
+                let handler = self.procs.get(1).map_or(0, |t| t.signals.actions[g::SIGINT as usize - 1].handler);
                 if handler == crate::task::signal::SIG_DFL || handler == crate::task::signal::SIG_IGN {
                     return Ok(String::from("init does not handle SIGINT: ctrl-alt-del ignored (as Linux's init would)\n"));
                 }
@@ -146,7 +146,7 @@ impl<S: AddressSpace> Kernel<S> {
     fn control_info<H: Hal<Space = S>>(&self, hal: &mut H) -> String {
         let page = crate::mm::PAGE;
         let (total, free) = (self.frames.total_frames() * page, self.frames.free_frames() * page);
-        let processes = self.tasks.values().filter(|t| t.pid == t.tgid && !t.is_zombie()).count();
+        let processes = self.procs.iter().filter(|t| t.pid == t.tgid && !t.is_zombie()).count();
         format!(
             "uptime_ms={}\nmem_total={}\nmem_used={}\nprocesses={}\nstate={}\n",
             hal.now_ns() / 1_000_000,
@@ -159,7 +159,7 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Every live process but init (tgids).
     fn all_but_init(&self) -> Vec<Pid> {
-        self.tasks.values().filter(|t| t.pid == t.tgid && t.tgid != 1 && !t.is_zombie()).map(|t| t.tgid).collect()
+        self.procs.iter().filter(|t| t.pid == t.tgid && t.tgid != 1 && !t.is_zombie()).map(|t| t.tgid).collect()
     }
 
     fn sysrq<H: Hal<Space = S>>(&mut self, hal: &mut H, arg: &str) -> Answer {
@@ -214,7 +214,7 @@ impl<S: AddressSpace> Kernel<S> {
     /// CPU time and command line.
     fn control_ps(&self) -> String {
         let mut s = String::from("  PID  PPID   UID S    RSS(kB)     TIME COMMAND\n");
-        for t in self.tasks.values().filter(|t| t.pid == t.tgid) {
+        for t in self.procs.iter().filter(|t| t.pid == t.tgid) {
             let state = match t.state {
                 TaskState::Zombie(_) => 'Z',
                 _ if t.stopped => 'T',
@@ -236,7 +236,7 @@ impl<S: AddressSpace> Kernel<S> {
     /// resident memory, system calls made.
     fn control_stats(&self) -> String {
         let mut s = String::from("  PID  TGID    USER(ms)  SYSTEM(ms)    RSS(kB)   SYSCALLS COMM\n");
-        for t in self.tasks.values() {
+        for t in self.procs.iter() {
             let rss = t.mm.as_ref().map_or(0, |m| m.resident_pages() as u64) * crate::mm::PAGE / 1024;
             let _ = writeln!(
                 s,
@@ -266,9 +266,9 @@ impl<S: AddressSpace> Kernel<S> {
         if words.next().is_some() {
             return Err(String::from(USAGE));
         }
-        let live = |k: &Self, p: Pid| k.tasks.get(&p).is_some_and(|t| t.pid == t.tgid && !t.is_zombie());
+        let live = |k: &Self, p: Pid| k.procs.get(p).is_some_and(|t| t.pid == t.tgid && !t.is_zombie());
         let pids: Vec<Pid> = if target == "all" {
-            self.tasks.values().filter(|t| t.pid == t.tgid && !t.is_zombie()).map(|t| t.tgid).collect()
+            self.procs.iter().filter(|t| t.pid == t.tgid && !t.is_zombie()).map(|t| t.tgid).collect()
         } else {
             let pid = target.parse::<Pid>().map_err(|_| String::from(USAGE))?;
             if !live(self, pid) {
@@ -295,12 +295,12 @@ impl<S: AddressSpace> Kernel<S> {
             return Err(format!("proc needs a path under /proc (e.g. /proc/meminfo), not `{}`", path.escape_default()));
         };
         let full = format!("/proc/{rel}");
-        let Some(mut init) = self.tasks.remove(&1) else { return Err(String::from("no init")) };
+        let Some(mut init) = self.procs.take(1) else { return Err(String::from("no init")) };
         let r = {
             let mut cx = crate::syscall::SysCtx { hal, k: self, t: &mut init };
             crate::syscall::fs_ops::read_proc_file(&mut cx, &full)
         };
-        self.tasks.insert(1, init);
+        self.procs.put(init);
         r.map_err(|e| format!("{full}: {}", e.name()))
     }
 }

@@ -42,7 +42,7 @@ const TASK_LINK: u64 = 0x800;
 /// What kernel state procfs reads from.
 pub struct ProcCtx<'a, S: AddressSpace> {
     /// All tasks but the caller.
-    pub tasks: &'a crate::task::TaskTable<S>,
+    pub tasks: &'a crate::task::ProcessTable<S>,
     /// The caller (out of the task table while its call runs).
     pub cur: &'a Task<S>,
     /// The VFS (mount table).
@@ -133,7 +133,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
         if self.cur.pid == pid {
             Some(self.cur)
         } else {
-            self.tasks.get(&pid).map(|t| &**t)
+            self.tasks.get(pid)
         }
     }
 
@@ -154,7 +154,7 @@ impl<S: AddressSpace> ProcCtx<'_, S> {
 
     /// Every task, the caller included, in pid order.
     fn all(&self) -> Vec<&Task<S>> {
-        let mut v: Vec<&Task<S>> = self.tasks.values().map(|t| &**t).collect();
+        let mut v: Vec<&Task<S>> = self.tasks.iter().collect();
         v.push(self.cur);
         v.sort_by_key(|t| t.pid);
         v

@@ -41,7 +41,7 @@ fn caps_of<H: Hal>(cx: &SysCtx<'_, H>, pid: i32) -> Result<[u32; 2], Errno> {
     let euid = if pid == 0 || pid as u32 == cx.t.pid || pid as u32 == cx.t.tgid {
         cx.t.cred.euid
     } else {
-        cx.k.tasks.get(&(pid as u32)).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?.cred.euid
+        cx.k.procs.get(pid as u32).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?.cred.euid
     };
     Ok(if euid == 0 { FULL } else { [0, 0] })
 }

@@ -31,7 +31,7 @@ fn pgid_sid<H: Hal>(cx: &SysCtx<'_, H>, pid: u32) -> Result<(Pid, Pid), Errno> {
     if pid == 0 || pid == cx.t.tgid || pid == cx.t.pid {
         return Ok((cx.t.pgid, cx.t.sid));
     }
-    let t = cx.k.tasks.get(&pid).filter(|t| !t.is_zombie() || t.is_leader()).ok_or(Errno::ESRCH)?;
+    let t = cx.k.procs.get(pid).filter(|t| !t.is_zombie() || t.is_leader()).ok_or(Errno::ESRCH)?;
     Ok((t.pgid, t.sid))
 }
 
@@ -71,7 +71,7 @@ pub fn setpgid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let (t_sid, t_is_sid_leader) = if pid == me {
         (cx.t.sid, cx.t.sid == me)
     } else {
-        let t = cx.k.tasks.get(&pid).filter(|t| t.ppid == me && t.is_leader()).ok_or(Errno::ESRCH)?;
+        let t = cx.k.procs.get(pid).filter(|t| t.ppid == me && t.is_leader()).ok_or(Errno::ESRCH)?;
         if t.sid != my_sid {
             return Err(Errno::EPERM);
         }
@@ -85,18 +85,18 @@ pub fn setpgid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     if pgid != pid {
         let exists = (cx.t.pgid == pgid && cx.t.sid == t_sid)
-            || cx.k.tasks.values().any(|o| o.pgid == pgid && o.sid == t_sid && !o.is_zombie());
+            || cx.k.procs.iter().any(|o| o.pgid == pgid && o.sid == t_sid && !o.is_zombie());
         if !exists {
             return Err(Errno::EPERM);
         }
     }
     if pid == me {
         cx.t.pgid = pgid;
-        for o in cx.k.tasks.values_mut().filter(|o| o.tgid == me) {
+        for o in cx.k.procs.iter_mut().filter(|o| o.tgid == me) {
             o.pgid = pgid;
         }
     } else {
-        for o in cx.k.tasks.values_mut().filter(|o| o.tgid == pid) {
+        for o in cx.k.procs.iter_mut().filter(|o| o.tgid == pid) {
             o.pgid = pgid;
         }
     }
@@ -106,12 +106,12 @@ pub fn setpgid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
 /// `setsid()`: EPERM for a process group leader.
 pub fn setsid<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
     let me = cx.t.tgid;
-    if cx.t.pgid == me || cx.k.tasks.values().any(|t| t.pgid == me && !t.is_zombie()) {
+    if cx.t.pgid == me || cx.k.procs.iter().any(|t| t.pgid == me && !t.is_zombie()) {
         return Err(Errno::EPERM);
     }
     cx.t.pgid = me;
     cx.t.sid = me;
-    for o in cx.k.tasks.values_mut().filter(|o| o.tgid == me) {
+    for o in cx.k.procs.iter_mut().filter(|o| o.tgid == me) {
         o.pgid = me;
         o.sid = me;
     }
@@ -123,7 +123,7 @@ pub fn setsid<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> SysResult {
 /// here too keeps them consistent if a program uses the raw call).
 fn set_cred<H: Hal>(cx: &mut SysCtx<'_, H>, c: Cred) {
     let tgid = cx.t.tgid;
-    for o in cx.k.tasks.values_mut().filter(|o| o.tgid == tgid) {
+    for o in cx.k.procs.iter_mut().filter(|o| o.tgid == tgid) {
         o.cred = c.clone();
     }
     cx.t.cred = c;
@@ -326,7 +326,7 @@ pub fn process_times<H: Hal>(cx: &SysCtx<'_, H>) -> (u64, u64) {
     let (run, kern) = cx.t.cpu.unsettled();
     let mut u = cx.t.utime_ns + run;
     let mut s = cx.t.stime_ns + kern;
-    for o in cx.k.tasks.values().filter(|o| o.tgid == tgid && o.pid != cx.t.pid) {
+    for o in cx.k.procs.iter().filter(|o| o.tgid == tgid && o.pid != cx.t.pid) {
         u += o.utime_ns;
         s += o.stime_ns;
     }
@@ -337,7 +337,7 @@ pub fn process_times<H: Hal>(cx: &SysCtx<'_, H>) -> (u64, u64) {
 fn children_times<H: Hal>(cx: &SysCtx<'_, H>) -> (u64, u64) {
     let tgid = cx.t.tgid;
     let mut c = cx.t.child_times;
-    for o in cx.k.tasks.values().filter(|o| o.tgid == tgid && o.pid != cx.t.pid) {
+    for o in cx.k.procs.iter().filter(|o| o.tgid == tgid && o.pid != cx.t.pid) {
         c.0 += o.child_times.0;
         c.1 += o.child_times.1;
     }

@@ -136,7 +136,7 @@ pub fn ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         return super::blockdev::ioctl(cx, &f, &disk, req, arg);
     }
     let Some(sp) = special_of(cx, &f) else { return Err(Errno::ENOTTY) };
-    if sp.as_socket().is_some() {
+    if crate::net::socket_of(sp.as_ref()).is_some() {
         return super::socket::ioctl(cx, &sp, req, arg);
     }
     if let Some(p) = sp.as_any().downcast_ref::<Pipe>() {
@@ -269,11 +269,11 @@ fn tty_ioctl<H: Hal>(cx: &mut SysCtx<'_, H>, tty: &Tty, req: u32, arg: u64, mast
             let pg = pg as u32;
             check_change(cx, tty)?;
             let sid = cx.t.sid;
-            let exists = cx.t.pgid == pg || cx.k.tasks.values().any(|t| t.pgid == pg && !t.is_zombie());
+            let exists = cx.t.pgid == pg || cx.k.procs.iter().any(|t| t.pgid == pg && !t.is_zombie());
             if !exists {
                 return Err(Errno::ESRCH);
             }
-            let same_session = (cx.t.pgid == pg && cx.t.sid == sid) || cx.k.tasks.values().any(|t| t.pgid == pg && t.sid == sid);
+            let same_session = (cx.t.pgid == pg && cx.t.sid == sid) || cx.k.procs.iter().any(|t| t.pgid == pg && t.sid == sid);
             if !same_session {
                 return Err(Errno::EPERM);
             }

@@ -28,7 +28,7 @@ pub fn cred<H: Hal>(cx: &SysCtx<'_, H>) -> Cred {
 fn proc_ctx<'a, H: Hal>(cx: &'a SysCtx<'_, H>, with_time: bool) -> ProcCtx<'a, H::Space> {
     let (now_ns, realtime_ns) = if with_time { (cx.hal.now_ns(), cx.hal.realtime_ns()) } else { (0, 0) };
     ProcCtx {
-        tasks: &cx.k.tasks,
+        tasks: &cx.k.procs,
         cur: &*cx.t,
         fs: &cx.k.fs,
         now_ns,
@@ -377,7 +377,7 @@ fn open_tmpfile<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, p: &str, flags: u32,
 pub fn do_open<H: Hal>(cx: &mut SysCtx<'_, H>, dirfd: u64, pathp: u64, flags: u32, mode: u32) -> SysResult {
     let p = cx.read_path(pathp)?;
     let file = open_file(cx, dirfd, &p, flags, mode)?;
-    crate::audit::open(cx, &p, flags);
+    cx.audit_open(&p, flags);
     let limit = cx.t.fd_limit();
     cx.t.fds.alloc_from(0, file, flags & g::O_CLOEXEC != 0, limit)
 }
@@ -1665,7 +1665,7 @@ pub fn umount2<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             t.cwd.inode().sb == sb
                 || t.fds.fds().any(|fd| t.fds.get(fd as u64).is_ok_and(|e| e.file.inode.sb == sb))
         };
-        if cx.k.fs.mounts.iter().filter(|m| m.sb == sb).count() == 1 && (uses(cx.t) || cx.k.tasks.values().any(|t| uses(t))) {
+        if cx.k.fs.mounts.iter().filter(|m| m.sb == sb).count() == 1 && (uses(cx.t) || cx.k.procs.iter().any(|t| uses(t))) {
             return Err(Errno::EBUSY);
         }
     }

@@ -36,8 +36,8 @@ pub fn key_for<S: AddressSpace>(mm: &MemoryMap<S>, mm_id: u64, addr: u64, privat
 /// Waiters on `key` whose bitset matches, oldest first.
 fn waiters<S: AddressSpace>(k: &Kernel<S>, key: FutexKey, bitset: u32) -> Vec<Pid> {
     let mut v: Vec<(u64, Pid)> = k
-        .tasks
-        .values()
+        .procs
+        .iter()
         .filter(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Futex(key)) && t.futex_bitset & bitset != 0)
         .map(|t| (t.block_seq, t.pid))
         .collect();
@@ -61,7 +61,7 @@ fn requeue<S: AddressSpace>(k: &mut Kernel<S>, from: FutexKey, to: FutexKey, n: 
     let list = waiters(k, from, u32::MAX);
     let mut moved = 0;
     for p in list.into_iter().take(n as usize) {
-        if let Some(t) = k.tasks.get_mut(&p) {
+        if let Some(t) = k.procs.get_mut(p) {
             if let TaskState::Blocked(mut b) = t.state {
                 b.on = WaitOn::Futex(to);
                 t.state = TaskState::Blocked(b);

@@ -90,7 +90,7 @@ pub fn prlimit64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let cur = if pid == 0 || pid == cx.t.pid {
         cx.t.rlimits[res]
     } else {
-        cx.k.tasks.get(&pid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?.rlimits[res]
+        cx.k.procs.get(pid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?.rlimits[res]
     };
     if old != 0 {
         cx.write_user(old, &rlimit_bytes(cur))?;
@@ -101,7 +101,7 @@ pub fn prlimit64<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         }
         if pid == 0 || pid == cx.t.pid {
             cx.t.rlimits[res] = l;
-        } else if let Some(t) = cx.k.tasks.get_mut(&pid) {
+        } else if let Some(t) = cx.k.procs.get_mut(pid) {
             t.rlimits[res] = l;
         }
     }
@@ -175,7 +175,7 @@ pub fn sched_getaffinity<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResu
     if size < 8 || size % 8 != 0 {
         return Err(Errno::EINVAL);
     }
-    if pid != 0 && pid != cx.t.pid && !cx.k.tasks.contains_key(&pid) {
+    if pid != 0 && pid != cx.t.pid && !cx.k.procs.contains(pid) {
         return Err(Errno::ESRCH);
     }
     cx.write_user(a[2], &1u64.to_le_bytes())?;
@@ -193,7 +193,7 @@ pub fn sched_setaffinity<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResu
     let n = size.min(8) as usize;
     // Linux copies the mask in before looking the task up: EFAULT wins.
     cx.read_user(a[2], &mut mask[..n])?;
-    if pid != 0 && pid != cx.t.pid && !cx.k.tasks.contains_key(&pid) {
+    if pid != 0 && pid != cx.t.pid && !cx.k.procs.contains(pid) {
         return Err(Errno::ESRCH);
     }
     if mask[0] & 1 == 0 {

@@ -358,7 +358,7 @@ fn sem_waiters<H: Hal>(cx: &SysCtx<'_, H>, id: i32, num: u16, zero: bool) -> usi
         .iter()
         .filter(|(pid, w)| {
             w.kind == b's' && w.id == id && !w.removed && w.sem == Some((num, zero))
-                && cx.k.tasks.get(pid).is_some_and(|t| matches!(t.state, crate::task::TaskState::Blocked(_)))
+                && cx.k.procs.get(**pid).is_some_and(|t| matches!(t.state, crate::task::TaskState::Blocked(_)))
         })
         .count()
 }

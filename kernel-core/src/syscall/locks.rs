@@ -176,8 +176,8 @@ pub fn fcntl_lock<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, cmd: u32, arg: u64) -
         // Deadlock detection follows POSIX lock holders that are blocked themselves.
         if !ofd && holder > 0 {
             let holder = holder as u32;
-            let tasks = &cx.k.tasks;
-            let blocked = |p: u32| tasks.values().any(|t| t.tgid == p && matches!(t.state, TaskState::Blocked(_)));
+            let tasks = &cx.k.procs;
+            let blocked = |p: u32| tasks.iter().any(|t| t.tgid == p && matches!(t.state, TaskState::Blocked(_)));
             if cx.k.locks.would_deadlock(tgid, holder, blocked) {
                 return ret(Err(Errno::EDEADLK));
             }

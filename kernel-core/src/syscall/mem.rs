@@ -139,7 +139,7 @@ pub(super) fn invalidate_everywhere<H: Hal>(cx: &mut SysCtx<'_, H>, cache: &Rc<P
     if let Some(mm) = cx.t.mm.as_mut() {
         mm.invalidate_cache(cache, first, last, even_cows, &mut cx.k.frames);
     }
-    for t in cx.k.tasks.values_mut() {
+    for t in cx.k.procs.iter_mut() {
         if let Some(mm) = t.mm.as_mut() {
             mm.invalidate_cache(cache, first, last, even_cows, &mut cx.k.frames);
         }

@@ -21,7 +21,7 @@ pub fn sysinfo<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let uptime = cx.hal.now_ns() / 1_000_000_000;
     let total = cx.k.frames.total_frames();
     let free = cx.k.frames.free_frames();
-    let procs = cx.k.tasks.len() as u64 + 1; // the caller is taken out of the table while it runs
+    let procs = cx.k.procs.len() as u64 + 1; // the caller is taken out of the table while it runs
     b[0..8].copy_from_slice(&uptime.to_le_bytes());
     // loads[3] at 8..32 stay 0
     b[32..40].copy_from_slice(&total.to_le_bytes()); // totalram

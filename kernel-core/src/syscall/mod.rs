@@ -87,6 +87,16 @@ pub struct SysCtx<'a, H: Hal> {
 pub const PATH_MAX: usize = 4096;
 
 impl<H: Hal> SysCtx<'_, H> {
+    /// Audit `connect`, `bind` or `accept` (the peer's address) of `addr` (`audit_log=`).
+    pub fn audit_net(&mut self, op: &str, addr: &crate::net::SockAddr) {
+        let hal = &*self.hal;
+        self.k.audit.net(self.t.tgid, self.t.cred.uid, op, addr, || hal.realtime_ns());
+    }
+    /// Audit an open that may write (`audit_log=`).
+    pub fn audit_open(&mut self, path: &str, flags: u32) {
+        let hal = &*self.hal;
+        self.k.audit.open(self.t.tgid, self.t.cred.uid, path, flags, || hal.realtime_ns());
+    }
     /// Copy from user memory (`EFAULT` on a bad pointer).
     pub fn read_user(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mm = self.t.mm.as_mut().ok_or(Errno::EFAULT)?;
@@ -139,7 +149,7 @@ impl<H: Hal> SysCtx<'_, H> {
 }
 
 macro_rules! table {
-    ($($name:ident / $argc:literal => $handler:path),* $(,)?) => {
+    ($($name:ident / $argc:literal $([$restart:ident])? => $handler:path),* $(,)?) => {
         fn call<H: Hal>(cx: &mut SysCtx<'_, H>, n: u64, a: [u64; 6]) -> Option<Flow> {
             let n = u32::try_from(n).ok()?;
             Some(match n {
@@ -154,7 +164,39 @@ macro_rules! table {
                 _ => 6,
             }
         }
+        /// The name of an implemented call (its row's constant without `__NR_`).
+        fn table_name(n: u64) -> Option<&'static str> {
+            match u32::try_from(n) {
+                $(Ok(x) if x == nr::$name => Some(&stringify!($name)["__NR_".len()..]),)*
+                _ => None,
+            }
+        }
+        /// What a signal handler does to call `n` when it interrupts it.
+        pub fn restart_class(n: u64) -> Restart {
+            match u32::try_from(n) {
+                $(Ok(x) if x == nr::$name => table!(@restart $($restart)?),)*
+                _ => Restart::Sys,
+            }
+        }
     };
+    (@restart) => { Restart::Sys };
+    (@restart $r:ident) => { Restart::$r };
+}
+
+/// What becomes of a blocked call a signal handler interrupts (Linux's
+/// restart errnos), declared per row of the table (`[NoHand]`, `[Rescan]`;
+/// no mark: `Sys`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Restarted if the handler has `SA_RESTART`, else `EINTR` (`ERESTARTSYS`).
+    Sys,
+    /// Never restarted after a handler: `EINTR` (`ERESTARTNOHAND`,
+    /// `ERESTART_RESTARTBLOCK`: sleeps, waits for signals, poll/select/epoll).
+    NoHand,
+    /// A woken wait for children re-scans them before a handler interrupts
+    /// it, as Linux's `do_wait` does (a ready child is reported, the handler
+    /// runs after); a wait that would block again is then as `Sys`.
+    Rescan,
 }
 
 table! {
@@ -243,14 +285,14 @@ table! {
     __NR_dup2 / 2 => fd::dup2,
     __NR_dup3 / 3 => fd::dup3,
     __NR_ioctl / 3 => fd::ioctl,
-    __NR_poll / 3 => poll::poll,
-    __NR_select / 5 => poll::select,
-    __NR_pselect6 / 6 => poll::pselect6,
+    __NR_poll / 3 [NoHand] => poll::poll,
+    __NR_select / 5 [NoHand] => poll::select,
+    __NR_pselect6 / 6 [NoHand] => poll::pselect6,
     __NR_epoll_create / 1 => epoll::epoll_create,
     __NR_epoll_create1 / 1 => epoll::epoll_create1,
     __NR_epoll_ctl / 4 => epoll::epoll_ctl,
-    __NR_epoll_wait / 4 => epoll::epoll_wait,
-    __NR_epoll_pwait / 6 => epoll::epoll_pwait,
+    __NR_epoll_wait / 4 [NoHand] => epoll::epoll_wait,
+    __NR_epoll_pwait / 6 [NoHand] => epoll::epoll_pwait,
     __NR_eventfd / 1 => eventfd::eventfd,
     __NR_eventfd2 / 2 => eventfd::eventfd2,
     __NR_timerfd_create / 2 => timerfd::timerfd_create,
@@ -263,8 +305,8 @@ table! {
     __NR_timer_delete / 1 => timer::timer_delete,
     __NR_pipe / 1 => fd::pipe,
     __NR_pipe2 / 2 => fd::pipe2,
-    __NR_pause / 0 => signal::pause,
-    __NR_ppoll / 5 => poll::ppoll,
+    __NR_pause / 0 [NoHand] => signal::pause,
+    __NR_ppoll / 5 [NoHand] => poll::ppoll,
     __NR_umask / 1 => file::umask,
     __NR_brk / 1 => mem::brk,
     __NR_mmap / 6 => mem::mmap,
@@ -327,8 +369,8 @@ table! {
     __NR_clone3 / 2 => process::clone3,
     __NR_execve / 3 => process::execve,
     __NR_execveat / 5 => process::execveat,
-    __NR_wait4 / 4 => process::wait4,
-    __NR_waitid / 5 => process::waitid,
+    __NR_wait4 / 4 [Rescan] => process::wait4,
+    __NR_waitid / 5 [Rescan] => process::waitid,
     __NR_exit / 1 => process::exit,
     __NR_exit_group / 1 => process::exit_group,
     __NR_reboot / 4 => reboot::reboot,
@@ -342,8 +384,8 @@ table! {
     __NR_uretprobe / 0 => misc::uretprobe,
     __NR_uprobe / 0 => misc::uprobe,
     __NR_rt_sigpending / 2 => signal::rt_sigpending,
-    __NR_rt_sigsuspend / 2 => signal::rt_sigsuspend,
-    __NR_rt_sigtimedwait / 4 => signal::rt_sigtimedwait,
+    __NR_rt_sigsuspend / 2 [NoHand] => signal::rt_sigsuspend,
+    __NR_rt_sigtimedwait / 4 [NoHand] => signal::rt_sigtimedwait,
     __NR_alarm / 1 => signal::alarm,
     __NR_setitimer / 3 => signal::setitimer,
     __NR_getitimer / 2 => signal::getitimer,
@@ -351,8 +393,8 @@ table! {
     __NR_clock_getres / 2 => time::clock_getres,
     __NR_gettimeofday / 2 => time::gettimeofday,
     __NR_time / 1 => time::time,
-    __NR_nanosleep / 2 => time::nanosleep,
-    __NR_clock_nanosleep / 4 => time::clock_nanosleep,
+    __NR_nanosleep / 2 [NoHand] => time::nanosleep,
+    __NR_clock_nanosleep / 4 [NoHand] => time::clock_nanosleep,
     __NR_futex / 6 => futex::futex,
     __NR_sysinfo / 1 => misc::sysinfo,
     __NR_syslog / 3 => syslog::syslog,

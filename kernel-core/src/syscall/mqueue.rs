@@ -263,7 +263,7 @@ pub fn mq_notify<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         SIGEV_THREAD => return Err(Errno::EINVAL),
         _ => return Err(Errno::EINVAL),
     };
-    if q.notify.get().is_some_and(|n| cx.k.tasks.get(&n.pid).is_some_and(|t| !t.is_zombie()) || n.pid == me) {
+    if q.notify.get().is_some_and(|n| cx.k.procs.get(n.pid).is_some_and(|t| !t.is_zombie()) || n.pid == me) {
         return Err(Errno::EBUSY);
     }
     q.notify.set(Some(Notify { pid: me, signo }));

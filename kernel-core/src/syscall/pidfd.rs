@@ -87,7 +87,7 @@ pub fn pidfd_open<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let start_ns = if pid == cx.t.tgid && cx.t.is_leader() {
         cx.t.start_ns
     } else {
-        match cx.k.tasks.get(&pid) {
+        match cx.k.procs.get(pid) {
             Some(t) if t.is_leader() && !t.is_zombie() => t.start_ns,
             Some(t) if t.is_leader() => {
                 // A zombie: the pidfd is readable at once.
@@ -111,7 +111,7 @@ pub fn pid_of<H: Hal>(cx: &SysCtx<'_, H>, fd: u64) -> Result<Pid, Errno> {
         let last = f.path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
         let pid = if last == "self" { Some(cx.t.tgid) } else { last.parse::<Pid>().ok() };
         let pid = pid.ok_or(Errno::EBADF)?;
-        let alive = pid == cx.t.tgid || cx.k.tasks.get(&pid).is_some_and(|t| t.is_leader());
+        let alive = pid == cx.t.tgid || cx.k.procs.get(pid).is_some_and(|t| t.is_leader());
         return if alive { Ok(pid) } else { Err(Errno::ESRCH) };
     }
     let Kind::Special(s) = &f.inode.kind else { return Err(Errno::EBADF) };
@@ -119,7 +119,7 @@ pub fn pid_of<H: Hal>(cx: &SysCtx<'_, H>, fd: u64) -> Result<Pid, Errno> {
     let alive = if p.pid == cx.t.tgid && cx.t.is_leader() {
         cx.t.start_ns == p.start_ns
     } else {
-        cx.k.tasks.get(&p.pid).is_some_and(|t| t.start_ns == p.start_ns)
+        cx.k.procs.get(p.pid).is_some_and(|t| t.start_ns == p.start_ns)
     };
     if !alive {
         return Err(Errno::ESRCH);
@@ -145,7 +145,7 @@ pub fn pidfd_send_signal<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResu
         return Err(Errno::EINVAL);
     }
     if flags == PIDFD_SIGNAL_PROCESS_GROUP {
-        let pgid = if pid == cx.t.tgid { cx.t.pgid } else { cx.k.tasks.get(&pid).map_or(pid, |t| t.pgid) };
+        let pgid = if pid == cx.t.tgid { cx.t.pgid } else { cx.k.procs.get(pid).map_or(pid, |t| t.pgid) };
         return super::signal::kill(cx, [(-(pgid as i64)) as u64, a[1], 0, 0, 0, 0]);
     }
     super::signal::kill(cx, [u64::from(pid), a[1], 0, 0, 0, 0])
@@ -161,13 +161,13 @@ pub fn pidfd_getfd<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let f = if pid == cx.t.tgid {
         cx.t.fds.file(a[1])?
     } else {
-        let t = cx.k.tasks.get(&pid).ok_or(Errno::ESRCH)?;
+        let t = cx.k.procs.get(pid).ok_or(Errno::ESRCH)?;
         if t.is_zombie() {
             return Err(Errno::ESRCH);
         }
         // The table may be held by another thread of the process (CLONE_FILES).
         let fid = t.files_id;
-        let holder = cx.k.tasks.values().find(|o| o.files_id == fid && o.fds_held && !o.is_zombie()).ok_or(Errno::ESRCH)?;
+        let holder = cx.k.procs.iter().find(|o| o.files_id == fid && o.fds_held && !o.is_zombie()).ok_or(Errno::ESRCH)?;
         holder.fds.file(a[1])?
     };
     let limit = cx.t.fd_limit();

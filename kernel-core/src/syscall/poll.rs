@@ -106,7 +106,7 @@ pub fn special_write<H: Hal>(cx: &mut SysCtx<'_, H>, s: &SpecialRef, buf: u64, c
 /// re-run). `timeout` is the call's own deadline: it is kept across re-runs.
 pub fn block_on<H: Hal>(cx: &mut SysCtx<'_, H>, mut ws: WaitSet, timeout: Option<u64>) -> Flow {
     // A huge timeout is "forever": keep it far from u64::MAX so clock arithmetic never overflows.
-    let timeout = timeout.map(|t| t.min(crate::kernel::MAX_DEADLINE));
+    let timeout = timeout.map(|t| t.min(crate::time::MAX_DEADLINE));
     if let Some(t) = timeout {
         ws.wake_at(t);
     }
@@ -116,7 +116,7 @@ pub fn block_on<H: Hal>(cx: &mut SysCtx<'_, H>, mut ws: WaitSet, timeout: Option
         // Nothing can ever make it ready: sleep until a signal.
         return block(WaitOn::Nothing, None, Ok(0), true);
     }
-    cx.k.waits.insert(cx.t.pid, ws);
+    cx.k.procs.set_wait(cx.t.pid, ws);
     block(on, None, Ok(0), true)
 }
 

@@ -37,11 +37,11 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     let uid = cx.t.cred.uid;
     if uid != 0 {
         let limit = cx.t.rlimits[g::RLIMIT_NPROC as usize].0.min(1 << 22) as usize;
-        if cx.k.tasks.values().filter(|t| t.cred.uid == uid).count() + 1 > limit {
+        if cx.k.procs.iter().filter(|t| t.cred.uid == uid).count() + 1 > limit {
             return Err(Errno::EAGAIN);
         }
     }
-    if cx.k.tasks.len() >= 1 << 20 {
+    if cx.k.procs.len() >= 1 << 20 {
         return Err(Errno::EAGAIN);
     }
     // A task, and for a new address space the backend's host context for it,
@@ -53,9 +53,9 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     } else {
         let space = cx.hal.new_space().map_err(|_| Errno::EAGAIN)?;
         let mm = cx.t.mm.as_mut().ok_or(Errno::ENOMEM)?;
-        (Some(mm.fork(space, &mut cx.k.frames)?), cx.k.new_share_id())
+        (Some(mm.fork(space, &mut cx.k.frames)?), cx.k.procs.new_share_id())
     };
-    let pid = cx.k.alloc_pid();
+    let pid = cx.k.procs.alloc_pid();
     let mut ctx = cx.t.ctx.clone();
     ctx.regs.rax = 0;
     if stack != 0 {
@@ -71,18 +71,18 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
         child.fds_held = false;
     } else {
         child.fds = cx.t.fds.clone();
-        child.files_id = cx.k.new_share_id();
+        child.files_id = cx.k.procs.new_share_id();
     }
-    child.sighand_id = if f & g::CLONE_SIGHAND != 0 { cx.t.sighand_id } else { cx.k.new_share_id() };
+    child.sighand_id = if f & g::CLONE_SIGHAND != 0 { cx.t.sighand_id } else { cx.k.procs.new_share_id() };
     if f & g::CLONE_FS != 0 {
         if cx.t.fs_id == 0 {
-            cx.t.fs_id = cx.k.new_share_id();
+            cx.t.fs_id = cx.k.procs.new_share_id();
         }
         cx.t.fs_shared = true;
         child.fs_id = cx.t.fs_id;
         child.fs_shared = true;
     } else {
-        child.fs_id = cx.k.new_share_id();
+        child.fs_id = cx.k.procs.new_share_id();
     }
     child.signals = SignalState { pending: 0, ..cx.t.signals.clone() };
     if f & g::CLONE_VM != 0 && f & g::CLONE_VFORK == 0 {
@@ -113,8 +113,7 @@ fn do_fork<H: Hal>(cx: &mut SysCtx<'_, H>, flags: u64, stack: u64, tls: Option<u
     child.cred = cx.t.cred.clone();
     child.start_ns = cx.hal.now_ns();
     child.charge = Some(charge);
-    cx.k.tasks.insert(pid, alloc::boxed::Box::new(child));
-    cx.k.runq.push(pid);
+    cx.k.procs.spawn(alloc::boxed::Box::new(child));
     if cx.t.ptrace.is_some() {
         // Linux's choice of event: vfork, a child with another exit signal
         // (a thread, a clone), or a fork.
@@ -147,7 +146,7 @@ pub fn vfork<H: Hal>(cx: &mut SysCtx<'_, H>, _a: [u64; 6]) -> Flow {
 pub fn clone<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     match do_clone(cx, a) {
         Ok((pid, true)) => {
-            if let Some(c) = cx.k.tasks.get_mut(&pid) {
+            if let Some(c) = cx.k.procs.get_mut(pid) {
                 c.vfork_parent = Some(cx.t.pid);
             }
             block(WaitOn::Vfork(pid), None, Ok(pid as usize), false)
@@ -192,13 +191,13 @@ fn do_clone<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Result<(Pid, bool), 
     if f & g::CLONE_CHILD_SETTID != 0 {
         if f & g::CLONE_VM != 0 {
             fault = cx.write_user(ctid, &pid.to_le_bytes()).is_err();
-        } else if let Some(child) = cx.k.tasks.get_mut(&pid) {
+        } else if let Some(child) = cx.k.procs.get_mut(pid) {
             if let Some(mm) = child.mm.as_mut() {
                 fault = mm.copy_to_user(ctid, &pid.to_le_bytes(), &mut cx.k.frames, cx.hal.phys()).is_err();
             }
         }
     }
-    if let Some(child) = cx.k.tasks.get_mut(&pid) {
+    if let Some(child) = cx.k.procs.get_mut(pid) {
         if f & g::CLONE_CHILD_CLEARTID != 0 {
             child.clear_child_tid = ctid;
         }
@@ -216,9 +215,9 @@ fn do_clone<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Result<(Pid, bool), 
 fn unshare_for_exec<H: Hal>(cx: &mut SysCtx<'_, H>) -> Result<(), Errno> {
     let me = cx.t.pid;
     let tgid = cx.t.tgid;
-    let others: Vec<Pid> = cx.k.tasks.values().filter(|t| t.tgid == tgid && t.pid != me).map(|t| t.pid).collect();
+    let others: Vec<Pid> = cx.k.procs.iter().filter(|t| t.tgid == tgid && t.pid != me).map(|t| t.pid).collect();
     for p in others {
-        if let Some(mut o) = cx.k.tasks.remove(&p) {
+        if let Some(mut o) = cx.k.procs.take(p) {
             if !o.is_zombie() {
                 cx.k.exit_task(cx.hal, &mut o, ExitStatus::Signal(g::SIGKILL));
             }
@@ -226,27 +225,27 @@ fn unshare_for_exec<H: Hal>(cx: &mut SysCtx<'_, H>) -> Result<(), Errno> {
                 // Exec from a non-leader thread: the leader's slot stays a
                 // zombie that is never reported (limitation: Linux moves the
                 // exec-ing thread to the leader's pid).
-                cx.k.tasks.insert(p, o);
+                cx.k.procs.put(o);
             }
         }
     }
-    if cx.k.mm_shared(cx.t) {
+    if cx.k.procs.mm_shared(cx.t) {
         let space = cx.hal.new_space().map_err(|_| Errno::ENOMEM)?;
         let mut fresh = crate::mm::MemoryMap::with_caches(space, cx.k.fs.caches.clone());
         fresh.charge_tables_to(cx.k.frames.budget())?;
         let old = cx.t.mm.replace(fresh);
         let id = cx.t.mm_id;
-        if let Some(o) = cx.k.tasks.values_mut().find(|o| o.mm_id == id && o.pid != me && !o.is_zombie()) {
+        if let Some(o) = cx.k.procs.iter_mut().find(|o| o.mm_id == id && o.pid != me && !o.is_zombie()) {
             o.mm = old;
         } else if let Some(mut m) = old {
             m.clear(&mut cx.k.frames);
         }
-        cx.t.mm_id = cx.k.new_share_id();
+        cx.t.mm_id = cx.k.procs.new_share_id();
     }
     unshare_files(cx);
     let sid = cx.t.sighand_id;
-    if cx.k.tasks.values().any(|o| o.sighand_id == sid && o.pid != me) {
-        cx.t.sighand_id = cx.k.new_share_id();
+    if cx.k.procs.iter().any(|o| o.sighand_id == sid && o.pid != me) {
+        cx.t.sighand_id = cx.k.procs.new_share_id();
     }
     Ok(())
 }
@@ -256,13 +255,13 @@ fn unshare_for_exec<H: Hal>(cx: &mut SysCtx<'_, H>) -> Result<(), Errno> {
 pub(super) fn unshare_files<H: Hal>(cx: &mut SysCtx<'_, H>) {
     let me = cx.t.pid;
     let fid = cx.t.files_id;
-    if cx.k.tasks.values().any(|o| o.files_id == fid && o.pid != me && !o.is_zombie()) {
+    if cx.k.procs.iter().any(|o| o.files_id == fid && o.pid != me && !o.is_zombie()) {
         let copy = cx.t.fds.clone();
-        if let Some(o) = cx.k.tasks.values_mut().find(|o| o.files_id == fid && o.pid != me && !o.is_zombie()) {
+        if let Some(o) = cx.k.procs.iter_mut().find(|o| o.files_id == fid && o.pid != me && !o.is_zombie()) {
             o.fds = core::mem::replace(&mut cx.t.fds, copy);
             o.fds_held = true;
         }
-        cx.t.files_id = cx.k.new_share_id();
+        cx.t.files_id = cx.k.procs.new_share_id();
         cx.t.fds_held = true;
     }
 }
@@ -368,7 +367,7 @@ fn find_child<H: Hal>(cx: &SysCtx<'_, H>, sel: Sel, exited: bool, stopped: bool,
     // Tracees count as children of their tracer (threads too); a child
     // traced by another is not reported to its parent until released.
     let tracer_of = |t: &Task<_>| t.ptrace.as_ref().map(|p| p.tracer_tgid);
-    for t in cx.k.tasks.values().filter(|t| (t.ppid == me && t.is_leader()) || tracer_of(t) == Some(me)) {
+    for t in cx.k.procs.iter().filter(|t| (t.ppid == me && t.is_leader()) || tracer_of(t) == Some(me)) {
         let m = match sel {
             Sel::Any => true,
             Sel::Pid(p) => t.pid == p,
@@ -384,7 +383,7 @@ fn find_child<H: Hal>(cx: &SysCtx<'_, H>, sel: Sel, exited: bool, stopped: bool,
         }
         if let TaskState::Zombie(st) = t.state {
             // A leader that exited before its threads is reported with the last one.
-            let live = t.is_leader() && cx.k.tasks.values().any(|o| o.tgid == t.pid && o.pid != t.pid && !o.is_zombie());
+            let live = t.is_leader() && cx.k.procs.iter().any(|o| o.tgid == t.pid && o.pid != t.pid && !o.is_zombie());
             if (exited || traced.is_some()) && !live {
                 return Ok(Some((t.pid, Event::Exited(st))));
             }
@@ -424,19 +423,19 @@ pub fn rusage_bytes(utime_ns: u64, stime_ns: u64) -> [u8; 144] {
 /// Consume the event (reap a zombie, clear a stop/continue report).
 fn consume<H: Hal>(cx: &mut SysCtx<'_, H>, child: Pid, ev: Event) -> (u64, u64) {
     match ev {
-        Event::Exited(_) if cx.k.tasks.get(&child).is_some_and(|c| c.ptrace.as_ref().is_some_and(|p| p.tracer_tgid != c.ppid || !c.is_leader())) => {
+        Event::Exited(_) if cx.k.procs.get(child).is_some_and(|c| c.ptrace.as_ref().is_some_and(|p| p.tracer_tgid != c.ppid || !c.is_leader())) => {
             // The tracer collected a tracee it is not the parent of: the
             // link ends and the real parent (or nobody, for a thread) gets it.
-            let ppid = cx.k.tasks.get(&child).map_or(0, |c| c.ppid);
+            let ppid = cx.k.procs.get(child).map_or(0, |c| c.ppid);
             cx.k.ptrace_unlink(Some(&mut *cx.t), child, 0);
             cx.k.ptrace_zombie_released(child, ppid);
             (0, 0)
         }
-        Event::Exited(_) => match cx.k.tasks.remove(&child) {
+        Event::Exited(_) => match cx.k.procs.take(child) {
             Some(c) => {
                 if let Some(p) = c.ptrace.as_ref() {
                     let tracer = p.tracer;
-                    if let Some(tr) = cx.k.tasks.get_mut(&tracer) {
+                    if let Some(tr) = cx.k.procs.get_mut(tracer) {
                         tr.tracees.retain(|&x| x != child);
                     }
                     cx.t.tracees.retain(|&x| x != child);
@@ -449,19 +448,19 @@ fn consume<H: Hal>(cx: &mut SysCtx<'_, H>, child: Pid, ev: Event) -> (u64, u64) 
             None => (0, 0),
         },
         Event::Stopped(_) => {
-            if let Some(c) = cx.k.tasks.get_mut(&child) {
+            if let Some(c) = cx.k.procs.get_mut(child) {
                 c.stop_event = None;
             }
             (0, 0)
         }
         Event::Continued => {
-            if let Some(c) = cx.k.tasks.get_mut(&child) {
+            if let Some(c) = cx.k.procs.get_mut(child) {
                 c.cont_event = false;
             }
             (0, 0)
         }
         Event::Traced(_) => {
-            if let Some(p) = cx.k.tasks.get_mut(&child).and_then(|c| c.ptrace.as_mut()) {
+            if let Some(p) = cx.k.procs.get_mut(child).and_then(|c| c.ptrace.as_mut()) {
                 p.report = None;
             }
             (0, 0)
@@ -470,7 +469,7 @@ fn consume<H: Hal>(cx: &mut SysCtx<'_, H>, child: Pid, ev: Event) -> (u64, u64) 
 }
 
 fn child_times<H: Hal>(cx: &SysCtx<'_, H>, child: Pid) -> (u64, u64) {
-    cx.k.tasks.get(&child).map_or((0, 0), |c| (c.utime_ns + c.child_times.0, c.stime_ns + c.child_times.1))
+    cx.k.procs.get(child).map_or((0, 0), |c| (c.utime_ns + c.child_times.0, c.stime_ns + c.child_times.1))
 }
 
 /// `wait4(pid, status, options, rusage)`.
@@ -551,7 +550,7 @@ pub fn waitid<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
                 };
                 si[8..12].copy_from_slice(&code.to_le_bytes());
                 si[16..20].copy_from_slice(&(child as i32).to_le_bytes());
-                let uid = cx.k.tasks.get(&child).map_or(0, |c| c.cred.uid);
+                let uid = cx.k.procs.get(child).map_or(0, |c| c.cred.uid);
                 si[20..24].copy_from_slice(&uid.to_le_bytes());
                 si[24..28].copy_from_slice(&status.to_le_bytes());
                 if let Err(e) = cx.write_user(infop, &si) {
@@ -592,30 +591,13 @@ pub fn exit<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
 }
 
 /// `exit_group(code)`: ends every thread of the process.
-/// Make the threads of group `tgid` (but `me`) exit with `st` when they next run.
-pub(crate) fn end_group<S: hal::AddressSpace>(k: &mut crate::kernel::Kernel<S>, tgid: Pid, me: Pid, st: ExitStatus) {
-    let others: Vec<Pid> = k.tasks.values().filter(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()).map(|t| t.pid).collect();
-    for p in others {
-        if let Some(t) = k.tasks.get_mut(&p) {
-            t.group_exit = Some(st);
-            t.stopped = false;
-            if let TaskState::Blocked(_) = t.state {
-                t.state = TaskState::Runnable;
-            }
-            t.redo_syscall = false;
-            k.waits.remove(&p);
-            k.runq.push(p);
-        }
-    }
-}
-
 pub fn exit_group<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     let st = ExitStatus::Code(a[0] as u8);
     let tgid = cx.t.tgid;
-    end_group(cx.k, tgid, cx.t.pid, st);
+    cx.k.procs.end_group(tgid, cx.t.pid, st);
     // A leader that already exited takes the group's status.
     if !cx.t.is_leader() {
-        if let Some(l) = cx.k.tasks.get_mut(&tgid) {
+        if let Some(l) = cx.k.procs.get_mut(tgid) {
             if l.is_zombie() {
                 l.state = TaskState::Zombie(st);
             }

@@ -214,11 +214,11 @@ fn signal_arg(data: u64) -> Result<u32, Errno> {
 }
 
 fn task<'a, H: Hal>(cx: &'a SysCtx<'_, H>, tid: Pid) -> Result<&'a Task<H::Space>, Errno> {
-    cx.k.tasks.get(&tid).map(|t| &**t).ok_or(Errno::ESRCH)
+    cx.k.procs.get(tid).ok_or(Errno::ESRCH)
 }
 
 fn task_mut<'a, H: Hal>(cx: &'a mut SysCtx<'_, H>, tid: Pid) -> Result<&'a mut Task<H::Space>, Errno> {
-    cx.k.tasks.get_mut(&tid).map(|t| &mut **t).ok_or(Errno::ESRCH)
+    cx.k.procs.get_mut(tid).ok_or(Errno::ESRCH)
 }
 
 fn link<'a, H: Hal>(cx: &'a SysCtx<'_, H>, tid: Pid) -> Result<&'a Tracee, Errno> {
@@ -233,7 +233,7 @@ fn link_mut<'a, H: Hal>(cx: &'a mut SysCtx<'_, H>, tid: Pid) -> Result<&'a mut T
 /// or is dead).
 fn tracee<H: Hal>(cx: &SysCtx<'_, H>, pid: i32) -> Result<Pid, Errno> {
     let tid = u32::try_from(pid).map_err(|_| Errno::ESRCH)?;
-    let t = cx.k.tasks.get(&tid).ok_or(Errno::ESRCH)?;
+    let t = cx.k.procs.get(tid).ok_or(Errno::ESRCH)?;
     match t.ptrace.as_ref() {
         Some(p) if p.tracer_tgid == cx.t.tgid && !t.is_zombie() => Ok(tid),
         _ => Err(Errno::ESRCH),
@@ -246,7 +246,7 @@ fn traceme<H: Hal>(cx: &mut SysCtx<'_, H>) -> SysResult {
         return Err(Errno::EPERM);
     }
     let parent = cx.t.ppid;
-    match cx.k.tasks.get(&parent) {
+    match cx.k.procs.get(parent) {
         Some(p) if !p.is_zombie() => {}
         _ => return Err(Errno::EPERM),
     }
@@ -254,7 +254,7 @@ fn traceme<H: Hal>(cx: &mut SysCtx<'_, H>) -> SysResult {
     let t = &mut *cx.t;
     // The link is made on the caller itself (current), the tracer is in the table.
     t.ptrace = Some(alloc::boxed::Box::new(Tracee::new(parent, parent, 0, false)));
-    if let Some(p) = cx.k.tasks.get_mut(&parent) {
+    if let Some(p) = cx.k.procs.get_mut(parent) {
         p.tracees.push(me);
     }
     Ok(0)
@@ -268,16 +268,16 @@ fn attach<H: Hal>(cx: &mut SysCtx<'_, H>, pid: i32, seize: bool, options: u32) -
     if tid == cx.t.pid {
         return Err(Errno::EPERM);
     }
-    let t = cx.k.tasks.get(&tid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?;
+    let t = cx.k.procs.get(tid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?;
     if t.tgid == cx.t.tgid || t.tgid == 1 || t.ptrace.is_some() || !may_access(cx.t, t) {
         return Err(Errno::EPERM);
     }
     // A loop (A traces B traces ... A): walk the caller's tracers.
     let target = t.tgid;
     let mut up = cx.t.ptrace.as_ref().map(|p| p.tracer);
-    for _ in 0..=cx.k.tasks.len() {
+    for _ in 0..=cx.k.procs.len() {
         let Some(u) = up else { break };
-        let Some(ut) = cx.k.tasks.get(&u) else { break };
+        let Some(ut) = cx.k.procs.get(u) else { break };
         if ut.tgid == target {
             return Err(Errno::EPERM);
         }
@@ -312,8 +312,8 @@ fn interrupt<H: Hal>(cx: &mut SysCtx<'_, H>, tid: Pid) -> SysResult {
             t.restart_deadline = None;
             t.interrupted = Some(true);
             t.ctx.regs.rax = Errno::EINTR.as_return();
-            cx.k.waits.remove(&tid);
-            cx.k.runq.push(tid);
+            cx.k.procs.take_wait(tid);
+            cx.k.procs.enqueue(tid);
         }
     }
     Ok(0)
@@ -345,14 +345,14 @@ fn mm_of_split<'a, H: Hal>(
     cx: &'a mut SysCtx<'_, H>,
     tid: Pid,
 ) -> Result<((&'a mut MemoryMap<H::Space>, &'a H::Phys), &'a mut crate::mm::Frames), Errno> {
-    let id = cx.k.tasks.get(&tid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?.mm_id;
+    let id = cx.k.procs.get(tid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?.mm_id;
     let phys = cx.hal.phys();
     let k = &mut *cx.k;
     if cx.t.mm_id == id {
         let mm = cx.t.mm.as_mut().ok_or(Errno::EFAULT)?;
         return Ok(((mm, phys), &mut k.frames));
     }
-    let holder = k.tasks.values_mut().find(|o| o.mm_id == id && o.mm.is_some()).ok_or(Errno::EFAULT)?;
+    let holder = k.procs.iter_mut().find(|o| o.mm_id == id && o.mm.is_some()).ok_or(Errno::EFAULT)?;
     let mm = holder.mm.as_mut().ok_or(Errno::EFAULT)?;
     Ok(((mm, phys), &mut k.frames))
 }
@@ -429,7 +429,7 @@ fn set_regs<H: Hal>(cx: &mut SysCtx<'_, H>, tid: Pid, b: &[u8]) -> SysResult {
 /// machine's).
 fn set_fpu<H: Hal>(cx: &mut SysCtx<'_, H>, tid: Pid, b: &[u8]) {
     let layout = cx.hal.fpu_layout();
-    if let Some(t) = cx.k.tasks.get_mut(&tid) {
+    if let Some(t) = cx.k.procs.get_mut(tid) {
         let n = b.len().min(hal::XSTATE_MAX);
         t.ctx.fpu.0[..n].copy_from_slice(&b[..n]);
         if n <= FPREGS_SIZE {
@@ -523,7 +523,7 @@ fn vm_target<H: Hal>(cx: &SysCtx<'_, H>, pid: u64) -> Result<Pid, Errno> {
     if pid == cx.t.tgid || pid == cx.t.pid {
         return Ok(cx.t.pid);
     }
-    let t = cx.k.tasks.get(&pid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?;
+    let t = cx.k.procs.get(pid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?;
     if !may_access(cx.t, t) {
         return Err(Errno::EPERM);
     }

@@ -35,7 +35,7 @@ pub fn reboot<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             // threads); the kernel stops when init is gone. As on Linux the
             // caller never sees the call return: its group ends too, so
             // nothing it does races the power-off.
-            super::process::end_group(cx.k, 1, cx.t.pid, crate::task::ExitStatus::Code(0));
+            cx.k.procs.end_group(1, cx.t.pid, crate::task::ExitStatus::Code(0));
             cx.t.group_exit = Some(crate::task::ExitStatus::Code(0));
             Ok(0)
         }

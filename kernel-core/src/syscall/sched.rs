@@ -28,15 +28,15 @@ fn targets<H: Hal>(cx: &SysCtx<'_, H>, which: u64, who: u64) -> Result<(bool, al
     let (self_in, others): (bool, alloc::vec::Vec<Pid>) = match which {
         PRIO_PROCESS => {
             let pid = if who == 0 { cx.t.tgid } else { who };
-            (pid == cx.t.tgid, cx.k.tasks.values().filter(|t| t.tgid == pid && !t.is_zombie()).map(|t| t.pid).collect())
+            (pid == cx.t.tgid, cx.k.procs.iter().filter(|t| t.tgid == pid && !t.is_zombie()).map(|t| t.pid).collect())
         }
         PRIO_PGRP => {
             let g = if who == 0 { cx.t.pgid } else { who };
-            (cx.t.pgid == g, cx.k.tasks.values().filter(|t| me(t) && t.pgid == g).map(|t| t.pid).collect())
+            (cx.t.pgid == g, cx.k.procs.iter().filter(|t| me(t) && t.pgid == g).map(|t| t.pid).collect())
         }
         PRIO_USER => {
             let u = if who == 0 { cx.t.cred.uid } else { who };
-            (cx.t.cred.uid == u, cx.k.tasks.values().filter(|t| me(t) && t.cred.uid == u).map(|t| t.pid).collect())
+            (cx.t.cred.uid == u, cx.k.procs.iter().filter(|t| me(t) && t.cred.uid == u).map(|t| t.pid).collect())
         }
         _ => return Err(Errno::EINVAL),
     };
@@ -52,7 +52,7 @@ pub fn getpriority<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let (self_in, others) = targets(cx, a[0], a[1])?;
     let mut best = if self_in { Some(cx.t.nice) } else { None };
     for p in others {
-        if let Some(t) = cx.k.tasks.get(&p) {
+        if let Some(t) = cx.k.procs.get(p) {
             best = Some(best.map_or(t.nice, |b: i32| b.min(t.nice)));
         }
     }
@@ -79,7 +79,7 @@ pub fn setpriority<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         check(cx.t.nice, cx.t.cred.uid)?;
     }
     for p in &others {
-        if let Some(t) = cx.k.tasks.get(p) {
+        if let Some(t) = cx.k.procs.get(*p) {
             check(t.nice, t.cred.uid)?;
         }
     }
@@ -87,7 +87,7 @@ pub fn setpriority<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         cx.t.nice = nice;
     }
     for p in others {
-        if let Some(t) = cx.k.tasks.get_mut(&p) {
+        if let Some(t) = cx.k.procs.get_mut(p) {
             t.nice = nice;
         }
     }
@@ -99,7 +99,7 @@ fn task_exists<H: Hal>(cx: &SysCtx<'_, H>, pid: u64) -> Result<(), Errno> {
     if pid < 0 {
         return Err(Errno::EINVAL);
     }
-    if pid == 0 || pid as u32 == cx.t.pid || cx.k.tasks.get(&(pid as u32)).is_some_and(|t| !t.is_zombie()) {
+    if pid == 0 || pid as u32 == cx.t.pid || cx.k.procs.get(pid as u32).is_some_and(|t| !t.is_zombie()) {
         Ok(())
     } else {
         Err(Errno::ESRCH)

@@ -18,7 +18,7 @@ pub fn sync_fs<H: Hal>(cx: &mut SysCtx<'_, H>) {
     }
     let (id, me) = (cx.t.fs_id, cx.t.pid);
     let mut any = false;
-    for t in cx.k.tasks.values_mut() {
+    for t in cx.k.procs.iter_mut() {
         if t.fs_id == id && t.pid != me && !t.is_zombie() {
             t.cwd = cx.t.cwd.clone();
             t.umask = cx.t.umask;
@@ -46,7 +46,7 @@ pub fn unshare<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     }
     if f & (g::CLONE_THREAD | g::CLONE_SIGHAND | g::CLONE_VM) != 0 {
         let (tgid, me) = (cx.t.tgid, cx.t.pid);
-        if cx.k.tasks.values().any(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()) {
+        if cx.k.procs.group_has_live(tgid, me) {
             return Err(Errno::EINVAL);
         }
     }
@@ -54,7 +54,7 @@ pub fn unshare<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         super::process::unshare_files(cx);
     }
     if f & g::CLONE_FS != 0 && cx.t.fs_shared {
-        cx.t.fs_id = cx.k.new_share_id();
+        cx.t.fs_id = cx.k.procs.new_share_id();
         cx.t.fs_shared = false;
     }
     if f & g::CLONE_SYSVSEM != 0 {

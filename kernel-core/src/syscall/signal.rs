@@ -1,7 +1,7 @@
 //! Signal calls: sending (`kill`, `tkill`, `tgkill`), dispositions and
 //! masks, the alternate stack, `rt_sigreturn`, waiting (`rt_sigsuspend`,
 //! `rt_sigtimedwait`, `pause`), and the interval timers (`alarm`,
-//! `setitimer`, `getitimer`). Delivery itself is in `task::engine`.
+//! `setitimer`, `getitimer`). Delivery itself is in `kernel/signals.rs`.
 
 use alloc::vec::Vec;
 
@@ -43,7 +43,7 @@ fn send_process<H: Hal>(cx: &mut SysCtx<'_, H>, tgid: Pid, sig: u32, code: i32) 
     let ok = if tgid == me_tgid {
         true
     } else {
-        let t = cx.k.tasks.get(&tgid).ok_or(Errno::ESRCH)?;
+        let t = cx.k.procs.get(tgid).ok_or(Errno::ESRCH)?;
         may_signal(cx.t, t, sig)
     };
     if !ok {
@@ -62,7 +62,7 @@ pub fn kill<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let pid = a[0] as i32;
     if pid > 0 {
         let p = pid as u32;
-        let exists = p == cx.t.tgid || cx.k.tasks.get(&p).is_some_and(|t| t.is_leader());
+        let exists = p == cx.t.tgid || cx.k.procs.get(p).is_some_and(|t| t.is_leader());
         if !exists {
             return Err(Errno::ESRCH);
         }
@@ -82,8 +82,8 @@ pub fn kill<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     // unreaped dead processes succeeds; the signal itself goes nowhere).
     let mut targets: Vec<Pid> = cx
         .k
-        .tasks
-        .values()
+        .procs
+        .iter()
         .filter(|t| t.is_leader())
         .filter(|t| match group {
             Some(gid) => t.pgid == gid,
@@ -120,7 +120,7 @@ fn send_thread<H: Hal>(cx: &mut SysCtx<'_, H>, tgid: Option<Pid>, tid: Pid, sig:
         }
         true
     } else {
-        let t = cx.k.tasks.get(&tid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?;
+        let t = cx.k.procs.get(tid).filter(|t| !t.is_zombie()).ok_or(Errno::ESRCH)?;
         if tgid.is_some_and(|g| g != t.tgid) {
             return Err(Errno::ESRCH);
         }

@@ -80,7 +80,7 @@ fn fd_arg(v: u64) -> u64 {
 fn sock_of<H: Hal>(cx: &SysCtx<'_, H>, fd: u64) -> Result<(FileRef, SpecialRef), Errno> {
     let f = cx.t.fds.file(fd_arg(fd))?;
     let sp = match &f.inode.kind {
-        Kind::Special(s) if s.as_socket().is_some() => s.clone(),
+        Kind::Special(s) if crate::net::socket_of(s.as_ref()).is_some() => s.clone(),
         _ => return Err(Errno::ENOTSOCK),
     };
     Ok((f, sp))
@@ -95,7 +95,7 @@ fn ucred<H: Hal>(cx: &SysCtx<'_, H>) -> Ucred {
 fn with_sock<H: Hal, R>(cx: &mut SysCtx<'_, H>, sp: &SpecialRef, f: impl FnOnce(&mut SockCtx<'_>, &dyn Socket) -> Result<R, Errno>) -> Result<R, Errno> {
     let cred = ucred(cx);
     let now_ns = cx.hal.now_ns();
-    let s = sp.as_socket().ok_or(Errno::ENOTSOCK)?;
+    let s = crate::net::socket_of(sp.as_ref()).ok_or(Errno::ENOTSOCK)?;
     let mut sc = SockCtx { now_ns, cred, net: &mut cx.k.net };
     f(&mut sc, s)
 }
@@ -325,9 +325,9 @@ fn unix_target<H: Hal>(cx: &mut SysCtx<'_, H>, a: &UnixAddr) -> Result<Rc<UnixSo
 pub fn bind<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
     let (_, sp) = sock_of(cx, a[0])?;
     let raw = read_sockaddr(cx, a[1], a[2])?;
-    let s = sp.as_socket().ok_or(Errno::ENOTSOCK)?;
+    let s = crate::net::socket_of(sp.as_ref()).ok_or(Errno::ENOTSOCK)?;
     let addr = addr::decode(s.family(), &raw)?;
-    crate::audit::net(cx, "bind", &addr);
+    cx.audit_net("bind", &addr);
     if let (Some(u), SockAddr::Unix(UnixAddr::Path(p))) = (unix_of(&sp), &addr) {
         return bind_unix_path(cx, &sp, u, p).map(|_| 0);
     }
@@ -350,9 +350,9 @@ pub fn connect<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> Flow {
     let r = (|| -> Result<Result<(), (Errno, Option<WaitRef>)>, Errno> {
         let (_, sp) = sock_of(cx, a[0])?;
         let raw = read_sockaddr(cx, a[1], a[2])?;
-        let fam = sp.as_socket().map_or(0, |s| s.family());
+        let fam = crate::net::socket_of(sp.as_ref()).map_or(0, |s| s.family());
         let addr = addr::decode(fam, &raw)?;
-        crate::audit::net(cx, "connect", &addr);
+        cx.audit_net("connect", &addr);
         if let (Some(u), SockAddr::Unix(ua)) = (unix_of(&sp), &addr) {
             let target = unix_target(cx, ua)?;
             let cred = ucred(cx);
@@ -399,7 +399,7 @@ fn do_accept<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6], flags: u32) -> Flow {
         Err(Errno::EAGAIN) if !nonblocking(&f, 0) => block_sock(cx, &f, &sp, None, n::SO_RCVTIMEO),
         Err(e) => Flow::Ret(Err(e)),
         Ok((ns, peer)) => {
-            crate::audit::net(cx, "accept", &peer);
+            cx.audit_net("accept", &peer);
             if a[1] != 0 {
                 let bytes = addr::encode(&peer, Unnamed::Family);
                 if let Err(e) = write_sockaddr(cx, &bytes, a[1], a[2]) {
@@ -557,7 +557,7 @@ fn parse_control<H: Hal>(cx: &mut SysCtx<'_, H>, ptr: u64, len: u64) -> Result<C
 /// Send one message; `extra` gets the queue of an AF_UNIX destination to
 /// wait on if the send would block.
 fn send_one<H: Hal>(cx: &mut SysCtx<'_, H>, sp: &SpecialRef, m: OutMsg, flags: u32, extra: &mut Option<WaitRef>) -> SysResult {
-    let s = sp.as_socket().ok_or(Errno::ENOTSOCK)?;
+    let s = crate::net::socket_of(sp.as_ref()).ok_or(Errno::ENOTSOCK)?;
     let to = match &m.to {
         Some(raw) if !raw.is_empty() => Some(addr::decode(s.family(), raw)?),
         _ => None,
@@ -601,7 +601,7 @@ fn send_flow<H: Hal>(cx: &mut SysCtx<'_, H>, fd: u64, r: SysResult, flags: u32, 
             block_sock(cx, &f, &sp, extra, n::SO_SNDTIMEO)
         }
         Err(Errno::EPIPE) => {
-            let stream = sock_of(cx, fd).ok().and_then(|(_, sp)| sp.as_socket().map(|s| s.sock_type() == n::SOCK_STREAM));
+            let stream = sock_of(cx, fd).ok().and_then(|(_, sp)| crate::net::socket_of(sp.as_ref()).map(|s| s.sock_type() == n::SOCK_STREAM));
             if flags & n::MSG_NOSIGNAL == 0 && stream == Some(true) {
                 cx.t.kill_pending = Some(g::SIGPIPE);
             }
@@ -783,7 +783,7 @@ fn put_control<H: Hal>(cx: &mut SysCtx<'_, H>, c: Control, ctl: u64, ctllen: u64
 fn recv_one<H: Hal>(cx: &mut SysCtx<'_, H>, sp: &SpecialRef, m: &InMsg, flags: u32) -> Result<InResult, Errno> {
     let mut buf = vec![0u8; (m.total as usize).min(IO_CAP)];
     let r = with_sock(cx, sp, |sc, s| s.recv(sc, &mut buf, flags))?;
-    let stream = sp.as_socket().is_some_and(|s| s.sock_type() == n::SOCK_STREAM);
+    let stream = crate::net::socket_of(sp.as_ref()).is_some_and(|s| s.sock_type() == n::SOCK_STREAM);
     let mut at = 0usize;
     for &(base, len) in &m.iov {
         if at >= r.len {

@@ -26,7 +26,7 @@ fn cpu_time<H: Hal>(cx: &SysCtx<'_, H>, id: u64) -> Result<u64, Errno> {
     };
     let me = &*cx.t;
     let pid = if pid == 0 { if thread { me.pid } else { me.tgid } } else { pid };
-    let task = if pid == me.pid { Some(me) } else { cx.k.tasks.get(&pid).map(|b| &**b) };
+    let task = if pid == me.pid { Some(me) } else { cx.k.procs.get(pid) };
     let task = task.ok_or(Errno::EINVAL)?;
     let own = |t: &crate::task::Task<H::Space>| if user_only { t.utime_ns } else { t.utime_ns + t.stime_ns };
     let pending = if user_only { me.cpu.unsettled().0 } else { me.cpu.unsettled().0 + me.cpu.unsettled().1 };
@@ -37,7 +37,7 @@ fn cpu_time<H: Hal>(cx: &SysCtx<'_, H>, id: u64) -> Result<u64, Errno> {
         return Ok(own(task) + if task.pid == me.pid { pending } else { 0 });
     }
     let tgid = task.tgid;
-    let mut n: u64 = cx.k.tasks.values().filter(|t| t.tgid == tgid).map(|t| own(t)).sum();
+    let mut n: u64 = cx.k.procs.iter().filter(|t| t.tgid == tgid).map(|t| own(t)).sum();
     if me.tgid == tgid {
         n += own(me) + pending;
     }

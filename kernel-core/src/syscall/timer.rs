@@ -18,7 +18,7 @@ fn timer_clock<H: Hal>(cx: &SysCtx<'_, H>, id: u64) -> Result<TimerClock, Errno>
             (0, false) => Ok(TimerClock::ProcessCpu),
             (0, true) => Ok(TimerClock::ThreadCpu(me.1)),
             (p, false) if p == me.0 => Ok(TimerClock::ProcessCpu),
-            (p, true) if p == me.1 || cx.k.tasks.get(&p).is_some_and(|t| t.tgid == me.0 && !t.is_zombie()) => {
+            (p, true) if p == me.1 || cx.k.procs.get(p).is_some_and(|t| t.tgid == me.0 && !t.is_zombie()) => {
                 Ok(TimerClock::ThreadCpu(p))
             }
             _ => Err(Errno::EINVAL),
@@ -53,8 +53,8 @@ pub fn timer_create<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
         let ev = SigEvent::parse(&cx.read_array::<64>(a[1])?);
         let tgid = cx.t.tgid;
         let me = cx.t.pid;
-        let tasks = &cx.k.tasks;
-        Some(ev.notify(|tid| tid == me || tasks.get(&tid).is_some_and(|t| t.tgid == tgid && !t.is_zombie()))?)
+        let tasks = &cx.k.procs;
+        Some(ev.notify(|tid| tid == me || tasks.get(tid).is_some_and(|t| t.tgid == tgid && !t.is_zombie()))?)
     };
     cx.access_ok(a[2], 4)?;
     let charge = crate::budget::Charge::new(cx.k.frames.budget(), crate::budget::Kind::Timer, POSIX_TIMER_COST)?;
@@ -99,7 +99,7 @@ pub fn timer_settime<H: Hal>(cx: &mut SysCtx<'_, H>, a: [u64; 6]) -> SysResult {
             TimerClock::ProcessCpu | TimerClock::ThreadCpu(_) if abs => {
                 let used = match clock {
                     TimerClock::ThreadCpu(tid) if tid == cx.t.pid => cx.t.utime_ns + cx.t.stime_ns,
-                    TimerClock::ThreadCpu(tid) => cx.k.tasks.get(&tid).map_or(0, |t| t.utime_ns + t.stime_ns),
+                    TimerClock::ThreadCpu(tid) => cx.k.procs.get(tid).map_or(0, |t| t.utime_ns + t.stime_ns),
                     _ => cx.k.process_cpu(Some(cx.t), tgid),
                 };
                 value.saturating_sub(used)

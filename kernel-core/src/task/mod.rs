@@ -1,11 +1,13 @@
-//! Tasks (for now one thread per process), their states, signal bookkeeping
-//! and the round-robin run queue.
+//! Tasks (for now one thread per process), their states, signal bookkeeping,
+//! the round-robin run queue, and the process table that owns them all
+//! ([`ProcessTable`]). Signal delivery and the ptrace stops of the loop are
+//! the kernel layer's (`kernel/signals.rs`, `kernel/ptrace.rs`).
 
-pub mod engine;
 pub mod frame;
 pub mod ptrace;
 pub mod sched;
 pub mod signal;
+pub mod table;
 #[cfg(test)]
 mod tests;
 
@@ -19,9 +21,9 @@ use crate::SysResult;
 
 pub use sched::RunQueue;
 pub use signal::SignalState;
+pub use table::ProcessTable;
 
-/// A process / thread id.
-pub type Pid = u32;
+pub use crate::Pid;
 
 /// What a blocked task waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,7 +164,7 @@ pub struct Task<S: AddressSpace> {
     pub tgid: Pid,
     /// Which memory map it uses: tasks with the same id share one
     /// [`MemoryMap`], held in `mm` by exactly one of them (the kernel moves it
-    /// to the task about to run, see `Kernel::adopt_shared`).
+    /// to the task about to run, see [`ProcessTable::adopt_shared`]).
     pub mm_id: u64,
     /// Which fd table it uses (`CLONE_FILES`), held like `mm`.
     pub files_id: u64,

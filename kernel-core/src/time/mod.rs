@@ -13,6 +13,9 @@ use crate::Errno;
 /// Nanoseconds per second.
 pub const NS_PER_SEC: u64 = 1_000_000_000;
 
+/// The latest monotonic deadline a timer is ever armed for (~146 years).
+pub const MAX_DEADLINE: u64 = 1 << 62;
+
 /// A `struct timespec` (16 bytes).
 pub fn timespec_bytes(ns: u64) -> [u8; 16] {
     let mut b = [0u8; 16];

@@ -191,7 +191,7 @@ impl Timers {
             self.queue.remove(&(d, Key::Real(tgid)));
         }
         if value != 0 {
-            let d = now.saturating_add(value).min(crate::kernel::MAX_DEADLINE);
+            let d = now.saturating_add(value).min(super::MAX_DEADLINE);
             self.real.insert(tgid, (d, interval));
             self.queue.insert((d, Key::Real(tgid)));
         }
@@ -282,7 +282,7 @@ impl Timers {
                 t.armed = Some(v.max(1));
                 self.cpu_posix.entry(tgid).or_default().insert(id);
             } else {
-                let d = v.min(crate::kernel::MAX_DEADLINE);
+                let d = v.min(super::MAX_DEADLINE);
                 t.armed = Some(d);
                 self.queue.insert((d, Key::Posix(tgid, id)));
             }

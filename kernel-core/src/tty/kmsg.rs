@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use core::any::Any;
 use core::cell::{Cell, RefCell};
 
-use hal::{AddressSpace, Hal};
+use hal::Hal;
 use linux_raw_sys::general as g;
 
 use crate::wait::{FileOps, IoCtx, Opened, WaitRef, WaitSet, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM};
@@ -130,13 +130,6 @@ pub fn printk<H: Hal>(log: &RefCell<KernelLog>, hal: &mut H, level: u8, line: &s
     hal.kernel_message(level, line);
 }
 
-impl<S: AddressSpace> crate::kernel::Kernel<S> {
-    /// A kernel message (see the module docs): to the kernel's log, and to
-    /// the host when the backend shows its log.
-    pub fn printk<H: Hal>(&self, hal: &mut H, level: u8, line: &str) {
-        printk(&self.ttys.log, hal, level, line);
-    }
-}
 
 /// `/dev/kmsg`: each open description reads the records from the oldest
 /// kept on, one per `read`; writes add records (at `<N>` if given).

@@ -2,7 +2,6 @@
 //! job control (foreground process group, controlling terminal per session),
 //! `/dev/tty`, `/dev/ptmx` and `/dev/pts/N`.
 
-mod glue;
 pub mod kmsg;
 pub mod ldisc;
 

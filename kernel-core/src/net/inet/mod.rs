@@ -1084,8 +1084,21 @@ pub fn deadline(stack: &StackRef) -> Option<u64> {
     stack.try_borrow().ok().and_then(|s| if s.dirty { Some(0) } else { s.deadline })
 }
 
+/// A network interface handed to the kernel at boot, with the static
+/// configuration a real machine's network scripts (or DHCP) would apply.
+pub struct NetAttach {
+    /// Interface name, e.g. `eth0`.
+    pub name: String,
+    /// The link.
+    pub device: alloc::boxed::Box<dyn hal::NetDevice>,
+    /// IPv4 address and prefix length, if any.
+    pub ipv4: Option<([u8; 4], u8)>,
+    /// Default IPv4 gateway reached through this interface, if any.
+    pub gateway: Option<[u8; 4]>,
+}
+
 /// Attach the boot-time network interfaces, seeding the stack's randomness.
-pub fn attach_all(stack: &StackRef, seed: u64, nets: Vec<crate::kernel::NetAttach>) {
+pub fn attach_all(stack: &StackRef, seed: u64, nets: Vec<NetAttach>) {
     let mut s = stack.borrow_mut();
     *s = Stack::new(seed);
     for na in nets {

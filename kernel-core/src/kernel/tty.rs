@@ -7,7 +7,7 @@ use hal::{AddressSpace, ConsoleRead, Hal};
 
 use crate::fs::path::{self, Follow};
 use crate::fs::Loc;
-use crate::kernel::Kernel;
+use super::Kernel;
 use crate::task::signal::SigInfo;
 use crate::task::{Pid, Task};
 use crate::wait::IoCtx;
@@ -75,7 +75,7 @@ impl<S: AddressSpace> Kernel<S> {
     /// handled (out of the task table), if any.
     pub fn signal_group(&mut self, mut cur: Option<&mut Task<S>>, pgid: Pid, sig: u32) {
         let mut targets: Vec<Pid> =
-            self.tasks.values().filter(|t| t.is_leader() && !t.is_zombie() && t.pgid == pgid).map(|t| t.pid).collect();
+            self.procs.iter().filter(|t| t.is_leader() && !t.is_zombie() && t.pgid == pgid).map(|t| t.pid).collect();
         if let Some(c) = cur.as_deref() {
             if c.pgid == pgid && !c.is_zombie() && !targets.contains(&c.tgid) {
                 targets.push(c.tgid);
@@ -139,11 +139,7 @@ impl<S: AddressSpace> Kernel<S> {
     /// Wake tasks whose wait set changed or whose wake-up instant passed
     /// (they re-run their call, keeping its deadline).
     pub fn check_waits(&mut self, now: u64) {
-        if self.waits.is_empty() {
-            return;
-        }
-        let ready: Vec<Pid> = self.waits.iter().filter(|(_, w)| w.ready(now)).map(|(pid, _)| *pid).collect();
-        for pid in ready {
+        for pid in self.procs.ready_waiters(now) {
             self.wake(pid, None);
         }
     }
@@ -164,3 +160,28 @@ fn feed(tty: &crate::tty::Tty, r: ConsoleRead, data: &[u8], io: &mut IoCtx<'_>) 
         }
     }
 }
+
+impl<S: AddressSpace> Kernel<S> {
+    /// A kernel message (see the module docs): to the kernel's log, and to
+    /// the host when the backend shows its log.
+    pub fn printk<H: Hal>(&self, hal: &mut H, level: u8, line: &str) {
+        crate::tty::kmsg::printk(&self.ttys.log, hal, level, line);
+    }
+}
+
+impl<S: AddressSpace> Kernel<S> {
+    /// Hand queued records (terminal traffic, audit events) to the HAL.
+    pub fn audit_flush<H: Hal<Space = S>>(&mut self, hal: &mut H) {
+        if !self.audit.pending.is_empty() {
+            for (t, line) in core::mem::take(&mut self.audit.pending) {
+                hal.audit_log(t, &line);
+            }
+        }
+        if self.ttys.tty_log_pending() {
+            for r in self.ttys.take_tty_log() {
+                hal.tty_log(&hal::TtyLogRecord { realtime_ns: r.realtime_ns, tty: &r.tty, input: r.input, pid: r.pid, sid: r.sid, data: &r.data });
+            }
+        }
+    }
+}
+

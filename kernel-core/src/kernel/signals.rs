@@ -1,7 +1,7 @@
-//! The signal engine and thread-group plumbing of the kernel loop: posting
-//! signals to threads and processes, group stop/continue/kill, delivery on
-//! the way back to user mode, and the sharing of memory maps and fd tables
-//! between tasks (`CLONE_VM`, `CLONE_FILES`).
+//! The signal engine of the kernel loop: posting signals to threads and
+//! processes, group stop/continue/kill, and delivery on the way back to
+//! user mode. It lives in the kernel layer because it joins the process
+//! table with signalfds, ptrace stops and the re-run of system calls.
 //!
 //! Killing is lazy: a fatal signal marks every thread of the group with
 //! `group_exit` and makes it runnable; the loop ends each one when it picks
@@ -13,29 +13,12 @@ use alloc::vec::Vec;
 use hal::{AddressSpace, Hal};
 use linux_raw_sys::general as g;
 
-use super::frame;
-use super::signal::{default_action, sigbit, DefaultAction, SigInfo, NSIG, SIG_DFL, SIG_IGN, UNBLOCKABLE};
-use super::{ExitStatus, Pid, Task, TaskState, WaitOn};
-use crate::fs::FdTable;
-use crate::kernel::Kernel;
+use crate::task::frame;
+use crate::task::signal::{default_action, sigbit, DefaultAction, SigInfo, NSIG, SIG_DFL, SIG_IGN, UNBLOCKABLE};
+use crate::task::{ExitStatus, Pid, Task, TaskState, WaitOn};
+use super::Kernel;
+use crate::syscall::Restart;
 use crate::Errno;
-
-/// Calls that never restart after a handler ran (Linux's ERESTARTNOHAND /
-/// ERESTART_RESTARTBLOCK ones): they return EINTR.
-const NO_RESTART: &[u32] = &[
-    g::__NR_pause,
-    g::__NR_rt_sigsuspend,
-    g::__NR_rt_sigtimedwait,
-    g::__NR_nanosleep,
-    g::__NR_clock_nanosleep,
-    g::__NR_poll,
-    g::__NR_ppoll,
-    g::__NR_select,
-    g::__NR_pselect6,
-    g::__NR_epoll_wait,
-    g::__NR_epoll_pwait,
-    g::__NR_epoll_pwait2,
-];
 
 /// The exit status of a "core" default action: the core-dump bit (0x80) is
 /// reported when `RLIMIT_CORE` allows a dump, as Linux does with a file
@@ -48,90 +31,7 @@ pub fn core_status(core_limit: u64, sig: u32) -> ExitStatus {
     }
 }
 
-/// `task` if it is `pid`, else the table's entry.
-pub fn tmut<'a, S: AddressSpace>(
-    tasks: &'a mut super::TaskTable<S>,
-    cur: &'a mut Option<&mut Task<S>>,
-    pid: Pid,
-) -> Option<&'a mut Task<S>> {
-    if cur.as_ref().is_some_and(|t| t.pid == pid) {
-        return cur.as_deref_mut();
-    }
-    tasks.get_mut(&pid).map(|t| &mut **t)
-}
-
 impl<S: AddressSpace> Kernel<S> {
-    /// A fresh id for a memory map, fd table or handler table.
-    pub fn new_share_id(&mut self) -> u64 {
-        self.next_share_id += 1;
-        self.next_share_id
-    }
-
-    /// The live tasks of thread group `tgid` (the current one included).
-    pub fn group_pids(&self, cur: Option<&Task<S>>, tgid: Pid) -> Vec<Pid> {
-        let mut v: Vec<Pid> = self.tasks.values().filter(|t| t.tgid == tgid && !t.is_zombie()).map(|t| t.pid).collect();
-        if let Some(c) = cur {
-            if c.tgid == tgid && !c.is_zombie() {
-                v.push(c.pid);
-            }
-        }
-        v
-    }
-
-    /// Move the shared memory map and fd table to `t` (about to run) from
-    /// whichever task of its group holds them.
-    pub fn adopt_shared(&mut self, t: &mut Task<S>) {
-        if t.is_zombie() {
-            return;
-        }
-        if t.mm.is_none() {
-            let id = t.mm_id;
-            if let Some(h) = self.tasks.values_mut().find(|o| o.mm_id == id && o.mm.is_some()) {
-                t.mm = h.mm.take();
-            }
-        }
-        if !t.fds_held {
-            let id = t.files_id;
-            if let Some(h) = self.tasks.values_mut().find(|o| o.files_id == id && o.fds_held) {
-                t.fds = core::mem::replace(&mut h.fds, FdTable::new());
-                h.fds_held = false;
-                t.fds_held = true;
-            }
-        }
-    }
-
-    /// Does any live task other than `t` use `t`'s memory map?
-    pub fn mm_shared(&self, t: &Task<S>) -> bool {
-        self.tasks.values().any(|o| o.pid != t.pid && o.mm_id == t.mm_id && !o.is_zombie())
-    }
-
-    /// Hand `t`'s shared resources to another live user before `t` dies;
-    /// returns (mm handed off, fds handed off).
-    pub fn hand_off(&mut self, t: &mut Task<S>) -> (bool, bool) {
-        let (pid, mid, fid) = (t.pid, t.mm_id, t.files_id);
-        let mut mm_done = false;
-        let mut fd_done = false;
-        if t.mm.is_some() {
-            if let Some(o) = self.tasks.values_mut().find(|o| o.pid != pid && o.mm_id == mid && !o.is_zombie()) {
-                o.mm = t.mm.take();
-                mm_done = true;
-            }
-        } else {
-            mm_done = true;
-        }
-        if t.fds_held {
-            if let Some(o) = self.tasks.values_mut().find(|o| o.pid != pid && o.files_id == fid && !o.is_zombie()) {
-                o.fds = core::mem::replace(&mut t.fds, FdTable::new());
-                o.fds_held = true;
-                t.fds_held = false;
-                fd_done = true;
-            }
-        } else {
-            fd_done = true;
-        }
-        (mm_done, fd_done)
-    }
-
     /// Post `info` to thread `tid` (`thread`) or to the process whose thread
     /// group is `tid` (any thread not blocking it). `cur` is the task being
     /// handled (not in the table), if any. Applies the immediate effects:
@@ -143,7 +43,7 @@ impl<S: AddressSpace> Kernel<S> {
             return;
         }
         // Find the receiving thread and its group.
-        let (tgid, act, blocked) = match tmut(&mut self.tasks, &mut cur, tid) {
+        let (tgid, act, blocked) = match self.procs.either(&mut cur, tid) {
             Some(t) if !t.is_zombie() || !thread => {
                 (t.tgid, t.signals.actions[(sig - 1) as usize], t.signals.mask & sigbit(sig) != 0)
             }
@@ -160,7 +60,7 @@ impl<S: AddressSpace> Kernel<S> {
         if tgid == 1 && act.handler == SIG_DFL && info.pid != 1 && !(blocked && sig != g::SIGKILL) {
             return;
         }
-        let group = self.group_pids(cur.as_deref(), tgid);
+        let group = self.procs.group_pids(cur.as_deref(), tgid);
         if group.is_empty() {
             return;
         }
@@ -174,7 +74,7 @@ impl<S: AddressSpace> Kernel<S> {
         if sig == g::SIGSTOP || sig == g::SIGTSTP || sig == g::SIGTTIN || sig == g::SIGTTOU {
             // A pending stop is cancelled by SIGCONT and vice versa.
             for &p in &group {
-                if let Some(t) = tmut(&mut self.tasks, &mut cur, p) {
+                if let Some(t) = self.procs.either(&mut cur, p) {
                     t.signals.pending &= !sigbit(g::SIGCONT);
                 }
             }
@@ -182,7 +82,7 @@ impl<S: AddressSpace> Kernel<S> {
         if sig == g::SIGCONT {
             let stops = sigbit(g::SIGSTOP) | sigbit(g::SIGTSTP) | sigbit(g::SIGTTIN) | sigbit(g::SIGTTOU);
             for &p in &group {
-                if let Some(t) = tmut(&mut self.tasks, &mut cur, p) {
+                if let Some(t) = self.procs.either(&mut cur, p) {
                     t.signals.pending &= !stops;
                 }
             }
@@ -196,7 +96,7 @@ impl<S: AddressSpace> Kernel<S> {
         } else {
             let mut pick = None;
             for &p in &group {
-                if let Some(t) = tmut(&mut self.tasks, &mut cur, p) {
+                if let Some(t) = self.procs.either(&mut cur, p) {
                     if t.signals.mask & sigbit(sig) == 0 {
                         pick = Some(p);
                         if p == tgid {
@@ -207,7 +107,7 @@ impl<S: AddressSpace> Kernel<S> {
             }
             pick.or(group.first().copied()).unwrap_or(tgid)
         };
-        let Some(t) = tmut(&mut self.tasks, &mut cur, target) else { return };
+        let Some(t) = self.procs.either(&mut cur, target) else { return };
         // rt_sigtimedwait waiting for exactly this signal: it takes it.
         if let TaskState::Blocked(b) = t.state {
             if b.on == WaitOn::Signal && b.restart && t.wait_set & sigbit(sig) != 0 {
@@ -264,7 +164,7 @@ impl<S: AddressSpace> Kernel<S> {
                 t.state = TaskState::Runnable;
                 t.redo_syscall = true;
                 if cur.as_ref().is_none_or(|c| c.pid != pid) {
-                    self.runq.push(pid);
+                    self.procs.enqueue(pid);
                 }
             } else if !matches!(b.on, WaitOn::Vfork(_)) {
                 t.state = TaskState::Runnable;
@@ -272,9 +172,9 @@ impl<S: AddressSpace> Kernel<S> {
                 t.restart_deadline = None;
                 t.interrupted = Some(b.restart);
                 t.ctx.regs.rax = Errno::EINTR.as_return();
-                self.waits.remove(&pid);
+                self.procs.take_wait(pid);
                 if cur.as_ref().is_none_or(|c| c.pid != pid) {
-                    self.runq.push(pid);
+                    self.procs.enqueue(pid);
                 }
             }
         }
@@ -291,23 +191,7 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Kill every thread in `group` with `st` (lazily, see the module doc).
     pub(crate) fn group_kill(&mut self, cur: &mut Option<&mut Task<S>>, group: &[Pid], st: ExitStatus) {
-        for &p in group {
-            let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
-            if let Some(t) = tmut(&mut self.tasks, cur, p) {
-                if t.group_exit.is_none() {
-                    t.group_exit = Some(st);
-                }
-                t.stopped = false;
-                if let TaskState::Blocked(_) = t.state {
-                    t.state = TaskState::Runnable;
-                }
-                t.redo_syscall = false;
-                self.waits.remove(&p);
-                if !is_cur {
-                    self.runq.push(p);
-                }
-            }
-        }
+        self.procs.group_kill(cur, group, st);
     }
 
     /// Stop every thread of the group; the leader records the event for the
@@ -316,7 +200,7 @@ impl<S: AddressSpace> Kernel<S> {
         let mut was_running = false;
         let mut traced = Vec::new();
         for &p in group {
-            if let Some(t) = tmut(&mut self.tasks, cur, p) {
+            if let Some(t) = self.procs.either(cur, p) {
                 was_running |= !t.stopped;
                 t.stopped = true;
                 t.cont_event = false;
@@ -331,13 +215,13 @@ impl<S: AddressSpace> Kernel<S> {
         // resumes them (Linux's group-stop under ptrace).
         for (p, seized) in traced {
             let ev = if seized { linux_raw_sys::ptrace::PTRACE_EVENT_STOP } else { 0 };
-            self.ptrace_stop(cur, p, super::ptrace::Stop::Group, super::ptrace::stop_status(sig, ev));
+            self.ptrace_stop(cur, p, crate::task::ptrace::Stop::Group, crate::task::ptrace::stop_status(sig, ev));
         }
         if !was_running {
             return;
         }
         let mut ppid = 0;
-        if let Some(l) = tmut(&mut self.tasks, cur, tgid) {
+        if let Some(l) = self.procs.either(cur, tgid) {
             l.stop_event = Some(sig);
             ppid = l.ppid;
         }
@@ -349,12 +233,12 @@ impl<S: AddressSpace> Kernel<S> {
         let mut was_stopped = false;
         for &p in group {
             let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
-            if let Some(t) = tmut(&mut self.tasks, cur, p) {
+            if let Some(t) = self.procs.either(cur, p) {
                 was_stopped |= t.stopped;
                 if let Some(pt) = t.ptrace.as_mut() {
                     match pt.stop {
                         // A ptrace stop ends only at the tracer's word.
-                        Some(s) if s != super::ptrace::Stop::Group => continue,
+                        Some(s) if s != crate::task::ptrace::Stop::Group => continue,
                         // A group stop under ptrace ends with the group's.
                         Some(_) => {
                             pt.stop = None;
@@ -365,7 +249,7 @@ impl<S: AddressSpace> Kernel<S> {
                 }
                 t.stopped = false;
                 if t.state == TaskState::Runnable && !is_cur {
-                    self.runq.push(p);
+                    self.procs.enqueue(p);
                 }
             }
         }
@@ -373,7 +257,7 @@ impl<S: AddressSpace> Kernel<S> {
             return;
         }
         let mut ppid = 0;
-        if let Some(l) = tmut(&mut self.tasks, cur, tgid) {
+        if let Some(l) = self.procs.either(cur, tgid) {
             l.stop_event = None;
             l.cont_event = true;
             ppid = l.ppid;
@@ -384,7 +268,7 @@ impl<S: AddressSpace> Kernel<S> {
     /// SIGCHLD for a stop/continue (unless the parent set SA_NOCLDSTOP), and
     /// wake the parent's wait.
     pub(crate) fn notify_stop_cont(&mut self, cur: &mut Option<&mut Task<S>>, child: Pid, ppid: Pid, code: i32, status: i32) {
-        let Some(p) = tmut(&mut self.tasks, cur, ppid) else { return };
+        let Some(p) = self.procs.either(cur, ppid) else { return };
         let act = p.signals.actions[(g::SIGCHLD - 1) as usize];
         let (ptgid, ppid_pid) = (p.tgid, p.pid);
         if act.flags & g::SA_NOCLDSTOP as u64 == 0 {
@@ -396,10 +280,10 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Wake every task of `ppid`'s group blocked in wait4/waitid.
     pub fn wake_child_waiters(&mut self, ppid: Pid) {
-        let tgid = self.tasks.get(&ppid).map_or(ppid, |t| t.tgid);
+        let tgid = self.procs.get(ppid).map_or(ppid, |t| t.tgid);
         let waiting: Vec<Pid> = self
-            .tasks
-            .values()
+            .procs
+            .iter()
             .filter(|t| t.tgid == tgid && matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Child))
             .map(|t| t.pid)
             .collect();
@@ -423,11 +307,11 @@ impl<S: AddressSpace> Kernel<S> {
         // reported (the handler runs after); only a wait that would block
         // again becomes EINTR (or restarts, with SA_RESTART).
         let nr = t.ctx.regs.orig_rax;
-        if t.redo_syscall && (nr == g::__NR_wait4 as u64 || nr == g::__NR_waitid as u64) && self.handler_pending(t) {
+        if t.redo_syscall && crate::syscall::restart_class(nr) == Restart::Rescan && self.handler_pending(t) {
             t.redo_syscall = false;
             let args = t.ctx.regs.syscall_args();
             match crate::syscall::dispatch(hal, self, t, nr, args) {
-                crate::syscall::Flow::Ret(r) => crate::kernel::complete(hal, self.trace, t, r),
+                crate::syscall::Flow::Ret(r) => super::complete(hal, self.trace, t, r),
                 _ => {
                     t.interrupted = Some(true);
                     t.ctx.regs.rax = Errno::EINTR.as_return();
@@ -454,7 +338,7 @@ impl<S: AddressSpace> Kernel<S> {
                     // Init is unkillable from outside (see `post_signal`).
                     continue;
                 }
-                let group = self.group_pids(Some(t), tgid);
+                let group = self.procs.group_pids(Some(t), tgid);
                 let core = core_status(t.rlimits[g::RLIMIT_CORE as usize].0, sig);
                 let mut cur = Some(&mut *t);
                 match default_action(sig) {
@@ -473,7 +357,7 @@ impl<S: AddressSpace> Kernel<S> {
             }
             if let Some(restartable) = t.interrupted.take() {
                 let nr = t.ctx.regs.orig_rax;
-                let no_restart = u32::try_from(nr).is_ok_and(|n| NO_RESTART.contains(&n));
+                let no_restart = crate::syscall::restart_class(nr) == Restart::NoHand;
                 if restartable && !no_restart && act.flags & g::SA_RESTART as u64 != 0 {
                     t.ctx.regs.rip = t.ctx.regs.rip.wrapping_sub(2);
                     t.ctx.regs.rax = nr;
@@ -491,7 +375,7 @@ impl<S: AddressSpace> Kernel<S> {
                 Ok(()) => {
                     t.signals.mask = frame::handler_mask(old_mask, &act, sig);
                     if act.flags & g::SA_RESETHAND as u64 != 0 {
-                        self.set_action(t, sig, super::signal::SigAction::default());
+                        self.set_action(t, sig, crate::task::signal::SigAction::default());
                     }
                     handled = true;
                 }
@@ -500,7 +384,7 @@ impl<S: AddressSpace> Kernel<S> {
                         hal.log(&alloc::format!("[{}] cannot set up the frame for signal {sig}: SIGSEGV", t.pid));
                     }
                     let tgid = t.tgid;
-                    let group = self.group_pids(Some(t), tgid);
+                    let group = self.procs.group_pids(Some(t), tgid);
                     let st = core_status(t.rlimits[g::RLIMIT_CORE as usize].0, g::SIGSEGV);
                     self.group_kill(&mut Some(&mut *t), &group, st);
                     return;
@@ -524,12 +408,12 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Set the disposition of `sig` for `t` and every task sharing its
     /// handler table.
-    pub fn set_action(&mut self, t: &mut Task<S>, sig: u32, act: super::signal::SigAction) {
+    pub fn set_action(&mut self, t: &mut Task<S>, sig: u32, act: crate::task::signal::SigAction) {
         let idx = (sig - 1) as usize;
         t.signals.actions[idx] = act;
         let id = t.sighand_id;
         let ignore = act.handler == SIG_IGN || (act.handler == SIG_DFL && default_action(sig) == DefaultAction::Ignore);
-        for o in self.tasks.values_mut().filter(|o| o.sighand_id == id) {
+        for o in self.procs.iter_mut().filter(|o| o.sighand_id == id) {
             o.signals.actions[idx] = act;
             if ignore {
                 o.signals.pending &= !sigbit(sig);
@@ -554,7 +438,7 @@ impl<S: AddressSpace> Kernel<S> {
         let blocked = t.signals.mask & sigbit(sig) != 0;
         if act.handler <= SIG_IGN || blocked || t.in_fault {
             let tgid = t.tgid;
-            let group = self.group_pids(Some(t), tgid);
+            let group = self.procs.group_pids(Some(t), tgid);
             let st = if sig == g::SIGKILL { ExitStatus::Signal(sig) } else { core_status(t.rlimits[g::RLIMIT_CORE as usize].0, sig) };
             self.group_kill(&mut Some(&mut *t), &group, st);
             return;

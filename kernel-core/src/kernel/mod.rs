@@ -25,6 +25,11 @@
 //! arms the timer for the earliest sleeper and waits for an interrupt; with
 //! nothing that could ever wake anyone it reports a deadlock.
 
+mod account;
+mod ptrace;
+mod signals;
+mod tty;
+
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -44,7 +49,7 @@ use crate::mm::{FaultError, Frames, MappedFile, MemoryMap};
 use crate::syscall::{self, Flow};
 use crate::task::sched::TIMESLICE_NS;
 use crate::task::signal::{SigInfo, SIG_IGN};
-use crate::task::{Blocked, ExitStatus, Pid, RunQueue, Task, TaskState, WaitOn};
+use crate::task::{Blocked, ExitStatus, Pid, Task, TaskState, WaitOn};
 use crate::{Errno, SysResult};
 
 /// What the backend's binary hands to [`boot`].
@@ -72,18 +77,7 @@ pub struct BootConfig {
     pub gid: u32,
 }
 
-/// A network interface handed to the kernel at boot, with the static
-/// configuration a real machine's network scripts (or DHCP) would apply.
-pub struct NetAttach {
-    /// Interface name, e.g. `eth0`.
-    pub name: String,
-    /// The link.
-    pub device: alloc::boxed::Box<dyn hal::NetDevice>,
-    /// IPv4 address and prefix length, if any.
-    pub ipv4: Option<([u8; 4], u8)>,
-    /// Default IPv4 gateway reached through this interface, if any.
-    pub gateway: Option<[u8; 4]>,
-}
+pub use crate::net::inet::NetAttach;
 
 /// The host devices a backend attaches besides the console.
 #[derive(Default)]
@@ -144,10 +138,8 @@ impl fmt::Display for BootError {
 pub struct Kernel<S: AddressSpace> {
     /// The frame allocator.
     pub frames: Frames,
-    /// Every task, zombies included (minus the one being handled).
-    pub tasks: crate::task::TaskTable<S>,
-    /// Runnable tasks waiting for the CPU.
-    pub runq: RunQueue,
+    /// The process table: tasks, run queue, wait sets, pids.
+    pub procs: crate::task::ProcessTable<S>,
     /// The file system.
     pub fs: Fs,
     /// `uname` release.
@@ -159,25 +151,17 @@ pub struct Kernel<S: AddressSpace> {
     /// Calls that returned ENOSYS because they are not implemented: nr -> count.
     pub unknown: BTreeMap<u64, u64>,
     /// Things logged once already (keys).
-    pub logged_once: Vec<&'static str>,
+    logged_once: Vec<&'static str>,
     /// The terminals (console, ptys) and their job-control state.
     pub ttys: alloc::rc::Rc<crate::tty::Ttys>,
-    /// Tasks blocked on wait queues (pipes, ttys, eventfd, timerfd, epoll,
-    /// poll/select): what they wait on (see [`crate::wait`]).
-    pub waits: BTreeMap<Pid, crate::wait::WaitSet>,
     /// Signals for process groups raised where no task could take them
     /// (console input in interrupt context): sent at the top of the loop.
     pub group_signals: Vec<crate::wait::GroupSignal>,
     /// A handler that returned `EAGAIN` after recording this wait set
     /// blocks on it instead (a FIFO open waiting for its peer).
     pub block_request: Option<crate::wait::WaitSet>,
-    next_pid: Pid,
-    /// Last id handed out for shared memory maps / fd tables / handler tables.
-    pub next_share_id: u64,
     /// CPU-time accounting and every process's timers.
     pub clock: crate::time::account::KernelClock,
-    /// Counter ordering blocked tasks (FIFO futex wake-ups).
-    pub block_seq: u64,
     /// The timer deadline we asked the HAL for.
     pub(crate) armed: Option<u64>,
     /// Blocked tasks' deadlines and poll wake-up instants, earliest first.
@@ -192,7 +176,7 @@ pub struct Kernel<S: AddressSpace> {
     /// The task that keeps the CPU while its slice lasts.
     pub(crate) current: Option<Pid>,
     /// Run [`crate::invariants::check`] before every step (tests, fuzzing).
-    pub check_invariants: bool,
+    check_invariants: bool,
     /// Sockets' kernel-wide state (abstract AF_UNIX names, the IP stack).
     pub net: crate::net::NetStack,
     /// System V IPC objects (shared memory, semaphores, message queues).
@@ -211,8 +195,7 @@ pub struct Kernel<S: AddressSpace> {
     pub audit: crate::audit::AuditState,
 }
 
-/// The latest monotonic deadline a timer is ever armed for (~146 years).
-pub const MAX_DEADLINE: u64 = 1 << 62;
+pub use crate::time::MAX_DEADLINE;
 
 /// Faults that wait for an OOM victim to die before the killer chooses again.
 const OOM_PATIENCE: u32 = 1000;
@@ -297,8 +280,7 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     fs.caches.set_memory(frames.total_frames());
     let mut k = Kernel {
         frames,
-        tasks: BTreeMap::new(),
-        runq: RunQueue::default(),
+        procs: Default::default(),
         fs,
         release: config.uname_release.clone(),
         hostname: config.hostname.clone(),
@@ -306,13 +288,9 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
         unknown: BTreeMap::new(),
         logged_once: Vec::new(),
         ttys: crate::tty::Ttys::new(),
-        waits: BTreeMap::new(),
         group_signals: Vec::new(),
         block_request: None,
-        next_pid: 2,
-        next_share_id: 1,
         clock: Default::default(),
-        block_seq: 0,
         armed: None,
         deadlines: Default::default(),
         console_waiters: Default::default(),
@@ -342,8 +320,8 @@ fn boot_opts<H: Hal>(hal: &mut H, mut config: BootConfig, devices: Devices, chec
     k.console_setup(hal);
     k.install_tty_nodes().map_err(|e| BootError::BadInitramfs(format!("cannot create tty nodes in /dev: {}", e.name())))?;
     let init = k.start_init(hal, &config)?;
-    k.runq.push(init.pid);
-    k.tasks.insert(init.pid, alloc::boxed::Box::new(init));
+    k.procs.enqueue(init.pid);
+    k.procs.put(alloc::boxed::Box::new(init));
     let status = k.run_loop(hal);
     k.shutdown(hal);
     Ok(status)
@@ -378,9 +356,9 @@ impl<S: AddressSpace> Kernel<S> {
         let mut task = Task::new(1, 0, UserContext::default(), Some(mm), fds, cwd);
         let (u, gid) = (config.uid, config.gid);
         task.cred = crate::task::Cred { uid: u, euid: u, suid: u, fsuid: u, gid, egid: gid, sgid: gid, fsgid: gid, groups: Vec::new() };
-        task.mm_id = self.new_share_id();
-        task.files_id = self.new_share_id();
-        task.sighand_id = self.new_share_id();
+        task.mm_id = self.procs.new_share_id();
+        task.files_id = self.procs.new_share_id();
+        task.sighand_id = self.procs.new_share_id();
         let argv: Vec<Vec<u8>> = config.args.iter().map(|s| s.as_bytes().to_vec()).collect();
         let envp: Vec<Vec<u8>> = config.env.iter().map(|s| s.as_bytes().to_vec()).collect();
         let (loc, argv) = self
@@ -393,17 +371,6 @@ impl<S: AddressSpace> Kernel<S> {
             e => BootError::InitNotExecutable(config.init.clone(), e),
         })?;
         Ok(task)
-    }
-
-    /// A new pid.
-    pub fn alloc_pid(&mut self) -> Pid {
-        loop {
-            let p = self.next_pid;
-            self.next_pid = if self.next_pid >= 4_194_303 { 2 } else { self.next_pid + 1 };
-            if !self.tasks.contains_key(&p) {
-                return p;
-            }
-        }
     }
 
     /// Log `line` once per key.
@@ -553,13 +520,13 @@ impl<S: AddressSpace> Kernel<S> {
         // file it resolved to (`sh`, not `dash`).
         let base = execfn.rsplit(|&b| b == b'/').next().unwrap_or(execfn);
         task.comm = String::from_utf8_lossy(&base[..base.len().min(15)]).into_owned();
-        crate::audit::execve(self, task, argv, hal.realtime_ns());
+        self.audit.execve(task.tgid, task.cred.uid, argv, || hal.realtime_ns());
         Ok(())
     }
 
     fn run_loop<H: Hal<Space = S>>(&mut self, hal: &mut H) -> i32 {
         loop {
-            if let Some(init) = self.tasks.get(&1) {
+            if let Some(init) = self.procs.get(1) {
                 if let TaskState::Zombie(st) = init.state {
                     return st.shell_status();
                 }
@@ -617,7 +584,7 @@ impl<S: AddressSpace> Kernel<S> {
                 }
                 continue;
             };
-            let Some(mut task) = self.tasks.remove(&pid) else {
+            let Some(mut task) = self.procs.take(pid) else {
                 self.current = None;
                 continue;
             };
@@ -627,7 +594,7 @@ impl<S: AddressSpace> Kernel<S> {
             self.current = Some(pid);
             self.stint_begin(&mut task, now);
             // Threads share one memory map and fd table: bring them here.
-            self.adopt_shared(&mut task);
+            self.procs.adopt_shared(&mut task);
             if task.group_exit.is_none() {
                 // The return to user mode: deliver signals. A call woken to
                 // re-run is interrupted instead if a handler is to run.
@@ -664,8 +631,7 @@ impl<S: AddressSpace> Kernel<S> {
                     }
                 }
                 if let TaskState::Blocked(_) = task.state {
-                    self.block_seq += 1;
-                    task.block_seq = self.block_seq;
+                    task.block_seq = self.procs.next_block_seq();
                 }
             }
             if let Some(st) = task.group_exit.take() {
@@ -680,11 +646,11 @@ impl<S: AddressSpace> Kernel<S> {
             let zombie = task.is_zombie();
             // A woken task that has had less than its share goes first.
             let preempted = core::mem::take(&mut self.clock.preempt);
-            let leaves = zombie || !runnable || ((expired || preempted) && !self.runq.is_empty());
+            let leaves = zombie || !runnable || ((expired || preempted) && self.procs.has_queued());
             if leaves {
                 self.stint_end(&mut task, end);
             }
-            self.tasks.insert(pid, task);
+            self.procs.put(task);
             if zombie {
                 self.current = None;
                 self.reap_or_notify(hal, pid, ppid);
@@ -692,7 +658,7 @@ impl<S: AddressSpace> Kernel<S> {
                 self.current = None;
             } else if leaves {
                 self.current = None;
-                self.runq.push(pid);
+                self.procs.enqueue(pid);
             }
         }
     }
@@ -703,30 +669,25 @@ impl<S: AddressSpace> Kernel<S> {
         if core::mem::take(&mut self.clock.preempt) {
             // A task woken at the top of the loop goes before the current one.
             if let Some(c) = self.current.take() {
-                self.runq.push(c);
+                self.procs.enqueue(c);
             }
         }
         if let Some(c) = self.current {
-            if self.tasks.get(&c).is_some_and(|t| t.state == TaskState::Runnable && (!t.stopped || t.group_exit.is_some())) {
+            if self.procs.can_run(c) {
                 return Some(c);
             }
             self.current = None;
         }
-        while let Some(p) = self.runq.pop() {
-            if self.tasks.get(&p).is_some_and(|t| t.state == TaskState::Runnable && (!t.stopped || t.group_exit.is_some())) {
-                return Some(p);
-            }
-        }
-        None
+        self.procs.pop_runnable()
     }
 
     /// Is `d` still what blocked task `pid` waits for (its call's deadline
     /// or its wait set's wake-up)? The current task is out of the table
     /// while the loop handles it (it may have just blocked): kept.
     fn deadline_holds(&self, pid: Pid, d: u64) -> bool {
-        match self.tasks.get(&pid) {
+        match self.procs.get(pid) {
             Some(t) => match t.state {
-                TaskState::Blocked(b) => b.deadline == Some(d) || self.waits.get(&pid).is_some_and(|w| w.wake_at == Some(d)),
+                TaskState::Blocked(b) => b.deadline == Some(d) || self.procs.wait_of(pid).is_some_and(|w| w.wake_at == Some(d)),
                 _ => false,
             },
             None => self.current == Some(pid),
@@ -740,7 +701,7 @@ impl<S: AddressSpace> Kernel<S> {
 
     /// Record the deadline and console wait of a task that just blocked.
     fn note_blocked(&mut self, pid: Pid, b: &Blocked) {
-        let wake = self.waits.get(&pid).and_then(|w| w.wake_at);
+        let wake = self.procs.wait_of(pid).and_then(|w| w.wake_at);
         let d = match (b.deadline, wake) {
             (Some(a), Some(w)) => Some(a.min(w)),
             (a, w) => a.or(w),
@@ -782,7 +743,7 @@ impl<S: AddressSpace> Kernel<S> {
     fn arm_timer<H: Hal>(&mut self, hal: &mut H, slice_end: u64, cpu: Option<u64>) {
         let (earliest, console) = self.waiters();
         let mut want = earliest;
-        if !self.runq.is_empty() || console {
+        if self.procs.has_queued() || console {
             want = Some(want.map_or(slice_end, |e| e.min(slice_end)));
         }
         if let Some(c) = cpu {
@@ -803,8 +764,8 @@ impl<S: AddressSpace> Kernel<S> {
             self.handle_interrupts(hal, lost);
             return None;
         }
-        let tasks = &self.tasks;
-        self.console_waiters.retain(|p| tasks.get(p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)));
+        let tasks = &self.procs;
+        self.console_waiters.retain(|p| tasks.get(*p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)));
         let (earliest, console) = self.waiters();
         // An exec'd process's stdin is fed from the control channel.
         if earliest.is_none() && !console && !self.control.execs.any() {
@@ -826,7 +787,7 @@ impl<S: AddressSpace> Kernel<S> {
 
     fn deadlock<H: Hal<Space = S>>(&mut self, hal: &mut H) -> i32 {
         let mut blocked = String::new();
-        for t in self.tasks.values() {
+        for t in self.procs.iter() {
             if let TaskState::Blocked(b) = t.state {
                 blocked.push_str(&format!(" [{}] {:?}", t.pid, b.on));
             }
@@ -863,7 +824,7 @@ impl<S: AddressSpace> Kernel<S> {
         // coming while they wait and others run); those still blocked on
         // the console are woken (a read that finds nothing blocks again).
         for p in core::mem::take(&mut self.console_waiters) {
-            if self.tasks.get(&p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)) {
+            if self.procs.get(p).is_some_and(|t| matches!(t.state, TaskState::Blocked(b) if b.on == WaitOn::Console)) {
                 self.wake(p, None);
             }
         }
@@ -874,14 +835,14 @@ impl<S: AddressSpace> Kernel<S> {
     /// [`Interrupts::LOST`], which a misbehaving guest causes).
     fn kill_lost<H: Hal<Space = S>>(&mut self, hal: &mut H) {
         let lost: Vec<Pid> = self
-            .tasks
-            .values()
+            .procs
+            .iter()
             .filter(|t| !t.is_zombie() && t.group_exit.is_none())
             .filter(|t| t.mm.as_ref().is_some_and(|mm| mm.host_ref().is_lost()))
             .map(|t| t.tgid)
             .collect();
         for tgid in lost {
-            let group = self.group_pids(None, tgid);
+            let group = self.procs.group_pids(None, tgid);
             if group.is_empty() {
                 continue;
             }
@@ -898,7 +859,7 @@ impl<S: AddressSpace> Kernel<S> {
     /// within [`OOM_PATIENCE`] faults is given up on.
     fn oom_kill_other<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &Task<S>) -> bool {
         if let Some((v, waited)) = self.oom_victim {
-            if v != task.tgid && waited < OOM_PATIENCE && !self.group_pids(Some(task), v).is_empty() {
+            if v != task.tgid && waited < OOM_PATIENCE && !self.procs.group_pids(Some(task), v).is_empty() {
                 self.oom_victim = Some((v, waited + 1));
                 return true;
             }
@@ -908,7 +869,7 @@ impl<S: AddressSpace> Kernel<S> {
         let mut rss: BTreeMap<Pid, (usize, &str, u32)> = BTreeMap::new();
         let mine = task.mm.as_ref().map_or(0, |m| m.resident_pages());
         rss.insert(task.tgid, (mine, task.comm.as_str(), task.cred.uid));
-        for t in self.tasks.values().filter(|t| !t.is_zombie() && t.group_exit.is_none()) {
+        for t in self.procs.iter().filter(|t| !t.is_zombie() && t.group_exit.is_none()) {
             let e = rss.entry(t.tgid).or_insert((0, t.comm.as_str(), t.cred.uid));
             e.0 += t.mm.as_ref().map_or(0, |m| m.resident_pages());
         }
@@ -925,7 +886,7 @@ impl<S: AddressSpace> Kernel<S> {
         if victim == task.tgid {
             return false;
         }
-        let group = self.group_pids(Some(task), victim);
+        let group = self.procs.group_pids(Some(task), victim);
         self.group_kill(&mut None, &group, ExitStatus::Signal(g::SIGKILL));
         self.oom_victim = Some((victim, 0));
         true
@@ -936,7 +897,7 @@ impl<S: AddressSpace> Kernel<S> {
     fn check_timeouts<H: Hal>(&mut self, hal: &mut H, now: u64) {
         let mut due: Vec<(Pid, SysResult)> = Vec::new();
         for (d, pid) in self.deadlines.due(now) {
-            match self.tasks.get(&pid).map(|t| t.state) {
+            match self.procs.get(pid).map(|t| t.state) {
                 Some(TaskState::Blocked(b)) if b.deadline.is_some_and(|d| d <= now) => {
                     self.deadlines.forget(pid);
                     due.push((pid, b.on_timeout));
@@ -947,12 +908,12 @@ impl<S: AddressSpace> Kernel<S> {
             }
         }
         for (pid, r) in due {
-            self.waits.remove(&pid);
-            if let Some(t) = self.tasks.get_mut(&pid) {
+            self.procs.take_wait(pid);
+            if let Some(t) = self.procs.get_mut(pid) {
                 t.restart_deadline = None;
                 t.state = TaskState::Runnable;
                 complete(hal, self.trace, t, r);
-                self.runq.push(pid);
+                self.procs.enqueue(pid);
                 self.wakeup_preempt(pid);
             }
         }
@@ -961,22 +922,9 @@ impl<S: AddressSpace> Kernel<S> {
     /// Make a blocked task runnable: re-run its call (`result` None) or
     /// finish it with `result`.
     pub fn wake(&mut self, pid: Pid, result: Option<SysResult>) {
-        let wait = self.waits.remove(&pid);
-        let Some(t) = self.tasks.get_mut(&pid) else { return };
-        let TaskState::Blocked(b) = t.state else { return };
-        t.state = TaskState::Runnable;
-        match result {
-            None if b.restart => {
-                t.redo_syscall = true;
-                // The re-run keeps the call's deadline (a poll/select timeout
-                // lives in its wait set), never starting it afresh.
-                t.restart_deadline = b.deadline.or(wait.and_then(|w| w.timeout));
-            }
-            None => t.ctx.regs.rax = 0,
-            Some(r) => t.ctx.regs.rax = encode(r),
+        if self.procs.make_runnable(pid, result) {
+            self.wakeup_preempt(pid);
         }
-        self.runq.push(pid);
-        self.wakeup_preempt(pid);
     }
 
     fn handle_trap<H: Hal<Space = S>>(&mut self, hal: &mut H, task: &mut Task<S>, trap: Trap) {
@@ -1092,7 +1040,7 @@ impl<S: AddressSpace> Kernel<S> {
         self.console_waiters.remove(&task.pid);
         // Its last CPU time, split while its address space is still there.
         self.stint_end(task, hal.now_ns());
-        let shared = self.mm_shared(task);
+        let shared = self.procs.mm_shared(task);
         // CLONE_CHILD_CLEARTID: zero the tid word and wake a joiner.
         if task.clear_child_tid != 0 && shared {
             let addr = task.clear_child_tid;
@@ -1107,7 +1055,7 @@ impl<S: AddressSpace> Kernel<S> {
         if !task.tracees.is_empty() {
             self.ptrace_tracer_exit(task);
         }
-        let (mm_gone, fds_gone) = self.hand_off(task);
+        let (mm_gone, fds_gone) = self.procs.hand_off(task);
         if !mm_gone {
             if let Some(mut mm) = task.mm.take() {
                 mm.clear(&mut self.frames);
@@ -1118,12 +1066,12 @@ impl<S: AddressSpace> Kernel<S> {
         if !fds_gone {
             task.fds.clear();
         }
-        self.waits.remove(&task.pid);
+        self.procs.take_wait(task.pid);
         self.ipc.task_exit(task.pid);
         task.state = TaskState::Zombie(st);
         task.redo_syscall = false;
         task.stopped = false;
-        self.runq.remove(task.pid);
+        self.procs.dequeue(task.pid);
         // A vfork parent resumes when the child exits.
         if let Some(pp) = task.vfork_parent.take() {
             self.wake(pp, Some(Ok(task.pid as usize)));
@@ -1132,7 +1080,7 @@ impl<S: AddressSpace> Kernel<S> {
         // Orphans go to init; init reaps them. (Only when the whole process is gone.)
         let tgid = task.tgid;
         self.clock.timers.thread_exit(tgid, pid);
-        if !self.tasks.values().any(|t| t.tgid == tgid && t.pid != pid && !t.is_zombie()) {
+        if !self.procs.group_has_live(tgid, pid) {
             self.ipc.process_exit(tgid);
             self.locks.process_exit(tgid);
             self.pidfds.exited(tgid);
@@ -1140,7 +1088,7 @@ impl<S: AddressSpace> Kernel<S> {
             let mut orphan_zombies = Vec::new();
             let reaper = self.reaper_for(task.ppid);
             let mut death_signals = Vec::new();
-            for t in self.tasks.values_mut() {
+            for t in self.procs.iter_mut() {
                 if t.ppid == tgid && t.tgid != tgid {
                     t.ppid = reaper;
                     if t.is_zombie() && t.is_leader() {
@@ -1157,7 +1105,7 @@ impl<S: AddressSpace> Kernel<S> {
             // forget_original_parent): SIGCHLD, or reaped at once if it ignores it.
             if pid != 1 {
                 for z in orphan_zombies {
-                    if !self.tasks.values().any(|o| o.tgid == z && o.pid != z && !o.is_zombie()) {
+                    if !self.procs.group_has_live(z, z) {
                         self.notify_parent(hal, z, reaper);
                     }
                 }
@@ -1170,11 +1118,11 @@ impl<S: AddressSpace> Kernel<S> {
     /// (`PR_SET_CHILD_SUBREAPER`), else init.
     fn reaper_for(&self, mut ppid: Pid) -> Pid {
         // Bounded walk up the tree (a chain never exceeds the task count).
-        for _ in 0..=self.tasks.len() {
+        for _ in 0..=self.procs.len() {
             if ppid <= 1 {
                 break;
             }
-            match self.tasks.get(&ppid) {
+            match self.procs.get(ppid) {
                 Some(t) if t.subreaper && !t.is_zombie() => return ppid,
                 Some(t) => ppid = t.ppid,
                 None => break,
@@ -1187,29 +1135,29 @@ impl<S: AddressSpace> Kernel<S> {
     /// other than the leader disappears; a process whose last thread died
     /// is reported to its parent (SIGCHLD, wait wake-up) or auto-reaped.
     pub fn reap_or_notify<H: Hal<Space = S>>(&mut self, hal: &mut H, pid: Pid, ppid: Pid) {
-        let Some(t) = self.tasks.get(&pid) else { return };
+        let Some(t) = self.procs.get(pid) else { return };
         let tgid = t.tgid;
         let times = (t.utime_ns, t.stime_ns);
         let traced = t.ptrace.is_some();
         if !t.is_leader() {
             // A traced thread stays until its tracer's wait collects it.
             if !(traced && self.ptrace_tracee_died(pid)) {
-                self.tasks.remove(&pid);
+                self.procs.take(pid);
             }
             // The process keeps the CPU time of its exited threads.
-            if let Some(l) = self.tasks.get_mut(&tgid) {
+            if let Some(l) = self.procs.get_mut(tgid) {
                 l.utime_ns += times.0;
                 l.stime_ns += times.1;
             }
             // The leader died earlier and this was the last thread: report the process.
-            let rest = self.tasks.values().any(|o| o.tgid == tgid && !o.is_zombie());
-            if !rest && self.tasks.get(&tgid).is_some_and(|l| l.is_zombie()) {
-                let lp = self.tasks.get(&tgid).map_or(0, |l| l.ppid);
+            let rest = self.procs.iter().any(|o| o.tgid == tgid && !o.is_zombie());
+            if !rest && self.procs.get(tgid).is_some_and(|l| l.is_zombie()) {
+                let lp = self.procs.get(tgid).map_or(0, |l| l.ppid);
                 self.notify_parent(hal, tgid, lp);
             }
             return;
         }
-        if self.tasks.values().any(|o| o.tgid == tgid && o.pid != pid && !o.is_zombie()) {
+        if self.procs.group_has_live(tgid, pid) {
             return; // reported when the last thread exits
         }
         // A tracer other than the parent collects it first.
@@ -1223,17 +1171,17 @@ impl<S: AddressSpace> Kernel<S> {
     /// wake its wait, or reap at once if it ignores SIGCHLD / set SA_NOCLDWAIT.
     pub fn notify_parent<H: Hal<Space = S>>(&mut self, hal: &mut H, pid: Pid, ppid: Pid) {
         let _ = hal;
-        let Some(child) = self.tasks.get(&pid) else { return };
+        let Some(child) = self.procs.get(pid) else { return };
         let (exit_signal, st) = match child.state {
             TaskState::Zombie(st) => (child.exit_signal, st),
             _ => return,
         };
         let ct = (child.utime_ns + child.child_times.0, child.stime_ns + child.child_times.1);
-        let Some(parent) = self.tasks.get(&ppid) else { return };
+        let Some(parent) = self.procs.get(ppid) else { return };
         let ptgid = parent.tgid;
         let act = parent.signals.actions[(g::SIGCHLD - 1) as usize];
         if exit_signal == g::SIGCHLD && (act.handler == SIG_IGN || act.flags & g::SA_NOCLDWAIT as u64 != 0) {
-            self.tasks.remove(&pid);
+            self.procs.take(pid);
             // SA_NOCLDWAIT with a handler still gets SIGCHLD (Linux's do_notify_parent).
             if act.handler == SIG_IGN {
                 self.wake_waiters_of(ppid);
@@ -1267,16 +1215,15 @@ impl<S: AddressSpace> Kernel<S> {
     fn shutdown<H: Hal<Space = S>>(&mut self, hal: &mut H) {
         hal.set_timer(None);
         self.armed = None;
-        let pids: Vec<Pid> = self.tasks.keys().copied().collect();
+        let pids = self.procs.pids();
         for pid in pids {
-            if let Some(mut t) = self.tasks.remove(&pid) {
+            if let Some(mut t) = self.procs.take(pid) {
                 if !t.is_zombie() {
                     self.exit_task(hal, &mut t, ExitStatus::Signal(g::SIGKILL));
                 }
             }
         }
-        self.tasks.clear();
-        self.runq.clear();
+        self.procs.clear();
         // An overlay's upper layer kept on the host gets the guest's changes
         // (while the page caches still hold them).
         for e in self.fs.flush_overlays(&mut self.frames, hal.phys()) {
@@ -1326,12 +1273,7 @@ fn nul_joined(strings: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// The `rax` value of a result.
-pub fn encode(r: SysResult) -> u64 {
-    match r {
-        Ok(v) => v as u64,
-        Err(e) => e.as_return(),
-    }
-}
+pub use crate::errno::encode;
 
 /// Finish the task's current call with `r` (and trace it).
 pub fn complete<H: Hal, S: AddressSpace>(hal: &mut H, trace: bool, t: &mut Task<S>, r: SysResult) {
