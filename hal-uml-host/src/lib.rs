@@ -47,3 +47,16 @@ pub mod xstate;
 /// Mappings up to this size are made with `MAP_POPULATE` (in batches that
 /// are a fault's worth of work, [`ops::mark_populate`]).
 pub const POPULATE_MAX: u64 = 16 * hal::PAGE_SIZE as u64;
+
+/// The access of a page fault, from the x86 error code the host reports
+/// with it (bit 4: instruction fetch, bit 1: write).
+#[inline]
+pub fn fault_access(err: u64) -> hal::Access {
+    if err & 0x10 != 0 {
+        hal::Access::Execute
+    } else if err & 0x2 != 0 {
+        hal::Access::Write
+    } else {
+        hal::Access::Read
+    }
+}

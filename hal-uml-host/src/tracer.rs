@@ -10,7 +10,7 @@
 //! itself pointed `rip` at it ([`Tracer::run_routine`]).
 
 use crate::timer::{TimerShared, TIMER_SIGNAL};
-use hal::{Access, CpuFaultKind, Trap, UserContext, UserRegs};
+use hal::{CpuFaultKind, Trap, UserContext, UserRegs};
 use std::io;
 
 const _: () = assert!(std::mem::size_of::<UserRegs>() == std::mem::size_of::<libc::user_regs_struct>());
@@ -333,14 +333,7 @@ impl Tracer {
         let (err, trapno) = (r.rbx, r.rcx);
         match trapno {
             14 => {
-                let access = if err & 0x10 != 0 {
-                    Access::Execute
-                } else if err & 0x2 != 0 {
-                    Access::Write
-                } else {
-                    Access::Read
-                };
-                Trap::PageFault { addr, access }
+                Trap::PageFault { addr, access: crate::fault_access(err) }
             }
             _ => Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: ctx.regs.rip },
         }

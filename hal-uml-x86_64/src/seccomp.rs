@@ -96,7 +96,7 @@ use crate::stub::{self, ctrl, mb, Layout, OPS_PER_BATCH};
 use crate::timer::{TimerShared, TIMER_SIGNAL};
 use crate::{Mechanism, Op, Stats};
 use hal::context::{XSAVE_HEADER, XSAVE_SW_BYTES};
-use hal::{Access, CpuFaultKind, HalError, Trap, UserContext};
+use hal::{CpuFaultKind, HalError, Trap, UserContext};
 use hal_uml_host::sys::{self, futex, futex_waiters, SharedMemfd};
 use std::io;
 use std::rc::{Rc, Weak};
@@ -724,14 +724,7 @@ fn decode(s: &SeccompStub) -> Decoded {
             Decoded::Trap(Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: rip })
         }
         libc::SIGSEGV if trapno == 14 => {
-            let access = if err & 0x10 != 0 {
-                Access::Execute
-            } else if err & 0x2 != 0 {
-                Access::Write
-            } else {
-                Access::Read
-            };
-            Decoded::Trap(Trap::PageFault { addr, access })
+            Decoded::Trap(Trap::PageFault { addr, access: hal_uml_host::fault_access(err) })
         }
         libc::SIGSEGV => Decoded::Trap(Trap::CpuFault { kind: CpuFaultKind::GeneralProtection, addr: rip }),
         libc::SIGTRAP => Decoded::Trap(Trap::CpuFault { kind: CpuFaultKind::Breakpoint, addr: rip }),

@@ -134,7 +134,16 @@ impl Env {
         serde_json::from_slice(&out.stdout).expect("state is JSON")
     }
 
-    /// Nothing left in the state directory but what `keep` names.
+    /// `run ID` of the bundle as it is: refused with status 1 and a
+    /// message containing `needle`, nothing left behind.
+    fn assert_run_refused(&self, id: &str, needle: &str, what: &str) {
+        let o = self.oci(&["run", "--bundle", self.bundle.to_str().unwrap(), id]);
+        assert_eq!(code(&o), 1, "{what}");
+        assert!(text(&o.stderr).contains(needle), "{what}: {}", text(&o.stderr));
+        self.assert_state_empty(what);
+    }
+
+    /// Nothing left in the state directory.
     fn assert_state_empty(&self, what: &str) {
         let left: Vec<String> = std::fs::read_dir(&self.state)
             .map(|d| {
@@ -461,14 +470,7 @@ fn run_passes_output_and_exit_status() {
 
     // The program not found: runc's message, which engines turn into 127.
     e.write_config(&e.config(&["no-such-program"]));
-    let o = e.oci(&["run", "--bundle", e.bundle.to_str().unwrap(), "r2"]);
-    assert_eq!(code(&o), 1);
-    assert!(
-        text(&o.stderr).contains("executable file not found in $PATH"),
-        "{}",
-        text(&o.stderr)
-    );
-    e.assert_state_empty("after a failed run");
+    e.assert_run_refused("r2", "executable file not found in $PATH", "after a failed run");
 }
 
 #[test]
@@ -582,14 +584,7 @@ fn tt_backend_by_annotation() {
     );
     c["annotations"] = json!({ "org.rustuml.backend": "vm" });
     e.write_config(&c);
-    let o = e.oci(&["run", "--bundle", e.bundle.to_str().unwrap(), "t"]);
-    assert_eq!(code(&o), 1);
-    assert!(
-        text(&o.stderr).contains("org.rustuml.backend"),
-        "{}",
-        text(&o.stderr)
-    );
-    e.assert_state_empty("after a refused backend");
+    e.assert_run_refused("t", "org.rustuml.backend", "after a refused backend");
 }
 
 #[test]

@@ -273,14 +273,8 @@ impl<S: AddressSpace> ProcessTable<S> {
         for &p in group {
             let is_cur = cur.as_ref().is_some_and(|c| c.pid == p);
             if let Some(t) = self.either(cur, p) {
-                if t.group_exit.is_none() {
-                    t.group_exit = Some(st);
-                }
-                t.stopped = false;
-                if let TaskState::Blocked(_) = t.state {
-                    t.state = TaskState::Runnable;
-                }
-                t.redo_syscall = false;
+                let first = t.group_exit.unwrap_or(st);
+                mark_exiting(t, first);
                 self.take_wait(p);
                 if !is_cur {
                     self.runq.push(p);
@@ -295,12 +289,7 @@ impl<S: AddressSpace> ProcessTable<S> {
         let others: Vec<Pid> = self.iter().filter(|t| t.tgid == tgid && t.pid != me && !t.is_zombie()).map(|t| t.pid).collect();
         for p in others {
             if let Some(t) = self.tasks.get_mut(&p) {
-                t.group_exit = Some(st);
-                t.stopped = false;
-                if let TaskState::Blocked(_) = t.state {
-                    t.state = TaskState::Runnable;
-                }
-                t.redo_syscall = false;
+                mark_exiting(t, st);
                 self.take_wait(p);
                 self.runq.push(p);
             }
@@ -362,4 +351,15 @@ impl<S: AddressSpace> ProcessTable<S> {
         }
         (mm_done, fd_done)
     }
+}
+
+/// Marks `t` to exit with `st` when it next runs: woken if blocked or
+/// stopped, no system call to redo.
+fn mark_exiting<S: AddressSpace>(t: &mut Task<S>, st: ExitStatus) {
+    t.group_exit = Some(st);
+    t.stopped = false;
+    if let TaskState::Blocked(_) = t.state {
+        t.state = TaskState::Runnable;
+    }
+    t.redo_syscall = false;
 }

@@ -344,7 +344,8 @@ fn idle_sockets(n: usize, listeners: bool) -> Result<(), String> {
         }
         Ok(fds.len() - before)
     };
-    let pause = || std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The host samples when it reads the line: a moment is enough.
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(200));
     open((n / 10).max(1), &mut fds)?;
     say!("stage 1");
     pause();

@@ -162,8 +162,9 @@ struct Op {
     how: How,
     /// DESIGN.md targets, in the raw unit: (skas, tt).
     target: Option<(f64, f64)>,
-    /// A macro benchmark: with `--quick`, measured in the first repetition
-    /// only, so that the smoke check stays under a minute.
+    /// A macro benchmark or a slow host-driven row: with `--quick`,
+    /// measured in the first repetition only, so that the smoke check stays
+    /// short.
     macro_: bool,
 }
 

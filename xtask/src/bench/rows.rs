@@ -388,7 +388,7 @@ pub(super) const OPS: &[Op] = &[
         better: Better::Higher,
         how: How::Guest { prog: "bench_net", full: 20_000, quick: 500, path: PathArg::None },
         target: None,
-        macro_: false,
+        macro_: true,
     },
     Op {
         name: "tcp_conn_last",
@@ -397,7 +397,7 @@ pub(super) const OPS: &[Op] = &[
         better: Better::Higher,
         how: How::Guest { prog: "bench_net", full: 20_000, quick: 500, path: PathArg::None },
         target: None,
-        macro_: false,
+        macro_: true,
     },
     Op {
         name: "tcp_idle_conn_mem",
@@ -406,7 +406,7 @@ pub(super) const OPS: &[Op] = &[
         better: Better::Lower,
         how: How::KernelMem { full: 2_000, quick: 200 },
         target: Some((16_384.0, 16_384.0)),
-        macro_: false,
+        macro_: true,
     },
     Op {
         name: "tcp_idle_listener_mem",
@@ -415,7 +415,7 @@ pub(super) const OPS: &[Op] = &[
         better: Better::Lower,
         how: How::KernelMem { full: 2_000, quick: 200 },
         target: Some((8_192.0, 8_192.0)),
-        macro_: false,
+        macro_: true,
     },
     Op {
         name: "ctrl_c_prompt",
@@ -424,7 +424,7 @@ pub(super) const OPS: &[Op] = &[
         better: Better::Lower,
         how: How::CtrlC,
         target: Some((20e6, 20e6)),
-        macro_: false,
+        macro_: true,
     },
     Op {
         name: "switch_ping",
@@ -433,7 +433,7 @@ pub(super) const OPS: &[Op] = &[
         better: Better::Lower,
         how: How::SwitchPing,
         target: Some((300_000.0, 300_000.0)),
-        macro_: false,
+        macro_: true,
     },
     Op {
         name: "http_fwd_ab",
@@ -445,7 +445,7 @@ pub(super) const OPS: &[Op] = &[
             quick: 500,
         },
         target: Some((5_000.0, 5_000.0)),
-        macro_: false,
+        macro_: true,
     },
     host_tree_row("host_find_cold", "host tree: find /usr -type f | wc -l, fresh guest (boot included)"),
     host_tree_row("host_find_warm", "host tree: find /usr -type f, second walk in the same guest"),

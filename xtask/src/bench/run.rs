@@ -502,6 +502,18 @@ pub(super) fn ab_client(port: u16, n: usize, timeout: Duration) -> Result<f64, S
     }
 }
 
+/// The exit status of `child` (128 + signal when killed), if it exits by
+/// `until`.
+fn exit_code_by(child: &mut std::process::Child, until: Instant) -> Option<i32> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))),
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+            _ => return None,
+        }
+    }
+}
+
 /// A [`How::Forwarded`] row under `b`: starts `bench_net serve`, waits for
 /// its `listening PORT` line, and times [`host_client`] against it.
 pub(super) fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, timeout: Duration) -> Sample {
@@ -583,17 +595,7 @@ pub(super) fn measure_fwd(b: &Backend, roots: &Roots, op: &Op, quick: bool, time
     } else {
         deadline.min(Instant::now() + Duration::from_secs(2))
     };
-    let mut code = None;
-    while Instant::now() < wait_until {
-        match child.try_wait() {
-            Ok(Some(st)) => {
-                code = Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
-                break;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => break,
-        }
-    }
+    let code = exit_code_by(&mut child, wait_until);
     // SAFETY: kills the process group we created for this child (ESRCH when it is gone is fine).
     unsafe { kill(-pid, SIGKILL) };
     let _ = child.wait();
@@ -883,17 +885,7 @@ pub(super) fn measure_kernel_mem(b: &Backend, roots: &Roots, op: &Op, quick: boo
         let count: f64 = line.split_whitespace().nth(2).and_then(|c| c.parse().ok()).filter(|&c: &f64| c > 0.0).ok_or("bad `stage 2` line")?;
         Ok((m2 - m1).max(0.0) * 1024.0 / count)
     });
-    let mut code = None;
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(st)) => {
-                code = Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
-                break;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break,
-        }
-    }
+    let code = exit_code_by(&mut child, deadline);
     // SAFETY: kills the process group we created for this child (ESRCH when it is gone is fine).
     unsafe { kill(-(pid as i32), SIGKILL) };
     let _ = child.wait();
