@@ -104,13 +104,28 @@ pub struct Ucred {
     pub gid: u32,
 }
 
-/// Ancillary data of one message (`SCM_RIGHTS`, `SCM_CREDENTIALS`).
+/// Where a datagram arrived (`IP_PKTINFO`, `IPV6_RECVPKTINFO`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PktInfo {
+    /// `ifindex` of the interface it came in on.
+    pub ifindex: u32,
+    /// The address it was sent to, 4 or 16 bytes (an IPv4 address on an
+    /// IPv6 socket comes v4-mapped).
+    pub dst: [u8; 16],
+    /// An IPv6 socket's (`IPV6_PKTINFO`), else IPv4's (`IP_PKTINFO`).
+    pub v6: bool,
+}
+
+/// Ancillary data of one message (`SCM_RIGHTS`, `SCM_CREDENTIALS`,
+/// `IP_PKTINFO`).
 #[derive(Clone, Default)]
 pub struct Control {
     /// Open files passed along (`SCM_RIGHTS`).
     pub rights: Vec<FileRef>,
     /// Sender credentials (`SCM_CREDENTIALS`).
     pub creds: Option<Ucred>,
+    /// Where the datagram arrived, when the socket asked for it.
+    pub pktinfo: Option<PktInfo>,
 }
 
 /// What a receive returned.

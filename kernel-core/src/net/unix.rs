@@ -636,7 +636,7 @@ impl UnixSocket {
             let Some(m) = s.rx.front() else { return Err(Errno::EAGAIN) };
             let n = buf.len().min(m.data.len());
             buf[..n].copy_from_slice(&m.data[..n]);
-            let control = Control { rights: m.rights.clone(), creds: want_creds.then_some(m.creds) };
+            let control = Control { rights: m.rights.clone(), creds: want_creds.then_some(m.creds), pktinfo: None };
             let from = (m.from != UnixAddr::Unnamed).then(|| SockAddr::Unix(m.from.clone()));
             return Ok(Received { len: n, full_len: m.data.len(), from, control });
         } else {
@@ -649,7 +649,7 @@ impl UnixSocket {
         let n = buf.len().min(m.data.len());
         buf[..n].copy_from_slice(&m.data[..n]);
         let mut m = m;
-        let control = Control { rights: core::mem::take(&mut m.rights), creds: want_creds.then_some(m.creds) };
+        let control = Control { rights: core::mem::take(&mut m.rights), creds: want_creds.then_some(m.creds), pktinfo: None };
         let from = (m.from != UnixAddr::Unnamed).then(|| SockAddr::Unix(m.from.clone()));
         let full = m.data.len();
         if let Some(snd) = m.sender.upgrade() {
@@ -1202,9 +1202,9 @@ mod tests {
         let cred = Ucred::default();
         let (a, b) = UnixSocket::pair(n::SOCK_STREAM, cred, None).unwrap();
         let (fa, fb) = (open(&mut fs, &a), open(&mut fs, &b));
-        let c = Control { rights: alloc::vec![fa.clone(), fb.clone()], creds: None };
+        let c = Control { rights: alloc::vec![fa.clone(), fb.clone()], creds: None, pktinfo: None };
         assert_eq!(a.send_to(cred, b"x", None, c, 0), Ok(1));
-        let c = Control { rights: alloc::vec![fa.clone()], creds: None };
+        let c = Control { rights: alloc::vec![fa.clone()], creds: None, pktinfo: None };
         assert_eq!(b.send_to(cred, b"y", None, c, 0), Ok(1));
         let mut list = alloc::vec![Rc::downgrade(&a), Rc::downgrade(&b)];
         let (wa, wb) = (Rc::downgrade(&a), Rc::downgrade(&b));
@@ -1228,7 +1228,7 @@ mod tests {
         let (x, y) = UnixSocket::pair(n::SOCK_DGRAM, cred, None).unwrap();
         let (fa, _fb, fx) = (open(&mut fs, &a), open(&mut fs, &b), open(&mut fs, &x));
         // x (closed below) is in b's queue; b is still open: x is reachable.
-        let c = Control { rights: alloc::vec![fx.clone()], creds: None };
+        let c = Control { rights: alloc::vec![fx.clone()], creds: None, pktinfo: None };
         assert_eq!(a.send_to(cred, b"", None, c, 0), Ok(0));
         let mut list = alloc::vec![Rc::downgrade(&b)];
         let wx = Rc::downgrade(&x);

@@ -713,31 +713,47 @@ struct InResult {
 /// Build the control messages of a receive (credentials, then files),
 /// installing received files as Linux's `scm_detach_fds`: as many as fit,
 /// `MSG_CTRUNC` for the rest (which are closed).
+/// Appends one control message to `out`, within `room` bytes in all: cut
+/// short (and `MSG_CTRUNC`) when it does not fit.
+fn push_cmsg(out: &mut Vec<u8>, room: usize, level: u32, ty: u32, data: &[u8], msg_flags: &mut u32) {
+    let left = room.saturating_sub(out.len());
+    if left < CMSG_HDR {
+        *msg_flags |= n::MSG_CTRUNC;
+        return;
+    }
+    let full = CMSG_HDR + data.len();
+    let mut m = Vec::with_capacity(cmsg_align(full));
+    m.extend_from_slice(&(full as u64).to_le_bytes());
+    m.extend_from_slice(&level.to_le_bytes());
+    m.extend_from_slice(&ty.to_le_bytes());
+    m.extend_from_slice(data);
+    if left < full {
+        *msg_flags |= n::MSG_CTRUNC;
+        m.truncate(left);
+        m[0..8].copy_from_slice(&(left as u64).to_le_bytes());
+    } else {
+        m.resize(cmsg_align(full).min(left), 0);
+    }
+    out.extend_from_slice(&m);
+}
+
 fn put_control<H: Hal>(cx: &mut SysCtx<'_, H>, c: Control, ctl: u64, ctllen: u64, flags: u32, msg_flags: &mut u32) -> Result<usize, Errno> {
     let room = if ctl == 0 { 0 } else { ctllen.min(CTL_MAX) as usize };
     let mut out: Vec<u8> = Vec::new();
     if let Some(cr) = c.creds {
-        let full = CMSG_HDR + 12;
-        if room < CMSG_HDR {
-            *msg_flags |= n::MSG_CTRUNC;
+        let data: Vec<u8> = [cr.pid, cr.uid, cr.gid].iter().flat_map(|v| v.to_le_bytes()).collect();
+        push_cmsg(&mut out, room, n::SOL_SOCKET, n::SCM_CREDENTIALS, &data, msg_flags);
+    }
+    if let Some(p) = c.pktinfo {
+        let data: Vec<u8> = if p.v6 {
+            // struct in6_pktinfo { in6_addr ipi6_addr; unsigned ipi6_ifindex; }
+            p.dst.iter().copied().chain(p.ifindex.to_le_bytes()).collect()
         } else {
-            let mut m = Vec::with_capacity(cmsg_align(full));
-            m.extend_from_slice(&(full as u64).to_le_bytes());
-            m.extend_from_slice(&n::SOL_SOCKET.to_le_bytes());
-            m.extend_from_slice(&n::SCM_CREDENTIALS.to_le_bytes());
-            m.extend_from_slice(&cr.pid.to_le_bytes());
-            m.extend_from_slice(&cr.uid.to_le_bytes());
-            m.extend_from_slice(&cr.gid.to_le_bytes());
-            let left = room - out.len();
-            if left < full {
-                *msg_flags |= n::MSG_CTRUNC;
-                m.truncate(left);
-                m[0..8].copy_from_slice(&(left as u64).to_le_bytes());
-            } else {
-                m.resize(cmsg_align(full).min(left), 0);
-            }
-            out.extend_from_slice(&m);
-        }
+            // struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst, ipi_addr; }
+            p.ifindex.to_le_bytes().into_iter().chain(p.dst[..4].iter().copied()).chain(p.dst[..4].iter().copied()).collect()
+        };
+        let (level, ty) = if p.v6 { (n::SOL_IPV6, n::IPV6_PKTINFO) } else { (n::SOL_IP, n::IP_PKTINFO) };
+        push_cmsg(&mut out, room, level, ty, &data, msg_flags);
     }
     let mut installed: Vec<usize> = Vec::new();
     if !c.rights.is_empty() {

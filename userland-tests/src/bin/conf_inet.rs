@@ -467,6 +467,26 @@ fn udp() {
         libc::sendto(b, b"friend".as_ptr().cast(), 6, 0, (&to as *const libc::sockaddr_in).cast(), SLEN);
         let k = libc::recv(a, buf.as_mut_ptr().cast(), 64, 0);
         t("connected UDP hears only its peer", k == 6 && &buf[..6] == b"friend", r(k));
+        // IP_PKTINFO: where each datagram arrived (the interface, the address).
+        t("setsockopt IP_PKTINFO", seti(third, libc::IPPROTO_IP, libc::IP_PKTINFO, 1) == 0, r(-1));
+        let to3 = sin(LO, port_of(third));
+        libc::sendto(b, b"info".as_ptr().cast(), 4, 0, (&to3 as *const libc::sockaddr_in).cast(), SLEN);
+        let mut ctl = [0u8; 64];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: 64 };
+        let mut mh: libc::msghdr = std::mem::zeroed();
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = ctl.as_mut_ptr().cast();
+        mh.msg_controllen = ctl.len();
+        let k = libc::recvmsg(third, &mut mh, 0);
+        let c = libc::CMSG_FIRSTHDR(&mh);
+        let info = if c.is_null() { None } else { Some(((*c).cmsg_level, (*c).cmsg_type, std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo))) };
+        let ok = info.is_some_and(|(l, ty, p)| l == libc::IPPROTO_IP && ty == libc::IP_PKTINFO && p.ipi_ifindex == 1 && p.ipi_addr.s_addr == u32::from_ne_bytes(LO) && p.ipi_spec_dst.s_addr == u32::from_ne_bytes(LO));
+        t("IP_PKTINFO gives lo and 127.0.0.1", k == 4 && ok, format!("{k} {:?}", info.map(|(l, ty, p)| (l, ty, p.ipi_ifindex, p.ipi_addr.s_addr))));
+        mh.msg_controllen = 4;
+        libc::sendto(b, b"info".as_ptr().cast(), 4, 0, (&to3 as *const libc::sockaddr_in).cast(), SLEN);
+        let k = libc::recvmsg(third, &mut mh, 0);
+        t("IP_PKTINFO with no room is MSG_CTRUNC", k == 4 && mh.msg_flags & libc::MSG_CTRUNC != 0, r(k));
         let fourth = sock(libc::SOCK_DGRAM);
         let rc = bind(fourth, LO, ap);
         t("UDP port in use is EADDRINUSE", rc == -1 && errno() == libc::EADDRINUSE, r(rc));

@@ -13,7 +13,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
 use super::opts::{self, Opts, SOL_IP, SOL_IPV6, SOL_SOCKET};
 use super::{endpoint, sockaddr, Proto, Stack, StackRef};
-use crate::net::{Control, Received, SockAddr, SockCtx, Socket};
+use crate::net::{Control, PktInfo, Received, SockAddr, SockCtx, Socket};
 use crate::wait::{FileOps, IoCtx, WaitQueue, WaitRef, WaitSet, POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM};
 use crate::Errno;
 
@@ -109,10 +109,13 @@ impl UdpSock {
         let mut s = self.stack.borrow_mut();
         s.advance(now);
         let peer = st.peer;
+        let want_info = if self.v6 { st.opts.flag(SOL_IPV6, n::IPV6_RECVPKTINFO) } else { st.opts.flag(SOL_IP, n::IP_PKTINFO) };
         for &(k, h) in &st.handles {
+            let ifindex = s.ifaces.get(k).map_or(0, |i| i.index);
             let u = sock(&mut s, k, h);
             while let Ok((data, meta)) = u.peek() {
                 let from = (meta.endpoint.addr, meta.endpoint.port);
+                let pktinfo = meta.local_address.filter(|_| want_info).map(|dst| pktinfo(ifindex, dst, self.v6));
                 // A connected socket only hears from its peer.
                 if peer.is_some_and(|p| p != from) {
                     let _ = u.recv();
@@ -128,7 +131,7 @@ impl UdpSock {
                     len,
                     full_len: full,
                     from: Some(sockaddr(Some(from.0), from.1, self.v6)),
-                    control: Control::default(),
+                    control: Control { pktinfo, ..Control::default() },
                 });
             }
         }
@@ -192,6 +195,21 @@ impl UdpSock {
         }
         m
     }
+}
+
+/// `IP_PKTINFO`/`IPV6_PKTINFO` of a datagram sent to `dst`.
+fn pktinfo(ifindex: u32, dst: IpAddress, v6: bool) -> PktInfo {
+    let mut a = [0u8; 16];
+    match dst {
+        IpAddress::Ipv4(d) if v6 => {
+            a[10] = 0xff;
+            a[11] = 0xff;
+            a[12..].copy_from_slice(&d.octets());
+        }
+        IpAddress::Ipv4(d) => a[..4].copy_from_slice(&d.octets()),
+        IpAddress::Ipv6(d) => a.copy_from_slice(&d.octets()),
+    }
+    PktInfo { ifindex, dst: a, v6 }
 }
 
 impl Drop for UdpSock {
