@@ -97,6 +97,15 @@ impl Env {
 
     /// `create`, with the container's stdout and stderr in files (its
     /// process keeps them open after create returns, as with runc).
+    /// `create ID`, which must succeed: the pid from its `--pid-file` and
+    /// the file the container's stdout goes to.
+    fn created(&self, id: &str) -> (i32, PathBuf) {
+        let (out, stdout, pid_file) = self.create(id);
+        assert_eq!(code(&out), 0, "create {id}: {}", text(&out.stderr));
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        (pid, stdout)
+    }
+
     fn create(&self, id: &str) -> (Output, PathBuf, PathBuf) {
         let (o, e) = (
             self.dir.join(format!("{id}.out")),
@@ -244,13 +253,7 @@ fn create_start_state_kill_delete() {
             "trap 'echo got-term; exit 5' TERM; echo up; while :; do sleep 0.1; done",
         ],
     );
-    let (out, stdout, pid_file) = e.create("c1");
-    assert_eq!(code(&out), 0, "create: {}", text(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (pid, stdout) = e.created("c1");
     let st = e.state("c1");
     check_state(&st, "c1", "created", &e.bundle);
     assert_eq!(st["pid"], pid, "the pid file and the state agree");
@@ -402,13 +405,7 @@ fn create_start_state_kill_delete() {
 fn sigkill_reaches_init_and_delete_force() {
     let _g = lock();
     let e = Env::new("kill", &["sleep", "1000"]);
-    let (out, _, pid_file) = e.create("k");
-    assert_eq!(code(&out), 0, "create: {}", text(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (pid, _) = e.created("k");
     assert_eq!(code(&e.oci(&["start", "k"])), 0);
     // SIGTERM: sleep as init has no handler, so it stays (podman stop then
     // sends SIGKILL after its timeout, as with runc).
@@ -425,23 +422,11 @@ fn sigkill_reaches_init_and_delete_force() {
     assert_eq!(code(&e.oci(&["delete", "k"])), 0);
 
     // A created container that never starts: delete kills its process.
-    let (out, _, pid_file) = e.create("never");
-    assert_eq!(code(&out), 0, "create: {}", text(&out.stderr));
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (pid, _) = e.created("never");
     assert_eq!(code(&e.oci(&["delete", "never"])), 0);
     assert_eq!(reap(pid, TIMEOUT), 128 + libc::SIGKILL);
     // A running one goes with --force.
-    let (out, _, pid_file) = e.create("forced");
-    assert_eq!(code(&out), 0);
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (pid, _) = e.created("forced");
     assert_eq!(code(&e.oci(&["start", "forced"])), 0);
     assert_eq!(code(&e.oci(&["delete", "--force", "forced"])), 0);
     reap(pid, TIMEOUT);
