@@ -454,8 +454,7 @@ fn create_in(
     env_ptrs.push(std::ptr::null());
     let keep_fds = 3 + a.preserve_fds;
 
-    // SAFETY: this process is single-threaded; the child only makes
-    // system calls on what was prepared above, then execs or _exits.
+    // SAFETY: single-threaded here; the child only makes system calls on what was prepared above, then execs or _exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(format!("fork: {}", std::io::Error::last_os_error()));

@@ -1206,27 +1206,33 @@ fn udp_frame(guest_mac: EthernetAddress, src: (Ipv4Addr, u16), dst_port: u16, pa
 
 fn udp_frame_to(guest_mac: EthernetAddress, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<Vec<u8>> {
     let repr = UdpRepr { src_port: src.1, dst_port: dst.1 };
-    let mut dgram = vec![0u8; repr.header_len() + payload.len()];
-    repr.emit(
-        &mut UdpPacket::new_unchecked(&mut dgram[..]),
-        &IpAddress::Ipv4(src.0),
-        &IpAddress::Ipv4(dst.0),
-        payload.len(),
-        |p| p.copy_from_slice(payload),
-        &ChecksumCapabilities::default(),
-    );
+    let emit = |b: &mut [u8]| {
+        repr.emit(
+            &mut UdpPacket::new_unchecked(b),
+            &IpAddress::Ipv4(src.0),
+            &IpAddress::Ipv4(dst.0),
+            payload.len(),
+            |p| p.copy_from_slice(payload),
+            &ChecksumCapabilities::default(),
+        )
+    };
+    let len = repr.header_len() + payload.len();
+    if len <= fragment::FRAGMENT {
+        // The common case: written once, straight into its frame.
+        return vec![ip_frame(guest_mac, src.0, dst.0, IpProtocol::Udp, len, emit)];
+    }
+    let mut dgram = vec![0u8; len];
+    emit(&mut dgram);
     fragment::split(&dgram)
         .into_iter()
         .map(|(ident, offset, more, piece)| {
             let mut f = ip_frame(guest_mac, src.0, dst.0, IpProtocol::Udp, piece.len(), |b| b.copy_from_slice(piece));
-            if more || offset != 0 {
-                let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
-                p.set_ident(ident);
-                p.set_dont_frag(false);
-                p.set_more_frags(more);
-                p.set_frag_offset(offset as u16);
-                p.fill_checksum();
-            }
+            let mut p = Ipv4Packet::new_unchecked(&mut f[14..]);
+            p.set_ident(ident);
+            p.set_dont_frag(false);
+            p.set_more_frags(more);
+            p.set_frag_offset(offset as u16);
+            p.fill_checksum();
             f
         })
         .collect()

@@ -21,7 +21,7 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest IPv4 payload (65,535 minus the 20-byte header).
 const MAX_PAYLOAD: usize = 65_515;
 /// Payload bytes of one fragment on a 1,500-byte link (a multiple of 8).
-const FRAGMENT: usize = 1_480;
+pub(crate) const FRAGMENT: usize = 1_480;
 
 /// (source, destination, identification, protocol) of a datagram.
 type Id = (Ipv4Addr, Ipv4Addr, u16, u8);
@@ -93,9 +93,11 @@ impl Reassembly {
             p.total = Some(end);
         }
         if p.complete() {
-            let mut p = self.partials.remove(&id).expect("present");
-            p.data.truncate(p.total.unwrap_or(0));
-            return Ok(Some(p.data));
+            let total = p.total.unwrap_or(0);
+            let mut data = core::mem::take(&mut p.data);
+            self.partials.remove(&id);
+            data.truncate(total);
+            return Ok(Some(data));
         }
         if evicted {
             return Err(Refused::Evicted);
